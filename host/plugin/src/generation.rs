@@ -1,0 +1,125 @@
+//! A generation: one complete, validated set of plugins built from one
+//! configuration. Sessions hold an `Arc<Generation>` for their whole life, so
+//! a reload never changes the policy under a running session; a generation
+//! is freed when its last session ends. Input: trusted plugin specs (the
+//! plugins themselves are checked by `load.rs`).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::SystemTime;
+
+use crate::Stage;
+use crate::chain::SessionChain;
+use crate::engine::Runtime;
+use crate::load::{LoadError, LoadedPlugin, Mode, PluginSpec};
+use crate::state::Services;
+
+pub struct Generation {
+    pub id: u64,
+    pub loaded_at: SystemTime,
+    /// Where the configuration came from (path), for `postern status`.
+    pub source: String,
+    pub(crate) plugins: Vec<LoadedPlugin>,
+    pub(crate) by_stage: [Vec<usize>; Stage::COUNT],
+    pub(crate) services: Services,
+    pub(crate) sessions: AtomicUsize,
+}
+
+/// A summary of one loaded plugin, for status output.
+#[derive(Clone, Debug)]
+pub struct PluginInfo {
+    pub name: String,
+    pub path: PathBuf,
+    pub sha256: String,
+    pub stages: Vec<Stage>,
+    pub mode: Mode,
+    /// False when the compiled code came from the cache.
+    pub compiled: bool,
+}
+
+impl Generation {
+    /// Build a generation: load and check every plugin (compiling on the
+    /// blocking pool), then instantiate each once and run its `init` with its
+    /// configuration. Any failure refuses the whole generation.
+    pub async fn load(
+        runtime: &Arc<Runtime>,
+        id: u64,
+        source: String,
+        specs: Vec<PluginSpec>,
+        services: Services,
+    ) -> Result<Generation, LoadError> {
+        let mut seen = std::collections::HashSet::new();
+        for s in &specs {
+            if !seen.insert(s.name.clone()) {
+                return Err(LoadError::Settings {
+                    plugin: s.name.clone(),
+                    message: "the name is used by more than one [[plugin]]".into(),
+                });
+            }
+        }
+        let mut plugins = Vec::with_capacity(specs.len());
+        for spec in specs {
+            let rt = runtime.clone();
+            let name = spec.name.clone();
+            let loaded = tokio::task::spawn_blocking(move || rt.load_plugin(spec))
+                .await
+                .map_err(|e| LoadError::Settings {
+                    plugin: name,
+                    message: format!("loader task failed: {e}"),
+                })??;
+            loaded.init_check(&services).await?;
+            plugins.push(loaded);
+        }
+        let mut by_stage: [Vec<usize>; Stage::COUNT] = Default::default();
+        for (i, p) in plugins.iter().enumerate() {
+            for s in &p.stages {
+                by_stage[*s as usize].push(i);
+            }
+        }
+        runtime.retain_compiled(plugins.iter().map(|p| p.hash.clone()).collect());
+        Ok(Generation {
+            id,
+            loaded_at: SystemTime::now(),
+            source,
+            plugins,
+            by_stage,
+            services,
+            sessions: AtomicUsize::new(0),
+        })
+    }
+
+    /// A chain for one new session (instances are created lazily).
+    pub fn session(self: &Arc<Self>, session_id: Arc<str>) -> SessionChain {
+        self.sessions.fetch_add(1, Ordering::Relaxed);
+        SessionChain::new(self.clone(), session_id)
+    }
+
+    /// Sessions currently running on this generation.
+    pub fn active_sessions(&self) -> usize {
+        self.sessions.load(Ordering::Relaxed)
+    }
+
+    /// Whether any plugin hooks `stage`.
+    pub fn hooks(&self, stage: Stage) -> bool {
+        !self.by_stage[stage as usize].is_empty()
+    }
+
+    pub fn plugins(&self) -> Vec<PluginInfo> {
+        self.plugins
+            .iter()
+            .map(|p| PluginInfo {
+                name: p.spec.name.clone(),
+                path: p.spec.path.clone(),
+                sha256: p.hash.clone(),
+                stages: p.stages.clone(),
+                mode: p.spec.mode,
+                compiled: p.compiled,
+            })
+            .collect()
+    }
+
+    pub fn services(&self) -> &Services {
+        &self.services
+    }
+}

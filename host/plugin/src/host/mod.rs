@@ -1,0 +1,22 @@
+//! Host imports of the WIT contract (`wit/host.wit`, `wit/hooks.wit`'s
+//! `message`): what a plugin may call. Input: arguments from untrusted
+//! plugins; capability grants are checked on every call.
+
+mod dns;
+mod kv;
+mod log;
+mod message;
+
+use crate::bindings::postern::policy::{clock, types};
+use crate::state::PluginState;
+
+impl types::Host for PluginState {}
+
+impl clock::Host for PluginState {
+    async fn now_ms(&mut self) -> wasmtime::Result<u64> {
+        Ok(std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0))
+    }
+}

@@ -1,0 +1,106 @@
+//! Postern's policy plugin runtime: loads WebAssembly components that
+//! implement the `postern:policy@0.1.0` WIT contract (`wit/`), and runs them
+//! as a chain at every SMTP stage, each call sandboxed under a wall-clock
+//! deadline, a memory cap and a stack cap. Input: plugin binaries and their
+//! results are untrusted; the operator's configuration is trusted.
+
+mod bindings;
+mod capability;
+mod chain;
+mod context;
+mod convert;
+mod engine;
+mod generation;
+mod hooks;
+mod host;
+mod load;
+mod message;
+mod state;
+mod stats;
+mod stdio;
+mod verdict;
+
+pub use capability::{
+    BoxFuture, DnsAnswer, DnsBackend, DnsFailure, DnsQuery, Grants, KvBackend, KvFailure, MemoryKv,
+    NoDns,
+};
+pub use chain::{Decision, SessionChain};
+pub use context::{Credentials, EnvelopeAddress, Outcome, SessionContext, TlsInfo};
+pub use engine::{Runtime, RuntimeConfig};
+pub use generation::{Generation, PluginInfo};
+pub use load::{LoadError, Mode, OnError, PluginSpec};
+pub use message::MessageData;
+pub use state::Services;
+pub use stats::{
+    ERROR_KINDS, Histogram, LATENCY_BUCKETS_US, PluginStats, StatsRegistry, VERDICT_KINDS,
+};
+pub use verdict::{PluginReply, Verdict};
+
+/// The WIT package version this host implements.
+pub const WIT_PACKAGE: &str = "postern:policy";
+pub const WIT_VERSION: &str = "0.1.0";
+
+/// An SMTP stage a plugin can hook.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Stage {
+    Connect = 0,
+    Helo,
+    Auth,
+    MailFrom,
+    RcptTo,
+    Data,
+    Vrfy,
+    Expn,
+    Outcome,
+}
+
+impl Stage {
+    pub const COUNT: usize = 9;
+    pub const ALL: [Stage; Stage::COUNT] = [
+        Stage::Connect,
+        Stage::Helo,
+        Stage::Auth,
+        Stage::MailFrom,
+        Stage::RcptTo,
+        Stage::Data,
+        Stage::Vrfy,
+        Stage::Expn,
+        Stage::Outcome,
+    ];
+
+    /// The stage's name as in logs and metrics (matches the WIT names).
+    pub fn name(self) -> &'static str {
+        match self {
+            Stage::Connect => "connect",
+            Stage::Helo => "helo",
+            Stage::Auth => "auth",
+            Stage::MailFrom => "mail-from",
+            Stage::RcptTo => "rcpt-to",
+            Stage::Data => "data",
+            Stage::Vrfy => "vrfy",
+            Stage::Expn => "expn",
+            Stage::Outcome => "outcome",
+        }
+    }
+
+    /// The WIT interface a plugin exports to hook this stage.
+    pub fn interface(self) -> &'static str {
+        match self {
+            Stage::Connect => "connect-hook",
+            Stage::Helo => "helo-hook",
+            Stage::Auth => "auth-hook",
+            Stage::MailFrom => "mail-from-hook",
+            Stage::RcptTo => "rcpt-to-hook",
+            Stage::Data => "data-hook",
+            Stage::Vrfy => "vrfy-hook",
+            Stage::Expn => "expn-hook",
+            Stage::Outcome => "outcome-hook",
+        }
+    }
+}
+
+impl std::fmt::Display for Stage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}

@@ -1,0 +1,394 @@
+//! Loading one plugin: read the file, identify it (component vs core module
+//! vs garbage), compile (content-hash cached), check the WIT version of its
+//! imports and exports, pre-instantiate against the host's linker and find
+//! its stage exports. Input: untrusted `.wasm` bytes; every failure is a
+//! precise `LoadError` naming the plugin and file.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use wasmtime::Store;
+use wasmtime::component::{Component, InstancePre};
+
+use crate::capability::Grants;
+use crate::engine::Runtime;
+use crate::hooks::{HookIndices, Live};
+use crate::state::{PluginMeta, PluginState, Services};
+use crate::stats::PluginStats;
+use crate::{Stage, WIT_PACKAGE, WIT_VERSION};
+
+/// What to do when a plugin fails (trap, timeout, memory, invalid reply).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum OnError {
+    /// Answer `451 4.3.0` (the default): the client retries later.
+    #[default]
+    Tempfail,
+    /// Treat the failure as `pass`.
+    FailOpen,
+    /// Answer `554 5.7.0`.
+    FailClosed,
+}
+
+impl OnError {
+    pub fn parse(s: &str) -> Option<OnError> {
+        match s {
+            "tempfail" => Some(OnError::Tempfail),
+            "fail-open" => Some(OnError::FailOpen),
+            "fail-closed" => Some(OnError::FailClosed),
+            _ => None,
+        }
+    }
+}
+
+/// Whether a plugin's verdicts are enforced.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Mode {
+    #[default]
+    Enforce,
+    /// Run on live traffic, log and count verdicts, never enforce them.
+    Shadow,
+}
+
+/// One `[[plugin]]` entry of the configuration.
+#[derive(Clone, Debug)]
+pub struct PluginSpec {
+    pub name: String,
+    pub path: PathBuf,
+    /// The `[plugin.config]` table as a JSON object.
+    pub config_json: String,
+    pub on_error: OnError,
+    pub timeout: Duration,
+    pub max_memory: usize,
+    pub capabilities: Vec<String>,
+    /// Key-value namespace; defaults to the plugin's name.
+    pub kv_namespace: Option<String>,
+    pub mode: Mode,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("plugin {plugin:?}: cannot read {path}: {source}")]
+    Read {
+        plugin: String,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("plugin {plugin:?}: {path} is not a WebAssembly file")]
+    NotWasm { plugin: String, path: PathBuf },
+    #[error(
+        "plugin {plugin:?}: {path} is a core WebAssembly module, not a component \
+         (build it for wasm32-wasip2, or wrap it with `wasm-tools component new`)"
+    )]
+    CoreModule { plugin: String, path: PathBuf },
+    #[error("plugin {plugin:?}: {path} does not compile: {message}")]
+    Compile {
+        plugin: String,
+        path: PathBuf,
+        message: String,
+    },
+    #[error(
+        "plugin {plugin:?}: {path} uses {interface} but this Postern implements \
+         {WIT_PACKAGE}@{WIT_VERSION}"
+    )]
+    Version {
+        plugin: String,
+        path: PathBuf,
+        interface: String,
+    },
+    #[error(
+        "plugin {plugin:?}: {path} exports no Postern stage (expected at least one of \
+         {WIT_PACKAGE}/{{connect,helo,auth,mail-from,rcpt-to,data,vrfy,expn,outcome}}-hook@{WIT_VERSION})"
+    )]
+    NoStages { plugin: String, path: PathBuf },
+    #[error("plugin {plugin:?}: {path} cannot be linked: {message}")]
+    Link {
+        plugin: String,
+        path: PathBuf,
+        message: String,
+    },
+    #[error("plugin {plugin:?}: failed to start: {message}")]
+    Instantiate { plugin: String, message: String },
+    #[error("plugin {plugin:?} refused its configuration: {message}")]
+    InitRefused { plugin: String, message: String },
+    #[error("plugin {plugin:?}: init failed: {message}")]
+    InitFailed { plugin: String, message: String },
+    #[error("plugin {plugin:?}: {message}")]
+    Settings { plugin: String, message: String },
+}
+
+/// A compiled, checked plugin, ready to instantiate per session.
+pub(crate) struct LoadedPlugin {
+    pub spec: PluginSpec,
+    pub meta: Arc<PluginMeta>,
+    /// sha256 of the .wasm file, hex.
+    pub hash: String,
+    pub pre: InstancePre<PluginState>,
+    pub idx: HookIndices,
+    pub stats: Arc<PluginStats>,
+    pub stages: Vec<Stage>,
+    /// Whether this load compiled the component (false: cache hit).
+    pub compiled: bool,
+}
+
+/// Why a call into a plugin failed.
+#[derive(Debug)]
+pub(crate) enum CallError {
+    Trap(String),
+    Timeout,
+    Memory(String),
+    Invalid(String),
+    InitRefused(String),
+    Instantiate(String),
+}
+
+impl CallError {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            CallError::Trap(_) => "trap",
+            CallError::Timeout => "timeout",
+            CallError::Memory(_) => "memory",
+            CallError::Invalid(_) => "invalid",
+            CallError::InitRefused(_) => "init",
+            CallError::Instantiate(_) => "instantiate",
+        }
+    }
+
+    pub fn classify(e: wasmtime::Error) -> CallError {
+        if let Some(trap) = e.downcast_ref::<wasmtime::Trap>()
+            && *trap == wasmtime::Trap::Interrupt
+        {
+            return CallError::Timeout;
+        }
+        let text = format!("{e:#}");
+        if text.contains("growing memory") || text.contains("memory") && text.contains("limit") {
+            CallError::Memory(text)
+        } else {
+            CallError::Trap(text)
+        }
+    }
+}
+
+impl std::fmt::Display for CallError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CallError::Trap(m) => write!(f, "trapped: {m}"),
+            CallError::Timeout => write!(f, "exceeded its time limit"),
+            CallError::Memory(m) => write!(f, "exceeded its memory limit: {m}"),
+            CallError::Invalid(m) => write!(f, "returned an invalid reply: {m}"),
+            CallError::InitRefused(m) => write!(f, "refused its configuration: {m}"),
+            CallError::Instantiate(m) => write!(f, "failed to instantiate: {m}"),
+        }
+    }
+}
+
+const WASM_MAGIC: &[u8; 4] = b"\0asm";
+
+fn versioned(name: &str) -> Option<(&str, &str)> {
+    let rest = name.strip_prefix(WIT_PACKAGE)?.strip_prefix('/')?;
+    Some(rest.split_once('@').unwrap_or((rest, "")))
+}
+
+impl Runtime {
+    /// Load and check one plugin. Does not run `init` (see `init_check`).
+    pub(crate) fn load_plugin(&self, spec: PluginSpec) -> Result<LoadedPlugin, LoadError> {
+        let plugin = spec.name.clone();
+        let path = spec.path.clone();
+        let grants = Grants::parse(&spec.capabilities).map_err(|message| LoadError::Settings {
+            plugin: plugin.clone(),
+            message,
+        })?;
+        if spec.max_memory > self.config.max_memory_ceiling {
+            return Err(LoadError::Settings {
+                plugin,
+                message: format!(
+                    "max_memory {} exceeds the runtime ceiling {} ([runtime] max_memory)",
+                    spec.max_memory, self.config.max_memory_ceiling
+                ),
+            });
+        }
+        let bytes = std::fs::read(&path).map_err(|source| LoadError::Read {
+            plugin: plugin.clone(),
+            path: path.clone(),
+            source,
+        })?;
+        if bytes.len() < 8 || &bytes[..4] != WASM_MAGIC {
+            return Err(LoadError::NotWasm { plugin, path });
+        }
+        if bytes[4..8] == [1, 0, 0, 0] {
+            return Err(LoadError::CoreModule { plugin, path });
+        }
+        let hash = hex(&Sha256::digest(&bytes));
+        let (component, compiled) =
+            self.compile(&hash, &bytes)
+                .map_err(|e| LoadError::Compile {
+                    plugin: plugin.clone(),
+                    path: path.clone(),
+                    message: format!("{e:#}"),
+                })?;
+        self.check_versions(&component, &plugin, &path)?;
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| LoadError::Link {
+                plugin: plugin.clone(),
+                path: path.clone(),
+                message: format!("{e:#}"),
+            })?;
+        let idx = HookIndices::detect(&pre);
+        let stages: Vec<Stage> = Stage::ALL.into_iter().filter(|s| idx.exports(*s)).collect();
+        if stages.is_empty() {
+            return Err(LoadError::NoStages { plugin, path });
+        }
+        let namespace = spec
+            .kv_namespace
+            .clone()
+            .unwrap_or_else(|| spec.name.clone());
+        let meta = Arc::new(PluginMeta {
+            name: spec.name.as_str().into(),
+            grants,
+            kv_prefix: format!("{namespace}\u{1f}"),
+            max_memory: spec.max_memory,
+        });
+        Ok(LoadedPlugin {
+            stats: self.stats.for_plugin(&spec.name),
+            spec,
+            meta,
+            hash,
+            pre,
+            idx,
+            stages,
+            compiled,
+        })
+    }
+
+    fn check_versions(
+        &self,
+        component: &Component,
+        plugin: &str,
+        path: &std::path::Path,
+    ) -> Result<(), LoadError> {
+        let ty = component.component_type();
+        let names = ty
+            .imports(&self.engine)
+            .map(|(n, _)| n.to_string())
+            .chain(ty.exports(&self.engine).map(|(n, _)| n.to_string()));
+        for name in names {
+            if let Some((_, version)) = versioned(&name)
+                && version != WIT_VERSION
+            {
+                return Err(LoadError::Version {
+                    plugin: plugin.to_string(),
+                    path: path.to_path_buf(),
+                    interface: name,
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+impl LoadedPlugin {
+    /// A fresh instance for one session, with `init` already run.
+    pub(crate) async fn instantiate(
+        &self,
+        session_id: Arc<str>,
+        services: &Services,
+    ) -> Result<Live, CallError> {
+        let started = Instant::now();
+        let state = PluginState::new(self.meta.clone(), session_id, services.clone());
+        let mut store = Store::new(self.pre.engine(), state);
+        store.limiter(|s| &mut s.limits);
+        arm_deadline(&mut store, self.spec.timeout);
+        let fut = async {
+            let instance = self
+                .pre
+                .instantiate_async(&mut store)
+                .await
+                .map_err(|e| CallError::Instantiate(format!("{e:#}")))?;
+            let mut live = Live::new(store, instance);
+            match crate::hooks::run_init(&mut live, &self.idx, &self.spec.config_json).await {
+                Ok(Ok(())) => Ok(live),
+                Ok(Err(msg)) => Err(CallError::InitRefused(msg)),
+                Err(e) => Err(CallError::classify(e)),
+            }
+        };
+        let result = match tokio::time::timeout(self.spec.timeout + WALL_GRACE, fut).await {
+            Ok(r) => r,
+            Err(_) => Err(CallError::Timeout),
+        };
+        self.stats
+            .instantiations
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.stats.instantiate_latency.observe(started.elapsed());
+        result
+    }
+
+    /// Instantiate once and run `init` to validate the configuration.
+    pub(crate) async fn init_check(&self, services: &Services) -> Result<(), LoadError> {
+        match self.instantiate("check".into(), services).await {
+            Ok(_) => Ok(()),
+            Err(CallError::InitRefused(message)) => Err(LoadError::InitRefused {
+                plugin: self.spec.name.clone(),
+                message,
+            }),
+            Err(CallError::Instantiate(message)) => Err(LoadError::Instantiate {
+                plugin: self.spec.name.clone(),
+                message,
+            }),
+            Err(e) => Err(LoadError::InitFailed {
+                plugin: self.spec.name.clone(),
+                message: e.to_string(),
+            }),
+        }
+    }
+}
+
+/// Extra wall time allowed beyond `timeout` before the host abandons a call
+/// whose plugin is blocked in an async host call rather than running code.
+pub(crate) const WALL_GRACE: Duration = Duration::from_millis(50);
+
+/// Arm the epoch deadline for a call of at most `timeout`: every tick the
+/// plugin yields to the executor (so a busy plugin cannot starve other
+/// sessions) and once the wall-clock deadline passes it is interrupted.
+pub(crate) fn arm_deadline(store: &mut Store<PluginState>, timeout: Duration) {
+    set_deadline(store, timeout);
+    store.epoch_deadline_callback(|ctx| {
+        if Instant::now() >= ctx.data().deadline {
+            Ok(wasmtime::UpdateDeadline::Interrupt)
+        } else {
+            Ok(wasmtime::UpdateDeadline::Yield(1))
+        }
+    });
+}
+
+/// Reset the deadline of an armed store for the next call.
+pub(crate) fn set_deadline(store: &mut Store<PluginState>, timeout: Duration) {
+    store.data_mut().deadline = Instant::now() + timeout;
+    store.set_epoch_deadline(1);
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions() {
+        assert_eq!(
+            versioned("postern:policy/rcpt-to-hook@0.1.0"),
+            Some(("rcpt-to-hook", "0.1.0"))
+        );
+        assert_eq!(
+            versioned("postern:policy/log@0.2.0"),
+            Some(("log", "0.2.0"))
+        );
+        assert_eq!(versioned("wasi:cli/stdout@0.2.0"), None);
+        assert_eq!(OnError::parse("fail-open"), Some(OnError::FailOpen));
+        assert_eq!(OnError::parse("open"), None);
+    }
+}

@@ -1,0 +1,77 @@
+//! Per-instance store data: the sandbox a plugin runs in. WASI is present only
+//! because guest toolchains link it; it grants no filesystem, network,
+//! environment or arguments, and stdout/stderr go to the log under the
+//! plugin's name.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use wasmtime::component::ResourceTable;
+use wasmtime::{StoreLimits, StoreLimitsBuilder};
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+use crate::capability::{DnsBackend, Grants, KvBackend};
+use crate::stdio::LogOutput;
+
+/// Services the host lends to plugins.
+#[derive(Clone)]
+pub struct Services {
+    pub dns: Arc<dyn DnsBackend>,
+    pub kv: Arc<dyn KvBackend>,
+}
+
+/// Static facts about one loaded plugin, shared by all its instances.
+#[derive(Debug)]
+pub struct PluginMeta {
+    pub name: Arc<str>,
+    pub grants: Grants,
+    /// Prefix prepended to every kv key ("<namespace>\x1f").
+    pub kv_prefix: String,
+    pub max_memory: usize,
+}
+
+pub struct PluginState {
+    pub(crate) wasi: WasiCtx,
+    pub(crate) table: ResourceTable,
+    pub(crate) limits: StoreLimits,
+    pub(crate) meta: Arc<PluginMeta>,
+    pub(crate) session_id: Arc<str>,
+    pub(crate) services: Services,
+    /// Wall-clock deadline of the call in progress.
+    pub(crate) deadline: Instant,
+}
+
+impl PluginState {
+    pub fn new(meta: Arc<PluginMeta>, session_id: Arc<str>, services: Services) -> Self {
+        let out = LogOutput::new(meta.name.clone(), session_id.clone());
+        let wasi = WasiCtxBuilder::new()
+            .stdout(out.clone())
+            .stderr(out)
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .build();
+        let limits = StoreLimitsBuilder::new()
+            .memory_size(meta.max_memory)
+            .trap_on_grow_failure(true)
+            .build();
+        PluginState {
+            wasi,
+            table: ResourceTable::new(),
+            limits,
+            meta,
+            session_id,
+            services,
+            deadline: Instant::now(),
+        }
+    }
+}
+
+impl WasiView for PluginState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}

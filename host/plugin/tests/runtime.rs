@@ -1,0 +1,239 @@
+//! Loads the real test components (built for wasm32-wasip2 by `make
+//! plugins`) into the runtime and drives the chain directly.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use postern_plugin::*;
+
+fn wasm(name: &str) -> PathBuf {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    let p = target
+        .join("wasm32-wasip2/release")
+        .join(format!("{name}.wasm"));
+    assert!(
+        p.exists(),
+        "{} is missing: build the test plugins first (`make plugins`)",
+        p.display()
+    );
+    p
+}
+
+fn spec(name: &str, file: &str, config: serde_json::Value) -> PluginSpec {
+    PluginSpec {
+        name: name.into(),
+        path: wasm(file),
+        config_json: config.to_string(),
+        on_error: OnError::Tempfail,
+        timeout: Duration::from_millis(200),
+        max_memory: 32 << 20,
+        capabilities: vec![],
+        kv_namespace: None,
+        mode: Mode::Enforce,
+    }
+}
+
+fn services() -> Services {
+    Services {
+        dns: Arc::new(NoDns),
+        kv: Arc::new(MemoryKv::default()),
+    }
+}
+
+fn runtime() -> Arc<Runtime> {
+    Runtime::new(RuntimeConfig {
+        max_instances: 64,
+        ..RuntimeConfig::default()
+    })
+    .unwrap()
+}
+
+fn ctx() -> SessionContext {
+    SessionContext::new(
+        "s1".into(),
+        "192.0.2.7:4000".parse().unwrap(),
+        "127.0.0.1:25".parse().unwrap(),
+        "smtp".into(),
+    )
+}
+
+fn rcpt(a: &str) -> EnvelopeAddress {
+    let (l, d) = a.split_once('@').unwrap();
+    EnvelopeAddress {
+        address: a.into(),
+        local_part: l.into(),
+        domain: d.into(),
+        params: vec![],
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chain_order_exports_and_errors() {
+    let rt = runtime();
+    let specs = vec![
+        spec(
+            "blocker",
+            "test_rcpt_only",
+            serde_json::json!({"blocked": ["bad"]}),
+        ),
+        spec(
+            "probe",
+            "test_probe",
+            serde_json::json!({
+                "tag": "p",
+                "rules": [{"stage": "rcpt-to", "contains": "deny", "kind": "reject", "code": 550, "enhanced": "5.7.1", "text": "denied by probe"}],
+                "fail": [
+                    {"stage": "rcpt-to", "contains": "trap", "kind": "trap"},
+                    {"stage": "rcpt-to", "contains": "loop", "kind": "loop"},
+                    {"stage": "rcpt-to", "contains": "alloc", "kind": "alloc"}
+                ],
+                "headers": [["X-Probe", "yes"]]
+            }),
+        ),
+    ];
+    let generation = Arc::new(
+        Generation::load(&rt, 1, "test".into(), specs, services())
+            .await
+            .unwrap(),
+    );
+    let infos = generation.plugins();
+    assert_eq!(infos[0].stages, vec![Stage::RcptTo]);
+    assert_eq!(infos[1].stages.len(), Stage::COUNT);
+    let mut chain = generation.session("s1".into());
+    let c = ctx();
+    assert_eq!(chain.connect(&c).await.verdict, Verdict::Pass);
+    // First plugin decides.
+    let d = chain.rcpt_to(&c, &rcpt("bad@example.org")).await;
+    assert_eq!(d.decided_by.as_deref(), Some("blocker"));
+    assert!(matches!(d.verdict, Verdict::Reject(ref r) if r.code == 550));
+    // Second plugin decides.
+    let d = chain.rcpt_to(&c, &rcpt("deny@example.org")).await;
+    assert_eq!(d.decided_by.as_deref(), Some("probe"));
+    // Trap, loop and memory hog each cost a 451 and leave the chain usable.
+    for what in ["trap", "loop", "alloc"] {
+        let started = std::time::Instant::now();
+        let d = chain
+            .rcpt_to(&c, &rcpt(&format!("{what}@example.org")))
+            .await;
+        assert!(
+            matches!(d.verdict, Verdict::Defer(ref r) if r.code == 451),
+            "{what}: {d:?}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{what} took too long"
+        );
+        assert_eq!(
+            chain.rcpt_to(&c, &rcpt("fine@example.org")).await.verdict,
+            Verdict::Pass
+        );
+    }
+    let stats = rt.stats().for_plugin("probe");
+    let errs = &stats.stages[Stage::RcptTo as usize].errors;
+    let count = |k: &str| {
+        errs[ERROR_KINDS.iter().position(|x| *x == k).unwrap()]
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    assert_eq!(
+        (count("trap"), count("timeout"), count("memory")),
+        (1, 1, 1)
+    );
+    // Data stage: the header is added.
+    let msg = Arc::new(MessageData::new(b"Subject: hi\r\n\r\nbody\r\n".to_vec()));
+    let d = chain.data(&c, &msg).await;
+    assert_eq!(d.headers, vec![("X-Probe".to_string(), "yes".to_string())]);
+    drop(chain);
+    assert_eq!(generation.active_sessions(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn init_refusal_and_bad_files() {
+    let rt = runtime();
+    let err = Generation::load(
+        &rt,
+        1,
+        "t".into(),
+        vec![spec(
+            "p",
+            "test_probe",
+            serde_json::json!({"refuse": "nope"}),
+        )],
+        services(),
+    )
+    .await
+    .err()
+    .unwrap();
+    assert!(
+        err.to_string().contains("refused its configuration: nope"),
+        "{err}"
+    );
+    let err = Generation::load(
+        &rt,
+        1,
+        "t".into(),
+        vec![spec(
+            "b",
+            "test_rcpt_only",
+            serde_json::json!({"blockd": []}),
+        )],
+        services(),
+    )
+    .await
+    .err()
+    .unwrap();
+    assert!(err.to_string().contains("unknown field `blockd`"), "{err}");
+    let dir = std::env::temp_dir().join(format!("postern-rt-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let garbage = dir.join("garbage.wasm");
+    std::fs::write(&garbage, b"hello world").unwrap();
+    let core = dir.join("core.wasm");
+    std::fs::write(&core, b"\0asm\x01\0\0\0").unwrap();
+    for (file, want) in [
+        (garbage, "not a WebAssembly file"),
+        (core, "core WebAssembly module"),
+    ] {
+        let mut s = spec("x", "test_probe", serde_json::json!({}));
+        s.path = file;
+        let err = Generation::load(&rt, 1, "t".into(), vec![s], services())
+            .await
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains(want), "{err}");
+    }
+    // A component targeting another version of the contract.
+    let bytes = std::fs::read(wasm("test_rcpt_only")).unwrap();
+    let patched = replace_all(
+        &bytes,
+        b"postern:policy/rcpt-to-hook@0.1.0",
+        b"postern:policy/rcpt-to-hook@0.2.0",
+    );
+    let v2 = dir.join("v2.wasm");
+    std::fs::write(&v2, patched).unwrap();
+    let mut s = spec("v2", "test_rcpt_only", serde_json::json!({"blocked": []}));
+    s.path = v2;
+    let err = Generation::load(&rt, 1, "t".into(), vec![s], services())
+        .await
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("rcpt-to-hook@0.2.0"), "{err}");
+}
+
+fn replace_all(hay: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
+    assert_eq!(from.len(), to.len());
+    let mut out = hay.to_vec();
+    let mut i = 0;
+    let mut n = 0;
+    while i + from.len() <= out.len() {
+        if &out[i..i + from.len()] == from {
+            out[i..i + from.len()].copy_from_slice(to);
+            n += 1;
+        }
+        i += 1;
+    }
+    assert!(n > 0);
+    out
+}

@@ -1,0 +1,1 @@
+//! SMTP protocol library (in progress)

@@ -1,0 +1,159 @@
+//! Thin, blocking POSIX file-system helpers with the exact durability semantics the
+//! spool needs: private modes (0700 dirs, 0600 files), exclusive create, vectored
+//! writes, rename that never replaces (`renameat2(RENAME_NOREPLACE)`), directory
+//! fsync, and the spool lock. Trusts its callers for paths (built from validated ids).
+
+use std::fs::{DirBuilder, File, OpenOptions};
+use std::io::{self, IoSlice, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::Path;
+
+/// Create `path` as a 0700 directory if it is missing. Returns whether it was created.
+pub fn create_private_dir(path: &Path) -> io::Result<bool> {
+    match DirBuilder::new().mode(0o700).create(path) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            if path.is_dir() {
+                Ok(false)
+            } else {
+                Err(io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    "exists and is not a directory",
+                ))
+            }
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Open a directory so it can be fsynced.
+pub fn open_dir(path: &Path) -> io::Result<File> {
+    File::open(path)
+}
+
+/// fsync a directory: makes the entries created, renamed or removed in it durable.
+pub fn sync_dir(path: &Path) -> io::Result<()> {
+    open_dir(path)?.sync_all()
+}
+
+/// Create a new file with mode 0600, failing if the name already exists.
+pub fn create_new_private(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+}
+
+/// Write every byte of `bufs` in order with `writev`, retrying short writes.
+pub fn write_all_vectored(file: &mut File, mut bufs: &mut [IoSlice<'_>]) -> io::Result<()> {
+    IoSlice::advance_slices(&mut bufs, 0);
+    while !bufs.is_empty() {
+        match file.write_vectored(bufs) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(written) => IoSlice::advance_slices(&mut bufs, written),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Rename `from` to `to`, failing with `AlreadyExists` instead of replacing `to`.
+/// Falls back to link + unlink on file systems without `RENAME_NOREPLACE`.
+pub fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
+    let from_c = c_path(from)?;
+    let to_c = c_path(to)?;
+    // SAFETY: both pointers are valid NUL-terminated strings that outlive the call;
+    // renameat2 reads nothing else from our memory.
+    let rc = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            from_c.as_ptr(),
+            libc::AT_FDCWD,
+            to_c.as_ptr(),
+            libc::RENAME_NOREPLACE,
+        )
+    };
+    if rc == 0 {
+        return Ok(());
+    }
+    let err = io::Error::last_os_error();
+    match err.raw_os_error() {
+        Some(libc::EINVAL) | Some(libc::ENOSYS) => {
+            std::fs::hard_link(from, to)?;
+            std::fs::remove_file(from)
+        }
+        _ => Err(err),
+    }
+}
+
+fn c_path(path: &Path) -> io::Result<std::ffi::CString> {
+    std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains NUL"))
+}
+
+/// Open (creating if needed, 0600) and exclusively lock `path` for this process's
+/// lifetime. `Ok(None)` means another open file description holds the lock.
+pub fn lock_file(path: &Path) -> io::Result<Option<File>> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)?;
+    match file.try_lock() {
+        Ok(()) => Ok(Some(file)),
+        Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+        Err(std::fs::TryLockError::Error(e)) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rename_never_replaces() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("a");
+        let b = dir.path().join("b");
+        std::fs::write(&a, b"new").unwrap();
+        std::fs::write(&b, b"old").unwrap();
+        let err = rename_noreplace(&a, &b).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AlreadyExists);
+        assert_eq!(std::fs::read(&b).unwrap(), b"old");
+        std::fs::remove_file(&b).unwrap();
+        rename_noreplace(&a, &b).unwrap();
+        assert_eq!(std::fs::read(&b).unwrap(), b"new");
+        assert!(!a.exists());
+    }
+
+    #[test]
+    fn vectored_write_writes_everything_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let mut file = create_new_private(&path).unwrap();
+        let big = vec![b'x'; 3 << 20];
+        let parts: Vec<&[u8]> = vec![b"", b"head\n", b"", &big, b"tail"];
+        let mut slices: Vec<IoSlice<'_>> = parts.iter().map(|p| IoSlice::new(p)).collect();
+        write_all_vectored(&mut file, &mut slices).unwrap();
+        let written = std::fs::read(&path).unwrap();
+        assert_eq!(written.len(), 5 + big.len() + 4);
+        assert!(written.starts_with(b"head\nxxx") && written.ends_with(b"xtail"));
+        assert!(create_new_private(&path).is_err());
+    }
+
+    #[test]
+    fn lock_is_exclusive() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lock");
+        let held = lock_file(&path).unwrap();
+        assert!(held.is_some());
+        assert!(lock_file(&path).unwrap().is_none());
+        drop(held);
+        assert!(lock_file(&path).unwrap().is_some());
+    }
+}

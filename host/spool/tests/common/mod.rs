@@ -1,0 +1,78 @@
+//! Shared helpers for the spool tests: envelopes and messages derived entirely from
+//! the queue id, so a test (or a crash-test parent) can recompute what was written.
+#![allow(dead_code)]
+
+use postern_spool::{Envelope, QueueId, Recipient};
+
+/// The envelope a test commits for `id`.
+pub fn envelope_for(id: &QueueId) -> Envelope {
+    let seed = seed(id);
+    Envelope {
+        queue_id: id.to_string(),
+        received_at_unix_ms: (id.timestamp_us() / 1000) as u64,
+        client_ip: format!("192.0.2.{}", seed % 250),
+        client_port: (seed % 60_000) as u16 + 1024,
+        helo: Some("client.example".into()),
+        auth_user: (seed.is_multiple_of(2)).then(|| "alice".to_string()),
+        tls: seed.is_multiple_of(3),
+        mail_from: if seed.is_multiple_of(5) {
+            String::new()
+        } else {
+            "sender@example.org".into()
+        },
+        mail_params: vec!["SIZE=1000".into(), "BODY=8BITMIME".into()],
+        recipients: (0..1 + seed % 3)
+            .map(|n| Recipient {
+                address: format!("rcpt{n}@example.net"),
+                params: vec!["NOTIFY=FAILURE,DELAY".into()],
+            })
+            .collect(),
+        session_id: format!("sess-{id}"),
+    }
+}
+
+/// The three message parts a test commits for `id` (Received, added header, message).
+pub fn parts_for(id: &QueueId) -> [Vec<u8>; 3] {
+    let seed = seed(id);
+    let received = format!("Received: from client.example; id {id}\r\n").into_bytes();
+    let added = b"X-Spool-Test: yes\r\n".to_vec();
+    let mut original = format!("Message-ID: <{id}@test>\r\nSubject: test\r\n\r\n").into_bytes();
+    let lines = seed % 400;
+    for n in 0..lines {
+        original.extend_from_slice(
+            format!("{id} line {n} .............................\r\n").as_bytes(),
+        );
+    }
+    [received, added, original]
+}
+
+/// The whole message bytes expected back for `id`.
+pub fn message_for(id: &QueueId) -> Vec<u8> {
+    parts_for(id).concat()
+}
+
+fn seed(id: &QueueId) -> u64 {
+    // FNV-1a: stable across processes, unlike std's RandomState.
+    id.as_str().bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// Commit the id-derived message for a fresh id.
+pub async fn commit_one(spool: &postern_spool::Spool) -> QueueId {
+    let id = QueueId::generate();
+    let parts = parts_for(&id);
+    let slices: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
+    spool
+        .commit(&envelope_for(&id), &slices)
+        .await
+        .expect("commit");
+    id
+}
+
+/// Assert `id` reads back exactly as written.
+pub fn assert_intact(spool: &postern_spool::Spool, id: &QueueId) {
+    let (envelope, message) = spool.read(id).unwrap_or_else(|e| panic!("read {id}: {e}"));
+    assert_eq!(envelope, envelope_for(id));
+    assert!(message == message_for(id), "message of {id} differs");
+}

@@ -1,0 +1,186 @@
+//! Postern guest SDK: write a policy plugin in Rust by implementing only the
+//! stages you need.
+//!
+//! ```ignore
+//! use postern_sdk::prelude::*;
+//!
+//! #[derive(Deserialize)]
+//! #[serde(deny_unknown_fields)]
+//! struct Config { blocked: Vec<String> }
+//!
+//! struct Blocker { blocked: Vec<String> }
+//!
+//! impl Plugin for Blocker {
+//!     type Config = Config;
+//!     fn new(config: Config) -> Result<Self, String> {
+//!         Ok(Blocker { blocked: config.blocked })
+//!     }
+//! }
+//!
+//! impl RcptTo for Blocker {
+//!     fn on_rcpt_to(&self, _s: &Session, rcpt: &EnvelopeAddress) -> Verdict {
+//!         if self.blocked.iter().any(|b| b.eq_ignore_ascii_case(&rcpt.address)) {
+//!             return reject(550, "5.1.1", "No such user here");
+//!         }
+//!         pass()
+//!     }
+//! }
+//!
+//! export_plugin!(Blocker, [rcpt_to]);
+//! ```
+//!
+//! Build with `cargo build --release --target wasm32-wasip2`; the `.wasm`
+//! in `target/wasm32-wasip2/release/` is the component to load. The host
+//! gives every session a fresh instance and calls `Plugin::new` with the
+//! plugin's `[plugin.config]` table before the first stage. Input trusted by
+//! this crate: the host's calls (the host validates what plugins return).
+
+/// Bindings for everything the host offers (`postern:policy/imports`).
+pub mod wit {
+    wit_bindgen::generate!({
+        world: "postern:policy/imports@0.1.0",
+        path: "../../wit",
+        generate_unused_types: true,
+    });
+    pub use postern::policy::*;
+}
+
+pub mod addr;
+pub mod host;
+
+pub use postern_sdk_macros::export_plugin;
+pub use serde::Deserialize;
+pub use wit::message::Message;
+pub use wit::types::{
+    Credentials, DataResult, EnvelopeAddress, EsmtpParam, Header, Outcome, Reply, Session, Stage,
+    TlsInfo, Verdict,
+};
+
+/// Everything a plugin usually needs.
+pub mod prelude {
+    pub use crate::addr::{domain_of, same_domain};
+    pub use crate::host::{dns, kv, log, now_ms};
+    pub use crate::{
+        Auth, Connect, Credentials, Data, DataResult, Deserialize, EnvelopeAddress, Expn, Header,
+        Helo, MailFrom, Message, NoConfig, Observe, Outcome, Plugin, RcptTo, Reply, Session, Stage,
+        Verdict, Vrfy, accept, accept_with, defer, disconnect, export_plugin, header, pass, reject,
+    };
+}
+
+/// A plugin: built from its configuration once per instance (per session).
+pub trait Plugin: Sized + 'static {
+    /// The plugin's `[plugin.config]` table, deserialized from JSON. Use
+    /// `#[serde(deny_unknown_fields)]` so typos are refused at load time.
+    type Config: serde::de::DeserializeOwned;
+    /// Validate the configuration and build the plugin; an `Err` refuses the
+    /// configuration (the host shows the message and does not load it).
+    fn new(config: Self::Config) -> Result<Self, String>;
+}
+
+/// Configuration type for plugins that take none (accepts only `{}`).
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NoConfig {}
+
+/// `connect`: a client connected; the verdict decides the greeting.
+pub trait Connect: Plugin {
+    fn on_connect(&self, session: &Session) -> Verdict;
+}
+/// `helo`: HELO (`extended == false`) or EHLO.
+pub trait Helo: Plugin {
+    fn on_helo(&self, session: &Session, name: &str, extended: bool) -> Verdict;
+}
+/// `auth`: verify SASL credentials; `accept` means valid.
+pub trait Auth: Plugin {
+    fn on_auth(&self, session: &Session, credentials: &Credentials) -> Verdict;
+}
+/// `mail-from`: the proposed sender.
+pub trait MailFrom: Plugin {
+    fn on_mail_from(&self, session: &Session, sender: &EnvelopeAddress) -> Verdict;
+}
+/// `rcpt-to`: one recipient; `accept` grants it even outside local domains.
+pub trait RcptTo: Plugin {
+    fn on_rcpt_to(&self, session: &Session, recipient: &EnvelopeAddress) -> Verdict;
+}
+/// `data`: the complete message, lent as a handle.
+pub trait Data: Plugin {
+    fn on_data(&self, session: &Session, message: &Message) -> DataResult;
+}
+/// `vrfy`: the VRFY argument.
+pub trait Vrfy: Plugin {
+    fn on_vrfy(&self, session: &Session, argument: &str) -> Verdict;
+}
+/// `expn`: the EXPN argument.
+pub trait Expn: Plugin {
+    fn on_expn(&self, session: &Session, argument: &str) -> Verdict;
+}
+/// `outcome`: observe how every stage ended (and the disconnect).
+pub trait Observe: Plugin {
+    fn on_outcome(&self, session: &Session, outcome: &Outcome);
+}
+
+/// Parse the JSON configuration the host passes to `init`.
+pub fn parse_config<T: serde::de::DeserializeOwned>(json: &str) -> Result<T, String> {
+    serde_json::from_str(json).map_err(|e| format!("invalid configuration: {e}"))
+}
+
+fn reply(code: u16, enhanced: &str, text: impl Into<String>) -> Reply {
+    Reply {
+        code,
+        enhanced: (!enhanced.is_empty()).then(|| enhanced.to_string()),
+        text: text.into(),
+    }
+}
+
+/// No opinion: the next plugin decides.
+pub fn pass() -> Verdict {
+    Verdict::Pass
+}
+/// Stop the chain; the stage succeeds with the host's standard reply.
+pub fn accept() -> Verdict {
+    Verdict::Accept
+}
+/// Stop the chain with a custom 2xx reply. `enhanced` may be "".
+pub fn accept_with(code: u16, enhanced: &str, text: impl Into<String>) -> Verdict {
+    Verdict::AcceptWith(reply(code, enhanced, text))
+}
+/// Refuse permanently (5xx). `enhanced` may be "".
+pub fn reject(code: u16, enhanced: &str, text: impl Into<String>) -> Verdict {
+    Verdict::Reject(reply(code, enhanced, text))
+}
+/// Refuse temporarily (4xx). `enhanced` may be "".
+pub fn defer(code: u16, enhanced: &str, text: impl Into<String>) -> Verdict {
+    Verdict::Defer(reply(code, enhanced, text))
+}
+/// Reply (usually 421) and close the connection.
+pub fn disconnect(code: u16, enhanced: &str, text: impl Into<String>) -> Verdict {
+    Verdict::Disconnect(reply(code, enhanced, text))
+}
+/// A header field for `DataResult::add_headers`.
+pub fn header(name: impl Into<String>, value: impl Into<String>) -> Header {
+    Header {
+        name: name.into(),
+        value: value.into(),
+    }
+}
+
+impl DataResult {
+    /// A data-stage answer without added headers.
+    pub fn verdict(verdict: Verdict) -> DataResult {
+        DataResult {
+            verdict,
+            add_headers: Vec::new(),
+        }
+    }
+}
+
+impl From<Verdict> for DataResult {
+    fn from(verdict: Verdict) -> DataResult {
+        DataResult::verdict(verdict)
+    }
+}
+
+#[doc(hidden)]
+pub mod __private {
+    pub use wit_bindgen;
+}

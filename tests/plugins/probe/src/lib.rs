@@ -1,0 +1,205 @@
+//! Test plugin for the end-to-end suite. At every stage it logs one JSON
+//! line (`probe:` prefix) with its tag, the stage, the argument and the full
+//! session context, then answers according to its configuration:
+//! `rules` pick a verdict when the stage matches and the argument contains a
+//! substring; `fail` makes it trap, loop forever or grab memory; `headers`
+//! are added at the data stage.
+
+use postern_sdk::prelude::*;
+use serde_json::{Value, json};
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct Rule {
+    stage: String,
+    #[serde(default)]
+    contains: String,
+    kind: String,
+    #[serde(default)]
+    code: u16,
+    #[serde(default)]
+    enhanced: String,
+    #[serde(default)]
+    text: String,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct Config {
+    #[serde(default)]
+    tag: String,
+    #[serde(default)]
+    rules: Vec<Rule>,
+    #[serde(default)]
+    fail: Vec<Rule>,
+    #[serde(default)]
+    headers: Vec<(String, String)>,
+    /// Refuse the configuration with this message (tests `init` errors).
+    #[serde(default)]
+    refuse: Option<String>,
+}
+
+struct Probe(Config);
+
+impl Plugin for Probe {
+    type Config = Config;
+    fn new(config: Config) -> Result<Self, String> {
+        if let Some(msg) = &config.refuse {
+            return Err(msg.clone());
+        }
+        Ok(Probe(config))
+    }
+}
+
+fn addr(a: &EnvelopeAddress) -> Value {
+    json!({
+        "address": a.address, "local_part": a.local_part, "domain": a.domain,
+        "params": a.params.iter().map(|p| json!([p.keyword, p.value])).collect::<Vec<_>>(),
+    })
+}
+
+fn session_json(s: &Session) -> Value {
+    json!({
+        "id": s.id, "client_ip": s.client_ip, "client_port": s.client_port,
+        "client_name": s.client_name, "local_ip": s.local_ip, "local_port": s.local_port,
+        "listener": s.listener, "helo": s.helo, "esmtp": s.esmtp,
+        "tls": s.tls.as_ref().map(|t| json!({"protocol": t.protocol, "cipher": t.cipher})),
+        "auth_user": s.auth_user, "mail_from": s.mail_from.as_ref().map(addr),
+        "recipients": s.recipients.iter().map(addr).collect::<Vec<_>>(),
+        "messages_accepted": s.messages_accepted,
+    })
+}
+
+impl Probe {
+    fn record(&self, stage: &str, s: &Session, arg: Value) {
+        let line =
+            json!({"tag": self.0.tag, "stage": stage, "arg": arg, "session": session_json(s)});
+        log::info(&format!("probe:{line}"));
+    }
+
+    fn misbehave(&self, stage: &str, arg: &str) {
+        for f in &self.0.fail {
+            if f.stage == stage && arg.contains(&f.contains) {
+                match f.kind.as_str() {
+                    "trap" => panic!("probe: asked to trap at {stage}"),
+                    "loop" => {
+                        let mut x: u64 = 0;
+                        loop {
+                            x = std::hint::black_box(x.wrapping_add(1));
+                        }
+                    }
+                    "alloc" => {
+                        let mut hog: Vec<Vec<u8>> = Vec::new();
+                        loop {
+                            hog.push(vec![1u8; 1 << 20]);
+                            std::hint::black_box(&hog);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    fn decide(&self, stage: &str, arg: &str) -> Verdict {
+        self.misbehave(stage, arg);
+        for r in &self.0.rules {
+            if r.stage == stage && arg.contains(&r.contains) {
+                return match r.kind.as_str() {
+                    "accept" => accept(),
+                    "accept-with" => accept_with(r.code, &r.enhanced, r.text.clone()),
+                    "reject" => reject(r.code, &r.enhanced, r.text.clone()),
+                    "defer" => defer(r.code, &r.enhanced, r.text.clone()),
+                    "disconnect" => disconnect(r.code, &r.enhanced, r.text.clone()),
+                    _ => pass(),
+                };
+            }
+        }
+        pass()
+    }
+}
+
+impl Connect for Probe {
+    fn on_connect(&self, s: &Session) -> Verdict {
+        self.record("connect", s, Value::Null);
+        self.decide("connect", &s.client_ip)
+    }
+}
+impl Helo for Probe {
+    fn on_helo(&self, s: &Session, name: &str, extended: bool) -> Verdict {
+        self.record("helo", s, json!({"name": name, "extended": extended}));
+        self.decide("helo", name)
+    }
+}
+impl Auth for Probe {
+    fn on_auth(&self, s: &Session, c: &Credentials) -> Verdict {
+        self.record(
+            "auth",
+            s,
+            json!({"mechanism": c.mechanism, "username": c.username}),
+        );
+        self.decide("auth", &c.username)
+    }
+}
+impl MailFrom for Probe {
+    fn on_mail_from(&self, s: &Session, sender: &EnvelopeAddress) -> Verdict {
+        self.record("mail-from", s, addr(sender));
+        self.decide("mail-from", &sender.address)
+    }
+}
+impl RcptTo for Probe {
+    fn on_rcpt_to(&self, s: &Session, rcpt: &EnvelopeAddress) -> Verdict {
+        self.record("rcpt-to", s, addr(rcpt));
+        self.decide("rcpt-to", &rcpt.address)
+    }
+}
+impl Data for Probe {
+    fn on_data(&self, s: &Session, m: &Message) -> DataResult {
+        let subject = m.header("subject").unwrap_or_default();
+        let body = m.read_body(0, 64);
+        self.record(
+            "data",
+            s,
+            json!({"size": m.size(), "subject": subject, "body_start": String::from_utf8_lossy(&body),
+                   "header_count": m.headers().len()}),
+        );
+        DataResult {
+            verdict: self.decide("data", &subject),
+            add_headers: self
+                .0
+                .headers
+                .iter()
+                .map(|(n, v)| header(n.clone(), v.clone()))
+                .collect(),
+        }
+    }
+}
+impl Vrfy for Probe {
+    fn on_vrfy(&self, s: &Session, a: &str) -> Verdict {
+        self.record("vrfy", s, json!(a));
+        self.decide("vrfy", a)
+    }
+}
+impl Expn for Probe {
+    fn on_expn(&self, s: &Session, a: &str) -> Verdict {
+        self.record("expn", s, json!(a));
+        self.decide("expn", a)
+    }
+}
+impl Observe for Probe {
+    fn on_outcome(&self, s: &Session, o: &Outcome) {
+        self.record(
+            "outcome",
+            s,
+            json!({"stage": format!("{:?}", o.stage), "argument": o.argument, "code": o.code,
+                   "decided_by": o.decided_by}),
+        );
+    }
+}
+
+export_plugin!(
+    Probe,
+    [
+        connect, helo, auth, mail_from, rcpt_to, data, vrfy, expn, outcome
+    ]
+);
