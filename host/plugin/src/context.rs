@@ -16,6 +16,8 @@ pub struct EnvelopeAddress {
     pub domain: String,
     /// (KEYWORD, value) pairs.
     pub params: Vec<(String, Option<String>)>,
+    /// The domain is one of the server's local domains.
+    pub is_local: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -33,6 +35,7 @@ pub struct SessionContext {
     pub client_name: Option<String>,
     pub local: SocketAddr,
     pub listener: Arc<str>,
+    pub server_name: Arc<str>,
     pub helo: Option<String>,
     pub esmtp: bool,
     pub tls: Option<TlsInfo>,
@@ -43,13 +46,20 @@ pub struct SessionContext {
 }
 
 impl SessionContext {
-    pub fn new(id: Arc<str>, client: SocketAddr, local: SocketAddr, listener: Arc<str>) -> Self {
+    pub fn new(
+        id: Arc<str>,
+        client: SocketAddr,
+        local: SocketAddr,
+        listener: Arc<str>,
+        server_name: Arc<str>,
+    ) -> Self {
         SessionContext {
             id,
             client,
             client_name: None,
             local,
             listener,
+            server_name,
             helo: None,
             esmtp: false,
             tls: None,

@@ -18,6 +18,7 @@ pub fn address(a: &EnvelopeAddress) -> wit::EnvelopeAddress {
                 value: v.clone(),
             })
             .collect(),
+        is_local: a.is_local,
     }
 }
 
@@ -30,6 +31,7 @@ pub fn session(s: &SessionContext) -> wit::Session {
         local_ip: s.local.ip().to_string(),
         local_port: s.local.port(),
         listener: s.listener.to_string(),
+        server_name: s.server_name.to_string(),
         helo: s.helo.clone(),
         esmtp: s.esmtp,
         tls: s.tls.as_ref().map(|t| wit::TlsInfo {

@@ -58,6 +58,7 @@ fn ctx() -> SessionContext {
         "192.0.2.7:4000".parse().unwrap(),
         "127.0.0.1:25".parse().unwrap(),
         "smtp".into(),
+        "mx.test".into(),
     )
 }
 
@@ -68,6 +69,7 @@ fn rcpt(a: &str) -> EnvelopeAddress {
         local_part: l.into(),
         domain: d.into(),
         params: vec![],
+        is_local: false,
     }
 }
 

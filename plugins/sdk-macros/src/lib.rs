@@ -99,6 +99,9 @@ fn error(msg: &str) -> TokenStream {
 
 /// Usage: `postern_sdk::export_plugin!(MyPlugin, [rcpt_to, data]);`
 ///
+/// The exports are generated only when compiling for wasm32, so the same
+/// crate builds natively for unit tests of the plugin's logic.
+///
 /// `MyPlugin` implements `postern_sdk::Plugin` and the SDK trait of every
 /// listed stage (`Connect`, `Helo`, `Auth`, `MailFrom`, `RcptTo`, `Data`,
 /// `Vrfy`, `Expn`, `Observe` for `outcome`).
@@ -174,6 +177,7 @@ pub fn export_plugin(input: TokenStream) -> TokenStream {
         r#"
 #[doc(hidden)]
 #[allow(clippy::all, unused)]
+#[cfg(target_arch = "wasm32")]
 mod __postern_plugin {{
     use ::postern_sdk::{{Session, Verdict, Credentials, EnvelopeAddress, Message, DataResult, Outcome}};
     ::postern_sdk::__private::wit_bindgen::generate!({{

@@ -55,6 +55,7 @@ fn addr(a: &EnvelopeAddress) -> Value {
     json!({
         "address": a.address, "local_part": a.local_part, "domain": a.domain,
         "params": a.params.iter().map(|p| json!([p.keyword, p.value])).collect::<Vec<_>>(),
+        "is_local": a.is_local,
     })
 }
 
@@ -62,7 +63,7 @@ fn session_json(s: &Session) -> Value {
     json!({
         "id": s.id, "client_ip": s.client_ip, "client_port": s.client_port,
         "client_name": s.client_name, "local_ip": s.local_ip, "local_port": s.local_port,
-        "listener": s.listener, "helo": s.helo, "esmtp": s.esmtp,
+        "listener": s.listener, "server_name": s.server_name, "helo": s.helo, "esmtp": s.esmtp,
         "tls": s.tls.as_ref().map(|t| json!({"protocol": t.protocol, "cipher": t.cipher})),
         "auth_user": s.auth_user, "mail_from": s.mail_from.as_ref().map(addr),
         "recipients": s.recipients.iter().map(addr).collect::<Vec<_>>(),
