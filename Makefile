@@ -1,0 +1,77 @@
+# Postern — build, run and test.
+#
+#   make run     build everything and start Postern on examples/postern.toml
+#   make test    build everything and run every test (what CI runs)
+#   make bench   benchmarks against Postfix and smtp-sink (not part of test)
+
+SHELL := /bin/bash
+CARGO ?= cargo
+PYTHON ?= python3
+TOOLS := $(CURDIR)/.tools
+VENV := $(TOOLS)/testenv
+VPY := $(VENV)/bin/python
+WASM_TARGET := wasm32-wasip2
+
+# Rust components: every crate under plugins/ and tests/plugins/ built as a cdylib.
+RUST_PLUGIN_TOMLS := $(shell grep -l 'cdylib' plugins/*/Cargo.toml tests/plugins/*/Cargo.toml 2>/dev/null)
+RUST_PLUGINS := $(foreach t,$(RUST_PLUGIN_TOMLS),$(shell sed -n 's/^name = "\(.*\)"/\1/p' $(t) | head -1))
+# Plugins in other languages: a folder with a build.sh.
+SCRIPT_PLUGINS := $(wildcard plugins/*/build.sh)
+
+.PHONY: all build host plugins rust-plugins script-plugins run test test-rust test-e2e \
+        test-scripts venv wasm-target fmt lint clean bench
+
+all: build
+
+build: host plugins
+
+wasm-target:
+	@rustup target list --installed 2>/dev/null | grep -qx '$(WASM_TARGET)' || rustup target add $(WASM_TARGET)
+
+host:
+	$(CARGO) build --release -p postern
+
+plugins: rust-plugins script-plugins
+
+rust-plugins: wasm-target
+	$(CARGO) build --release --target $(WASM_TARGET) $(addprefix -p ,$(RUST_PLUGINS))
+
+script-plugins:
+	@set -e; for s in $(SCRIPT_PLUGINS); do echo "== $$s"; bash $$s; done
+
+run: build
+	./target/release/postern serve --config examples/postern.toml
+
+venv: $(VENV)/.ready
+
+$(VENV)/.ready: tests/requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(VPY) -m pip install --quiet --upgrade pip
+	$(VPY) -m pip install --quiet -r tests/requirements.txt
+	touch $@
+
+test: build venv test-rust test-scripts test-e2e
+
+test-rust:
+	$(CARGO) test --release --workspace
+
+test-scripts:
+	@set -e; for d in plugins/*/; do \
+	  if [ -f $$d/package.json ] && ls $$d/test/*.mjs >/dev/null 2>&1; then (cd $$d && node --test test/); fi; \
+	  if ls $$d/test_*.py >/dev/null 2>&1; then (cd $$d && $(PYTHON) -m unittest discover -p 'test_*.py'); fi; \
+	done
+
+test-e2e: venv
+	$(VPY) -m pytest -q -n 2 tests/e2e
+
+fmt:
+	$(CARGO) fmt --all
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --release --workspace --all-targets -- -D warnings
+	$(CARGO) clippy --release --target $(WASM_TARGET) $(addprefix -p ,$(RUST_PLUGINS)) -- -D warnings
+
+clean:
+	$(CARGO) clean
+	rm -rf examples/data

@@ -1,0 +1,594 @@
+//! The TOML configuration (reference: `examples/postern.toml`). Input: an
+//! operator's file, trusted for intent but not for form: unknown keys are
+//! errors, and every error names the file and, where the parser knows it, the
+//! line. Relative paths are resolved against the file's directory.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use postern_plugin::{Mode, OnError, PluginSpec, RuntimeConfig};
+
+/// A configuration error, already rendered with file and line.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    server: ServerSection,
+    #[serde(default)]
+    spool: SpoolSection,
+    #[serde(default)]
+    runtime: RuntimeSection,
+    #[serde(default)]
+    dns: DnsSection,
+    #[serde(default)]
+    log: LogSection,
+    #[serde(default, rename = "plugin")]
+    plugins: Vec<PluginSection>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ServerSection {
+    hostname: String,
+    listen: Vec<Spanned<String>>,
+    local_domains: Vec<String>,
+    data_dir: Option<String>,
+    #[serde(default = "defaults::max_message_size")]
+    max_message_size: ByteSize,
+    #[serde(default = "defaults::max_recipients")]
+    max_recipients: usize,
+    #[serde(default = "defaults::max_connections")]
+    max_connections: usize,
+    #[serde(default = "defaults::max_connections_per_ip")]
+    max_connections_per_ip: usize,
+    #[serde(default = "defaults::max_bad_commands")]
+    max_bad_commands: u32,
+    #[serde(default = "defaults::command_timeout")]
+    command_timeout: Spanned<String>,
+    #[serde(default = "defaults::data_timeout")]
+    data_timeout: Spanned<String>,
+    #[serde(default = "defaults::shutdown_timeout")]
+    shutdown_timeout: Spanned<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SpoolSection {
+    dir: Option<String>,
+    #[serde(default = "defaults::yes")]
+    group_commit: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RuntimeSection {
+    #[serde(default = "defaults::yes")]
+    pooling: bool,
+    #[serde(default = "defaults::max_instances")]
+    max_instances: u32,
+    #[serde(default = "defaults::max_memory_ceiling")]
+    max_memory: ByteSize,
+    #[serde(default = "defaults::yes")]
+    cache: bool,
+    cache_dir: Option<String>,
+}
+
+impl Default for RuntimeSection {
+    fn default() -> Self {
+        RuntimeSection {
+            pooling: true,
+            max_instances: defaults::max_instances(),
+            max_memory: defaults::max_memory_ceiling(),
+            cache: true,
+            cache_dir: None,
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DnsSection {
+    #[serde(default)]
+    nameservers: Vec<Spanned<String>>,
+    timeout: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LogSection {
+    format: Option<LogFormat>,
+    level: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+enum OnErrorSetting {
+    #[default]
+    Tempfail,
+    FailOpen,
+    FailClosed,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+enum ModeSetting {
+    #[default]
+    Enforce,
+    Shadow,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PluginSection {
+    name: Spanned<String>,
+    path: String,
+    #[serde(default)]
+    on_error: OnErrorSetting,
+    #[serde(default = "defaults::plugin_timeout_ms")]
+    timeout_ms: u64,
+    #[serde(default = "defaults::plugin_max_memory")]
+    max_memory: ByteSize,
+    #[serde(default)]
+    capabilities: Vec<String>,
+    kv_namespace: Option<String>,
+    #[serde(default)]
+    mode: ModeSetting,
+    #[serde(default)]
+    config: toml::Table,
+}
+
+/// A size in bytes: an integer, or a string such as "25MiB", "512KiB", "10M".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByteSize(pub u64);
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            N(u64),
+            S(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::N(n) => Ok(ByteSize(n)),
+            Raw::S(s) => parse_size(&s)
+                .map(ByteSize)
+                .map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("invalid size {s:?} (examples: 1048576, \"512KiB\", \"25MiB\")"))?;
+    let mult: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "K" | "KB" | "KiB" | "k" => 1 << 10,
+        "M" | "MB" | "MiB" => 1 << 20,
+        "G" | "GB" | "GiB" => 1 << 30,
+        other => {
+            return Err(format!(
+                "invalid size unit {other:?} in {s:?} (use KiB, MiB or GiB)"
+            ));
+        }
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("size {s:?} is too large"))
+}
+
+mod defaults {
+    use super::ByteSize;
+    use toml::Spanned;
+
+    pub fn yes() -> bool {
+        true
+    }
+    pub fn max_message_size() -> ByteSize {
+        ByteSize(25 << 20)
+    }
+    pub fn max_recipients() -> usize {
+        100
+    }
+    pub fn max_connections() -> usize {
+        1000
+    }
+    pub fn max_connections_per_ip() -> usize {
+        20
+    }
+    pub fn max_bad_commands() -> u32 {
+        10
+    }
+    fn spanned(s: &str) -> Spanned<String> {
+        Spanned::new(0..0, s.to_string())
+    }
+    pub fn command_timeout() -> Spanned<String> {
+        spanned("5m")
+    }
+    pub fn data_timeout() -> Spanned<String> {
+        spanned("3m")
+    }
+    pub fn shutdown_timeout() -> Spanned<String> {
+        spanned("30s")
+    }
+    pub fn max_instances() -> u32 {
+        4096
+    }
+    pub fn max_memory_ceiling() -> ByteSize {
+        ByteSize(512 << 20)
+    }
+    pub fn plugin_timeout_ms() -> u64 {
+        2000
+    }
+    pub fn plugin_max_memory() -> ByteSize {
+        ByteSize(64 << 20)
+    }
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub path: PathBuf,
+    pub hostname: String,
+    pub listen: Vec<SocketAddr>,
+    pub local_domains: Vec<String>,
+    pub data_dir: PathBuf,
+    pub max_message_size: u64,
+    pub max_recipients: usize,
+    pub max_connections: usize,
+    pub max_connections_per_ip: usize,
+    pub max_bad_commands: u32,
+    pub command_timeout: Duration,
+    pub data_timeout: Duration,
+    pub shutdown_timeout: Duration,
+    pub spool_dir: PathBuf,
+    pub group_commit: bool,
+    pub runtime: RuntimeConfig,
+    pub nameservers: Vec<SocketAddr>,
+    pub dns_timeout: Duration,
+    pub log_format: Option<LogFormat>,
+    pub log_level: Option<String>,
+    pub plugins: Vec<PluginSpec>,
+}
+
+/// Command-line overrides of the file.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub listen: Vec<SocketAddr>,
+    pub data_dir: Option<PathBuf>,
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
+struct Ctx<'a> {
+    path: &'a Path,
+    text: &'a str,
+}
+
+impl Ctx<'_> {
+    fn at<T>(&self, span: &Spanned<T>, msg: impl std::fmt::Display) -> ConfigError {
+        if span.span().end == 0 {
+            ConfigError(format!("{}: {msg}", self.path.display()))
+        } else {
+            ConfigError(format!(
+                "{}:{}: {msg}",
+                self.path.display(),
+                line_of(self.text, span.span().start)
+            ))
+        }
+    }
+
+    fn plain(&self, msg: impl std::fmt::Display) -> ConfigError {
+        ConfigError(format!("{}: {msg}", self.path.display()))
+    }
+
+    fn duration(&self, v: &Spanned<String>, key: &str) -> Result<Duration, ConfigError> {
+        humantime::parse_duration(v.get_ref().trim()).map_err(|e| {
+            self.at(
+                v,
+                format!(
+                    "{key}: invalid duration {:?} ({e}; examples: \"30s\", \"5m\")",
+                    v.get_ref()
+                ),
+            )
+        })
+    }
+
+    fn resolve(&self, p: &str) -> PathBuf {
+        let p = Path::new(p);
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.path.parent().unwrap_or(Path::new(".")).join(p)
+        }
+    }
+}
+
+impl Config {
+    pub fn load(path: &Path, overrides: &Overrides) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError(format!("{}: cannot read: {e}", path.display())))?;
+        Config::parse(path, &text, overrides)
+    }
+
+    pub fn parse(path: &Path, text: &str, overrides: &Overrides) -> Result<Config, ConfigError> {
+        let cx = Ctx { path, text };
+        let file: File = toml::from_str(text).map_err(|e| {
+            let line = e.span().map(|s| line_of(text, s.start));
+            let msg = e.message().trim().to_string();
+            match line {
+                Some(l) => ConfigError(format!("{}:{l}: {msg}", path.display())),
+                None => ConfigError(format!("{}: {msg}", path.display())),
+            }
+        })?;
+        let s = &file.server;
+        if s.hostname.trim().is_empty() || s.hostname.contains(char::is_whitespace) {
+            return Err(cx.plain("server.hostname must be a host name without spaces"));
+        }
+        let mut listen = Vec::new();
+        for l in &s.listen {
+            let addr: SocketAddr = l.get_ref().parse().map_err(|_| {
+                cx.at(
+                    l,
+                    format!(
+                        "server.listen: {:?} is not an address:port such as \"127.0.0.1:2525\"",
+                        l.get_ref()
+                    ),
+                )
+            })?;
+            listen.push(addr);
+        }
+        if !overrides.listen.is_empty() {
+            listen = overrides.listen.clone();
+        }
+        if listen.is_empty() {
+            return Err(cx.plain("server.listen is empty: give at least one address"));
+        }
+        let local_domains: Vec<String> = s
+            .local_domains
+            .iter()
+            .map(|d| d.trim().trim_end_matches('.').to_ascii_lowercase())
+            .collect();
+        if let Some(bad) = local_domains
+            .iter()
+            .find(|d| d.is_empty() || d.contains(['@', ' ']))
+        {
+            return Err(cx.plain(format!("server.local_domains: {bad:?} is not a domain")));
+        }
+        if s.max_recipients == 0 || s.max_connections == 0 || s.max_connections_per_ip == 0 {
+            return Err(cx.plain(
+                "server.max_recipients, max_connections and max_connections_per_ip must be at least 1",
+            ));
+        }
+        let data_dir = match &overrides.data_dir {
+            Some(d) => d.clone(),
+            None => cx.resolve(s.data_dir.as_deref().unwrap_or("data")),
+        };
+        let spool_dir = match &file.spool.dir {
+            Some(d) if overrides.data_dir.is_none() => cx.resolve(d),
+            _ => data_dir.join("spool"),
+        };
+        let mut nameservers = Vec::new();
+        for n in &file.dns.nameservers {
+            let v = n.get_ref();
+            let addr = v
+                .parse::<SocketAddr>()
+                .or_else(|_| {
+                    v.parse::<std::net::IpAddr>()
+                        .map(|ip| SocketAddr::new(ip, 53))
+                })
+                .map_err(|_| {
+                    cx.at(
+                        n,
+                        format!("dns.nameservers: {v:?} is not an IP address or address:port"),
+                    )
+                })?;
+            nameservers.push(addr);
+        }
+        let dns_timeout = match &file.dns.timeout {
+            Some(t) => cx.duration(t, "dns.timeout")?,
+            None => Duration::from_secs(5),
+        };
+        let runtime = RuntimeConfig {
+            pooling: file.runtime.pooling,
+            max_instances: file.runtime.max_instances,
+            max_memory_ceiling: file.runtime.max_memory.0 as usize,
+            cache_dir: file.runtime.cache.then(|| match &file.runtime.cache_dir {
+                Some(d) => cx.resolve(d),
+                None => data_dir.join("cache"),
+            }),
+            ..RuntimeConfig::default()
+        };
+        let mut plugins = Vec::new();
+        for p in &file.plugins {
+            let name = p.name.get_ref().clone();
+            if name.is_empty()
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                return Err(cx.at(
+                    &p.name,
+                    format!("plugin name {name:?} must be letters, digits, '-' or '_'"),
+                ));
+            }
+            if p.timeout_ms == 0 || p.timeout_ms > 60_000 {
+                return Err(cx.at(
+                    &p.name,
+                    format!("plugin {name:?}: timeout_ms must be between 1 and 60000"),
+                ));
+            }
+            let config_json = serde_json::to_string(&p.config).map_err(|e| {
+                cx.at(
+                    &p.name,
+                    format!("plugin {name:?}: config cannot be encoded: {e}"),
+                )
+            })?;
+            plugins.push(PluginSpec {
+                name,
+                path: cx.resolve(&p.path),
+                config_json,
+                on_error: match p.on_error {
+                    OnErrorSetting::Tempfail => OnError::Tempfail,
+                    OnErrorSetting::FailOpen => OnError::FailOpen,
+                    OnErrorSetting::FailClosed => OnError::FailClosed,
+                },
+                timeout: Duration::from_millis(p.timeout_ms),
+                max_memory: p.max_memory.0 as usize,
+                capabilities: p.capabilities.clone(),
+                kv_namespace: p.kv_namespace.clone(),
+                mode: match p.mode {
+                    ModeSetting::Enforce => Mode::Enforce,
+                    ModeSetting::Shadow => Mode::Shadow,
+                },
+            });
+        }
+        Ok(Config {
+            path: path.to_path_buf(),
+            hostname: s.hostname.trim().to_string(),
+            listen,
+            local_domains,
+            data_dir,
+            max_message_size: s.max_message_size.0,
+            max_recipients: s.max_recipients,
+            max_connections: s.max_connections,
+            max_connections_per_ip: s.max_connections_per_ip,
+            max_bad_commands: s.max_bad_commands,
+            command_timeout: cx.duration(&s.command_timeout, "server.command_timeout")?,
+            data_timeout: cx.duration(&s.data_timeout, "server.data_timeout")?,
+            shutdown_timeout: cx.duration(&s.shutdown_timeout, "server.shutdown_timeout")?,
+            spool_dir,
+            group_commit: file.spool.group_commit,
+            runtime,
+            nameservers,
+            dns_timeout,
+            log_format: file.log.format,
+            log_level: file.log.level.clone(),
+            plugins,
+        })
+    }
+
+    /// Whether `domain` (any case, optional trailing dot) is local.
+    pub fn is_local_domain(&self, domain: &str) -> bool {
+        let d = domain.trim_end_matches('.');
+        self.local_domains.iter().any(|l| l.eq_ignore_ascii_case(d))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIN: &str = "[server]\nhostname = \"mx.test\"\nlisten = [\"127.0.0.1:2525\"]\nlocal_domains = [\"Example.TEST.\"]\n";
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(
+            Path::new("/etc/postern/p.toml"),
+            text,
+            &Overrides::default(),
+        )
+    }
+
+    #[test]
+    fn minimal_with_defaults() {
+        let c = parse(MIN).unwrap();
+        assert_eq!(c.local_domains, vec!["example.test"]);
+        assert!(c.is_local_domain("EXAMPLE.test."));
+        assert_eq!(c.max_message_size, 25 << 20);
+        assert_eq!(c.command_timeout, Duration::from_secs(300));
+        assert_eq!(c.data_dir, PathBuf::from("/etc/postern/data"));
+        assert_eq!(c.spool_dir, PathBuf::from("/etc/postern/data/spool"));
+    }
+
+    #[test]
+    fn errors_name_file_and_line() {
+        let cases = [
+            (
+                format!("{MIN}bogus = 1\n"),
+                "p.toml:5",
+                "unknown field `bogus`",
+            ),
+            (
+                "[server]\nhostname = \"h\"\nlisten = [\"nope\"]\nlocal_domains = []\n".to_string(),
+                "p.toml:3",
+                "not an address",
+            ),
+            (
+                format!(
+                    "{MIN}[[plugin]]\nname = \"x\"\npath = \"x.wasm\"\non_error = \"explode\"\n"
+                ),
+                "p.toml:8",
+                "unknown variant `explode`",
+            ),
+            (
+                format!("{MIN}max_message_size = \"12 parsecs\"\n"),
+                "p.toml",
+                "invalid size unit",
+            ),
+            (
+                format!("{MIN}command_timeout = \"soon\"\n"),
+                "p.toml:5",
+                "invalid duration",
+            ),
+            ("[server\n".to_string(), "p.toml:1", ""),
+            (
+                format!("{MIN}[[plugin]]\nname = \"bad name\"\npath = \"x.wasm\"\n"),
+                "p.toml:6",
+                "must be letters",
+            ),
+        ];
+        for (text, at, msg) in cases {
+            let e = parse(&text).unwrap_err().to_string();
+            assert!(e.contains(at), "{e:?} should contain {at:?}");
+            assert!(e.contains(msg), "{e:?} should contain {msg:?}");
+        }
+    }
+
+    #[test]
+    fn plugins_and_overrides() {
+        let text = format!(
+            "{MIN}[[plugin]]\nname = \"p\"\npath = \"p.wasm\"\non_error = \"fail-open\"\nmax_memory = \"16MiB\"\nmode = \"shadow\"\n[plugin.config]\nlist = [1, 2]\n"
+        );
+        let o = Overrides {
+            listen: vec!["127.0.0.1:1".parse().unwrap()],
+            data_dir: Some("/tmp/d".into()),
+        };
+        let c = Config::parse(Path::new("/etc/p.toml"), &text, &o).unwrap();
+        assert_eq!(c.listen, o.listen);
+        assert_eq!(c.spool_dir, PathBuf::from("/tmp/d/spool"));
+        let p = &c.plugins[0];
+        assert_eq!(p.path, PathBuf::from("/etc/p.wasm"));
+        assert_eq!(p.on_error, OnError::FailOpen);
+        assert_eq!(p.mode, Mode::Shadow);
+        assert_eq!(p.max_memory, 16 << 20);
+        assert_eq!(p.config_json, r#"{"list":[1,2]}"#);
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("10").unwrap(), 10);
+        assert_eq!(parse_size("2KiB").unwrap(), 2048);
+        assert_eq!(parse_size("25MiB").unwrap(), 25 << 20);
+        assert!(parse_size("MiB").is_err());
+        assert!(parse_size("99999999999999GiB").is_err());
+    }
+}

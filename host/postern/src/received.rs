@@ -1,0 +1,166 @@
+//! The trace header the server prepends to every accepted message (RFC 5321
+//! §4.4, RFC 3848 / RFC 6531 "with" keywords) and the RFC 5322 §3.3 date.
+//! Input: client-chosen HELO names, sanitised here so they cannot break the
+//! header's structure.
+
+use std::net::IpAddr;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+pub struct Trace<'a> {
+    pub helo: Option<&'a str>,
+    pub client_name: Option<&'a str>,
+    pub client_ip: IpAddr,
+    pub hostname: &'a str,
+    pub esmtp: bool,
+    pub tls: bool,
+    pub authenticated: bool,
+    pub smtputf8: bool,
+    pub queue_id: &'a str,
+    /// Named only when there is exactly one recipient (privacy).
+    pub single_recipient: Option<&'a str>,
+    pub when: SystemTime,
+}
+
+fn clean(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_control() || c == '(' || c == ')' || c == ';' {
+                '_'
+            } else {
+                c
+            }
+        })
+        .take(255)
+        .collect()
+}
+
+/// RFC 3848 / RFC 6531 protocol keyword.
+fn protocol(t: &Trace<'_>) -> String {
+    let base = match (t.smtputf8, t.esmtp) {
+        (true, _) => "UTF8SMTP",
+        (false, true) => "ESMTP",
+        (false, false) => "SMTP",
+    };
+    let mut p = base.to_string();
+    if t.esmtp || t.smtputf8 {
+        if t.tls {
+            p.push('S');
+        }
+        if t.authenticated {
+            p.push('A');
+        }
+    }
+    p
+}
+
+/// The full `Received:` field, folded, ending in CRLF.
+pub fn received(t: &Trace<'_>) -> String {
+    let ip = match t.client_ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => format!("IPv6:{v6}"),
+        },
+    };
+    let from = t.helo.map(clean).unwrap_or_else(|| "unknown".into());
+    let name = t.client_name.map(clean).unwrap_or_else(|| "unknown".into());
+    let mut s = format!(
+        "Received: from {from} ({name} [{ip}])\r\n\tby {} (Postern) with {} id {}\r\n",
+        t.hostname,
+        protocol(t),
+        t.queue_id
+    );
+    match t.single_recipient {
+        Some(r) => s.push_str(&format!(
+            "\tfor <{}>; {}\r\n",
+            clean(r),
+            rfc5322_date(t.when)
+        )),
+        None => s.push_str(&format!("\t; {}\r\n", rfc5322_date(t.when))),
+    }
+    s
+}
+
+/// `Wed, 25 Nov 2026 09:27:59 +0000`
+pub fn rfc5322_date(when: SystemTime) -> String {
+    let secs = when
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    let (y, m, d) = civil_from_days(days);
+    const WDAY: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    const MON: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    format!(
+        "{}, {} {} {} {:02}:{:02}:{:02} +0000",
+        WDAY[days.rem_euclid(7) as usize],
+        d,
+        MON[(m - 1) as usize],
+        y,
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian.
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn dates() {
+        let t = |s: u64| rfc5322_date(UNIX_EPOCH + Duration::from_secs(s));
+        assert_eq!(t(0), "Thu, 1 Jan 1970 00:00:00 +0000");
+        assert_eq!(t(951_782_400), "Tue, 29 Feb 2000 00:00:00 +0000");
+        assert_eq!(t(1_795_599_679), "Wed, 25 Nov 2026 09:41:19 +0000");
+    }
+
+    #[test]
+    fn header_shape() {
+        let t = Trace {
+            helo: Some("client.example (evil)"),
+            client_name: None,
+            client_ip: "127.0.0.1".parse().unwrap(),
+            hostname: "mx.test",
+            esmtp: true,
+            tls: true,
+            authenticated: false,
+            smtputf8: false,
+            queue_id: "Q1",
+            single_recipient: Some("a@b"),
+            when: UNIX_EPOCH,
+        };
+        let h = received(&t);
+        assert!(h.starts_with("Received: from client.example _evil_ (unknown [127.0.0.1])\r\n"));
+        assert!(h.contains("by mx.test (Postern) with ESMTPS id Q1\r\n"));
+        assert!(h.ends_with("\tfor <a@b>; Thu, 1 Jan 1970 00:00:00 +0000\r\n"));
+        let v6 = Trace {
+            client_ip: "2001:db8::1".parse().unwrap(),
+            single_recipient: None,
+            esmtp: false,
+            tls: false,
+            ..t
+        };
+        let h = received(&v6);
+        assert!(h.contains("[IPv6:2001:db8::1]"));
+        assert!(h.contains("with SMTP id"));
+    }
+}

@@ -1,0 +1,436 @@
+//! The SMTP server session: a state machine that takes parsed commands and
+//! returns the reply to send (and whether to close or switch to DATA mode).
+//! It never does network I/O itself (see `conn.rs`) and never writes spool
+//! files itself (the spool does). Input: hostile client commands, already
+//! framed and parsed by `postern-protocol`. Implements RFC 5321 §3–4 (command
+//! sequencing, §4.5.3.1 recipient limits), RFC 1870 (SIZE), RFC 6152
+//! (8BITMIME), RFC 6531 (SMTPUTF8), RFC 2920 (PIPELINING, with `conn.rs`).
+
+mod data;
+mod envelope;
+pub mod replies;
+
+use std::sync::Arc;
+
+use postern_plugin::{
+    Decision, EnvelopeAddress, Outcome, SessionChain, SessionContext, Stage, Verdict,
+};
+use postern_protocol::{
+    BodyType, Command, ForwardPath, LineError, MailParams, Reply, ReversePath, parse_command,
+};
+use postern_spool::{QueueId, Spool};
+
+use crate::config::Config;
+
+/// What the connection loop must do with a reply.
+#[derive(Debug)]
+pub enum Step {
+    /// Send the reply and read the next command.
+    Reply(Reply),
+    /// Send the reply and close the connection.
+    Close(Reply),
+    /// Send the reply (354) and read message data.
+    Data(Reply),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Connected, greeting not decided yet.
+    Connected,
+    /// The connect stage refused the client: only QUIT is accepted.
+    Refused,
+    /// Greeted by us; waiting for HELO/EHLO.
+    NeedHelo,
+    /// HELO/EHLO accepted.
+    Ready,
+}
+
+/// The mail transaction in progress (RFC 5321 §3.3).
+struct Transaction {
+    queue_id: QueueId,
+    sender: ReversePath,
+    params: MailParams,
+    recipients: Vec<(ForwardPath, Vec<String>)>,
+}
+
+pub struct Session {
+    config: Arc<Config>,
+    spool: Arc<Spool>,
+    chain: SessionChain,
+    ctx: SessionContext,
+    phase: Phase,
+    tx: Option<Transaction>,
+    bad_commands: u32,
+}
+
+/// Stage argument and reply, reported to observers.
+struct Observed<'a> {
+    stage: Stage,
+    argument: &'a str,
+    decided_by: Option<Arc<str>>,
+}
+
+impl Session {
+    pub fn new(
+        config: Arc<Config>,
+        spool: Arc<Spool>,
+        chain: SessionChain,
+        ctx: SessionContext,
+    ) -> Session {
+        Session {
+            config,
+            spool,
+            chain,
+            ctx,
+            phase: Phase::Connected,
+            tx: None,
+            bad_commands: 0,
+        }
+    }
+
+    pub fn context(&self) -> &SessionContext {
+        &self.ctx
+    }
+
+    /// Maximum DATA size for the transaction in progress.
+    pub fn data_limit(&self) -> u64 {
+        self.config.max_message_size
+    }
+
+    async fn observe(&mut self, o: Observed<'_>, reply: &Reply) {
+        if !self.chain.wants(Stage::Outcome) {
+            return;
+        }
+        let outcome = Outcome {
+            stage: Some(o.stage),
+            argument: o.argument.to_string(),
+            code: reply.code,
+            enhanced: reply.enhanced.map(|e| e.to_string()),
+            text: reply.lines.join(" "),
+            decided_by: o.decided_by,
+        };
+        self.chain.outcome(&self.ctx, &outcome).await;
+    }
+
+    /// Tell observers the session ended.
+    pub async fn finish(&mut self) {
+        if self.chain.wants(Stage::Outcome) {
+            let outcome = Outcome {
+                stage: None,
+                argument: String::new(),
+                code: 0,
+                enhanced: None,
+                text: String::new(),
+                decided_by: None,
+            };
+            self.chain.outcome(&self.ctx, &outcome).await;
+        }
+    }
+
+    /// Run the connect stage and decide the greeting.
+    pub async fn greet(&mut self) -> Step {
+        let d = self.chain.connect(&self.ctx).await;
+        let step = match &d.verdict {
+            Verdict::Pass | Verdict::Accept | Verdict::AcceptWith(_) => {
+                self.phase = Phase::NeedHelo;
+                Step::Reply(replies::greeting(&self.config.hostname))
+            }
+            Verdict::Reject(r) => {
+                self.phase = Phase::Refused;
+                Step::Reply(replies::plugin(r))
+            }
+            Verdict::Defer(r) => Step::Close(replies::connect_defer(r)),
+            Verdict::Disconnect(r) => Step::Close(replies::plugin(r)),
+        };
+        let reply = step_reply(&step).clone();
+        self.observe(
+            Observed {
+                stage: Stage::Connect,
+                argument: "",
+                decided_by: d.decided_by,
+            },
+            &reply,
+        )
+        .await;
+        step
+    }
+
+    /// A framing error on a command line.
+    pub async fn line_error(&mut self, e: LineError) -> Step {
+        let reply = match e {
+            LineError::TooLong => replies::line_too_long(),
+            LineError::BareLf | LineError::BareCr => replies::bare_line_ending(),
+        };
+        self.bad(reply)
+    }
+
+    /// Count a protocol error; past the limit the connection is closed.
+    fn bad(&mut self, reply: Reply) -> Step {
+        self.bad_commands += 1;
+        if self.bad_commands > self.config.max_bad_commands {
+            Step::Close(replies::too_many_errors(&self.config.hostname))
+        } else {
+            Step::Reply(reply)
+        }
+    }
+
+    /// Handle one command line (without CRLF).
+    pub async fn command(&mut self, line: &[u8]) -> Step {
+        let cmd = match parse_command(line) {
+            Ok(c) => c,
+            Err(e) => return self.bad(e.reply()),
+        };
+        if self.phase == Phase::Refused {
+            return match cmd {
+                Command::Quit => Step::Close(replies::bye()),
+                _ => self.bad(replies::refused_only_quit()),
+            };
+        }
+        match cmd {
+            Command::Helo(name) => self.helo(name, false).await,
+            Command::Ehlo(name) => self.helo(name, true).await,
+            Command::MailFrom { path, params } => self.mail(path, params).await,
+            Command::RcptTo { path, params } => self.rcpt(path, params).await,
+            Command::Data => self.data_command(),
+            Command::Rset => {
+                self.reset();
+                Step::Reply(replies::ok())
+            }
+            Command::Noop => Step::Reply(replies::ok()),
+            Command::Quit => Step::Close(replies::bye()),
+            Command::Help(_) => Step::Reply(replies::help()),
+            Command::Vrfy(arg) => self.vrfy_expn(Stage::Vrfy, arg).await,
+            Command::Expn(arg) => self.vrfy_expn(Stage::Expn, arg).await,
+            Command::StartTls => self.bad(replies::not_available("STARTTLS")),
+            Command::Auth { .. } => self.bad(replies::not_available("AUTH")),
+        }
+    }
+
+    fn reset(&mut self) {
+        self.tx = None;
+        self.ctx.mail_from = None;
+        self.ctx.recipients.clear();
+    }
+
+    fn keywords(&self) -> Vec<String> {
+        vec![
+            "PIPELINING".into(),
+            format!("SIZE {}", self.config.max_message_size),
+            "8BITMIME".into(),
+            "ENHANCEDSTATUSCODES".into(),
+            "SMTPUTF8".into(),
+        ]
+    }
+
+    async fn helo(&mut self, name: String, extended: bool) -> Step {
+        // RFC 5321 §4.1.4: HELO/EHLO resets any transaction.
+        self.reset();
+        let previous = (self.ctx.helo.take(), self.ctx.esmtp);
+        self.ctx.helo = Some(name.clone());
+        self.ctx.esmtp = extended;
+        let d = self.chain.helo(&self.ctx, &name, extended).await;
+        let accepted = matches!(
+            d.verdict,
+            Verdict::Pass | Verdict::Accept | Verdict::AcceptWith(_)
+        );
+        let step = if accepted {
+            self.phase = Phase::Ready;
+            if extended {
+                let client = self.ctx.client.ip().to_string();
+                Step::Reply(replies::ehlo(
+                    &self.config.hostname,
+                    &client,
+                    self.keywords(),
+                ))
+            } else {
+                Step::Reply(replies::helo(&self.config.hostname))
+            }
+        } else {
+            (self.ctx.helo, self.ctx.esmtp) = previous;
+            refusal(&d.verdict)
+        };
+        let reply = step_reply(&step).clone();
+        self.observe(
+            Observed {
+                stage: Stage::Helo,
+                argument: &name,
+                decided_by: d.decided_by,
+            },
+            &reply,
+        )
+        .await;
+        step
+    }
+
+    async fn mail(&mut self, path: ReversePath, params: MailParams) -> Step {
+        if self.phase != Phase::Ready {
+            return self.bad(replies::need_helo());
+        }
+        if self.tx.is_some() {
+            return self.bad(replies::nested_mail());
+        }
+        if !self.ctx.esmtp && !params.all.is_empty() {
+            return self.bad(replies::params_need_ehlo());
+        }
+        if let Some(p) = unsupported_mail_param(&params) {
+            return self.bad(replies::unsupported_param(&p));
+        }
+        if let ReversePath::Mailbox(m) = &path
+            && !m.is_ascii()
+            && !params.smtputf8
+        {
+            return Step::Reply(replies::need_smtputf8());
+        }
+        if params
+            .size
+            .is_some_and(|s| s > self.config.max_message_size)
+        {
+            return Step::Reply(replies::size_exceeded());
+        }
+        let sender = envelope::sender(&path, &params);
+        let argument = sender.address.clone();
+        let d = self.chain.mail_from(&self.ctx, &sender).await;
+        let step = match &d.verdict {
+            Verdict::Pass | Verdict::Accept => {
+                self.open_transaction(path, params, sender);
+                Step::Reply(replies::sender_ok())
+            }
+            Verdict::AcceptWith(r) => {
+                self.open_transaction(path, params, sender);
+                Step::Reply(replies::plugin(r))
+            }
+            v => refusal(v),
+        };
+        self.observe_decision(Stage::MailFrom, &argument, d, &step)
+            .await;
+        step
+    }
+
+    fn open_transaction(&mut self, path: ReversePath, params: MailParams, sender: EnvelopeAddress) {
+        self.ctx.mail_from = Some(sender);
+        self.ctx.recipients.clear();
+        self.tx = Some(Transaction {
+            queue_id: QueueId::generate(),
+            sender: path,
+            params,
+            recipients: Vec::new(),
+        });
+    }
+
+    async fn observe_decision(&mut self, stage: Stage, argument: &str, d: Decision, step: &Step) {
+        let reply = step_reply(step).clone();
+        self.observe(
+            Observed {
+                stage,
+                argument,
+                decided_by: d.decided_by,
+            },
+            &reply,
+        )
+        .await;
+    }
+
+    async fn rcpt(&mut self, path: ForwardPath, params: postern_protocol::RcptParams) -> Step {
+        let Some(tx) = &self.tx else {
+            return self.bad(replies::need_mail());
+        };
+        if tx.recipients.len() >= self.config.max_recipients {
+            return Step::Reply(replies::too_many_recipients());
+        }
+        if let Some(p) = params.all.first() {
+            return self.bad(replies::unsupported_param(&p.keyword));
+        }
+        if let ForwardPath::Mailbox(m) = &path
+            && !m.is_ascii()
+            && !tx.params.smtputf8
+        {
+            return Step::Reply(replies::need_smtputf8());
+        }
+        let rcpt = envelope::recipient(&path, &params, |d| self.config.is_local_domain(d));
+        let argument = rcpt.address.clone();
+        let d = self.chain.rcpt_to(&self.ctx, &rcpt).await;
+        let step = match &d.verdict {
+            Verdict::Pass if !rcpt.is_local => Step::Reply(replies::relay_denied(&rcpt.address)),
+            Verdict::Pass | Verdict::Accept => Step::Reply(replies::recipient_ok()),
+            Verdict::AcceptWith(r) => Step::Reply(replies::plugin(r)),
+            v => refusal(v),
+        };
+        if step_reply(&step).is_positive()
+            && let Some(tx) = &mut self.tx
+        {
+            tx.recipients
+                .push((path, envelope::raw_params(&params.all)));
+            self.ctx.recipients.push(rcpt);
+        }
+        self.observe_decision(Stage::RcptTo, &argument, d, &step)
+            .await;
+        step
+    }
+
+    fn data_command(&mut self) -> Step {
+        match &self.tx {
+            None => self.bad(replies::need_mail()),
+            Some(tx) if tx.recipients.is_empty() => Step::Reply(replies::no_valid_recipients()),
+            Some(_) => Step::Data(replies::start_data()),
+        }
+    }
+
+    async fn vrfy_expn(&mut self, stage: Stage, arg: String) -> Step {
+        let d = if stage == Stage::Vrfy {
+            self.chain.vrfy(&self.ctx, &arg).await
+        } else {
+            self.chain.expn(&self.ctx, &arg).await
+        };
+        let step = match &d.verdict {
+            Verdict::Pass | Verdict::Accept if stage == Stage::Vrfy => {
+                Step::Reply(replies::vrfy_default())
+            }
+            Verdict::Pass | Verdict::Accept => Step::Reply(replies::expn_default()),
+            Verdict::AcceptWith(r) => Step::Reply(replies::plugin(r)),
+            v => refusal(v),
+        };
+        self.observe_decision(stage, &arg, d, &step).await;
+        step
+    }
+
+    /// The server is shutting down: say so (RFC 5321 §3.8) and close.
+    pub fn shutdown(&self) -> Step {
+        Step::Close(replies::shutting_down(&self.config.hostname))
+    }
+
+    /// The client was silent for too long (RFC 5321 §4.5.3.2).
+    pub fn timed_out(&self) -> Step {
+        Step::Close(replies::timeout(&self.config.hostname))
+    }
+}
+
+/// The step for a refusing verdict (reject, defer, disconnect).
+fn refusal(v: &Verdict) -> Step {
+    match v {
+        Verdict::Reject(r) | Verdict::Defer(r) => Step::Reply(replies::plugin(r)),
+        Verdict::Disconnect(r) => Step::Close(replies::plugin(r)),
+        // Callers handle the accepting verdicts; keep a sane answer anyway.
+        Verdict::Pass | Verdict::Accept => Step::Reply(replies::ok()),
+        Verdict::AcceptWith(r) => Step::Reply(replies::plugin(r)),
+    }
+}
+
+pub fn step_reply(s: &Step) -> &Reply {
+    match s {
+        Step::Reply(r) | Step::Close(r) | Step::Data(r) => r,
+    }
+}
+
+/// MAIL parameters this server does not implement (RFC 5321 §4.1.1.11: 555).
+fn unsupported_mail_param(p: &MailParams) -> Option<String> {
+    if p.body == Some(BodyType::BinaryMime) {
+        return Some("BODY=BINARYMIME".into());
+    }
+    if p.ret.is_some() {
+        return Some("RET".into());
+    }
+    if p.envid.is_some() {
+        return Some("ENVID".into());
+    }
+    p.other.first().map(|o| o.keyword.clone())
+}

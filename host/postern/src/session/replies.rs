@@ -1,0 +1,227 @@
+//! Every reply the server itself sends, in one place (RFC 5321 §4.2, RFC 3463
+//! enhanced codes, RFC 2034), plus the conversion of plugin replies. Input:
+//! plugin replies were already validated by the runtime.
+
+use postern_plugin::PluginReply;
+use postern_protocol::{EnhancedCode, Reply};
+
+fn r(code: u16, class: u8, subject: u16, detail: u16, text: impl Into<String>) -> Reply {
+    Reply::new(code, Some(EnhancedCode::new(class, subject, detail)), text)
+}
+
+pub fn plugin(p: &PluginReply) -> Reply {
+    let enhanced = p.enhanced.as_deref().and_then(|e| e.parse().ok());
+    Reply::new(p.code, enhanced, p.text.clone())
+}
+
+pub fn greeting(hostname: &str) -> Reply {
+    Reply::new(220, None, format!("{hostname} ESMTP Postern"))
+}
+
+pub fn helo(hostname: &str) -> Reply {
+    Reply::new(250, None, hostname.to_string())
+}
+
+pub fn ehlo(hostname: &str, client: &str, keywords: Vec<String>) -> Reply {
+    let mut lines = vec![format!("{hostname} greets {client}")];
+    lines.extend(keywords);
+    Reply::multiline(250, None, lines)
+}
+
+pub fn ok() -> Reply {
+    r(250, 2, 0, 0, "Ok")
+}
+pub fn sender_ok() -> Reply {
+    r(250, 2, 1, 0, "Sender ok")
+}
+pub fn recipient_ok() -> Reply {
+    r(250, 2, 1, 5, "Recipient ok")
+}
+pub fn start_data() -> Reply {
+    Reply::new(354, None, "End data with <CR><LF>.<CR><LF>")
+}
+pub fn queued(id: &str) -> Reply {
+    r(250, 2, 0, 0, format!("Ok: queued as {id}"))
+}
+pub fn bye() -> Reply {
+    r(221, 2, 0, 0, "Bye")
+}
+pub fn help() -> Reply {
+    r(
+        214,
+        2,
+        0,
+        0,
+        "Commands: EHLO HELO MAIL RCPT DATA RSET NOOP QUIT VRFY EXPN HELP",
+    )
+}
+pub fn vrfy_default() -> Reply {
+    r(
+        252,
+        2,
+        0,
+        0,
+        "Cannot VRFY user, but will accept message and attempt delivery",
+    )
+}
+pub fn expn_default() -> Reply {
+    r(502, 5, 5, 1, "EXPN is disabled")
+}
+pub fn not_available(what: &str) -> Reply {
+    r(502, 5, 5, 1, format!("{what} not available"))
+}
+
+// Sequence errors (RFC 5321 §4.3.2).
+pub fn need_helo() -> Reply {
+    r(503, 5, 5, 1, "Send HELO/EHLO first")
+}
+pub fn nested_mail() -> Reply {
+    r(503, 5, 5, 1, "Nested MAIL command")
+}
+pub fn need_mail() -> Reply {
+    r(503, 5, 5, 1, "Need MAIL command first")
+}
+pub fn no_valid_recipients() -> Reply {
+    r(554, 5, 5, 1, "No valid recipients")
+}
+pub fn refused_only_quit() -> Reply {
+    r(
+        503,
+        5,
+        5,
+        1,
+        "Bad sequence of commands: this connection was refused, send QUIT",
+    )
+}
+
+// Parameter and address policy of the host.
+pub fn unsupported_param(keyword: &str) -> Reply {
+    r(555, 5, 5, 4, format!("Unsupported parameter {keyword}"))
+}
+pub fn params_need_ehlo() -> Reply {
+    r(555, 5, 5, 4, "ESMTP parameters require EHLO")
+}
+pub fn need_smtputf8() -> Reply {
+    r(553, 5, 6, 7, "Non-ASCII address requires SMTPUTF8")
+}
+pub fn size_exceeded() -> Reply {
+    r(
+        552,
+        5,
+        3,
+        4,
+        "Message size exceeds fixed maximum message size",
+    )
+}
+pub fn too_many_recipients() -> Reply {
+    r(452, 4, 5, 3, "Too many recipients")
+}
+pub fn relay_denied(address: &str) -> Reply {
+    r(554, 5, 7, 1, format!("<{address}>: Relay access denied"))
+}
+
+// Line and data errors (RFC 5321 §2.3.8, §4.5.3.1).
+pub fn line_too_long() -> Reply {
+    r(500, 5, 5, 2, "Line too long (maximum 512 octets)")
+}
+pub fn bare_line_ending() -> Reply {
+    r(
+        500,
+        5,
+        5,
+        2,
+        "Bare CR or LF not allowed; lines must end with CRLF",
+    )
+}
+pub fn data_bare_line_ending() -> Reply {
+    r(
+        554,
+        5,
+        6,
+        0,
+        "Message refused: bare CR or LF in message data (SMTP smuggling defence)",
+    )
+}
+pub fn data_line_too_long() -> Reply {
+    r(
+        554,
+        5,
+        6,
+        0,
+        "Message refused: line longer than 1000 octets",
+    )
+}
+
+// Connection-level.
+pub fn too_many_errors(hostname: &str) -> Reply {
+    r(
+        421,
+        4,
+        7,
+        0,
+        format!("{hostname} Too many errors, closing connection"),
+    )
+}
+pub fn timeout(hostname: &str) -> Reply {
+    r(
+        421,
+        4,
+        4,
+        2,
+        format!("{hostname} Timeout exceeded, closing connection"),
+    )
+}
+pub fn shutting_down(hostname: &str) -> Reply {
+    r(
+        421,
+        4,
+        3,
+        2,
+        format!("{hostname} Service shutting down, try again later"),
+    )
+}
+pub fn too_many_connections(hostname: &str) -> Reply {
+    r(
+        421,
+        4,
+        7,
+        0,
+        format!("{hostname} Too many connections, try again later"),
+    )
+}
+pub fn storage_failure() -> Reply {
+    r(
+        451,
+        4,
+        3,
+        0,
+        "Temporary failure storing the message, try again later",
+    )
+}
+
+/// A temporary refusal at connect must be 421 (RFC 5321 §3.1).
+pub fn connect_defer(p: &PluginReply) -> Reply {
+    let enhanced = p.enhanced.as_deref().and_then(|e| e.parse().ok());
+    Reply::new(421, enhanced, p.text.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wire_forms() {
+        assert_eq!(queued("X").to_bytes(), b"250 2.0.0 Ok: queued as X\r\n");
+        assert_eq!(
+            ehlo("mx", "c", vec!["PIPELINING".into(), "SIZE 10".into()]).to_bytes(),
+            b"250-mx greets c\r\n250-PIPELINING\r\n250 SIZE 10\r\n"
+        );
+        let p = PluginReply {
+            code: 550,
+            enhanced: Some("5.7.1".into()),
+            text: "no".into(),
+        };
+        assert_eq!(plugin(&p).to_bytes(), b"550 5.7.1 no\r\n");
+        assert_eq!(connect_defer(&p).code, 421);
+    }
+}

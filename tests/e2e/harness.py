@@ -1,0 +1,285 @@
+"""End-to-end harness: starts the real `postern` binary on an ephemeral port
+with a generated configuration, collects its JSON log, and offers small
+SMTP helpers (raw sockets; tests also use smtplib and swaks directly)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+TARGET = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
+BIN = Path(os.environ.get("POSTERN_BIN", TARGET / "release" / "postern"))
+WASM_DIR = TARGET / "wasm32-wasip2" / "release"
+SCRIPT_WASM_DIR = ROOT / "target" / "plugins"
+CACHE_DIR = TARGET / "test-plugin-cache"
+
+
+def wasm(name: str) -> Path:
+    """Path of a built component: Rust crates by crate name, others by folder."""
+    for p in (WASM_DIR / f"{name.replace('-', '_')}.wasm", SCRIPT_WASM_DIR / f"{name}.wasm"):
+        if p.exists():
+            return p
+    raise FileNotFoundError(f"component {name} is not built (run `make plugins`)")
+
+
+def toml_value(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return str(v)
+    if isinstance(v, str):
+        return json.dumps(v)
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(toml_value(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{ " + ", ".join(f"{json.dumps(k)} = {toml_value(x)}" for k, x in v.items()) + " }"
+    raise TypeError(v)
+
+
+def plugin(name: str, component: str | None = None, config: dict | None = None, **settings) -> dict:
+    """A [[plugin]] entry; `component` defaults to `name`."""
+    return {"name": name, "path": str(wasm(component or name)), "config": config or {}, **settings}
+
+
+def render_config(server: dict, plugins: list[dict], extra: str = "") -> str:
+    lines = ["[server]"]
+    for k, v in server.items():
+        lines.append(f"{k} = {toml_value(v)}")
+    for p in plugins:
+        lines.append("")
+        lines.append("[[plugin]]")
+        for k, v in p.items():
+            if k != "config":
+                lines.append(f"{k} = {toml_value(v)}")
+        lines.append("[plugin.config]")
+        for k, v in p.get("config", {}).items():
+            lines.append(f"{json.dumps(k)} = {toml_value(v)}")
+    return "\n".join(lines) + "\n" + extra
+
+
+class Server:
+    """A running postern process."""
+
+    def __init__(self, tmp: Path, plugins: list[dict] | None = None, extra: str = "", **server):
+        self.tmp = Path(tmp)
+        self.tmp.mkdir(parents=True, exist_ok=True)
+        self.data_dir = self.tmp / "data"
+        settings = {
+            "hostname": "mx.example.test",
+            "listen": ["127.0.0.1:0"],
+            "local_domains": ["example.test"],
+            "data_dir": str(self.data_dir),
+        }
+        settings.update(server)
+        if "[runtime]" not in extra:
+            # Share compiled plugins across test servers (content-addressed).
+            extra = f"[runtime]\ncache_dir = {json.dumps(str(CACHE_DIR))}\n" + extra
+        self.config_path = self.tmp / "postern.toml"
+        self.config_path.write_text(render_config(settings, plugins or [], extra))
+        self.proc: subprocess.Popen | None = None
+        self.logs: list[dict] = []
+        self.raw_log: list[str] = []
+        self.port = 0
+        self.addresses: list[str] = []
+        self._lock = threading.Lock()
+
+    # -- process control -------------------------------------------------
+    def start(self, timeout: float = 60.0) -> "Server":
+        self.proc = subprocess.Popen(
+            [str(BIN), "serve", "--config", str(self.config_path), "--log-format", "json"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            env={**os.environ, "RUST_LOG": os.environ.get("POSTERN_TEST_LOG", "info")},
+        )
+        ready = threading.Event()
+        threading.Thread(target=self._reader, args=(ready,), daemon=True).start()
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if ready.wait(0.05):
+                break
+            if self.proc.poll() is not None:
+                time.sleep(0.2)
+                raise RuntimeError(f"postern exited with {self.proc.returncode}:\n" + "\n".join(self.raw_log))
+        else:
+            raise RuntimeError("postern did not start listening:\n" + "\n".join(self.raw_log))
+        # Wait until every configured listener is up.
+        time.sleep(0.05)
+        return self
+
+    def _reader(self, ready: threading.Event):
+        assert self.proc and self.proc.stderr
+        for raw in self.proc.stderr:
+            line = raw.decode("utf-8", "replace").rstrip("\n")
+            with self._lock:
+                self.raw_log.append(line)
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue
+            with self._lock:
+                self.logs.append(rec)
+            if rec.get("message") == "listening":
+                self.addresses.append(rec["address"])
+                if not self.port:
+                    self.port = int(rec["address"].rsplit(":", 1)[1])
+                ready.set()
+
+    def stop(self, timeout: float = 30.0) -> int:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode if self.proc else 0
+
+    def kill9(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait()
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    # -- observation -------------------------------------------------------
+    def log_records(self) -> list[dict]:
+        with self._lock:
+            return list(self.logs)
+
+    def wait_log(self, pred, timeout: float = 10.0) -> dict:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            for r in self.log_records():
+                if pred(r):
+                    return r
+            time.sleep(0.02)
+        raise AssertionError("log record not found; log:\n" + "\n".join(self.raw_log[-60:]))
+
+    def probe_calls(self, tag: str | None = None, stage: str | None = None) -> list[dict]:
+        """Records logged by the test probe plugin (`probe:` + JSON)."""
+        out = []
+        for r in self.log_records():
+            msg = r.get("message", "")
+            if isinstance(msg, str) and msg.startswith("probe:"):
+                rec = json.loads(msg[len("probe:"):])
+                if (tag is None or rec["tag"] == tag) and (stage is None or rec["stage"] == stage):
+                    out.append(rec)
+        return out
+
+    # -- spool ---------------------------------------------------------------
+    @property
+    def queue_dir(self) -> Path:
+        return self.data_dir / "spool" / "queue"
+
+    def queued(self) -> list[str]:
+        if not self.queue_dir.exists():
+            return []
+        return sorted(p.name for p in self.queue_dir.iterdir() if "." not in p.name)
+
+    def read_queued(self, qid: str) -> tuple[dict, bytes]:
+        return read_spool_file(self.queue_dir / qid)
+
+
+def read_spool_file(path: Path) -> tuple[dict, bytes]:
+    data = path.read_bytes()
+    header, rest = data.split(b"\n", 1)
+    magic, version, env_len, msg_len = header.split(b" ")
+    assert magic == b"POSTERN-SPOOL" and version == b"1", header
+    env_len, msg_len = int(env_len), int(msg_len)
+    envelope = json.loads(rest[:env_len])
+    assert rest[env_len:env_len + 1] == b"\n"
+    message = rest[env_len + 1:]
+    assert len(message) == msg_len, (len(message), msg_len)
+    return envelope, message
+
+
+# -- raw SMTP ----------------------------------------------------------------
+REPLY_LINE = re.compile(rb"^(\d{3})([ -])(.*)$")
+
+
+class Raw:
+    """A raw SMTP client: send exact bytes, read parsed replies."""
+
+    def __init__(self, port: int, host: str = "127.0.0.1", timeout: float = 10.0):
+        self.sock = socket.create_connection((host, port), timeout=timeout)
+        self.buf = b""
+
+    def send(self, data: bytes | str):
+        if isinstance(data, str):
+            data = data.encode()
+        self.sock.sendall(data)
+
+    def _line(self) -> bytes:
+        while b"\r\n" not in self.buf:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise EOFError("connection closed; pending: %r" % self.buf)
+            self.buf += chunk
+        line, self.buf = self.buf.split(b"\r\n", 1)
+        return line
+
+    def reply(self) -> tuple[int, str]:
+        """One (possibly multi-line) reply: (code, text with lines joined by \\n)."""
+        lines = []
+        while True:
+            line = self._line()
+            m = REPLY_LINE.match(line)
+            assert m, f"malformed reply line {line!r}"
+            lines.append(m.group(3).decode())
+            if m.group(2) == b" ":
+                return int(m.group(1)), "\n".join(lines)
+
+    def cmd(self, line: str) -> tuple[int, str]:
+        self.send(line + "\r\n")
+        return self.reply()
+
+    def closed(self, timeout: float = 5.0) -> bool:
+        """True when the server closes the connection without sending more."""
+        self.sock.settimeout(timeout)
+        try:
+            data = self.sock.recv(1)
+        except (ConnectionResetError, BrokenPipeError):
+            return True
+        except socket.timeout:
+            return False
+        return data == b""
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def ehlo(port: int, name: str = "client.test") -> Raw:
+    c = Raw(port)
+    code, _ = c.reply()
+    assert code == 220, code
+    code, _ = c.cmd(f"EHLO {name}")
+    assert code == 250, code
+    return c
+
+
+def message(subject: str = "test", body: str = "Hello.\r\n", extra: str = "") -> bytes:
+    return (
+        f"From: Sender <sender@client.test>\r\nTo: rcpt@example.test\r\nSubject: {subject}\r\n"
+        f"Date: Wed, 25 Nov 2026 10:00:00 +0000\r\nMessage-ID: <t-{time.time_ns()}@client.test>\r\n{extra}\r\n{body}"
+    ).encode()

@@ -1,0 +1,106 @@
+"""`postern check` and `postern serve` refuse bad configurations and bad
+plugin files with precise errors naming the file, line or plugin."""
+
+import subprocess
+
+import pytest
+from harness import BIN, render_config, wasm
+
+
+def check(tmp_path, text):
+    p = tmp_path / "postern.toml"
+    p.write_text(text)
+    r = subprocess.run([str(BIN), "check", "--config", str(p)], capture_output=True, text=True, timeout=120)
+    return r.returncode, r.stdout + r.stderr, p
+
+
+BASE = {"hostname": "mx.test", "listen": ["127.0.0.1:2525"], "local_domains": ["example.test"]}
+
+
+def test_good_config_passes(tmp_path):
+    text = render_config(BASE, [{"name": "probe", "path": str(wasm("test-probe")), "config": {"tag": "x"}}])
+    code, out, _ = check(tmp_path, text)
+    assert code == 0, out
+    assert "plugin probe" in out and "connect" in out
+
+
+def test_example_config_passes():
+    r = subprocess.run([str(BIN), "check", "--config", "examples/postern.toml"], capture_output=True, text=True,
+                       cwd=BIN.parents[2], timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+@pytest.mark.parametrize(
+    "text,want",
+    [
+        ("[server]\nhostname = \"h\"\nlisten = [\"127.0.0.1:1\"]\nlocal_domains = []\ntypo_key = 1\n",
+         ":5: unknown field `typo_key`"),
+        ("[server]\nhostname = \"h\"\nlisten = [\"not-an-address\"]\nlocal_domains = []\n", ":3: server.listen"),
+        ("[server\n", ":1:"),
+        ("[server]\nhostname = \"h\"\nlisten = [\"127.0.0.1:1\"]\nlocal_domains = []\n[[plugin]]\nname = \"x\"\n"
+         "path = \"x.wasm\"\nmode = \"sometimes\"\n", ":8: unknown variant `sometimes`"),
+        ("[server]\nhostname = \"h\"\nlisten = [\"127.0.0.1:1\"]\nlocal_domains = []\ncommand_timeout = \"later\"\n",
+         ":5: server.command_timeout: invalid duration"),
+    ],
+)
+def test_bad_config_names_file_and_line(tmp_path, text, want):
+    code, out, p = check(tmp_path, text)
+    assert code != 0
+    assert f"{p}{want}" in out, out
+
+
+def plugin_cfg(path, config=None, name="bad"):
+    return render_config(BASE, [{"name": name, "path": str(path), "config": config or {}}])
+
+
+def test_missing_plugin_file(tmp_path):
+    code, out, _ = check(tmp_path, plugin_cfg(tmp_path / "nope.wasm"))
+    assert code != 0 and 'plugin "bad": cannot read' in out and "nope.wasm" in out
+
+
+def test_garbage_plugin_file(tmp_path):
+    f = tmp_path / "garbage.wasm"
+    f.write_bytes(b"#!/bin/sh\necho hi\n")
+    code, out, _ = check(tmp_path, plugin_cfg(f))
+    assert code != 0 and 'plugin "bad"' in out and "is not a WebAssembly file" in out
+
+
+def test_core_module_instead_of_component(tmp_path):
+    f = tmp_path / "core.wasm"
+    f.write_bytes(b"\0asm\x01\0\0\0")
+    code, out, _ = check(tmp_path, plugin_cfg(f))
+    assert code != 0 and "core WebAssembly module, not a component" in out
+
+
+def test_truncated_component(tmp_path):
+    f = tmp_path / "trunc.wasm"
+    f.write_bytes(wasm("test-probe").read_bytes()[:5000])
+    code, out, _ = check(tmp_path, plugin_cfg(f))
+    assert code != 0 and 'plugin "bad"' in out and "does not compile" in out
+
+
+def test_unsupported_wit_version(tmp_path):
+    data = wasm("test-rcpt-only").read_bytes().replace(b"policy/rcpt-to-hook@0.1.0", b"policy/rcpt-to-hook@0.9.0")
+    f = tmp_path / "v09.wasm"
+    f.write_bytes(data)
+    code, out, _ = check(tmp_path, plugin_cfg(f, {"blocked": []}))
+    assert code != 0 and "postern:policy/rcpt-to-hook@0.9.0" in out and "implements postern:policy@0.1.0" in out
+
+
+def test_init_refuses_config(tmp_path):
+    code, out, _ = check(tmp_path, plugin_cfg(wasm("test-rcpt-only"), {"blockd": ["x"]}))
+    assert code != 0 and 'plugin "bad" refused its configuration' in out and "unknown field `blockd`" in out
+
+
+def test_serve_refuses_bad_plugin_too(tmp_path):
+    f = tmp_path / "garbage.wasm"
+    f.write_bytes(b"nope")
+    p = tmp_path / "postern.toml"
+    p.write_text(plugin_cfg(f))
+    r = subprocess.run([str(BIN), "serve", "--config", str(p)], capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0 and "is not a WebAssembly file" in r.stderr
+
+
+def test_version_flag():
+    r = subprocess.run([str(BIN), "--version"], capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout.startswith("postern ")

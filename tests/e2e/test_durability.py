@@ -1,0 +1,56 @@
+"""RFC 5321 §6.1: a message that got 250 survives kill -9; half-written
+spool files are cleaned up on restart and complete ones kept."""
+
+import smtplib
+
+from harness import Server, ehlo, message
+
+
+def test_kill9_right_after_250_keeps_the_message(tmp_path):
+    srv = Server(tmp_path / "a").start()
+    accepted = []
+    c = ehlo(srv.port)
+    for i in range(5):
+        c.cmd("MAIL FROM:<a@client.test>")
+        c.cmd("RCPT TO:<b@example.test>")
+        c.cmd("DATA")
+        body = f"message number {i}\r\n" + ("x" * 70 + "\r\n") * 70
+        c.send(message(subject=f"m{i}", body=body) + b".\r\n")
+        code, text = c.reply()
+        assert code == 250
+        accepted.append((text.rsplit(" ", 1)[1], body.encode()))
+    srv.kill9()
+    # Leave a half-written file as a crash mid-write would.
+    tmpdir = srv.data_dir / "spool" / "tmp"
+    (tmpdir / "HALFWRITTEN").write_bytes(b"POSTERN-SPOOL 1 10 10\n{")
+    again = Server(tmp_path / "a")  # same directory and config
+    again.config_path = srv.config_path
+    again.start()
+    try:
+        rec = again.wait_log(lambda r: r.get("message") == "spool recovered")
+        assert rec["kept"] == 5 and rec["removed_temp"] >= 1
+        assert again.queued() == sorted(q for q, _ in accepted)
+        for qid, body in accepted:
+            env, msg = again.read_queued(qid)
+            assert env["queue_id"] == qid
+            assert msg.endswith(body)
+            assert msg.startswith(b"Received: from client.test")
+        assert not (tmpdir / "HALFWRITTEN").exists()
+        # And it keeps accepting mail.
+        with smtplib.SMTP("127.0.0.1", again.port) as s:
+            s.sendmail("a@client.test", ["b@example.test"], message())
+        assert len(again.queued()) == 6
+    finally:
+        again.stop()
+
+
+def test_refused_message_leaves_nothing(start):
+    srv = start(max_message_size=100)
+    c = ehlo(srv.port)
+    c.cmd("MAIL FROM:<a@client.test>")
+    c.cmd("RCPT TO:<b@example.test>")
+    c.cmd("DATA")
+    c.send(message(body="y" * 500 + "\r\n") + b".\r\n")
+    assert c.reply()[0] == 552
+    assert srv.queued() == []
+    assert list((srv.data_dir / "spool" / "tmp").iterdir()) == []
