@@ -1,0 +1,146 @@
+//! Benchmark (not a test): the cost of one plugin call and of per-session
+//! instantiation, with the real runtime and real components.
+//!
+//! ```sh
+//! make plugins
+//! cargo run --release -p postern-plugin --example plugin_bench [-- ITERATIONS]
+//! ```
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use postern_plugin::*;
+
+fn wasm(name: &str) -> PathBuf {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    for p in [
+        target.join("wasm32-wasip2/release").join(format!("{}.wasm", name.replace('-', "_"))),
+        root.join("target/plugins").join(format!("{name}.wasm")),
+    ] {
+        if p.exists() {
+            return p;
+        }
+    }
+    panic!("{name}.wasm not built: run `make plugins`");
+}
+
+fn spec(name: &str, config: &str) -> PluginSpec {
+    PluginSpec {
+        name: name.into(),
+        path: wasm(name),
+        config_json: config.into(),
+        on_error: OnError::Tempfail,
+        timeout: Duration::from_secs(2),
+        max_memory: 64 << 20,
+        capabilities: vec!["kv".into()],
+        kv_namespace: None,
+        mode: Mode::Enforce,
+    }
+}
+
+fn ctx(id: &str) -> SessionContext {
+    SessionContext::new(
+        id.into(),
+        "192.0.2.7:4000".parse().unwrap(),
+        "127.0.0.1:25".parse().unwrap(),
+        "smtp".into(),
+        "mx.test".into(),
+    )
+}
+
+fn rcpt() -> EnvelopeAddress {
+    EnvelopeAddress {
+        address: "bob@example.test".into(),
+        local_part: "bob".into(),
+        domain: "example.test".into(),
+        params: vec![],
+        is_local: true,
+    }
+}
+
+async fn stage_call(chain: &mut SessionChain, name: &str, c: &SessionContext, r: &EnvelopeAddress) -> Decision {
+    if name == "header-filter" {
+        let m = Arc::new(MessageData::new(
+            b"From: a@b.test\r\nSubject: hi\r\n\r\nbody\r\n".to_vec(),
+        ));
+        chain.data(c, &m).await
+    } else {
+        chain.rcpt_to(c, r).await
+    }
+}
+
+fn per(d: Duration, n: u32) -> String {
+    format!("{:>9.2} µs", d.as_secs_f64() * 1e6 / n as f64)
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let n: u32 = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(5000);
+    let rt = Runtime::new(RuntimeConfig::default()).unwrap();
+    let services = Services {
+        dns: Arc::new(NoDns),
+        kv: Arc::new(MemoryKv::default()),
+    };
+    let mut cases = vec![
+        ("test-rcpt-only", r#"{"blocked":["x"]}"#.to_string()),
+        ("test-probe", r#"{"tag":"b"}"#.to_string()),
+    ];
+    for extra in ["greylist", "header-filter"] {
+        if std::panic::catch_unwind(|| wasm(extra)).is_ok() {
+            let cfg = if extra == "greylist" { r#"{"delay":0}"# } else { "{}" };
+            cases.push((extra, cfg.to_string()));
+        }
+    }
+    println!("{n} iterations per row, 2 worker threads\n");
+    println!("{:<16} {:>14} {:>14} {:>14}", "component", "instantiate", "first call", "next call");
+    for (name, config) in cases {
+        let generation = Arc::new(
+            Generation::load(&rt, 1, "bench".into(), vec![spec(name, &config)], services.clone())
+                .await
+                .unwrap(),
+        );
+        let c = ctx("s");
+        let r = rcpt();
+        let rounds = if name == "greylist" || name == "header-filter" { n / 10 } else { n };
+        // Instantiation (+ init) and the first call on a fresh instance.
+        let mut first = Duration::ZERO;
+        let started = Instant::now();
+        for i in 0..rounds {
+            let mut chain = generation.session(format!("s{i}").into());
+            let t = Instant::now();
+            let _ = stage_call(&mut chain, name, &c, &r).await;
+            first += t.elapsed();
+        }
+        let total = started.elapsed();
+        // Calls on one live instance.
+        let mut chain = generation.session("warm".into());
+        let _ = stage_call(&mut chain, name, &c, &r).await;
+        let started = Instant::now();
+        for _ in 0..rounds {
+            let _ = stage_call(&mut chain, name, &c, &r).await;
+        }
+        let next = started.elapsed();
+        let stats = rt.stats().for_plugin(name);
+        let inst = &stats.instantiate_latency;
+        let inst_mean = Duration::from_micros(
+            inst.sum_us.load(std::sync::atomic::Ordering::Relaxed)
+                / inst.count.load(std::sync::atomic::Ordering::Relaxed).max(1),
+        );
+        println!(
+            "{:<16} {:>14} {} {}   ({} sessions in {:.2?})",
+            name,
+            format!("{:.2} µs", inst_mean.as_secs_f64() * 1e6),
+            per(first, rounds),
+            per(next, rounds),
+            rounds,
+            total
+        );
+    }
+}
