@@ -72,24 +72,45 @@ class Server:
         self.tmp = Path(tmp)
         self.tmp.mkdir(parents=True, exist_ok=True)
         self.data_dir = self.tmp / "data"
-        settings = {
-            "hostname": "mx.example.test",
-            "listen": ["127.0.0.1:0"],
-            "local_domains": ["example.test"],
-            "data_dir": str(self.data_dir),
-        }
-        settings.update(server)
-        if "[runtime]" not in extra:
-            # Share compiled plugins across test servers (content-addressed).
-            extra = f"[runtime]\ncache_dir = {json.dumps(str(CACHE_DIR))}\n" + extra
         self.config_path = self.tmp / "postern.toml"
-        self.config_path.write_text(render_config(settings, plugins or [], extra))
+        self.base = dict(server)
+        self.write_config(plugins, extra)
         self.proc: subprocess.Popen | None = None
         self.logs: list[dict] = []
         self.raw_log: list[str] = []
         self.port = 0
         self.addresses: list[str] = []
         self._lock = threading.Lock()
+
+    def write_config(self, plugins: list[dict] | None = None, extra: str = "", **server):
+        """(Re)write the configuration file (e.g. before a reload); settings
+        given at construction are kept unless overridden here."""
+        settings = {
+            "hostname": "mx.example.test",
+            "listen": ["127.0.0.1:0"],
+            "local_domains": ["example.test"],
+            "data_dir": str(self.data_dir),
+        }
+        settings.update(self.base)
+        settings.update(server)
+        if "[runtime]" not in extra:
+            # Share compiled plugins across test servers (content-addressed).
+            extra = f"[runtime]\ncache_dir = {json.dumps(str(CACHE_DIR))}\n" + extra
+        self.config_path.write_text(render_config(settings, plugins or [], extra))
+
+    def admin(self, command: str) -> subprocess.CompletedProcess:
+        """Run `postern <command> --config <this server's config>`."""
+        return subprocess.run(
+            [str(BIN), command, "--config", str(self.config_path)],
+            capture_output=True, text=True, timeout=120,
+        )
+
+    def rss_kib(self) -> int:
+        assert self.proc
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+        raise RuntimeError("no VmRSS")
 
     # -- process control -------------------------------------------------
     def start(self, timeout: float = 60.0) -> "Server":
@@ -283,3 +304,73 @@ def message(subject: str = "test", body: str = "Hello.\r\n", extra: str = "") ->
         f"From: Sender <sender@client.test>\r\nTo: rcpt@example.test\r\nSubject: {subject}\r\n"
         f"Date: Wed, 25 Nov 2026 10:00:00 +0000\r\nMessage-ID: <t-{time.time_ns()}@client.test>\r\n{extra}\r\n{body}"
     ).encode()
+
+
+# -- DNS on loopback -----------------------------------------------------------
+class DnsServer:
+    """A small authoritative DNS server on 127.0.0.1 (UDP and TCP) for tests.
+
+    `records` maps (name, type) to a list of values: A/AAAA addresses, MX as
+    (preference, exchange), TXT strings, PTR names. Names under `servfail`
+    answer SERVFAIL; everything else not listed is NXDOMAIN, or NOERROR with
+    no answers when the name exists with other types."""
+
+    def __init__(self, records: dict | None = None, servfail: tuple = ()):
+        from dnslib.server import BaseResolver, DNSLogger, DNSServer  # type: ignore
+
+        self.records = {}
+        for (name, rtype), values in (records or {}).items():
+            self.add(name, rtype, values)
+        self.servfail = {n.rstrip(".").lower() for n in servfail}
+        self.queries: list[tuple[str, str]] = []
+        outer = self
+
+        class Resolver(BaseResolver):
+            def resolve(self, request, handler):
+                return outer._answer(request)
+
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.bind(("127.0.0.1", 0))
+        self.port = sock.getsockname()[1]
+        sock.close()
+        quiet = DNSLogger(log="-request,-reply,-truncated,-error,-recv,-send,-data", prefix=False)
+        self.udp = DNSServer(Resolver(), port=self.port, address="127.0.0.1", logger=quiet)
+        self.tcp = DNSServer(Resolver(), port=self.port, address="127.0.0.1", tcp=True, logger=quiet)
+        self.udp.start_thread()
+        self.tcp.start_thread()
+
+    def add(self, name: str, rtype: str, values):
+        self.records.setdefault((name.rstrip(".").lower(), rtype.upper()), []).extend(values)
+
+    def _answer(self, request):
+        from dnslib import A, AAAA, MX, PTR, QTYPE, RCODE, RR, TXT  # type: ignore
+
+        reply = request.reply()
+        qname = str(request.q.qname).rstrip(".").lower()
+        qtype = QTYPE[request.q.qtype]
+        self.queries.append((qname, qtype))
+        if qname in self.servfail:
+            reply.header.rcode = RCODE.SERVFAIL
+            return reply
+        values = self.records.get((qname, qtype))
+        if values is None:
+            if not any(n == qname for n, _ in self.records):
+                reply.header.rcode = RCODE.NXDOMAIN
+            return reply
+        for v in values:
+            rdata = {
+                "A": lambda v: A(v),
+                "AAAA": lambda v: AAAA(v),
+                "MX": lambda v: MX(v[1], v[0]),
+                "TXT": lambda v: TXT(v),
+                "PTR": lambda v: PTR(v),
+            }[qtype](v)
+            reply.add_answer(RR(request.q.qname, QTYPE.reverse[qtype], rdata=rdata, ttl=60))
+        return reply
+
+    def config(self) -> str:
+        return f'[dns]\nnameservers = ["127.0.0.1:{self.port}"]\ntimeout = "2s"\n'
+
+    def stop(self):
+        self.udp.stop()
+        self.tcp.stop()

@@ -56,6 +56,9 @@ struct ServerSection {
     data_timeout: Spanned<String>,
     #[serde(default = "defaults::shutdown_timeout")]
     shutdown_timeout: Spanned<String>,
+    #[serde(default)]
+    watch: bool,
+    admin_socket: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -258,6 +261,10 @@ pub struct Config {
     pub command_timeout: Duration,
     pub data_timeout: Duration,
     pub shutdown_timeout: Duration,
+    /// Reload when the config or a plugin file changes.
+    pub watch: bool,
+    /// Admin socket path (default `<data_dir>/postern.sock`).
+    pub admin_socket: Option<PathBuf>,
     pub spool_dir: PathBuf,
     pub group_commit: bool,
     pub runtime: RuntimeConfig,
@@ -476,6 +483,8 @@ impl Config {
             command_timeout: cx.duration(&s.command_timeout, "server.command_timeout")?,
             data_timeout: cx.duration(&s.data_timeout, "server.data_timeout")?,
             shutdown_timeout: cx.duration(&s.shutdown_timeout, "server.shutdown_timeout")?,
+            watch: s.watch,
+            admin_socket: s.admin_socket.as_deref().map(|p| cx.resolve(p)),
             spool_dir,
             group_commit: file.spool.group_commit,
             runtime,

@@ -2,11 +2,14 @@
 //! arguments (trusted) and the configuration file they name. Errors are
 //! printed with the file, line or plugin concerned and exit non-zero.
 
+mod admin;
 mod config;
 mod conn;
 mod dns;
+mod listeners;
 mod logging;
 mod received;
+mod reload;
 mod server;
 mod session;
 
@@ -52,6 +55,27 @@ enum Cmd {
         #[arg(short, long)]
         config: PathBuf,
     },
+    /// Ask the running server to reload its configuration and plugins;
+    /// prints the outcome and exits non-zero when the reload was refused.
+    Reload(AdminArgs),
+    /// Show the running generation, its plugins and sessions.
+    Status(AdminArgs),
+}
+
+#[derive(clap::Args)]
+struct AdminArgs {
+    /// The server's configuration file (locates its admin socket).
+    #[arg(short, long, required_unless_present = "socket")]
+    config: Option<PathBuf>,
+    /// The admin socket, instead of --config.
+    #[arg(long)]
+    socket: Option<PathBuf>,
+    /// Data directory override the server was started with.
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Print the raw JSON answer.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -91,7 +115,7 @@ fn main() -> ExitCode {
                 None => cfg.log_format.unwrap_or(LogFormat::Text),
             };
             logging::init(format, cfg.log_level.as_deref());
-            match runtime().block_on(server::serve(cfg)) {
+            match runtime().block_on(server::serve(cfg, overrides)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!("{e:#}");
@@ -111,8 +135,10 @@ fn main() -> ExitCode {
             logging::init(LogFormat::Text, Some("warn"));
             let result = runtime().block_on(async {
                 let rt = postern_plugin::Runtime::new(cfg.runtime.clone())?;
+                let kv: std::sync::Arc<dyn postern_plugin::KvBackend> =
+                    std::sync::Arc::new(postern_plugin::MemoryKv::default());
                 let generation =
-                    server::load_generation(&rt, &cfg, 0, server::services(&cfg)?).await?;
+                    server::load_generation(&rt, &cfg, 0, server::services(&cfg, kv)).await?;
                 anyhow::Ok(generation.plugins())
             });
             match result {
@@ -135,5 +161,106 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Cmd::Reload(args) => admin_command(args, "reload"),
+        Cmd::Status(args) => admin_command(args, "status"),
     }
+}
+
+fn admin_command(args: AdminArgs, command: &str) -> ExitCode {
+    let path = match (&args.socket, &args.config) {
+        (Some(s), _) => s.clone(),
+        (None, Some(c)) => {
+            let overrides = Overrides {
+                listen: Vec::new(),
+                data_dir: args.data_dir.clone(),
+            };
+            match Config::load(c, &overrides) {
+                Ok(cfg) => admin::socket_path(&cfg),
+                // A broken file must still reach the server, which reports
+                // (and logs) the precise error and keeps serving.
+                Err(_) => admin::socket_path_lenient(c, args.data_dir.as_deref()),
+            }
+        }
+        (None, None) => unreachable!("clap requires --config or --socket"),
+    };
+    let answer = match runtime().block_on(admin::request(&path, command)) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("postern: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    if args.json {
+        println!("{answer}");
+    } else {
+        print_answer(command, &answer);
+    }
+    if answer["ok"].as_bool() == Some(true) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+fn print_answer(command: &str, a: &serde_json::Value) {
+    if a["ok"].as_bool() != Some(true) {
+        eprintln!(
+            "postern: {command} refused: {}",
+            a["error"].as_str().unwrap_or("unknown error")
+        );
+        eprintln!("postern: the previous configuration keeps serving");
+        return;
+    }
+    if command == "reload" {
+        let r = &a["reload"];
+        println!(
+            "reloaded: generation {} ({} plugins compiled, {} from cache, {} ms)",
+            r["generation"], r["compiled"], r["cached"], r["took_ms"]
+        );
+        for p in r["plugins"].as_array().into_iter().flatten() {
+            println!("  plugin {}", p.as_str().unwrap_or(""));
+        }
+        for c in r["listener_changes"].as_array().into_iter().flatten() {
+            println!("  {}", c.as_str().unwrap_or(""));
+        }
+        for s in r["restart_required"].as_array().into_iter().flatten() {
+            println!("  not applied until restart: {}", s.as_str().unwrap_or(""));
+        }
+        return;
+    }
+    let s = &a["status"];
+    println!(
+        "postern {} — generation {} from {}",
+        s["version"].as_str().unwrap_or(""),
+        s["generation"],
+        s["config"].as_str().unwrap_or("")
+    );
+    let loaded = s["loaded_at_unix_ms"].as_u64().unwrap_or(0);
+    let when = std::time::UNIX_EPOCH + std::time::Duration::from_millis(loaded);
+    println!("  loaded at {}", received::rfc5322_date(when));
+    println!("  listeners: {}", s["listeners"]);
+    println!(
+        "  connections: {}, sessions on this generation: {}, on older generations: {}",
+        s["connections"], s["sessions"], s["sessions_on_older_generations"]
+    );
+    for p in s["plugins"].as_array().into_iter().flatten() {
+        println!(
+            "  plugin {:<16} {} {:<8} stages: {}",
+            p["name"].as_str().unwrap_or(""),
+            p["sha256"].as_str().unwrap_or(""),
+            p["mode"].as_str().unwrap_or(""),
+            p["stages"]
+                .as_array()
+                .map(|v| v
+                    .iter()
+                    .filter_map(|x| x.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "))
+                .unwrap_or_default()
+        );
+    }
+    println!(
+        "  spool: {} messages, {} bytes",
+        s["spool"]["messages"], s["spool"]["bytes"]
+    );
 }

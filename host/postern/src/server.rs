@@ -1,78 +1,48 @@
-//! The running server: opens the spool, builds the plugin generation, binds
-//! the listeners, accepts connections under global and per-client limits,
-//! spawns one task (and one tracing span) per session, and shuts down
-//! gracefully: stop accepting, tell idle sessions 421, let transfers finish
-//! up to `shutdown_timeout`. Input: the validated configuration (trusted) and
-//! TCP connections (untrusted).
+//! The running server: opens the spool, builds the first plugin generation,
+//! starts the listeners and the admin socket, reloads on SIGHUP / `postern
+//! reload` / file changes, and shuts down gracefully: stop accepting, tell
+//! idle sessions 421, let transfers finish up to `shutdown_timeout`. Input:
+//! the validated configuration (trusted).
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::time::SystemTime;
 
 use anyhow::Context as _;
-use postern_plugin::{Generation, MemoryKv, NoDns, Runtime, Services, SessionContext};
-use postern_spool::{QueueId, Spool, SpoolConfig};
-use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpListener, TcpStream};
+use postern_plugin::{DnsBackend, Generation, KvBackend, MemoryKv, NoDns, Runtime, Services};
+use postern_spool::{Spool, SpoolConfig};
 use tokio::sync::{Notify, watch};
-use tracing::Instrument;
 
-use crate::config::Config;
-use crate::conn::{self, Timeouts};
+use crate::config::{Config, Overrides};
 use crate::dns::HickoryDns;
-use crate::session::{Session, replies};
+use crate::listeners::Listeners;
 
 /// State shared by every connection.
 pub struct Shared {
-    pub config: Arc<Config>,
+    /// The configuration new sessions start with (sessions keep theirs).
+    pub config: RwLock<Arc<Config>>,
+    pub overrides: Overrides,
     pub spool: Arc<Spool>,
+    pub runtime: Arc<Runtime>,
+    /// The generation new sessions start with.
     pub generation: RwLock<Arc<Generation>>,
-    per_ip: Mutex<HashMap<IpAddr, usize>>,
-    active: AtomicUsize,
-    idle: Notify,
-}
-
-/// Holds one connection's slot in the limits; released on drop.
-struct Slot {
-    shared: Arc<Shared>,
-    ip: IpAddr,
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        let mut map = self.shared.per_ip.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = map.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
-                map.remove(&self.ip);
-            }
-        }
-        drop(map);
-        if self.shared.active.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.shared.idle.notify_waiters();
-        }
-    }
+    /// Earlier generations, kept weakly to count their remaining sessions.
+    pub retired: Mutex<Vec<Weak<Generation>>>,
+    pub next_generation: AtomicU64,
+    pub loaded_at: RwLock<SystemTime>,
+    pub kv: Arc<dyn KvBackend>,
+    pub per_ip: Mutex<HashMap<IpAddr, usize>>,
+    pub active: AtomicUsize,
+    pub idle: Notify,
+    pub stop: watch::Receiver<bool>,
+    /// Serialises reloads.
+    pub reloading: tokio::sync::Mutex<()>,
+    pub listeners: tokio::sync::Mutex<Listeners>,
 }
 
 impl Shared {
-    fn try_admit(self: &Arc<Self>, ip: IpAddr) -> Option<Slot> {
-        let mut map = self.per_ip.lock().unwrap_or_else(|p| p.into_inner());
-        if self.active.load(Ordering::Acquire) >= self.config.max_connections {
-            return None;
-        }
-        let n = map.entry(ip).or_insert(0);
-        if *n >= self.config.max_connections_per_ip {
-            return None;
-        }
-        *n += 1;
-        self.active.fetch_add(1, Ordering::AcqRel);
-        Some(Slot {
-            shared: self.clone(),
-            ip,
-        })
-    }
-
     pub fn active_connections(&self) -> usize {
         self.active.load(Ordering::Acquire)
     }
@@ -83,25 +53,46 @@ impl Shared {
             .unwrap_or_else(|p| p.into_inner())
             .clone()
     }
+
+    pub fn current_config(&self) -> Arc<Config> {
+        self.config
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// (generation id, live sessions) of retired generations still in use.
+    pub fn retired_in_use(&self) -> Vec<(u64, usize)> {
+        let mut list = self.retired.lock().unwrap_or_else(|p| p.into_inner());
+        list.retain(|w| w.strong_count() > 0);
+        list.iter()
+            .filter_map(|w| w.upgrade())
+            .map(|g| (g.id, g.active_sessions()))
+            .collect()
+    }
 }
 
-/// Services lent to plugins: the host resolver and the embedded kv store.
-pub fn services(config: &Config) -> anyhow::Result<Services> {
-    let dns: Arc<dyn postern_plugin::DnsBackend> =
-        match HickoryDns::new(&config.nameservers, config.dns_timeout) {
-            Ok(d) => Arc::new(d),
-            Err(e) => {
-                tracing::warn!("DNS unavailable, plugins will see temporary failures: {e:#}");
-                Arc::new(NoDns)
-            }
-        };
-    Ok(Services {
-        dns,
-        kv: Arc::new(MemoryKv::default()),
-    })
+/// The DNS resolver lent to plugins (and used by delivery).
+pub fn resolver(config: &Config) -> Arc<dyn DnsBackend> {
+    match HickoryDns::new(&config.nameservers, config.dns_timeout) {
+        Ok(d) => Arc::new(d),
+        Err(e) => {
+            tracing::warn!("DNS unavailable, plugins will see temporary failures: {e:#}");
+            Arc::new(NoDns)
+        }
+    }
 }
 
-/// Build the first generation (also used by `postern check`).
+/// Services for a new generation: a resolver for its configuration and the
+/// process-wide key-value store (state outlives generations).
+pub fn services(config: &Config, kv: Arc<dyn KvBackend>) -> Services {
+    Services {
+        dns: resolver(config),
+        kv,
+    }
+}
+
+/// Build a generation from a configuration (also used by `postern check`).
 pub async fn load_generation(
     runtime: &Arc<Runtime>,
     config: &Config,
@@ -119,7 +110,21 @@ pub async fn load_generation(
     .map_err(|e| anyhow::anyhow!("{}: {e}", config.path.display()))
 }
 
-pub async fn serve(config: Config) -> anyhow::Result<()> {
+pub fn log_plugins(generation: &Generation) {
+    for p in generation.plugins() {
+        tracing::info!(
+            generation = generation.id,
+            plugin = %p.name,
+            sha256 = %&p.sha256[..16],
+            stages = ?p.stages.iter().map(|s| s.name()).collect::<Vec<_>>(),
+            mode = ?p.mode,
+            compiled = p.compiled,
+            "plugin loaded"
+        );
+    }
+}
+
+pub async fn serve(config: Config, overrides: Overrides) -> anyhow::Result<()> {
     let config = Arc::new(config);
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
@@ -139,53 +144,51 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         tracing::error!(file = %file, reason = %reason, "spool file quarantined");
     }
     let runtime = Runtime::new(config.runtime.clone())?;
-    let generation = load_generation(&runtime, &config, 1, services(&config)?).await?;
-    for p in generation.plugins() {
-        tracing::info!(
-            plugin = %p.name,
-            sha256 = %&p.sha256[..16],
-            stages = ?p.stages.iter().map(|s| s.name()).collect::<Vec<_>>(),
-            mode = ?p.mode,
-            "plugin loaded"
-        );
-    }
+    let kv: Arc<dyn KvBackend> = Arc::new(MemoryKv::default());
+    let generation = load_generation(&runtime, &config, 1, services(&config, kv.clone())).await?;
+    log_plugins(&generation);
+    let (stop_tx, stop_rx) = watch::channel(false);
     let shared = Arc::new(Shared {
-        config: config.clone(),
+        config: RwLock::new(config.clone()),
+        overrides,
         spool: Arc::new(spool),
+        runtime,
         generation: RwLock::new(Arc::new(generation)),
+        retired: Mutex::new(Vec::new()),
+        next_generation: AtomicU64::new(2),
+        loaded_at: RwLock::new(SystemTime::now()),
+        kv,
         per_ip: Mutex::new(HashMap::new()),
         active: AtomicUsize::new(0),
         idle: Notify::new(),
+        stop: stop_rx,
+        reloading: tokio::sync::Mutex::new(()),
+        listeners: tokio::sync::Mutex::new(Listeners::default()),
     });
+    shared
+        .listeners
+        .lock()
+        .await
+        .apply(&config, &shared)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let admin = crate::admin::start(shared.clone())?;
+    let watcher = config
+        .watch
+        .then(|| tokio::spawn(crate::reload::watch(shared.clone())));
 
-    let mut listeners = Vec::new();
-    for addr in &config.listen {
-        let l = TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("cannot listen on {addr}"))?;
-        let local = l.local_addr()?;
-        tracing::info!(address = %local, "listening");
-        listeners.push(l);
-    }
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let mut accept_tasks = Vec::new();
-    for l in listeners {
-        accept_tasks.push(tokio::spawn(accept_loop(
-            l,
-            shared.clone(),
-            stop_rx.clone(),
-        )));
-    }
-
-    wait_for_signal().await;
+    wait_for_shutdown(&shared).await;
     tracing::info!(
         active = shared.active_connections(),
         "shutting down: no new connections, finishing sessions"
     );
     let _ = stop_tx.send(true);
-    for t in accept_tasks {
-        t.abort();
+    shared.listeners.lock().await.stop_all();
+    admin.abort();
+    if let Some(w) = watcher {
+        w.abort();
     }
+    let _ = std::fs::remove_file(crate::admin::socket_path(&config));
     let deadline = tokio::time::sleep(config.shutdown_timeout);
     tokio::pin!(deadline);
     loop {
@@ -208,83 +211,28 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn wait_for_signal() {
+/// Wait for SIGTERM or Ctrl-C; reload on SIGHUP meanwhile.
+async fn wait_for_shutdown(shared: &Arc<Shared>) {
     use tokio::signal::unix::{SignalKind, signal};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!("cannot install SIGTERM handler: {e}");
-            std::future::pending::<()>().await;
-            return;
-        }
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
-}
-
-async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, stop: watch::Receiver<bool>) {
-    loop {
-        let (stream, peer) = match listener.accept().await {
-            Ok(x) => x,
-            Err(e) => {
-                // EMFILE and friends: back off briefly instead of spinning.
-                tracing::warn!("accept failed: {e}");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let shared = shared.clone();
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            handle(stream, peer, shared, stop).await;
-        });
-    }
-}
-
-async fn handle(
-    mut stream: TcpStream,
-    peer: SocketAddr,
-    shared: Arc<Shared>,
-    stop: watch::Receiver<bool>,
-) {
-    // A dual-stack listener reports IPv4 clients as ::ffff:a.b.c.d; policy,
-    // logs and kv keys always see the plain IPv4 address.
-    let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
-    let _ = stream.set_nodelay(true);
-    let Some(_slot) = shared.try_admit(peer.ip()) else {
-        tracing::info!(client = %peer, "connection refused: too many connections");
-        let _ = stream
-            .write_all(&replies::too_many_connections(&shared.config.hostname).to_bytes())
-            .await;
+    let (Ok(mut term), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::hangup()),
+    ) else {
+        tracing::error!("cannot install signal handlers");
+        let _ = tokio::signal::ctrl_c().await;
         return;
     };
-    let local = stream
-        .local_addr()
-        .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
-    let id: Arc<str> = QueueId::generate().to_string().into();
-    let span = tracing::info_span!("session", id = %id, client = %peer.ip());
-    async move {
-        let generation = shared.current_generation();
-        let chain = generation.session(id.clone());
-        let ctx = SessionContext::new(
-            id.clone(),
-            peer,
-            local,
-            "smtp".into(),
-            shared.config.hostname.as_str().into(),
-        );
-        tracing::info!(port = peer.port(), local = %local, generation = generation.id, "connect");
-        let mut session = Session::new(shared.config.clone(), shared.spool.clone(), chain, ctx);
-        let timeouts = Timeouts {
-            command: shared.config.command_timeout,
-            data: shared.config.data_timeout,
-        };
-        let end = conn::run(&mut stream, &mut session, &timeouts, stop).await;
-        session.finish().await;
-        tracing::info!(end = ?end, messages = session.context().messages_accepted, "disconnect");
+    loop {
+        tokio::select! {
+            _ = term.recv() => return,
+            _ = tokio::signal::ctrl_c() => return,
+            _ = hup.recv() => {
+                tracing::info!("SIGHUP: reloading");
+                let shared = shared.clone();
+                tokio::spawn(async move {
+                    let _ = crate::reload::reload(&shared, "SIGHUP").await;
+                });
+            }
+        }
     }
-    .instrument(span)
-    .await;
 }

@@ -1,0 +1,151 @@
+//! The local admin channel: a Unix socket (mode 0600, under the data dir by
+//! default) that answers one command per connection — `reload` or `status` —
+//! with one JSON document. Used by `postern reload` and `postern status`.
+//! Input: commands from local users who can open the socket (file
+//! permissions are the access control).
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::UNIX_EPOCH;
+
+use serde_json::json;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::task::JoinHandle;
+
+use crate::config::Config;
+use crate::server::Shared;
+
+pub fn socket_path(config: &Config) -> PathBuf {
+    config
+        .admin_socket
+        .clone()
+        .unwrap_or_else(|| config.data_dir.join("postern.sock"))
+}
+
+/// The socket path read leniently from a configuration file that does not
+/// parse: only `admin_socket = "..."` and `data_dir = "..."` lines are used.
+pub fn socket_path_lenient(
+    config: &std::path::Path,
+    data_dir: Option<&std::path::Path>,
+) -> PathBuf {
+    let text = std::fs::read_to_string(config).unwrap_or_default();
+    let base = config.parent().unwrap_or(std::path::Path::new("."));
+    let value = |key: &str| {
+        text.lines().find_map(|l| {
+            let (k, v) = l.split_once('=')?;
+            (k.trim() == key).then(|| v.trim().trim_matches('"').to_string())
+        })
+    };
+    if let Some(s) = value("admin_socket") {
+        return base.join(s);
+    }
+    let dir = match data_dir {
+        Some(d) => d.to_path_buf(),
+        None => base.join(value("data_dir").unwrap_or_else(|| "data".into())),
+    };
+    dir.join("postern.sock")
+}
+
+pub fn start(shared: Arc<Shared>) -> anyhow::Result<JoinHandle<()>> {
+    let path = socket_path(&shared.current_config());
+    if path.exists() {
+        // A stale socket from a previous run (the spool lock guarantees no
+        // other server uses this data dir).
+        let _ = std::fs::remove_file(&path);
+    }
+    let listener = UnixListener::bind(&path)
+        .map_err(|e| anyhow::anyhow!("cannot create admin socket {}: {e}", path.display()))?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    tracing::info!(socket = %path.display(), "admin socket ready");
+    Ok(tokio::spawn(async move {
+        loop {
+            match listener.accept().await {
+                Ok((stream, _)) => {
+                    let shared = shared.clone();
+                    tokio::spawn(async move { serve(stream, shared).await });
+                }
+                Err(e) => {
+                    tracing::warn!("admin accept failed: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }))
+}
+
+async fn serve(stream: UnixStream, shared: Arc<Shared>) {
+    let (read, mut write) = stream.into_split();
+    let mut line = String::new();
+    let mut reader = BufReader::new(read).take_limit();
+    if reader.read_line(&mut line).await.is_err() {
+        return;
+    }
+    let answer = match line.trim() {
+        "reload" => match crate::reload::reload(&shared, "admin").await {
+            Ok(report) => json!({"ok": true, "reload": report}),
+            Err(e) => json!({"ok": false, "error": e}),
+        },
+        "status" => json!({"ok": true, "status": status(&shared).await}),
+        other => {
+            json!({"ok": false, "error": format!("unknown command {other:?} (known: reload, status)")})
+        }
+    };
+    let _ = write.write_all(format!("{answer}\n").as_bytes()).await;
+}
+
+trait TakeLimit: Sized {
+    fn take_limit(self) -> tokio::io::Take<Self>;
+}
+
+impl<R: tokio::io::AsyncRead> TakeLimit for R {
+    fn take_limit(self) -> tokio::io::Take<Self> {
+        tokio::io::AsyncReadExt::take(self, 4096)
+    }
+}
+
+pub async fn status(shared: &Arc<Shared>) -> serde_json::Value {
+    let generation = shared.current_generation();
+    let config = shared.current_config();
+    let loaded_at = *shared.loaded_at.read().unwrap_or_else(|p| p.into_inner());
+    let spool = shared.spool.stats();
+    let older: Vec<serde_json::Value> = shared
+        .retired_in_use()
+        .into_iter()
+        .map(|(id, sessions)| json!({"generation": id, "sessions": sessions}))
+        .collect();
+    json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "generation": generation.id,
+        "loaded_at_unix_ms": loaded_at.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0),
+        "config": config.path.display().to_string(),
+        "plugins": generation.plugins().iter().map(|p| json!({
+            "name": p.name,
+            "path": p.path.display().to_string(),
+            "sha256": p.sha256,
+            "stages": p.stages.iter().map(|s| s.name()).collect::<Vec<_>>(),
+            "mode": format!("{:?}", p.mode).to_lowercase(),
+        })).collect::<Vec<_>>(),
+        "sessions": generation.active_sessions(),
+        "sessions_on_older_generations": older.iter().map(|o| o["sessions"].as_u64().unwrap_or(0)).sum::<u64>(),
+        "older_generations": older,
+        "connections": shared.active_connections(),
+        "listeners": shared.listeners.lock().await.addresses().iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+        "spool": {"messages": spool.messages, "bytes": spool.bytes},
+    })
+}
+
+/// Client side: send `command`, return the JSON answer.
+pub async fn request(path: &std::path::Path, command: &str) -> anyhow::Result<serde_json::Value> {
+    let mut stream = UnixStream::connect(path).await.map_err(|e| {
+        anyhow::anyhow!(
+            "cannot reach the running server at {}: {e} (is `postern serve` running with this configuration?)",
+            path.display()
+        )
+    })?;
+    stream.write_all(format!("{command}\n").as_bytes()).await?;
+    let mut line = String::new();
+    BufReader::new(stream).read_line(&mut line).await?;
+    Ok(serde_json::from_str(&line)?)
+}

@@ -1,0 +1,157 @@
+//! Hot reload: build a complete new generation off the connection-serving
+//! path (parse the configuration, compile only changed components — the
+//! runtime caches by content hash —, pre-instantiate, run every `init`), and
+//! only when all of it is valid swap it in atomically. Sessions keep the
+//! generation and configuration they started with; a refused reload leaves
+//! everything as it was and says why. Also the optional file watcher.
+//! Input: the operator's (possibly broken) new configuration and plugins.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use serde::Serialize;
+
+use crate::config::Config;
+use crate::server::{Shared, load_generation, log_plugins, services};
+
+#[derive(Debug, Serialize)]
+pub struct ReloadReport {
+    pub generation: u64,
+    pub trigger: String,
+    pub plugins: Vec<String>,
+    pub compiled: usize,
+    pub cached: usize,
+    pub listener_changes: Vec<String>,
+    /// Settings that changed in the file but need a restart; the running
+    /// values stay in force.
+    pub restart_required: Vec<String>,
+    pub took_ms: u128,
+}
+
+/// Settings that cannot change while running. Their old values are kept.
+fn keep_fixed(old: &Config, new: &mut Config) -> Vec<String> {
+    let mut out = Vec::new();
+    macro_rules! fixed {
+        ($name:literal, $($field:tt)+) => {
+            if old.$($field)+ != new.$($field)+ {
+                out.push(format!(
+                    "{} ({:?} -> {:?})",
+                    $name, old.$($field)+, new.$($field)+
+                ));
+                new.$($field)+ = old.$($field)+.clone();
+            }
+        };
+    }
+    fixed!("server.data_dir", data_dir);
+    fixed!("spool.dir", spool_dir);
+    fixed!("spool.group_commit", group_commit);
+    fixed!("runtime.pooling", runtime.pooling);
+    fixed!("runtime.max_instances", runtime.max_instances);
+    fixed!("runtime.max_memory", runtime.max_memory_ceiling);
+    fixed!("runtime.cache_dir", runtime.cache_dir);
+    fixed!("log.format", log_format);
+    fixed!("log.level", log_level);
+    fixed!("server.admin_socket", admin_socket);
+    out
+}
+
+/// Reload now. Errors are also logged; the old generation keeps serving.
+pub async fn reload(shared: &Arc<Shared>, trigger: &str) -> Result<ReloadReport, String> {
+    let result = try_reload(shared, trigger).await;
+    match &result {
+        Ok(r) => tracing::info!(
+            generation = r.generation,
+            trigger = trigger,
+            compiled = r.compiled,
+            cached = r.cached,
+            restart_required = ?r.restart_required,
+            took_ms = r.took_ms as u64,
+            "reloaded"
+        ),
+        Err(e) => tracing::error!(
+            trigger = trigger,
+            "reload refused, previous generation keeps serving: {e}"
+        ),
+    }
+    result
+}
+
+async fn try_reload(shared: &Arc<Shared>, trigger: &str) -> Result<ReloadReport, String> {
+    let _one_at_a_time = shared.reloading.lock().await;
+    let started = Instant::now();
+    let old = shared.current_config();
+    let mut new = Config::load(&old.path, &shared.overrides).map_err(|e| e.to_string())?;
+    let restart_required = keep_fixed(&old, &mut new);
+    let id = shared
+        .next_generation
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let generation = load_generation(&shared.runtime, &new, id, services(&new, shared.kv.clone()))
+        .await
+        .map_err(|e| format!("{e:#}"))?;
+    let listener_changes = shared.listeners.lock().await.apply(&new, shared).await?;
+    let infos = generation.plugins();
+    log_plugins(&generation);
+    let old_generation = std::mem::replace(
+        &mut *shared.generation.write().unwrap_or_else(|p| p.into_inner()),
+        Arc::new(generation),
+    );
+    *shared.config.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(new);
+    *shared.loaded_at.write().unwrap_or_else(|p| p.into_inner()) = SystemTime::now();
+    {
+        let mut retired = shared.retired.lock().unwrap_or_else(|p| p.into_inner());
+        retired.retain(|w| w.strong_count() > 0);
+        retired.push(Arc::downgrade(&old_generation));
+    }
+    drop(old_generation);
+    Ok(ReloadReport {
+        generation: id,
+        trigger: trigger.to_string(),
+        compiled: infos.iter().filter(|p| p.compiled).count(),
+        cached: infos.iter().filter(|p| !p.compiled).count(),
+        plugins: infos
+            .iter()
+            .map(|p| format!("{} {}", p.name, &p.sha256[..16]))
+            .collect(),
+        listener_changes,
+        restart_required,
+        took_ms: started.elapsed().as_millis(),
+    })
+}
+
+/// (path, modification time, length) of the config file and every plugin.
+fn signature(config: &Config) -> Vec<(PathBuf, Option<SystemTime>, u64)> {
+    std::iter::once(config.path.clone())
+        .chain(config.plugins.iter().map(|p| p.path.clone()))
+        .map(|p| {
+            let meta = std::fs::metadata(&p).ok();
+            let mtime = meta.as_ref().and_then(|m| m.modified().ok());
+            let len = meta.map(|m| m.len()).unwrap_or(0);
+            (p, mtime, len)
+        })
+        .collect()
+}
+
+/// `[server] watch = true`: poll the config and plugin files; reload when
+/// they changed and then stayed unchanged for a moment (debounce), so a
+/// half-copied file is not loaded.
+pub async fn watch(shared: Arc<Shared>) {
+    const POLL: Duration = Duration::from_millis(500);
+    let mut seen = signature(&shared.current_config());
+    loop {
+        tokio::time::sleep(POLL).await;
+        let now = signature(&shared.current_config());
+        if now == seen {
+            continue;
+        }
+        tokio::time::sleep(POLL).await;
+        let settled = signature(&shared.current_config());
+        if settled != now {
+            continue;
+        }
+        tracing::info!("configuration or plugin files changed: reloading");
+        let _ = reload(&shared, "watch").await;
+        // Whatever the outcome, do not retry until the files change again.
+        seen = signature(&shared.current_config());
+    }
+}
