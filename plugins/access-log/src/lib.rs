@@ -1,0 +1,164 @@
+//! `access-log`: writes one structured log line (message "smtp") per stage
+//! outcome, for auditing and accounting; it never changes a reply. Input:
+//! the session snapshot and outcome from the host; every text field in them
+//! is client-controlled (HELO name, addresses, arguments) and is logged as a
+//! separate field, never formatted into the message. AUTH outcomes are logged
+//! without any argument, so no credential can reach the log. RFC 5321 §4.2
+//! (reply codes), RFC 3463 (enhanced codes), RFC 2505 §2.3–§2.4 (logging).
+
+use postern_sdk::prelude::*;
+use postern_sdk::wit::log::Level;
+
+/// Every stage name, in the order of the WIT `stage` enum.
+pub const STAGE_NAMES: [&str; 9] = [
+    "connect",
+    "helo",
+    "auth",
+    "mail-from",
+    "rcpt-to",
+    "data",
+    "vrfy",
+    "expn",
+    "disconnect",
+];
+
+/// The position of `stage` in [`STAGE_NAMES`].
+pub fn stage_index(stage: &Stage) -> usize {
+    match stage {
+        Stage::Connect => 0,
+        Stage::Helo => 1,
+        Stage::Auth => 2,
+        Stage::MailFrom => 3,
+        Stage::RcptTo => 4,
+        Stage::Data => 5,
+        Stage::Vrfy => 6,
+        Stage::Expn => 7,
+        Stage::Disconnect => 8,
+    }
+}
+
+/// `[plugin.config]` of `access-log`.
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Stages to log (kebab-case or snake_case names); absent = all.
+    #[serde(default)]
+    pub stages: Option<Vec<String>>,
+    #[serde(default = "yes")]
+    pub include_arguments: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+pub struct AccessLog {
+    enabled: [bool; 9],
+    include_arguments: bool,
+}
+
+impl Plugin for AccessLog {
+    type Config = Config;
+    fn new(config: Config) -> Result<Self, String> {
+        let enabled = match &config.stages {
+            None => [true; 9],
+            Some(list) if list.is_empty() => {
+                return Err(
+                    "stages is empty, so nothing would be logged; remove the key to log every stage"
+                        .into(),
+                );
+            }
+            Some(list) => {
+                let mut enabled = [false; 9];
+                for (i, name) in list.iter().enumerate() {
+                    let wanted = name.trim().to_ascii_lowercase().replace('_', "-");
+                    let Some(idx) = STAGE_NAMES.iter().position(|s| *s == wanted) else {
+                        return Err(format!(
+                            "stages[{i}]: unknown stage {name:?} (known: {})",
+                            STAGE_NAMES.join(", ")
+                        ));
+                    };
+                    enabled[idx] = true;
+                }
+                enabled
+            }
+        };
+        Ok(AccessLog {
+            enabled,
+            include_arguments: config.include_arguments,
+        })
+    }
+}
+
+/// `192.0.2.7:4711` or `[2001:db8::7]:4711`.
+fn client(session: &Session) -> String {
+    if session.client_ip.contains(':') {
+        format!("[{}]:{}", session.client_ip, session.client_port)
+    } else {
+        format!("{}:{}", session.client_ip, session.client_port)
+    }
+}
+
+impl AccessLog {
+    /// The fields of the log line for this outcome, in a fixed order, or
+    /// `None` when its stage is not logged. Pure: no host calls.
+    pub fn fields(
+        &self,
+        session: &Session,
+        outcome: &Outcome,
+    ) -> Option<Vec<(&'static str, String)>> {
+        let stage = stage_index(&outcome.stage);
+        if !self.enabled[stage] {
+            return None;
+        }
+        let mut f: Vec<(&'static str, String)> = Vec::with_capacity(13);
+        f.push(("session", session.id.clone()));
+        f.push(("client", client(session)));
+        f.push(("helo", session.helo.clone().unwrap_or_default()));
+        f.push(("stage", STAGE_NAMES[stage].to_string()));
+        // AUTH never logs an argument, whatever the host passed.
+        if self.include_arguments && !matches!(outcome.stage, Stage::Auth) {
+            f.push(("argument", outcome.argument.clone()));
+        }
+        f.push(("code", outcome.code.to_string()));
+        f.push(("enhanced", outcome.enhanced.clone().unwrap_or_default()));
+        f.push(("text", outcome.text.clone()));
+        f.push((
+            "decided_by",
+            outcome.decided_by.clone().unwrap_or_else(|| "host".into()),
+        ));
+        f.push(("auth_user", session.auth_user.clone().unwrap_or_default()));
+        f.push((
+            "tls",
+            session
+                .tls
+                .as_ref()
+                .map_or_else(|| "none".into(), |t| format!("{} {}", t.protocol, t.cipher)),
+        ));
+        f.push((
+            "mail_from",
+            match &session.mail_from {
+                None => String::new(),
+                Some(a) if a.address.is_empty() => "<>".into(),
+                Some(a) => a.address.clone(),
+            },
+        ));
+        f.push(("rcpt_count", session.recipients.len().to_string()));
+        Some(f)
+    }
+}
+
+impl Observe for AccessLog {
+    fn on_outcome(&self, session: &Session, outcome: &Outcome) {
+        if let Some(fields) = self.fields(session, outcome) {
+            let borrowed: Vec<(&str, &str)> =
+                fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            log::with(Level::Info, "smtp", &borrowed);
+        }
+    }
+}
+
+export_plugin!(AccessLog, [outcome]);
+
+#[cfg(test)]
+mod tests;

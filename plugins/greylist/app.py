@@ -1,0 +1,88 @@
+"""Component entry point of the greylist plugin: adapts the Postern host
+imports (kv, clock, log) and WIT types to `greylist_logic`. Built with
+componentize-py against `wit/world.wit` (world `greylist`). Input: the
+session snapshot and recipient from the host, the operator's configuration.
+"""
+
+from componentize_py_types import Err
+from wit_world import exports
+from wit_world.imports import clock, kv, log
+from wit_world.imports.types import Reply, Verdict_Defer, Verdict_Pass
+
+import greylist_logic as logic
+
+_LEVELS = {
+    "debug": log.Level.DEBUG,
+    "info": log.Level.INFO,
+    "warn": log.Level.WARN,
+    "error": log.Level.ERROR,
+}
+
+# Per instance (one instance per SMTP session); set by `init`.
+_config = None
+
+
+def _log(level, message, fields):
+    log.log(_LEVELS.get(level, log.Level.INFO), message, list(fields))
+
+
+def _kv_error(e):
+    v = e.value
+    name = type(v).__name__.split("_", 1)[-1].lower()
+    detail = getattr(v, "value", None)
+    return logic.KvFailure(f"kv {name}: {detail}" if detail else f"kv {name}")
+
+
+class _HostKv:
+    """The host's kv import, with WIT errors turned into KvFailure."""
+
+    def get(self, key):
+        try:
+            return kv.get(key)
+        except Err as e:
+            raise _kv_error(e) from None
+
+    def set(self, key, value, ttl_ms):
+        try:
+            kv.set(key, value, ttl_ms)
+        except Err as e:
+            raise _kv_error(e) from None
+
+    def set_if_absent(self, key, value, ttl_ms):
+        try:
+            return kv.set_if_absent(key, value, ttl_ms)
+        except Err as e:
+            raise _kv_error(e) from None
+
+
+def _verdict(v):
+    if v[0] == "defer":
+        _, code, enhanced, text = v
+        return Verdict_Defer(Reply(code=code, enhanced=enhanced, text=text))
+    return Verdict_Pass()
+
+
+class Init(exports.Init):
+    def init(self, config: str) -> None:
+        global _config
+        try:
+            _config = logic.parse_config(config)
+        except logic.ConfigError as e:
+            raise Err(str(e)) from None
+
+
+class RcptToHook(exports.RcptToHook):
+    def on_rcpt_to(self, session, recipient):
+        global _config
+        if _config is None:
+            _config = logic.parse_config("{}")
+        sender = session.mail_from.address if session.mail_from is not None else ""
+        greylist = logic.Greylist(_config, _HostKv(), _log)
+        v = greylist.check(
+            session.client_ip,
+            session.auth_user,
+            sender,
+            recipient.address,
+            clock.now_ms(),
+        )
+        return _verdict(v)

@@ -1,0 +1,36 @@
+// Component entry point of the header-filter plugin: exports
+// `postern:policy/init` and `postern:policy/data-hook` (world `header-filter`
+// in wit/world.wit) and adapts them to the binding-free logic in filter.js.
+// Built with componentize-js. Input: the session snapshot and the borrowed
+// message from the host; the operator's configuration.
+
+import { log } from 'postern:policy/log@0.1.0';
+import { ConfigError, decide, parseConfig } from './filter.js';
+
+// Per instance (one instance per SMTP session); set by `init`.
+let config = null;
+
+export const init = {
+  init(text) {
+    try {
+      config = parseConfig(text);
+      return { tag: 'ok', val: undefined };
+    } catch (e) {
+      if (e instanceof ConfigError) return { tag: 'err', val: e.message };
+      throw e;
+    }
+  },
+};
+
+export const dataHook = {
+  onData(session, message) {
+    if (config === null) config = parseConfig('{}');
+    const result = decide(config, session, message);
+    if (result.reasons.length) {
+      log('info', `header filter: ${result.verdict.tag === 'reject' ? 'rejected' : 'tagged'}`, [
+        ['reasons', result.reasons.join(', ')],
+      ]);
+    }
+    return { verdict: result.verdict, addHeaders: result.addHeaders };
+  },
+};

@@ -1,0 +1,66 @@
+//! message-limits: per client class limits on message size (RFC 1870 SIZE,
+//! RFC 5321 §4.5.3.1), recipients per message, messages and connections per
+//! time window. Trusts the host's session (client address, authenticated
+//! user) and KV; ESMTP parameters are client-supplied. Counters live in the
+//! host KV so they span sessions and Postern nodes.
+
+use postern_sdk::prelude::*;
+use postern_sdk::wit::kv::KvError;
+use postern_sdk::wit::log::Level;
+
+pub mod class;
+pub mod config;
+pub mod limits;
+#[cfg(test)]
+mod testutil;
+
+use class::Settings;
+use config::Config;
+
+/// The plugin: validated settings, one instance per SMTP session.
+pub struct MessageLimits(Settings);
+
+impl Plugin for MessageLimits {
+    type Config = Config;
+    fn new(config: Config) -> Result<Self, String> {
+        config.validate().map(MessageLimits)
+    }
+}
+
+/// The host's KV store and log.
+struct HostKv;
+
+impl limits::Store for HostKv {
+    fn increment(&self, key: &str, delta: i64, window_ms: u64) -> Result<i64, KvError> {
+        kv::increment(key, delta, window_ms)
+    }
+    fn log(&self, level: Level, message: &str, fields: &[(&str, &str)]) {
+        log::with(level, message, fields);
+    }
+}
+
+impl Connect for MessageLimits {
+    fn on_connect(&self, session: &Session) -> Verdict {
+        limits::on_connect(&self.0, session, &HostKv)
+    }
+}
+
+impl MailFrom for MessageLimits {
+    fn on_mail_from(&self, session: &Session, sender: &EnvelopeAddress) -> Verdict {
+        limits::on_mail_from(&self.0, session, sender, &HostKv)
+    }
+}
+
+impl RcptTo for MessageLimits {
+    fn on_rcpt_to(&self, session: &Session, _recipient: &EnvelopeAddress) -> Verdict {
+        limits::on_rcpt_to(&self.0, session)
+    }
+}
+
+impl Data for MessageLimits {
+    fn on_data(&self, session: &Session, message: &Message) -> DataResult {
+        limits::on_data(&self.0, session, message.size()).into()
+    }
+}
+
+export_plugin!(MessageLimits, [connect, mail_from, rcpt_to, data]);

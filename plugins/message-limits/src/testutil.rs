@@ -1,0 +1,111 @@
+//! Test helpers: sessions, addresses, verdict inspection and a fake KV.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+use postern_sdk::wit::kv::KvError;
+use postern_sdk::wit::log::Level;
+use postern_sdk::{EnvelopeAddress, EsmtpParam, Session, Verdict};
+
+use crate::class::Settings;
+use crate::limits::Store;
+
+pub fn settings(json: &str) -> Settings {
+    postern_sdk::parse_config::<crate::config::Config>(json)
+        .and_then(|c| c.validate())
+        .unwrap()
+}
+
+pub fn session(ip: &str) -> Session {
+    Session {
+        id: "s1".into(),
+        client_ip: ip.into(),
+        client_port: 40000,
+        client_name: None,
+        local_ip: "192.0.2.25".into(),
+        local_port: 25,
+        listener: "smtp".into(),
+        server_name: "mx.example.org".into(),
+        helo: Some("client.example".into()),
+        esmtp: true,
+        tls: None,
+        auth_user: None,
+        mail_from: None,
+        recipients: Vec::new(),
+        messages_accepted: 0,
+    }
+}
+
+/// A sender with an optional SIZE= parameter.
+pub fn sender(size: Option<&str>) -> EnvelopeAddress {
+    EnvelopeAddress {
+        address: "a@example.net".into(),
+        local_part: "a".into(),
+        domain: "example.net".into(),
+        params: size
+            .map(|v| EsmtpParam {
+                keyword: "SIZE".into(),
+                value: Some(v.into()),
+            })
+            .into_iter()
+            .collect(),
+        is_local: false,
+    }
+}
+
+pub fn is_pass(v: &Verdict) -> bool {
+    matches!(v, Verdict::Pass)
+}
+
+pub fn reply_of(v: &Verdict) -> Option<(u16, &str, &str)> {
+    match v {
+        Verdict::Reject(r) | Verdict::Defer(r) | Verdict::Disconnect(r) => {
+            Some((r.code, r.enhanced.as_deref().unwrap_or(""), r.text.as_str()))
+        }
+        _ => None,
+    }
+}
+
+/// Counters without expiry (windows recorded for inspection), or a store
+/// that always fails.
+#[derive(Default)]
+pub struct FakeKv {
+    counters: RefCell<HashMap<String, (i64, u64)>>,
+    fail: Option<KvError>,
+    logs: RefCell<Vec<String>>,
+}
+
+impl FakeKv {
+    pub fn failing(e: KvError) -> FakeKv {
+        FakeKv {
+            fail: Some(e),
+            ..FakeKv::default()
+        }
+    }
+    pub fn value_of(&self, key: &str) -> Option<i64> {
+        self.counters.borrow().get(key).map(|c| c.0)
+    }
+    pub fn window_of(&self, key: &str) -> Option<u64> {
+        self.counters.borrow().get(key).map(|c| c.1)
+    }
+    pub fn logged(&self, needle: &str) -> bool {
+        self.logs.borrow().iter().any(|l| l.contains(needle))
+    }
+}
+
+impl Store for FakeKv {
+    fn increment(&self, key: &str, delta: i64, window_ms: u64) -> Result<i64, KvError> {
+        if let Some(e) = &self.fail {
+            return Err(e.clone());
+        }
+        let mut c = self.counters.borrow_mut();
+        let entry = c.entry(key.to_string()).or_insert((0, window_ms));
+        entry.0 += delta;
+        Ok(entry.0)
+    }
+    fn log(&self, level: Level, message: &str, fields: &[(&str, &str)]) {
+        self.logs
+            .borrow_mut()
+            .push(format!("{level:?} {message} {fields:?}"));
+    }
+}
