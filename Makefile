@@ -40,6 +40,7 @@ script-plugins:
 	@set -e; for s in $(SCRIPT_PLUGINS); do echo "== $$s"; bash $$s; done
 
 run: build
+	./target/release/postern gen-cert --hostname mx.example.test --dir examples/data/tls
 	./target/release/postern serve --config examples/postern.toml
 
 venv: $(VENV)/.ready

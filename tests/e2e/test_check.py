@@ -25,6 +25,9 @@ def test_good_config_passes(tmp_path):
 
 
 def test_example_config_passes():
+    root = BIN.parents[2]
+    subprocess.run([str(BIN), "gen-cert", "--hostname", "mx.example.test", "--dir", "examples/data/tls"],
+                   cwd=root, check=True, capture_output=True)
     r = subprocess.run([str(BIN), "check", "--config", "examples/postern.toml"], capture_output=True, text=True,
                        cwd=BIN.parents[2], timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr

@@ -29,14 +29,79 @@ struct File {
     dns: DnsSection,
     #[serde(default)]
     log: LogSection,
+    #[serde(default)]
+    tls: Option<TlsSection>,
+    #[serde(default)]
+    auth: AuthSection,
+    #[serde(default, rename = "listener")]
+    listeners: Vec<ListenerSection>,
     #[serde(default, rename = "plugin")]
     plugins: Vec<PluginSection>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct TlsSection {
+    cert: String,
+    key: String,
+    client_ca: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuthSection {
+    #[serde(default = "defaults::auth_max_failures")]
+    max_failures: u32,
+    #[serde(default = "defaults::auth_client_failure_limit")]
+    client_failure_limit: u32,
+    #[serde(default = "defaults::auth_client_failure_window")]
+    client_failure_window: Spanned<String>,
+    #[serde(default = "defaults::zero")]
+    remember_window: Spanned<String>,
+    #[serde(default = "defaults::auth_namespace")]
+    remember_namespace: String,
+}
+
+impl Default for AuthSection {
+    fn default() -> Self {
+        AuthSection {
+            max_failures: defaults::auth_max_failures(),
+            client_failure_limit: defaults::auth_client_failure_limit(),
+            client_failure_window: defaults::auth_client_failure_window(),
+            remember_window: defaults::zero(),
+            remember_namespace: defaults::auth_namespace(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum TlsMode {
+    /// Plain SMTP, no STARTTLS.
+    None,
+    /// STARTTLS offered (RFC 3207).
+    Starttls,
+    /// TLS from the first byte (RFC 8314 "implicit TLS", port 465 style).
+    Implicit,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListenerSection {
+    name: Spanned<String>,
+    address: Spanned<String>,
+    tls: Option<Spanned<TlsMode>>,
+    #[serde(default)]
+    require_auth: bool,
+    #[serde(default)]
+    allow_plaintext_auth: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct ServerSection {
     hostname: String,
+    #[serde(default)]
     listen: Vec<Spanned<String>>,
     local_domains: Vec<String>,
     data_dir: Option<String>,
@@ -243,6 +308,53 @@ mod defaults {
     pub fn plugin_max_memory() -> ByteSize {
         ByteSize(64 << 20)
     }
+    pub fn auth_max_failures() -> u32 {
+        3
+    }
+    pub fn auth_client_failure_limit() -> u32 {
+        10
+    }
+    pub fn auth_client_failure_window() -> Spanned<String> {
+        spanned("15m")
+    }
+    pub fn zero() -> Spanned<String> {
+        spanned("0s")
+    }
+    pub fn auth_namespace() -> String {
+        "auth".into()
+    }
+}
+
+/// One listening socket and how it treats clients.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerSpec {
+    pub name: String,
+    pub address: SocketAddr,
+    pub tls: TlsMode,
+    /// Submission: AUTH is required before MAIL (530 5.7.0).
+    pub require_auth: bool,
+    /// Offer and accept AUTH without TLS (off by default).
+    pub allow_plaintext_auth: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub client_ca: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthSettings {
+    /// Failed AUTH attempts in one session before 421 and close.
+    pub max_failures: u32,
+    /// Failed attempts per client address per window before AUTH is refused.
+    pub client_failure_limit: u32,
+    pub client_failure_window: Duration,
+    /// After a successful AUTH, remember the client address this long in
+    /// the kv namespace `remember_namespace` (key `recent-auth:<ip>`).
+    pub remember_window: Duration,
+    pub remember_namespace: String,
 }
 
 /// The validated configuration.
@@ -250,7 +362,9 @@ mod defaults {
 pub struct Config {
     pub path: PathBuf,
     pub hostname: String,
-    pub listen: Vec<SocketAddr>,
+    pub listeners: Vec<ListenerSpec>,
+    pub tls: Option<TlsFiles>,
+    pub auth: AuthSettings,
     pub local_domains: Vec<String>,
     pub data_dir: PathBuf,
     pub max_message_size: u64,
@@ -351,25 +465,107 @@ impl Config {
         if s.hostname.trim().is_empty() || s.hostname.contains(char::is_whitespace) {
             return Err(cx.plain("server.hostname must be a host name without spaces"));
         }
-        let mut listen = Vec::new();
-        for l in &s.listen {
-            let addr: SocketAddr = l.get_ref().parse().map_err(|_| {
+        let tls = file.tls.as_ref().map(|t| TlsFiles {
+            cert: cx.resolve(&t.cert),
+            key: cx.resolve(&t.key),
+            client_ca: t.client_ca.as_deref().map(|c| cx.resolve(c)),
+        });
+        let default_tls = if tls.is_some() {
+            TlsMode::Starttls
+        } else {
+            TlsMode::None
+        };
+        let mut listeners = Vec::new();
+        if overrides.listen.is_empty() {
+            for l in &s.listen {
+                let address: SocketAddr = l.get_ref().parse().map_err(|_| {
+                    cx.at(
+                        l,
+                        format!(
+                            "server.listen: {:?} is not an address:port such as \"127.0.0.1:2525\"",
+                            l.get_ref()
+                        ),
+                    )
+                })?;
+                listeners.push(ListenerSpec {
+                    name: "smtp".into(),
+                    address,
+                    tls: default_tls,
+                    require_auth: false,
+                    allow_plaintext_auth: false,
+                });
+            }
+        } else {
+            for address in &overrides.listen {
+                listeners.push(ListenerSpec {
+                    name: "smtp".into(),
+                    address: *address,
+                    tls: default_tls,
+                    require_auth: false,
+                    allow_plaintext_auth: false,
+                });
+            }
+        }
+        for l in &file.listeners {
+            let address: SocketAddr = l.address.get_ref().parse().map_err(|_| {
                 cx.at(
-                    l,
+                    &l.address,
                     format!(
-                        "server.listen: {:?} is not an address:port such as \"127.0.0.1:2525\"",
-                        l.get_ref()
+                        "listener.address: {:?} is not an address:port",
+                        l.address.get_ref()
                     ),
                 )
             })?;
-            listen.push(addr);
+            let mode = l.tls.as_ref().map(|t| *t.get_ref()).unwrap_or(default_tls);
+            if mode != TlsMode::None && tls.is_none() {
+                let span = l
+                    .tls
+                    .as_ref()
+                    .map(|t| cx.at(t, ""))
+                    .unwrap_or_else(|| cx.at(&l.name, ""));
+                return Err(ConfigError(format!(
+                    "{}listener {:?} uses TLS but there is no [tls] section with cert and key",
+                    span.0,
+                    l.name.get_ref()
+                )));
+            }
+            listeners.push(ListenerSpec {
+                name: l.name.get_ref().clone(),
+                address,
+                tls: mode,
+                require_auth: l.require_auth,
+                allow_plaintext_auth: l.allow_plaintext_auth,
+            });
         }
-        if !overrides.listen.is_empty() {
-            listen = overrides.listen.clone();
+        if listeners.is_empty() {
+            return Err(cx.plain("no listener: set server.listen or add a [[listener]]"));
         }
-        if listen.is_empty() {
-            return Err(cx.plain("server.listen is empty: give at least one address"));
+        let mut seen = std::collections::HashSet::new();
+        for l in &listeners {
+            if l.address.port() != 0 && !seen.insert(l.address) {
+                return Err(cx.plain(format!("listen address {} is used twice", l.address)));
+            }
         }
+        let mut names = std::collections::HashSet::new();
+        for l in file.listeners.iter() {
+            let n = l.name.get_ref().as_str();
+            if n == "smtp" || !names.insert(n) {
+                return Err(cx.at(
+                    &l.name,
+                    format!("listener name {n:?} is used twice (\"smtp\" names the server.listen addresses)"),
+                ));
+            }
+        }
+        let auth = AuthSettings {
+            max_failures: file.auth.max_failures.max(1),
+            client_failure_limit: file.auth.client_failure_limit.max(1),
+            client_failure_window: cx.duration(
+                &file.auth.client_failure_window,
+                "auth.client_failure_window",
+            )?,
+            remember_window: cx.duration(&file.auth.remember_window, "auth.remember_window")?,
+            remember_namespace: file.auth.remember_namespace.clone(),
+        };
         let local_domains: Vec<String> = s
             .local_domains
             .iter()
@@ -472,7 +668,9 @@ impl Config {
         Ok(Config {
             path: path.to_path_buf(),
             hostname: s.hostname.trim().to_string(),
-            listen,
+            listeners,
+            tls,
+            auth,
             local_domains,
             data_dir,
             max_message_size: s.max_message_size.0,
@@ -582,7 +780,7 @@ mod tests {
             data_dir: Some("/tmp/d".into()),
         };
         let c = Config::parse(Path::new("/etc/p.toml"), &text, &o).unwrap();
-        assert_eq!(c.listen, o.listen);
+        assert_eq!(c.listeners[0].address, o.listen[0]);
         assert_eq!(c.spool_dir, PathBuf::from("/tmp/d/spool"));
         let p = &c.plugins[0];
         assert_eq!(p.path, PathBuf::from("/etc/p.wasm"));

@@ -2,9 +2,14 @@
 //! content (strict CRLF), feeds the session, and writes replies. Replies to
 //! pipelined commands are queued and written in one batch when the input
 //! buffer runs dry (RFC 2920 §3), so they are always in order and never
-//! wait on a read. Enforces the read timeouts of RFC 5321 §4.5.3.2 and the
-//! shutdown notice. Input: raw bytes from an untrusted client.
+//! wait on a read. Performs the STARTTLS upgrade, discarding anything the
+//! client pipelined before the handshake (RFC 3207 §4.2, CVE-2011-0411).
+//! Enforces the read timeouts of RFC 5321 §4.5.3.2 and the shutdown notice.
+//! Input: raw bytes from an untrusted client.
 
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use postern_protocol::{DataReader, LineEvent, LineFramer, MAX_COMMAND_LINE};
@@ -13,13 +18,67 @@ use tokio::sync::watch;
 
 use crate::session::{Session, Step, step_reply};
 
-/// A bidirectional byte stream (TCP, later TLS).
+/// A bidirectional byte stream (TCP, or anything in tests).
 pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+/// The connection's stream: plain until STARTTLS (or implicit TLS).
+pub enum Stream<S> {
+    Plain(S),
+    Tls(Box<tokio_rustls::server::TlsStream<S>>),
+    /// Transient state during the handshake.
+    Gone,
+}
+
+impl<S: Io> AsyncRead for Stream<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            Stream::Gone => Poll::Ready(Err(std::io::ErrorKind::NotConnected.into())),
+        }
+    }
+}
+
+impl<S: Io> AsyncWrite for Stream<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            Stream::Gone => Poll::Ready(Err(std::io::ErrorKind::NotConnected.into())),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            Stream::Gone => Poll::Ready(Ok(())),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            Stream::Gone => Poll::Ready(Ok(())),
+        }
+    }
+}
 
 pub struct Timeouts {
     pub command: Duration,
     pub data: Duration,
+    /// Time allowed for a TLS handshake.
+    pub handshake: Duration,
 }
 
 enum Mode {
@@ -36,14 +95,16 @@ pub enum End {
     Timeout,
     Shutdown,
     IoError,
+    TlsFailed,
 }
 
 const READ_CHUNK: usize = 16 * 1024;
 
 pub async fn run<S: Io>(
-    io: &mut S,
+    io: &mut Stream<S>,
     session: &mut Session,
     timeouts: &Timeouts,
+    tls: Option<Arc<rustls::ServerConfig>>,
     mut shutdown: watch::Receiver<bool>,
 ) -> End {
     let mut inbuf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
@@ -87,10 +148,39 @@ pub async fn run<S: Io>(
             }
         };
         if let Some(step) = step {
+            let starttls = matches!(step, Step::StartTls(_));
             if let Some(end) = apply(step, &mut out, &mut mode, session) {
                 let _ = io.write_all(&out).await;
                 let _ = io.flush().await;
                 return end;
+            }
+            if starttls {
+                if io.write_all(&out).await.is_err() || io.flush().await.is_err() {
+                    return End::IoError;
+                }
+                out.clear();
+                // RFC 3207 §4.2: nothing the client sent before the handshake
+                // may be acted on after it.
+                let pipelined = inbuf.len() - start;
+                if pipelined > 0 {
+                    tracing::warn!(
+                        bytes = pipelined,
+                        "discarded input pipelined after STARTTLS"
+                    );
+                }
+                inbuf.clear();
+                start = 0;
+                framer = LineFramer::new(MAX_COMMAND_LINE);
+                let Some(config) = tls.clone() else {
+                    return End::TlsFailed;
+                };
+                match upgrade(io, config, timeouts.handshake).await {
+                    Ok(info) => session.tls_started(info),
+                    Err(e) => {
+                        tracing::info!("STARTTLS handshake failed: {e}");
+                        return End::TlsFailed;
+                    }
+                }
             }
             continue;
         }
@@ -152,11 +242,43 @@ async fn shutdown_signalled(rx: &mut watch::Receiver<bool>) {
     }
 }
 
+/// Replace the plain stream by a TLS one (server side handshake).
+async fn upgrade<S: Io>(
+    io: &mut Stream<S>,
+    config: Arc<rustls::ServerConfig>,
+    limit: Duration,
+) -> Result<postern_plugin::TlsInfo, String> {
+    let Stream::Plain(plain) = std::mem::replace(io, Stream::Gone) else {
+        return Err("TLS is already active".into());
+    };
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    match tokio::time::timeout(limit, acceptor.accept(plain)).await {
+        Ok(Ok(tls)) => {
+            let info = crate::tls::info(tls.get_ref().1);
+            *io = Stream::Tls(Box::new(tls));
+            Ok(info)
+        }
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("handshake timed out".into()),
+    }
+}
+
+/// Implicit TLS: handshake before the greeting.
+pub async fn accept_tls<S: Io>(
+    plain: S,
+    config: Arc<rustls::ServerConfig>,
+    limit: Duration,
+) -> Result<(Stream<S>, postern_plugin::TlsInfo), String> {
+    let mut io = Stream::Plain(plain);
+    let info = upgrade(&mut io, config, limit).await?;
+    Ok((io, info))
+}
+
 /// Queue the step's reply; switch mode; tell the caller when to close.
 fn apply(step: Step, out: &mut Vec<u8>, mode: &mut Mode, session: &Session) -> Option<End> {
     step_reply(&step).write_to(out);
     match step {
-        Step::Reply(_) => None,
+        Step::Reply(_) | Step::StartTls(_) => None,
         Step::Data(_) => {
             *mode = Mode::Data {
                 reader: DataReader::new(session.data_limit()),

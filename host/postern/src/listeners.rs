@@ -15,22 +15,32 @@ use postern_plugin::SessionContext;
 use postern_spool::QueueId;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
-use crate::config::Config;
-use crate::conn::{self, Timeouts};
+use crate::config::{Config, ListenerSpec, TlsMode};
+use crate::conn::{self, Stream, Timeouts};
 use crate::server::Shared;
-use crate::session::{Session, replies};
+use crate::session::{Session, SessionEnv, replies};
 
 struct Running {
     actual: SocketAddr,
     task: JoinHandle<()>,
+    spec: watch::Sender<Arc<ListenerSpec>>,
+}
+
+/// Listeners are identified by (name, configured address): a reload that
+/// keeps both keeps the socket.
+type Key = (String, SocketAddr);
+
+fn key(spec: &ListenerSpec) -> Key {
+    (spec.name.clone(), spec.address)
 }
 
 #[derive(Default)]
 pub struct Listeners {
-    running: HashMap<SocketAddr, Running>,
+    running: HashMap<Key, Running>,
 }
 
 impl Listeners {
@@ -42,28 +52,46 @@ impl Listeners {
         shared: &Arc<Shared>,
     ) -> Result<Vec<String>, String> {
         let mut bound = Vec::new();
-        for addr in &config.listen {
-            if self.running.contains_key(addr) {
+        for spec in &config.listeners {
+            if self.running.contains_key(&key(spec)) {
                 continue;
             }
-            match TcpListener::bind(addr).await {
-                Ok(l) => bound.push((*addr, l)),
-                Err(e) => return Err(format!("cannot listen on {addr}: {e}")),
+            match TcpListener::bind(spec.address).await {
+                Ok(l) => bound.push((spec.clone(), l)),
+                Err(e) => return Err(format!("cannot listen on {}: {e}", spec.address)),
             }
         }
         let mut changes = Vec::new();
-        for (addr, l) in bound {
-            let actual = l.local_addr().map_err(|e| e.to_string())?;
-            tracing::info!(address = %actual, "listening");
-            changes.push(format!("listening on {actual}"));
-            let task = tokio::spawn(accept_loop(l, shared.clone()));
-            self.running.insert(addr, Running { actual, task });
+        // Listeners that stay: hand them their (possibly changed) settings.
+        for spec in &config.listeners {
+            if let Some(r) = self.running.get(&key(spec))
+                && **r.spec.borrow() != *spec
+            {
+                changes.push(format!("listener {} on {} updated", spec.name, r.actual));
+                let _ = r.spec.send(Arc::new(spec.clone()));
+            }
         }
-        let gone: Vec<SocketAddr> = self
+        for (spec, l) in bound {
+            let actual = l.local_addr().map_err(|e| e.to_string())?;
+            tracing::info!(address = %actual, listener = %spec.name, tls = ?spec.tls, "listening");
+            changes.push(format!("listening on {actual}"));
+            let k = key(&spec);
+            let (tx, rx) = watch::channel(Arc::new(spec));
+            let task = tokio::spawn(accept_loop(l, rx, shared.clone()));
+            self.running.insert(
+                k,
+                Running {
+                    actual,
+                    task,
+                    spec: tx,
+                },
+            );
+        }
+        let gone: Vec<Key> = self
             .running
             .keys()
-            .filter(|a| !config.listen.contains(a))
-            .copied()
+            .filter(|k| !config.listeners.iter().any(|l| key(l) == **k))
+            .cloned()
             .collect();
         for addr in gone {
             if let Some(r) = self.running.remove(&addr) {
@@ -88,7 +116,11 @@ impl Listeners {
     }
 }
 
-async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+async fn accept_loop(
+    listener: TcpListener,
+    spec: watch::Receiver<Arc<ListenerSpec>>,
+    shared: Arc<Shared>,
+) {
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(x) => x,
@@ -100,8 +132,9 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
             }
         };
         let shared = shared.clone();
+        let spec = spec.borrow().clone();
         tokio::spawn(async move {
-            handle(stream, peer, shared).await;
+            handle(stream, peer, spec, shared).await;
         });
     }
 }
@@ -145,7 +178,12 @@ fn admit(shared: &Arc<Shared>, config: &Config, ip: IpAddr) -> Option<Slot> {
     })
 }
 
-async fn handle(mut stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
+async fn handle(
+    stream: TcpStream,
+    peer: SocketAddr,
+    listener: Arc<ListenerSpec>,
+    shared: Arc<Shared>,
+) {
     // A dual-stack listener reports IPv4 clients as ::ffff:a.b.c.d; policy,
     // logs and kv keys always see the plain IPv4 address.
     let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
@@ -153,11 +191,15 @@ async fn handle(mut stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     // Pin this session to the configuration and generation of this moment.
     let config = shared.current_config();
     let generation = shared.current_generation();
+    let tls = shared.current_tls();
     let Some(_slot) = admit(&shared, &config, peer.ip()) else {
         tracing::info!(client = %peer, "connection refused: too many connections");
-        let _ = stream
-            .write_all(&replies::too_many_connections(&config.hostname).to_bytes())
-            .await;
+        let mut stream = stream;
+        if listener.tls != TlsMode::Implicit {
+            let _ = stream
+                .write_all(&replies::too_many_connections(&config.hostname).to_bytes())
+                .await;
+        }
         return;
     };
     let local = stream
@@ -167,21 +209,55 @@ async fn handle(mut stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     let id: Arc<str> = QueueId::generate().to_string().into();
     let span = tracing::info_span!("session", id = %id, client = %peer.ip());
     async move {
-        let chain = generation.session(id.clone());
-        let ctx = SessionContext::new(
-            id.clone(),
-            peer,
-            local,
-            "smtp".into(),
-            config.hostname.as_str().into(),
-        );
-        tracing::info!(port = peer.port(), local = %local, generation = generation.id, "connect");
         let timeouts = Timeouts {
             command: config.command_timeout,
             data: config.data_timeout,
+            handshake: config
+                .command_timeout
+                .min(std::time::Duration::from_secs(60)),
         };
-        let mut session = Session::new(config, shared.spool.clone(), chain, ctx);
-        let end = conn::run(&mut stream, &mut session, &timeouts, shared.stop.clone()).await;
+        let mut ctx = SessionContext::new(
+            id.clone(),
+            peer,
+            local,
+            listener.name.as_str().into(),
+            config.hostname.as_str().into(),
+        );
+        let mut io = if listener.tls == TlsMode::Implicit {
+            let Some(tls) = tls.clone() else {
+                tracing::error!("implicit TLS listener without a TLS configuration");
+                return;
+            };
+            match conn::accept_tls(stream, tls, timeouts.handshake).await {
+                Ok((io, info)) => {
+                    ctx.tls = Some(info);
+                    io
+                }
+                Err(e) => {
+                    tracing::info!(listener = %listener.name, "TLS handshake failed: {e}");
+                    return;
+                }
+            }
+        } else {
+            Stream::Plain(stream)
+        };
+        let chain = generation.session(id.clone());
+        tracing::info!(
+            port = peer.port(),
+            local = %local,
+            listener = %listener.name,
+            generation = generation.id,
+            "connect"
+        );
+        let env = SessionEnv {
+            config,
+            spool: shared.spool.clone(),
+            listener,
+            kv: shared.kv.clone(),
+            tls_available: tls.is_some(),
+        };
+        let mut session = Session::new(env, chain, ctx);
+        let end = conn::run(&mut io, &mut session, &timeouts, tls, shared.stop.clone()).await;
         session.finish().await;
         tracing::info!(end = ?end, messages = session.context().messages_accepted, "disconnect");
     }

@@ -12,6 +12,7 @@ mod received;
 mod reload;
 mod server;
 mod session;
+mod tls;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -55,6 +56,20 @@ enum Cmd {
         #[arg(short, long)]
         config: PathBuf,
     },
+    /// Write a self-signed certificate and key (cert.pem, key.pem) into DIR
+    /// unless they exist (for trying STARTTLS locally; use real certificates
+    /// in production).
+    GenCert {
+        /// Host name to put in the certificate.
+        #[arg(long)]
+        hostname: String,
+        /// Output directory.
+        #[arg(long)]
+        dir: PathBuf,
+    },
+    /// Hash a password for the auth-file plugin (argon2id, PHC string);
+    /// reads the password from standard input.
+    HashPassword,
     /// Ask the running server to reload its configuration and plugins;
     /// prints the outcome and exits non-zero when the reload was refused.
     Reload(AdminArgs),
@@ -161,8 +176,52 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Cmd::GenCert { hostname, dir } => match tls::ensure_self_signed(&hostname, &dir) {
+            Ok(true) => {
+                println!(
+                    "wrote {}/cert.pem and key.pem for {hostname}",
+                    dir.display()
+                );
+                ExitCode::SUCCESS
+            }
+            Ok(false) => {
+                println!("{}/cert.pem and key.pem already exist", dir.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("postern: {e:#}");
+                ExitCode::from(1)
+            }
+        },
+        Cmd::HashPassword => hash_password(),
         Cmd::Reload(args) => admin_command(args, "reload"),
         Cmd::Status(args) => admin_command(args, "status"),
+    }
+}
+
+fn hash_password() -> ExitCode {
+    use argon2::PasswordHasher;
+    let mut line = String::new();
+    if std::io::stdin().read_line(&mut line).is_err() {
+        eprintln!("postern: cannot read the password from standard input");
+        return ExitCode::from(2);
+    }
+    let password = line.trim_end_matches(['\n', '\r']);
+    if password.is_empty() {
+        eprintln!("postern: empty password");
+        return ExitCode::from(2);
+    }
+    let salt =
+        argon2::password_hash::SaltString::generate(&mut argon2::password_hash::rand_core::OsRng);
+    match argon2::Argon2::default().hash_password(password.as_bytes(), &salt) {
+        Ok(h) => {
+            println!("{h}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("postern: {e}");
+            ExitCode::from(1)
+        }
     }
 }
 

@@ -83,6 +83,7 @@ async fn try_reload(shared: &Arc<Shared>, trigger: &str) -> Result<ReloadReport,
     let old = shared.current_config();
     let mut new = Config::load(&old.path, &shared.overrides).map_err(|e| e.to_string())?;
     let restart_required = keep_fixed(&old, &mut new);
+    let tls = crate::server::load_tls(&new)?;
     let id = shared
         .next_generation
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -97,6 +98,7 @@ async fn try_reload(shared: &Arc<Shared>, trigger: &str) -> Result<ReloadReport,
         Arc::new(generation),
     );
     *shared.config.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(new);
+    *shared.tls.write().unwrap_or_else(|p| p.into_inner()) = tls;
     *shared.loaded_at.write().unwrap_or_else(|p| p.into_inner()) = SystemTime::now();
     {
         let mut retired = shared.retired.lock().unwrap_or_else(|p| p.into_inner());

@@ -40,6 +40,8 @@ pub struct Shared {
     /// Serialises reloads.
     pub reloading: tokio::sync::Mutex<()>,
     pub listeners: tokio::sync::Mutex<Listeners>,
+    /// Server TLS configuration (certificates are re-read on reload).
+    pub tls: RwLock<Option<Arc<rustls::ServerConfig>>>,
 }
 
 impl Shared {
@@ -52,6 +54,10 @@ impl Shared {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+
+    pub fn current_tls(&self) -> Option<Arc<rustls::ServerConfig>> {
+        self.tls.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     pub fn current_config(&self) -> Arc<Config> {
@@ -90,6 +96,16 @@ pub fn services(config: &Config, kv: Arc<dyn KvBackend>) -> Services {
         dns: resolver(config),
         kv,
     }
+}
+
+/// Load the TLS certificate and key named by the configuration.
+pub fn load_tls(config: &Config) -> Result<Option<Arc<rustls::ServerConfig>>, String> {
+    config
+        .tls
+        .as_ref()
+        .map(|t| crate::tls::server_config(&t.cert, &t.key, t.client_ca.as_deref()))
+        .transpose()
+        .map_err(|e| format!("{}: {e}", config.path.display()))
 }
 
 /// Build a generation from a configuration (also used by `postern check`).
@@ -143,6 +159,7 @@ pub async fn serve(config: Config, overrides: Overrides) -> anyhow::Result<()> {
     for (file, reason) in &report.quarantined {
         tracing::error!(file = %file, reason = %reason, "spool file quarantined");
     }
+    let tls = load_tls(&config).map_err(|e| anyhow::anyhow!(e))?;
     let runtime = Runtime::new(config.runtime.clone())?;
     let kv: Arc<dyn KvBackend> = Arc::new(MemoryKv::default());
     let generation = load_generation(&runtime, &config, 1, services(&config, kv.clone())).await?;
@@ -164,6 +181,7 @@ pub async fn serve(config: Config, overrides: Overrides) -> anyhow::Result<()> {
         stop: stop_rx,
         reloading: tokio::sync::Mutex::new(()),
         listeners: tokio::sync::Mutex::new(Listeners::default()),
+        tls: RwLock::new(tls),
     });
     shared
         .listeners

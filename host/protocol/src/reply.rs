@@ -146,7 +146,9 @@ impl Reply {
             let last = lines.peek().is_none();
             out.extend_from_slice(code.as_bytes());
             let text = sanitize(line);
-            if last && enhanced.is_none() && text.is_empty() {
+            // RFC 4954 §4: a SASL challenge is "334" SP [base64], even when
+            // empty; other empty last lines are the bare code (RFC 5321 §4.2).
+            if last && enhanced.is_none() && text.is_empty() && self.code != 334 {
                 out.extend_from_slice(b"\r\n");
                 continue;
             }
@@ -555,5 +557,16 @@ mod tests {
             }
             assert_eq!(got, Some(r));
         }
+    }
+}
+
+#[cfg(test)]
+mod sasl_tests {
+    use super::*;
+
+    #[test]
+    fn empty_sasl_challenge_keeps_its_space() {
+        assert_eq!(Reply::new(334, None, "").to_bytes(), b"334 \r\n");
+        assert_eq!(Reply::new(250, None, "").to_bytes(), b"250\r\n");
     }
 }

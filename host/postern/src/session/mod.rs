@@ -6,6 +6,7 @@
 //! sequencing, §4.5.3.1 recipient limits), RFC 1870 (SIZE), RFC 6152
 //! (8BITMIME), RFC 6531 (SMTPUTF8), RFC 2920 (PIPELINING, with `conn.rs`).
 
+mod auth;
 mod data;
 mod envelope;
 pub mod replies;
@@ -13,14 +14,15 @@ pub mod replies;
 use std::sync::Arc;
 
 use postern_plugin::{
-    Decision, EnvelopeAddress, Outcome, SessionChain, SessionContext, Stage, Verdict,
+    Decision, EnvelopeAddress, KvBackend, Outcome, SessionChain, SessionContext, Stage, TlsInfo,
+    Verdict,
 };
 use postern_protocol::{
     BodyType, Command, ForwardPath, LineError, MailParams, Reply, ReversePath, parse_command,
 };
 use postern_spool::{QueueId, Spool};
 
-use crate::config::Config;
+use crate::config::{Config, ListenerSpec, TlsMode};
 
 /// What the connection loop must do with a reply.
 #[derive(Debug)]
@@ -31,6 +33,8 @@ pub enum Step {
     Close(Reply),
     /// Send the reply (354) and read message data.
     Data(Reply),
+    /// Send the reply (220) and start the TLS handshake (RFC 3207).
+    StartTls(Reply),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,14 +57,29 @@ struct Transaction {
     recipients: Vec<(ForwardPath, Vec<String>)>,
 }
 
+/// What a session needs from the server, pinned at connection time.
+pub struct SessionEnv {
+    pub config: Arc<Config>,
+    pub spool: Arc<Spool>,
+    pub listener: Arc<ListenerSpec>,
+    pub kv: Arc<dyn KvBackend>,
+    /// A TLS configuration exists (STARTTLS can be offered).
+    pub tls_available: bool,
+}
+
 pub struct Session {
     config: Arc<Config>,
     spool: Arc<Spool>,
+    listener: Arc<ListenerSpec>,
+    kv: Arc<dyn KvBackend>,
+    tls_available: bool,
     chain: SessionChain,
     ctx: SessionContext,
     phase: Phase,
     tx: Option<Transaction>,
     bad_commands: u32,
+    exchange: Option<auth::Exchange>,
+    auth_failures: u32,
 }
 
 /// Stage argument and reply, reported to observers.
@@ -71,20 +90,35 @@ struct Observed<'a> {
 }
 
 impl Session {
-    pub fn new(
-        config: Arc<Config>,
-        spool: Arc<Spool>,
-        chain: SessionChain,
-        ctx: SessionContext,
-    ) -> Session {
+    pub fn new(env: SessionEnv, chain: SessionChain, ctx: SessionContext) -> Session {
         Session {
-            config,
-            spool,
+            config: env.config,
+            spool: env.spool,
+            listener: env.listener,
+            kv: env.kv,
+            tls_available: env.tls_available,
             chain,
             ctx,
             phase: Phase::Connected,
             tx: None,
             bad_commands: 0,
+            exchange: None,
+            auth_failures: 0,
+        }
+    }
+
+    /// The TLS handshake after STARTTLS succeeded: forget everything learned
+    /// before it (RFC 3207 §4.2); the client must send EHLO again.
+    pub fn tls_started(&mut self, info: TlsInfo) {
+        tracing::info!(protocol = %info.protocol, cipher = %info.cipher, "TLS established");
+        self.reset();
+        self.ctx.helo = None;
+        self.ctx.esmtp = false;
+        self.ctx.auth_user = None;
+        self.exchange = None;
+        self.ctx.tls = Some(info);
+        if self.phase != Phase::Refused {
+            self.phase = Phase::NeedHelo;
         }
     }
 
@@ -176,6 +210,9 @@ impl Session {
 
     /// Handle one command line (without CRLF).
     pub async fn command(&mut self, line: &[u8]) -> Step {
+        if self.exchange.is_some() {
+            return self.auth_continue(line).await;
+        }
         let cmd = match parse_command(line) {
             Ok(c) => c,
             Err(e) => return self.bad(e.reply()),
@@ -201,8 +238,11 @@ impl Session {
             Command::Help(_) => Step::Reply(replies::help()),
             Command::Vrfy(arg) => self.vrfy_expn(Stage::Vrfy, arg).await,
             Command::Expn(arg) => self.vrfy_expn(Stage::Expn, arg).await,
-            Command::StartTls => self.bad(replies::not_available("STARTTLS")),
-            Command::Auth { .. } => self.bad(replies::not_available("AUTH")),
+            Command::StartTls => self.starttls(),
+            Command::Auth {
+                mechanism,
+                initial_response,
+            } => self.auth_command(mechanism, initial_response).await,
         }
     }
 
@@ -212,14 +252,35 @@ impl Session {
         self.ctx.recipients.clear();
     }
 
+    fn starttls_offered(&self) -> bool {
+        self.listener.tls == TlsMode::Starttls && self.tls_available && self.ctx.tls.is_none()
+    }
+
     fn keywords(&self) -> Vec<String> {
-        vec![
+        let mut k = vec![
             "PIPELINING".into(),
             format!("SIZE {}", self.config.max_message_size),
             "8BITMIME".into(),
             "ENHANCEDSTATUSCODES".into(),
             "SMTPUTF8".into(),
-        ]
+        ];
+        if self.starttls_offered() {
+            k.push("STARTTLS".into());
+        }
+        if self.auth_offered() && self.ctx.auth_user.is_none() {
+            k.push("AUTH PLAIN LOGIN".into());
+        }
+        k
+    }
+
+    fn starttls(&mut self) -> Step {
+        if self.ctx.tls.is_some() {
+            return self.bad(replies::tls_already_active());
+        }
+        if !self.starttls_offered() {
+            return self.bad(replies::not_available("STARTTLS"));
+        }
+        Step::StartTls(replies::ready_for_tls())
     }
 
     async fn helo(&mut self, name: String, extended: bool) -> Step {
@@ -265,6 +326,9 @@ impl Session {
     async fn mail(&mut self, path: ReversePath, params: MailParams) -> Step {
         if self.phase != Phase::Ready {
             return self.bad(replies::need_helo());
+        }
+        if self.listener.require_auth && self.ctx.auth_user.is_none() {
+            return Step::Reply(replies::auth_required());
         }
         if self.tx.is_some() {
             return self.bad(replies::nested_mail());
@@ -417,7 +481,7 @@ fn refusal(v: &Verdict) -> Step {
 
 pub fn step_reply(s: &Step) -> &Reply {
     match s {
-        Step::Reply(r) | Step::Close(r) | Step::Data(r) => r,
+        Step::Reply(r) | Step::Close(r) | Step::Data(r) | Step::StartTls(r) => r,
     }
 }
 

@@ -52,7 +52,7 @@ pub fn help() -> Reply {
         2,
         0,
         0,
-        "Commands: EHLO HELO MAIL RCPT DATA RSET NOOP QUIT VRFY EXPN HELP",
+        "Commands: EHLO HELO STARTTLS AUTH MAIL RCPT DATA RSET NOOP QUIT VRFY EXPN HELP",
     )
 }
 pub fn vrfy_default() -> Reply {
@@ -74,6 +74,18 @@ pub fn not_available(what: &str) -> Reply {
 // Sequence errors (RFC 5321 §4.3.2).
 pub fn need_helo() -> Reply {
     r(503, 5, 5, 1, "Send HELO/EHLO first")
+}
+pub fn need_ehlo() -> Reply {
+    r(503, 5, 5, 1, "Send EHLO first")
+}
+pub fn auth_required() -> Reply {
+    r(530, 5, 7, 0, "Authentication required")
+}
+pub fn ready_for_tls() -> Reply {
+    r(220, 2, 0, 0, "Ready to start TLS")
+}
+pub fn tls_already_active() -> Reply {
+    r(503, 5, 5, 1, "TLS already active")
 }
 pub fn nested_mail() -> Reply {
     r(503, 5, 5, 1, "Nested MAIL command")

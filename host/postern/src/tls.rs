@@ -1,0 +1,125 @@
+//! Server-side TLS (rustls, ring provider): loading the certificate chain and
+//! key named in `[tls]` (errors name the file), optional client certificates,
+//! the TLS facts given to plugins, and a self-signed certificate generator for
+//! the example configuration. Input: PEM files from the operator; the
+//! handshake itself is rustls's.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use postern_plugin::TlsInfo;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{RootCertStore, ServerConfig, ServerConnection};
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Build the server TLS configuration. With `client_ca`, clients may present
+/// a certificate signed by it (optional; it is reported to plugins).
+pub fn server_config(
+    cert: &Path,
+    key: &Path,
+    client_ca: Option<&Path>,
+) -> Result<Arc<ServerConfig>, String> {
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .map_err(|e| format!("tls.cert {}: {e}", cert.display()))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("tls.cert {}: {e}", cert.display()))?;
+    if chain.is_empty() {
+        return Err(format!("tls.cert {}: no certificate found", cert.display()));
+    }
+    let key =
+        PrivateKeyDer::from_pem_file(key).map_err(|e| format!("tls.key {}: {e}", key.display()))?;
+    let builder = ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?;
+    let builder = match client_ca {
+        None => builder.with_no_client_auth(),
+        Some(ca) => {
+            let mut roots = RootCertStore::empty();
+            for c in CertificateDer::pem_file_iter(ca)
+                .map_err(|e| format!("tls.client_ca {}: {e}", ca.display()))?
+            {
+                let c = c.map_err(|e| format!("tls.client_ca {}: {e}", ca.display()))?;
+                roots
+                    .add(c)
+                    .map_err(|e| format!("tls.client_ca {}: {e}", ca.display()))?;
+            }
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+                .allow_unauthenticated()
+                .build()
+                .map_err(|e| format!("tls.client_ca {}: {e}", ca.display()))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let config = builder
+        .with_single_cert(chain, key)
+        .map_err(|e| format!("tls.cert/tls.key {}: {e}", cert.display()))?;
+    Ok(Arc::new(config))
+}
+
+/// What plugins learn about a TLS session.
+pub fn info(conn: &ServerConnection) -> TlsInfo {
+    TlsInfo {
+        protocol: match conn.protocol_version() {
+            Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3".into(),
+            Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2".into(),
+            Some(v) => format!("{v:?}"),
+            None => "unknown".into(),
+        },
+        cipher: conn
+            .negotiated_cipher_suite()
+            .map(|c| format!("{:?}", c.suite()))
+            .unwrap_or_default(),
+        client_certificate: conn.peer_certificates().is_some_and(|c| !c.is_empty()),
+        server_name: conn.server_name().map(str::to_string),
+    }
+}
+
+/// Write a self-signed certificate and key for `hostname` into `dir`
+/// (`cert.pem`, `key.pem`, 0600), unless both already exist.
+pub fn ensure_self_signed(hostname: &str, dir: &Path) -> anyhow::Result<bool> {
+    let cert = dir.join("cert.pem");
+    let key = dir.join("key.pem");
+    if cert.exists() && key.exists() {
+        return Ok(false);
+    }
+    std::fs::create_dir_all(dir)?;
+    let ck = rcgen::generate_simple_self_signed(vec![hostname.to_string(), "localhost".into()])?;
+    write_private(&key, ck.signing_key.serialize_pem().as_bytes())?;
+    std::fs::write(&cert, ck.cert.pem())?;
+    Ok(true)
+}
+
+fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(data)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn self_signed_loads_and_errors_name_files() {
+        let dir = std::env::temp_dir().join(format!("postern-tls-{}", std::process::id()));
+        assert!(ensure_self_signed("mx.test", &dir).unwrap());
+        assert!(!ensure_self_signed("mx.test", &dir).unwrap());
+        server_config(&dir.join("cert.pem"), &dir.join("key.pem"), None).unwrap();
+        let e = server_config(&dir.join("nope.pem"), &dir.join("key.pem"), None).unwrap_err();
+        assert!(e.contains("tls.cert") && e.contains("nope.pem"), "{e}");
+        let e = server_config(&dir.join("cert.pem"), &dir.join("cert.pem"), None).unwrap_err();
+        assert!(e.contains("tls.key"), "{e}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}
