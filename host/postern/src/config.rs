@@ -35,8 +35,16 @@ struct File {
     auth: AuthSection,
     #[serde(default, rename = "listener")]
     listeners: Vec<ListenerSection>,
+    #[serde(default)]
+    metrics: MetricsSection,
     #[serde(default, rename = "plugin")]
     plugins: Vec<PluginSection>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MetricsSection {
+    listen: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -365,6 +373,8 @@ pub struct Config {
     pub listeners: Vec<ListenerSpec>,
     pub tls: Option<TlsFiles>,
     pub auth: AuthSettings,
+    /// Prometheus endpoint address (`[metrics] listen`).
+    pub metrics_listen: Option<SocketAddr>,
     pub local_domains: Vec<String>,
     pub data_dir: PathBuf,
     pub max_message_size: u64,
@@ -556,6 +566,15 @@ impl Config {
                 ));
             }
         }
+        let metrics_listen = match &file.metrics.listen {
+            Some(l) => Some(l.get_ref().parse::<SocketAddr>().map_err(|_| {
+                cx.at(
+                    l,
+                    format!("metrics.listen: {:?} is not an address:port", l.get_ref()),
+                )
+            })?),
+            None => None,
+        };
         let auth = AuthSettings {
             max_failures: file.auth.max_failures.max(1),
             client_failure_limit: file.auth.client_failure_limit.max(1),
@@ -671,6 +690,7 @@ impl Config {
             listeners,
             tls,
             auth,
+            metrics_listen,
             local_domains,
             data_dir,
             max_message_size: s.max_message_size.0,

@@ -254,12 +254,19 @@ async fn upgrade<S: Io>(
     let acceptor = tokio_rustls::TlsAcceptor::from(config);
     match tokio::time::timeout(limit, acceptor.accept(plain)).await {
         Ok(Ok(tls)) => {
+            crate::metrics::tls_handshake(true);
             let info = crate::tls::info(tls.get_ref().1);
             *io = Stream::Tls(Box::new(tls));
             Ok(info)
         }
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Err("handshake timed out".into()),
+        Ok(Err(e)) => {
+            crate::metrics::tls_handshake(false);
+            Err(e.to_string())
+        }
+        Err(_) => {
+            crate::metrics::tls_handshake(false);
+            Err("handshake timed out".into())
+        }
     }
 }
 
@@ -277,6 +284,7 @@ pub async fn accept_tls<S: Io>(
 /// Queue the step's reply; switch mode; tell the caller when to close.
 fn apply(step: Step, out: &mut Vec<u8>, mode: &mut Mode, session: &Session) -> Option<End> {
     step_reply(&step).write_to(out);
+    crate::metrics::reply(step_reply(&step).code);
     match step {
         Step::Reply(_) | Step::StartTls(_) => None,
         Step::Data(_) => {

@@ -242,6 +242,7 @@ async fn handle(
             Stream::Plain(stream)
         };
         let chain = generation.session(id.clone());
+        crate::metrics::get().sessions.inc();
         tracing::info!(
             port = peer.port(),
             local = %local,

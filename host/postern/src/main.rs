@@ -8,6 +8,7 @@ mod conn;
 mod dns;
 mod listeners;
 mod logging;
+mod metrics;
 mod received;
 mod reload;
 mod server;

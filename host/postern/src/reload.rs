@@ -53,12 +53,14 @@ fn keep_fixed(old: &Config, new: &mut Config) -> Vec<String> {
     fixed!("log.format", log_format);
     fixed!("log.level", log_level);
     fixed!("server.admin_socket", admin_socket);
+    fixed!("metrics.listen", metrics_listen);
     out
 }
 
 /// Reload now. Errors are also logged; the old generation keeps serving.
 pub async fn reload(shared: &Arc<Shared>, trigger: &str) -> Result<ReloadReport, String> {
     let result = try_reload(shared, trigger).await;
+    crate::metrics::reload(result.is_ok());
     match &result {
         Ok(r) => tracing::info!(
             generation = r.generation,

@@ -191,6 +191,16 @@ pub async fn serve(config: Config, overrides: Overrides) -> anyhow::Result<()> {
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let admin = crate::admin::start(shared.clone())?;
+    let metrics = match config.metrics_listen {
+        Some(addr) => {
+            let l = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen for metrics on {addr}"))?;
+            tracing::info!(address = %l.local_addr()?, "metrics listening");
+            Some(tokio::spawn(crate::metrics::serve(l, shared.clone())))
+        }
+        None => None,
+    };
     let watcher = config
         .watch
         .then(|| tokio::spawn(crate::reload::watch(shared.clone())));
@@ -203,6 +213,9 @@ pub async fn serve(config: Config, overrides: Overrides) -> anyhow::Result<()> {
     let _ = stop_tx.send(true);
     shared.listeners.lock().await.stop_all();
     admin.abort();
+    if let Some(m) = metrics {
+        m.abort();
+    }
     if let Some(w) = watcher {
         w.abort();
     }

@@ -31,6 +31,7 @@ impl Session {
             DataOutcome::LineTooLong => Some(replies::data_line_too_long()),
         };
         if let Some(reply) = refused {
+            crate::metrics::message("refused");
             tracing::info!(outcome = ?outcome, "message refused: {}", reply);
             let step = Step::Reply(reply);
             self.observe(
@@ -53,6 +54,7 @@ impl Session {
             v => refusal(v),
         };
         if !step_reply(&step).is_positive() {
+            crate::metrics::message("refused");
             tracing::info!(decided_by = ?d.decided_by, "message refused: {}", step_reply(&step));
         }
         let reply = step_reply(&step).clone();
@@ -125,6 +127,7 @@ impl Session {
         let parts: [&[u8]; 3] = [trace.as_bytes(), extra.as_bytes(), message.raw()];
         match self.spool.commit(&envelope, &parts).await {
             Ok(()) => {
+                crate::metrics::message("queued");
                 self.ctx.messages_accepted += 1;
                 tracing::info!(
                     queue_id = %id,

@@ -1,0 +1,325 @@
+//! Prometheus metrics (prometheus-client): process-wide counters updated on
+//! the hot path with atomics, plus a collector that reads the plugin
+//! runtime's per-plugin/per-stage statistics, the spool and the running
+//! generation at scrape time. Served by a minimal HTTP endpoint on
+//! `[metrics] listen` (`GET /metrics`). Input: scrapes from the network
+//! (only the request line is looked at).
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, OnceLock, Weak};
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, NoLabelSet};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::Registry;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+use crate::server::Shared;
+
+type Labels = Vec<(&'static str, String)>;
+
+/// Counters bumped by sessions.
+#[derive(Default)]
+pub struct Metrics {
+    pub sessions: Counter,
+    pub replies: Family<Labels, Counter>,
+    pub messages: Family<Labels, Counter>,
+    pub auth: Family<Labels, Counter>,
+    pub reloads: Family<Labels, Counter>,
+    pub tls_handshakes: Family<Labels, Counter>,
+}
+
+static METRICS: OnceLock<Metrics> = OnceLock::new();
+
+pub fn get() -> &'static Metrics {
+    METRICS.get_or_init(Metrics::default)
+}
+
+pub fn reply(code: u16) {
+    get()
+        .replies
+        .get_or_create(&vec![("code", code.to_string())])
+        .inc();
+}
+
+pub fn message(result: &'static str) {
+    get()
+        .messages
+        .get_or_create(&vec![("result", result.to_string())])
+        .inc();
+}
+
+pub fn auth(result: &'static str) {
+    get()
+        .auth
+        .get_or_create(&vec![("result", result.to_string())])
+        .inc();
+}
+
+pub fn reload(ok: bool) {
+    let r = if ok { "ok" } else { "refused" };
+    get()
+        .reloads
+        .get_or_create(&vec![("result", r.to_string())])
+        .inc();
+}
+
+pub fn tls_handshake(ok: bool) {
+    let r = if ok { "ok" } else { "failed" };
+    get()
+        .tls_handshakes
+        .get_or_create(&vec![("result", r.to_string())])
+        .inc();
+}
+
+/// Reads live state at scrape time.
+#[derive(Debug)]
+struct StateCollector {
+    shared: Weak<Shared>,
+}
+
+fn counter(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    rows: &[(Labels, u64)],
+) -> std::fmt::Result {
+    let mut m = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
+    for (labels, v) in rows {
+        m.encode_family(labels)?
+            .encode_counter::<NoLabelSet, _, u64>(v, None)?;
+    }
+    Ok(())
+}
+
+fn gauge(enc: &mut DescriptorEncoder, name: &str, help: &str, v: i64) -> std::fmt::Result {
+    let g = ConstGauge::new(v);
+    let m = enc.encode_descriptor(name, help, None, g.metric_type())?;
+    g.encode(m)
+}
+
+impl Collector for StateCollector {
+    fn encode(&self, mut enc: DescriptorEncoder) -> std::fmt::Result {
+        let Some(shared) = self.shared.upgrade() else {
+            return Ok(());
+        };
+        gauge(
+            &mut enc,
+            "sessions_active",
+            "Open SMTP sessions",
+            shared.active_connections() as i64,
+        )?;
+        let generation = shared.current_generation();
+        gauge(
+            &mut enc,
+            "generation",
+            "Id of the running plugin generation",
+            generation.id as i64,
+        )?;
+        let older: usize = shared.retired_in_use().iter().map(|(_, n)| n).sum();
+        gauge(
+            &mut enc,
+            "sessions_on_older_generations",
+            "Sessions still running on a generation replaced by a reload",
+            older as i64,
+        )?;
+        let spool = shared.spool.stats();
+        gauge(
+            &mut enc,
+            "spool_messages",
+            "Messages in the spool",
+            spool.messages as i64,
+        )?;
+        gauge(
+            &mut enc,
+            "spool_bytes",
+            "Bytes in the spool",
+            spool.bytes as i64,
+        )?;
+        let c = ConstCounter::new(spool.commits);
+        c.encode(enc.encode_descriptor(
+            "spool_commits",
+            "Messages durably committed",
+            None,
+            c.metric_type(),
+        )?)?;
+        let c = ConstCounter::new(spool.dir_fsyncs);
+        c.encode(enc.encode_descriptor(
+            "spool_dir_fsyncs",
+            "Directory fsyncs (group commit batches)",
+            None,
+            c.metric_type(),
+        )?)?;
+        encode_plugins(&mut enc, &shared)
+    }
+}
+
+fn encode_plugins(enc: &mut DescriptorEncoder, shared: &Shared) -> std::fmt::Result {
+    use postern_plugin::{ERROR_KINDS, LATENCY_BUCKETS_US, Stage, VERDICT_KINDS};
+    let stats = shared.runtime.stats().snapshot();
+    let mut verdicts = Vec::new();
+    let mut errors = Vec::new();
+    let mut inst = Vec::new();
+    for (name, s) in &stats {
+        inst.push((
+            vec![("plugin", name.clone())],
+            s.instantiations.load(Ordering::Relaxed),
+        ));
+        for stage in Stage::ALL {
+            let st = &s.stages[stage as usize];
+            for (i, kind) in VERDICT_KINDS.iter().enumerate() {
+                for (shadow, arr) in [("false", &st.verdicts), ("true", &st.shadow_verdicts)] {
+                    let v = arr[i].load(Ordering::Relaxed);
+                    if v > 0 {
+                        verdicts.push((
+                            vec![
+                                ("plugin", name.clone()),
+                                ("stage", stage.name().to_string()),
+                                ("verdict", kind.to_string()),
+                                ("shadow", shadow.to_string()),
+                            ],
+                            v,
+                        ));
+                    }
+                }
+            }
+            for (i, kind) in ERROR_KINDS.iter().enumerate() {
+                let v = st.errors[i].load(Ordering::Relaxed);
+                if v > 0 {
+                    errors.push((
+                        vec![
+                            ("plugin", name.clone()),
+                            ("stage", stage.name().to_string()),
+                            ("kind", kind.to_string()),
+                        ],
+                        v,
+                    ));
+                }
+            }
+        }
+    }
+    counter(
+        enc,
+        "plugin_verdicts",
+        "Verdicts by plugin, stage and kind (shadow: logged, not enforced)",
+        &verdicts,
+    )?;
+    counter(
+        enc,
+        "plugin_errors",
+        "Plugin failures by kind: trap, timeout, memory, invalid, init, instantiate",
+        &errors,
+    )?;
+    counter(
+        enc,
+        "plugin_instantiations",
+        "Plugin instances created (one per session and plugin used)",
+        &inst,
+    )?;
+    let mut m = enc.encode_descriptor(
+        "plugin_call_duration_seconds",
+        "Wall time of one plugin call, including instantiation when it happens",
+        None,
+        MetricType::Histogram,
+    )?;
+    for (name, s) in &stats {
+        for stage in Stage::ALL {
+            let h = &s.stages[stage as usize].latency;
+            let count = h.count.load(Ordering::Relaxed);
+            if count == 0 {
+                continue;
+            }
+            let buckets: Vec<(f64, u64)> = LATENCY_BUCKETS_US
+                .iter()
+                .enumerate()
+                .map(|(i, b)| (*b as f64 / 1e6, h.buckets[i].load(Ordering::Relaxed)))
+                .collect();
+            let labels = vec![
+                ("plugin", name.clone()),
+                ("stage", stage.name().to_string()),
+            ];
+            m.encode_family(&labels)?.encode_histogram::<NoLabelSet>(
+                h.sum_us.load(Ordering::Relaxed) as f64 / 1e6,
+                count,
+                &buckets,
+                None,
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// The registry for one server.
+pub fn registry(shared: &Arc<Shared>) -> Registry {
+    let mut r = Registry::with_prefix("postern");
+    let m = get();
+    r.register("sessions", "SMTP sessions accepted", m.sessions.clone());
+    r.register("replies", "SMTP replies sent, by code", m.replies.clone());
+    r.register(
+        "messages",
+        "Messages by result: queued, refused",
+        m.messages.clone(),
+    );
+    r.register("auth", "AUTH attempts by result", m.auth.clone());
+    r.register("reloads", "Reloads by result", m.reloads.clone());
+    r.register(
+        "tls_handshakes",
+        "TLS handshakes by result",
+        m.tls_handshakes.clone(),
+    );
+    r.register_collector(Box::new(StateCollector {
+        shared: Arc::downgrade(shared),
+    }));
+    r
+}
+
+/// Serve `GET /metrics` on `addr` until the task is aborted.
+pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
+    let registry = Arc::new(registry(&shared));
+    loop {
+        let Ok((mut stream, _)) = listener.accept().await else {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            continue;
+        };
+        let registry = registry.clone();
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 8192];
+            let mut n = 0;
+            // Read until the end of the request head (or a small cap).
+            while n < buf.len() {
+                match tokio::time::timeout(
+                    std::time::Duration::from_secs(5),
+                    stream.read(&mut buf[n..]),
+                )
+                .await
+                {
+                    Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break,
+                    Ok(Ok(k)) => n += k,
+                }
+                if buf[..n].windows(4).any(|w| w == b"\r\n\r\n") {
+                    break;
+                }
+            }
+            let head = String::from_utf8_lossy(&buf[..n]);
+            let first = head.lines().next().unwrap_or("");
+            let (status, body) = if first.starts_with("GET /metrics ") || first == "GET /metrics" {
+                let mut text = String::new();
+                match prometheus_client::encoding::text::encode(&mut text, &registry) {
+                    Ok(()) => ("200 OK", text),
+                    Err(_) => ("500 Internal Server Error", "encoding failed\n".into()),
+                }
+            } else {
+                ("404 Not Found", "try /metrics\n".into())
+            };
+            let resp = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: application/openmetrics-text; version=1.0.0; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = stream.write_all(resp.as_bytes()).await;
+        });
+    }
+}
