@@ -98,7 +98,13 @@ pub enum End {
     TlsFailed,
 }
 
-const READ_CHUNK: usize = 16 * 1024;
+/// Read granularity: small, because idle sessions keep their buffer.
+const READ_CHUNK: usize = 4 * 1024;
+
+/// A session that has been quiet this long gives its plugin instances back
+/// to the pool (fresh ones are made on its next command), so thousands of
+/// idle connections cost no WebAssembly instances.
+const IDLE_RELEASE: Duration = Duration::from_millis(200);
 
 pub async fn run<S: Io>(
     io: &mut Stream<S>,
@@ -202,25 +208,53 @@ pub async fn run<S: Io>(
         } else {
             timeouts.command
         };
-        let wake = tokio::select! {
-            biased;
-            r = tokio::time::timeout(limit, io.read_buf(&mut inbuf)) => Wake::Read(r),
-            _ = shutdown_signalled(&mut shutdown), if !in_data => Wake::Shutdown,
+        let mut waited = Duration::ZERO;
+        let mut early = None;
+        if !in_data && session.holds_instances() && limit > IDLE_RELEASE {
+            early = tokio::select! {
+                biased;
+                r = tokio::time::timeout(IDLE_RELEASE, io.read_buf(&mut inbuf)) => r.ok().map(|r| Wake::Read(Ok(r))),
+                _ = shutdown_signalled(&mut shutdown) => Some(Wake::Shutdown),
+            };
+            if early.is_none() {
+                session.release_instances();
+                if inbuf.is_empty() {
+                    inbuf = Vec::with_capacity(256);
+                }
+                waited = IDLE_RELEASE;
+            }
+        }
+        let wake = match early {
+            Some(w) => w,
+            None => tokio::select! {
+                biased;
+                r = tokio::time::timeout(limit - waited, io.read_buf(&mut inbuf)) => Wake::Read(r),
+                _ = shutdown_signalled(&mut shutdown), if !in_data => Wake::Shutdown,
+            },
         };
-        match wake {
-            Wake::Read(Ok(Ok(0))) => return End::ClientGone,
-            Wake::Read(Ok(Ok(_))) => {}
-            Wake::Read(Ok(Err(_))) => return End::IoError,
-            Wake::Read(Err(_)) => {
-                let step = session.timed_out();
-                let _ = io.write_all(&step_reply(&step).to_bytes()).await;
-                return End::Timeout;
-            }
-            Wake::Shutdown => {
-                let step = session.shutdown();
-                let _ = io.write_all(&step_reply(&step).to_bytes()).await;
-                return End::Shutdown;
-            }
+        if let Some(end) = handle_wake(wake, io, session).await {
+            return end;
+        }
+    }
+}
+
+/// Act on what woke the connection; `Some` ends it.
+async fn handle_wake<S: Io>(wake: Wake, io: &mut Stream<S>, session: &mut Session) -> Option<End> {
+    match wake {
+        Wake::Read(Ok(Ok(0))) => Some(End::ClientGone),
+        Wake::Read(Ok(Ok(_))) => None,
+        Wake::Read(Ok(Err(_))) => Some(End::IoError),
+        Wake::Read(Err(_)) => {
+            let step = session.timed_out();
+            crate::metrics::reply(step_reply(&step).code);
+            let _ = io.write_all(&step_reply(&step).to_bytes()).await;
+            Some(End::Timeout)
+        }
+        Wake::Shutdown => {
+            let step = session.shutdown();
+            crate::metrics::reply(step_reply(&step).code);
+            let _ = io.write_all(&step_reply(&step).to_bytes()).await;
+            Some(End::Shutdown)
         }
     }
 }

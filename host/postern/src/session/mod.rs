@@ -122,6 +122,17 @@ impl Session {
         }
     }
 
+    /// Whether plugin instances are alive for this session.
+    pub fn holds_instances(&self) -> bool {
+        self.chain.live_instances() > 0
+    }
+
+    /// Give plugin instances back (the session is idle); state that must
+    /// survive belongs in kv, as the contract says.
+    pub fn release_instances(&mut self) {
+        self.chain.release();
+    }
+
     pub fn context(&self) -> &SessionContext {
         &self.ctx
     }
