@@ -5,6 +5,8 @@
 mod admin;
 mod config;
 mod conn;
+#[cfg(test)]
+mod conn_tests;
 mod dns;
 mod listeners;
 mod logging;
