@@ -6,8 +6,9 @@ import smtplib
 from harness import Server, ehlo, message
 
 
-def test_kill9_right_after_250_keeps_the_message(tmp_path):
+def test_kill9_right_after_250_keeps_the_message(tmp_path, request):
     srv = Server(tmp_path / "a").start()
+    request.addfinalizer(srv.stop)
     accepted = []
     c = ehlo(srv.port)
     for i in range(5):

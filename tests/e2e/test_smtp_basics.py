@@ -345,7 +345,7 @@ def test_graceful_shutdown_finishes_transfer(start):
     for _ in range(40):
         try:
             socket.create_connection(("127.0.0.1", srv.port), timeout=1).close()
-        except ConnectionRefusedError:
+        except (ConnectionRefusedError, ConnectionResetError):
             refused = True
             break
         time.sleep(0.05)

@@ -7,7 +7,6 @@
 //! (reply codes), RFC 3463 (enhanced codes), RFC 2505 §2.3–§2.4 (logging).
 
 use postern_sdk::prelude::*;
-use postern_sdk::wit::log::Level;
 
 /// Every stage name, in the order of the WIT `stage` enum.
 pub const STAGE_NAMES: [&str; 9] = [

@@ -3,38 +3,20 @@
 
 use super::*;
 use postern_sdk::TlsInfo;
+use postern_sdk::testing;
 
 fn session() -> Session {
-    Session {
-        id: "3f2a9c".into(),
-        client_ip: "192.0.2.7".into(),
-        client_port: 4711,
-        client_name: Some("client.example".into()),
-        local_ip: "192.0.2.25".into(),
-        local_port: 25,
-        listener: "mx".into(),
-        server_name: "mx.example.org".into(),
-        helo: None,
-        esmtp: false,
-        tls: None,
-        auth_user: None,
-        mail_from: None,
-        recipients: Vec::new(),
-        messages_accepted: 0,
-    }
+    testing::session()
+        .id("3f2a9c")
+        .client_ip("192.0.2.7")
+        .client_port(4711)
+        .client_name("client.example")
+        .listener("mx")
+        .build()
 }
 
 fn addr(a: &str) -> EnvelopeAddress {
-    EnvelopeAddress {
-        address: a.into(),
-        local_part: a.split('@').next().unwrap_or_default().into(),
-        domain: a
-            .rsplit_once('@')
-            .map(|(_, d)| d.into())
-            .unwrap_or_default(),
-        params: Vec::new(),
-        is_local: false,
-    }
+    testing::address(a).build()
 }
 
 fn outcome(stage: Stage, argument: &str, code: u16, enhanced: Option<&str>, text: &str) -> Outcome {

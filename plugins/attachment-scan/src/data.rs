@@ -3,8 +3,7 @@
 //! scans it and turns a finding into the configured verdict. Trusts the
 //! host's size and reads; the content is hostile.
 
-use postern_sdk::wit::log::Level;
-use postern_sdk::{DataResult, Verdict, defer, header, pass, reject};
+use postern_sdk::{DataResult, Level, Verdict, defer, header, pass, reject};
 
 use crate::config::{Action, OnOversize, Settings};
 use crate::scan::scan;

@@ -4,7 +4,6 @@
 //! RFC 2231). Trusts the host's message handle; the message is hostile.
 
 use postern_sdk::prelude::*;
-use postern_sdk::wit::log::Level;
 
 pub mod config;
 pub mod data;

@@ -7,10 +7,7 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
-use postern_sdk::wit::dns::DnsError;
-use postern_sdk::wit::kv::KvError;
-use postern_sdk::wit::log::Level;
-use postern_sdk::{Session, Verdict, defer, pass, reject};
+use postern_sdk::{DnsError, KvError, Level, Session, Verdict, defer, net, pass, reject};
 
 use crate::config::{Action, OnDnsError, Settings, Zone};
 use crate::query::{Answer, classify, query_name};
@@ -89,11 +86,7 @@ pub fn on_connect(settings: &Settings, session: &Session, host: &impl Host) -> V
 
 /// The client address, IPv4-mapped IPv6 folded to IPv4, zone id dropped.
 pub fn parse_ip(text: &str) -> Option<IpAddr> {
-    let text = text.split('%').next().unwrap_or("");
-    text.trim()
-        .parse::<IpAddr>()
-        .ok()
-        .map(|ip| ip.to_canonical())
+    net::parse_client(text)
 }
 
 /// The reply for a listed client: the zone's `reply` with `{ip}` and

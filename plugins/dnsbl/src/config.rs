@@ -2,8 +2,8 @@
 //! action, reply, return codes and DNS-error policy; the cache lifetime; the
 //! networks never checked. Trusts nothing: every value is checked here.
 
-use ipnet::IpNet;
 use postern_sdk::Deserialize;
+use postern_sdk::net::{self, IpNet};
 
 /// What a listing does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -108,11 +108,8 @@ fn is_domain(d: &str) -> bool {
 }
 
 fn net(what: &str, text: &str) -> Result<IpNet, String> {
-    let t = text.trim();
-    t.parse::<IpNet>()
-        .or_else(|_| t.parse::<std::net::IpAddr>().map(IpNet::from))
-        .map(|n| n.trunc())
-        .map_err(|_| format!("{what}: {text:?} is not an address or a network (CIDR)"))
+    net::parse_network(text)
+        .ok_or_else(|| format!("{what}: {text:?} is not an address or a network (CIDR)"))
 }
 
 impl Config {

@@ -4,9 +4,6 @@
 //! believed blindly; results are cached in the host KV.
 
 use postern_sdk::prelude::*;
-use postern_sdk::wit::dns::DnsError;
-use postern_sdk::wit::kv::KvError;
-use postern_sdk::wit::log::Level;
 
 pub mod check;
 pub mod config;

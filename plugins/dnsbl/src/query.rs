@@ -7,7 +7,7 @@
 use std::fmt::Write;
 use std::net::{IpAddr, Ipv4Addr};
 
-use ipnet::IpNet;
+use postern_sdk::net::IpNet;
 
 /// The name to look up: "2.0.0.127.zen.example" for 127.0.0.2; 32 reversed
 /// nibbles for IPv6. IPv4-mapped IPv6 addresses are queried as IPv4.

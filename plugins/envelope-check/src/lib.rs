@@ -5,8 +5,6 @@
 //! client-supplied name and address is hostile.
 
 use postern_sdk::prelude::*;
-use postern_sdk::wit::dns::{DnsError, Mx};
-use postern_sdk::wit::log::Level;
 
 pub mod config;
 pub mod helo;

@@ -5,9 +5,7 @@
 //! passes so bounces flow (RFC 5321 §4.5.5). Trusts the host's DNS answers
 //! and `is_local`; the address itself is hostile.
 
-use postern_sdk::wit::dns::{DnsError, Mx};
-use postern_sdk::wit::log::Level;
-use postern_sdk::{EnvelopeAddress, Verdict, defer, pass, reject};
+use postern_sdk::{DnsError, EnvelopeAddress, Level, Mx, Verdict, defer, pass, reject};
 
 /// DNS and logging as the sender check needs them (the host's in the
 /// plugin, a fake in tests).

@@ -2,21 +2,12 @@
 
 use std::cell::{Cell, RefCell};
 
-use postern_sdk::wit::dns::{DnsError, Mx};
-use postern_sdk::wit::log::Level;
-use postern_sdk::{EnvelopeAddress, Verdict};
+use postern_sdk::{DnsError, EnvelopeAddress, Level, Mx, Verdict, testing};
 
 use crate::sender::Resolver;
 
 pub fn addr(address: &str, is_local: bool) -> EnvelopeAddress {
-    let (local, domain) = address.rsplit_once('@').unwrap_or((address, ""));
-    EnvelopeAddress {
-        address: address.to_string(),
-        local_part: local.to_string(),
-        domain: domain.to_string(),
-        params: Vec::new(),
-        is_local,
-    }
+    testing::address(address).local(is_local).build()
 }
 
 pub fn is_pass(v: &Verdict) -> bool {

@@ -5,12 +5,8 @@
 //! host), the operator's configuration. RFC 5321 §3.1 and §4.3.2 (a 554
 //! greeting refuses the session), RFC 2505 §2.5 (refuse by caller address).
 
+use postern_sdk::net::{self, Ranges};
 use postern_sdk::prelude::*;
-use postern_sdk::wit::log::Level;
-
-pub mod net;
-
-use net::Ranges;
 
 /// What the plugin does for clients that match no list.
 #[derive(Deserialize, Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -15,25 +15,7 @@ fn config(json: &str) -> Result<IpAccess, String> {
     IpAccess::new(c)
 }
 
-/// (kind, code, enhanced, text) of a verdict.
-fn summary(v: &Verdict) -> (&'static str, u16, String, String) {
-    let r = |kind, r: &Reply| {
-        (
-            kind,
-            r.code,
-            r.enhanced.clone().unwrap_or_default(),
-            r.text.clone(),
-        )
-    };
-    match v {
-        Verdict::Pass => ("pass", 0, String::new(), String::new()),
-        Verdict::Accept => ("accept", 0, String::new(), String::new()),
-        Verdict::AcceptWith(x) => r("accept-with", x),
-        Verdict::Reject(x) => r("reject", x),
-        Verdict::Defer(x) => r("defer", x),
-        Verdict::Disconnect(x) => r("disconnect", x),
-    }
-}
+use postern_sdk::testing::summary;
 
 fn verdict(p: &IpAccess, ip: &str) -> (&'static str, u16, String, String) {
     summary(&IpAccess::verdict(&p.decide(ip), ip))

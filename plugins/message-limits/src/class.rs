@@ -4,8 +4,8 @@
 
 use std::net::IpAddr;
 
-use ipnet::IpNet;
 use postern_sdk::Session;
+use postern_sdk::net::{self, IpNet};
 
 use crate::config::OnKvError;
 
@@ -40,11 +40,7 @@ pub struct Settings {
 
 /// The client address, IPv4-mapped IPv6 folded to IPv4, zone id dropped.
 pub fn client_ip(session: &Session) -> Option<IpAddr> {
-    let text = session.client_ip.split('%').next().unwrap_or("");
-    text.trim()
-        .parse::<IpAddr>()
-        .ok()
-        .map(|ip| ip.to_canonical())
+    net::parse_client(&session.client_ip)
 }
 
 /// The counter key part for the client: the canonical address, or the raw

@@ -2,8 +2,8 @@
 //! classes (networks, authentication), their limits and the counting window.
 //! Trusts nothing: every value is checked here, once.
 
-use ipnet::IpNet;
 use postern_sdk::Deserialize;
+use postern_sdk::net::{self, IpNet};
 
 use crate::class::{Class, Limits, Settings};
 
@@ -117,11 +117,8 @@ fn limits(what: &str, l: &LimitsConfig, window: u64) -> Result<Limits, String> {
 }
 
 fn network(class: &str, text: &str) -> Result<IpNet, String> {
-    let t = text.trim();
-    t.parse::<IpNet>()
-        .or_else(|_| t.parse::<std::net::IpAddr>().map(IpNet::from))
-        .map(|n| n.trunc())
-        .map_err(|_| format!("class {class:?}: {text:?} is not a network (CIDR) or an address"))
+    net::parse_network(text)
+        .ok_or_else(|| format!("class {class:?}: {text:?} is not a network (CIDR) or an address"))
 }
 
 fn valid_name(name: &str) -> bool {

@@ -5,8 +5,6 @@
 //! host KV so they span sessions and Postern nodes.
 
 use postern_sdk::prelude::*;
-use postern_sdk::wit::kv::KvError;
-use postern_sdk::wit::log::Level;
 
 pub mod class;
 pub mod config;

@@ -6,9 +6,9 @@
 //! ESMTP parameters are client-supplied. KV trouble fails safe (4xx) unless
 //! `on_kv_error = "allow"`.
 
-use postern_sdk::wit::kv::KvError;
-use postern_sdk::wit::log::Level;
-use postern_sdk::{EnvelopeAddress, Session, Verdict, defer, disconnect, pass, reject};
+use postern_sdk::{
+    EnvelopeAddress, KvError, Level, Session, Verdict, defer, disconnect, pass, reject,
+};
 
 use crate::class::{Class, Settings, client_key};
 use crate::config::OnKvError;

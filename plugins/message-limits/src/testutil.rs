@@ -3,9 +3,8 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 
-use postern_sdk::wit::kv::KvError;
-use postern_sdk::wit::log::Level;
-use postern_sdk::{EnvelopeAddress, EsmtpParam, Session, Verdict};
+use postern_sdk::testing;
+use postern_sdk::{EnvelopeAddress, KvError, Level, Session, Verdict};
 
 use crate::class::Settings;
 use crate::limits::Store;
@@ -17,39 +16,18 @@ pub fn settings(json: &str) -> Settings {
 }
 
 pub fn session(ip: &str) -> Session {
-    Session {
-        id: "s1".into(),
-        client_ip: ip.into(),
-        client_port: 40000,
-        client_name: None,
-        local_ip: "192.0.2.25".into(),
-        local_port: 25,
-        listener: "smtp".into(),
-        server_name: "mx.example.org".into(),
-        helo: Some("client.example".into()),
-        esmtp: true,
-        tls: None,
-        auth_user: None,
-        mail_from: None,
-        recipients: Vec::new(),
-        messages_accepted: 0,
-    }
+    testing::session()
+        .client_ip(ip)
+        .ehlo("client.example")
+        .build()
 }
 
 /// A sender with an optional SIZE= parameter.
 pub fn sender(size: Option<&str>) -> EnvelopeAddress {
-    EnvelopeAddress {
-        address: "a@example.net".into(),
-        local_part: "a".into(),
-        domain: "example.net".into(),
-        params: size
-            .map(|v| EsmtpParam {
-                keyword: "SIZE".into(),
-                value: Some(v.into()),
-            })
-            .into_iter()
-            .collect(),
-        is_local: false,
+    let a = testing::address("a@example.net");
+    match size {
+        Some(v) => a.param("SIZE", Some(v)).build(),
+        None => a.build(),
     }
 }
 

@@ -9,15 +9,12 @@
 
 use std::net::IpAddr;
 
+use postern_sdk::net::{self, Ranges};
 use postern_sdk::prelude::*;
-use postern_sdk::wit::kv::KvError;
-use postern_sdk::wit::log::Level;
 
 pub mod classify;
-pub mod net;
 
 use classify::{Class, classify};
-use net::Ranges;
 
 /// `[plugin.config]` of `relay-control`.
 #[derive(Deserialize, Debug)]

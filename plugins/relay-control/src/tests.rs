@@ -4,6 +4,8 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 
+use postern_sdk::testing::{self, summary};
+
 use super::classify::{Trick, address_literal};
 use super::*;
 
@@ -59,38 +61,16 @@ impl Host for Fake {
 }
 
 fn session(ip: &str, auth_user: Option<&str>) -> Session {
-    Session {
-        id: "s1".into(),
-        client_ip: ip.into(),
-        client_port: 40000,
-        client_name: None,
-        local_ip: "192.0.2.25".into(),
-        local_port: 25,
-        listener: "mx".into(),
-        server_name: "mx.local.example".into(),
-        helo: Some("client.example".into()),
-        esmtp: true,
-        tls: None,
-        auth_user: auth_user.map(String::from),
-        mail_from: None,
-        recipients: Vec::new(),
-        messages_accepted: 0,
-    }
+    testing::session()
+        .client_ip(ip)
+        .auth(auth_user)
+        .server_name("mx.local.example")
+        .build()
 }
 
 /// A recipient as the host would pass it: split at the last `@`.
 fn rcpt(address: &str, is_local: bool) -> EnvelopeAddress {
-    let (local_part, domain) = match address.rfind('@') {
-        Some(i) => (address[..i].to_string(), address[i + 1..].to_string()),
-        None => (address.to_string(), String::new()),
-    };
-    EnvelopeAddress {
-        address: address.into(),
-        local_part,
-        domain,
-        params: Vec::new(),
-        is_local,
-    }
+    testing::address(address).local(is_local).build()
 }
 
 fn plugin(json: &str) -> RelayControl {
@@ -99,25 +79,6 @@ fn plugin(json: &str) -> RelayControl {
 
 fn config(json: &str) -> Result<RelayControl, String> {
     RelayControl::new(postern_sdk::parse_config::<Config>(json)?)
-}
-
-fn summary(v: &Verdict) -> (&'static str, u16, String, String) {
-    let r = |kind, r: &Reply| {
-        (
-            kind,
-            r.code,
-            r.enhanced.clone().unwrap_or_default(),
-            r.text.clone(),
-        )
-    };
-    match v {
-        Verdict::Pass => ("pass", 0, String::new(), String::new()),
-        Verdict::Accept => ("accept", 0, String::new(), String::new()),
-        Verdict::AcceptWith(x) => r("accept-with", x),
-        Verdict::Reject(x) => r("reject", x),
-        Verdict::Defer(x) => r("defer", x),
-        Verdict::Disconnect(x) => r("disconnect", x),
-    }
 }
 
 fn denied(address: &str) -> (&'static str, u16, String, String) {

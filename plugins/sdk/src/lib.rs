@@ -34,6 +34,10 @@
 //! gives every session a fresh instance and calls `Plugin::new` with the
 //! plugin's `[plugin.config]` table before the first stage. Input trusted by
 //! this crate: the host's calls (the host validates what plugins return).
+//!
+//! Also here: [`net`] (client addresses and CIDR ranges from the
+//! configuration, with `ipnet` re-exported) and, in native builds only,
+//! [`testing`] (session and address builders for plugin unit tests).
 
 /// Bindings for everything the host offers (`postern:policy/imports`).
 pub mod wit {
@@ -47,9 +51,15 @@ pub mod wit {
 
 pub mod addr;
 pub mod host;
+pub mod net;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod testing;
 
 pub use postern_sdk_macros::export_plugin;
 pub use serde::Deserialize;
+pub use wit::dns::{DnsError, Mx};
+pub use wit::kv::KvError;
+pub use wit::log::Level;
 pub use wit::message::Message;
 pub use wit::types::{
     Credentials, DataResult, EnvelopeAddress, EsmtpParam, Header, Outcome, Reply, Session, Stage,
@@ -61,9 +71,10 @@ pub mod prelude {
     pub use crate::addr::{domain_of, same_domain};
     pub use crate::host::{dns, kv, log, now_ms};
     pub use crate::{
-        Auth, Connect, Credentials, Data, DataResult, Deserialize, EnvelopeAddress, Expn, Header,
-        Helo, MailFrom, Message, NoConfig, Observe, Outcome, Plugin, RcptTo, Reply, Session, Stage,
-        Verdict, Vrfy, accept, accept_with, defer, disconnect, export_plugin, header, pass, reject,
+        Auth, Connect, Credentials, Data, DataResult, Deserialize, DnsError, EnvelopeAddress, Expn,
+        Header, Helo, KvError, Level, MailFrom, Message, Mx, NoConfig, Observe, Outcome, Plugin,
+        RcptTo, Reply, Session, Stage, Verdict, Vrfy, accept, accept_with, defer, disconnect,
+        export_plugin, header, pass, reject,
     };
 }
 

@@ -9,15 +9,12 @@
 
 use std::collections::BTreeMap;
 
+use postern_sdk::net::{self, Ranges};
 use postern_sdk::prelude::*;
-use postern_sdk::wit::kv::KvError;
-use postern_sdk::wit::log::Level;
 
 pub mod directory;
-pub mod net;
 
 use directory::{Directory, ExpnAnswer, VrfyAnswer};
-use net::Ranges;
 
 #[derive(Deserialize, Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]

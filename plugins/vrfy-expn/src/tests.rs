@@ -35,23 +35,10 @@ impl Host for Fake {
 }
 
 fn session(ip: &str, auth_user: Option<&str>) -> Session {
-    Session {
-        id: "s1".into(),
-        client_ip: ip.into(),
-        client_port: 40000,
-        client_name: None,
-        local_ip: "192.0.2.25".into(),
-        local_port: 25,
-        listener: "mx".into(),
-        server_name: "mx.example.org".into(),
-        helo: Some("client.example".into()),
-        esmtp: true,
-        tls: None,
-        auth_user: auth_user.map(String::from),
-        mail_from: None,
-        recipients: Vec::new(),
-        messages_accepted: 0,
-    }
+    postern_sdk::testing::session()
+        .client_ip(ip)
+        .auth(auth_user)
+        .build()
 }
 
 fn config(json: &str) -> Result<VrfyExpn, String> {
@@ -60,24 +47,7 @@ fn config(json: &str) -> Result<VrfyExpn, String> {
 
 type Summary = (&'static str, u16, String, String);
 
-fn summary(v: &Verdict) -> Summary {
-    let r = |kind, r: &Reply| {
-        (
-            kind,
-            r.code,
-            r.enhanced.clone().unwrap_or_default(),
-            r.text.clone(),
-        )
-    };
-    match v {
-        Verdict::Pass => ("pass", 0, String::new(), String::new()),
-        Verdict::Accept => ("accept", 0, String::new(), String::new()),
-        Verdict::AcceptWith(x) => r("accept-with", x),
-        Verdict::Reject(x) => r("reject", x),
-        Verdict::Defer(x) => r("defer", x),
-        Verdict::Disconnect(x) => r("disconnect", x),
-    }
-}
+use postern_sdk::testing::summary;
 
 fn s(kind: &'static str, code: u16, enhanced: &str, text: &str) -> Summary {
     (kind, code, enhanced.into(), text.into())

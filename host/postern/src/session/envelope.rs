@@ -32,13 +32,20 @@ fn mailbox(m: &Mailbox, all: &[EsmtpParam], is_local: bool) -> EnvelopeAddress {
     }
 }
 
-pub fn sender(path: &ReversePath, p: &MailParams) -> EnvelopeAddress {
+pub fn sender(path: &ReversePath, p: &MailParams, is_local_domain: impl Fn(&str) -> bool) -> EnvelopeAddress {
     match path {
         ReversePath::Null => EnvelopeAddress {
             params: params(&p.all),
             ..EnvelopeAddress::default()
         },
-        ReversePath::Mailbox(m) => mailbox(m, &p.all, false),
+        ReversePath::Mailbox(m) => mailbox(m, &p.all, local(&m.domain, &is_local_domain)),
+    }
+}
+
+fn local(d: &Domain, is_local_domain: impl Fn(&str) -> bool) -> bool {
+    match d {
+        Domain::Name(_) => is_local_domain(&d.normalized()),
+        _ => false,
     }
 }
 
@@ -57,13 +64,7 @@ pub fn recipient(
             params: params(&p.all),
             is_local: true,
         },
-        ForwardPath::Mailbox(m) => {
-            let local = match &m.domain {
-                Domain::Name(_) => is_local_domain(&m.domain.normalized()),
-                _ => false,
-            };
-            mailbox(m, &p.all, local)
-        }
+        ForwardPath::Mailbox(m) => mailbox(m, &p.all, local(&m.domain, &is_local_domain)),
     }
 }
 

@@ -362,7 +362,7 @@ impl Session {
         {
             return Step::Reply(replies::size_exceeded());
         }
-        let sender = envelope::sender(&path, &params);
+        let sender = envelope::sender(&path, &params, |d| self.config.is_local_domain(d));
         let argument = sender.address.clone();
         let d = self.chain.mail_from(&self.ctx, &sender).await;
         let step = match &d.verdict {

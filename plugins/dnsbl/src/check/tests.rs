@@ -75,23 +75,7 @@ fn settings(json: &str) -> Settings {
 }
 
 fn session(ip: &str) -> Session {
-    Session {
-        id: "s1".into(),
-        client_ip: ip.into(),
-        client_port: 40000,
-        client_name: None,
-        local_ip: "192.0.2.25".into(),
-        local_port: 25,
-        listener: "smtp".into(),
-        server_name: "mx.example.org".into(),
-        helo: None,
-        esmtp: false,
-        tls: None,
-        auth_user: None,
-        mail_from: None,
-        recipients: Vec::new(),
-        messages_accepted: 0,
-    }
+    postern_sdk::testing::session().client_ip(ip).build()
 }
 
 fn reply_of(v: &Verdict) -> Option<(&'static str, u16, &str, &str)> {

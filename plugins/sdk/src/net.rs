@@ -1,13 +1,24 @@
-//! CIDR ranges from the operator's configuration, matched against client
-//! addresses. Input: configuration entries (validated here, every error names
-//! the entry) and the client address text from the host (formatted by the
-//! host, so trusted for form). RFC 4632 (CIDR notation), RFC 4291 §2.5.5.2
-//! (IPv4-mapped IPv6 addresses are matched as the IPv4 address they carry).
-//! Same module as in `ip-access` (kept in sync by hand; see README).
+//! IP addresses and CIDR ranges for policy plugins: client addresses as the
+//! host reports them, and ranges from the operator's configuration, matched
+//! against them. Input: configuration entries (validated here, every error
+//! names the entry) and the client address text from the host (formatted by
+//! the host, so trusted for form). RFC 4632 (CIDR notation), RFC 4291
+//! §2.5.5.2 (IPv4-mapped IPv6 addresses are matched as the IPv4 address they
+//! carry).
+//!
+//! Two ways to read a range:
+//! - [`parse_range`] (and [`Ranges`]) is strict: host bits must be zero, so
+//!   a typo such as `10.1.2.3/8` is refused with a suggestion;
+//! - [`parse_network`] is lenient: host bits are cleared (`10.1.2.3/8` is
+//!   `10.0.0.0/8`); the caller words its own error.
+//!
+//! Both read an IPv6 range inside `::ffff:0:0/96` as the IPv4 range it
+//! denotes. [`ipnet`] is re-exported so plugins need not depend on it.
+
+pub use ipnet;
+pub use ipnet::IpNet;
 
 use std::net::IpAddr;
-
-use ipnet::IpNet;
 
 /// The address a policy should reason about: IPv4-mapped IPv6
 /// (`::ffff:192.0.2.1`) becomes the IPv4 address it carries.
@@ -66,6 +77,18 @@ fn unmap(net: IpNet) -> IpNet {
         return IpNet::V4(n);
     }
     net
+}
+
+/// A range or a bare address, leniently: host bits are cleared
+/// (`"10.1.2.3/8"` is `10.0.0.0/8`), surrounding spaces ignored, and a range
+/// in IPv4-mapped form read as IPv4. `None` when `text` is neither; the
+/// caller words the error (it knows the key).
+pub fn parse_network(text: &str) -> Option<IpNet> {
+    let t = text.trim();
+    t.parse::<IpNet>()
+        .or_else(|_| t.parse::<IpAddr>().map(IpNet::from))
+        .ok()
+        .map(|n| unmap(n.trunc()))
 }
 
 /// A list of ranges, each remembered with the text the operator wrote.
@@ -150,6 +173,28 @@ mod tests {
             let err = parse_range(input).unwrap_err();
             assert!(err.contains(want), "{input}: {err}");
             assert!(err.contains(&format!("{input:?}")), "{input}: {err}");
+        }
+    }
+
+    #[test]
+    fn lenient_networks_clear_host_bits() {
+        let cases = [
+            ("10.1.2.3/8", Some("10.0.0.0/8")),
+            (" 192.0.2.7 ", Some("192.0.2.7/32")),
+            ("2001:db8::1/32", Some("2001:db8::/32")),
+            ("2001:db8::1", Some("2001:db8::1/128")),
+            ("::ffff:10.1.0.0/112", Some("10.1.0.0/16")),
+            ("10.0.0.0/33", None),
+            ("127.0.0.256", None),
+            ("example.org", None),
+            ("", None),
+        ];
+        for (input, want) in cases {
+            assert_eq!(
+                parse_network(input).map(|n| n.to_string()).as_deref(),
+                want,
+                "{input}"
+            );
         }
     }
 
