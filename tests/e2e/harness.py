@@ -96,6 +96,10 @@ class Server:
         if "[runtime]" not in extra:
             # Share compiled plugins across test servers (content-addressed).
             extra = f"[runtime]\ncache_dir = {json.dumps(str(CACHE_DIR))}\n" + extra
+        if "[delivery]" not in extra:
+            # Tests that look at the spool keep their messages queued; delivery
+            # tests (test_delivery.py) configure [delivery] themselves.
+            extra += "\n[delivery]\nenabled = false\n"
         self.config_path.write_text(render_config(settings, plugins or [], extra))
 
     def admin(self, command: str) -> subprocess.CompletedProcess:
@@ -329,13 +333,25 @@ class DnsServer:
             def resolve(self, request, handler):
                 return outer._answer(request)
 
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        sock.bind(("127.0.0.1", 0))
-        self.port = sock.getsockname()[1]
-        sock.close()
         quiet = DNSLogger(log="-request,-reply,-truncated,-error,-recv,-send,-data", prefix=False)
-        self.udp = DNSServer(Resolver(), port=self.port, address="127.0.0.1", logger=quiet)
-        self.tcp = DNSServer(Resolver(), port=self.port, address="127.0.0.1", tcp=True, logger=quiet)
+        # A free UDP port whose TCP twin may be taken (e.g. by a connection of a
+        # test running in parallel): try again with another one.
+        for attempt in range(50):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+            sock.close()
+            try:
+                self.udp = DNSServer(Resolver(), port=self.port, address="127.0.0.1", logger=quiet)
+            except OSError:
+                continue
+            try:
+                self.tcp = DNSServer(Resolver(), port=self.port, address="127.0.0.1", tcp=True, logger=quiet)
+                break
+            except OSError:
+                self.udp.server.server_close()
+                if attempt == 49:
+                    raise
         self.udp.start_thread()
         self.tcp.start_thread()
 

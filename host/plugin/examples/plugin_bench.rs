@@ -18,7 +18,9 @@ fn wasm(name: &str) -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|| root.join("target"));
     for p in [
-        target.join("wasm32-wasip2/release").join(format!("{}.wasm", name.replace('-', "_"))),
+        target
+            .join("wasm32-wasip2/release")
+            .join(format!("{}.wasm", name.replace('-', "_"))),
         root.join("target/plugins").join(format!("{name}.wasm")),
     ] {
         if p.exists() {
@@ -62,7 +64,12 @@ fn rcpt() -> EnvelopeAddress {
     }
 }
 
-async fn stage_call(chain: &mut SessionChain, name: &str, c: &SessionContext, r: &EnvelopeAddress) -> Decision {
+async fn stage_call(
+    chain: &mut SessionChain,
+    name: &str,
+    c: &SessionContext,
+    r: &EnvelopeAddress,
+) -> Decision {
     if name == "header-filter" {
         let m = Arc::new(MessageData::new(
             b"From: a@b.test\r\nSubject: hi\r\n\r\nbody\r\n".to_vec(),
@@ -94,21 +101,38 @@ async fn main() {
     ];
     for extra in ["greylist", "header-filter"] {
         if std::panic::catch_unwind(|| wasm(extra)).is_ok() {
-            let cfg = if extra == "greylist" { r#"{"delay":0}"# } else { "{}" };
+            let cfg = if extra == "greylist" {
+                r#"{"delay":0}"#
+            } else {
+                "{}"
+            };
             cases.push((extra, cfg.to_string()));
         }
     }
     println!("{n} iterations per row, 2 worker threads\n");
-    println!("{:<16} {:>14} {:>14} {:>14}", "component", "instantiate", "first call", "next call");
+    println!(
+        "{:<16} {:>14} {:>14} {:>14}",
+        "component", "instantiate", "first call", "next call"
+    );
     for (name, config) in cases {
         let generation = Arc::new(
-            Generation::load(&rt, 1, "bench".into(), vec![spec(name, &config)], services.clone())
-                .await
-                .unwrap(),
+            Generation::load(
+                &rt,
+                1,
+                "bench".into(),
+                vec![spec(name, &config)],
+                services.clone(),
+            )
+            .await
+            .unwrap(),
         );
         let c = ctx("s");
         let r = rcpt();
-        let rounds = if name == "greylist" || name == "header-filter" { n / 10 } else { n };
+        let rounds = if name == "greylist" || name == "header-filter" {
+            n / 10
+        } else {
+            n
+        };
         // Instantiation (+ init) and the first call on a fresh instance.
         let mut first = Duration::ZERO;
         let started = Instant::now();

@@ -1,6 +1,7 @@
 //! The local admin channel: a Unix socket (mode 0600, under the data dir by
-//! default) that answers one command per connection — `reload` or `status` —
-//! with one JSON document. Used by `postern reload` and `postern status`.
+//! default) that answers one command per connection — `reload`, `status` or
+//! `queue ...` — with one JSON document. Used by `postern reload`, `postern
+//! status` and `postern queue`.
 //! Input: commands from local users who can open the socket (file
 //! permissions are the access control).
 
@@ -88,8 +89,9 @@ async fn serve(stream: UnixStream, shared: Arc<Shared>) {
             Err(e) => json!({"ok": false, "error": e}),
         },
         "status" => json!({"ok": true, "status": status(&shared).await}),
+        queue if queue.starts_with("queue") => crate::queue_cmd::serve(&shared, queue).await,
         other => {
-            json!({"ok": false, "error": format!("unknown command {other:?} (known: reload, status)")})
+            json!({"ok": false, "error": format!("unknown command {other:?} (known: reload, status, queue list|show ID|flush|delete ID)")})
         }
     };
     let _ = write.write_all(format!("{answer}\n").as_bytes()).await;
@@ -133,6 +135,7 @@ pub async fn status(shared: &Arc<Shared>) -> serde_json::Value {
         "connections": shared.active_connections(),
         "listeners": shared.listeners.lock().await.addresses().iter().map(|a| a.to_string()).collect::<Vec<_>>(),
         "spool": {"messages": spool.messages, "bytes": spool.bytes},
+        "queue": shared.queue.stats().await.ok(),
     })
 }
 

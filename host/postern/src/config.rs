@@ -12,6 +12,8 @@ use toml::Spanned;
 
 use postern_plugin::{Mode, OnError, PluginSpec, RuntimeConfig};
 
+mod delivery;
+
 /// A configuration error, already rendered with file and line.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -37,6 +39,8 @@ struct File {
     listeners: Vec<ListenerSection>,
     #[serde(default)]
     metrics: MetricsSection,
+    #[serde(default)]
+    delivery: delivery::DeliverySection,
     #[serde(default, rename = "plugin")]
     plugins: Vec<PluginSection>,
 }
@@ -397,6 +401,8 @@ pub struct Config {
     pub log_format: Option<LogFormat>,
     pub log_level: Option<String>,
     pub plugins: Vec<PluginSpec>,
+    /// `[delivery]`: the queue manager and delivery agents.
+    pub delivery: postern_delivery::Settings,
 }
 
 /// Command-line overrides of the file.
@@ -684,7 +690,15 @@ impl Config {
                 },
             });
         }
+        let delivery = delivery::build(
+            &cx,
+            &file.delivery,
+            s.hostname.trim(),
+            &local_domains,
+            &data_dir,
+        )?;
         Ok(Config {
+            delivery,
             path: path.to_path_buf(),
             hostname: s.hostname.trim().to_string(),
             listeners,

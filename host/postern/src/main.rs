@@ -1,4 +1,5 @@
-//! The `postern` command line: `serve`, `check`, `--version`. Input: operator
+//! The `postern` command line: `serve`, `check`, `reload`, `status`, `queue`,
+//! `--version`. Input: operator
 //! arguments (trusted) and the configuration file they name. Errors are
 //! printed with the file, line or plugin concerned and exit non-zero.
 
@@ -11,6 +12,7 @@ mod dns;
 mod listeners;
 mod logging;
 mod metrics;
+mod queue_cmd;
 mod received;
 mod reload;
 mod server;
@@ -78,6 +80,12 @@ enum Cmd {
     Reload(AdminArgs),
     /// Show the running generation, its plugins and sessions.
     Status(AdminArgs),
+    /// Inspect and manage the delivery queue (through the running server, or
+    /// the spool directly when no server runs).
+    Queue {
+        #[command(subcommand)]
+        action: queue_cmd::QueueAction,
+    },
 }
 
 #[derive(clap::Args)]
@@ -199,6 +207,7 @@ fn main() -> ExitCode {
         Cmd::HashPassword => hash_password(),
         Cmd::Reload(args) => admin_command(args, "reload"),
         Cmd::Status(args) => admin_command(args, "status"),
+        Cmd::Queue { action } => queue_cmd::run(action),
     }
 }
 
@@ -325,4 +334,18 @@ fn print_answer(command: &str, a: &serde_json::Value) {
         "  spool: {} messages, {} bytes",
         s["spool"]["messages"], s["spool"]["bytes"]
     );
+    let q = &s["queue"];
+    if q.is_object() {
+        println!(
+            "  delivery: {} messages known, {} being delivered, {} connections{}",
+            q["messages"],
+            q["active"],
+            q["workers"],
+            if q["enabled"].as_bool() == Some(false) {
+                " (on hold: delivery.enabled = false)"
+            } else {
+                ""
+            }
+        );
+    }
 }

@@ -4,7 +4,7 @@
 //! header's structure.
 
 use std::net::IpAddr;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 pub struct Trace<'a> {
     pub helo: Option<&'a str>,
@@ -83,55 +83,13 @@ pub fn received(t: &Trace<'_>) -> String {
 
 /// `Wed, 25 Nov 2026 09:27:59 +0000`
 pub fn rfc5322_date(when: SystemTime) -> String {
-    let secs = when
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    let (y, m, d) = civil_from_days(days);
-    const WDAY: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
-    const MON: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    format!(
-        "{}, {} {} {} {:02}:{:02}:{:02} +0000",
-        WDAY[days.rem_euclid(7) as usize],
-        d,
-        MON[(m - 1) as usize],
-        y,
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
-/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian.
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { y + 1 } else { y }, m, d)
+    postern_protocol::date::rfc5322(postern_protocol::date::unix_ms(when))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
-
-    #[test]
-    fn dates() {
-        let t = |s: u64| rfc5322_date(UNIX_EPOCH + Duration::from_secs(s));
-        assert_eq!(t(0), "Thu, 1 Jan 1970 00:00:00 +0000");
-        assert_eq!(t(951_782_400), "Tue, 29 Feb 2000 00:00:00 +0000");
-        assert_eq!(t(1_795_599_679), "Wed, 25 Nov 2026 09:41:19 +0000");
-    }
+    use std::time::UNIX_EPOCH;
 
     #[test]
     fn header_shape() {

@@ -99,6 +99,10 @@ async fn try_reload(shared: &Arc<Shared>, trigger: &str) -> Result<ReloadReport,
         &mut *shared.generation.write().unwrap_or_else(|p| p.into_inner()),
         Arc::new(generation),
     );
+    // Delivery settings apply to attempts started from now on.
+    if let Err(e) = shared.queue.reconfigure(new.delivery.clone()) {
+        tracing::error!("delivery settings not applied: {e}");
+    }
     *shared.config.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(new);
     *shared.tls.write().unwrap_or_else(|p| p.into_inner()) = tls;
     *shared.loaded_at.write().unwrap_or_else(|p| p.into_inner()) = SystemTime::now();

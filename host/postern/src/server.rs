@@ -42,6 +42,8 @@ pub struct Shared {
     pub listeners: tokio::sync::Mutex<Listeners>,
     /// Server TLS configuration (certificates are re-read on reload).
     pub tls: RwLock<Option<Arc<rustls::ServerConfig>>>,
+    /// The queue manager (delivery); it learns of new messages from the spool.
+    pub queue: postern_delivery::QueueHandle,
 }
 
 impl Shared {
@@ -160,6 +162,14 @@ pub async fn serve(config: Config, overrides: Overrides) -> anyhow::Result<()> {
         tracing::error!(file = %file, reason = %reason, "spool file quarantined");
     }
     let tls = load_tls(&config).map_err(|e| anyhow::anyhow!(e))?;
+    let spool = Arc::new(spool);
+    // Started before the listeners, so it sees every commit (and resumes the queue).
+    let queue = postern_delivery::QueueManager::start(
+        spool.clone(),
+        resolver(&config),
+        config.delivery.clone(),
+    )
+    .map_err(|e| anyhow::anyhow!("{}: {e}", config.path.display()))?;
     let runtime = Runtime::new(config.runtime.clone())?;
     let kv: Arc<dyn KvBackend> = Arc::new(MemoryKv::default());
     let generation = load_generation(&runtime, &config, 1, services(&config, kv.clone())).await?;
@@ -168,7 +178,7 @@ pub async fn serve(config: Config, overrides: Overrides) -> anyhow::Result<()> {
     let shared = Arc::new(Shared {
         config: RwLock::new(config.clone()),
         overrides,
-        spool: Arc::new(spool),
+        spool,
         runtime,
         generation: RwLock::new(Arc::new(generation)),
         retired: Mutex::new(Vec::new()),
@@ -182,6 +192,7 @@ pub async fn serve(config: Config, overrides: Overrides) -> anyhow::Result<()> {
         reloading: tokio::sync::Mutex::new(()),
         listeners: tokio::sync::Mutex::new(Listeners::default()),
         tls: RwLock::new(tls),
+        queue,
     });
     shared
         .listeners
@@ -212,6 +223,13 @@ pub async fn serve(config: Config, overrides: Overrides) -> anyhow::Result<()> {
     );
     let _ = stop_tx.send(true);
     shared.listeners.lock().await.stop_all();
+    // No new deliveries from now on; those in flight may finish until the deadline
+    // (one cut off is simply retried after the restart).
+    let deliveries = {
+        let queue = shared.queue.clone();
+        let limit = config.shutdown_timeout;
+        tokio::spawn(async move { queue.shutdown(limit).await })
+    };
     admin.abort();
     if let Some(m) = metrics {
         m.abort();
@@ -237,6 +255,11 @@ pub async fn serve(config: Config, overrides: Overrides) -> anyhow::Result<()> {
                 break;
             }
         }
+    }
+    if !matches!(deliveries.await, Ok(true)) {
+        tracing::warn!(
+            "deliveries still in progress at the shutdown deadline; they are retried after restart"
+        );
     }
     tracing::info!("stopped");
     Ok(())

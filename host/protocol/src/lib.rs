@@ -22,6 +22,7 @@
 pub mod address;
 pub mod command;
 pub mod data;
+pub mod date;
 pub mod line;
 pub mod params;
 pub mod reply;

@@ -41,4 +41,12 @@ impl SpoolPaths {
     pub fn queue_file(&self, id: &QueueId) -> PathBuf {
         self.queue.join(id.as_str())
     }
+
+    /// The delivery-state journal beside a message (`queue/<id>.state`).
+    pub fn state_file(&self, id: &QueueId) -> PathBuf {
+        self.queue.join(format!("{id}.{STATE_SUFFIX}"))
+    }
 }
+
+/// Suffix of the queue manager's per-message delivery-state journal.
+pub(crate) const STATE_SUFFIX: &str = "state";

@@ -2,7 +2,8 @@
 //! nothing on disk: files in `tmp/` were never acknowledged and are deleted; every file
 //! in `queue/` is verified (header, lengths against the file size, envelope, id) and a
 //! bad one is moved to `corrupt/` with a `.reason` note, never deleted. Sidecars named
-//! `<id>.<suffix>` (the delivery state journal) are left to their owner.
+//! `<id>.<suffix>` are left to their owner, except a `<id>.state` journal whose message
+//! is gone (a crash between the two unlinks of `remove`), which is deleted.
 
 use std::ffi::OsString;
 use std::io::Write;
@@ -12,7 +13,7 @@ use std::path::Path;
 use crate::error::SpoolError;
 use crate::fsio;
 use crate::id::QueueId;
-use crate::paths::SpoolPaths;
+use crate::paths::{STATE_SUFFIX, SpoolPaths};
 use crate::reader;
 use crate::stats::Counters;
 
@@ -36,7 +37,10 @@ pub(crate) fn recover(
         removed_temp: clean_temp(&paths.tmp)?,
         ..RecoveryReport::default()
     };
-    for name in dir_names(&paths.queue)? {
+    let mut orphans = Vec::new();
+    let names = dir_names(&paths.queue)?;
+    for name in &names {
+        let name = name.clone();
         let Some(text) = name.to_str() else {
             let shown = name.to_string_lossy().into_owned();
             quarantine(paths, &name, &shown, "file name is not UTF-8", &mut report)?;
@@ -44,7 +48,13 @@ pub(crate) fn recover(
         };
         match classify(text) {
             Entry::Message => verify(paths, &name, text, counters, &mut report)?,
-            Entry::Sidecar => {}
+            Entry::Sidecar => {
+                if let Some(id) = text.strip_suffix(&format!(".{STATE_SUFFIX}"))
+                    && !names.iter().any(|n| n.to_str() == Some(id))
+                {
+                    orphans.push(name.clone());
+                }
+            }
             Entry::Unexpected => quarantine(
                 paths,
                 &name,
@@ -54,9 +64,20 @@ pub(crate) fn recover(
             )?,
         }
     }
+    for name in &orphans {
+        let path = paths.queue.join(name);
+        match std::fs::remove_file(&path) {
+            Ok(()) => tracing::info!(file = %path.display(), "removed orphaned delivery journal"),
+            Err(e) => {
+                tracing::warn!(file = %path.display(), error = %e, "cannot remove orphaned delivery journal")
+            }
+        }
+    }
     if !report.quarantined.is_empty() {
-        sync(&paths.queue)?;
         sync(&paths.corrupt)?;
+    }
+    if !report.quarantined.is_empty() || !orphans.is_empty() {
+        sync(&paths.queue)?;
     }
     Ok(report)
 }

@@ -3,14 +3,17 @@
 //! RFC 5321 §6.1 contract: `commit` returns Ok only after the message file was
 //! fdatasync'ed and its rename into `queue/` was made durable by a directory fsync.
 //!
-//! Beside each `queue/<id>` the delivery issue will add an append-only
-//! `queue/<id>.state` journal (per-recipient delivery state). `list` returns message
-//! files only, recovery leaves such sidecars alone, and `remove` will delete the
-//! journal after the message file once that journal exists.
+//! Beside each `queue/<id>` the queue manager keeps an append-only `queue/<id>.state`
+//! journal (per-recipient delivery state, see `postern-delivery`). `list` returns
+//! message files only, recovery keeps the journals of kept messages (and collects
+//! orphans), and `remove` deletes the journal after the message file. `subscribe`
+//! tells the queue manager about every message committed from then on.
 
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::mpsc;
 
 use crate::committer::DirSyncer;
 use crate::envelope::Envelope;
@@ -55,6 +58,8 @@ struct Inner {
     paths: SpoolPaths,
     syncer: DirSyncer,
     counters: Arc<Counters>,
+    /// Told the id of every message committed (see [`Spool::subscribe`]).
+    subscriber: Mutex<Option<mpsc::UnboundedSender<QueueId>>>,
     /// Held (flock'ed) for the spool's lifetime so a second process cannot recover
     /// (delete) our in-flight temp files.
     _lock: std::fs::File,
@@ -83,6 +88,7 @@ impl Spool {
             paths,
             syncer,
             counters,
+            subscriber: Mutex::new(None),
             _lock: lock,
         };
         Ok((
@@ -179,6 +185,29 @@ impl Spool {
         self.inner.paths.queue_file(id)
     }
 
+    /// Path of the message's delivery-state journal (`queue/<id>.state`), owned by
+    /// the queue manager; `remove` deletes it after the message file.
+    pub fn state_path(&self, id: &QueueId) -> PathBuf {
+        self.inner.paths.state_file(id)
+    }
+
+    /// The `queue/` directory (fsync it after creating a sidecar there).
+    pub fn queue_dir(&self) -> &Path {
+        &self.inner.paths.queue
+    }
+
+    /// From now on, send the id of every message whose commit succeeded (after it
+    /// is durable) to the returned receiver. A new subscription replaces the old one.
+    pub fn subscribe(&self) -> mpsc::UnboundedReceiver<QueueId> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        *self
+            .inner
+            .subscriber
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(tx);
+        rx
+    }
+
     /// Current counters.
     pub fn stats(&self) -> SpoolStats {
         self.inner.counters.snapshot()
@@ -226,20 +255,31 @@ impl Inner {
         }
         queue_guard.disarm();
         self.counters.committed(file_len);
+        if let Some(tx) = &*self.subscriber.lock().unwrap_or_else(|p| p.into_inner()) {
+            // A closed receiver only means nobody delivers; the message stays queued.
+            let _ = tx.send(id);
+        }
         Ok(())
     }
 
-    /// Unlink `queue/<id>`, then make the unlink durable.
+    /// Unlink `queue/<id>`, then its state journal, then make the unlinks durable.
+    /// (A crash between the two leaves an orphaned journal, collected at open.)
     async fn unqueue(&self, id: QueueId) -> Result<bool, SpoolError> {
         let path = self.paths.queue_file(&id);
-        let removed = tokio::task::spawn_blocking(move || unlink_counting(&path))
-            .await
-            .map_err(|e| SpoolError::Worker(e.to_string()))??;
+        let state = self.paths.state_file(&id);
+        let removed = tokio::task::spawn_blocking(move || {
+            let removed = unlink_counting(&path)?;
+            if removed.is_some() {
+                unlink_counting(&state)?;
+            }
+            Ok::<_, SpoolError>(removed)
+        })
+        .await
+        .map_err(|e| SpoolError::Worker(e.to_string()))??;
         let Some(bytes) = removed else {
             return Ok(false);
         };
         self.counters.removed(bytes);
-        // Delivery issue: remove `queue/<id>.state` here, after the message file.
         self.syncer.sync().await?;
         Ok(true)
     }

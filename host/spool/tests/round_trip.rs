@@ -176,3 +176,32 @@ async fn direct_mode_syncs_once_per_commit() {
     let stats = spool.stats();
     assert_eq!((stats.commits, stats.dir_fsyncs), (3, 3));
 }
+
+#[tokio::test]
+async fn remove_deletes_the_state_journal_and_open_collects_orphans() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, _) = Spool::open(SpoolConfig::new(dir.path())).unwrap();
+    let mut commits = spool.subscribe();
+    let kept = commit_one(&spool).await;
+    let gone = commit_one(&spool).await;
+    assert_eq!(commits.recv().await, Some(kept));
+    assert_eq!(commits.recv().await, Some(gone));
+    assert_eq!(
+        spool.state_path(&kept),
+        dir.path().join(format!("queue/{kept}.state"))
+    );
+    std::fs::write(spool.state_path(&kept), b"journal").unwrap();
+    std::fs::write(spool.state_path(&gone), b"journal").unwrap();
+    assert!(spool.remove(&gone).await.unwrap());
+    assert!(!spool.state_path(&gone).exists());
+    assert!(spool.state_path(&kept).exists());
+    // A crash between the two unlinks leaves an orphan; the next open collects it.
+    let orphan = QueueId::generate();
+    std::fs::write(spool.state_path(&orphan), b"journal").unwrap();
+    drop(spool);
+    let (spool, report) = Spool::open(SpoolConfig::new(dir.path())).unwrap();
+    assert!(report.quarantined.is_empty());
+    assert!(!spool.state_path(&orphan).exists());
+    assert!(spool.state_path(&kept).exists());
+    assert_eq!(spool.list().unwrap(), vec![kept]);
+}

@@ -212,6 +212,13 @@ mod __postern_plugin {{
 
     export!(Adapter);
 }}
+
+/// Native builds (unit tests) have no exports; this keeps the plugin type
+/// from looking unused there.
+#[cfg(not(target_arch = "wasm32"))]
+#[doc(hidden)]
+const _: fn(<{ty} as ::postern_sdk::Plugin>::Config) -> ::core::result::Result<{ty}, ::std::string::String> =
+    <{ty} as ::postern_sdk::Plugin>::new;
 "#
     );
     code.parse()

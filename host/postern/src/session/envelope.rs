@@ -32,7 +32,11 @@ fn mailbox(m: &Mailbox, all: &[EsmtpParam], is_local: bool) -> EnvelopeAddress {
     }
 }
 
-pub fn sender(path: &ReversePath, p: &MailParams, is_local_domain: impl Fn(&str) -> bool) -> EnvelopeAddress {
+pub fn sender(
+    path: &ReversePath,
+    p: &MailParams,
+    is_local_domain: impl Fn(&str) -> bool,
+) -> EnvelopeAddress {
     match path {
         ReversePath::Null => EnvelopeAddress {
             params: params(&p.all),

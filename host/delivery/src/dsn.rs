@@ -1,0 +1,303 @@
+//! Non-delivery reports: an RFC 3464 delivery status notification in an RFC 6522
+//! `multipart/report` — a human-readable part, the `message/delivery-status` part
+//! (Reporting-MTA, Arrival-Date, and per recipient Final-Recipient, Original-Recipient
+//! from RFC 3461 ORCPT, Action, Status, Remote-MTA, Diagnostic-Code, Last-Attempt-Date)
+//! and the original header section as `text/rfc822-headers`. The report is a new
+//! message from the null reverse-path `<>` (RFC 5321 §4.5.5, so it is never bounced
+//! itself) to the original sender, committed to the spool and delivered like any
+//! other. Input: the spooled envelope and headers (already accepted by us) and
+//! diagnostics (sanitised when recorded).
+
+use std::io::{self, Read};
+
+use postern_spool::{Envelope, QueueId, Recipient, Spool, SpoolError};
+
+use crate::outcome::Diagnostic;
+use crate::settings::Settings;
+use crate::state::{MessageState, param};
+use postern_protocol::date;
+
+/// Most of the original header section quoted in a report.
+pub const MAX_HEADERS: usize = 64 * 1024;
+
+/// Decode RFC 3461 §4 xtext (`+XX` escapes).
+pub fn xtext_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'+'
+            && let Some(hex) = text.get(i + 1..i + 3)
+            && let Ok(b) = u8::from_str_radix(hex, 16)
+        {
+            out.push(b);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    crate::outcome::sanitize(&String::from_utf8_lossy(&out))
+}
+
+/// The header section of a queued message (up to the empty line, at most
+/// `MAX_HEADERS` bytes, ending in CRLF). Blocking.
+pub fn original_headers(spool: &Spool, id: &QueueId) -> Result<Vec<u8>, SpoolError> {
+    let message = spool.open_message(id)?;
+    let path = spool.path_of(id);
+    let mut reader = message
+        .into_message_reader()
+        .map_err(|e| SpoolError::Io {
+            path: path.clone(),
+            source: e,
+        })?
+        .take(MAX_HEADERS as u64);
+    let mut bytes = Vec::new();
+    reader
+        .read_to_end(&mut bytes)
+        .map_err(|e: io::Error| SpoolError::Io { path, source: e })?;
+    Ok(header_section(&bytes))
+}
+
+/// Everything before the first empty line; a cut-off last line is dropped.
+pub fn header_section(message: &[u8]) -> Vec<u8> {
+    if message.starts_with(b"\r\n") {
+        return Vec::new();
+    }
+    if let Some(i) = message.windows(4).position(|w| w == b"\r\n\r\n") {
+        return message[..i + 2].to_vec();
+    }
+    match message.windows(2).rposition(|w| w == b"\r\n") {
+        Some(i) => message[..i + 2].to_vec(),
+        None => Vec::new(),
+    }
+}
+
+/// `rfc822` for ASCII addresses, `utf-8` (RFC 6533) otherwise.
+fn address_type(address: &str) -> &'static str {
+    if address.is_ascii() {
+        "rfc822"
+    } else {
+        "utf-8"
+    }
+}
+
+fn remote_name(d: &Diagnostic) -> Option<&str> {
+    d.remote_mta
+        .as_deref()
+        .map(|r| r.split('[').next().unwrap_or(r))
+        .filter(|r| !r.is_empty())
+}
+
+/// Build the report for the failed recipients `failed` of `state`: its envelope (a
+/// fresh queue id, from `<>`, to the original sender) and its content (CRLF).
+pub fn build(
+    state: &MessageState,
+    failed: &[usize],
+    headers: &[u8],
+    settings: &Settings,
+    now_ms: u64,
+) -> (Envelope, Vec<u8>) {
+    let id = QueueId::generate();
+    let host = &settings.hostname;
+    let sender = &state.envelope.mail_from;
+    let boundary = format!("=_postern_{id}");
+    let mut m = String::new();
+    let mut line = |s: &str| {
+        m.push_str(s);
+        m.push_str("\r\n");
+    };
+    line(&format!("Date: {}", date::rfc5322(now_ms)));
+    line(&format!(
+        "From: Mail Delivery System <MAILER-DAEMON@{host}>"
+    ));
+    line(&format!("To: <{sender}>"));
+    line("Subject: Undelivered Mail Returned to Sender");
+    line(&format!("Message-ID: <{id}.dsn@{host}>"));
+    line("Auto-Submitted: auto-replied");
+    line("MIME-Version: 1.0");
+    line("Content-Type: multipart/report; report-type=delivery-status;");
+    line(&format!("\tboundary=\"{boundary}\""));
+    line("");
+    line("This is a MIME-encapsulated message.");
+    line("");
+    line(&format!("--{boundary}"));
+    line("Content-Description: Notification");
+    line("Content-Type: text/plain; charset=utf-8");
+    line("");
+    line(&format!("This is the mail system at host {host}."));
+    line("");
+    line("I'm sorry to have to inform you that your message could not");
+    line("be delivered to one or more recipients. It's attached below.");
+    line("");
+    for &i in failed {
+        let r = &state.rcpts[i];
+        line(&format!("<{}>:", r.address));
+        if let Some(d) = &r.last {
+            line(&format!("    {d}"));
+        }
+        line("");
+    }
+    line(&format!("--{boundary}"));
+    line("Content-Description: Delivery report");
+    line("Content-Type: message/delivery-status");
+    line("");
+    line(&format!("Reporting-MTA: dns; {host}"));
+    line(&format!("X-Postern-Queue-ID: {}", state.id));
+    if let Some(envid) = param(&state.envelope.mail_params, "ENVID") {
+        line(&format!("Original-Envelope-Id: {}", xtext_decode(envid)));
+    }
+    line(&format!(
+        "Arrival-Date: {}",
+        date::rfc5322(state.arrival_ms())
+    ));
+    for &i in failed {
+        let r = &state.rcpts[i];
+        line("");
+        line(&format!(
+            "Final-Recipient: {}; {}",
+            address_type(&r.address),
+            r.address
+        ));
+        if let Some(orcpt) = param(&r.params, "ORCPT")
+            && let Some((kind, addr)) = orcpt.split_once(';')
+        {
+            line(&format!(
+                "Original-Recipient: {}; {}",
+                crate::outcome::sanitize(kind),
+                xtext_decode(addr)
+            ));
+        }
+        line("Action: failed");
+        if let Some(d) = &r.last {
+            line(&format!("Status: {}", d.status));
+            if let Some(remote) = remote_name(d) {
+                line(&format!("Remote-MTA: dns; {remote}"));
+            }
+            line(&format!("Diagnostic-Code: {}", d.diagnostic_code()));
+        } else {
+            line("Status: 5.0.0");
+        }
+        if r.at_ms > 0 {
+            line(&format!("Last-Attempt-Date: {}", date::rfc5322(r.at_ms)));
+        }
+    }
+    line("");
+    line(&format!("--{boundary}"));
+    line("Content-Description: Undelivered Message Headers");
+    line("Content-Type: text/rfc822-headers");
+    line("");
+    let mut bytes = m.into_bytes();
+    bytes.extend_from_slice(headers);
+    bytes.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    let mut mail_params = Vec::new();
+    if !bytes.is_ascii() {
+        mail_params.push("BODY=8BITMIME".to_string());
+    }
+    if !sender.is_ascii() {
+        // An internationalised address needs SMTPUTF8 on the way (RFC 6531).
+        mail_params.push("SMTPUTF8".to_string());
+    }
+    let envelope = Envelope {
+        queue_id: id.to_string(),
+        received_at_unix_ms: now_ms,
+        client_ip: "127.0.0.1".into(),
+        client_port: 0,
+        helo: Some(host.clone()),
+        auth_user: None,
+        tls: false,
+        mail_from: String::new(),
+        mail_params,
+        recipients: vec![Recipient {
+            address: sender.clone(),
+            params: Vec::new(),
+        }],
+        session_id: format!("dsn-{}", state.id),
+    };
+    (envelope, bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::journal::Record;
+    use postern_protocol::Reply;
+    use std::path::Path;
+    use std::sync::Arc;
+
+    #[test]
+    fn xtext_and_headers() {
+        assert_eq!(xtext_decode("a+2Bb+3Dc"), "a+b=c");
+        assert_eq!(xtext_decode("bad+zz+2"), "bad+zz+2");
+        assert_eq!(
+            header_section(b"A: 1\r\nB: 2\r\n\r\nbody\r\n"),
+            b"A: 1\r\nB: 2\r\n"
+        );
+        assert_eq!(header_section(b"A: 1\r\nB: cut"), b"A: 1\r\n");
+        assert_eq!(header_section(b"\r\nbody"), b"");
+    }
+
+    #[test]
+    fn report_has_the_rfc3464_fields() {
+        let env = Envelope {
+            queue_id: "0000000000000000000A".into(),
+            received_at_unix_ms: 1_700_000_000_000,
+            client_ip: "192.0.2.1".into(),
+            client_port: 1,
+            helo: None,
+            auth_user: None,
+            tls: false,
+            mail_from: "alice@example.test".into(),
+            mail_params: vec!["ENVID=env+2B1".into()],
+            recipients: vec![
+                Recipient {
+                    address: "bob@remote.test".into(),
+                    params: vec!["ORCPT=rfc822;Bob+2Bx@remote.test".into()],
+                },
+                Recipient {
+                    address: "carol@remote.test".into(),
+                    params: vec![],
+                },
+            ],
+            session_id: "s".into(),
+        };
+        let mut state = MessageState::new(env.queue_id.parse().unwrap(), Arc::new(env), 100);
+        let reply = Reply::new(550, Some("5.1.1".parse().unwrap()), "no such user");
+        state.apply(&Record::Failed {
+            rcpt: 0,
+            at_ms: 1_700_000_060_000,
+            diag: Diagnostic::from_reply(&reply, "mx.remote.test[127.0.0.1]:25"),
+        });
+        let settings = Settings::new("mx.example.test", &[], Path::new("/d"));
+        let (envelope, bytes) = build(
+            &state,
+            &[0],
+            b"Subject: hello\r\nFrom: alice@example.test\r\n",
+            &settings,
+            1_700_000_100_000,
+        );
+        let text = String::from_utf8(bytes).unwrap();
+        assert_eq!(envelope.mail_from, "");
+        assert_eq!(envelope.recipients[0].address, "alice@example.test");
+        assert!(envelope.queue_id.parse::<QueueId>().is_ok());
+        for want in [
+            "To: <alice@example.test>\r\n",
+            "Content-Type: multipart/report; report-type=delivery-status;\r\n",
+            "Reporting-MTA: dns; mx.example.test\r\n",
+            "Original-Envelope-Id: env+1\r\n",
+            "Arrival-Date: Tue, 14 Nov 2023 22:13:20 +0000\r\n",
+            "Final-Recipient: rfc822; bob@remote.test\r\n",
+            "Original-Recipient: rfc822; Bob+x@remote.test\r\n",
+            "Action: failed\r\nStatus: 5.1.1\r\n",
+            "Remote-MTA: dns; mx.remote.test\r\n",
+            "Diagnostic-Code: smtp; 550 5.1.1 no such user\r\n",
+            "Last-Attempt-Date: Tue, 14 Nov 2023 22:14:20 +0000\r\n",
+            "Content-Type: text/rfc822-headers\r\n\r\nSubject: hello\r\n",
+        ] {
+            assert!(text.contains(want), "missing {want:?} in\n{text}");
+        }
+        assert!(!text.contains("carol"));
+        assert!(text.ends_with(&format!("--=_postern_{}--\r\n", envelope.queue_id)));
+        assert!(!text.replace("\r\n", "").contains('\n'));
+    }
+}

@@ -1,0 +1,43 @@
+//! Postern's delivery side: the queue manager that takes committed messages from the
+//! spool and delivers them — to local Maildirs or by SMTP (MX look-up, STARTTLS,
+//! relayhost with AUTH) — with durable per-recipient state, retries with backoff and
+//! RFC 3464 bounces. Trusts the spool's verified envelopes and the operator's
+//! settings; treats every remote SMTP server and DNS answer as hostile.
+//!
+//! Modules, each single-purpose: [`settings`] (what the operator chose), [`retry`]
+//! (the schedule), [`journal`] (the append-only `<id>.state` file), [`state`]
+//! (per-recipient state rebuilt from it), [`route`] (which agent and destination a
+//! recipient goes to), [`mailbox`] and [`maildir`] (local delivery), [`mx`]
+//! (RFC 5321 §5.1 / RFC 7505), [`tls`] (the STARTTLS policy), [`smtp`] (the client),
+//! [`dsn`] (RFC 3464 reports), [`manager`] (scheduling and concurrency) and
+//! [`inspect`] (queue commands without a running server).
+
+pub mod dsn;
+pub mod inspect;
+pub mod journal;
+pub mod mailbox;
+pub mod maildir;
+pub mod manager;
+pub mod mx;
+pub mod outcome;
+pub mod retry;
+pub mod route;
+pub mod settings;
+pub mod smtp;
+pub mod state;
+pub mod tls;
+pub mod view;
+
+pub use manager::{QueueHandle, QueueManager};
+pub use outcome::{Diagnostic, RcptOutcome};
+pub use retry::RetrySchedule;
+pub use settings::{Relayhost, Secret, Settings, TlsPolicy};
+pub use view::{QueueDetail, QueueEntry, RecipientEntry};
+
+/// Milliseconds since the unix epoch, now.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}

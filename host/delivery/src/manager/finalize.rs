@@ -1,0 +1,190 @@
+//! The end of a delivery attempt: record the outcomes durably, expire recipients
+//! queued longer than `max_age`, send a bounce for new permanent failures, and
+//! either remove the message (nothing owed any more) or schedule its next attempt.
+//! Ordering is what makes crashes safe: journal records are fdatasync'ed before the
+//! bounce is committed, the bounce is committed before it is marked sent, and the
+//! message file is removed only when every recipient is final and reported. A crash
+//! anywhere repeats work (at-least-once), never loses it. When every recipient was
+//! delivered in this attempt the message is simply removed, without a journal write.
+
+use std::sync::Arc;
+
+use postern_protocol::EnhancedCode;
+use postern_spool::{Spool, SpoolError};
+
+use crate::journal::{self, Record};
+use crate::outcome::{Diagnostic, RcptOutcome};
+use crate::settings::Settings;
+use crate::state::MessageState;
+use crate::{dsn, now_ms};
+
+/// How an attempt ended.
+pub(crate) enum Finalized {
+    /// The message left the queue.
+    Removed,
+    /// Wait for the next attempt (`state.next_ms`).
+    Requeue(Box<MessageState>),
+    /// The outcome could not be made durable; retry later from this state.
+    Failed(Box<MessageState>, String),
+}
+
+fn expired(last: Option<&Diagnostic>, settings: &Settings) -> Diagnostic {
+    let age = settings.retry.max_age.as_secs();
+    let age = if age.is_multiple_of(86_400) {
+        format!("{} days", age / 86_400)
+    } else {
+        format!("{age} seconds")
+    };
+    let mut d = Diagnostic::local(
+        EnhancedCode::new(4, 4, 7),
+        match last {
+            Some(l) => format!("delivery time expired after {age} in the queue; last error: {l}"),
+            None => format!("delivery time expired after {age} in the queue"),
+        },
+    );
+    d.remote_mta = last.and_then(|l| l.remote_mta.clone());
+    d
+}
+
+async fn append(
+    spool: &Arc<Spool>,
+    state: &MessageState,
+    records: Vec<Record>,
+) -> Result<(), String> {
+    let path = spool.state_path(&state.id);
+    let dir = spool.queue_dir().to_path_buf();
+    tokio::task::spawn_blocking(move || journal::append(&path, &dir, &records))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("cannot write the delivery journal: {e}"))
+}
+
+/// Commit a bounce for `failed`; its queue id.
+async fn bounce(
+    spool: &Arc<Spool>,
+    settings: &Settings,
+    state: &MessageState,
+    failed: &[usize],
+    now: u64,
+) -> Result<String, SpoolError> {
+    let s = spool.clone();
+    let id = state.id;
+    let headers = tokio::task::spawn_blocking(move || dsn::original_headers(&s, &id))
+        .await
+        .map_err(|e| SpoolError::Worker(e.to_string()))??;
+    let (envelope, bytes) = dsn::build(state, failed, &headers, settings, now);
+    spool.commit(&envelope, &[&bytes]).await?;
+    Ok(envelope.queue_id)
+}
+
+async fn remove(spool: &Arc<Spool>, mut state: MessageState) -> Finalized {
+    match spool.remove(&state.id).await {
+        Ok(_) => Finalized::Removed,
+        Err(e) => {
+            state.next_ms = now_ms() + 60_000;
+            Finalized::Failed(
+                Box::new(state),
+                format!("cannot remove the delivered message: {e}"),
+            )
+        }
+    }
+}
+
+/// Finish an attempt of `state` that produced `results`.
+pub(crate) async fn run(
+    spool: Arc<Spool>,
+    settings: Arc<Settings>,
+    mut state: MessageState,
+    results: Vec<(usize, RcptOutcome)>,
+    delete: bool,
+) -> Finalized {
+    if delete {
+        tracing::info!(queue_id = %state.id, "removed by queue delete");
+        return remove(&spool, state).await;
+    }
+    let now = now_ms();
+    let mut records: Vec<Record> = results
+        .into_iter()
+        .map(|(rcpt, outcome)| match outcome {
+            RcptOutcome::Delivered(detail) => Record::Delivered {
+                rcpt,
+                at_ms: now,
+                detail,
+            },
+            RcptOutcome::Failed(diag) => Record::Failed {
+                rcpt,
+                at_ms: now,
+                diag,
+            },
+            RcptOutcome::Deferred(diag) => Record::Deferred {
+                rcpt,
+                at_ms: now,
+                diag,
+            },
+        })
+        .collect();
+    if !records.is_empty() {
+        state.attempts += 1;
+    }
+    for r in &records {
+        state.apply(r);
+    }
+    if !state.pending().is_empty() && settings.retry.expired(state.arrival_ms(), now) {
+        for i in state.pending() {
+            let diag = expired(state.rcpts[i].last.as_ref(), &settings);
+            tracing::info!(queue_id = %state.id, to = %state.rcpts[i].address, reason = %diag, "expired");
+            let r = Record::Failed {
+                rcpt: i,
+                at_ms: now,
+                diag,
+            };
+            state.apply(&r);
+            records.push(r);
+        }
+    }
+    let failed = state.unreported_failures();
+    if state.pending().is_empty() && failed.is_empty() {
+        return remove(&spool, state).await;
+    }
+    if !state.pending().is_empty() {
+        state.next_ms = settings
+            .retry
+            .next_attempt(state.attempts.max(1), now, state.arrival_ms());
+        records.push(Record::Attempted {
+            attempts: state.attempts,
+            next_ms: state.next_ms,
+        });
+    }
+    if let Err(e) = append(&spool, &state, records).await {
+        state.next_ms = now + settings.retry.delay_after(1).as_millis() as u64;
+        return Finalized::Failed(Box::new(state), e);
+    }
+    if !failed.is_empty() {
+        match bounce(&spool, &settings, &state, &failed, now).await {
+            Ok(dsn_id) => {
+                tracing::info!(queue_id = %state.id, dsn = %dsn_id, to = %state.envelope.mail_from,
+                    recipients = failed.len(), "bounce queued");
+                let r = Record::Bounced {
+                    dsn: Some(dsn_id),
+                    rcpts: failed,
+                };
+                if let Err(e) = append(&spool, &state, vec![r.clone()]).await {
+                    // The bounce is queued; at worst it is sent twice after a crash.
+                    tracing::warn!(queue_id = %state.id, error = %e, "cannot record the bounce");
+                }
+                state.apply(&r);
+            }
+            Err(e) => {
+                tracing::error!(queue_id = %state.id, error = %e, "cannot queue the bounce; will retry");
+                if state.pending().is_empty() {
+                    state.next_ms = now + settings.retry.delay_after(1).as_millis() as u64;
+                }
+                return Finalized::Requeue(Box::new(state));
+            }
+        }
+    }
+    if state.is_finished() {
+        return remove(&spool, state).await;
+    }
+    Finalized::Requeue(Box::new(state))
+}

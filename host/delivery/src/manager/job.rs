@@ -1,0 +1,114 @@
+//! Planning one delivery attempt of a message: its pending recipients grouped by
+//! destination into jobs (at most `MAX_RCPTS` recipients each, RFC 5321 §4.5.3.1.8
+//! guarantees servers accept 100), and immediate permanent failures for recipients
+//! that cannot be routed. Input: the message state (trusted) and settings.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use postern_spool::{Envelope, QueueId};
+
+use crate::outcome::RcptOutcome;
+use crate::route::{Destination, route};
+use crate::settings::Settings;
+use crate::state::MessageState;
+
+/// Recipients per SMTP transaction.
+pub const MAX_RCPTS: usize = 100;
+
+/// Some recipients of one message for one destination.
+#[derive(Clone, Debug)]
+pub struct Job {
+    pub id: QueueId,
+    pub envelope: Arc<Envelope>,
+    /// Message size in bytes.
+    pub size: u64,
+    /// Indexes into `envelope.recipients`.
+    pub rcpts: Vec<usize>,
+}
+
+/// Outcomes of recipients by envelope index.
+pub type Outcomes = Vec<(usize, RcptOutcome)>;
+
+/// The jobs of an attempt, and outcomes already known (unroutable recipients).
+pub fn plan(state: &MessageState, settings: &Settings) -> (Vec<(Destination, Job)>, Outcomes) {
+    let mut groups: BTreeMap<Destination, Vec<usize>> = BTreeMap::new();
+    let mut known = Vec::new();
+    for i in state.pending() {
+        match route(&state.rcpts[i].address, settings) {
+            Ok(dest) => groups.entry(dest).or_default().push(i),
+            Err(d) => known.push((i, RcptOutcome::Failed(d))),
+        }
+    }
+    let mut jobs = Vec::new();
+    for (dest, rcpts) in groups {
+        for chunk in rcpts.chunks(MAX_RCPTS) {
+            jobs.push((
+                dest.clone(),
+                Job {
+                    id: state.id,
+                    envelope: state.envelope.clone(),
+                    size: state.size,
+                    rcpts: chunk.to_vec(),
+                },
+            ));
+        }
+    }
+    (jobs, known)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use postern_spool::Recipient;
+    use std::path::Path;
+
+    #[test]
+    fn recipients_group_by_destination() {
+        let mut recipients: Vec<Recipient> =
+            ["a@example.test", "b@remote.test", "c@Remote.test", "bad"]
+                .iter()
+                .map(|a| Recipient {
+                    address: a.to_string(),
+                    params: vec![],
+                })
+                .collect();
+        for n in 0..150 {
+            recipients.push(Recipient {
+                address: format!("r{n}@bulk.test"),
+                params: vec![],
+            });
+        }
+        let env = Envelope {
+            queue_id: "0000000000000000000A".into(),
+            received_at_unix_ms: 1,
+            client_ip: "::1".into(),
+            client_port: 1,
+            helo: None,
+            auth_user: None,
+            tls: false,
+            mail_from: "s@x.test".into(),
+            mail_params: vec![],
+            recipients,
+            session_id: "s".into(),
+        };
+        let state = MessageState::new(env.queue_id.parse().unwrap(), Arc::new(env), 1);
+        let settings = Settings::new("mx.test", &["example.test".into()], Path::new("/d"));
+        let (jobs, known) = plan(&state, &settings);
+        let summary: Vec<(String, usize)> = jobs
+            .iter()
+            .map(|(d, j)| (d.to_string(), j.rcpts.len()))
+            .collect();
+        assert_eq!(
+            summary,
+            vec![
+                ("local".to_string(), 1),
+                ("bulk.test".to_string(), 100),
+                ("bulk.test".to_string(), 50),
+                ("remote.test".to_string(), 2),
+            ]
+        );
+        assert_eq!(known.len(), 1);
+        assert_eq!(known[0].0, 3);
+    }
+}

@@ -1,0 +1,652 @@
+//! The queue manager: one task that owns the in-memory view of the queue and
+//! decides what is delivered when. It learns of messages from the spool (every
+//! commit, and a scan at start — so it resumes after a crash), replays their
+//! journals, plans attempts when they are due (retry schedule), hands jobs to
+//! workers within `max_concurrency` overall and `max_per_destination` per
+//! destination, and finalizes each attempt (journal, bounces, removal). Queue
+//! commands and shutdown arrive as events too, so no state is shared or locked.
+//! Input: spool ids and files (verified by the spool), settings (trusted).
+
+mod finalize;
+mod job;
+mod worker;
+
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use postern_plugin::DnsBackend;
+use postern_spool::{QueueId, Spool, SpoolError};
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::now_ms;
+use crate::outcome::{Diagnostic, RcptOutcome};
+use crate::route::Destination;
+use crate::settings::Settings;
+use crate::smtp::ClientCtx;
+use crate::state::MessageState;
+use crate::tls::TlsClient;
+use crate::view::{self, QueueDetail, QueueEntry};
+use finalize::Finalized;
+pub use job::{Job, MAX_RCPTS};
+use worker::WorkerCtx;
+
+/// Messages being delivered at once, at most (the rest wait, like Postfix's
+/// active queue limit), so a huge backlog does not become a huge job list.
+const MAX_ACTIVE_MESSAGES: usize = 10_000;
+
+pub(crate) enum Event {
+    Committed(QueueId),
+    Loaded(Box<MessageState>),
+    LoadFailed(QueueId),
+    JobDone {
+        dest: Destination,
+        id: QueueId,
+        results: Vec<(usize, RcptOutcome)>,
+        dest_failure: Option<Diagnostic>,
+        next: oneshot::Sender<Option<Job>>,
+    },
+    Finalized(QueueId, Finalized),
+    Flush(oneshot::Sender<usize>),
+    Delete(QueueId, oneshot::Sender<Result<bool, String>>),
+    List(oneshot::Sender<Vec<QueueEntry>>),
+    Show(
+        QueueId,
+        oneshot::Sender<Option<(MessageState, &'static str)>>,
+    ),
+    Stats(oneshot::Sender<QueueStats>),
+    Reconfigure(Arc<Settings>, TlsClient),
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// Counters for `postern status`.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct QueueStats {
+    pub messages: usize,
+    pub active: usize,
+    pub workers: usize,
+    pub destinations: usize,
+    pub enabled: bool,
+}
+
+enum Phase {
+    Waiting,
+    Running {
+        outstanding: usize,
+        results: Vec<(usize, RcptOutcome)>,
+    },
+    Finalizing,
+}
+
+struct Entry {
+    state: MessageState,
+    phase: Phase,
+    delete: bool,
+}
+
+#[derive(Default)]
+struct DestQueue {
+    pending: VecDeque<Job>,
+    active: usize,
+}
+
+/// Starts the queue manager.
+pub struct QueueManager;
+
+impl QueueManager {
+    /// Subscribe to the spool's commits, scan the queue, and start delivering.
+    /// Must be called inside a tokio runtime.
+    pub fn start(
+        spool: Arc<Spool>,
+        dns: Arc<dyn DnsBackend>,
+        settings: Settings,
+    ) -> Result<QueueHandle, String> {
+        let tls = TlsClient::new(&settings)?;
+        let commits = spool.subscribe();
+        let initial = spool.list().map_err(|e| e.to_string())?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let mut manager = Manager {
+            spool: spool.clone(),
+            dns,
+            settings: Arc::new(settings),
+            tls,
+            entries: HashMap::new(),
+            timers: BTreeSet::new(),
+            dests: HashMap::new(),
+            workers: 0,
+            running: 0,
+            finalizing: 0,
+            loading: HashSet::new(),
+            stopping: false,
+            waiters: Vec::new(),
+            events: tx.clone(),
+        };
+        tracing::info!(queued = initial.len(), enabled = manager.settings.enabled,
+            relayhost = ?manager.settings.relayhost.as_ref().map(|r| r.to_string()),
+            tls = manager.settings.tls.name(), "queue manager started");
+        manager.load_initial(initial);
+        tokio::spawn(manager.run(rx, commits));
+        Ok(QueueHandle { tx, spool })
+    }
+}
+
+/// A cheap handle to the running queue manager.
+#[derive(Clone)]
+pub struct QueueHandle {
+    tx: mpsc::UnboundedSender<Event>,
+    spool: Arc<Spool>,
+}
+
+impl QueueHandle {
+    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Event) -> Result<T, String> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(make(tx))
+            .map_err(|_| "the queue manager has stopped".to_string())?;
+        rx.await
+            .map_err(|_| "the queue manager has stopped".to_string())
+    }
+
+    /// Tell the manager about a committed message (the spool subscription does
+    /// this already; duplicates are ignored).
+    pub fn notify(&self, id: QueueId) {
+        let _ = self.tx.send(Event::Committed(id));
+    }
+
+    /// Every known message, oldest first.
+    pub async fn list(&self) -> Result<Vec<QueueEntry>, String> {
+        self.ask(Event::List).await
+    }
+
+    /// One message in detail.
+    pub async fn show(&self, id: &QueueId) -> Result<Option<QueueDetail>, String> {
+        let Some((state, phase)) = self.ask(|tx| Event::Show(*id, tx)).await? else {
+            return Ok(None);
+        };
+        let spool = self.spool.clone();
+        let id = *id;
+        let headers =
+            tokio::task::spawn_blocking(move || crate::dsn::original_headers(&spool, &id))
+                .await
+                .map_err(|e| e.to_string())?;
+        match headers {
+            Ok(h) => Ok(Some(view::detail(&state, phase, &h))),
+            Err(SpoolError::NotFound(_)) => Ok(None),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// Make every waiting message due now; how many.
+    pub async fn flush(&self) -> Result<usize, String> {
+        self.ask(Event::Flush).await
+    }
+
+    /// Remove a message without a bounce (after its current attempt, if one runs).
+    pub async fn delete(&self, id: &QueueId) -> Result<bool, String> {
+        self.ask(|tx| Event::Delete(*id, tx)).await?
+    }
+
+    pub async fn stats(&self) -> Result<QueueStats, String> {
+        self.ask(Event::Stats).await
+    }
+
+    /// Use new settings for attempts started from now on.
+    pub fn reconfigure(&self, settings: Settings) -> Result<(), String> {
+        let tls = TlsClient::new(&settings)?;
+        self.tx
+            .send(Event::Reconfigure(Arc::new(settings), tls))
+            .map_err(|_| "the queue manager has stopped".to_string())
+    }
+
+    /// Start no new deliveries and wait (up to `limit`) for those in flight; true
+    /// when they all finished. One cut off is retried after the restart.
+    pub async fn shutdown(&self, limit: Duration) -> bool {
+        matches!(
+            tokio::time::timeout(limit, self.ask(Event::Shutdown)).await,
+            Ok(Ok(()))
+        )
+    }
+}
+
+struct Manager {
+    spool: Arc<Spool>,
+    dns: Arc<dyn DnsBackend>,
+    settings: Arc<Settings>,
+    tls: TlsClient,
+    entries: HashMap<QueueId, Entry>,
+    /// (due time, id) of every `Waiting` entry.
+    timers: BTreeSet<(u64, QueueId)>,
+    dests: HashMap<Destination, DestQueue>,
+    workers: usize,
+    /// Entries in `Running` or `Finalizing`.
+    running: usize,
+    finalizing: usize,
+    loading: HashSet<QueueId>,
+    stopping: bool,
+    waiters: Vec<oneshot::Sender<()>>,
+    events: mpsc::UnboundedSender<Event>,
+}
+
+impl Manager {
+    async fn run(
+        mut self,
+        mut rx: mpsc::UnboundedReceiver<Event>,
+        mut commits: mpsc::UnboundedReceiver<QueueId>,
+    ) {
+        let mut commits_open = true;
+        loop {
+            let wake = self.next_wake();
+            tokio::select! {
+                ev = rx.recv() => match ev {
+                    Some(ev) => self.handle(ev),
+                    None => return,
+                },
+                id = commits.recv(), if commits_open => match id {
+                    Some(id) => self.handle(Event::Committed(id)),
+                    None => commits_open = false,
+                },
+                _ = sleep_until(wake) => {}
+            }
+            self.run_due();
+            self.dispatch();
+            self.check_stopped();
+        }
+    }
+
+    fn next_wake(&self) -> Option<u64> {
+        if self.stopping || !self.settings.enabled || self.running >= MAX_ACTIVE_MESSAGES {
+            return None;
+        }
+        self.timers.first().map(|(at, _)| *at)
+    }
+
+    fn handle(&mut self, ev: Event) {
+        match ev {
+            Event::Committed(id) => self.load(id),
+            Event::Loaded(state) => self.loaded(*state),
+            Event::LoadFailed(id) => {
+                self.loading.remove(&id);
+            }
+            Event::JobDone {
+                dest,
+                id,
+                results,
+                dest_failure,
+                next,
+            } => self.job_done(dest, id, results, dest_failure, next),
+            Event::Finalized(id, outcome) => self.finalized(id, outcome),
+            Event::Flush(reply) => {
+                let _ = reply.send(self.flush());
+            }
+            Event::Delete(id, reply) => self.delete(id, reply),
+            Event::List(reply) => {
+                let mut list: Vec<(QueueId, QueueEntry)> = self
+                    .entries
+                    .iter()
+                    .map(|(id, e)| (*id, view::entry(&e.state, self.phase_name(e))))
+                    .collect();
+                list.sort_by_key(|(id, _)| *id);
+                let _ = reply.send(list.into_iter().map(|(_, e)| e).collect());
+            }
+            Event::Show(id, reply) => {
+                let found = self
+                    .entries
+                    .get(&id)
+                    .map(|e| (e.state.clone(), self.phase_name(e)));
+                let _ = reply.send(found);
+            }
+            Event::Stats(reply) => {
+                let _ = reply.send(QueueStats {
+                    messages: self.entries.len(),
+                    active: self.running,
+                    workers: self.workers,
+                    destinations: self.dests.len(),
+                    enabled: self.settings.enabled,
+                });
+            }
+            Event::Reconfigure(settings, tls) => {
+                if *settings != *self.settings {
+                    tracing::info!(enabled = settings.enabled, "delivery settings changed");
+                }
+                self.settings = settings;
+                self.tls = tls;
+            }
+            Event::Shutdown(reply) => {
+                if !self.stopping {
+                    tracing::info!(
+                        workers = self.workers,
+                        "queue manager stopping: no new deliveries"
+                    );
+                }
+                self.stopping = true;
+                self.waiters.push(reply);
+            }
+        }
+    }
+
+    fn phase_name(&self, e: &Entry) -> &'static str {
+        match e.phase {
+            Phase::Waiting => view::resting_phase(&e.state, self.settings.enabled),
+            _ => "active",
+        }
+    }
+
+    fn load_initial(&mut self, ids: Vec<QueueId>) {
+        if ids.is_empty() {
+            return;
+        }
+        self.loading.extend(ids.iter().copied());
+        let spool = self.spool.clone();
+        let events = self.events.clone();
+        tokio::task::spawn_blocking(move || {
+            for id in ids {
+                let _ = events.send(load_one(&spool, id));
+            }
+        });
+    }
+
+    fn load(&mut self, id: QueueId) {
+        if self.entries.contains_key(&id) || !self.loading.insert(id) {
+            return;
+        }
+        let spool = self.spool.clone();
+        let events = self.events.clone();
+        tokio::task::spawn_blocking(move || {
+            let _ = events.send(load_one(&spool, id));
+        });
+    }
+
+    fn loaded(&mut self, state: MessageState) {
+        let id = state.id;
+        self.loading.remove(&id);
+        if self.entries.contains_key(&id) {
+            return;
+        }
+        self.timers.insert((state.next_ms, id));
+        self.entries.insert(
+            id,
+            Entry {
+                state,
+                phase: Phase::Waiting,
+                delete: false,
+            },
+        );
+    }
+
+    /// Start attempts of every due message.
+    fn run_due(&mut self) {
+        if self.stopping || !self.settings.enabled {
+            return;
+        }
+        let now = now_ms();
+        while self.running < MAX_ACTIVE_MESSAGES {
+            let Some(&(at, id)) = self.timers.first() else {
+                break;
+            };
+            if at > now {
+                break;
+            }
+            self.timers.pop_first();
+            self.start_attempt(id);
+        }
+    }
+
+    fn start_attempt(&mut self, id: QueueId) {
+        let Some(entry) = self.entries.get_mut(&id) else {
+            return;
+        };
+        let (jobs, known) = job::plan(&entry.state, &self.settings);
+        entry.phase = Phase::Running {
+            outstanding: jobs.len(),
+            results: known,
+        };
+        self.running += 1;
+        let none = jobs.is_empty();
+        for (dest, job) in jobs {
+            self.dests.entry(dest).or_default().pending.push_back(job);
+        }
+        if none {
+            self.finalize(id);
+        }
+    }
+
+    /// Spawn workers while limits allow.
+    fn dispatch(&mut self) {
+        if self.stopping || !self.settings.enabled {
+            return;
+        }
+        let max_total = self.settings.max_concurrency.max(1);
+        let max_dest = self.settings.max_per_destination.max(1);
+        if self.workers >= max_total {
+            return;
+        }
+        for (dest, q) in self.dests.iter_mut() {
+            while q.active < max_dest && self.workers < max_total {
+                let Some(job) = q.pending.pop_front() else {
+                    break;
+                };
+                q.active += 1;
+                self.workers += 1;
+                let ctx = WorkerCtx {
+                    spool: self.spool.clone(),
+                    dns: self.dns.clone(),
+                    client: ClientCtx {
+                        settings: self.settings.clone(),
+                        tls: self.tls.clone(),
+                    },
+                };
+                tokio::spawn(worker::run(ctx, dest.clone(), job, self.events.clone()));
+            }
+            if self.workers >= max_total {
+                break;
+            }
+        }
+    }
+
+    fn job_done(
+        &mut self,
+        dest: Destination,
+        id: QueueId,
+        results: Vec<(usize, RcptOutcome)>,
+        dest_failure: Option<Diagnostic>,
+        next: oneshot::Sender<Option<Job>>,
+    ) {
+        self.complete(id, results);
+        let mut drained = Vec::new();
+        if let Some(diag) = &dest_failure
+            && let Some(q) = self.dests.get_mut(&dest)
+        {
+            // The destination is unreachable: the same answer for its queued jobs.
+            drained.extend(q.pending.drain(..));
+            if !drained.is_empty() {
+                tracing::info!(%dest, jobs = drained.len(), reason = %diag,
+                    "destination unreachable; deferring its queued messages");
+            }
+            let outcome = RcptOutcome::from_diagnostic(diag.clone());
+            for job in drained {
+                let results = job.rcpts.iter().map(|&i| (i, outcome.clone())).collect();
+                self.complete(job.id, results);
+            }
+        }
+        let more = !self.stopping
+            && self.settings.enabled
+            && dest_failure.is_none()
+            && !self.others_starved(&dest);
+        let q = self.dests.entry(dest.clone()).or_default();
+        let handed = if more { q.pending.pop_front() } else { None };
+        let handed_some = handed.is_some();
+        if let Err(Some(job)) = next.send(handed) {
+            q.pending.push_front(job);
+        }
+        if !handed_some {
+            q.active = q.active.saturating_sub(1);
+            self.workers = self.workers.saturating_sub(1);
+        }
+        if q.active == 0 && q.pending.is_empty() {
+            self.dests.remove(&dest);
+        }
+    }
+
+    /// All connection slots are taken and another destination waits for one: a
+    /// worker finishing a job then gives its slot up instead of taking the next
+    /// job of its own destination (round-robin between destinations).
+    fn others_starved(&self, dest: &Destination) -> bool {
+        let max_dest = self.settings.max_per_destination.max(1);
+        self.workers >= self.settings.max_concurrency.max(1)
+            && self
+                .dests
+                .iter()
+                .any(|(d, q)| d != dest && !q.pending.is_empty() && q.active < max_dest)
+    }
+
+    /// A job of message `id` ended with `results`.
+    fn complete(&mut self, id: QueueId, results: Vec<(usize, RcptOutcome)>) {
+        let Some(entry) = self.entries.get_mut(&id) else {
+            return;
+        };
+        let Phase::Running {
+            outstanding,
+            results: all,
+        } = &mut entry.phase
+        else {
+            return;
+        };
+        all.extend(results);
+        *outstanding = outstanding.saturating_sub(1);
+        if *outstanding == 0 {
+            self.finalize(id);
+        }
+    }
+
+    fn finalize(&mut self, id: QueueId) {
+        let Some(entry) = self.entries.get_mut(&id) else {
+            return;
+        };
+        let results = match std::mem::replace(&mut entry.phase, Phase::Finalizing) {
+            Phase::Running { results, .. } => results,
+            other => {
+                entry.phase = other;
+                return;
+            }
+        };
+        self.finalizing += 1;
+        let spool = self.spool.clone();
+        let settings = self.settings.clone();
+        let state = entry.state.clone();
+        let delete = entry.delete;
+        let events = self.events.clone();
+        tokio::spawn(async move {
+            let outcome = finalize::run(spool, settings, state, results, delete).await;
+            let _ = events.send(Event::Finalized(id, outcome));
+        });
+    }
+
+    fn finalized(&mut self, id: QueueId, outcome: Finalized) {
+        self.finalizing = self.finalizing.saturating_sub(1);
+        self.running = self.running.saturating_sub(1);
+        let Some(mut entry) = self.entries.remove(&id) else {
+            return;
+        };
+        let state = match outcome {
+            Finalized::Removed => return,
+            Finalized::Requeue(state) => *state,
+            Finalized::Failed(state, error) => {
+                tracing::error!(queue_id = %id, %error, "delivery state not saved; will retry");
+                *state
+            }
+        };
+        if entry.delete {
+            self.remove_now(id, None);
+            return;
+        }
+        self.timers.insert((state.next_ms, id));
+        entry.state = state;
+        entry.phase = Phase::Waiting;
+        self.entries.insert(id, entry);
+    }
+
+    fn flush(&mut self) -> usize {
+        let mut n = 0;
+        for (id, e) in self.entries.iter_mut() {
+            if matches!(e.phase, Phase::Waiting) {
+                self.timers.remove(&(e.state.next_ms, *id));
+                e.state.next_ms = 0;
+                self.timers.insert((0, *id));
+                n += 1;
+            }
+        }
+        tracing::info!(messages = n, "queue flush");
+        n
+    }
+
+    fn delete(&mut self, id: QueueId, reply: oneshot::Sender<Result<bool, String>>) {
+        let Some(entry) = self.entries.get_mut(&id) else {
+            // Not known (yet): remove whatever the spool has.
+            self.remove_now(id, Some(reply));
+            return;
+        };
+        if matches!(entry.phase, Phase::Waiting) {
+            self.timers.remove(&(entry.state.next_ms, id));
+            self.entries.remove(&id);
+            self.remove_now(id, Some(reply));
+            return;
+        }
+        // An attempt is running: drop its queued jobs; the rest ends soon.
+        entry.delete = true;
+        let mut dropped = 0;
+        for q in self.dests.values_mut() {
+            let before = q.pending.len();
+            q.pending.retain(|j| j.id != id);
+            dropped += before - q.pending.len();
+        }
+        for _ in 0..dropped {
+            self.complete(id, Vec::new());
+        }
+        let _ = reply.send(Ok(true));
+    }
+
+    fn remove_now(&self, id: QueueId, reply: Option<oneshot::Sender<Result<bool, String>>>) {
+        let spool = self.spool.clone();
+        tokio::spawn(async move {
+            let result = spool.remove(&id).await.map_err(|e| e.to_string());
+            if let Ok(true) = result {
+                tracing::info!(queue_id = %id, "removed by queue delete");
+            }
+            if let Some(reply) = reply {
+                let _ = reply.send(result);
+            }
+        });
+    }
+
+    fn check_stopped(&mut self) {
+        if self.stopping && self.workers == 0 && self.finalizing == 0 {
+            for w in self.waiters.drain(..) {
+                let _ = w.send(());
+            }
+        }
+    }
+}
+
+fn load_one(spool: &Spool, id: QueueId) -> Event {
+    match MessageState::load(spool, &id) {
+        Ok(state) => Event::Loaded(Box::new(state)),
+        Err(SpoolError::NotFound(_)) => Event::LoadFailed(id),
+        Err(e) => {
+            tracing::error!(queue_id = %id, error = %e, "cannot load queued message");
+            Event::LoadFailed(id)
+        }
+    }
+}
+
+async fn sleep_until(wake: Option<u64>) {
+    match wake {
+        Some(at) => {
+            let now = now_ms();
+            if at > now {
+                tokio::time::sleep(Duration::from_millis(at - now)).await;
+            }
+        }
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,222 @@
+//! Delivery workers: one task per busy destination slot. A worker takes jobs for its
+//! destination from the queue manager one after another — for SMTP over one reused
+//! connection — and reports every recipient's outcome back. When it cannot reach
+//! the destination at all it says so, and the manager defers that destination's
+//! other queued jobs instead of trying each one. Input: jobs from the manager,
+//! message files from the spool, everything remote through `smtp` and `mx`.
+
+use std::sync::Arc;
+
+use postern_plugin::DnsBackend;
+use postern_spool::{Spool, SpoolError};
+use tokio::sync::{mpsc, oneshot};
+
+use super::Event;
+use super::job::Job;
+use crate::outcome::{Diagnostic, RcptOutcome};
+use crate::route::Destination;
+use crate::settings::Settings;
+use crate::smtp::{ClientCtx, Outgoing, Session};
+use crate::{mailbox, maildir, mx};
+use postern_protocol::EnhancedCode;
+
+/// What every worker needs.
+#[derive(Clone)]
+pub(crate) struct WorkerCtx {
+    pub spool: Arc<Spool>,
+    pub dns: Arc<dyn DnsBackend>,
+    pub client: ClientCtx,
+}
+
+impl WorkerCtx {
+    fn settings(&self) -> &Arc<Settings> {
+        &self.client.settings
+    }
+}
+
+/// Run jobs for `dest` until the manager has none left for us.
+pub(crate) async fn run(
+    ctx: WorkerCtx,
+    dest: Destination,
+    mut job: Job,
+    events: mpsc::UnboundedSender<Event>,
+) {
+    let mut session: Option<Session> = None;
+    loop {
+        let (results, dest_failure) = match &dest {
+            Destination::Local => (local_job(&ctx, &job).await, None),
+            _ => smtp_job(&ctx, &dest, &job, &mut session).await,
+        };
+        log_results(&job, &dest, &results);
+        let (tx, rx) = oneshot::channel();
+        let done = Event::JobDone {
+            dest: dest.clone(),
+            id: job.id,
+            results,
+            dest_failure,
+            next: tx,
+        };
+        if events.send(done).is_err() {
+            break;
+        }
+        match rx.await {
+            Ok(Some(next)) => job = next,
+            _ => break,
+        }
+    }
+    if let Some(s) = session {
+        s.quit().await;
+    }
+}
+
+fn log_results(job: &Job, dest: &Destination, results: &[(usize, RcptOutcome)]) {
+    for (i, outcome) in results {
+        let to = job
+            .envelope
+            .recipients
+            .get(*i)
+            .map(|r| r.address.as_str())
+            .unwrap_or("?");
+        match outcome {
+            RcptOutcome::Delivered(detail) => {
+                tracing::info!(queue_id = %job.id, to, %dest, %detail, "delivered")
+            }
+            RcptOutcome::Deferred(d) => {
+                tracing::info!(queue_id = %job.id, to, %dest, status = %d.status, reason = %d, "deferred")
+            }
+            RcptOutcome::Failed(d) => {
+                tracing::info!(queue_id = %job.id, to, %dest, status = %d.status, reason = %d, "failed")
+            }
+        }
+    }
+}
+
+fn all(job: &Job, outcome: RcptOutcome) -> Vec<(usize, RcptOutcome)> {
+    job.rcpts.iter().map(|&i| (i, outcome.clone())).collect()
+}
+
+fn vanished(e: &SpoolError) -> RcptOutcome {
+    RcptOutcome::Deferred(Diagnostic::local(
+        EnhancedCode::new(4, 3, 0),
+        format!("cannot read the queued message: {e}"),
+    ))
+}
+
+/// Maildir delivery of every recipient of the job (on the blocking pool).
+async fn local_job(ctx: &WorkerCtx, job: &Job) -> Vec<(usize, RcptOutcome)> {
+    let spool = ctx.spool.clone();
+    let settings = ctx.settings().clone();
+    let job2 = job.clone();
+    let result = tokio::task::spawn_blocking(move || {
+        let env = &job2.envelope;
+        job2.rcpts
+            .iter()
+            .map(|&i| {
+                let address = &env.recipients[i].address;
+                let mb = match mailbox::local_mailbox(address, &settings) {
+                    Ok(mb) => mb,
+                    Err(d) => return (i, RcptOutcome::from_diagnostic(d)),
+                };
+                let reader = spool.open_message(&job2.id).and_then(|m| {
+                    m.into_message_reader().map_err(|e| SpoolError::Io {
+                        path: spool.path_of(&job2.id),
+                        source: e,
+                    })
+                });
+                let mut reader = match reader {
+                    Ok(r) => r,
+                    Err(e) => return (i, vanished(&e)),
+                };
+                let outcome =
+                    match maildir::deliver(&mb, &settings.hostname, &env.mail_from, &mut reader) {
+                        Ok(path) => RcptOutcome::Delivered(format!("maildir={}", path.display())),
+                        Err(e) => RcptOutcome::Deferred(maildir::failure(&mb, &e)),
+                    };
+                (i, outcome)
+            })
+            .collect::<Vec<_>>()
+    })
+    .await;
+    result.unwrap_or_else(|e| {
+        all(
+            job,
+            RcptOutcome::Deferred(Diagnostic::local(
+                EnhancedCode::new(4, 3, 0),
+                format!("local delivery task failed: {e}"),
+            )),
+        )
+    })
+}
+
+/// One SMTP transaction for the job, connecting first if needed. The second value
+/// is set when the destination could not be reached at all.
+async fn smtp_job(
+    ctx: &WorkerCtx,
+    dest: &Destination,
+    job: &Job,
+    session: &mut Option<Session>,
+) -> (Vec<(usize, RcptOutcome)>, Option<Diagnostic>) {
+    let settings = ctx.settings().clone();
+    if session
+        .as_ref()
+        .is_some_and(|s| !s.reusable(settings.max_messages_per_connection))
+        && let Some(old) = session.take()
+    {
+        old.quit().await;
+    }
+    if session.is_none() {
+        let hosts = match mx::hosts_for(dest, &settings, &*ctx.dns).await {
+            Ok(h) => h,
+            Err(d) => return (all(job, RcptOutcome::from_diagnostic(d.clone())), Some(d)),
+        };
+        let port = match (dest, &settings.relayhost) {
+            (Destination::Relay, Some(r)) => r.port,
+            _ => settings.smtp_port,
+        };
+        let relay = matches!(dest, Destination::Relay);
+        match Session::connect(&hosts, port, &ctx.client, relay).await {
+            Ok(s) => {
+                tracing::debug!(%dest, host = %s.label, tls = s.is_tls(), "connected");
+                *session = Some(s);
+            }
+            Err(d) => return (all(job, RcptOutcome::from_diagnostic(d.clone())), Some(d)),
+        }
+    }
+    let Some(s) = session.as_mut() else {
+        return (Vec::new(), None);
+    };
+    let spool = ctx.spool.clone();
+    let id = job.id;
+    let opened = tokio::task::spawn_blocking(move || {
+        let m = spool.open_message(&id)?;
+        let len = m.message_len;
+        let file = m.into_message_reader().map_err(|e| SpoolError::Io {
+            path: spool.path_of(&id),
+            source: e,
+        })?;
+        Ok::<_, SpoolError>((file.into_inner(), len))
+    })
+    .await;
+    let (file, len) = match opened {
+        Ok(Ok(v)) => v,
+        Ok(Err(e)) => return (all(job, vanished(&e)), None),
+        Err(e) => return (all(job, vanished(&SpoolError::Worker(e.to_string()))), None),
+    };
+    let mut body = tokio::io::AsyncReadExt::take(tokio::fs::File::from_std(file), len);
+    let env = &job.envelope;
+    let outgoing = Outgoing {
+        sender: &env.mail_from,
+        mail_params: &env.mail_params,
+        rcpts: job
+            .rcpts
+            .iter()
+            .map(|&i| {
+                let r = &env.recipients[i];
+                (i, r.address.as_str(), r.params.as_slice())
+            })
+            .collect(),
+        size: len,
+    };
+    let results = s.deliver(&settings, &outgoing, &mut body).await;
+    (results, None)
+}

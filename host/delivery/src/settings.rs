@@ -1,0 +1,197 @@
+//! What the operator chose for delivery (the `[delivery]` section, validated by the
+//! binary's configuration loader): agents, limits, retry schedule, TLS policy and the
+//! optional relayhost. Trusted input; `Relayhost::parse` checks the one free-form value.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::retry::RetrySchedule;
+
+/// When to use STARTTLS on outbound SMTP (RFC 3207).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TlsPolicy {
+    /// Never: plain text only.
+    None,
+    /// Use STARTTLS when offered, without certificate checks (RFC 7435); fall back to
+    /// plain text when it is not offered or the handshake fails.
+    Opportunistic,
+    /// STARTTLS must be offered and the certificate must verify for the host name
+    /// (webpki roots or `tls_ca_file`); otherwise the delivery is deferred.
+    Required,
+}
+
+impl TlsPolicy {
+    pub fn name(self) -> &'static str {
+        match self {
+            TlsPolicy::None => "none",
+            TlsPolicy::Opportunistic => "opportunistic",
+            TlsPolicy::Required => "required",
+        }
+    }
+}
+
+/// A password: compared, cloned, never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("\"(secret)\"")
+    }
+}
+
+/// A smarthost: every non-local recipient goes there (no MX look-up).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Relayhost {
+    /// Host name or IP address (no brackets).
+    pub host: String,
+    pub port: u16,
+}
+
+impl Relayhost {
+    /// `host`, `host:port`, `[host]:port`, `1.2.3.4:587`, `[2001:db8::1]:25`.
+    pub fn parse(text: &str) -> Result<Relayhost, String> {
+        let t = text.trim();
+        let bad = || format!("relayhost {text:?} is not \"host\" or \"host:port\"");
+        let (host, port) = if let Some(rest) = t.strip_prefix('[') {
+            let (host, after) = rest.split_once(']').ok_or_else(bad)?;
+            match after {
+                "" => (host, None),
+                p => (host, Some(p.strip_prefix(':').ok_or_else(bad)?)),
+            }
+        } else if t.matches(':').count() > 1 {
+            (t, None) // a bare IPv6 address
+        } else {
+            match t.split_once(':') {
+                Some((h, p)) => (h, Some(p)),
+                None => (t, None),
+            }
+        };
+        let valid_host = !host.is_empty()
+            && host.len() <= 253
+            && (host.parse::<std::net::IpAddr>().is_ok()
+                || host
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.'));
+        if !valid_host {
+            return Err(bad());
+        }
+        let port = match port {
+            None => 25,
+            Some(p) => p.parse::<u16>().ok().filter(|p| *p > 0).ok_or_else(bad)?,
+        };
+        Ok(Relayhost {
+            host: host.trim_end_matches('.').to_ascii_lowercase(),
+            port,
+        })
+    }
+}
+
+impl fmt::Display for Relayhost {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "[{}]:{}", self.host, self.port)
+    }
+}
+
+/// Everything delivery needs to know. Cheap to share behind an `Arc`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Settings {
+    /// Deliver at all (false: hold everything in the queue).
+    pub enabled: bool,
+    /// This MTA's name: Reporting-MTA of bounces, Maildir file names, loop detection.
+    pub hostname: String,
+    /// The name sent in EHLO/HELO.
+    pub helo_name: String,
+    /// Domains delivered to local Maildirs (lower case, no trailing dot).
+    pub local_domains: Vec<String>,
+    /// `<root>/<domain>/<local-part>/{tmp,new,cur}`.
+    pub maildir_root: PathBuf,
+    /// Deliveries (connections) in progress at once, overall.
+    pub max_concurrency: usize,
+    /// ... and per destination (domain, relayhost, or local).
+    pub max_per_destination: usize,
+    /// Messages sent over one SMTP connection before it is closed.
+    pub max_messages_per_connection: usize,
+    pub retry: RetrySchedule,
+    /// Port of MX hosts (25; tests point it at a sink).
+    pub smtp_port: u16,
+    pub relayhost: Option<Relayhost>,
+    /// AUTH credentials for the relayhost.
+    pub relayhost_auth: Option<(String, Secret)>,
+    /// Send AUTH credentials over a connection without TLS (default false).
+    pub auth_without_tls: bool,
+    pub tls: TlsPolicy,
+    /// PEM CA certificates for `tls = "required"` (default: the webpki roots).
+    pub tls_ca_file: Option<PathBuf>,
+    pub connect_timeout: Duration,
+    /// Greeting, EHLO, MAIL, RCPT, DATA and each data block (RFC 5321 §4.5.3.2).
+    pub command_timeout: Duration,
+    /// The reply to the final "." (RFC 5321 §4.5.3.2.6: 10 minutes).
+    pub data_timeout: Duration,
+}
+
+impl Settings {
+    /// The defaults for a server called `hostname` with data in `data_dir`.
+    pub fn new(hostname: &str, local_domains: &[String], data_dir: &Path) -> Settings {
+        Settings {
+            enabled: true,
+            hostname: hostname.to_string(),
+            helo_name: hostname.to_string(),
+            local_domains: local_domains.to_vec(),
+            maildir_root: data_dir.join("mail"),
+            max_concurrency: 20,
+            max_per_destination: 5,
+            max_messages_per_connection: 100,
+            retry: RetrySchedule::default(),
+            smtp_port: 25,
+            relayhost: None,
+            relayhost_auth: None,
+            auth_without_tls: false,
+            tls: TlsPolicy::Opportunistic,
+            tls_ca_file: None,
+            connect_timeout: Duration::from_secs(30),
+            command_timeout: Duration::from_secs(300),
+            data_timeout: Duration::from_secs(600),
+        }
+    }
+
+    /// Whether `domain` (any case, optional trailing dot) is delivered locally.
+    pub fn is_local_domain(&self, domain: &str) -> bool {
+        let d = domain.trim_end_matches('.');
+        self.local_domains.iter().any(|l| l.eq_ignore_ascii_case(d))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relayhost_forms() {
+        let ok = [
+            ("smtp.example.org", "smtp.example.org", 25),
+            ("smtp.example.org:587", "smtp.example.org", 587),
+            ("[Smtp.Example.org]:2525", "smtp.example.org", 2525),
+            ("127.0.0.1:2525", "127.0.0.1", 2525),
+            ("[2001:db8::1]:25", "2001:db8::1", 25),
+            ("2001:db8::1", "2001:db8::1", 25),
+            ("[mx.test]", "mx.test", 25),
+        ];
+        for (text, host, port) in ok {
+            let r = Relayhost::parse(text).unwrap();
+            assert_eq!((r.host.as_str(), r.port), (host, port), "{text}");
+        }
+        for bad in [
+            "", ":25", "host:0", "host:x", "ho st:25", "[host", "[host]x", "a/b:25",
+        ] {
+            assert!(Relayhost::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn secrets_are_not_printed() {
+        let s = Secret("hunter2".into());
+        assert!(!format!("{s:?}").contains("hunter2"));
+    }
+}

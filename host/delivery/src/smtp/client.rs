@@ -1,0 +1,572 @@
+//! The SMTP client dialogue: connect to the first host that answers (MX order),
+//! EHLO (HELO fallback), STARTTLS per policy, AUTH to the relayhost, then one or
+//! more mail transactions over the same connection — pipelined when the server
+//! offers PIPELINING (RFC 2920) — and QUIT. Every reply is mapped to a per-recipient
+//! outcome: 2xx delivered, 4xx deferred, 5xx failed (RFC 5321 §4.2.1, §4.5.3.2).
+//! Failures before MAIL (connection, greeting, EHLO, TLS, AUTH) only ever defer.
+//! Input: replies from a hostile server, via `io::Connection`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use postern_protocol::{EnhancedCode, Reply};
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::net::TcpStream;
+
+use crate::mx::MxHost;
+use crate::outcome::{Diagnostic, RcptOutcome};
+use crate::settings::{Settings, TlsPolicy};
+use crate::smtp::dialogue;
+use crate::smtp::ehlo::Capabilities;
+use crate::smtp::io::{Connection, IoError};
+use crate::smtp::stuff::DotStuffer;
+use crate::tls::{self, TlsClient};
+
+/// What a connection needs from the queue manager.
+#[derive(Clone)]
+pub struct ClientCtx {
+    pub settings: Arc<Settings>,
+    pub tls: TlsClient,
+}
+
+/// One message to send: envelope parts and the recipients of this transaction
+/// (index in the envelope, address, RCPT parameters).
+pub struct Outgoing<'a> {
+    pub sender: &'a str,
+    pub mail_params: &'a [String],
+    pub rcpts: Vec<(usize, &'a str, &'a [String])>,
+    pub size: u64,
+}
+
+/// An open, greeted (and possibly encrypted and authenticated) SMTP session.
+pub struct Session {
+    conn: Connection,
+    caps: Capabilities,
+    /// `name[ip]:port`, for diagnostics and logs.
+    pub label: String,
+    /// Host name (Remote-MTA).
+    pub host: String,
+    /// A transaction was abandoned: RSET before the next MAIL.
+    dirty: bool,
+    /// The connection cannot be used again.
+    pub broken: bool,
+    /// Transactions run on this connection.
+    pub messages: usize,
+}
+
+/// Make a diagnostic temporary (failures before MAIL never bounce).
+fn soften(mut d: Diagnostic) -> Diagnostic {
+    if d.status.class == 5 {
+        d.status.class = 4;
+    }
+    d
+}
+
+fn code(class: u8, subject: u16, detail: u16) -> EnhancedCode {
+    EnhancedCode::new(class, subject, detail)
+}
+
+fn lost(label: &str, during: &str, e: &IoError) -> Diagnostic {
+    let status = match e {
+        IoError::Timeout => code(4, 4, 2),
+        IoError::Tls(_) => code(4, 7, 5),
+        _ => code(4, 4, 2),
+    };
+    Diagnostic::at_host(status, label, format!("{e} while {during}"))
+}
+
+enum Attempt {
+    Failed(Diagnostic),
+    /// Opportunistic TLS failed in the handshake: try again in plain text.
+    RetryPlain(Diagnostic),
+}
+
+impl Session {
+    /// Connect to the first address that completes the session set-up, in order.
+    /// `authenticate` says whether the relayhost credentials apply.
+    pub async fn connect(
+        hosts: &[MxHost],
+        port: u16,
+        ctx: &ClientCtx,
+        authenticate: bool,
+    ) -> Result<Session, Diagnostic> {
+        let mut last = None;
+        for host in hosts {
+            for ip in &host.addrs {
+                let addr = SocketAddr::new(*ip, port);
+                let try_tls = ctx.settings.tls != TlsPolicy::None;
+                let result = match open(&host.name, addr, ctx, authenticate, try_tls).await {
+                    Err(Attempt::RetryPlain(d)) => {
+                        tracing::info!(host = %host.name, %addr, reason = %d,
+                            "opportunistic TLS failed; retrying without TLS");
+                        open(&host.name, addr, ctx, authenticate, false).await
+                    }
+                    other => other,
+                };
+                match result {
+                    Ok(s) => return Ok(s),
+                    Err(Attempt::Failed(d) | Attempt::RetryPlain(d)) => {
+                        tracing::info!(host = %host.name, %addr, reason = %d, "host unusable");
+                        last = Some(d);
+                    }
+                }
+            }
+        }
+        Err(soften(last.unwrap_or_else(|| {
+            Diagnostic::local(code(4, 4, 4), "no addresses to connect to")
+        })))
+    }
+
+    /// Whether another transaction may use this connection.
+    pub fn reusable(&self, max_messages: usize) -> bool {
+        !self.broken && self.messages < max_messages
+    }
+
+    pub fn is_tls(&self) -> bool {
+        self.conn.is_tls()
+    }
+
+    /// Run one mail transaction: MAIL, RCPT..., DATA, the content, ".". Returns the
+    /// outcome of every recipient in `msg.rcpts`.
+    pub async fn deliver(
+        &mut self,
+        settings: &Settings,
+        msg: &Outgoing<'_>,
+        body: &mut (dyn AsyncRead + Unpin + Send),
+    ) -> Vec<(usize, RcptOutcome)> {
+        self.messages += 1;
+        let mut outcomes: Vec<Option<RcptOutcome>> = vec![None; msg.rcpts.len()];
+        let result = self.transaction(settings, msg, body, &mut outcomes).await;
+        if let Err(d) = result {
+            self.broken = true;
+            for o in outcomes.iter_mut().filter(|o| o.is_none()) {
+                *o = Some(RcptOutcome::Deferred(d.clone()));
+            }
+        }
+        msg.rcpts
+            .iter()
+            .zip(outcomes)
+            .map(|((i, _, _), o)| {
+                (
+                    *i,
+                    o.unwrap_or_else(|| {
+                        RcptOutcome::Deferred(Diagnostic::at_host(
+                            code(4, 4, 0),
+                            &self.label,
+                            "no reply for this recipient",
+                        ))
+                    }),
+                )
+            })
+            .collect()
+    }
+
+    fn outcome_of(&self, reply: &Reply) -> RcptOutcome {
+        RcptOutcome::from_diagnostic(Diagnostic::from_reply(reply, &self.label))
+    }
+
+    /// Fill `outcomes`; `Err` when the connection failed (the unfilled ones defer).
+    async fn transaction(
+        &mut self,
+        s: &Settings,
+        msg: &Outgoing<'_>,
+        body: &mut (dyn AsyncRead + Unpin + Send),
+        outcomes: &mut [Option<RcptOutcome>],
+    ) -> Result<(), Diagnostic> {
+        let t = s.command_timeout;
+        let label = self.label.clone();
+        if self.dirty {
+            let r = self
+                .conn
+                .command("RSET\r\n", t)
+                .await
+                .map_err(|e| lost(&label, "resetting the session", &e))?;
+            if r.code != 250 {
+                return Err(soften(Diagnostic::from_reply(&r, &label)));
+            }
+            self.dirty = false;
+        }
+        let addrs: Vec<&str> = msg.rcpts.iter().map(|(_, a, _)| *a).collect();
+        // Envelope addresses were validated at receipt; never send a broken line.
+        for (slot, addr) in outcomes.iter_mut().zip(&addrs) {
+            if !dialogue::safe_path(addr) {
+                *slot = Some(RcptOutcome::Failed(Diagnostic::local(
+                    code(5, 1, 3),
+                    "recipient address cannot be sent",
+                )));
+            }
+        }
+        if !dialogue::safe_path(msg.sender) {
+            fill(
+                outcomes,
+                RcptOutcome::Failed(Diagnostic::local(
+                    code(5, 1, 7),
+                    "sender address cannot be sent",
+                )),
+            );
+            return Ok(());
+        }
+        if let Some(d) =
+            dialogue::precheck(&self.caps, msg.size, msg.mail_params, msg.sender, &addrs)
+        {
+            fill(outcomes, RcptOutcome::from_diagnostic(d));
+            return Ok(());
+        }
+        let smtputf8 = dialogue::needs_smtputf8(msg.mail_params, msg.sender, &addrs);
+        let mail =
+            dialogue::mail_command(msg.sender, msg.mail_params, msg.size, &self.caps, smtputf8);
+        let rcpts: Vec<(usize, String)> = msg
+            .rcpts
+            .iter()
+            .enumerate()
+            .filter(|(k, _)| outcomes[*k].is_none())
+            .map(|(k, (_, a, p))| (k, dialogue::rcpt_command(a, p, &self.caps)))
+            .collect();
+        if rcpts.is_empty() {
+            return Ok(());
+        }
+        let mut accepted = Vec::new();
+        let data_reply;
+        if self.caps.pipelining {
+            // RFC 2920: MAIL, every RCPT and DATA in one write; replies in order.
+            let mut batch = mail.clone();
+            for (_, r) in &rcpts {
+                batch.push_str(r);
+            }
+            batch.push_str("DATA\r\n");
+            self.conn
+                .send(batch.as_bytes(), t)
+                .await
+                .map_err(|e| lost(&label, "sending MAIL/RCPT/DATA", &e))?;
+            let mail_reply = self.reply(t, "MAIL FROM").await?;
+            for (k, _) in &rcpts {
+                let r = self.reply(t, "RCPT TO").await?;
+                if mail_reply.is_positive() {
+                    if r.is_positive() {
+                        accepted.push(*k);
+                    } else {
+                        outcomes[*k] = Some(self.outcome_of(&r));
+                    }
+                }
+            }
+            let reply = self.reply(t, "DATA").await?;
+            if !mail_reply.is_positive() {
+                fill(outcomes, self.outcome_of(&mail_reply));
+            }
+            if reply.code == 354 && accepted.is_empty() {
+                // Nothing to send: end the content at once (RFC 2920 §3.1).
+                self.dirty = true;
+                self.conn
+                    .send(b".\r\n", t)
+                    .await
+                    .map_err(|e| lost(&label, "ending empty DATA", &e))?;
+                let _ = self.reply(s.data_timeout, "end of empty DATA").await?;
+                return Ok(());
+            }
+            if accepted.is_empty() {
+                self.dirty = true;
+                return Ok(());
+            }
+            data_reply = reply;
+        } else {
+            let r = self.command(&mail, t, "MAIL FROM").await?;
+            if !r.is_positive() {
+                self.dirty = true;
+                fill(outcomes, self.outcome_of(&r));
+                return Ok(());
+            }
+            for (k, line) in &rcpts {
+                let r = self.command(line, t, "RCPT TO").await?;
+                if r.is_positive() {
+                    accepted.push(*k);
+                } else {
+                    outcomes[*k] = Some(self.outcome_of(&r));
+                }
+            }
+            if accepted.is_empty() {
+                self.dirty = true;
+                return Ok(());
+            }
+            data_reply = self.command("DATA\r\n", t, "DATA").await?;
+        }
+        if data_reply.code != 354 {
+            self.dirty = true;
+            let o = self.outcome_of(&data_reply);
+            for k in &accepted {
+                outcomes[*k] = Some(o.clone());
+            }
+            return Ok(());
+        }
+        self.send_content(s, body).await?;
+        let done = self.reply(s.data_timeout, "end of DATA").await?;
+        let o = if done.is_positive() {
+            RcptOutcome::Delivered(format!(
+                "relay={}, {}",
+                label,
+                crate::outcome::sanitize(&done.to_string())
+            ))
+        } else {
+            self.outcome_of(&done)
+        };
+        if done.code == 421 {
+            self.broken = true;
+        }
+        for k in &accepted {
+            outcomes[*k] = Some(o.clone());
+        }
+        Ok(())
+    }
+
+    /// Stream the message, dot-stuffed, and the final ".".
+    async fn send_content(
+        &mut self,
+        s: &Settings,
+        body: &mut (dyn AsyncRead + Unpin + Send),
+    ) -> Result<(), Diagnostic> {
+        let mut stuffer = DotStuffer::default();
+        let mut chunk = vec![0u8; 64 * 1024];
+        let mut out = Vec::with_capacity(70 * 1024);
+        loop {
+            let n = match body.read(&mut chunk).await {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) => {
+                    // Never end a truncated message with ".": drop the connection.
+                    self.broken = true;
+                    self.conn.shutdown().await;
+                    return Err(Diagnostic::local(
+                        code(4, 3, 0),
+                        format!("cannot read the queued message: {e}"),
+                    ));
+                }
+            };
+            out.clear();
+            stuffer.feed(&chunk[..n], &mut out);
+            self.conn
+                .send(&out, s.command_timeout)
+                .await
+                .map_err(|e| lost(&self.label, "sending message content", &e))?;
+        }
+        out.clear();
+        stuffer.finish(&mut out);
+        self.conn
+            .send(&out, s.command_timeout)
+            .await
+            .map_err(|e| lost(&self.label, "sending end of data", &e))
+    }
+
+    async fn reply(&mut self, t: Duration, during: &str) -> Result<Reply, Diagnostic> {
+        let r = self.conn.read_reply(t).await.map_err(|e| {
+            lost(
+                &self.label,
+                &format!("waiting for the reply to {during}"),
+                &e,
+            )
+        })?;
+        if r.code == 421 {
+            self.broken = true;
+        }
+        Ok(r)
+    }
+
+    async fn command(&mut self, line: &str, t: Duration, what: &str) -> Result<Reply, Diagnostic> {
+        self.conn
+            .send(line.as_bytes(), t)
+            .await
+            .map_err(|e| lost(&self.label, &format!("sending {what}"), &e))?;
+        self.reply(t, what).await
+    }
+
+    /// QUIT (best effort) and close.
+    pub async fn quit(mut self) {
+        if !self.broken {
+            let _ = self.conn.command("QUIT\r\n", Duration::from_secs(5)).await;
+        }
+        self.conn.shutdown().await;
+    }
+}
+
+fn fill(outcomes: &mut [Option<RcptOutcome>], o: RcptOutcome) {
+    for slot in outcomes.iter_mut().filter(|s| s.is_none()) {
+        *slot = Some(o.clone());
+    }
+}
+
+/// Connect to one address and set the session up.
+async fn open(
+    name: &str,
+    addr: SocketAddr,
+    ctx: &ClientCtx,
+    authenticate: bool,
+    try_tls: bool,
+) -> Result<Session, Attempt> {
+    let s = &ctx.settings;
+    let label = format!("{name}[{}]:{}", addr.ip(), addr.port());
+    let failed = |status: EnhancedCode, text: String| {
+        Attempt::Failed(Diagnostic::at_host(status, &label, text))
+    };
+    let tcp = match tokio::time::timeout(s.connect_timeout, TcpStream::connect(addr)).await {
+        Ok(Ok(tcp)) => tcp,
+        Ok(Err(e)) => return Err(failed(code(4, 4, 1), format!("connect failed: {e}"))),
+        Err(_) => return Err(failed(code(4, 4, 1), "connect timed out".into())),
+    };
+    let mut conn = Connection::new(tcp);
+    let t = s.command_timeout;
+    let io = |during: &str, e: IoError| Attempt::Failed(lost(&label, during, &e));
+    let greeting = conn
+        .read_reply(t)
+        .await
+        .map_err(|e| io("waiting for the greeting", e))?;
+    if greeting.code != 220 {
+        return Err(Attempt::Failed(soften(Diagnostic::from_reply(
+            &greeting, &label,
+        ))));
+    }
+    let mut caps = ehlo(&mut conn, &s.helo_name, t)
+        .await
+        .map_err(|e| match e {
+            Ok(reply) => Attempt::Failed(soften(Diagnostic::from_reply(&reply, &label))),
+            Err(e) => io("sending EHLO", e),
+        })?;
+    if try_tls && caps.starttls && s.tls != TlsPolicy::None {
+        let r = conn
+            .command("STARTTLS\r\n", t)
+            .await
+            .map_err(|e| io("sending STARTTLS", e))?;
+        if r.code == 220 {
+            let verify = s.tls == TlsPolicy::Required;
+            let Some(server_name) = tls::server_name(name) else {
+                return Err(failed(
+                    code(4, 7, 5),
+                    format!("{name:?} is not a valid TLS server name"),
+                ));
+            };
+            if let Err(e) = conn
+                .starttls(ctx.tls.connector(verify), server_name, t)
+                .await
+            {
+                let d = lost(&label, "in the TLS handshake", &e);
+                return Err(if verify {
+                    Attempt::Failed(d)
+                } else {
+                    Attempt::RetryPlain(d)
+                });
+            }
+            caps = ehlo(&mut conn, &s.helo_name, t)
+                .await
+                .map_err(|e| match e {
+                    Ok(reply) => Attempt::Failed(soften(Diagnostic::from_reply(&reply, &label))),
+                    Err(e) => io("sending EHLO after STARTTLS", e),
+                })?;
+        } else if s.tls == TlsPolicy::Required {
+            return Err(Attempt::Failed(soften(Diagnostic::from_reply(&r, &label))));
+        }
+    }
+    if s.tls == TlsPolicy::Required && !conn.is_tls() {
+        let _ = conn.command("QUIT\r\n", Duration::from_secs(5)).await;
+        return Err(failed(
+            code(4, 7, 4),
+            "TLS is required, but the server did not offer STARTTLS".into(),
+        ));
+    }
+    if authenticate && let Some((user, password)) = &s.relayhost_auth {
+        if !conn.is_tls() && !s.auth_without_tls {
+            let _ = conn.command("QUIT\r\n", Duration::from_secs(5)).await;
+            return Err(failed(
+                code(4, 7, 0),
+                "not sending AUTH credentials without TLS (delivery.auth_without_tls = false)"
+                    .into(),
+            ));
+        }
+        auth(&mut conn, &caps, user, &password.0, t, &label).await?;
+    }
+    tracing::debug!(host = %label, tls = ?conn.tls_summary(), "SMTP session ready");
+    Ok(Session {
+        conn,
+        caps,
+        label: label.clone(),
+        host: name.to_string(),
+        dirty: false,
+        broken: false,
+        messages: 0,
+    })
+}
+
+/// EHLO, falling back to HELO when EHLO is refused with 5xx (RFC 5321 §3.2).
+/// `Err(Ok(reply))` is a negative reply, `Err(Err(e))` a connection failure.
+async fn ehlo(
+    conn: &mut Connection,
+    name: &str,
+    t: Duration,
+) -> Result<Capabilities, Result<Reply, IoError>> {
+    let r = conn
+        .command(&format!("EHLO {name}\r\n"), t)
+        .await
+        .map_err(Err)?;
+    if r.code == 250 {
+        return Ok(Capabilities::parse(&r));
+    }
+    if r.code / 100 != 5 {
+        return Err(Ok(r));
+    }
+    let r = conn
+        .command(&format!("HELO {name}\r\n"), t)
+        .await
+        .map_err(Err)?;
+    if r.code == 250 {
+        Ok(Capabilities::default())
+    } else {
+        Err(Ok(r))
+    }
+}
+
+/// AUTH PLAIN or LOGIN (RFC 4954); any failure defers.
+async fn auth(
+    conn: &mut Connection,
+    caps: &Capabilities,
+    user: &str,
+    password: &str,
+    t: Duration,
+    label: &str,
+) -> Result<(), Attempt> {
+    let io = |e: IoError| Attempt::Failed(lost(label, "authenticating", &e));
+    let refused = |r: &Reply| Attempt::Failed(soften(Diagnostic::from_reply(r, label)));
+    let r = match dialogue::choose_auth(caps) {
+        Some("PLAIN") => conn
+            .command(&dialogue::auth_plain(user, password), t)
+            .await
+            .map_err(io)?,
+        Some(_) => {
+            let r = conn.command("AUTH LOGIN\r\n", t).await.map_err(io)?;
+            if r.code != 334 {
+                return Err(refused(&r));
+            }
+            let r = conn
+                .command(&dialogue::b64_line(user), t)
+                .await
+                .map_err(io)?;
+            if r.code != 334 {
+                return Err(refused(&r));
+            }
+            conn.command(&dialogue::b64_line(password), t)
+                .await
+                .map_err(io)?
+        }
+        None => {
+            return Err(Attempt::Failed(Diagnostic::at_host(
+                code(4, 7, 0),
+                label,
+                format!(
+                    "no supported AUTH mechanism offered (offered: {})",
+                    caps.auth.join(" ")
+                ),
+            )));
+        }
+    };
+    if r.code == 235 {
+        Ok(())
+    } else {
+        Err(refused(&r))
+    }
+}

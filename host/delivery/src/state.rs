@@ -1,0 +1,309 @@
+//! Per-message, per-recipient delivery state: the spooled envelope plus the journal
+//! replayed on top of it. Shared by the queue manager (live) and the offline queue
+//! commands. Trusts the spool's verified envelope; journal records naming recipients
+//! that do not exist are ignored. RFC 3461 §4.1: `NOTIFY` decides whether a failed
+//! recipient is reported; the null reverse-path is never bounced (RFC 5321 §4.5.5).
+
+use std::sync::Arc;
+
+use postern_spool::{Envelope, QueueId, Spool, SpoolError};
+
+use crate::journal::{self, Record};
+use crate::outcome::Diagnostic;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RcptStatus {
+    /// Still owed a delivery.
+    Pending,
+    Delivered,
+    /// Failed permanently (or expired).
+    Failed,
+}
+
+impl RcptStatus {
+    pub fn name(self) -> &'static str {
+        match self {
+            RcptStatus::Pending => "pending",
+            RcptStatus::Delivered => "delivered",
+            RcptStatus::Failed => "failed",
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct RcptState {
+    pub address: String,
+    pub params: Vec<String>,
+    pub status: RcptStatus,
+    /// The latest failure (deferral or final).
+    pub last: Option<Diagnostic>,
+    /// Where it was delivered.
+    pub detail: Option<String>,
+    /// When the status or `last` was set (unix ms; 0 = never tried).
+    pub at_ms: u64,
+    /// A bounce covering this failure was committed.
+    pub reported: bool,
+}
+
+/// Everything known about one queued message.
+#[derive(Clone, Debug)]
+pub struct MessageState {
+    pub id: QueueId,
+    pub envelope: Arc<Envelope>,
+    /// Message size in bytes.
+    pub size: u64,
+    pub rcpts: Vec<RcptState>,
+    /// Attempts finished so far.
+    pub attempts: u32,
+    /// Next attempt (unix ms); 0 = as soon as possible.
+    pub next_ms: u64,
+    /// Bounces committed for this message.
+    pub dsns: Vec<String>,
+}
+
+/// The value of ESMTP parameter `key` (case-insensitive) in raw `KEY=VALUE` params.
+pub fn param<'a>(params: &'a [String], key: &str) -> Option<&'a str> {
+    params.iter().find_map(|p| {
+        let (k, v) = p.split_once('=').unwrap_or((p.as_str(), ""));
+        k.eq_ignore_ascii_case(key).then_some(v)
+    })
+}
+
+impl MessageState {
+    pub fn new(id: QueueId, envelope: Arc<Envelope>, size: u64) -> MessageState {
+        let rcpts = envelope
+            .recipients
+            .iter()
+            .map(|r| RcptState {
+                address: r.address.clone(),
+                params: r.params.clone(),
+                status: RcptStatus::Pending,
+                last: None,
+                detail: None,
+                at_ms: 0,
+                reported: false,
+            })
+            .collect();
+        MessageState {
+            id,
+            envelope,
+            size,
+            rcpts,
+            attempts: 0,
+            next_ms: 0,
+            dsns: Vec::new(),
+        }
+    }
+
+    /// Read the envelope and replay the journal (blocking file I/O).
+    pub fn load(spool: &Spool, id: &QueueId) -> Result<MessageState, SpoolError> {
+        let message = spool.open_message(id)?;
+        let mut state = MessageState::new(*id, Arc::new(message.envelope), message.message_len);
+        let path = spool.state_path(id);
+        let records = journal::read(&path).map_err(|e| SpoolError::Io { path, source: e })?;
+        for r in &records {
+            state.apply(r);
+        }
+        Ok(state)
+    }
+
+    /// Apply one journal record.
+    pub fn apply(&mut self, record: &Record) {
+        match record {
+            Record::Delivered {
+                rcpt,
+                at_ms,
+                detail,
+            } => {
+                if let Some(r) = self.rcpts.get_mut(*rcpt) {
+                    r.status = RcptStatus::Delivered;
+                    r.detail = Some(detail.clone());
+                    r.at_ms = *at_ms;
+                }
+            }
+            Record::Failed { rcpt, at_ms, diag } => {
+                if let Some(r) = self.rcpts.get_mut(*rcpt) {
+                    r.status = RcptStatus::Failed;
+                    r.last = Some(diag.clone());
+                    r.at_ms = *at_ms;
+                }
+            }
+            Record::Deferred { rcpt, at_ms, diag } => {
+                if let Some(r) = self.rcpts.get_mut(*rcpt)
+                    && r.status == RcptStatus::Pending
+                {
+                    r.last = Some(diag.clone());
+                    r.at_ms = *at_ms;
+                }
+            }
+            Record::Attempted { attempts, next_ms } => {
+                self.attempts = *attempts;
+                self.next_ms = *next_ms;
+            }
+            Record::Bounced { dsn, rcpts } => {
+                for i in rcpts {
+                    if let Some(r) = self.rcpts.get_mut(*i) {
+                        r.reported = true;
+                    }
+                }
+                self.dsns.extend(dsn.clone());
+            }
+            Record::Rescheduled { next_ms } => self.next_ms = *next_ms,
+        }
+    }
+
+    pub fn arrival_ms(&self) -> u64 {
+        self.envelope.received_at_unix_ms
+    }
+
+    /// Indexes of recipients still owed a delivery.
+    pub fn pending(&self) -> Vec<usize> {
+        self.indexes(|r| r.status == RcptStatus::Pending)
+    }
+
+    /// Whether a failure of recipient `i` is to be reported to the sender: never for
+    /// the null sender; with `NOTIFY=`, only if it lists `FAILURE` (RFC 3461 §4.1).
+    pub fn wants_failure_report(&self, i: usize) -> bool {
+        if self.envelope.mail_from.is_empty() {
+            return false;
+        }
+        match self.rcpts.get(i).and_then(|r| param(&r.params, "NOTIFY")) {
+            None => true,
+            Some(v) => v
+                .split(',')
+                .any(|n| n.trim().eq_ignore_ascii_case("FAILURE")),
+        }
+    }
+
+    /// Failed recipients whose bounce is still owed.
+    pub fn unreported_failures(&self) -> Vec<usize> {
+        self.indexes(|r| r.status == RcptStatus::Failed && !r.reported)
+            .into_iter()
+            .filter(|&i| self.wants_failure_report(i))
+            .collect()
+    }
+
+    /// Nothing owed any more: the message may leave the queue.
+    pub fn is_finished(&self) -> bool {
+        self.pending().is_empty() && self.unreported_failures().is_empty()
+    }
+
+    /// The most recent failure of a pending recipient (what `queue list` shows).
+    pub fn last_error(&self) -> Option<&Diagnostic> {
+        self.rcpts
+            .iter()
+            .filter(|r| r.status == RcptStatus::Pending)
+            .filter_map(|r| r.last.as_ref().map(|d| (r.at_ms, d)))
+            .max_by_key(|(at, _)| *at)
+            .map(|(_, d)| d)
+    }
+
+    fn indexes(&self, pred: impl Fn(&RcptState) -> bool) -> Vec<usize> {
+        self.rcpts
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| pred(r))
+            .map(|(i, _)| i)
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::outcome::Diagnostic;
+    use postern_protocol::EnhancedCode;
+    use postern_spool::Recipient;
+
+    pub fn envelope(sender: &str, rcpts: &[(&str, &[&str])]) -> Envelope {
+        Envelope {
+            queue_id: "0000000000000000000A".into(),
+            received_at_unix_ms: 1000,
+            client_ip: "127.0.0.1".into(),
+            client_port: 1,
+            helo: None,
+            auth_user: None,
+            tls: false,
+            mail_from: sender.into(),
+            mail_params: vec![],
+            recipients: rcpts
+                .iter()
+                .map(|(a, p)| Recipient {
+                    address: a.to_string(),
+                    params: p.iter().map(|s| s.to_string()).collect(),
+                })
+                .collect(),
+            session_id: "s".into(),
+        }
+    }
+
+    fn state(sender: &str, rcpts: &[(&str, &[&str])]) -> MessageState {
+        let env = envelope(sender, rcpts);
+        MessageState::new(env.queue_id.parse().unwrap(), Arc::new(env), 10)
+    }
+
+    fn failed(i: usize) -> Record {
+        Record::Failed {
+            rcpt: i,
+            at_ms: 5,
+            diag: Diagnostic::local(EnhancedCode::new(5, 1, 1), "no"),
+        }
+    }
+
+    #[test]
+    fn replay_tracks_recipients_and_bounces() {
+        let mut s = state(
+            "a@x.test",
+            &[("b@y.test", &[]), ("c@y.test", &[]), ("d@y.test", &[])],
+        );
+        assert_eq!(s.pending(), vec![0, 1, 2]);
+        s.apply(&Record::Delivered {
+            rcpt: 0,
+            at_ms: 4,
+            detail: "x".into(),
+        });
+        s.apply(&failed(1));
+        s.apply(&failed(99)); // unknown recipient: ignored
+        s.apply(&Record::Attempted {
+            attempts: 1,
+            next_ms: 60_000,
+        });
+        assert_eq!(s.pending(), vec![2]);
+        assert_eq!(s.unreported_failures(), vec![1]);
+        assert!(!s.is_finished());
+        s.apply(&Record::Bounced {
+            dsn: Some("D".into()),
+            rcpts: vec![1],
+        });
+        s.apply(&Record::Delivered {
+            rcpt: 2,
+            at_ms: 9,
+            detail: "x".into(),
+        });
+        assert!(s.is_finished());
+        assert_eq!(
+            (s.attempts, s.next_ms, s.dsns.clone()),
+            (1, 60_000, vec!["D".to_string()])
+        );
+    }
+
+    #[test]
+    fn notify_and_null_sender_decide_reports() {
+        let s = state(
+            "a@x.test",
+            &[
+                ("b@y.test", &[]),
+                ("c@y.test", &["NOTIFY=NEVER"]),
+                ("d@y.test", &["notify=SUCCESS,FAILURE"]),
+                ("e@y.test", &["NOTIFY=DELAY"]),
+            ],
+        );
+        let wants: Vec<bool> = (0..4).map(|i| s.wants_failure_report(i)).collect();
+        assert_eq!(wants, vec![true, false, true, false]);
+        let null = state("", &[("b@y.test", &[])]);
+        assert!(!null.wants_failure_report(0));
+        let mut null = null;
+        null.apply(&failed(0));
+        assert!(null.is_finished());
+    }
+}

@@ -1,0 +1,106 @@
+//! What the queue commands show: serialisable views of a queued message, built the
+//! same way from the live queue manager and from the spool on disk (offline), so
+//! `postern queue list|show` print one format either way. Input: `MessageState`.
+
+use serde::Serialize;
+
+use crate::state::{MessageState, RcptStatus};
+
+#[derive(Clone, Debug, Serialize)]
+pub struct RecipientEntry {
+    pub address: String,
+    /// "pending", "delivered" or "failed".
+    pub status: &'static str,
+    /// The latest failure, one line.
+    pub diagnostic: Option<String>,
+    /// Where it was delivered.
+    pub detail: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct QueueEntry {
+    pub id: String,
+    pub size: u64,
+    pub arrival_unix_ms: u64,
+    pub sender: String,
+    /// "active" (being delivered), "deferred" (waiting for a retry), "queued" (not
+    /// tried yet) or "hold" (delivery disabled).
+    pub state: String,
+    pub attempts: u32,
+    pub next_attempt_unix_ms: Option<u64>,
+    pub last_error: Option<String>,
+    pub recipients: Vec<RecipientEntry>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct QueueDetail {
+    #[serde(flatten)]
+    pub entry: QueueEntry,
+    pub client_ip: String,
+    pub client_port: u16,
+    pub helo: Option<String>,
+    pub auth_user: Option<String>,
+    pub tls: bool,
+    pub session_id: String,
+    pub mail_params: Vec<String>,
+    pub dsns: Vec<String>,
+    /// The message's header section (lossy UTF-8).
+    pub headers: String,
+}
+
+/// The list view of `state`, labelled `phase`.
+pub fn entry(state: &MessageState, phase: &str) -> QueueEntry {
+    QueueEntry {
+        id: state.id.to_string(),
+        size: state.size,
+        arrival_unix_ms: state.arrival_ms(),
+        sender: state.envelope.mail_from.clone(),
+        state: phase.to_string(),
+        attempts: state.attempts,
+        next_attempt_unix_ms: (state.attempts > 0 || state.next_ms > 0).then_some(state.next_ms),
+        last_error: state.last_error().map(|d| d.to_string()),
+        recipients: state
+            .rcpts
+            .iter()
+            .map(|r| RecipientEntry {
+                address: r.address.clone(),
+                status: r.status.name(),
+                diagnostic: r.last.as_ref().map(|d| d.to_string()),
+                detail: r.detail.clone(),
+            })
+            .collect(),
+    }
+}
+
+/// The detailed view; `headers` is the message's header section.
+pub fn detail(state: &MessageState, phase: &str, headers: &[u8]) -> QueueDetail {
+    let e = &state.envelope;
+    QueueDetail {
+        entry: entry(state, phase),
+        client_ip: e.client_ip.clone(),
+        client_port: e.client_port,
+        helo: e.helo.clone(),
+        auth_user: e.auth_user.clone(),
+        tls: e.tls,
+        session_id: e.session_id.clone(),
+        mail_params: e.mail_params.clone(),
+        dsns: state.dsns.clone(),
+        headers: String::from_utf8_lossy(headers).into_owned(),
+    }
+}
+
+/// The phase of a message that is not being delivered right now.
+pub fn resting_phase(state: &MessageState, enabled: bool) -> &'static str {
+    if !enabled {
+        "hold"
+    } else if state.attempts == 0
+        && state
+            .rcpts
+            .iter()
+            .all(|r| r.status == RcptStatus::Pending && r.last.is_none())
+    {
+        "queued"
+    } else {
+        "deferred"
+    }
+}

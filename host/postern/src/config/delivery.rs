@@ -1,0 +1,278 @@
+//! The `[delivery]` section: queue manager limits, retry schedule, local Maildir
+//! root, outbound SMTP (port, relayhost with optional AUTH, STARTTLS policy, CA
+//! file, time-outs). Input: the operator's file (see `examples/postern.toml`);
+//! errors name the file and line like the rest of the configuration.
+
+use std::path::Path;
+use std::time::Duration;
+
+use postern_delivery::{Relayhost, RetrySchedule, Secret, Settings, TlsPolicy};
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::{ConfigError, Ctx};
+
+#[derive(Debug, Clone, Copy, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+enum TlsSetting {
+    None,
+    #[default]
+    Opportunistic,
+    Required,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct DeliverySection {
+    enabled: Option<bool>,
+    maildir_root: Option<String>,
+    max_concurrency: Option<Spanned<usize>>,
+    max_per_destination: Option<Spanned<usize>>,
+    max_messages_per_connection: Option<Spanned<usize>>,
+    retry_intervals: Option<Spanned<Vec<Spanned<String>>>>,
+    max_age: Option<Spanned<String>>,
+    smtp_port: Option<Spanned<u16>>,
+    relayhost: Option<Spanned<String>>,
+    relayhost_username: Option<String>,
+    relayhost_password: Option<String>,
+    auth_without_tls: Option<bool>,
+    #[serde(default)]
+    tls: TlsSetting,
+    tls_ca_file: Option<String>,
+    helo_name: Option<String>,
+    connect_timeout: Option<Spanned<String>>,
+    command_timeout: Option<Spanned<String>>,
+    data_timeout: Option<Spanned<String>>,
+}
+
+fn at_least_one(
+    cx: &Ctx,
+    v: &Option<Spanned<usize>>,
+    key: &str,
+    default: usize,
+) -> Result<usize, ConfigError> {
+    match v {
+        None => Ok(default),
+        Some(n) if *n.get_ref() >= 1 => Ok(*n.get_ref()),
+        Some(n) => Err(cx.at(n, format!("delivery.{key} must be at least 1"))),
+    }
+}
+
+fn duration(
+    cx: &Ctx,
+    v: &Option<Spanned<String>>,
+    key: &str,
+    default: Duration,
+) -> Result<Duration, ConfigError> {
+    match v {
+        None => Ok(default),
+        Some(s) => {
+            let d = cx.duration(s, &format!("delivery.{key}"))?;
+            if d.is_zero() {
+                return Err(cx.at(s, format!("delivery.{key} must be longer than 0")));
+            }
+            Ok(d)
+        }
+    }
+}
+
+/// The validated delivery settings.
+pub(super) fn build(
+    cx: &Ctx,
+    d: &DeliverySection,
+    hostname: &str,
+    local_domains: &[String],
+    data_dir: &Path,
+) -> Result<Settings, ConfigError> {
+    let mut s = Settings::new(hostname, local_domains, data_dir);
+    s.enabled = d.enabled.unwrap_or(true);
+    if let Some(root) = &d.maildir_root {
+        s.maildir_root = cx.resolve(root);
+    }
+    s.max_concurrency = at_least_one(cx, &d.max_concurrency, "max_concurrency", s.max_concurrency)?;
+    s.max_per_destination = at_least_one(
+        cx,
+        &d.max_per_destination,
+        "max_per_destination",
+        s.max_per_destination,
+    )?;
+    s.max_messages_per_connection = at_least_one(
+        cx,
+        &d.max_messages_per_connection,
+        "max_messages_per_connection",
+        s.max_messages_per_connection,
+    )?;
+    let mut retry = RetrySchedule::default();
+    if let Some(list) = &d.retry_intervals {
+        if list.get_ref().is_empty() {
+            return Err(cx.at(
+                list,
+                "delivery.retry_intervals must list at least one interval",
+            ));
+        }
+        retry.intervals = list
+            .get_ref()
+            .iter()
+            .map(|i| duration(cx, &Some(i.clone()), "retry_intervals", Duration::ZERO))
+            .collect::<Result<_, _>>()?;
+    }
+    retry.max_age = duration(cx, &d.max_age, "max_age", retry.max_age)?;
+    s.retry = retry;
+    if let Some(port) = &d.smtp_port {
+        if *port.get_ref() == 0 {
+            return Err(cx.at(port, "delivery.smtp_port must not be 0"));
+        }
+        s.smtp_port = *port.get_ref();
+    }
+    if let Some(r) = &d.relayhost {
+        s.relayhost =
+            Some(Relayhost::parse(r.get_ref()).map_err(|e| cx.at(r, format!("delivery.{e}")))?);
+    }
+    match (&d.relayhost_username, &d.relayhost_password) {
+        (None, None) => {}
+        (Some(u), Some(p)) if s.relayhost.is_some() && !u.is_empty() => {
+            s.relayhost_auth = Some((u.clone(), Secret(p.clone())));
+        }
+        _ => {
+            return Err(cx.plain(
+                "delivery.relayhost_username and relayhost_password go together, and need delivery.relayhost",
+            ));
+        }
+    }
+    s.auth_without_tls = d.auth_without_tls.unwrap_or(false);
+    s.tls = match d.tls {
+        TlsSetting::None => TlsPolicy::None,
+        TlsSetting::Opportunistic => TlsPolicy::Opportunistic,
+        TlsSetting::Required => TlsPolicy::Required,
+    };
+    if let Some(ca) = &d.tls_ca_file {
+        s.tls_ca_file = Some(cx.resolve(ca));
+        postern_delivery::tls::TlsClient::new(&s).map_err(|e| cx.plain(e))?;
+    }
+    if let Some(h) = &d.helo_name {
+        if h.trim().is_empty() || h.contains(char::is_whitespace) {
+            return Err(cx.plain("delivery.helo_name must be a host name without spaces"));
+        }
+        s.helo_name = h.trim().to_string();
+    }
+    s.connect_timeout = duration(cx, &d.connect_timeout, "connect_timeout", s.connect_timeout)?;
+    s.command_timeout = duration(cx, &d.command_timeout, "command_timeout", s.command_timeout)?;
+    s.data_timeout = duration(cx, &d.data_timeout, "data_timeout", s.data_timeout)?;
+    Ok(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{Config, ConfigError, Overrides};
+    use postern_delivery::TlsPolicy;
+    use std::path::{Path, PathBuf};
+    use std::time::Duration;
+
+    const MIN: &str = "[server]\nhostname = \"mx.test\"\nlisten = [\"127.0.0.1:2525\"]\nlocal_domains = [\"example.test\"]\n";
+
+    fn parse(extra: &str) -> Result<Config, ConfigError> {
+        Config::parse(
+            Path::new("/etc/postern/p.toml"),
+            &format!("{MIN}{extra}"),
+            &Overrides::default(),
+        )
+    }
+
+    #[test]
+    fn defaults() {
+        let d = parse("").unwrap().delivery;
+        assert!(d.enabled);
+        assert_eq!(d.maildir_root, PathBuf::from("/etc/postern/data/mail"));
+        assert_eq!((d.max_concurrency, d.max_per_destination), (20, 5));
+        assert_eq!(d.retry.intervals.len(), 7);
+        assert_eq!(d.retry.max_age, Duration::from_secs(5 * 86_400));
+        assert_eq!(d.smtp_port, 25);
+        assert_eq!(d.tls, TlsPolicy::Opportunistic);
+        assert_eq!(d.helo_name, "mx.test");
+        assert!(d.relayhost.is_none());
+    }
+
+    #[test]
+    fn settings() {
+        let d = parse(
+            "[delivery]\nenabled = false\nmaildir_root = \"mbox\"\nmax_concurrency = 3\nretry_intervals = [\"1s\", \"2m\"]\nmax_age = \"1h\"\nsmtp_port = 2525\nrelayhost = \"[smart.test]:587\"\nrelayhost_username = \"u\"\nrelayhost_password = \"p\"\ntls = \"required\"\nhelo_name = \"out.test\"\ncommand_timeout = \"10s\"\n",
+        )
+        .unwrap()
+        .delivery;
+        assert!(!d.enabled);
+        assert_eq!(d.maildir_root, PathBuf::from("/etc/postern/mbox"));
+        assert_eq!(d.max_concurrency, 3);
+        assert_eq!(
+            d.retry.intervals,
+            vec![Duration::from_secs(1), Duration::from_secs(120)]
+        );
+        assert_eq!(d.retry.max_age, Duration::from_secs(3600));
+        assert_eq!(d.smtp_port, 2525);
+        assert_eq!(
+            d.relayhost.as_ref().unwrap().to_string(),
+            "[smart.test]:587"
+        );
+        assert_eq!(d.relayhost_auth.as_ref().unwrap().0, "u");
+        assert_eq!(d.tls, TlsPolicy::Required);
+        assert_eq!(d.helo_name, "out.test");
+        assert_eq!(d.command_timeout, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn errors_name_the_line() {
+        let cases = [
+            (
+                "[delivery]\nbogus = 1\n",
+                "p.toml:6",
+                "unknown field `bogus`",
+            ),
+            (
+                "[delivery]\nmax_concurrency = 0\n",
+                "p.toml:6",
+                "at least 1",
+            ),
+            (
+                "[delivery]\nretry_intervals = []\n",
+                "p.toml:6",
+                "at least one interval",
+            ),
+            (
+                "[delivery]\nretry_intervals = [\"1s\", \"soon\"]\n",
+                "p.toml:6",
+                "invalid duration",
+            ),
+            (
+                "[delivery]\nmax_age = \"0s\"\n",
+                "p.toml:6",
+                "longer than 0",
+            ),
+            (
+                "[delivery]\nrelayhost = \"a b:25\"\n",
+                "p.toml:6",
+                "relayhost",
+            ),
+            (
+                "[delivery]\ntls = \"maybe\"\n",
+                "p.toml:6",
+                "unknown variant",
+            ),
+            (
+                "[delivery]\nrelayhost_username = \"u\"\n",
+                "p.toml",
+                "go together",
+            ),
+            (
+                "[delivery]\ntls_ca_file = \"/nonexistent.pem\"\n",
+                "p.toml",
+                "tls_ca_file",
+            ),
+        ];
+        for (text, at, msg) in cases {
+            let e = parse(text).unwrap_err().to_string();
+            assert!(
+                e.contains(at) && e.contains(msg),
+                "{e:?} should contain {at:?} and {msg:?}"
+            );
+        }
+    }
+}

@@ -1,0 +1,319 @@
+//! `postern queue list|show ID|flush|delete ID`: the admin-socket commands (served
+//! by the running queue manager) and the command line that prints them. When no
+//! server answers on the admin socket, the command opens the spool itself — its
+//! lock guarantees no server is using it — and works on the files (a flush then
+//! takes effect when the server next starts). Input: operator arguments and queue
+//! ids (validated as `QueueId` before they name anything).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Subcommand;
+use postern_protocol::date;
+use postern_spool::{QueueId, Spool, SpoolConfig, SpoolError};
+use serde_json::{Value, json};
+
+use crate::AdminArgs;
+use crate::config::{Config, Overrides};
+use crate::server::Shared;
+
+#[derive(Subcommand)]
+pub enum QueueAction {
+    /// List queued messages with their recipients and last errors.
+    List(AdminArgs),
+    /// Show one message: envelope, each recipient's state, bounces, headers.
+    Show {
+        /// The queue id.
+        id: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Retry every deferred message now.
+    Flush(AdminArgs),
+    /// Remove a message from the queue without a bounce.
+    Delete {
+        /// The queue id.
+        id: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+}
+
+fn parse_id(text: &str) -> Result<QueueId, String> {
+    text.trim()
+        .parse()
+        .map_err(|_| format!("{text:?} is not a queue id (20 characters of 0-9 and A-Z)"))
+}
+
+/// Answer `queue ...` on the admin socket.
+pub async fn serve(shared: &Arc<Shared>, line: &str) -> Value {
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let q = &shared.queue;
+    let result = match words.as_slice() {
+        ["queue", "list"] => q.list().await.map(|m| json!({"messages": m})),
+        ["queue", "show", id] => match parse_id(id) {
+            Ok(id) => match q.show(&id).await {
+                Ok(Some(m)) => Ok(json!({"message": m})),
+                Ok(None) => Err(format!("no queued message {id}")),
+                Err(e) => Err(e),
+            },
+            Err(e) => Err(e),
+        },
+        ["queue", "flush"] => q.flush().await.map(|n| json!({"flushed": n})),
+        ["queue", "delete", id] => match parse_id(id) {
+            Ok(id) => match q.delete(&id).await {
+                Ok(true) => Ok(json!({"deleted": id.to_string()})),
+                Ok(false) => Err(format!("no queued message {id}")),
+                Err(e) => Err(e),
+            },
+            Err(e) => Err(e),
+        },
+        _ => Err("usage: queue list | queue show ID | queue flush | queue delete ID".to_string()),
+    };
+    match result {
+        Ok(Value::Object(mut map)) => {
+            map.insert("ok".into(), json!(true));
+            Value::Object(map)
+        }
+        Ok(other) => json!({"ok": true, "result": other}),
+        Err(e) => json!({"ok": false, "error": e}),
+    }
+}
+
+/// The admin socket of the configuration (or `--socket`), and the configuration
+/// when it parses (needed for offline access).
+fn locate(args: &AdminArgs) -> (PathBuf, Option<Config>) {
+    if let Some(s) = &args.socket {
+        return (s.clone(), None);
+    }
+    let Some(c) = &args.config else {
+        unreachable!("clap requires --config or --socket")
+    };
+    let overrides = Overrides {
+        listen: Vec::new(),
+        data_dir: args.data_dir.clone(),
+    };
+    match Config::load(c, &overrides) {
+        Ok(cfg) => (crate::admin::socket_path(&cfg), Some(cfg)),
+        Err(_) => (
+            crate::admin::socket_path_lenient(c, args.data_dir.as_deref()),
+            None,
+        ),
+    }
+}
+
+/// Run a queue command; prints the outcome.
+pub fn run(action: QueueAction) -> ExitCode {
+    let (args, command) = match &action {
+        QueueAction::List(a) => (a, "queue list".to_string()),
+        QueueAction::Show { id, admin } => (admin, format!("queue show {}", id.trim())),
+        QueueAction::Flush(a) => (a, "queue flush".to_string()),
+        QueueAction::Delete { id, admin } => (admin, format!("queue delete {}", id.trim())),
+    };
+    let (socket, config) = locate(args);
+    let rt = crate::runtime();
+    let running = std::os::unix::net::UnixStream::connect(&socket).is_ok();
+    let (answer, offline) = if running {
+        match rt.block_on(crate::admin::request(&socket, &command)) {
+            Ok(a) => (a, false),
+            Err(e) => {
+                eprintln!("postern: {e:#}");
+                return ExitCode::from(2);
+            }
+        }
+    } else {
+        let Some(cfg) = config else {
+            eprintln!(
+                "postern: no server answers at {} and without a valid --config the spool cannot be opened directly",
+                socket.display()
+            );
+            return ExitCode::from(2);
+        };
+        match rt.block_on(offline(&cfg, &action)) {
+            Ok(a) => (a, true),
+            Err(e) => {
+                eprintln!("postern: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    };
+    if args.json {
+        println!("{answer}");
+    } else {
+        print(&action, &answer, offline);
+    }
+    if answer["ok"].as_bool() == Some(true) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+/// The same commands against the spool directory (no server running).
+async fn offline(cfg: &Config, action: &QueueAction) -> Result<Value, String> {
+    let (spool, _) = Spool::open(SpoolConfig {
+        dir: cfg.spool_dir.clone(),
+        group_commit: cfg.group_commit,
+    })
+    .map_err(|e| match e {
+        SpoolError::Locked { .. } => {
+            format!("{e}, but its admin socket does not answer (is the server starting or stuck?)")
+        }
+        e => e.to_string(),
+    })?;
+    use postern_delivery::inspect;
+    let e = |e: SpoolError| e.to_string();
+    Ok(match action {
+        QueueAction::List(_) => json!({"ok": true, "messages": inspect::list(&spool).map_err(e)?}),
+        QueueAction::Show { id, .. } => {
+            let id = parse_id(id)?;
+            match inspect::show(&spool, &id).map_err(e)? {
+                Some(m) => json!({"ok": true, "message": m}),
+                None => json!({"ok": false, "error": format!("no queued message {id}")}),
+            }
+        }
+        QueueAction::Flush(_) => json!({"ok": true, "flushed": inspect::flush(&spool).map_err(e)?}),
+        QueueAction::Delete { id, .. } => {
+            let id = parse_id(id)?;
+            if inspect::delete(&spool, &id).await.map_err(e)? {
+                json!({"ok": true, "deleted": id.to_string()})
+            } else {
+                json!({"ok": false, "error": format!("no queued message {id}")})
+            }
+        }
+    })
+}
+
+fn text<'a>(v: &'a Value, key: &str) -> &'a str {
+    v[key].as_str().unwrap_or("")
+}
+
+fn when(v: &Value) -> String {
+    match v.as_u64() {
+        Some(0) => "now".into(),
+        Some(ms) => date::iso(ms),
+        None => "-".into(),
+    }
+}
+
+fn sender(v: &Value) -> String {
+    match text(v, "sender") {
+        "" => "<>".to_string(),
+        s => s.to_string(),
+    }
+}
+
+fn print(action: &QueueAction, a: &Value, offline: bool) {
+    if a["ok"].as_bool() != Some(true) {
+        eprintln!(
+            "postern: {}",
+            a["error"].as_str().unwrap_or("queue command failed")
+        );
+        return;
+    }
+    if offline {
+        println!("(no server running: read from the spool directly)");
+    }
+    match action {
+        QueueAction::List(_) => {
+            print_list(a["messages"].as_array().map(Vec::as_slice).unwrap_or(&[]))
+        }
+        QueueAction::Show { .. } => print_show(&a["message"]),
+        QueueAction::Flush(_) if offline => println!(
+            "{} messages will be retried as soon as the server starts",
+            a["flushed"]
+        ),
+        QueueAction::Flush(_) => println!(
+            "flushed: {} messages scheduled for delivery now",
+            a["flushed"]
+        ),
+        QueueAction::Delete { .. } => println!("deleted {}", text(a, "deleted")),
+    }
+}
+
+fn print_list(messages: &[Value]) {
+    if messages.is_empty() {
+        println!("queue is empty");
+        return;
+    }
+    println!(
+        "{:<20} {:>9}  {:<20}  {:<8}  SENDER",
+        "QUEUE ID", "SIZE", "ARRIVED", "STATE"
+    );
+    let mut bytes = 0;
+    for m in messages {
+        bytes += m["size"].as_u64().unwrap_or(0);
+        println!(
+            "{:<20} {:>9}  {:<20}  {:<8}  {}",
+            text(m, "id"),
+            m["size"].as_u64().unwrap_or(0),
+            when(&m["arrival_unix_ms"]),
+            text(m, "state"),
+            sender(m)
+        );
+        if m["attempts"].as_u64().unwrap_or(0) > 0 || !m["last_error"].is_null() {
+            println!(
+                "    attempts {}, next {}{}",
+                m["attempts"],
+                when(&m["next_attempt_unix_ms"]),
+                m["last_error"]
+                    .as_str()
+                    .map(|e| format!(": {e}"))
+                    .unwrap_or_default()
+            );
+        }
+        for r in m["recipients"].as_array().into_iter().flatten() {
+            println!("    -> {} ({})", text(r, "address"), text(r, "status"));
+        }
+    }
+    println!(
+        "-- {} message{}, {bytes} bytes",
+        messages.len(),
+        if messages.len() == 1 { "" } else { "s" }
+    );
+}
+
+fn print_show(m: &Value) {
+    println!("queue id:  {}", text(m, "id"));
+    println!(
+        "state:     {} (attempts {}, next {})",
+        text(m, "state"),
+        m["attempts"],
+        when(&m["next_attempt_unix_ms"])
+    );
+    println!(
+        "arrived:   {} from [{}]:{} helo={} tls={} auth={} session={}",
+        when(&m["arrival_unix_ms"]),
+        text(m, "client_ip"),
+        m["client_port"],
+        m["helo"].as_str().unwrap_or("-"),
+        m["tls"],
+        m["auth_user"].as_str().unwrap_or("-"),
+        text(m, "session_id")
+    );
+    let params: Vec<&str> = m["mail_params"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p.as_str())
+        .collect();
+    println!("sender:    <{}> {}", text(m, "sender"), params.join(" "));
+    println!("size:      {} bytes", m["size"]);
+    for r in m["recipients"].as_array().into_iter().flatten() {
+        println!("recipient: {} {}", text(r, "address"), text(r, "status"));
+        if let Some(d) = r["detail"].as_str() {
+            println!("           {d}");
+        }
+        if let Some(d) = r["diagnostic"].as_str() {
+            println!("           {d}");
+        }
+    }
+    for b in m["dsns"].as_array().into_iter().flatten() {
+        println!("bounce:    {}", b.as_str().unwrap_or(""));
+    }
+    println!("headers:");
+    for line in text(m, "headers").lines() {
+        println!("  {line}");
+    }
+}
