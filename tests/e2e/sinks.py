@@ -225,9 +225,10 @@ class SmtpSink:
                 send("502 5.5.2 unknown command")
 
 
-def make_certs(directory: Path, hostname: str, ca_name: str = "Postern Test CA") -> tuple[Path, Path, Path]:
-    """A throwaway CA and a server certificate for `hostname` signed by it:
-    (ca.pem, cert.pem, key.pem) in `directory`."""
+def make_certs(directory: Path, hostname: str, ca_name: str = "Postern Test CA",
+               client: bool = False) -> tuple[Path, Path, Path]:
+    """A throwaway CA and a server (or, with `client`, a client) certificate
+    for `hostname` signed by it: (ca.pem, cert.pem, key.pem) in `directory`."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
@@ -259,7 +260,8 @@ def make_certs(directory: Path, hostname: str, ca_name: str = "Postern Test CA")
         .not_valid_before(now - datetime.timedelta(days=1))
         .not_valid_after(now + datetime.timedelta(days=30))
         .add_extension(x509.SubjectAlternativeName([x509.DNSName(hostname)]), critical=False)
-        .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH if client
+                                              else x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         .sign(ca_key, hashes.SHA256())
     )
     ca_path, cert_path, key_path = directory / "ca.pem", directory / "cert.pem", directory / "key.pem"

@@ -291,3 +291,23 @@ def test_certificates_reload(start, tmp_path):
     r = srv.admin("reload")
     assert r.returncode != 0 and "tls.cert" in r.stderr
     assert fingerprint() != first
+
+
+def test_client_certificate_presence_reaches_plugins(start, tmp_path):
+    from sinks import make_certs
+
+    ca, client_cert, client_key = make_certs(tmp_path / "clients", "client.test", client=True)
+    d = certs(tmp_path)
+    extra = f'[tls]\ncert = "{d}/cert.pem"\nkey = "{d}/key.pem"\nclient_ca = "{ca}"\n'
+    srv = start(plugins=[plugin("p", "test-probe", {"tag": "c"})], extra=extra)
+    for present in (True, False):
+        c = ctx()
+        if present:
+            c.load_cert_chain(client_cert, client_key)
+        with smtplib.SMTP("127.0.0.1", srv.port, timeout=10) as s:
+            s.starttls(context=c)
+            s.ehlo("client.test")
+            s.mail("a@client.test")
+    calls = srv.probe_calls("c", "mail-from")
+    assert [c["session"]["tls"]["client_certificate"] for c in calls] == [True, False]
+    assert all(c["session"]["tls"]["protocol"].startswith("TLSv1.") for c in calls)
