@@ -19,7 +19,7 @@ RUST_PLUGINS := $(foreach t,$(RUST_PLUGIN_TOMLS),$(shell sed -n 's/^name = "\(.*
 SCRIPT_PLUGINS := $(wildcard plugins/*/build.sh)
 
 .PHONY: all build host plugins rust-plugins script-plugins run test test-rust test-e2e \
-        test-scripts venv wasm-target fmt lint clean bench
+        test-scripts venv wasm-target fmt lint clean bench bench-idle bench-deps
 
 all: build
 
@@ -64,6 +64,27 @@ test-scripts:
 
 test-e2e: venv
 	$(VPY) -m pytest -q -n 2 tests/e2e
+
+# Throughput against Postfix and smtp-sink, plugin latency, memory (bench/README.md).
+# BENCH_ARGS passes options to bench/run.py, e.g. BENCH_ARGS=--quick or
+# BENCH_ARGS="--messages 50000 --rounds 5 --perf"; BENCH_MESSAGES, BENCH_ROUNDS,
+# BENCH_SESSIONS also work. The idle-connection check: `make bench-idle`.
+BENCH_ARGS ?=
+
+bench: build bench-deps
+	$(PYTHON) bench/run.py $(BENCH_ARGS)
+
+bench-idle: build
+	$(PYTHON) bench/idle.py $(BENCH_IDLE_ARGS)
+
+# Postfix (smtp-source, smtp-sink, and the instance we compare with), from Debian.
+bench-deps:
+	@if ! command -v smtp-source >/dev/null && [ ! -x /usr/sbin/smtp-source ]; then \
+	  SUDO=""; [ "$$(id -u)" -eq 0 ] || SUDO="sudo"; \
+	  echo "postfix postfix/main_mailer_type select No configuration" | $$SUDO debconf-set-selections || true; \
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq; \
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postfix; \
+	fi
 
 fmt:
 	$(CARGO) fmt --all
