@@ -96,7 +96,7 @@ def session(port, name="client.example"):
 def test_the_chain_is_loaded(example):
     loaded = [r["plugin"] for r in example.records if r.get("message") == "plugin loaded"]
     assert loaded == ["access-log", "ip-access", "message-limits", "envelope-check", "relay-control", "vrfy-expn",
-                      "attachment-scan", "header-filter", "auth-file"]
+                      "attachment-scan", "auth-file"]
 
 
 def test_local_delivery_is_accepted(example):

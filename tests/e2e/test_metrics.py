@@ -54,6 +54,12 @@ def test_metrics_families(start):
     assert value(text, "postern_plugin_errors_total", plugin="probe", stage="rcpt-to", kind="timeout") == 1
     assert value(text, "postern_plugin_call_duration_seconds_count", plugin="probe", stage="rcpt-to") >= 4
     assert re.search(r'postern_plugin_call_duration_seconds_bucket\{le="[0-9.e-]+",plugin="probe",stage="data"\}', text)
+    # Buckets are cumulative and end at +Inf == _count.
+    buckets = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith("postern_plugin_call_duration_seconds_bucket")
+               and 'plugin="probe"' in line and 'stage="rcpt-to"' in line]
+    assert buckets == sorted(buckets) and len(buckets) > 5
+    assert buckets[-1] == value(text, "postern_plugin_call_duration_seconds_count", plugin="probe", stage="rcpt-to")
     assert value(text, "postern_plugin_instantiations_total", plugin="probe") >= 2
     assert value(text, "postern_spool_messages") == 1
     assert value(text, "postern_spool_bytes") > 0

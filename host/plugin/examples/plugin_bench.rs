@@ -109,6 +109,9 @@ async fn main() {
             cases.push((extra, cfg.to_string()));
         }
     }
+    if let Ok(only) = std::env::var("BENCH_ONLY") {
+        cases.retain(|(name, _)| *name == only);
+    }
     println!("{n} iterations per row, 2 worker threads\n");
     println!(
         "{:<16} {:>14} {:>14} {:>14}",

@@ -40,15 +40,27 @@ pub struct Histogram {
 }
 
 impl Histogram {
+    /// Record one observation: one atomic add for its bucket (observations
+    /// above the last bound are only in `count`).
     pub fn observe(&self, d: Duration) {
         let us = d.as_micros().min(u64::MAX as u128) as u64;
-        for (i, bound) in LATENCY_BUCKETS_US.iter().enumerate() {
-            if us <= *bound {
-                self.buckets[i].fetch_add(1, Ordering::Relaxed);
-            }
+        if let Some(i) = LATENCY_BUCKETS_US.iter().position(|b| us <= *b) {
+            self.buckets[i].fetch_add(1, Ordering::Relaxed);
         }
         self.count.fetch_add(1, Ordering::Relaxed);
         self.sum_us.fetch_add(us, Ordering::Relaxed);
+    }
+
+    /// Observations per bucket (not cumulative), plus those above the last
+    /// bound.
+    pub fn per_bucket(&self) -> ([u64; LATENCY_BUCKETS_US.len()], u64) {
+        let mut out = [0u64; LATENCY_BUCKETS_US.len()];
+        for (i, b) in self.buckets.iter().enumerate() {
+            out[i] = b.load(Ordering::Relaxed);
+        }
+        let total = self.count.load(Ordering::Relaxed);
+        let above = total.saturating_sub(out.iter().sum());
+        (out, above)
     }
 
     /// Approximate quantile (upper bound of the bucket holding it), in µs.
@@ -58,8 +70,11 @@ impl Histogram {
             return None;
         }
         let want = ((total as f64) * q).ceil() as u64;
+        let (per, _) = self.per_bucket();
+        let mut cumulative = 0;
         for (i, bound) in LATENCY_BUCKETS_US.iter().enumerate() {
-            if self.buckets[i].load(Ordering::Relaxed) >= want {
+            cumulative += per[i];
+            if cumulative >= want {
                 return Some(*bound);
             }
         }

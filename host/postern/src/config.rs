@@ -158,6 +158,8 @@ struct RuntimeSection {
     #[serde(default = "defaults::yes")]
     cache: bool,
     cache_dir: Option<String>,
+    #[serde(default = "defaults::keep_resident")]
+    keep_resident: ByteSize,
 }
 
 impl Default for RuntimeSection {
@@ -168,6 +170,7 @@ impl Default for RuntimeSection {
             max_memory: defaults::max_memory_ceiling(),
             cache: true,
             cache_dir: None,
+            keep_resident: defaults::keep_resident(),
         }
     }
 }
@@ -310,6 +313,9 @@ mod defaults {
     }
     pub fn max_instances() -> u32 {
         4096
+    }
+    pub fn keep_resident() -> ByteSize {
+        ByteSize(4 << 20)
     }
     pub fn max_memory_ceiling() -> ByteSize {
         ByteSize(512 << 20)
@@ -640,6 +646,7 @@ impl Config {
             pooling: file.runtime.pooling,
             max_instances: file.runtime.max_instances,
             max_memory_ceiling: file.runtime.max_memory.0 as usize,
+            keep_resident: file.runtime.keep_resident.0 as usize,
             cache_dir: file.runtime.cache.then(|| match &file.runtime.cache_dir {
                 Some(d) => cx.resolve(d),
                 None => data_dir.join("cache"),

@@ -101,10 +101,16 @@ pub enum End {
 /// Read granularity: small, because idle sessions keep their buffer.
 const READ_CHUNK: usize = 4 * 1024;
 
-/// A session that has been quiet this long gives its plugin instances back
-/// to the pool (fresh ones are made on its next command), so thousands of
-/// idle connections cost no WebAssembly instances.
-const IDLE_RELEASE: Duration = Duration::from_millis(200);
+/// Poll a future once; `None` if it is not ready (the future is dropped:
+/// only use this with cancel-safe futures such as `read_buf`).
+fn poll_once<F: std::future::Future>(f: F) -> Option<F::Output> {
+    let mut f = std::pin::pin!(f);
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    match f.as_mut().poll(&mut cx) {
+        Poll::Ready(v) => Some(v),
+        Poll::Pending => None,
+    }
+}
 
 pub async fn run<S: Io>(
     io: &mut Stream<S>,
@@ -119,7 +125,9 @@ pub async fn run<S: Io>(
     let mut framer = LineFramer::new(MAX_COMMAND_LINE);
     let mut mode = Mode::Command;
 
-    let greeting = session.greet().await;
+    // The heavy calls are boxed: a connection waiting for input then keeps
+    // only this loop's small state, not the largest plugin-call future.
+    let greeting = Box::pin(session.greet()).await;
     if let Some(end) = apply(greeting, &mut out, &mut mode, session) {
         let _ = io.write_all(&out).await;
         return end;
@@ -134,9 +142,9 @@ pub async fn run<S: Io>(
                 match event {
                     Some(LineEvent::Line(r)) => {
                         let line = &inbuf[line_start + r.start..line_start + r.end];
-                        Some(session.command(line).await)
+                        Some(Box::pin(session.command(line)).await)
                     }
-                    Some(LineEvent::Error(e)) => Some(session.line_error(e).await),
+                    Some(LineEvent::Error(e)) => Some(Box::pin(session.line_error(e)).await),
                     None => None,
                 }
             }
@@ -147,7 +155,7 @@ pub async fn run<S: Io>(
                     let outcome = reader.outcome();
                     let body = std::mem::take(body);
                     mode = Mode::Command;
-                    Some(session.data_done(body, outcome).await)
+                    Some(Box::pin(session.data_done(body, outcome)).await)
                 } else {
                     None
                 }
@@ -180,7 +188,7 @@ pub async fn run<S: Io>(
                 let Some(config) = tls.clone() else {
                     return End::TlsFailed;
                 };
-                match upgrade(io, config, timeouts.handshake).await {
+                match Box::pin(upgrade(io, config, timeouts.handshake)).await {
                     Ok(info) => session.tls_started(info),
                     Err(e) => {
                         tracing::info!("STARTTLS handshake failed: {e}");
@@ -208,27 +216,25 @@ pub async fn run<S: Io>(
         } else {
             timeouts.command
         };
-        let mut waited = Duration::ZERO;
-        let mut early = None;
-        if !in_data && session.holds_instances() && limit > IDLE_RELEASE {
-            early = tokio::select! {
-                biased;
-                r = tokio::time::timeout(IDLE_RELEASE, io.read_buf(&mut inbuf)) => r.ok().map(|r| Wake::Read(Ok(r))),
-                _ = shutdown_signalled(&mut shutdown) => Some(Wake::Shutdown),
-            };
-            if early.is_none() {
+        // About to wait for the client: if nothing is ready right now, give
+        // the plugin instances back to the pool first, so a connection that
+        // waits on the network holds no WebAssembly instance (fresh ones are
+        // made, cheaply, for its next command).
+        let mut ready = None;
+        if session.holds_instances() {
+            ready = poll_once(io.read_buf(&mut inbuf));
+            if ready.is_none() {
                 session.release_instances();
-                if inbuf.is_empty() {
+                if inbuf.is_empty() && inbuf.capacity() > 256 {
                     inbuf = Vec::with_capacity(256);
                 }
-                waited = IDLE_RELEASE;
             }
         }
-        let wake = match early {
-            Some(w) => w,
+        let wake = match ready {
+            Some(r) => Wake::Read(Ok(r)),
             None => tokio::select! {
                 biased;
-                r = tokio::time::timeout(limit - waited, io.read_buf(&mut inbuf)) => Wake::Read(r),
+                r = tokio::time::timeout(limit, io.read_buf(&mut inbuf)) => Wake::Read(r),
                 _ = shutdown_signalled(&mut shutdown), if !in_data => Wake::Shutdown,
             },
         };

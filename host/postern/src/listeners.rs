@@ -56,7 +56,7 @@ impl Listeners {
             if self.running.contains_key(&key(spec)) {
                 continue;
             }
-            match TcpListener::bind(spec.address).await {
+            match bind(spec.address) {
                 Ok(l) => bound.push((spec.clone(), l)),
                 Err(e) => return Err(format!("cannot listen on {}: {e}", spec.address)),
             }
@@ -114,6 +114,19 @@ impl Listeners {
             r.task.abort();
         }
     }
+}
+
+/// A listening socket with a deep accept backlog (bursts of thousands of
+/// connections must wait in the queue, not be dropped).
+fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(4096)
 }
 
 async fn accept_loop(

@@ -140,11 +140,15 @@ fn main() -> ExitCode {
                 Some(CliLogFormat::Text) => LogFormat::Text,
                 None => cfg.log_format.unwrap_or(LogFormat::Text),
             };
-            logging::init(format, cfg.log_level.as_deref());
-            match runtime().block_on(server::serve(cfg, overrides)) {
+            let log = logging::init(format, cfg.log_level.as_deref());
+            let result = runtime().block_on(server::serve(cfg, overrides));
+            if let Err(e) = &result {
+                tracing::error!("{e:#}");
+            }
+            drop(log);
+            match result {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
-                    tracing::error!("{e:#}");
                     eprintln!("postern: {e:#}");
                     ExitCode::from(1)
                 }
@@ -158,7 +162,7 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            logging::init(LogFormat::Text, Some("warn"));
+            let _log = logging::init(LogFormat::Text, Some("warn"));
             let result = runtime().block_on(async {
                 let rt = postern_plugin::Runtime::new(cfg.runtime.clone())?;
                 let kv: std::sync::Arc<dyn postern_plugin::KvBackend> =

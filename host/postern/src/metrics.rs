@@ -233,11 +233,15 @@ fn encode_plugins(enc: &mut DescriptorEncoder, shared: &Shared) -> std::fmt::Res
             if count == 0 {
                 continue;
             }
-            let buckets: Vec<(f64, u64)> = LATENCY_BUCKETS_US
+            // Counts per bucket (the encoder accumulates them), ending with
+            // the +Inf bucket OpenMetrics requires.
+            let (per, above) = h.per_bucket();
+            let mut buckets: Vec<(f64, u64)> = LATENCY_BUCKETS_US
                 .iter()
-                .enumerate()
-                .map(|(i, b)| (*b as f64 / 1e6, h.buckets[i].load(Ordering::Relaxed)))
+                .zip(per)
+                .map(|(b, n)| (*b as f64 / 1e6, n))
                 .collect();
+            buckets.push((f64::INFINITY, above));
             let labels = vec![
                 ("plugin", name.clone()),
                 ("stage", stage.name().to_string()),
