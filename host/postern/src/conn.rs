@@ -79,6 +79,23 @@ pub struct Timeouts {
     pub data: Duration,
     /// Time allowed for a TLS handshake.
     pub handshake: Duration,
+    /// Open connections right now (the instance-release policy reads it).
+    pub connections: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Timeouts {
+    /// How long a session waiting for its client keeps its plugin
+    /// instances: a short grace keeps them through the quick back-and-forth
+    /// of an active session; with many connections open they are given back
+    /// at once, so the instance pool and resident memory track the sessions
+    /// that are working, not the ones that are waiting.
+    fn release_grace(&self) -> Duration {
+        if self.connections.load(std::sync::atomic::Ordering::Relaxed) > BUSY_CONNECTIONS {
+            Duration::ZERO
+        } else {
+            RELEASE_GRACE
+        }
+    }
 }
 
 enum Mode {
@@ -101,16 +118,8 @@ pub enum End {
 /// Read granularity: small, because idle sessions keep their buffer.
 const READ_CHUNK: usize = 4 * 1024;
 
-/// Poll a future once; `None` if it is not ready (the future is dropped:
-/// only use this with cancel-safe futures such as `read_buf`).
-fn poll_once<F: std::future::Future>(f: F) -> Option<F::Output> {
-    let mut f = std::pin::pin!(f);
-    let mut cx = Context::from_waker(std::task::Waker::noop());
-    match f.as_mut().poll(&mut cx) {
-        Poll::Ready(v) => Some(v),
-        Poll::Pending => None,
-    }
-}
+const RELEASE_GRACE: Duration = Duration::from_millis(25);
+const BUSY_CONNECTIONS: usize = 256;
 
 pub async fn run<S: Io>(
     io: &mut Stream<S>,
@@ -216,19 +225,26 @@ pub async fn run<S: Io>(
         } else {
             timeouts.command
         };
-        // About to wait for the client: if nothing is ready right now, give
-        // the plugin instances back to the pool first, so a connection that
-        // waits on the network holds no WebAssembly instance (fresh ones are
-        // made, cheaply, for its next command).
+        // About to wait for the client: if nothing arrives within a short
+        // grace period, give the plugin instances back to the pool first, so
+        // a connection that waits on the network holds no WebAssembly
+        // instance (fresh ones are made, cheaply, for its next command). The
+        // grace keeps them through the quick back-and-forth of an active
+        // session.
         let mut ready = None;
         if session.holds_instances() {
-            ready = poll_once(io.read_buf(&mut inbuf));
-            if ready.is_none() {
-                session.release_instances();
-                if inbuf.is_empty() && inbuf.capacity() > 256 {
-                    inbuf = Vec::with_capacity(256);
+            ready = match tokio::time::timeout(timeouts.release_grace(), io.read_buf(&mut inbuf))
+                .await
+            {
+                Ok(r) => Some(r),
+                Err(_) => {
+                    session.release_instances();
+                    if inbuf.is_empty() && inbuf.capacity() > 256 {
+                        inbuf = Vec::with_capacity(256);
+                    }
+                    None
                 }
-            }
+            };
         }
         let wake = match ready {
             Some(r) => Wake::Read(Ok(r)),

@@ -87,6 +87,7 @@ fn connect(h: &Harness) -> (DuplexStream, tokio::task::JoinHandle<End>) {
             command: Duration::from_secs(5),
             data: Duration::from_secs(5),
             handshake: Duration::from_secs(5),
+            connections: Arc::new(std::sync::atomic::AtomicUsize::new(1)),
         };
         let mut io = Stream::Plain(server);
         conn::run(&mut io, &mut session, &timeouts, None, stop).await

@@ -228,6 +228,7 @@ async fn handle(
             handshake: config
                 .command_timeout
                 .min(std::time::Duration::from_secs(60)),
+            connections: shared.active.clone(),
         };
         let mut ctx = SessionContext::new(
             id.clone(),

@@ -111,8 +111,15 @@ enum CliLogFormat {
 }
 
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
+    let mut b = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = std::env::var("POSTERN_WORKER_THREADS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|n| *n > 0)
+    {
+        b.worker_threads(n);
+    }
+    b.enable_all()
         .thread_name("postern")
         .build()
         .expect("cannot start the tokio runtime")

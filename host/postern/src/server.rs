@@ -34,7 +34,7 @@ pub struct Shared {
     pub loaded_at: RwLock<SystemTime>,
     pub kv: Arc<dyn KvBackend>,
     pub per_ip: Mutex<HashMap<IpAddr, usize>>,
-    pub active: AtomicUsize,
+    pub active: Arc<AtomicUsize>,
     pub idle: Notify,
     pub stop: watch::Receiver<bool>,
     /// Serialises reloads.
@@ -186,7 +186,7 @@ pub async fn serve(config: Config, overrides: Overrides) -> anyhow::Result<()> {
         loaded_at: RwLock::new(SystemTime::now()),
         kv,
         per_ip: Mutex::new(HashMap::new()),
-        active: AtomicUsize::new(0),
+        active: Arc::new(AtomicUsize::new(0)),
         idle: Notify::new(),
         stop: stop_rx,
         reloading: tokio::sync::Mutex::new(()),
