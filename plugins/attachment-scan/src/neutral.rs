@@ -36,6 +36,38 @@ fn header_name(data: &[u8], at: usize) -> Option<(Vec<u8>, usize)> {
     None
 }
 
+/// Whether the header name starting a line at `at` begins with `prefix`
+/// (lower-case ASCII), read the same way as `header_name`, without
+/// allocating.
+fn name_starts_with(data: &[u8], at: usize, prefix: &[u8]) -> bool {
+    let mut seen = 0;
+    let mut i = at;
+    while let Some(&b) = data.get(i) {
+        match b {
+            b':' | b'\n' => return false,
+            b if b.is_ascii_whitespace() => {}
+            _ => {
+                if prefix.get(seen) != Some(&b.to_ascii_lowercase()) {
+                    return false;
+                }
+                seen += 1;
+                if seen == prefix.len() {
+                    return true;
+                }
+            }
+        }
+        i += 1;
+    }
+    false
+}
+
+/// Whether any line of `data` is a `Content-*` header field (RFC 2045 §3),
+/// anywhere, as the parser would read it. Without one there is no MIME
+/// structure: no parts, no file names, no encodings — only text.
+pub fn has_mime_headers(data: &[u8]) -> bool {
+    line_starts(data).any(|l| name_starts_with(data, l, b"content-"))
+}
+
 /// The longest comment skipped; past it the value is left alone (the
 /// parser's own recursion limit then applies, and a stack overflow there is
 /// a plugin error, which the host answers with a 4xx by default).
@@ -180,6 +212,28 @@ pub fn neutralize(data: &[u8]) -> Cow<'_, [u8]> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn mime_header_detection() {
+        // Conservative: such a line anywhere (even in a body) means a full parse.
+        assert!(has_mime_headers(
+            b"Subject: x\r\n\r\nContent-Type: in the body\r\n"
+        ));
+        assert!(!has_mime_headers(
+            b"Subject: x\r\nFrom: a@b\r\n\r\nhello\r\n"
+        ));
+        assert!(has_mime_headers(
+            b"Subject: x\r\nContent-Type: text/plain\r\n\r\nhello\r\n"
+        ));
+        assert!(has_mime_headers(
+            b"Subject: x\r\nCONTENT - disposition: attachment\r\n\r\n"
+        ));
+        assert!(has_mime_headers(
+            b"Content-Transfer-Encoding: base64\r\n\r\n"
+        ));
+        assert!(!has_mime_headers(b"Contents: no\r\nContent: no\r\n\r\n"));
+    }
+
     use super::*;
 
     fn n(s: &str) -> String {

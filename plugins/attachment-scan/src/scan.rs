@@ -11,7 +11,7 @@ use mail_parser::{Message, MessageParser, MessagePart, MimeHeaders, PartType};
 use crate::config::Settings;
 use crate::eicar;
 use crate::names::{blocked_extension, display};
-use crate::neutral::{content_type_lines, neutralize};
+use crate::neutral::{content_type_lines, has_mime_headers, neutralize};
 use crate::zip;
 
 /// Longest file name shown in a reason.
@@ -124,6 +124,15 @@ impl Walker<'_> {
     fn bytes(&mut self, data: &[u8], depth: usize) -> Result<(), Finding> {
         if depth > self.settings.max_depth {
             return Err(Finding::TooDeep(self.settings.max_depth));
+        }
+        // No Content-* field anywhere: no MIME structure (no parts, names or
+        // encodings, RFC 2045), so the parse is skipped and only the text is
+        // searched.
+        if !has_mime_headers(data) {
+            return match eicar::contains_eicar(data) {
+                true => Err(Finding::Virus(eicar::NAME)),
+                false => Ok(()),
+            };
         }
         if content_type_lines(data) > self.settings.max_parts {
             return Err(Finding::TooManyParts(self.settings.max_parts));
