@@ -58,7 +58,7 @@ test-rust:
 
 test-scripts:
 	@set -e; for d in plugins/*/; do \
-	  if [ -f $$d/package.json ] && ls $$d/test/*.mjs >/dev/null 2>&1; then (cd $$d && node --test test/); fi; \
+	  if [ -f $$d/package.json ] && ls $$d/*.test.js >/dev/null 2>&1; then (cd $$d && node --test); fi; \
 	  if ls $$d/test_*.py >/dev/null 2>&1; then (cd $$d && $(PYTHON) -m unittest discover -p 'test_*.py'); fi; \
 	done
 
