@@ -742,7 +742,7 @@ class PosternTarget(Target):
             "replies": replies,
             "plugin_errors": plugin_errors,
             **({"drain_after_s": drain, "delivered_maildir": count_files(self.dir / "data" / "mail")} if self.deliver else {}),
-            "spool_dir_fsyncs": int(metric(after, "postern_spool_dir_fsyncs_total") - metric(self.before, "postern_spool_dir_fsyncs_total")),
+            "spool_syncs": int(metric(after, "postern_spool_syncs_total") - metric(self.before, "postern_spool_syncs_total")),
             "spool_commits": int(metric(after, "postern_spool_commits_total") - metric(self.before, "postern_spool_commits_total")),
         }
 

@@ -9,9 +9,11 @@ import os
 import re
 import signal
 import socket
+import struct
 import subprocess
 import threading
 import time
+import zlib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -205,29 +207,98 @@ class Server:
 
     # -- spool ---------------------------------------------------------------
     @property
-    def queue_dir(self) -> Path:
-        return self.data_dir / "spool" / "queue"
+    def spool_dir(self) -> Path:
+        return self.data_dir / "spool"
+
+    def spool(self) -> "SpoolLog":
+        """A snapshot of the spool's log (read directly, no lock: the server may be
+        writing; a record still being appended at the end is not seen yet)."""
+        return SpoolLog(self.spool_dir)
 
     def queued(self) -> list[str]:
-        if not self.queue_dir.exists():
-            return []
-        return sorted(p.name for p in self.queue_dir.iterdir() if "." not in p.name)
+        """Ids of queued messages, in queue-id (creation) order."""
+        return self.spool().queued()
 
     def read_queued(self, qid: str) -> tuple[dict, bytes]:
-        return read_spool_file(self.queue_dir / qid)
+        """(envelope, message bytes) of a queued message."""
+        return self.spool().read(qid)
 
 
-def read_spool_file(path: Path) -> tuple[dict, bytes]:
-    data = path.read_bytes()
-    header, rest = data.split(b"\n", 1)
-    magic, version, env_len, msg_len = header.split(b" ")
-    assert magic == b"POSTERN-SPOOL" and version == b"1", header
-    env_len, msg_len = int(env_len), int(msg_len)
-    envelope = json.loads(rest[:env_len])
-    assert rest[env_len:env_len + 1] == b"\n"
-    message = rest[env_len + 1:]
-    assert len(message) == msg_len, (len(message), msg_len)
-    return envelope, message
+# -- the spool's log (format version 2, see host/spool/src/format.rs) ---------------
+SEGMENT_MAGIC = b"PSTNLOG2"
+SEGMENT_HEADER = struct.Struct("<8sIIQII")  # magic, version, header len, seq, 0, crc
+RECORD_MAGIC = b"PREC"
+RECORD_HEADER = struct.Struct("<4sB3sQ20sIQII")  # magic, kind, 0, lsn, id, env, payload, body crc, header crc
+MESSAGE, STATE, TOMBSTONE = 1, 2, 3
+
+
+class SpoolLog:
+    """Reads every segment of a spool's log in order, verifying both checksums of
+    every record, and resolves them the way the spool does: by LSN, a message is
+    queued when its newest message record is newer than its newest tombstone; its
+    state records are those newer than the message record. Reading stops at the
+    first invalid record of a segment (the server may be appending to it)."""
+
+    def __init__(self, spool_dir: Path):
+        self.records: list[tuple[int, str, int, bytes, bytes]] = []  # (kind, id, lsn, envelope, payload)
+        log = Path(spool_dir) / "log"
+        names = sorted(p.name for p in log.iterdir() if p.name.endswith(".seg")) if log.is_dir() else []
+        for name in names:
+            try:
+                data = (log / name).read_bytes()
+            except FileNotFoundError:
+                continue  # deleted meanwhile: nothing in it was live
+            self.records.extend(self._scan(data, int(name[:-4], 16)))
+
+    @staticmethod
+    def _scan(data: bytes, seq: int):
+        if len(data) < SEGMENT_HEADER.size:
+            return
+        magic, version, header_len, found, _, crc = SEGMENT_HEADER.unpack_from(data)
+        if (magic, version, header_len, found) != (SEGMENT_MAGIC, 2, 32, seq) or zlib.crc32(data[:28]) != crc:
+            raise AssertionError(f"bad header in segment {seq:016x}")
+        pos = SEGMENT_HEADER.size
+        while pos + RECORD_HEADER.size <= len(data):
+            magic, kind, _, lsn, qid, env_len, payload_len, body_crc, header_crc = RECORD_HEADER.unpack_from(data, pos)
+            if magic != RECORD_MAGIC or zlib.crc32(data[pos:pos + 52]) != header_crc:
+                return
+            start = pos + RECORD_HEADER.size
+            end = start + env_len + payload_len
+            if end > len(data) or zlib.crc32(data[start:end]) != body_crc:
+                return
+            yield kind, qid.decode(), lsn, data[start:start + env_len], data[start + env_len:end]
+            pos = end
+
+    def _newest(self, kind: int) -> dict[str, tuple[int, bytes, bytes]]:
+        out = {}
+        for k, qid, lsn, env, payload in self.records:
+            if k == kind and (qid not in out or lsn >= out[qid][0]):
+                out[qid] = (lsn, env, payload)
+        return out
+
+    def messages(self) -> dict[str, tuple[int, bytes, bytes]]:
+        """Queued messages: id -> (lsn, envelope JSON, message bytes)."""
+        tombs = self._newest(TOMBSTONE)
+        return {q: m for q, m in self._newest(MESSAGE).items() if q not in tombs or tombs[q][0] < m[0]}
+
+    def queued(self) -> list[str]:
+        return sorted(self.messages())
+
+    def read(self, qid: str) -> tuple[dict, bytes]:
+        _, env, message = self.messages()[qid]
+        envelope = json.loads(env)
+        assert envelope["queue_id"] == qid, envelope
+        return envelope, message
+
+    def state(self, qid: str) -> bytes:
+        """The delivery journal text of a queued message (its state records in order)."""
+        lsn = self.messages()[qid][0]
+        states = sorted({l: p for k, q, l, _, p in self.records if k == STATE and q == qid and l > lsn}.items())
+        return b"".join(p for _, p in states)
+
+    def count(self, kind: int | None = None) -> int:
+        """Records in the log (of one kind)."""
+        return sum(1 for r in self.records if kind is None or r[0] == kind)
 
 
 # -- raw SMTP ----------------------------------------------------------------

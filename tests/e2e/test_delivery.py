@@ -60,7 +60,7 @@ def send(port: int, sender: str, rcpts: list[str], subject: str, body: str = "He
 
 
 def queue_empty(srv: Server) -> bool:
-    return srv.queue_dir.exists() and not any(srv.queue_dir.iterdir())
+    return (srv.spool_dir / "log").is_dir() and not srv.queued()
 
 
 def maildir(srv: Server, address: str) -> mailbox.Maildir:

@@ -20,7 +20,7 @@ from harness import BIN, ROOT, Raw
 from pluginkit import plain, reply
 
 EXAMPLE = ROOT / "examples" / "postern.toml"
-SUBMISSION_PORT = 5870  # the example's [[listener]] address (not replaced by --listen)
+SUBMISSION = 'address = "127.0.0.1:5870"'  # the example's [[listener]] (not replaced by --listen)
 
 
 class Example:
@@ -28,8 +28,14 @@ class Example:
         self.records = []
         self.lock = threading.Lock()
         self.listening = {}
+        # The example as shipped, but its fixed submission port made ephemeral:
+        # a copy beside it, so its relative paths still resolve.
+        text = EXAMPLE.read_text()
+        assert SUBMISSION in text, "the example's submission listener moved"
+        self.config = EXAMPLE.with_name(f".postern-test-{os.getpid()}.toml")
+        self.config.write_text(text.replace(SUBMISSION, 'address = "127.0.0.1:0"'))
         self.proc = subprocess.Popen(
-            [str(BIN), "serve", "--config", str(EXAMPLE), "--listen", "127.0.0.1:0", "--data-dir", str(data_dir),
+            [str(BIN), "serve", "--config", str(self.config), "--listen", "127.0.0.1:0", "--data-dir", str(data_dir),
              "--log-format", "json"],
             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
             env={**os.environ, "RUST_LOG": "info"},
@@ -56,6 +62,7 @@ class Example:
             return "\n".join(json.dumps(r) for r in self.records[-40:])
 
     def stop(self):
+        self.config.unlink(missing_ok=True)
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
@@ -69,12 +76,6 @@ class Example:
 def example(tmp_path_factory):
     subprocess.run([str(BIN), "gen-cert", "--hostname", "mx.example.test", "--dir", "examples/data/tls"],
                    cwd=ROOT, check=True, capture_output=True)
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", SUBMISSION_PORT))
-        except OSError:
-            pytest.fail(f"127.0.0.1:{SUBMISSION_PORT} (the example's submission listener) is in use: "
-                        "stop `make run` before running this test", pytrace=False)
     ex = Example(tmp_path_factory.mktemp("example"))
     deadline = time.time() + 180  # a fresh data dir compiles every component
     while not ex.ready.wait(0.1):

@@ -64,6 +64,8 @@ def test_metrics_families(start):
     assert value(text, "postern_spool_messages") == 1
     assert value(text, "postern_spool_bytes") > 0
     assert value(text, "postern_spool_commits_total") == 1
+    assert value(text, "postern_spool_syncs_total") >= 1
+    assert value(text, "postern_spool_segments") >= 1
     assert value(text, "postern_generation") == 2
     assert value(text, "postern_reloads_total", result="ok") == 1
     assert value(text, "postern_sessions_active") == 0

@@ -44,16 +44,11 @@ pub fn xtext_decode(text: &str) -> String {
 /// `MAX_HEADERS` bytes, ending in CRLF). Blocking.
 pub fn original_headers(spool: &Spool, id: &QueueId) -> Result<Vec<u8>, SpoolError> {
     let message = spool.open_message(id)?;
-    let path = spool.path_of(id);
-    let mut reader = message
-        .into_message_reader()
-        .map_err(|e| SpoolError::Io {
-            path: path.clone(),
-            source: e,
-        })?
-        .take(MAX_HEADERS as u64);
+    let path = message.segment_path().to_path_buf();
     let mut bytes = Vec::new();
-    reader
+    message
+        .reader()
+        .take(MAX_HEADERS as u64)
         .read_to_end(&mut bytes)
         .map_err(|e: io::Error| SpoolError::Io { path, source: e })?;
     Ok(header_section(&bytes))

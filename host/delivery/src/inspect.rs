@@ -1,8 +1,10 @@
 //! Queue commands without a running server (`postern queue ...` when the admin
 //! socket does not answer): the caller opens the spool itself — which takes its
-//! lock, so this never races a server — and reads or changes it here. Flush appends
-//! a "retry now" record to every journal, applied when a server next starts.
-//! Input: the spool directory (files verified by the spool on open).
+//! lock, so this never races a server (read-only for list and show) — and reads or
+//! changes it here. Flush appends a "retry now" record to every journal, applied
+//! when a server next starts. Input: the spool (verified by the spool on open).
+
+use std::sync::Arc;
 
 use postern_spool::{QueueId, Spool, SpoolError};
 
@@ -38,17 +40,28 @@ pub fn show(spool: &Spool, id: &QueueId) -> Result<Option<QueueDetail>, SpoolErr
     )))
 }
 
-/// Make every queued message due now; returns how many.
-pub fn flush(spool: &Spool) -> Result<usize, SpoolError> {
+/// Make every queued message due now; returns how many. The appends run a few
+/// hundred at a time, so they share the spool's group commits.
+pub async fn flush(spool: &Arc<Spool>) -> Result<usize, SpoolError> {
     let ids = spool.list()?;
-    for id in &ids {
-        let path = spool.state_path(id);
-        journal::append(
-            &path,
-            spool.queue_dir(),
-            &[Record::Rescheduled { next_ms: 0 }],
-        )
-        .map_err(|e| SpoolError::Io { path, source: e })?;
+    let mut running = tokio::task::JoinSet::new();
+    for &id in &ids {
+        if running.len() >= 256
+            && let Some(done) = running.join_next().await
+        {
+            done.map_err(|e| SpoolError::Worker(e.to_string()))??;
+        }
+        let spool = Arc::clone(spool);
+        running.spawn(async move {
+            match journal::append(&spool, &id, &[Record::Rescheduled { next_ms: 0 }]).await {
+                // Removed meanwhile: nothing to flush.
+                Err(SpoolError::NotFound(_)) => Ok(()),
+                other => other,
+            }
+        });
+    }
+    while let Some(done) = running.join_next().await {
+        done.map_err(|e| SpoolError::Worker(e.to_string()))??;
     }
     Ok(ids.len())
 }

@@ -1,9 +1,9 @@
-//! The per-message delivery journal `queue/<id>.state`: an append-only text file
-//! beside the spool file, one record per line, recording what delivery attempts
-//! established — recipients delivered or failed for good, attempts made, the next
-//! attempt time, bounces sent. Appends are fdatasync'ed (and the directory fsync'ed
-//! when the file is new) before the caller acts on them. Trusts nothing it reads: a
-//! torn last line (crash mid-append) and malformed lines are ignored.
+//! The per-message delivery journal: append-only text, one record per line,
+//! recording what delivery attempts established — recipients delivered or failed for
+//! good, attempts made, the next attempt time, bounces sent. Each append is one state
+//! record in the spool's log (`Spool::append_state`: checksummed, group-committed,
+//! durable before the caller acts on it, dropped with the message). Trusts nothing
+//! it reads: malformed lines are ignored.
 //!
 //! ```text
 //! D <rcpt> <unix_ms> <where>                               delivered
@@ -15,17 +15,10 @@
 //! ```
 //! `<rcpt>` indexes the envelope's recipient list (immutable once spooled).
 
-use std::fs::{File, OpenOptions};
-use std::io::{self, Read, Write};
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
-use std::path::Path;
-
 use postern_protocol::EnhancedCode;
+use postern_spool::{QueueId, Spool, SpoolError};
 
 use crate::outcome::{DiagKind, Diagnostic, sanitize};
-
-/// Largest journal read back (a healthy one is a few KiB).
-const MAX_JOURNAL: u64 = 16 << 20;
 
 /// One journal line.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -176,74 +169,31 @@ pub fn parse(line: &str) -> Option<Record> {
     }
 }
 
-/// Append `records` to the journal at `path` and make them durable: fdatasync the
-/// file, and fsync `dir` when the file was created by this call.
-pub fn append(path: &Path, dir: &Path, records: &[Record]) -> io::Result<()> {
-    if records.is_empty() {
-        return Ok(());
-    }
+/// The text of `records`: one line each.
+pub fn encode_all(records: &[Record]) -> String {
     let mut text = String::new();
     for r in records {
         text.push_str(&encode(r));
         text.push('\n');
     }
-    let (mut file, created) = match OpenOptions::new()
-        .append(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-    {
-        Ok(f) => (f, true),
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => (
-            OpenOptions::new().append(true).read(true).open(path)?,
-            false,
-        ),
-        Err(e) => return Err(e),
-    };
-    if !created {
-        drop_torn_tail(&file)?;
-    }
-    file.write_all(text.as_bytes())?;
-    file.sync_data()?;
-    if created {
-        File::open(dir)?.sync_all()?;
-    }
-    Ok(())
+    text
 }
 
-/// A crash mid-append can leave a torn last line (a prefix of a record, no newline).
-/// Cut it off so the new records start on a line of their own and the fragment is
-/// never read as a record.
-fn drop_torn_tail(file: &File) -> io::Result<()> {
-    let len = file.metadata()?.len();
-    let mut last = [0u8; 1];
-    if len == 0 || (file.read_at(&mut last, len - 1)? == 1 && last[0] == b'\n') {
+/// Append `records` to the message's journal and make them durable (one state
+/// record in the spool's log, group-committed). `NotFound` if the message is gone.
+pub async fn append(spool: &Spool, id: &QueueId, records: &[Record]) -> Result<(), SpoolError> {
+    if records.is_empty() {
         return Ok(());
     }
-    let window = len.min(64 * 1024);
-    let mut tail = vec![0u8; window as usize];
-    file.read_exact_at(&mut tail, len - window)?;
-    let keep = match tail.iter().rposition(|&b| b == b'\n') {
-        Some(i) => len - window + i as u64 + 1,
-        None if window == len => 0,
-        // A "line" longer than the window is garbage anyway; keep what precedes it.
-        None => len - window,
-    };
-    file.set_len(keep)
+    spool.append_state(id, encode_all(records).as_bytes()).await
 }
 
-/// Read every well-formed record; a missing journal is empty.
-pub fn read(path: &Path) -> io::Result<Vec<Record>> {
-    let file = match File::open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(e),
-    };
-    let mut bytes = Vec::new();
-    file.take(MAX_JOURNAL).read_to_end(&mut bytes)?;
-    let text = String::from_utf8_lossy(&bytes);
+/// Parse journal text (any number of state records, concatenated); malformed lines
+/// are skipped with a warning, and so is a last line without its newline.
+pub fn parse_all(id: &QueueId, text: &[u8]) -> Vec<Record> {
+    let text = String::from_utf8_lossy(text);
     let mut lines: Vec<&str> = text.split('\n').collect();
-    // The piece after the last newline is empty, or a torn append.
+    // The piece after the last newline is empty (or not a whole record).
     lines.pop();
     let mut records = Vec::with_capacity(lines.len());
     for line in lines {
@@ -251,12 +201,26 @@ pub fn read(path: &Path) -> io::Result<Vec<Record>> {
             Some(r) => records.push(r),
             None if line.is_empty() => {}
             None => {
-                tracing::warn!(journal = %path.display(), line = %line.chars().take(120).collect::<String>(),
+                tracing::warn!(queue_id = %id, line = %line.chars().take(120).collect::<String>(),
                 "ignoring malformed delivery journal line")
             }
         }
     }
-    Ok(records)
+    records
+}
+
+/// Read every well-formed record of the message's journal, oldest first (blocking:
+/// positioned reads of the log). `NotFound` if the message is not queued.
+pub fn read(spool: &Spool, id: &QueueId) -> Result<Vec<Record>, SpoolError> {
+    let mut text = Vec::new();
+    for record in spool.state_records(id)? {
+        text.extend_from_slice(&record);
+        if !record.ends_with(b"\n") && !record.is_empty() {
+            // Records are whole lines; never let one run into the next.
+            text.push(b'\n');
+        }
+    }
+    Ok(parse_all(id, &text))
 }
 
 #[cfg(test)]
@@ -356,24 +320,57 @@ mod tests {
         assert_eq!(diag.remote_mta.as_deref(), Some("evil_host"));
     }
 
-    #[test]
-    fn append_read_and_torn_tail() {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn append_and_read_through_the_spool() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("X.state");
-        assert!(read(&path).unwrap().is_empty());
+        let (spool, _) = Spool::open(postern_spool::SpoolConfig::new(dir.path())).unwrap();
+        let id = QueueId::generate();
+        let mut env = crate::state::tests::envelope("a@x.test", &[("b@y.test", &[])]);
+        env.queue_id = id.to_string();
+        spool.commit(&env, &[b"Subject: x\r\n\r\n"]).await.unwrap();
+        assert!(read(&spool, &id).unwrap().is_empty());
         let all = samples();
-        append(&path, dir.path(), &all[..3]).unwrap();
-        append(&path, dir.path(), &all[3..]).unwrap();
-        assert_eq!(read(&path).unwrap(), all);
-        // A crash mid-append: the torn line is ignored, and the next append cuts it
-        // off (it could be a valid-looking prefix, "A 7 1" of "A 7 12").
-        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
-        f.write_all(b"A 7 1").unwrap();
-        drop(f);
-        assert_eq!(read(&path).unwrap(), all);
-        append(&path, dir.path(), &[Record::Rescheduled { next_ms: 5 }]).unwrap();
-        let back = read(&path).unwrap();
-        assert_eq!(back.len(), all.len() + 1);
+        append(&spool, &id, &all[..3]).await.unwrap();
+        append(&spool, &id, &[]).await.unwrap();
+        append(&spool, &id, &all[3..]).await.unwrap();
+        assert_eq!(read(&spool, &id).unwrap(), all);
+        // A malformed line (or one written without its newline) is skipped alone.
+        spool.append_state(&id, b"Z bogus\nA 7 1").await.unwrap();
+        append(&spool, &id, &[Record::Rescheduled { next_ms: 5 }])
+            .await
+            .unwrap();
+        let back = read(&spool, &id).unwrap();
+        assert_eq!(back.len(), all.len() + 2);
+        assert_eq!(
+            back[all.len()],
+            Record::Attempted {
+                attempts: 7,
+                next_ms: 1
+            }
+        );
         assert_eq!(back.last(), Some(&Record::Rescheduled { next_ms: 5 }));
+        // Gone with the message.
+        assert!(spool.remove(&id).await.unwrap());
+        assert!(matches!(read(&spool, &id), Err(SpoolError::NotFound(_))));
+        assert!(matches!(
+            append(&spool, &id, &all).await,
+            Err(SpoolError::NotFound(_))
+        ));
+    }
+
+    #[test]
+    fn parse_all_skips_a_torn_last_line() {
+        let id = QueueId::generate();
+        let text = b"A 1 2\nN 3\nA 7 1";
+        assert_eq!(
+            parse_all(&id, text),
+            vec![
+                Record::Attempted {
+                    attempts: 1,
+                    next_ms: 2
+                },
+                Record::Rescheduled { next_ms: 3 }
+            ]
+        );
     }
 }

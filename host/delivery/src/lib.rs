@@ -5,7 +5,8 @@
 //! settings; treats every remote SMTP server and DNS answer as hostile.
 //!
 //! Modules, each single-purpose: [`settings`] (what the operator chose), [`retry`]
-//! (the schedule), [`journal`] (the append-only `<id>.state` file), [`state`]
+//! (the schedule), [`journal`] (the per-message delivery journal, kept as state
+//! records in the spool's log), [`state`]
 //! (per-recipient state rebuilt from it), [`route`] (which agent and destination a
 //! recipient goes to), [`mailbox`] and [`maildir`] (local delivery), [`mx`]
 //! (RFC 5321 §5.1 / RFC 7505), [`tls`] (the STARTTLS policy), [`smtp`] (the client),

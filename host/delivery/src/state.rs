@@ -95,13 +95,11 @@ impl MessageState {
         }
     }
 
-    /// Read the envelope and replay the journal (blocking file I/O).
+    /// Read the envelope and replay the journal (blocking reads of the spool's log).
     pub fn load(spool: &Spool, id: &QueueId) -> Result<MessageState, SpoolError> {
         let message = spool.open_message(id)?;
         let mut state = MessageState::new(*id, Arc::new(message.envelope), message.message_len);
-        let path = spool.state_path(id);
-        let records = journal::read(&path).map_err(|e| SpoolError::Io { path, source: e })?;
-        for r in &records {
+        for r in &journal::read(spool, id)? {
             state.apply(r);
         }
         Ok(state)
@@ -209,7 +207,7 @@ impl MessageState {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::outcome::Diagnostic;
     use postern_protocol::EnhancedCode;

@@ -147,10 +147,36 @@ impl Collector for StateCollector {
             None,
             c.metric_type(),
         )?)?;
+        let c = ConstCounter::new(spool.syncs);
+        c.encode(enc.encode_descriptor(
+            "spool_syncs",
+            "fdatasyncs of the spool log: one per group-commit batch",
+            None,
+            c.metric_type(),
+        )?)?;
         let c = ConstCounter::new(spool.dir_fsyncs);
         c.encode(enc.encode_descriptor(
             "spool_dir_fsyncs",
-            "Directory fsyncs (group commit batches)",
+            "Directory fsyncs (segments created or deleted)",
+            None,
+            c.metric_type(),
+        )?)?;
+        gauge(
+            &mut enc,
+            "spool_segments",
+            "Segment files in the spool log",
+            spool.segments as i64,
+        )?;
+        gauge(
+            &mut enc,
+            "spool_log_bytes",
+            "Bytes in the spool log's segments",
+            spool.log_bytes as i64,
+        )?;
+        let c = ConstCounter::new(spool.records_compacted);
+        c.encode(enc.encode_descriptor(
+            "spool_records_compacted",
+            "Records copied forward by compaction",
             None,
             c.metric_type(),
         )?)?;

@@ -1,7 +1,7 @@
 //! `postern queue list|show ID|flush|delete ID`: the admin-socket commands (served
 //! by the running queue manager) and the command line that prints them. When no
 //! server answers on the admin socket, the command opens the spool itself — its
-//! lock guarantees no server is using it — and works on the files (a flush then
+//! lock guarantees no server is using it — and works on the log (a flush then
 //! takes effect when the server next starts). Input: operator arguments and queue
 //! ids (validated as `QueueId` before they name anything).
 
@@ -150,11 +150,14 @@ pub fn run(action: QueueAction) -> ExitCode {
     }
 }
 
-/// The same commands against the spool directory (no server running).
+/// The same commands against the spool directory (no server running). `list` and
+/// `show` open it read-only (nothing is repaired or changed) once it exists.
 async fn offline(cfg: &Config, action: &QueueAction) -> Result<Value, String> {
+    let reads_only = matches!(action, QueueAction::List(_) | QueueAction::Show { .. });
     let (spool, _) = Spool::open(SpoolConfig {
-        dir: cfg.spool_dir.clone(),
         group_commit: cfg.group_commit,
+        read_only: reads_only && cfg.spool_dir.join("log").is_dir(),
+        ..SpoolConfig::new(&cfg.spool_dir)
     })
     .map_err(|e| match e {
         SpoolError::Locked { .. } => {
@@ -162,6 +165,7 @@ async fn offline(cfg: &Config, action: &QueueAction) -> Result<Value, String> {
         }
         e => e.to_string(),
     })?;
+    let spool = Arc::new(spool);
     use postern_delivery::inspect;
     let e = |e: SpoolError| e.to_string();
     Ok(match action {
@@ -173,7 +177,9 @@ async fn offline(cfg: &Config, action: &QueueAction) -> Result<Value, String> {
                 None => json!({"ok": false, "error": format!("no queued message {id}")}),
             }
         }
-        QueueAction::Flush(_) => json!({"ok": true, "flushed": inspect::flush(&spool).map_err(e)?}),
+        QueueAction::Flush(_) => {
+            json!({"ok": true, "flushed": inspect::flush(&spool).await.map_err(e)?})
+        }
         QueueAction::Delete { id, .. } => {
             let id = parse_id(id)?;
             if inspect::delete(&spool, &id).await.map_err(e)? {

@@ -147,17 +147,24 @@ pub async fn serve(config: Config, overrides: Overrides) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
     let (spool, report) = Spool::open(SpoolConfig {
-        dir: config.spool_dir.clone(),
         group_commit: config.group_commit,
+        ..SpoolConfig::new(&config.spool_dir)
     })
     .with_context(|| format!("cannot open spool {}", config.spool_dir.display()))?;
     tracing::info!(
         dir = %config.spool_dir.display(),
         kept = report.kept,
-        removed_temp = report.removed_temp,
+        segments = report.segments,
+        truncated_bytes = report.truncated_bytes,
+        skipped = report.skipped.len(),
+        salvaged = report.salvaged,
+        imported = report.imported,
         quarantined = report.quarantined.len(),
         "spool recovered"
     );
+    for (at, reason) in &report.skipped {
+        tracing::error!(at = %at, reason = %reason, "damaged spool records skipped");
+    }
     for (file, reason) in &report.quarantined {
         tracing::error!(file = %file, reason = %reason, "spool file quarantined");
     }

@@ -1,117 +1,279 @@
-//! Group commit of the `queue/` directory (RFC 5321 §6.1: a message is only accepted
-//! once durable). After a commit renamed its file into `queue/` (or a remove unlinked
-//! one), it asks for a directory fsync. A single committer thread takes every request
-//! that arrived before it starts an fsync, runs one `fsync(queue/)` for all of them and
-//! then wakes every waiter; requests that arrive during that fsync form the next batch.
-//! So each waiter's rename precedes the fsync that answers it, and the fsync's own
-//! duration is the batching window (no timer, no added latency when idle).
-//! Trusts its callers to ask only after their rename/unlink returned.
+//! Group commit of the log (RFC 5321 §6.1: a message is only accepted once durable).
+//! Callers build their record (the memcpy of the message and its checksum happen on
+//! their own thread, in parallel) and send it here. One committer thread takes every
+//! request that arrived before it starts a write, gives each record its LSN and
+//! place, writes the whole batch with vectored writes, runs one `fdatasync` for all
+//! of them, updates the index and then answers every waiter; requests that arrive
+//! meanwhile form the next batch. So each acknowledged record was written before the
+//! fdatasync that answers it, and the sync's own duration is the batching window (no
+//! timer, no added latency when idle). Being the only writer, it keeps the log
+//! contiguous: a crash can only leave a torn tail, never a hole before a synced
+//! record. It also rotates to a new segment when the active one is full.
+//! Trusts its callers for the records' bodies (built by `format::build_record`).
 
-use std::fs::File;
-use std::io;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::mpsc;
 
 use tokio::sync::oneshot;
 
 use crate::error::SpoolError;
-use crate::stats::Counters;
+use crate::format::{self, Kind};
+use crate::id::QueueId;
+use crate::index::{Loc, MsgEntry};
+use crate::segment::SegWriter;
+use crate::spool::Shared;
 
-type Reply = Result<(), io::Error>;
-
-/// Makes completed renames and unlinks in one directory durable.
-pub(crate) struct DirSyncer {
-    path: PathBuf,
-    mode: Mode,
-}
-
-enum Mode {
-    /// Requests go to the committer thread, which batches them.
-    Group(mpsc::Sender<oneshot::Sender<Reply>>),
-    /// One fsync per request (kept to measure what group commit buys).
-    Direct {
-        dir: Arc<File>,
-        counters: Arc<Counters>,
+/// What a request asks the index to record once its record is durable.
+#[derive(Debug)]
+pub(crate) enum Op {
+    Commit {
+        id: QueueId,
+        envelope_len: u32,
+        message_len: u64,
+        body_crc: u32,
+    },
+    State {
+        id: QueueId,
+    },
+    Remove {
+        id: QueueId,
+    },
+    /// Compaction: a verbatim copy (keeping its LSN) of the record at `from`.
+    Copy {
+        kind: Kind,
+        id: QueueId,
+        lsn: u64,
+        from: Loc,
     },
 }
 
-impl DirSyncer {
-    /// Open `path` and, with `group`, start its committer thread.
-    pub fn start(
-        path: &Path,
-        group: bool,
-        counters: Arc<Counters>,
-    ) -> Result<DirSyncer, SpoolError> {
-        let dir = crate::fsio::open_dir(path).map_err(|e| SpoolError::io(path, e))?;
-        let mode = if group {
-            let (tx, rx) = mpsc::channel();
-            let thread_path = path.to_path_buf();
-            std::thread::Builder::new()
-                .name("postern-spool-commit".into())
-                .spawn(move || run_committer(dir, thread_path, rx, counters))
-                .map_err(|e| SpoolError::io(path, e))?;
-            Mode::Group(tx)
-        } else {
-            Mode::Direct {
-                dir: Arc::new(dir),
-                counters,
-            }
-        };
-        Ok(DirSyncer {
-            path: path.to_path_buf(),
-            mode,
-        })
-    }
+/// `Ok(true)`: done; `Ok(false)`: nothing to do (remove of an unknown id, copy of a
+/// record no longer current).
+pub(crate) type Reply = Result<bool, SpoolError>;
 
-    /// Return once an fsync of the directory that started after this call completed.
-    pub async fn sync(&self) -> Result<(), SpoolError> {
-        let reply = match &self.mode {
-            Mode::Group(tx) => {
-                let (reply_tx, reply_rx) = oneshot::channel();
-                tx.send(reply_tx).map_err(|_| SpoolError::CommitterGone)?;
-                reply_rx.await.map_err(|_| SpoolError::CommitterGone)?
-            }
-            Mode::Direct { dir, counters } => {
-                let dir = Arc::clone(dir);
-                let counters = Arc::clone(counters);
-                tokio::task::spawn_blocking(move || {
-                    let result = dir.sync_all();
-                    counters.dir_fsynced();
-                    result
-                })
-                .await
-                .map_err(|e| SpoolError::Worker(e.to_string()))?
-            }
-        };
-        reply.map_err(|e| SpoolError::io(&self.path, e))
-    }
+pub(crate) struct Request {
+    pub record: Vec<u8>,
+    pub op: Op,
+    pub reply: Option<oneshot::Sender<Reply>>,
 }
 
-/// The committer thread: ends when the spool (the last sender) is dropped.
-fn run_committer(
-    dir: File,
-    path: PathBuf,
-    requests: mpsc::Receiver<oneshot::Sender<Reply>>,
-    counters: Arc<Counters>,
-) {
-    while let Ok(first) = requests.recv() {
-        let mut batch = vec![first];
-        batch.extend(requests.try_iter());
-        let result = dir.sync_all();
-        counters.dir_fsynced();
-        tracing::trace!(batch = batch.len(), "spool directory fsync");
-        if let Err(e) = &result {
-            tracing::error!(dir = %path.display(), error = %e, batch = batch.len(),
-                "spool directory fsync failed; failing the batch");
+pub(crate) struct Committer {
+    pub shared: Arc<Shared>,
+    pub writer: SegWriter,
+    pub next_lsn: u64,
+}
+
+impl Committer {
+    /// The thread body: ends when every sender is gone and the queue is drained.
+    pub fn run(mut self, requests: mpsc::Receiver<Request>) {
+        let group = self.shared.config.group_commit;
+        while let Ok(first) = requests.recv() {
+            let mut batch = vec![first];
+            if group {
+                batch.extend(requests.try_iter());
+            }
+            if self.writer.end >= self.shared.config.segment_size {
+                self.rotate();
+            }
+            self.commit(batch);
         }
-        for waiter in batch {
-            let reply = match &result {
-                Ok(()) => Ok(()),
-                Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
+    }
+
+    /// Write, sync, index and answer one batch.
+    fn commit(&mut self, mut batch: Vec<Request>) {
+        let start = self.writer.end;
+        let mut places = Vec::with_capacity(batch.len());
+        let mut offset = start;
+        for req in &mut batch {
+            let lsn = match req.op {
+                Op::Copy { lsn, .. } => lsn,
+                _ => {
+                    let lsn = self.next_lsn;
+                    self.next_lsn += 1;
+                    format::seal(&mut req.record, lsn);
+                    lsn
+                }
             };
-            // A waiter whose commit future was dropped no longer listens; that is fine.
-            let _ = waiter.send(reply);
+            let len = req.record.len() as u64;
+            places.push((
+                lsn,
+                Loc {
+                    seg: self.writer.seq,
+                    offset,
+                    len,
+                },
+            ));
+            offset += len;
+        }
+        let records: Vec<&[u8]> = batch.iter().map(|r| r.record.as_slice()).collect();
+        let written = self.writer.append(&records);
+        drop(records);
+        let result = written.and_then(|_| {
+            let synced = self.writer.sync();
+            self.shared.counters.synced();
+            synced
+        });
+        if let Err(e) = result {
+            self.fail(batch, start, e);
+            return;
+        }
+        tracing::trace!(
+            batch = batch.len(),
+            bytes = offset - start,
+            "spool log fdatasync"
+        );
+
+        let mut replies = Vec::with_capacity(batch.len());
+        let mut committed = Vec::new();
+        {
+            let mut index = self.shared.index();
+            index.grew(self.writer.seq, self.writer.end);
+            for (req, (lsn, loc)) in batch.into_iter().zip(places) {
+                let reply = match req.op {
+                    Op::Commit {
+                        id,
+                        envelope_len,
+                        message_len,
+                        body_crc,
+                    } => {
+                        index.commit(
+                            id,
+                            MsgEntry {
+                                lsn,
+                                loc,
+                                envelope_len,
+                                message_len,
+                                body_crc,
+                                states: Vec::new(),
+                                stale: Vec::new(),
+                            },
+                        );
+                        committed.push(id);
+                        Ok(true)
+                    }
+                    Op::State { id } => {
+                        if index.add_state(id, lsn, loc) {
+                            Ok(true)
+                        } else {
+                            Err(SpoolError::NotFound(id.to_string()))
+                        }
+                    }
+                    Op::Remove { id } => Ok(index.remove(id, lsn, loc).is_some()),
+                    Op::Copy {
+                        kind,
+                        id,
+                        lsn,
+                        from,
+                    } => Ok(index.moved(kind, id, lsn, from, loc)),
+                };
+                replies.push((req.reply, reply));
+            }
+        }
+        self.shared.counters.committed(committed.len() as u64);
+        if !committed.is_empty()
+            && let Some(tx) = &*self
+                .shared
+                .subscriber
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+        {
+            for id in committed {
+                // A closed receiver only means nobody delivers; the message stays queued.
+                let _ = tx.send(id);
+            }
+        }
+        for (reply, result) in replies {
+            if let Some(reply) = reply {
+                // A waiter whose future was dropped no longer listens; that is fine.
+                let _ = reply.send(result);
+            }
+        }
+    }
+
+    /// The batch could not be made durable: nobody in it is acknowledged. Cut the
+    /// file back so no half-written batch stays in the log; if even that fails, move
+    /// on to a new segment and tombstone the failed commits, so a copy that did reach
+    /// the disk is not delivered after a restart (the client was told to retry).
+    fn fail(&mut self, batch: Vec<Request>, start: u64, error: std::io::Error) {
+        tracing::error!(segment = %self.writer.shared.path.display(), error = %error,
+            batch = batch.len(), "spool log write or fdatasync failed; failing the batch");
+        let cut = self.writer.discard_tail(start);
+        let failed_commits: Vec<QueueId> = batch
+            .iter()
+            .filter_map(|r| match r.op {
+                Op::Commit { id, .. } => Some(id),
+                _ => None,
+            })
+            .collect();
+        {
+            let mut index = self.shared.index();
+            for req in &batch {
+                match req.op {
+                    Op::Commit { id, .. } => {
+                        index.pending.remove(&id);
+                    }
+                    Op::Remove { id } => {
+                        index.removing.remove(&id);
+                    }
+                    _ => {}
+                }
+            }
+        }
+        if let Err(e) = cut {
+            tracing::error!(segment = %self.writer.shared.path.display(), error = %e,
+                "cannot cut the failed batch off the log; continuing in a new segment");
+            self.writer.end = start;
+            if self.rotate() && !failed_commits.is_empty() {
+                let tombs: Vec<Vec<u8>> = failed_commits
+                    .iter()
+                    .map(|id| {
+                        let mut r = format::build_record(Kind::Tombstone, id, b"", &[]);
+                        format::seal(&mut r, self.next_lsn);
+                        self.next_lsn += 1;
+                        r
+                    })
+                    .collect();
+                let refs: Vec<&[u8]> = tombs.iter().map(Vec::as_slice).collect();
+                let start = self.writer.end;
+                if self
+                    .writer
+                    .append(&refs)
+                    .and_then(|_| self.writer.sync())
+                    .is_err()
+                {
+                    let _ = self.writer.discard_tail(start);
+                }
+                self.shared.index().grew(self.writer.seq, self.writer.end);
+            }
+        }
+        for req in batch {
+            if let Some(reply) = req.reply {
+                let e = std::io::Error::new(error.kind(), error.to_string());
+                let _ = reply.send(Err(SpoolError::io(&self.writer.shared.path, e)));
+            }
+        }
+    }
+
+    /// Start a new segment after the active one (which is complete and synced).
+    /// On failure, keep appending to the current one.
+    fn rotate(&mut self) -> bool {
+        let seq = self.writer.seq + 1;
+        match SegWriter::create(&self.shared.paths, seq) {
+            Ok(next) => {
+                self.shared.counters.dir_fsynced();
+                let old = std::mem::replace(&mut self.writer, next);
+                let mut index = self.shared.index();
+                index.add_segment(Arc::clone(&self.writer.shared), self.writer.end, None);
+                index.grew(old.seq, old.end);
+                index.seal(old.seq);
+                tracing::debug!(segment = seq, "spool log rotated");
+                true
+            }
+            Err(e) => {
+                tracing::error!(segment = seq, error = %e,
+                    "cannot create the next spool segment; the active one keeps growing");
+                false
+            }
         }
     }
 }

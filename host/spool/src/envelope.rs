@@ -1,7 +1,7 @@
 //! The SMTP envelope stored with each message (RFC 5321 §3.3: MAIL FROM reverse-path,
 //! RCPT TO forward-paths, their ESMTP parameters) plus the session facts policy and
-//! delivery need. Built by the trusted SMTP session; read back from disk as JSON, where
-//! it is trusted only after the file passed the format checks.
+//! delivery need. Built by the trusted SMTP session; read back from the log as JSON,
+//! where it is trusted only after its record passed the checksum and id checks.
 
 use serde::{Deserialize, Serialize};
 
@@ -17,7 +17,7 @@ pub struct Recipient {
 /// Everything the SMTP transaction established about a message.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Envelope {
-    /// The queue id; also the file name of the message in `queue/`.
+    /// The queue id; also the id in the message's log records.
     pub queue_id: String,
     /// When the final `.` of DATA was received, unix milliseconds.
     pub received_at_unix_ms: u64,

@@ -13,8 +13,8 @@ pub enum SpoolError {
         #[source]
         source: std::io::Error,
     },
-    /// A queue file does not follow the on-disk format (see `format`).
-    #[error("corrupt spool file {}: {reason}", path.display())]
+    /// A record or file does not follow the on-disk format (see `format`).
+    #[error("corrupt spool data in {}: {reason}", path.display())]
     Corrupt { path: PathBuf, reason: String },
     /// A string that is not a valid queue id (20 characters of `[0-9A-Z]`).
     #[error("invalid queue id {0:?}")]
@@ -35,6 +35,12 @@ pub enum SpoolError {
     /// Another process holds the spool's lock file.
     #[error("spool {} is locked by another process", path.display())]
     Locked { path: PathBuf },
+    /// The spool was opened read-only.
+    #[error("spool is open read-only")]
+    ReadOnly,
+    /// A record too large for the format (an envelope over 16 MiB).
+    #[error("spool record of {0} is too large")]
+    TooLarge(String),
     /// The group-commit thread is gone, so durability can no longer be confirmed.
     #[error("spool group-commit thread stopped")]
     CommitterGone,

@@ -1,259 +1,403 @@
-//! The on-disk format of one queue file, as pure encode/parse functions. Trusts
-//! nothing it parses: every length is checked against the real file size before any
-//! buffer is sized from it, and no malformed input panics.
+//! The on-disk format of the spool log (version 2), as pure encode/decode functions.
+//! Trusts nothing it decodes: every length is bounded and checked against the bytes
+//! actually present before it is used, both checksums are verified, and no malformed
+//! input panics. All integers are little-endian; checksums are CRC-32 (IEEE, the
+//! zlib polynomial, so any language's standard library can verify them).
+//!
+//! A segment file `log/<seq>.seg` starts with a 32-byte header, followed by records
+//! back to back:
 //!
 //! ```text
-//! POSTERN-SPOOL 1 <envelope_len> <message_len>\n     header line, decimal byte counts
-//! <envelope: one JSON object, exactly envelope_len bytes>
-//! \n
-//! <message: exactly message_len bytes, CRLF line endings as received (RFC 5321 §2.3.8)>
+//! segment header (32 bytes)
+//!   0  8  magic "PSTNLOG2"
+//!   8  4  format version (2)
+//!  12  4  header length (32)
+//!  16  8  segment sequence number (equals the file name)
+//!  24  4  reserved, zero
+//!  28  4  CRC-32 of bytes 0..28
+//!
+//! record (56-byte header, then envelope, then payload)
+//!   0  4  magic "PREC"
+//!   4  1  kind: 1 message, 2 state, 3 tombstone
+//!   5  3  reserved, zero
+//!   8  8  log sequence number (LSN): unique, increasing in append order, kept
+//!         when compaction copies the record into a newer segment
+//!  16 20  queue id (20 ASCII characters of [0-9A-Z])
+//!  36  4  envelope length (message records: the envelope JSON; others 0)
+//!  40  8  payload length (message: the message bytes; state: the state bytes)
+//!  48  4  CRC-32 of envelope ++ payload
+//!  52  4  CRC-32 of bytes 0..52 of this header
+//!  56     envelope JSON, then payload
 //! ```
 //!
-//! A file is well-formed only if its size is exactly
-//! `header_len + envelope_len + 1 + message_len`, the byte after the envelope is `\n`,
-//! the envelope parses, and its `queue_id` equals the file name. Anything else is
-//! corrupt and gets quarantined, never deleted.
+//! A record is position-independent: compaction copies it verbatim.
 
-use crate::envelope::Envelope;
+use crate::id::{QUEUE_ID_LEN, QueueId};
 
-/// First word of every queue file.
-pub const MAGIC: &str = "POSTERN-SPOOL";
+/// First bytes of every segment file.
+pub const SEGMENT_MAGIC: [u8; 8] = *b"PSTNLOG2";
 /// The format version this crate writes and reads.
-pub const VERSION: u32 = 1;
-/// Longest header line accepted, newline included (the longest valid one is 58 bytes).
-pub const MAX_HEADER_LEN: usize = 64;
+pub const VERSION: u32 = 2;
+/// Length of the segment header.
+pub const SEGMENT_HEADER_LEN: usize = 32;
+/// First bytes of every record.
+pub const RECORD_MAGIC: [u8; 4] = *b"PREC";
+/// Length of a record header.
+pub const RECORD_HEADER_LEN: usize = 56;
+/// Largest envelope accepted (a healthy one is well under 64 KiB).
+pub const MAX_ENVELOPE_LEN: u64 = 16 << 20;
+/// Largest payload accepted when decoding (bounds what a corrupt length can claim).
+pub const MAX_PAYLOAD_LEN: u64 = 1 << 40;
 
-/// Where the parts of a queue file lie.
+/// What a record is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Kind {
+    /// A queued message: envelope JSON and message bytes.
+    Message = 1,
+    /// A delivery-state record of a queued message (opaque bytes of the queue manager).
+    State = 2,
+    /// The message left the queue.
+    Tombstone = 3,
+}
+
+impl Kind {
+    fn from_byte(b: u8) -> Option<Kind> {
+        match b {
+            1 => Some(Kind::Message),
+            2 => Some(Kind::State),
+            3 => Some(Kind::Tombstone),
+            _ => None,
+        }
+    }
+}
+
+/// The decoded header of a record.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Layout {
-    /// Length of the header line including its `\n`.
-    pub header_len: u64,
-    pub envelope_len: u64,
-    pub message_len: u64,
+pub struct RecordHeader {
+    pub kind: Kind,
+    pub lsn: u64,
+    pub id: QueueId,
+    pub envelope_len: u32,
+    pub payload_len: u64,
+    pub body_crc: u32,
 }
 
-impl Layout {
-    /// Offset of the first envelope byte.
-    pub fn envelope_offset(&self) -> u64 {
-        self.header_len
-    }
-
-    /// Offset of the first message byte.
-    pub fn message_offset(&self) -> u64 {
-        self.header_len + self.envelope_len + 1
-    }
-
-    /// The file size this layout requires, or `None` if it overflows.
-    pub fn total_len(&self) -> Option<u64> {
-        self.header_len
-            .checked_add(self.envelope_len)?
-            .checked_add(1)?
-            .checked_add(self.message_len)
+impl RecordHeader {
+    /// Length of the whole record (header, envelope, payload).
+    pub fn record_len(&self) -> u64 {
+        RECORD_HEADER_LEN as u64 + u64::from(self.envelope_len) + self.payload_len
     }
 }
 
-/// Why a queue file is not well-formed.
-#[derive(Debug, thiserror::Error)]
+/// Why bytes are not a valid segment header or record.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FormatError {
-    #[error("empty file")]
-    Empty,
-    #[error("no header line within the first {MAX_HEADER_LEN} bytes")]
-    NoHeaderLine,
-    #[error("header does not start with {MAGIC}")]
+    #[error("truncated: {needed} bytes needed, {available} present")]
+    Truncated { needed: u64, available: u64 },
+    #[error("bad magic")]
     BadMagic,
-    #[error("unsupported format version {0:?}")]
-    UnsupportedVersion(String),
-    #[error("malformed header line")]
-    MalformedHeader,
-    #[error("bad {field} length {value:?}")]
-    BadLength { field: &'static str, value: String },
-    #[error("file is {actual} bytes but its header announces {expected}")]
-    SizeMismatch { expected: String, actual: u64 },
-    #[error("missing newline between envelope and message")]
-    MissingSeparator,
-    #[error("envelope is not valid JSON: {0}")]
-    BadEnvelope(#[source] serde_json::Error),
-    #[error("envelope queue_id {envelope:?} does not match file name {file:?}")]
-    IdMismatch { file: String, envelope: String },
+    #[error("unsupported format version {0}")]
+    UnsupportedVersion(u32),
+    #[error("header checksum mismatch")]
+    HeaderChecksum,
+    #[error("body checksum mismatch")]
+    BodyChecksum,
+    #[error("unknown record kind {0}")]
+    BadKind(u8),
+    #[error("invalid queue id in record")]
+    BadId,
+    #[error("implausible length: envelope {envelope}, payload {payload}")]
+    BadLength { envelope: u64, payload: u64 },
+    #[error("segment number {found} does not match the file name ({expected})")]
+    WrongSequence { expected: u64, found: u64 },
 }
 
-/// The header line for a file with these part lengths.
-pub fn encode_header(envelope_len: u64, message_len: u64) -> Vec<u8> {
-    format!("{MAGIC} {VERSION} {envelope_len} {message_len}\n").into_bytes()
+fn crc(bytes: &[u8]) -> u32 {
+    crc32fast::hash(bytes)
 }
 
-/// Parse the header line from the first bytes of a file (up to `MAX_HEADER_LEN`).
-pub fn parse_header(prefix: &[u8]) -> Result<Layout, FormatError> {
-    if prefix.is_empty() {
-        return Err(FormatError::Empty);
-    }
-    let window = &prefix[..prefix.len().min(MAX_HEADER_LEN)];
-    let Some(newline) = window.iter().position(|&b| b == b'\n') else {
-        return Err(if window.starts_with(MAGIC.as_bytes()) {
-            FormatError::NoHeaderLine
-        } else {
-            FormatError::BadMagic
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    let mut a = [0u8; 4];
+    a.copy_from_slice(&b[at..at + 4]);
+    u32::from_le_bytes(a)
+}
+
+fn u64_at(b: &[u8], at: usize) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[at..at + 8]);
+    u64::from_le_bytes(a)
+}
+
+/// The header of segment `seq`.
+pub fn encode_segment_header(seq: u64) -> [u8; SEGMENT_HEADER_LEN] {
+    let mut h = [0u8; SEGMENT_HEADER_LEN];
+    h[0..8].copy_from_slice(&SEGMENT_MAGIC);
+    h[8..12].copy_from_slice(&VERSION.to_le_bytes());
+    h[12..16].copy_from_slice(&(SEGMENT_HEADER_LEN as u32).to_le_bytes());
+    h[16..24].copy_from_slice(&seq.to_le_bytes());
+    let sum = crc(&h[0..28]);
+    h[28..32].copy_from_slice(&sum.to_le_bytes());
+    h
+}
+
+/// Check a segment header and that it names segment `expected`.
+pub fn decode_segment_header(bytes: &[u8], expected: u64) -> Result<(), FormatError> {
+    if bytes.len() < SEGMENT_HEADER_LEN {
+        return Err(FormatError::Truncated {
+            needed: SEGMENT_HEADER_LEN as u64,
+            available: bytes.len() as u64,
         });
-    };
-    let line = std::str::from_utf8(&window[..newline]).map_err(|_| FormatError::BadMagic)?;
-    let mut fields = line.split(' ');
-    if fields.next() != Some(MAGIC) {
+    }
+    if bytes[0..8] != SEGMENT_MAGIC {
         return Err(FormatError::BadMagic);
     }
-    match fields.next() {
-        Some("1") => {}
-        Some(other) => return Err(FormatError::UnsupportedVersion(other.to_owned())),
-        None => return Err(FormatError::MalformedHeader),
+    if crc(&bytes[0..28]) != u32_at(bytes, 28) {
+        return Err(FormatError::HeaderChecksum);
     }
-    let envelope_len = parse_len("envelope", fields.next())?;
-    let message_len = parse_len("message", fields.next())?;
-    if fields.next().is_some() {
-        return Err(FormatError::MalformedHeader);
+    let version = u32_at(bytes, 8);
+    if version != VERSION || u32_at(bytes, 12) != SEGMENT_HEADER_LEN as u32 {
+        return Err(FormatError::UnsupportedVersion(version));
     }
-    Ok(Layout {
-        header_len: newline as u64 + 1,
+    let found = u64_at(bytes, 16);
+    if found != expected {
+        return Err(FormatError::WrongSequence { expected, found });
+    }
+    Ok(())
+}
+
+/// A complete record with a zero LSN and no header checksum yet: the committer
+/// fills both with [`seal`] when it assigns the record its place in the log. The
+/// body (and its checksum) is built by the caller, off the committer's thread.
+pub fn build_record(kind: Kind, id: &QueueId, envelope: &[u8], payload: &[&[u8]]) -> Vec<u8> {
+    let payload_len: usize = payload.iter().map(|p| p.len()).sum();
+    let mut r = Vec::with_capacity(RECORD_HEADER_LEN + envelope.len() + payload_len);
+    r.extend_from_slice(&[0u8; RECORD_HEADER_LEN]);
+    r.extend_from_slice(envelope);
+    for part in payload {
+        r.extend_from_slice(part);
+    }
+    let body_crc = crc(&r[RECORD_HEADER_LEN..]);
+    r[0..4].copy_from_slice(&RECORD_MAGIC);
+    r[4] = kind as u8;
+    r[16..36].copy_from_slice(id.as_str().as_bytes());
+    r[36..40].copy_from_slice(&(envelope.len() as u32).to_le_bytes());
+    r[40..48].copy_from_slice(&(payload_len as u64).to_le_bytes());
+    r[48..52].copy_from_slice(&body_crc.to_le_bytes());
+    r
+}
+
+/// The body checksum [`build_record`] put into `record`.
+pub fn unsealed_body_crc(record: &[u8]) -> u32 {
+    u32_at(record, 48)
+}
+
+/// Set the LSN of a record built by [`build_record`] and checksum its header.
+pub fn seal(record: &mut [u8], lsn: u64) {
+    record[8..16].copy_from_slice(&lsn.to_le_bytes());
+    let sum = crc(&record[0..52]);
+    record[52..56].copy_from_slice(&sum.to_le_bytes());
+}
+
+/// Decode and verify a record header (not its body).
+pub fn decode_header(bytes: &[u8]) -> Result<RecordHeader, FormatError> {
+    if bytes.len() < RECORD_HEADER_LEN {
+        return Err(FormatError::Truncated {
+            needed: RECORD_HEADER_LEN as u64,
+            available: bytes.len() as u64,
+        });
+    }
+    if bytes[0..4] != RECORD_MAGIC {
+        return Err(FormatError::BadMagic);
+    }
+    if crc(&bytes[0..52]) != u32_at(bytes, 52) {
+        return Err(FormatError::HeaderChecksum);
+    }
+    let kind = Kind::from_byte(bytes[4]).ok_or(FormatError::BadKind(bytes[4]))?;
+    let id = std::str::from_utf8(&bytes[16..16 + QUEUE_ID_LEN])
+        .ok()
+        .and_then(|s| s.parse::<QueueId>().ok())
+        .ok_or(FormatError::BadId)?;
+    let envelope_len = u32_at(bytes, 36);
+    let payload_len = u64_at(bytes, 40);
+    let plausible = match kind {
+        Kind::Message => u64::from(envelope_len) <= MAX_ENVELOPE_LEN,
+        Kind::State => envelope_len == 0,
+        Kind::Tombstone => envelope_len == 0 && payload_len == 0,
+    } && payload_len <= MAX_PAYLOAD_LEN;
+    if !plausible {
+        return Err(FormatError::BadLength {
+            envelope: envelope_len.into(),
+            payload: payload_len,
+        });
+    }
+    Ok(RecordHeader {
+        kind,
+        lsn: u64_at(bytes, 8),
+        id,
         envelope_len,
-        message_len,
+        payload_len,
+        body_crc: u32_at(bytes, 48),
     })
 }
 
-fn parse_len(field: &'static str, text: Option<&str>) -> Result<u64, FormatError> {
-    let text = text.ok_or(FormatError::MalformedHeader)?;
-    let bad = || FormatError::BadLength {
-        field,
-        value: text.to_owned(),
-    };
-    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(bad());
-    }
-    text.parse::<u64>().map_err(|_| bad())
-}
-
-/// Check that a file of `actual` bytes has exactly the size `layout` announces.
-pub fn check_size(layout: &Layout, actual: u64) -> Result<(), FormatError> {
-    match layout.total_len() {
-        Some(expected) if expected == actual => Ok(()),
-        Some(expected) => Err(FormatError::SizeMismatch {
-            expected: expected.to_string(),
-            actual,
-        }),
-        None => Err(FormatError::SizeMismatch {
-            expected: "more than 2^64".to_owned(),
-            actual,
-        }),
-    }
-}
-
-/// Decode the envelope bytes followed by their `\n` separator, and check that the
-/// envelope names the file it was read from.
-pub fn decode_envelope(
-    bytes_with_separator: &[u8],
-    file_name: &str,
-) -> Result<Envelope, FormatError> {
-    let Some((&b'\n', json)) = bytes_with_separator.split_last() else {
-        return Err(FormatError::MissingSeparator);
-    };
-    let envelope: Envelope = serde_json::from_slice(json).map_err(FormatError::BadEnvelope)?;
-    if envelope.queue_id != file_name {
-        return Err(FormatError::IdMismatch {
-            file: file_name.to_owned(),
-            envelope: envelope.queue_id,
+/// Decode the record at the start of `bytes`, verifying both checksums.
+pub fn decode_record(bytes: &[u8]) -> Result<RecordHeader, FormatError> {
+    let header = decode_header(bytes)?;
+    let len = header.record_len();
+    if (bytes.len() as u64) < len {
+        return Err(FormatError::Truncated {
+            needed: len,
+            available: bytes.len() as u64,
         });
     }
-    Ok(envelope)
+    check_body(&header, &bytes[RECORD_HEADER_LEN..len as usize])?;
+    Ok(header)
+}
+
+/// Verify a record's body (envelope ++ payload) against its header.
+pub fn check_body(header: &RecordHeader, body: &[u8]) -> Result<(), FormatError> {
+    if crc(body) == header.body_crc {
+        Ok(())
+    } else {
+        Err(FormatError::BodyChecksum)
+    }
+}
+
+/// The checksum of `parts` read back in pieces (e.g. envelope then message).
+pub fn body_crc(parts: &[&[u8]]) -> u32 {
+    let mut h = crc32fast::Hasher::new();
+    for p in parts {
+        h.update(p);
+    }
+    h.finalize()
+}
+
+/// The offset of the first valid record at or after `from` in `bytes`, if any:
+/// how recovery finds its footing again after a damaged region.
+pub fn resync(bytes: &[u8], from: usize) -> Option<usize> {
+    let mut at = from;
+    while at + RECORD_HEADER_LEN <= bytes.len() {
+        let rest = &bytes[at..];
+        let i = rest.windows(4).position(|w| w == RECORD_MAGIC)?;
+        at += i;
+        if decode_record(&bytes[at..]).is_ok() {
+            return Some(at);
+        }
+        at += 1;
+    }
+    None
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn header_round_trip() {
-        let header = encode_header(123, 4567);
-        assert_eq!(header, b"POSTERN-SPOOL 1 123 4567\n");
-        let layout = parse_header(&header).unwrap();
-        assert_eq!(
-            layout,
-            Layout {
-                header_len: 25,
-                envelope_len: 123,
-                message_len: 4567
-            }
-        );
-        assert_eq!(layout.message_offset(), 25 + 123 + 1);
-        assert_eq!(layout.total_len(), Some(25 + 123 + 1 + 4567));
-        let longest = encode_header(u64::MAX, u64::MAX);
-        assert!(longest.len() <= MAX_HEADER_LEN);
-        assert!(parse_header(&longest).is_ok());
+    fn id() -> QueueId {
+        "0123456789ABCDEFGHIJ".parse().unwrap()
+    }
+
+    fn sealed(kind: Kind, env: &[u8], payload: &[&[u8]], lsn: u64) -> Vec<u8> {
+        let mut r = build_record(kind, &id(), env, payload);
+        seal(&mut r, lsn);
+        r
     }
 
     #[test]
-    fn header_parse_table() {
-        let cases: &[(&[u8], &str)] = &[
-            (b"", "empty file"),
-            (b"hello world\n", "header does not start"),
-            (b"POSTERN-SPOOL 1 1 1", "no header line"),
-            (b"POSTERN-SPOOL 2 1 1\n", "unsupported format version"),
-            (b"POSTERN-SPOOL\n", "malformed"),
-            (b"POSTERN-SPOOL 1 1\n", "malformed"),
-            (b"POSTERN-SPOOL 1 1 1 1\n", "malformed"),
-            (b"POSTERN-SPOOL 1 -1 1\n", "bad envelope length"),
-            (b"POSTERN-SPOOL 1 +1 1\n", "bad envelope length"),
-            (b"POSTERN-SPOOL 1 1 x\n", "bad message length"),
-            (b"POSTERN-SPOOL 1 1  1\n", "bad message length"),
-            (
-                b"POSTERN-SPOOL 1 99999999999999999999 1\n",
-                "bad envelope length",
-            ),
-            (b"POSTERN-SPOOL 1 1 1\r\n", "bad message length"),
-            (b"\xff\xfe\n", "header does not start"),
-        ];
-        for (input, want) in cases {
-            let err = parse_header(input).unwrap_err().to_string();
-            assert!(err.contains(want), "{input:?}: {err}");
+    fn segment_header_round_trip_and_defects() {
+        let h = encode_segment_header(7);
+        assert!(decode_segment_header(&h, 7).is_ok());
+        assert_eq!(
+            decode_segment_header(&h, 8),
+            Err(FormatError::WrongSequence {
+                expected: 8,
+                found: 7
+            })
+        );
+        assert!(matches!(
+            decode_segment_header(&h[..31], 7),
+            Err(FormatError::Truncated { .. })
+        ));
+        let mut bad = h;
+        bad[17] ^= 1;
+        assert_eq!(
+            decode_segment_header(&bad, 7),
+            Err(FormatError::HeaderChecksum)
+        );
+        let mut bad = h;
+        bad[0] = b'X';
+        assert_eq!(decode_segment_header(&bad, 7), Err(FormatError::BadMagic));
+    }
+
+    #[test]
+    fn record_round_trip() {
+        let r = sealed(Kind::Message, b"{}", &[b"ab", b"", b"cde"], 42);
+        assert_eq!(r.len(), RECORD_HEADER_LEN + 2 + 5);
+        let h = decode_record(&r).unwrap();
+        assert_eq!(
+            (h.kind, h.lsn, h.id, h.envelope_len, h.payload_len),
+            (Kind::Message, 42, id(), 2, 5)
+        );
+        assert_eq!(h.record_len(), r.len() as u64);
+        assert_eq!(h.body_crc, body_crc(&[b"{}", b"abcde"]));
+        let t = sealed(Kind::Tombstone, b"", &[], 43);
+        assert_eq!(decode_record(&t).unwrap().kind, Kind::Tombstone);
+        // Trailing bytes belong to the next record.
+        let both = [r.clone(), t.clone()].concat();
+        assert_eq!(decode_record(&both).unwrap().lsn, 42);
+    }
+
+    #[test]
+    fn every_single_bit_flip_is_detected() {
+        let r = sealed(Kind::State, b"", &[b"A 1 2\n"], 9);
+        for byte in 0..r.len() {
+            for bit in 0..8 {
+                let mut bad = r.clone();
+                bad[byte] ^= 1 << bit;
+                assert!(decode_record(&bad).is_err(), "flip {byte}.{bit} undetected");
+            }
         }
     }
 
     #[test]
-    fn size_checks() {
-        let layout = parse_header(b"POSTERN-SPOOL 1 2 3\n").unwrap();
-        assert!(check_size(&layout, 20 + 2 + 1 + 3).is_ok());
-        assert!(check_size(&layout, 25).is_err());
-        assert!(check_size(&layout, 27).is_err());
-        let huge = Layout {
-            header_len: 10,
-            envelope_len: u64::MAX,
-            message_len: 1,
-        };
-        assert!(
-            check_size(&huge, 100)
-                .unwrap_err()
-                .to_string()
-                .contains("2^64")
-        );
+    fn every_truncation_is_detected() {
+        let r = sealed(Kind::Message, b"{\"a\":1}", &[b"hello\r\n"], 1);
+        for len in 0..r.len() {
+            assert!(
+                matches!(decode_record(&r[..len]), Err(FormatError::Truncated { .. })),
+                "{len}"
+            );
+        }
     }
 
     #[test]
-    fn envelope_decoding() {
-        let json = br#"{"queue_id":"A","received_at_unix_ms":1,"client_ip":"::1","client_port":2,"helo":null,"auth_user":null,"tls":false,"mail_from":"","mail_params":[],"recipients":[],"session_id":"s"}"#;
-        let mut with_sep = json.to_vec();
-        with_sep.push(b'\n');
-        assert_eq!(decode_envelope(&with_sep, "A").unwrap().client_port, 2);
+    fn implausible_headers_are_refused() {
+        let mut r = sealed(Kind::Tombstone, b"", &[], 1);
+        r[40..48].copy_from_slice(&5u64.to_le_bytes());
+        seal(&mut r, 1);
         assert!(matches!(
-            decode_envelope(&with_sep, "B"),
-            Err(FormatError::IdMismatch { .. })
+            decode_header(&r),
+            Err(FormatError::BadLength { .. })
         ));
-        assert!(matches!(
-            decode_envelope(json, "A"),
-            Err(FormatError::MissingSeparator)
-        ));
-        assert!(matches!(
-            decode_envelope(b"{\n", "A"),
-            Err(FormatError::BadEnvelope(_))
-        ));
-        assert!(matches!(
-            decode_envelope(b"", "A"),
-            Err(FormatError::MissingSeparator)
-        ));
+        let mut r = sealed(Kind::State, b"", &[b"x"], 1);
+        r[4] = 9;
+        seal(&mut r, 1);
+        assert_eq!(decode_header(&r), Err(FormatError::BadKind(9)));
+        let mut r = sealed(Kind::State, b"", &[b"x"], 1);
+        r[16] = b'a';
+        seal(&mut r, 1);
+        assert_eq!(decode_header(&r), Err(FormatError::BadId));
+    }
+
+    #[test]
+    fn resync_skips_garbage() {
+        let a = sealed(Kind::State, b"", &[b"one\n"], 1);
+        let b = sealed(Kind::State, b"", &[b"two\n"], 2);
+        let mut bytes = a.clone();
+        bytes.extend_from_slice(b"PREC garbage PRE");
+        let at = bytes.len();
+        bytes.extend_from_slice(&b);
+        assert_eq!(resync(&bytes, 1), Some(at));
+        assert_eq!(resync(&bytes, 0), Some(0));
+        assert_eq!(resync(&bytes[..bytes.len() - 1], 1), None);
     }
 }

@@ -1,7 +1,8 @@
 //! Thin, blocking POSIX file-system helpers with the exact durability semantics the
 //! spool needs: private modes (0700 dirs, 0600 files), exclusive create, vectored
 //! writes, rename that never replaces (`renameat2(RENAME_NOREPLACE)`), directory
-//! fsync, and the spool lock. Trusts its callers for paths (built from validated ids).
+//! fsync, the spool lock, and reopening an open file independently. Trusts its
+//! callers for paths (built from segment numbers and validated ids).
 
 use std::fs::{DirBuilder, File, OpenOptions};
 use std::io::{self, IoSlice, Write};
@@ -94,9 +95,10 @@ fn c_path(path: &Path) -> io::Result<std::ffi::CString> {
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains NUL"))
 }
 
-/// Open (creating if needed, 0600) and exclusively lock `path` for this process's
-/// lifetime. `Ok(None)` means another open file description holds the lock.
-pub fn lock_file(path: &Path) -> io::Result<Option<File>> {
+/// Open (creating if needed, 0600) and lock `path` for this process's lifetime:
+/// exclusively, or `shared` (readers only). `Ok(None)` means another open file
+/// description holds a conflicting lock.
+pub fn lock_file(path: &Path, shared: bool) -> io::Result<Option<File>> {
     let file = OpenOptions::new()
         .read(true)
         .write(true)
@@ -104,10 +106,26 @@ pub fn lock_file(path: &Path) -> io::Result<Option<File>> {
         .truncate(false)
         .mode(0o600)
         .open(path)?;
-    match file.try_lock() {
+    let locked = if shared {
+        file.try_lock_shared()
+    } else {
+        file.try_lock()
+    };
+    match locked {
         Ok(()) => Ok(Some(file)),
         Err(std::fs::TryLockError::WouldBlock) => Ok(None),
         Err(std::fs::TryLockError::Error(e)) => Err(e),
+    }
+}
+
+/// A new open file description of the file behind `file` (its own offset), even if
+/// the file was unlinked meanwhile: opened through `/proc/self/fd`, falling back to
+/// `path` where `/proc` is not mounted.
+pub fn reopen(file: &File, path: &Path) -> io::Result<File> {
+    use std::os::fd::AsRawFd;
+    match File::open(format!("/proc/self/fd/{}", file.as_raw_fd())) {
+        Ok(f) => Ok(f),
+        Err(_) => File::open(path),
     }
 }
 
@@ -150,10 +168,34 @@ mod tests {
     fn lock_is_exclusive() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("lock");
-        let held = lock_file(&path).unwrap();
+        let held = lock_file(&path, false).unwrap();
         assert!(held.is_some());
-        assert!(lock_file(&path).unwrap().is_none());
+        assert!(lock_file(&path, false).unwrap().is_none());
+        assert!(lock_file(&path, true).unwrap().is_none());
         drop(held);
-        assert!(lock_file(&path).unwrap().is_some());
+        let reader = lock_file(&path, true).unwrap();
+        assert!(reader.is_some());
+        assert!(lock_file(&path, true).unwrap().is_some());
+        assert!(lock_file(&path, false).unwrap().is_none());
+        drop(reader);
+        assert!(lock_file(&path, false).unwrap().is_some());
+    }
+
+    #[test]
+    fn reopen_survives_unlink_and_has_its_own_offset() {
+        use std::io::{Read, Seek, SeekFrom};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, b"0123456789").unwrap();
+        let mut first = File::open(&path).unwrap();
+        first.seek(SeekFrom::Start(5)).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        let mut second = reopen(&first, &path).unwrap();
+        let mut all = String::new();
+        second.read_to_string(&mut all).unwrap();
+        assert_eq!(all, "0123456789");
+        let mut rest = String::new();
+        first.read_to_string(&mut rest).unwrap();
+        assert_eq!(rest, "56789");
     }
 }

@@ -1,8 +1,10 @@
 //! Postern's durable message spool: the SMTP server hands each accepted message to
 //! [`Spool::commit`] and answers `250` only after it returns Ok (RFC 5321 §6.1). Trusts
-//! the session for envelope contents and nothing on disk. One file per message (format
-//! in [`format`](mod@format)), written to `tmp/`, fdatasync'ed, renamed into `queue/`, made durable
-//! by a group-committed directory fsync; recovered and verified at open.
+//! the session for envelope contents and nothing on disk. Format version 2: a log of
+//! checksummed records (messages, delivery-state records, tombstones; see
+//! [`format`](mod@format)) in segment files, appended by one committer thread that
+//! fdatasyncs once per batch of concurrent commits (group commit); verified and
+//! repaired at open, reclaimed by deleting and compacting segments.
 
 mod committer;
 mod envelope;
@@ -10,17 +12,21 @@ mod error;
 pub mod format;
 mod fsio;
 mod id;
+mod index;
+mod janitor;
+mod legacy;
 mod paths;
 mod reader;
 mod recovery;
+mod segment;
 mod spool;
 mod stats;
-mod writer;
 
 pub use envelope::{Envelope, Recipient};
 pub use error::SpoolError;
 pub use id::{QUEUE_ID_LEN, QueueId};
-pub use reader::QueuedMessage;
+pub use janitor::Maintenance;
+pub use reader::{MessageReader, QueuedMessage};
 pub use recovery::RecoveryReport;
 pub use spool::{Spool, SpoolConfig};
 pub use stats::SpoolStats;

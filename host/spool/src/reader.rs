@@ -1,106 +1,110 @@
-//! Reading queue files back. Trusts nothing on disk: the header is parsed and the
-//! announced lengths are checked against the real file size before any buffer is
-//! sized from them (see `format`); every defect becomes `SpoolError::Corrupt`.
+//! Reading queued messages back out of the log. Trusts the index for where a
+//! record lies, nothing on disk: the envelope must parse and name the message, and a
+//! whole-message read verifies the record's checksum. Readers hold the segment's
+//! file open, so a message being read stays readable even if compaction moves it
+//! and deletes the segment meanwhile.
 
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
-use std::os::unix::fs::FileExt;
 use std::path::Path;
+use std::sync::Arc;
 
 use crate::envelope::Envelope;
-use crate::error::SpoolError;
-use crate::format::{self, FormatError, Layout, MAX_HEADER_LEN};
+use crate::segment::SegFile;
 
-/// An open, verified queue file: its envelope is decoded, its message not yet read.
+/// One queued message: its envelope decoded, its bytes not yet read.
 #[derive(Debug)]
 pub struct QueuedMessage {
     pub envelope: Envelope,
-    /// Offset of the first message byte in the file.
-    pub message_offset: u64,
     /// Length of the message in bytes.
     pub message_len: u64,
-    /// Size of the whole queue file.
-    pub file_len: u64,
-    file: File,
+    segment: Arc<SegFile>,
+    /// Offset of the first message byte in the segment.
+    message_offset: u64,
+    envelope_bytes: Vec<u8>,
+    body_crc: u32,
 }
 
 impl QueuedMessage {
-    /// Read the whole message into memory.
+    pub(crate) fn new(
+        envelope: Envelope,
+        envelope_bytes: Vec<u8>,
+        message_len: u64,
+        segment: Arc<SegFile>,
+        message_offset: u64,
+        body_crc: u32,
+    ) -> QueuedMessage {
+        QueuedMessage {
+            envelope,
+            message_len,
+            segment,
+            message_offset,
+            envelope_bytes,
+            body_crc,
+        }
+    }
+
+    /// Read the whole message into memory, verifying the record's checksum
+    /// (`InvalidData` if it does not match).
     pub fn read_message(&self) -> io::Result<Vec<u8>> {
         let len = usize::try_from(self.message_len)
             .map_err(|_| io::Error::new(io::ErrorKind::OutOfMemory, "message too large"))?;
         let mut message = vec![0u8; len];
-        self.file.read_exact_at(&mut message, self.message_offset)?;
+        self.segment.read_at(&mut message, self.message_offset)?;
+        if crate::format::body_crc(&[&self.envelope_bytes, &message]) != self.body_crc {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "spool record checksum mismatch",
+            ));
+        }
         Ok(message)
     }
 
-    /// A reader over exactly the message bytes, for streaming delivery.
-    pub fn into_message_reader(mut self) -> io::Result<io::Take<File>> {
-        self.file.seek(SeekFrom::Start(self.message_offset))?;
-        Ok(self.file.take(self.message_len))
-    }
-}
-
-/// Open `path` (whose file name is `name`) and verify header, size and envelope.
-/// A missing file is `NotFound(name)`.
-pub(crate) fn open_message(path: &Path, name: &str) -> Result<QueuedMessage, SpoolError> {
-    let io_err = |e: io::Error| {
-        if e.kind() == io::ErrorKind::NotFound {
-            SpoolError::NotFound(name.to_owned())
-        } else {
-            SpoolError::io(path, e)
+    /// A reader over exactly the message bytes (positioned reads on the shared
+    /// segment file; no file is opened).
+    pub fn reader(&self) -> MessageReader {
+        MessageReader {
+            segment: Arc::clone(&self.segment),
+            pos: self.message_offset,
+            end: self.message_offset + self.message_len,
         }
-    };
-    let corrupt = |e: FormatError| SpoolError::Corrupt {
-        path: path.to_path_buf(),
-        reason: e.to_string(),
-    };
-    let file = File::open(path).map_err(io_err)?;
-    let metadata = file.metadata().map_err(io_err)?;
-    if !metadata.is_file() {
-        return Err(SpoolError::Corrupt {
-            path: path.to_path_buf(),
-            reason: "not a regular file".to_owned(),
-        });
     }
-    let file_len = metadata.len();
-    let mut prefix = [0u8; MAX_HEADER_LEN];
-    let prefix_len = usize::try_from(file_len).map_or(MAX_HEADER_LEN, |n| n.min(MAX_HEADER_LEN));
-    file.read_exact_at(&mut prefix[..prefix_len], 0)
-        .map_err(io_err)?;
-    let layout = format::parse_header(&prefix[..prefix_len]).map_err(corrupt)?;
-    format::check_size(&layout, file_len).map_err(corrupt)?;
-    let envelope = read_envelope(&file, &layout, name).map_err(|e| match e {
-        Ok(format_error) => corrupt(format_error),
-        Err(io_error) => io_err(io_error),
-    })?;
-    Ok(QueuedMessage {
-        envelope,
-        message_offset: layout.message_offset(),
-        message_len: layout.message_len,
-        file_len,
-        file,
-    })
+
+    /// A file of its own, positioned at the message and limited to it, for callers
+    /// that need a `std::fs::File` (e.g. to hand to an async runtime).
+    pub fn into_message_reader(self) -> io::Result<io::Take<File>> {
+        let mut file = crate::fsio::reopen(&self.segment.file, &self.segment.path)?;
+        file.seek(SeekFrom::Start(self.message_offset))?;
+        Ok(file.take(self.message_len))
+    }
+
+    /// The segment file the message lies in (for error messages).
+    pub fn segment_path(&self) -> &Path {
+        &self.segment.path
+    }
 }
 
-/// Read and decode the envelope; the outer `Err` is a format defect (`Ok`) or an
-/// I/O failure (`Err`). The size was checked, so `envelope_len` fits in the file.
-fn read_envelope(
-    file: &File,
-    layout: &Layout,
-    name: &str,
-) -> Result<Envelope, Result<FormatError, io::Error>> {
-    let len = usize::try_from(layout.envelope_len)
-        .ok()
-        .and_then(|n| n.checked_add(1))
-        .ok_or_else(|| {
-            Err(io::Error::new(
-                io::ErrorKind::OutOfMemory,
-                "envelope too large",
-            ))
-        })?;
-    let mut bytes = vec![0u8; len];
-    file.read_exact_at(&mut bytes, layout.envelope_offset())
-        .map_err(Err)?;
-    format::decode_envelope(&bytes, name).map_err(Ok)
+/// Reads one message's bytes out of its segment with positioned reads.
+#[derive(Debug)]
+pub struct MessageReader {
+    segment: Arc<SegFile>,
+    pos: u64,
+    end: u64,
+}
+
+impl Read for MessageReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let left = self.end - self.pos;
+        let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+        if want == 0 {
+            return Ok(0);
+        }
+        let n =
+            std::os::unix::fs::FileExt::read_at(&self.segment.file, &mut buf[..want], self.pos)?;
+        if n == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        self.pos += n as u64;
+        Ok(n)
+    }
 }

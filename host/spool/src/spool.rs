@@ -1,50 +1,66 @@
-//! The spool API the SMTP server and the queue manager use. Trusts the session for the
-//! envelope contents, but validates the queue id before it names a file. Implements the
-//! RFC 5321 §6.1 contract: `commit` returns Ok only after the message file was
-//! fdatasync'ed and its rename into `queue/` was made durable by a directory fsync.
+//! The spool API the SMTP server and the queue manager use. Trusts the session for
+//! the envelope contents, but validates the queue id before it goes into a record.
+//! Implements the RFC 5321 §6.1 contract: `commit` returns Ok only after the
+//! message's record was written to the log and fdatasync'ed (group commit).
 //!
-//! Beside each `queue/<id>` the queue manager keeps an append-only `queue/<id>.state`
-//! journal (per-recipient delivery state, see `postern-delivery`). `list` returns
-//! message files only, recovery keeps the journals of kept messages (and collects
-//! orphans), and `remove` deletes the journal after the message file. `subscribe`
-//! tells the queue manager about every message committed from then on.
+//! Besides messages, the log keeps the queue manager's per-message delivery state
+//! (`append_state` / `state_records`: opaque records, durable when `append_state`
+//! returns, dropped with the message) and tombstones (`remove`). `subscribe` tells
+//! the queue manager about every message committed from then on.
 
-use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak, mpsc};
+use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc as tokio_mpsc, oneshot};
 
-use crate::committer::DirSyncer;
+use crate::committer::{Committer, Op, Request};
 use crate::envelope::Envelope;
 use crate::error::SpoolError;
-use crate::format;
+use crate::format::{self, Kind, RECORD_HEADER_LEN};
 use crate::fsio;
 use crate::id::QueueId;
+use crate::index::Index;
+use crate::janitor::{self, Maintenance};
 use crate::paths::SpoolPaths;
-use crate::reader::{self, QueuedMessage};
+use crate::reader::QueuedMessage;
 use crate::recovery::{self, RecoveryReport};
 use crate::stats::{Counters, SpoolStats};
-use crate::writer::{self, RemoveOnDrop};
 
-/// Messages at least this large are written under `block_in_place` so a long copy into
-/// the page cache does not stall the runtime worker's other tasks.
-const LARGE_WRITE: u64 = 1 << 20;
+/// Records at least this large are built under `block_in_place` so a long copy does
+/// not stall the runtime worker's other tasks.
+const LARGE_RECORD: usize = 1 << 20;
 
 /// Where the spool lives and how it syncs.
 #[derive(Clone, Debug)]
 pub struct SpoolConfig {
     pub dir: PathBuf,
-    /// Batch directory fsyncs across concurrent commits (default `true`).
+    /// Batch fdatasyncs across concurrent commits (default `true`); `false` syncs
+    /// once per record (kept to measure what group commit buys).
     pub group_commit: bool,
+    /// Open without the exclusive lock, repairing nothing; every write is refused.
+    pub read_only: bool,
+    /// The active segment is rotated once it reaches this size (default 64 MiB).
+    pub segment_size: u64,
+    /// A sealed segment is compacted only when it is at least this old (default 5 min)…
+    pub compact_min_age: Duration,
+    /// …and its live bytes are under this fraction of its size (default 0.25).
+    pub compact_live_ratio: f64,
+    /// How often the janitor deletes and compacts segments (default 5 s).
+    pub maintenance_interval: Duration,
 }
 
 impl SpoolConfig {
-    /// A config for `dir` with group commit on.
+    /// A config for `dir` with the defaults above.
     pub fn new(dir: impl Into<PathBuf>) -> SpoolConfig {
         SpoolConfig {
             dir: dir.into(),
             group_commit: true,
+            read_only: false,
+            segment_size: 64 << 20,
+            compact_min_age: Duration::from_secs(300),
+            compact_live_ratio: 0.25,
+            maintenance_interval: Duration::from_secs(5),
         }
     }
 }
@@ -54,108 +70,218 @@ pub struct Spool {
     inner: Arc<Inner>,
 }
 
-struct Inner {
-    paths: SpoolPaths,
-    syncer: DirSyncer,
-    counters: Arc<Counters>,
+/// What the committer, the janitor and the API share.
+pub(crate) struct Shared {
+    pub paths: SpoolPaths,
+    pub config: SpoolConfig,
+    index: Mutex<Index>,
+    pub counters: Counters,
     /// Told the id of every message committed (see [`Spool::subscribe`]).
-    subscriber: Mutex<Option<mpsc::UnboundedSender<QueueId>>>,
-    /// Held (flock'ed) for the spool's lifetime so a second process cannot recover
-    /// (delete) our in-flight temp files.
+    pub subscriber: Mutex<Option<tokio_mpsc::UnboundedSender<QueueId>>>,
+    /// Set when the spool closes; wakes the janitor.
+    stop: Mutex<bool>,
+    stopped: Condvar,
+    /// Held through a maintenance round, so the janitor and `maintain` take turns.
+    pub maintaining: Mutex<()>,
+}
+
+impl Shared {
+    pub fn index(&self) -> MutexGuard<'_, Index> {
+        self.index.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+struct Inner {
+    shared: Arc<Shared>,
+    /// To the committer (`None` when read-only).
+    tx: Option<mpsc::Sender<Request>>,
+    committer: Option<std::thread::JoinHandle<()>>,
+    janitor: Option<std::thread::JoinHandle<()>>,
+    /// Held (flock'ed) for the spool's lifetime: exclusive, or shared when read-only.
     _lock: std::fs::File,
 }
 
+impl Drop for Inner {
+    fn drop(&mut self) {
+        *self.shared.stop.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        self.shared.stopped.notify_all();
+        // The committer drains what was sent, then ends; joining it means the log is
+        // quiet before the lock is released.
+        drop(self.tx.take());
+        if let Some(h) = self.committer.take() {
+            let _ = h.join();
+        }
+        if let Some(h) = self.janitor.take()
+            && h.thread().id() != std::thread::current().id()
+        {
+            let _ = h.join();
+        }
+    }
+}
+
 impl Spool {
-    /// Create the directories (0700) if missing, take the lock, recover the queue and
-    /// start the group committer (a plain thread, so `open` itself needs no runtime;
-    /// `commit` and `remove` must run inside a tokio runtime, either flavour). Recovery
-    /// deletes `tmp/*`, verifies `queue/*` and quarantines damaged files to `corrupt/`.
+    /// Create the directories (0700) if missing, take the lock, recover the log (see
+    /// `recovery`) and start the committer and janitor threads (plain threads, so
+    /// `open` itself needs no runtime; the async methods run in any tokio runtime).
     pub fn open(config: SpoolConfig) -> Result<(Spool, RecoveryReport), SpoolError> {
         let paths = SpoolPaths::new(&config.dir);
-        create_dirs(&paths)?;
-        let lock = fsio::lock_file(&paths.lock)
+        if config.read_only {
+            if !paths.log.is_dir() {
+                return Err(SpoolError::io(
+                    &paths.log,
+                    std::io::ErrorKind::NotFound.into(),
+                ));
+            }
+        } else {
+            create_dirs(&paths)?;
+        }
+        let lock = fsio::lock_file(&paths.lock, config.read_only)
             .map_err(|e| SpoolError::io(&paths.lock, e))?
             .ok_or_else(|| SpoolError::Locked {
                 path: paths.root.clone(),
             })?;
-        let counters = Arc::new(Counters::default());
-        let report = recovery::recover(&paths, &counters)?;
-        let syncer = DirSyncer::start(&paths.queue, config.group_commit, Arc::clone(&counters))?;
-        tracing::info!(dir = %paths.root.display(), kept = report.kept,
-            removed_temp = report.removed_temp, quarantined = report.quarantined.len(),
+        let recovered = recovery::recover(&paths, config.read_only, config.segment_size)?;
+        let report = recovered.report;
+        tracing::info!(dir = %paths.root.display(), segments = report.segments,
+            kept = report.kept, truncated_bytes = report.truncated_bytes,
+            quarantined = report.quarantined.len(), read_only = config.read_only,
             group_commit = config.group_commit, "spool opened");
-        let inner = Inner {
+        let shared = Arc::new(Shared {
             paths,
-            syncer,
-            counters,
+            config,
+            index: Mutex::new(recovered.index),
+            counters: Counters::default(),
             subscriber: Mutex::new(None),
-            _lock: lock,
-        };
-        Ok((
-            Spool {
-                inner: Arc::new(inner),
-            },
-            report,
-        ))
+            stop: Mutex::new(false),
+            stopped: Condvar::new(),
+            maintaining: Mutex::new(()),
+        });
+        let mut tx = None;
+        let mut committer = None;
+        if let Some(writer) = recovered.writer {
+            let (sender, rx) = mpsc::channel();
+            let body = Committer {
+                shared: Arc::clone(&shared),
+                writer,
+                next_lsn: recovered.next_lsn,
+            };
+            committer = Some(
+                std::thread::Builder::new()
+                    .name("postern-spool-commit".into())
+                    .spawn(move || body.run(rx))
+                    .map_err(|e| SpoolError::io(&shared.paths.log, e))?,
+            );
+            tx = Some(sender);
+        }
+        let mut spawn_error = None;
+        let inner = Arc::new_cyclic(|weak: &Weak<Inner>| {
+            let janitor = if tx.is_some() {
+                let (weak, shared) = (weak.clone(), Arc::clone(&shared));
+                std::thread::Builder::new()
+                    .name("postern-spool-janitor".into())
+                    .spawn(move || run_janitor(weak, shared))
+                    .map_err(|e| spawn_error = Some(e))
+                    .ok()
+            } else {
+                None
+            };
+            Inner {
+                shared: Arc::clone(&shared),
+                tx,
+                committer,
+                janitor,
+                _lock: lock,
+            }
+        });
+        if let Some(e) = spawn_error {
+            return Err(SpoolError::io(&inner.shared.paths.log, e));
+        }
+        Ok((Spool { inner }, report))
     }
 
-    /// Durably store one message under `envelope.queue_id`; `message` is written in
-    /// slice order. Ok means the message survives a crash or power loss.
+    fn shared(&self) -> &Shared {
+        &self.inner.shared
+    }
+
+    fn sender(&self) -> Result<&mpsc::Sender<Request>, SpoolError> {
+        self.inner.tx.as_ref().ok_or(SpoolError::ReadOnly)
+    }
+
+    /// Send a request to the committer and wait for its answer.
+    async fn submit(&self, record: Vec<u8>, op: Op) -> Result<bool, SpoolError> {
+        let (reply, answer) = oneshot::channel();
+        let request = Request {
+            record,
+            op,
+            reply: Some(reply),
+        };
+        self.sender()?
+            .send(request)
+            .map_err(|_| SpoolError::CommitterGone)?;
+        answer.await.map_err(|_| SpoolError::CommitterGone)?
+    }
+
+    /// Durably store one message under `envelope.queue_id`; `message` is stored in
+    /// slice order. Ok means the message survives a crash or power loss. Once the
+    /// record is handed to the committer, dropping this future does not stop it.
     pub async fn commit(&self, envelope: &Envelope, message: &[&[u8]]) -> Result<(), SpoolError> {
         let id: QueueId = envelope.queue_id.parse()?;
+        self.sender()?;
         let json = serde_json::to_vec(envelope).map_err(|source| SpoolError::Encode {
             queue_id: id.to_string(),
             source,
         })?;
-        let message_len: u64 = message.iter().map(|part| part.len() as u64).sum();
-        let header = format::encode_header(json.len() as u64, message_len);
-        let file_len = header.len() as u64 + json.len() as u64 + 1 + message_len;
-        let temp_path = self.inner.paths.temp_file(&id);
-
-        let mut parts: Vec<&[u8]> = Vec::with_capacity(message.len() + 3);
-        parts.extend([header.as_slice(), json.as_slice(), b"\n".as_slice()]);
-        parts.extend_from_slice(message);
-        let (file, temp_guard) = in_place(message_len >= LARGE_WRITE, || {
-            writer::write_temp(&temp_path, id.as_str(), &parts)
-        })?;
-
-        // From here on the commit runs in its own task: if the caller's future is
-        // dropped, the file still ends up either removed or durably queued, and the
-        // counters stay true.
-        let inner = Arc::clone(&self.inner);
-        let written = Written {
+        if json.len() as u64 > format::MAX_ENVELOPE_LEN {
+            return Err(SpoolError::TooLarge(id.to_string()));
+        }
+        let message_len: usize = message.iter().map(|part| part.len()).sum();
+        let record = in_place(json.len() + message_len >= LARGE_RECORD, || {
+            format::build_record(Kind::Message, &id, &json, message)
+        });
+        let body_crc = format::unsealed_body_crc(&record);
+        {
+            let mut index = self.shared().index();
+            if index.messages.contains_key(&id) || !index.pending.insert(id) {
+                return Err(SpoolError::IdInUse(id.to_string()));
+            }
+        }
+        let op = Op::Commit {
             id,
-            file,
-            temp_path,
-            temp_guard,
-            file_len,
+            envelope_len: json.len() as u32,
+            message_len: message_len as u64,
+            body_crc,
         };
-        tokio::spawn(async move { inner.publish(written).await })
-            .await
-            .map_err(|e| SpoolError::Worker(e.to_string()))?
+        match self.submit(record, op).await {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                if matches!(e, SpoolError::ReadOnly | SpoolError::CommitterGone) {
+                    self.shared().index().pending.remove(&id);
+                }
+                tracing::error!(queue_id = %id, error = %e, "spool commit failed");
+                Err(e)
+            }
+        }
     }
 
     /// Ids of queued messages in queue-id (creation) order.
     pub fn list(&self) -> Result<Vec<QueueId>, SpoolError> {
-        let queue = &self.inner.paths.queue;
-        let entries = std::fs::read_dir(queue).map_err(|e| SpoolError::io(queue, e))?;
-        let mut ids = Vec::new();
-        for entry in entries {
-            let entry = entry.map_err(|e| SpoolError::io(queue, e))?;
-            if let Some(id) = entry.file_name().to_str().and_then(|n| n.parse().ok()) {
-                ids.push(id);
-            }
-        }
-        ids.sort_unstable();
-        Ok(ids)
+        Ok(self.shared().index().messages.keys().copied().collect())
     }
 
-    /// Read back one queued message: its envelope and the full message bytes.
+    /// Read back one queued message: its envelope and the full message bytes
+    /// (checksum verified).
     pub fn read(&self, id: &QueueId) -> Result<(Envelope, Vec<u8>), SpoolError> {
         let message = self.open_message(id)?;
-        let bytes = message
-            .read_message()
-            .map_err(|e| SpoolError::io(self.path_of(id), e))?;
+        let bytes = message.read_message().map_err(|e| {
+            if e.kind() == std::io::ErrorKind::InvalidData {
+                SpoolError::Corrupt {
+                    path: message.segment_path().to_path_buf(),
+                    reason: format!("message {id}: {e}"),
+                }
+            } else {
+                SpoolError::io(message.segment_path(), e)
+            }
+        })?;
         Ok((message.envelope, bytes))
     }
 
@@ -164,138 +290,208 @@ impl Spool {
         Ok(self.open_message(id)?.envelope)
     }
 
-    /// Open and verify one queued message for streaming: the envelope is decoded, the
-    /// open file stays valid even if the message is removed meanwhile.
+    /// Look one queued message up for streaming: the envelope is read and decoded;
+    /// the message stays readable even if it is removed or moved meanwhile.
     pub fn open_message(&self, id: &QueueId) -> Result<QueuedMessage, SpoolError> {
-        reader::open_message(&self.path_of(id), id.as_str())
+        let (entry, file) = {
+            let index = self.shared().index();
+            let entry = index
+                .messages
+                .get(id)
+                .ok_or_else(|| SpoolError::NotFound(id.to_string()))?;
+            let file = index
+                .file(entry.loc.seg)
+                .ok_or_else(|| SpoolError::NotFound(id.to_string()))?;
+            (
+                (
+                    entry.loc,
+                    entry.envelope_len,
+                    entry.message_len,
+                    entry.body_crc,
+                ),
+                file,
+            )
+        };
+        let (loc, envelope_len, message_len, body_crc) = entry;
+        let envelope_offset = loc.offset + RECORD_HEADER_LEN as u64;
+        let mut json = vec![0u8; envelope_len as usize];
+        file.read_at(&mut json, envelope_offset)
+            .map_err(|e| SpoolError::io(&file.path, e))?;
+        let corrupt = |reason: String| SpoolError::Corrupt {
+            path: file.path.clone(),
+            reason: format!("message {id} at offset {}: {reason}", loc.offset),
+        };
+        let envelope: Envelope = serde_json::from_slice(&json)
+            .map_err(|e| corrupt(format!("envelope is not valid JSON: {e}")))?;
+        if envelope.queue_id != id.as_str() {
+            return Err(corrupt(format!(
+                "envelope names {:?}",
+                envelope.queue_id.chars().take(40).collect::<String>()
+            )));
+        }
+        let message_offset = envelope_offset + u64::from(envelope_len);
+        Ok(QueuedMessage::new(
+            envelope,
+            json,
+            message_len,
+            Arc::clone(&file),
+            message_offset,
+            body_crc,
+        ))
     }
 
-    /// Remove a delivered message and make the removal durable (batched like commits).
-    /// Removing an unknown id is `Ok(false)`.
+    /// Remove a delivered message (and its state records) durably: a tombstone,
+    /// group-committed like a commit. Removing an unknown id is `Ok(false)`.
     pub async fn remove(&self, id: &QueueId) -> Result<bool, SpoolError> {
-        let inner = Arc::clone(&self.inner);
-        let id = *id;
-        tokio::spawn(async move { inner.unqueue(id).await })
-            .await
-            .map_err(|e| SpoolError::Worker(e.to_string()))?
+        self.sender()?;
+        {
+            let mut index = self.shared().index();
+            if !index.messages.contains_key(id) || !index.removing.insert(*id) {
+                return Ok(false);
+            }
+        }
+        let record = format::build_record(Kind::Tombstone, id, b"", &[]);
+        let result = self.submit(record, Op::Remove { id: *id }).await;
+        if matches!(
+            result,
+            Err(SpoolError::ReadOnly | SpoolError::CommitterGone)
+        ) {
+            self.shared().index().removing.remove(id);
+        }
+        result
     }
 
-    /// Path of the queue file, for delivery agents that stream it.
-    pub fn path_of(&self, id: &QueueId) -> PathBuf {
-        self.inner.paths.queue_file(id)
+    /// Durably append a delivery-state record to a queued message (group-committed;
+    /// durable when this returns Ok). `NotFound` if the message is not queued.
+    pub async fn append_state(&self, id: &QueueId, bytes: &[u8]) -> Result<(), SpoolError> {
+        self.sender()?;
+        {
+            let index = self.shared().index();
+            if !index.messages.contains_key(id) || index.removing.contains(id) {
+                return Err(SpoolError::NotFound(id.to_string()));
+            }
+        }
+        let record = format::build_record(Kind::State, id, b"", &[bytes]);
+        self.submit(record, Op::State { id: *id }).await.map(|_| ())
     }
 
-    /// Path of the message's delivery-state journal (`queue/<id>.state`), owned by
-    /// the queue manager; `remove` deletes it after the message file.
-    pub fn state_path(&self, id: &QueueId) -> PathBuf {
-        self.inner.paths.state_file(id)
-    }
-
-    /// The `queue/` directory (fsync it after creating a sidecar there).
-    pub fn queue_dir(&self) -> &Path {
-        &self.inner.paths.queue
+    /// The delivery-state records of a queued message, oldest first (checksums
+    /// verified). `NotFound` if the message is not queued.
+    pub fn state_records(&self, id: &QueueId) -> Result<Vec<Vec<u8>>, SpoolError> {
+        let locs = {
+            let index = self.shared().index();
+            let entry = index
+                .messages
+                .get(id)
+                .ok_or_else(|| SpoolError::NotFound(id.to_string()))?;
+            entry
+                .states
+                .iter()
+                .map(|(_, loc)| (*loc, index.file(loc.seg)))
+                .collect::<Vec<_>>()
+        };
+        let mut out = Vec::with_capacity(locs.len());
+        for (loc, file) in locs {
+            let Some(file) = file else {
+                return Err(SpoolError::NotFound(id.to_string()));
+            };
+            let mut bytes = vec![0u8; loc.len as usize];
+            file.read_at(&mut bytes, loc.offset)
+                .map_err(|e| SpoolError::io(&file.path, e))?;
+            let header = format::decode_record(&bytes).map_err(|e| SpoolError::Corrupt {
+                path: file.path.clone(),
+                reason: format!("state record of {id} at offset {}: {e}", loc.offset),
+            })?;
+            if header.id != *id || header.kind != Kind::State {
+                return Err(SpoolError::Corrupt {
+                    path: file.path.clone(),
+                    reason: format!(
+                        "record at offset {} is not a state record of {id}",
+                        loc.offset
+                    ),
+                });
+            }
+            bytes.drain(..RECORD_HEADER_LEN);
+            out.push(bytes);
+        }
+        Ok(out)
     }
 
     /// From now on, send the id of every message whose commit succeeded (after it
     /// is durable) to the returned receiver. A new subscription replaces the old one.
-    pub fn subscribe(&self) -> mpsc::UnboundedReceiver<QueueId> {
-        let (tx, rx) = mpsc::unbounded_channel();
+    pub fn subscribe(&self) -> tokio_mpsc::UnboundedReceiver<QueueId> {
+        let (tx, rx) = tokio_mpsc::unbounded_channel();
         *self
-            .inner
+            .shared()
             .subscriber
             .lock()
             .unwrap_or_else(|p| p.into_inner()) = Some(tx);
         rx
     }
 
+    /// Run one maintenance round now (what the janitor does every
+    /// `maintenance_interval`): delete dead segments, compact a few if worthwhile.
+    pub async fn maintain(&self) -> Result<Maintenance, SpoolError> {
+        self.sender()?;
+        let inner = Arc::clone(&self.inner);
+        tokio::task::spawn_blocking(move || match inner.tx.as_ref() {
+            Some(tx) => janitor::maintain(&inner.shared, tx),
+            None => Err(SpoolError::ReadOnly),
+        })
+        .await
+        .map_err(|e| SpoolError::Worker(e.to_string()))?
+    }
+
     /// Current counters.
     pub fn stats(&self) -> SpoolStats {
-        self.inner.counters.snapshot()
+        let mut stats = {
+            let index = self.shared().index();
+            SpoolStats {
+                messages: index.messages.len() as u64,
+                bytes: index.bytes,
+                segments: index.segments.len() as u64,
+                log_bytes: index.segments.values().map(|s| s.size).sum(),
+                ..SpoolStats::default()
+            }
+        };
+        self.shared().counters.fill(&mut stats);
+        stats
     }
 
     /// The spool's root directory.
     pub fn dir(&self) -> &Path {
-        &self.inner.paths.root
+        &self.shared().paths.root
+    }
+
+    /// Whether this spool was opened read-only.
+    pub fn is_read_only(&self) -> bool {
+        self.inner.tx.is_none()
     }
 }
 
-/// A temp file written but not yet synced or renamed.
-struct Written {
-    id: QueueId,
-    file: std::fs::File,
-    temp_path: PathBuf,
-    temp_guard: RemoveOnDrop,
-    file_len: u64,
-}
-
-impl Inner {
-    /// fdatasync + rename on the blocking pool, then the (group) directory fsync.
-    async fn publish(&self, written: Written) -> Result<(), SpoolError> {
-        let Written {
-            id,
-            file,
-            temp_path,
-            mut temp_guard,
-            file_len,
-        } = written;
-        let queue_path = self.paths.queue_file(&id);
-        let target = queue_path.clone();
-        tokio::task::spawn_blocking(move || {
-            writer::sync_and_publish(file, &temp_path, &target, id.as_str())
-        })
-        .await
-        .map_err(|e| SpoolError::Worker(e.to_string()))??;
-        temp_guard.disarm();
-
-        let mut queue_guard = RemoveOnDrop::new(queue_path);
-        if let Err(e) = self.syncer.sync().await {
-            // Not acknowledged: the client will retry, so do not deliver this copy.
-            tracing::error!(queue_id = %id, error = %e, "spool commit failed at directory fsync");
-            return Err(e);
-        }
-        queue_guard.disarm();
-        self.counters.committed(file_len);
-        if let Some(tx) = &*self.subscriber.lock().unwrap_or_else(|p| p.into_inner()) {
-            // A closed receiver only means nobody delivers; the message stays queued.
-            let _ = tx.send(id);
-        }
-        Ok(())
-    }
-
-    /// Unlink `queue/<id>`, then its state journal, then make the unlinks durable.
-    /// (A crash between the two leaves an orphaned journal, collected at open.)
-    async fn unqueue(&self, id: QueueId) -> Result<bool, SpoolError> {
-        let path = self.paths.queue_file(&id);
-        let state = self.paths.state_file(&id);
-        let removed = tokio::task::spawn_blocking(move || {
-            let removed = unlink_counting(&path)?;
-            if removed.is_some() {
-                unlink_counting(&state)?;
+/// The janitor thread: a maintenance round every interval until the spool closes.
+fn run_janitor(inner: Weak<Inner>, shared: Arc<Shared>) {
+    let interval = shared.config.maintenance_interval;
+    loop {
+        {
+            let stop = shared.stop.lock().unwrap_or_else(|p| p.into_inner());
+            let (stop, _) = shared
+                .stopped
+                .wait_timeout_while(stop, interval, |stop| !*stop)
+                .unwrap_or_else(|p| p.into_inner());
+            if *stop {
+                return;
             }
-            Ok::<_, SpoolError>(removed)
-        })
-        .await
-        .map_err(|e| SpoolError::Worker(e.to_string()))??;
-        let Some(bytes) = removed else {
-            return Ok(false);
+        }
+        // Not yet built (open is still running) or already gone (then `stop` is set).
+        let Some(inner) = inner.upgrade() else {
+            continue;
         };
-        self.counters.removed(bytes);
-        self.syncer.sync().await?;
-        Ok(true)
-    }
-}
-
-/// Unlink `path`; its size if it existed.
-fn unlink_counting(path: &Path) -> Result<Option<u64>, SpoolError> {
-    let bytes = match std::fs::symlink_metadata(path) {
-        Ok(metadata) => metadata.len(),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(SpoolError::io(path, e)),
-    };
-    match std::fs::remove_file(path) {
-        Ok(()) => Ok(Some(bytes)),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(SpoolError::io(path, e)),
+        if let Some(tx) = inner.tx.as_ref()
+            && let Err(e) = janitor::maintain(&inner.shared, tx)
+        {
+            tracing::warn!(error = %e, "spool maintenance failed; will retry");
+        }
     }
 }
 
@@ -310,7 +506,7 @@ fn in_place<R>(heavy: bool, f: impl FnOnce() -> R) -> R {
     }
 }
 
-/// Create root, `tmp/`, `queue/`, `corrupt/` (0700) and fsync the parents of new ones.
+/// Create root, `log/`, `corrupt/` (0700) and fsync the parents of new ones.
 fn create_dirs(paths: &SpoolPaths) -> Result<(), SpoolError> {
     let root = &paths.root;
     if let Some(parent) = root.parent().filter(|p| !p.as_os_str().is_empty())
@@ -320,7 +516,7 @@ fn create_dirs(paths: &SpoolPaths) -> Result<(), SpoolError> {
     }
     let root_created = fsio::create_private_dir(root).map_err(|e| SpoolError::io(root, e))?;
     let mut sub_created = false;
-    for dir in [&paths.tmp, &paths.queue, &paths.corrupt] {
+    for dir in [&paths.log, &paths.corrupt] {
         sub_created |= fsio::create_private_dir(dir).map_err(|e| SpoolError::io(dir, e))?;
     }
     if sub_created {

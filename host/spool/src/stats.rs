@@ -1,5 +1,5 @@
-//! Spool counters for metrics. Trusts its callers: only `commit`, `remove`, the
-//! committer and recovery update them, after the operation they count succeeded.
+//! Spool counters for metrics. Trusts its callers: only the committer, the janitor
+//! and recovery update them, after the operation they count succeeded.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -8,59 +8,66 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub struct SpoolStats {
     /// Messages currently queued.
     pub messages: u64,
-    /// Total size in bytes of their queue files (header and envelope included).
+    /// Total size in bytes of their message records (header and envelope included).
     pub bytes: u64,
     /// Successful commits since `open`.
     pub commits: u64,
-    /// `fsync` calls on `queue/` since `open` (commits and removes; a batch counts once).
+    /// `fdatasync` calls on the log since `open`: one per group-commit batch (of
+    /// commits, removes, state records and compaction copies).
+    pub syncs: u64,
+    /// Directory fsyncs since `open` (a segment created, deleted or quarantined).
     pub dir_fsyncs: u64,
+    /// Segment files in the log.
+    pub segments: u64,
+    /// Bytes in those segment files.
+    pub log_bytes: u64,
+    /// Segments deleted since `open` (nothing live left, or compacted away).
+    pub segments_deleted: u64,
+    /// Records copied by compaction since `open`.
+    pub records_compacted: u64,
 }
 
-/// The live counters behind [`SpoolStats`].
+/// The live counters behind [`SpoolStats`] (the queue's size comes from the index).
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
-    messages: AtomicU64,
-    bytes: AtomicU64,
     commits: AtomicU64,
+    syncs: AtomicU64,
     dir_fsyncs: AtomicU64,
+    segments_deleted: AtomicU64,
+    records_compacted: AtomicU64,
+}
+
+fn bump(counter: &AtomicU64, by: u64) {
+    counter.fetch_add(by, Ordering::Relaxed);
 }
 
 impl Counters {
-    pub fn snapshot(&self) -> SpoolStats {
-        SpoolStats {
-            messages: self.messages.load(Ordering::Relaxed),
-            bytes: self.bytes.load(Ordering::Relaxed),
-            commits: self.commits.load(Ordering::Relaxed),
-            dir_fsyncs: self.dir_fsyncs.load(Ordering::Relaxed),
-        }
+    /// Fill the counter fields of `stats`.
+    pub fn fill(&self, stats: &mut SpoolStats) {
+        stats.commits = self.commits.load(Ordering::Relaxed);
+        stats.syncs = self.syncs.load(Ordering::Relaxed);
+        stats.dir_fsyncs = self.dir_fsyncs.load(Ordering::Relaxed);
+        stats.segments_deleted = self.segments_deleted.load(Ordering::Relaxed);
+        stats.records_compacted = self.records_compacted.load(Ordering::Relaxed);
     }
 
-    /// A message of `bytes` bytes was found at open.
-    pub fn found(&self, bytes: u64) {
-        self.messages.fetch_add(1, Ordering::Relaxed);
-        self.bytes.fetch_add(bytes, Ordering::Relaxed);
+    pub fn committed(&self, n: u64) {
+        bump(&self.commits, n);
     }
 
-    /// A message of `bytes` bytes was committed.
-    pub fn committed(&self, bytes: u64) {
-        self.found(bytes);
-        self.commits.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// A message of `bytes` bytes was removed.
-    pub fn removed(&self, bytes: u64) {
-        saturating_sub(&self.messages, 1);
-        saturating_sub(&self.bytes, bytes);
+    pub fn synced(&self) {
+        bump(&self.syncs, 1);
     }
 
     pub fn dir_fsynced(&self) {
-        self.dir_fsyncs.fetch_add(1, Ordering::Relaxed);
+        bump(&self.dir_fsyncs, 1);
     }
-}
 
-fn saturating_sub(counter: &AtomicU64, amount: u64) {
-    // The closure always returns Some, so this never fails.
-    let _ = counter.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
-        Some(v.saturating_sub(amount))
-    });
+    pub fn segments_deleted(&self, n: u64) {
+        bump(&self.segments_deleted, n);
+    }
+
+    pub fn compacted(&self, n: u64) {
+        bump(&self.records_compacted, n);
+    }
 }

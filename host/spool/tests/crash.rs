@@ -1,24 +1,43 @@
-//! Crash test (RFC 5321 §6.1): a child process commits messages from several tasks and
-//! prints each id only after `commit` returned; the parent kills it with SIGKILL in the
-//! middle of the run, reopens the spool and checks that every printed id is queued and
-//! byte-identical to what the child wrote (content is derived from the id). The child
-//! is this same test executable, re-run with `POSTERN_SPOOL_CRASH_CHILD` set.
-//! SIGKILL loses the process, not the page cache: power loss is covered by the fsync
-//! protocol itself, which this test cannot simulate.
+//! Crash test (RFC 5321 §6.1): a child process commits messages from several tasks
+//! (and appends state records to some and removes others), printing each id only
+//! after the call returned; its segments are small and its janitor runs constantly,
+//! so rotation, deletion and compaction happen under fire. The parent kills it with
+//! SIGKILL in the middle of the run, reopens the spool and checks that every printed
+//! commit is queued and byte-identical to what the child wrote (content is derived
+//! from the id), every printed state record is there, and every printed removal
+//! stuck. The child is this same test executable, re-run with
+//! `POSTERN_SPOOL_CRASH_CHILD` set. SIGKILL loses the process, not the page cache:
+//! power loss is covered by the fdatasync protocol itself, which this test cannot
+//! simulate.
 
 mod common;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
+use std::time::Duration;
 
-use common::{assert_intact, commit_one};
+use common::{assert_intact, commit_one, small_config};
 use postern_spool::{QueueId, Spool, SpoolConfig};
 
 const CHILD_ENV: &str = "POSTERN_SPOOL_CRASH_CHILD";
 const CHILD_TASKS: usize = 8;
+
+fn config(dir: &Path) -> SpoolConfig {
+    SpoolConfig {
+        maintenance_interval: Duration::from_millis(10),
+        compact_live_ratio: 0.6,
+        ..small_config(dir, 256 << 10)
+    }
+}
+
+fn say(line: String) {
+    let mut out = std::io::stdout().lock();
+    out.write_all(line.as_bytes()).unwrap();
+    out.flush().unwrap();
+}
 
 /// The child's body; a no-op in a normal test run (the variable is unset).
 #[test]
@@ -32,18 +51,24 @@ fn crash_child_mode() {
         .build()
         .unwrap();
     runtime.block_on(async move {
-        let (spool, _) = Spool::open(SpoolConfig::new(dir)).expect("child open");
+        let (spool, _) = Spool::open(config(Path::new(&dir))).expect("child open");
         let spool = Arc::new(spool);
         let tasks: Vec<_> = (0..CHILD_TASKS)
             .map(|_| {
                 let spool = Arc::clone(&spool);
                 tokio::spawn(async move {
-                    loop {
+                    for n in 0u64.. {
                         let id = commit_one(&spool).await;
-                        let mut out = std::io::stdout().lock();
-                        out.write_all(format!("COMMITTED {id}\n").as_bytes())
-                            .unwrap();
-                        out.flush().unwrap();
+                        say(format!("COMMITTED {id}\n"));
+                        if n % 3 == 0 {
+                            spool.append_state(&id, b"A 1 0\n").await.unwrap();
+                            say(format!("STATE {id}\n"));
+                        }
+                        if n % 4 != 0 {
+                            say(format!("REMOVING {id}\n"));
+                            assert!(spool.remove(&id).await.unwrap());
+                            say(format!("REMOVED {id}\n"));
+                        }
                     }
                 })
             })
@@ -54,8 +79,19 @@ fn crash_child_mode() {
     });
 }
 
-/// Run one child until it printed `kill_after` ids, SIGKILL it, return every id it printed.
-fn run_child_and_kill(dir: &Path, kill_after: usize) -> Vec<QueueId> {
+#[derive(Default)]
+struct Printed {
+    committed: BTreeSet<QueueId>,
+    states: BTreeSet<QueueId>,
+    /// Removal started: the message may or may not be gone.
+    removing: BTreeSet<QueueId>,
+    /// Removal returned: the message must be gone.
+    removed: BTreeSet<QueueId>,
+}
+
+/// Run one child until it committed `kill_after` messages, SIGKILL it, return what
+/// it printed.
+fn run_child_and_kill(dir: &Path, kill_after: usize) -> Printed {
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
@@ -69,7 +105,7 @@ fn run_child_and_kill(dir: &Path, kill_after: usize) -> Vec<QueueId> {
         .spawn()
         .unwrap();
     let mut reader = BufReader::new(child.stdout.take().unwrap());
-    let mut printed = Vec::new();
+    let mut printed = Printed::default();
     let mut killed = false;
     let mut line = String::new();
     loop {
@@ -78,13 +114,23 @@ fn run_child_and_kill(dir: &Path, kill_after: usize) -> Vec<QueueId> {
             break;
         }
         // A line cut short by the kill has no newline and was never a full report.
-        if let Some(id) = line
-            .strip_prefix("COMMITTED ")
-            .and_then(|l| l.strip_suffix('\n'))
-        {
-            printed.push(id.parse::<QueueId>().unwrap());
-        }
-        if !killed && printed.len() >= kill_after {
+        let Some(line) = line.strip_suffix('\n') else {
+            continue;
+        };
+        let Some((what, id)) = line.split_once(' ') else {
+            continue;
+        };
+        let Ok(id) = id.parse::<QueueId>() else {
+            continue;
+        };
+        match what {
+            "COMMITTED" => printed.committed.insert(id),
+            "STATE" => printed.states.insert(id),
+            "REMOVING" => printed.removing.insert(id),
+            "REMOVED" => printed.removed.insert(id),
+            _ => false,
+        };
+        if !killed && printed.committed.len() >= kill_after {
             child.kill().unwrap(); // SIGKILL
             killed = true;
         }
@@ -93,7 +139,7 @@ fn run_child_and_kill(dir: &Path, kill_after: usize) -> Vec<QueueId> {
     assert!(
         killed,
         "child exited on its own ({status}) after {} ids",
-        printed.len()
+        printed.committed.len()
     );
     printed
 }
@@ -101,33 +147,62 @@ fn run_child_and_kill(dir: &Path, kill_after: usize) -> Vec<QueueId> {
 #[test]
 fn committed_messages_survive_sigkill() {
     let dir = tempfile::tempdir().unwrap();
-    let mut all_printed = BTreeSet::new();
-    let mut removed_temp = 0;
-    for kill_after in [40, 300, 1000] {
+    let mut all = Printed::default();
+    let mut truncated = 0;
+    let mut states_seen: BTreeMap<QueueId, usize> = BTreeMap::new();
+    for kill_after in [40, 300, 1000, 3000] {
         let printed = run_child_and_kill(dir.path(), kill_after);
-        assert!(printed.len() >= kill_after);
-        all_printed.extend(printed.iter().copied());
+        assert!(printed.committed.len() >= kill_after);
+        all.committed.extend(&printed.committed);
+        all.states.extend(&printed.states);
+        all.removing.extend(&printed.removing);
+        all.removed.extend(&printed.removed);
 
-        let (spool, report) = Spool::open(SpoolConfig::new(dir.path())).unwrap();
-        removed_temp += report.removed_temp;
-        // A renamed file is always complete, so nothing can be corrupt.
-        assert!(report.quarantined.is_empty(), "{report:#?}");
+        let (spool, report) = Spool::open(config(dir.path())).unwrap();
+        truncated += report.truncated_bytes;
+        // SIGKILL can only tear the tail of the log: nothing may be corrupt.
+        assert!(
+            report.quarantined.is_empty() && report.skipped.is_empty(),
+            "{report:#?}"
+        );
         let queued: BTreeSet<QueueId> = spool.list().unwrap().into_iter().collect();
-        for id in &all_printed {
-            assert!(queued.contains(id), "acknowledged {id} lost");
-            assert_intact(&spool, id);
+        for id in &all.committed {
+            if all.removed.contains(id) {
+                assert!(!queued.contains(id), "removed {id} came back");
+            } else if all.removing.contains(id) {
+                // Interrupted removal: either way is right.
+            } else {
+                if !queued.contains(id) {
+                    let kept = dir.keep();
+                    panic!("acknowledged {id} lost; spool kept at {}", kept.display());
+                }
+                assert_intact(&spool, id);
+            }
+        }
+        for id in all.states.difference(&all.removing) {
+            let records = spool.state_records(id).unwrap();
+            assert_eq!(records, vec![b"A 1 0\n".to_vec()], "state of {id}");
+            states_seen.insert(*id, records.len());
         }
         // Committed-but-unreported messages are complete too (never acknowledged,
         // so delivering them is at worst a duplicate, which RFC 5321 §6.1 accepts).
         for id in &queued {
             assert_intact(&spool, id);
         }
+        let stats = spool.stats();
+        let deleted = stats.segments_deleted;
         eprintln!(
-            "kill after {kill_after}: printed {}, queued {}, temp files removed {}",
-            printed.len(),
+            "kill after {kill_after}: printed {} commits, {} removals; queued {}; torn tail cut {} bytes; {} segments ({deleted} deleted since open)",
+            printed.committed.len(),
+            printed.removed.len(),
             queued.len(),
-            report.removed_temp
+            report.truncated_bytes,
+            stats.segments
         );
+        // The spool is dropped here, before the next child opens it.
     }
-    eprintln!("temp files of in-flight commits removed over all rounds: {removed_temp}");
+    eprintln!(
+        "torn tails of in-flight appends cut over all rounds: {truncated} bytes; {} state records checked",
+        states_seen.len()
+    );
 }

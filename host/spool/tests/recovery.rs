@@ -1,146 +1,353 @@
-//! Start-up recovery: temp files are removed, damaged queue files are quarantined to
-//! `corrupt/` with a reason (never deleted), good ones and sidecars are kept.
+//! Start-up recovery: a torn tail of the last segment is cut (at every offset of the
+//! last record, and after appended garbage), damage anywhere else is reported, the
+//! valid records salvaged and the segment moved to `corrupt/` (never deleted), and a
+//! version-1 spool is imported.
 
 mod common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use common::{assert_intact, commit_one};
-use postern_spool::{QueueId, Spool, SpoolConfig};
+use common::{assert_intact, commit_one, envelope_for, message_for, segments, small_config};
+use postern_spool::format::{self, Kind, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN};
+use postern_spool::{QueueId, Spool, SpoolConfig, SpoolError};
 
-fn write(path: &Path, bytes: &[u8]) {
-    std::fs::write(path, bytes).unwrap();
+/// (offset, kind, id) of every record of a segment file.
+fn records(path: &Path) -> Vec<(usize, Kind, QueueId)> {
+    let bytes = std::fs::read(path).unwrap();
+    let mut out = Vec::new();
+    let mut pos = SEGMENT_HEADER_LEN;
+    while pos < bytes.len() {
+        let h = format::decode_record(&bytes[pos..]).unwrap();
+        out.push((pos, h.kind, h.id));
+        pos += h.record_len() as usize;
+    }
+    out
+}
+
+fn open(root: &Path) -> (Spool, postern_spool::RecoveryReport) {
+    Spool::open(SpoolConfig::new(root)).unwrap()
+}
+
+async fn commit_small(spool: &Spool) -> QueueId {
+    let id = QueueId::generate();
+    spool
+        .commit(&envelope_for(&id), &[b"Subject: s\r\n\r\nhi\r\n"])
+        .await
+        .unwrap();
+    id
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn recovery_cleans_temp_and_quarantines_damage() {
+async fn a_torn_last_record_is_cut_at_every_offset() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
-    let (spool, _) = Spool::open(SpoolConfig::new(root)).unwrap();
-    let mut good = Vec::new();
-    for _ in 0..3 {
-        good.push(commit_one(&spool).await);
-    }
+    let (spool, _) = open(root);
+    let first = commit_one(&spool).await;
+    let second = commit_one(&spool).await;
+    let last = commit_small(&spool).await;
     drop(spool);
+    let seg = segments(root).remove(0);
+    let full = std::fs::read(&seg).unwrap();
+    let (start, kind, id) = *records(&seg).last().unwrap();
+    assert_eq!((kind, id), (Kind::Message, last));
 
-    let queue = root.join("queue");
-    let sample = std::fs::read(queue.join(good[0].as_str())).unwrap();
-    let header_end = sample.iter().position(|&b| b == b'\n').unwrap() + 1;
-
-    // Half-written temp files of an interrupted commit.
-    write(
-        &root.join("tmp").join(QueueId::generate().as_str()),
-        &sample[..10],
-    );
-    write(&root.join("tmp").join("leftover"), b"");
-
-    let mut expect_bad: Vec<(String, &str)> = Vec::new();
-    let mut bad = |contents: &[u8], reason: &'static str| {
-        let id = QueueId::generate();
-        write(&queue.join(id.as_str()), contents);
-        expect_bad.push((id.to_string(), reason));
-    };
-    bad(&sample[..sample.len() / 2], "file is");
-    bad(
-        b"hello world\r\nthis is not a spool file\r\n",
-        "header does not start",
-    );
-    bad(
-        &[sample.as_slice(), b"trailing"].concat(),
-        "but its header announces",
-    );
-    bad(b"", "empty file");
-    bad(b"POSTERN-SPOOL 1 12345678901234567890", "no header line");
-    bad(b"POSTERN-SPOOL 7 1 1\n{}\nx", "unsupported format version");
-    // Right lengths, broken separator / JSON / id.
-    let mut no_separator = sample.clone();
-    let sep = sample.len() - common::message_for(&good[0]).len() - 1;
-    no_separator[sep] = b' ';
-    bad(&no_separator, "missing newline");
-    let mut broken_json = sample.clone();
-    broken_json[header_end] = b'[';
-    bad(&broken_json, "envelope is not valid JSON");
-    bad(&sample, "does not match file name");
-    write(&queue.join("notes.txt"), b"stray");
-    expect_bad.push(("notes.txt".into(), "unexpected file name"));
-    std::fs::create_dir(queue.join("subdir")).unwrap();
-    expect_bad.push(("subdir".into(), "unexpected file name"));
-    let sidecar = queue.join(format!("{}.state", good[1]));
-    write(&sidecar, b"delivery journal");
-
-    let (spool, report) = Spool::open(SpoolConfig::new(root)).unwrap();
-    assert_eq!(report.kept, 3);
-    assert_eq!(report.removed_temp, 2);
-    assert_eq!(report.quarantined.len(), expect_bad.len(), "{report:#?}");
-    for (name, reason) in &expect_bad {
-        let found = report
-            .quarantined
-            .iter()
-            .find(|(n, _)| n == name)
-            .unwrap_or_else(|| panic!("{name} not quarantined: {report:#?}"));
-        assert!(
-            found.1.contains(reason),
-            "{name}: {:?} lacks {reason:?}",
-            found.1
-        );
-        // Moved, not deleted, with the reason beside it.
-        assert!(!queue.join(name).exists());
-        assert!(root.join("corrupt").join(name).exists());
-        let note = std::fs::read_to_string(root.join("corrupt").join(format!("{name}.reason")));
-        assert!(note.unwrap().contains(reason));
+    for cut in start..full.len() {
+        std::fs::write(&seg, &full[..cut]).unwrap();
+        let (spool, report) = open(root);
+        assert_eq!(report.kept, 2, "cut at {cut}");
+        assert_eq!(report.truncated_bytes, (cut - start) as u64, "cut at {cut}");
+        assert!(report.quarantined.is_empty() && report.skipped.is_empty());
+        assert_eq!(spool.list().unwrap(), vec![first, second]);
+        drop(spool);
+        assert_eq!(std::fs::metadata(&seg).unwrap().len(), start as u64);
     }
-    assert!(
-        std::fs::read_dir(root.join("tmp"))
-            .unwrap()
-            .next()
-            .is_none()
-    );
-    assert!(sidecar.exists());
-    assert_eq!(spool.list().unwrap(), good);
-    for id in &good {
-        assert_intact(&spool, id);
-    }
-    let stats = spool.stats();
-    assert_eq!(stats.messages, 3);
-    let bytes: u64 = good
-        .iter()
-        .map(|id| std::fs::metadata(spool.path_of(id)).unwrap().len())
-        .sum();
-    assert_eq!(stats.bytes, bytes);
-
-    // A second bad file with a name already in corrupt/ gets a fresh name there.
+    // The whole record is fine, of course; and appending continues after the cut.
+    std::fs::write(&seg, &full[..start + 7]).unwrap();
+    let (spool, _) = open(root);
+    let next = commit_one(&spool).await;
     drop(spool);
-    write(&queue.join("notes.txt"), b"stray again");
-    let (_spool, report) = Spool::open(SpoolConfig::new(root)).unwrap();
-    assert_eq!(report.kept, 3);
-    assert_eq!(report.quarantined.len(), 1);
+    let (spool, report) = open(root);
+    assert_eq!(report.truncated_bytes, 0);
+    assert_eq!(spool.list().unwrap(), vec![first, second, next]);
+    for id in [first, second, next] {
+        assert_intact(&spool, &id);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_after_the_last_record_is_cut() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let (spool, _) = open(root);
+    let ids = [commit_one(&spool).await, commit_one(&spool).await];
+    drop(spool);
+    let seg = segments(root).remove(0);
+    let good = std::fs::read(&seg).unwrap();
+    let record = good[records(&seg)[0].0..records(&seg)[1].0].to_vec();
+    let garbage: Vec<Vec<u8>> = vec![
+        vec![0u8; 4096],
+        (0..3000u32).map(|i| (i * 7 + 3) as u8).collect(),
+        b"PREC".repeat(100),
+        record[..RECORD_HEADER_LEN].to_vec(),
+        record[..record.len() - 1].to_vec(),
+    ];
+    for junk in &garbage {
+        std::fs::write(&seg, [good.as_slice(), junk].concat()).unwrap();
+        let (spool, report) = open(root);
+        assert_eq!(report.kept, 2);
+        assert_eq!(report.truncated_bytes, junk.len() as u64);
+        assert!(report.skipped.is_empty());
+        assert_eq!(spool.list().unwrap(), ids);
+        drop(spool);
+        assert_eq!(std::fs::read(&seg).unwrap(), good);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_whole_last_record_with_a_bad_checksum_is_cut_but_kept_aside() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let (spool, _) = open(root);
+    let kept = commit_one(&spool).await;
+    let damaged = commit_one(&spool).await;
+    drop(spool);
+    let seg = segments(root).remove(0);
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let last = bytes.len() - 3;
+    bytes[last] ^= 0x20;
+    std::fs::write(&seg, &bytes).unwrap();
+    let (spool, report) = open(root);
+    assert_eq!(spool.list().unwrap(), vec![kept]);
+    assert!(report.truncated_bytes > 0);
+    assert_eq!(report.quarantined.len(), 1, "{report:#?}");
+    assert!(report.quarantined[0].1.contains(damaged.as_str()));
+    let copy = root.join("corrupt").join(&report.quarantined[0].0);
     assert_eq!(
-        std::fs::read(root.join("corrupt/notes.txt")).unwrap(),
-        b"stray"
-    );
-    assert_eq!(
-        std::fs::read(root.join("corrupt/notes.txt.1")).unwrap(),
-        b"stray again"
+        std::fs::metadata(copy).unwrap().len(),
+        report.truncated_bytes
     );
 }
 
-#[tokio::test]
-async fn reading_a_damaged_file_is_an_error_not_a_panic() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn damage_in_a_sealed_segment_is_reported_salvaged_and_quarantined() {
     let dir = tempfile::tempdir().unwrap();
-    let (spool, _) = Spool::open(SpoolConfig::new(dir.path())).unwrap();
-    let id = commit_one(&spool).await;
-    let path = spool.path_of(&id);
-    let len = std::fs::metadata(&path).unwrap().len();
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&path)
-        .unwrap()
-        .set_len(len - 1)
-        .unwrap();
-    let err = spool.read(&id).unwrap_err();
-    assert!(
-        matches!(err, postern_spool::SpoolError::Corrupt { .. }),
-        "{err}"
+    let root = dir.path();
+    let (spool, _) = Spool::open(small_config(root, 60_000)).unwrap();
+    let mut ids = Vec::new();
+    while segments(root).len() < 3 {
+        ids.push(commit_one(&spool).await);
+    }
+    let state_of = ids[0];
+    spool.append_state(&state_of, b"A 1 0\n").await.unwrap();
+    drop(spool);
+    let segs = segments(root);
+    let first = records(&segs[0]);
+    assert!(first.len() >= 3, "{first:?}");
+    // Flip a byte in the body of a message in the middle of the first segment.
+    let (at, _, victim) = first[1];
+    let mut bytes = std::fs::read(&segs[0]).unwrap();
+    bytes[at + RECORD_HEADER_LEN + 10] ^= 0x01;
+    std::fs::write(&segs[0], &bytes).unwrap();
+
+    let (spool, report) = open(root);
+    assert_eq!(report.skipped.len(), 1, "{report:#?}");
+    assert!(report.skipped[0].1.contains(victim.as_str()), "{report:#?}");
+    assert!(report.skipped[0].1.contains("checksum"));
+    assert_eq!(report.quarantined.len(), 1);
+    let name = segs[0].file_name().unwrap().to_str().unwrap();
+    assert_eq!(report.quarantined[0].0, name);
+    assert_eq!(report.salvaged, first.len() - 1);
+    // Moved aside, not deleted, with its reason; everything else is intact.
+    assert!(!segs[0].exists());
+    let aside = root.join("corrupt").join(name);
+    assert_eq!(std::fs::read(&aside).unwrap(), bytes);
+    let note = std::fs::read_to_string(root.join("corrupt").join(format!("{name}.reason")));
+    assert!(note.unwrap().contains("valid records copied"));
+    let expected: Vec<QueueId> = ids.iter().copied().filter(|id| *id != victim).collect();
+    assert_eq!(spool.list().unwrap(), expected);
+    for id in &expected {
+        assert_intact(&spool, id);
+    }
+    assert_eq!(
+        spool.state_records(&state_of).unwrap(),
+        vec![b"A 1 0\n".to_vec()]
     );
-    assert!(spool.read_envelope(&id).is_err());
+
+    // The salvage is durable: the next open is clean and finds the same.
+    drop(spool);
+    let (spool, report) = open(root);
+    assert!(report.skipped.is_empty() && report.quarantined.is_empty());
+    assert_eq!(spool.list().unwrap(), expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn damage_followed_by_valid_records_in_the_last_segment_is_not_a_torn_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let (spool, _) = open(root);
+    let ids = [
+        commit_one(&spool).await,
+        commit_one(&spool).await,
+        commit_one(&spool).await,
+    ];
+    drop(spool);
+    let seg = segments(root).remove(0);
+    let recs = records(&seg);
+    let mut bytes = std::fs::read(&seg).unwrap();
+    bytes[recs[1].0] = b'X'; // the magic of the middle record
+    std::fs::write(&seg, &bytes).unwrap();
+    let (spool, report) = open(root);
+    assert_eq!(report.truncated_bytes, 0);
+    assert_eq!(report.skipped.len(), 1, "{report:#?}");
+    assert_eq!(report.quarantined.len(), 1);
+    assert_eq!(spool.list().unwrap(), vec![ids[0], ids[2]]);
+    assert_intact(&spool, &ids[2]);
+    assert_eq!(segments(root).len(), 1, "a fresh active segment");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn headers_creation_and_strays() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let (spool, _) = Spool::open(small_config(root, 10_000)).unwrap();
+    let mut ids = Vec::new();
+    while segments(root).len() < 2 {
+        ids.push(commit_one(&spool).await);
+    }
+    drop(spool);
+    let segs = segments(root);
+    // A sealed segment whose header was damaged: its records are still found.
+    let mut bytes = std::fs::read(&segs[0]).unwrap();
+    bytes[3] ^= 0xff;
+    std::fs::write(&segs[0], &bytes).unwrap();
+    // A segment whose creation was interrupted (no complete header).
+    let next = segs[1].with_file_name(format!("{:016x}.seg", segs.len() + 1));
+    std::fs::write(&next, b"PSTN").unwrap();
+    // Strays.
+    std::fs::write(root.join("log").join("notes.txt"), b"stray").unwrap();
+    std::fs::create_dir(root.join("log").join("subdir")).unwrap();
+
+    let (spool, report) = open(root);
+    assert_eq!(report.truncated_bytes, 4);
+    assert!(!next.exists());
+    let names: Vec<&str> = report.quarantined.iter().map(|(n, _)| n.as_str()).collect();
+    for want in [
+        "notes.txt",
+        "subdir",
+        segs[0].file_name().unwrap().to_str().unwrap(),
+    ] {
+        assert!(names.contains(&want), "{want} not in {report:#?}");
+    }
+    assert!(report.skipped[0].1.contains("segment header"));
+    assert_eq!(spool.list().unwrap(), ids);
+    for id in &ids {
+        assert_intact(&spool, id);
+    }
+    assert!(root.join("corrupt/notes.txt.reason").exists());
+}
+
+#[tokio::test]
+async fn reading_a_damaged_record_is_an_error_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, _) = open(dir.path());
+    let id = commit_one(&spool).await;
+    let seg = segments(dir.path()).remove(0);
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let at = bytes.len() - 5;
+    bytes[at] ^= 1;
+    std::fs::write(&seg, &bytes).unwrap();
+    let err = spool.read(&id).unwrap_err();
+    assert!(matches!(err, SpoolError::Corrupt { .. }), "{err}");
+    // The envelope alone is still fine.
+    assert_eq!(spool.read_envelope(&id).unwrap(), envelope_for(&id));
+    // Damage the envelope: a precise error too.
+    let env_at = SEGMENT_HEADER_LEN + RECORD_HEADER_LEN;
+    bytes[env_at] = b'[';
+    std::fs::write(&seg, &bytes).unwrap();
+    assert!(matches!(
+        spool.read_envelope(&id),
+        Err(SpoolError::Corrupt { .. })
+    ));
+}
+
+fn v1_file(id: &QueueId, message: &[u8]) -> Vec<u8> {
+    let json = serde_json::to_vec(&envelope_for(id)).unwrap();
+    [
+        format!("POSTERN-SPOOL 1 {} {}\n", json.len(), message.len()).as_bytes(),
+        &json,
+        b"\n",
+        message,
+    ]
+    .concat()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_1_spool_is_imported_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let queue: PathBuf = root.join("queue");
+    let tmp = root.join("tmp");
+    std::fs::create_dir_all(&queue).unwrap();
+    std::fs::create_dir_all(&tmp).unwrap();
+    let ids: Vec<QueueId> = (0..3).map(|_| QueueId::generate()).collect();
+    for id in &ids {
+        std::fs::write(queue.join(id.as_str()), v1_file(id, &message_for(id))).unwrap();
+    }
+    // A journal with a torn last line, an orphaned journal, a half-written temp
+    // file, a damaged message.
+    std::fs::write(queue.join(format!("{}.state", ids[1])), b"A 1 0\nN 5\nA 2").unwrap();
+    std::fs::write(
+        queue.join(format!("{}.state", QueueId::generate())),
+        b"A 1 0\n",
+    )
+    .unwrap();
+    std::fs::write(tmp.join(QueueId::generate().as_str()), b"POSTERN-SPOOL 1").unwrap();
+    let bad = QueueId::generate();
+    let mut damaged = v1_file(&bad, b"hello");
+    damaged.pop();
+    std::fs::write(queue.join(bad.as_str()), &damaged).unwrap();
+
+    let (spool, report) = open(root);
+    assert_eq!(report.imported, 3);
+    assert_eq!(report.kept, 3);
+    assert_eq!(report.quarantined.len(), 1, "{report:#?}");
+    assert_eq!(report.quarantined[0].0, bad.as_str());
+    assert!(!queue.exists() && !tmp.exists());
+    assert_eq!(
+        std::fs::read(root.join("corrupt").join(bad.as_str())).unwrap(),
+        damaged
+    );
+    assert_eq!(spool.list().unwrap(), ids);
+    for id in &ids {
+        assert_intact(&spool, id);
+    }
+    assert_eq!(
+        spool.state_records(&ids[1]).unwrap(),
+        vec![b"A 1 0\nN 5\n".to_vec()]
+    );
+    drop(spool);
+    let (spool, report) = open(root);
+    assert_eq!((report.imported, report.kept), (0, 3));
+    assert_eq!(spool.list().unwrap(), ids);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_import_interrupted_after_the_log_sync_is_not_repeated() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let id = QueueId::generate();
+    std::fs::create_dir_all(root.join("queue")).unwrap();
+    let file = v1_file(&id, &message_for(&id));
+    std::fs::write(root.join("queue").join(id.as_str()), &file).unwrap();
+    let (spool, report) = open(root);
+    assert_eq!(report.imported, 1);
+    drop(spool);
+    // As if the crash came before the v1 file was deleted.
+    std::fs::create_dir_all(root.join("queue")).unwrap();
+    std::fs::write(root.join("queue").join(id.as_str()), &file).unwrap();
+    let (spool, report) = open(root);
+    assert_eq!((report.imported, report.kept), (0, 1));
+    assert!(!root.join("queue").exists());
+    assert_eq!(records(&segments(root)[0]).len(), 1);
+    assert_intact(&spool, &id);
 }

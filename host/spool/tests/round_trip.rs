@@ -1,26 +1,29 @@
-//! Commit, list, read, read_envelope, open_message and remove against a real directory.
+//! Commit, list, read, read_envelope, open_message, state records and remove against
+//! a real directory; the lock; read-only opens.
 
 mod common;
 
 use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
 
-use common::{assert_intact, commit_one, envelope_for, message_for};
+use common::{assert_intact, commit_one, envelope_for, message_for, segments};
 use postern_spool::{QueueId, Spool, SpoolConfig, SpoolError};
+
+fn mode(path: &std::path::Path) -> u32 {
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commit_list_read_remove() {
     let dir = tempfile::tempdir().unwrap();
-    let (spool, report) = Spool::open(SpoolConfig::new(dir.path().join("spool"))).unwrap();
-    assert_eq!(report.kept, 0);
-    assert_eq!(spool.dir(), dir.path().join("spool"));
-    for sub in ["tmp", "queue", "corrupt"] {
-        let mode = std::fs::metadata(spool.dir().join(sub))
-            .unwrap()
-            .permissions()
-            .mode();
-        assert_eq!(mode & 0o777, 0o700, "{sub}");
+    let root = dir.path().join("spool");
+    let (spool, report) = Spool::open(SpoolConfig::new(&root)).unwrap();
+    assert_eq!((report.kept, report.segments), (0, 0));
+    assert_eq!(spool.dir(), root);
+    for sub in ["log", "corrupt"] {
+        assert_eq!(mode(&root.join(sub)), 0o700, "{sub}");
     }
+    assert!(!root.join("queue").exists() && !root.join("tmp").exists());
 
     let mut ids = Vec::new();
     for _ in 0..5 {
@@ -30,41 +33,35 @@ async fn commit_list_read_remove() {
     for id in &ids {
         assert_intact(&spool, id);
         assert_eq!(spool.read_envelope(id).unwrap(), envelope_for(id));
-        let mode = std::fs::metadata(spool.path_of(id))
-            .unwrap()
-            .permissions()
-            .mode();
-        assert_eq!(mode & 0o777, 0o600);
     }
-    assert!(
-        std::fs::read_dir(spool.dir().join("tmp"))
-            .unwrap()
-            .next()
-            .is_none()
-    );
+    // One segment file, private, holding everything: no file per message.
+    let segs = segments(&root);
+    assert_eq!(segs.len(), 1);
+    assert_eq!(mode(&segs[0]), 0o600);
 
     let stats = spool.stats();
-    assert_eq!(stats.messages, 5);
-    assert_eq!(stats.commits, 5);
-    let on_disk: u64 = ids
-        .iter()
-        .map(|id| std::fs::metadata(spool.path_of(id)).unwrap().len())
-        .sum();
-    assert_eq!(stats.bytes, on_disk);
-    assert!(stats.dir_fsyncs >= 1);
+    assert_eq!((stats.messages, stats.commits, stats.segments), (5, 5, 1));
+    assert!(stats.syncs >= 1 && stats.syncs <= 5);
+    let on_disk = std::fs::metadata(&segs[0]).unwrap().len();
+    assert_eq!(stats.log_bytes, on_disk);
+    let payload: u64 = ids.iter().map(|id| message_for(id).len() as u64).sum();
+    assert!(stats.bytes > payload && stats.bytes < on_disk);
 
-    // Streaming access.
+    // Streaming access, both ways.
     let opened = spool.open_message(&ids[0]).unwrap();
     assert_eq!(opened.message_len, message_for(&ids[0]).len() as u64);
     let mut streamed = Vec::new();
+    opened.reader().read_to_end(&mut streamed).unwrap();
+    assert_eq!(streamed, message_for(&ids[0]));
+    let mut from_file = Vec::new();
     opened
         .into_message_reader()
         .unwrap()
-        .read_to_end(&mut streamed)
+        .read_to_end(&mut from_file)
         .unwrap();
-    assert_eq!(streamed, message_for(&ids[0]));
+    assert_eq!(from_file, message_for(&ids[0]));
 
-    let removed_len = std::fs::metadata(spool.path_of(&ids[1])).unwrap().len();
+    let before = spool.stats().bytes;
     assert!(spool.remove(&ids[1]).await.unwrap());
     assert!(!spool.remove(&ids[1]).await.unwrap());
     assert!(matches!(spool.read(&ids[1]), Err(SpoolError::NotFound(_))));
@@ -73,18 +70,25 @@ async fn commit_list_read_remove() {
     assert_eq!(spool.list().unwrap(), expected);
     let stats = spool.stats();
     assert_eq!(stats.messages, 4);
-    assert_eq!(stats.bytes, on_disk - removed_len);
+    assert!(stats.bytes < before);
 
     // Reopen: the scan finds the same queue and counters.
     drop(spool);
-    let (spool, report) = Spool::open(SpoolConfig::new(dir.path().join("spool"))).unwrap();
-    assert_eq!(report.kept, 4);
-    assert!(report.quarantined.is_empty());
+    let (spool, report) = Spool::open(SpoolConfig::new(&root)).unwrap();
+    assert_eq!((report.kept, report.segments), (4, 1));
+    assert_eq!(report.truncated_bytes, 0);
+    assert!(report.quarantined.is_empty() && report.skipped.is_empty());
     assert_eq!(spool.list().unwrap(), expected);
     assert_eq!(spool.stats().messages, 4);
     for id in &expected {
         assert_intact(&spool, id);
     }
+    // It appends to the same segment.
+    let more = commit_one(&spool).await;
+    assert_eq!(segments(&root).len(), 1);
+    drop(spool);
+    let (spool, _) = Spool::open(SpoolConfig::new(&root)).unwrap();
+    assert_intact(&spool, &more);
 }
 
 #[tokio::test(flavor = "current_thread")]
@@ -113,6 +117,10 @@ async fn empty_message_and_large_message_on_multi_thread() {
     let big = vec![b'b'; 5 << 20];
     spool.commit(&envelope_for(&large), &[&big]).await.unwrap();
     assert_eq!(spool.read(&large).unwrap().1, big);
+    drop(spool);
+    let (spool, report) = Spool::open(SpoolConfig::new(dir.path())).unwrap();
+    assert_eq!(report.kept, 2);
+    assert_eq!(spool.read(&large).unwrap().1, big);
 }
 
 #[tokio::test]
@@ -132,53 +140,76 @@ async fn rejects_bad_and_duplicate_ids() {
         .await
         .unwrap_err();
     assert!(matches!(err, SpoolError::IdInUse(_)), "{err}");
-    // The first message is untouched and no temp file is left.
+    // The first message is untouched.
     assert_intact(&spool, &id);
-    assert!(
-        std::fs::read_dir(dir.path().join("tmp"))
-            .unwrap()
-            .next()
-            .is_none()
-    );
     assert_eq!(spool.stats().commits, 1);
 }
 
 #[tokio::test]
-async fn list_ignores_sidecars_and_a_second_open_is_refused() {
+async fn a_second_open_is_refused_and_read_only_opens_share() {
     let dir = tempfile::tempdir().unwrap();
+    // Read-only needs an existing spool.
+    assert!(
+        Spool::open(SpoolConfig {
+            read_only: true,
+            ..SpoolConfig::new(dir.path())
+        })
+        .is_err()
+    );
     let (spool, _) = Spool::open(SpoolConfig::new(dir.path())).unwrap();
     let id = commit_one(&spool).await;
-    std::fs::write(dir.path().join(format!("queue/{id}.state")), b"journal").unwrap();
-    assert_eq!(spool.list().unwrap(), vec![id]);
+    let read_only = SpoolConfig {
+        read_only: true,
+        ..SpoolConfig::new(dir.path())
+    };
     assert!(matches!(
         Spool::open(SpoolConfig::new(dir.path())),
         Err(SpoolError::Locked { .. })
     ));
+    assert!(matches!(
+        Spool::open(read_only.clone()),
+        Err(SpoolError::Locked { .. })
+    ));
     drop(spool);
-    let (spool, report) = Spool::open(SpoolConfig::new(dir.path())).unwrap();
+    let (a, report) = Spool::open(read_only.clone()).unwrap();
+    let (b, _) = Spool::open(read_only).unwrap();
     assert_eq!(report.kept, 1);
-    assert!(report.quarantined.is_empty());
-    assert!(dir.path().join(format!("queue/{id}.state")).exists());
-    assert_eq!(spool.list().unwrap(), vec![id]);
+    assert!(a.is_read_only());
+    assert_eq!(a.list().unwrap(), vec![id]);
+    assert_intact(&b, &id);
+    assert!(matches!(a.remove(&id).await, Err(SpoolError::ReadOnly)));
+    assert!(matches!(
+        a.append_state(&id, b"x").await,
+        Err(SpoolError::ReadOnly)
+    ));
+    let other = QueueId::generate();
+    assert!(matches!(
+        a.commit(&envelope_for(&other), &[b"x"]).await,
+        Err(SpoolError::ReadOnly)
+    ));
+    assert!(matches!(
+        Spool::open(SpoolConfig::new(dir.path())),
+        Err(SpoolError::Locked { .. })
+    ));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn direct_mode_syncs_once_per_commit() {
     let dir = tempfile::tempdir().unwrap();
     let config = SpoolConfig {
-        dir: dir.path().to_path_buf(),
         group_commit: false,
+        ..SpoolConfig::new(dir.path())
     };
     let (spool, _) = Spool::open(config).unwrap();
     for _ in 0..3 {
         commit_one(&spool).await;
     }
     let stats = spool.stats();
-    assert_eq!((stats.commits, stats.dir_fsyncs), (3, 3));
+    assert_eq!((stats.commits, stats.syncs), (3, 3));
 }
 
-#[tokio::test]
-async fn remove_deletes_the_state_journal_and_open_collects_orphans() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn state_records_are_durable_ordered_and_go_with_the_message() {
     let dir = tempfile::tempdir().unwrap();
     let (spool, _) = Spool::open(SpoolConfig::new(dir.path())).unwrap();
     let mut commits = spool.subscribe();
@@ -186,22 +217,52 @@ async fn remove_deletes_the_state_journal_and_open_collects_orphans() {
     let gone = commit_one(&spool).await;
     assert_eq!(commits.recv().await, Some(kept));
     assert_eq!(commits.recv().await, Some(gone));
-    assert_eq!(
-        spool.state_path(&kept),
-        dir.path().join(format!("queue/{kept}.state"))
-    );
-    std::fs::write(spool.state_path(&kept), b"journal").unwrap();
-    std::fs::write(spool.state_path(&gone), b"journal").unwrap();
+    assert!(spool.state_records(&kept).unwrap().is_empty());
+    for n in 0..5 {
+        spool
+            .append_state(&kept, format!("A {n} 0\n").as_bytes())
+            .await
+            .unwrap();
+    }
+    spool.append_state(&gone, b"D 0 1 x\n").await.unwrap();
+    spool.append_state(&kept, b"").await.unwrap();
+    let unknown = QueueId::generate();
+    assert!(matches!(
+        spool.append_state(&unknown, b"x").await,
+        Err(SpoolError::NotFound(_))
+    ));
+    assert!(matches!(
+        spool.state_records(&unknown),
+        Err(SpoolError::NotFound(_))
+    ));
+    let want: Vec<Vec<u8>> = (0..5)
+        .map(|n| format!("A {n} 0\n").into_bytes())
+        .chain([Vec::new()])
+        .collect();
+    assert_eq!(spool.state_records(&kept).unwrap(), want);
+
     assert!(spool.remove(&gone).await.unwrap());
-    assert!(!spool.state_path(&gone).exists());
-    assert!(spool.state_path(&kept).exists());
-    // A crash between the two unlinks leaves an orphan; the next open collects it.
-    let orphan = QueueId::generate();
-    std::fs::write(spool.state_path(&orphan), b"journal").unwrap();
+    assert!(matches!(
+        spool.state_records(&gone),
+        Err(SpoolError::NotFound(_))
+    ));
+    assert!(matches!(
+        spool.append_state(&gone, b"x").await,
+        Err(SpoolError::NotFound(_))
+    ));
     drop(spool);
     let (spool, report) = Spool::open(SpoolConfig::new(dir.path())).unwrap();
-    assert!(report.quarantined.is_empty());
-    assert!(!spool.state_path(&orphan).exists());
-    assert!(spool.state_path(&kept).exists());
+    assert_eq!((report.kept, report.state_records), (1, 6));
+    assert_eq!(spool.state_records(&kept).unwrap(), want);
     assert_eq!(spool.list().unwrap(), vec![kept]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_stays_readable_while_it_is_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, _) = Spool::open(SpoolConfig::new(dir.path())).unwrap();
+    let id = commit_one(&spool).await;
+    let opened = spool.open_message(&id).unwrap();
+    assert!(spool.remove(&id).await.unwrap());
+    assert_eq!(opened.read_message().unwrap(), message_for(&id));
 }

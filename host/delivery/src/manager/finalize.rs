@@ -1,9 +1,9 @@
 //! The end of a delivery attempt: record the outcomes durably, expire recipients
 //! queued longer than `max_age`, send a bounce for new permanent failures, and
 //! either remove the message (nothing owed any more) or schedule its next attempt.
-//! Ordering is what makes crashes safe: journal records are fdatasync'ed before the
-//! bounce is committed, the bounce is committed before it is marked sent, and the
-//! message file is removed only when every recipient is final and reported. A crash
+//! Ordering is what makes crashes safe: journal records are durable in the spool's
+//! log before the bounce is committed, the bounce is committed before it is marked
+//! sent, and the message is removed only when every recipient is final and reported. A crash
 //! anywhere repeats work (at-least-once), never loses it. When every recipient was
 //! delivered in this attempt the message is simply removed, without a journal write.
 
@@ -51,11 +51,8 @@ async fn append(
     state: &MessageState,
     records: Vec<Record>,
 ) -> Result<(), String> {
-    let path = spool.state_path(&state.id);
-    let dir = spool.queue_dir().to_path_buf();
-    tokio::task::spawn_blocking(move || journal::append(&path, &dir, &records))
+    journal::append(spool, &state.id, &records)
         .await
-        .map_err(|e| e.to_string())?
         .map_err(|e| format!("cannot write the delivery journal: {e}"))
 }
 

@@ -3,7 +3,7 @@
 //! connection — and reports every recipient's outcome back. When it cannot reach
 //! the destination at all it says so, and the manager defers that destination's
 //! other queued jobs instead of trying each one. Input: jobs from the manager,
-//! message files from the spool, everything remote through `smtp` and `mx`.
+//! messages from the spool, everything remote through `smtp` and `mx`.
 
 use std::sync::Arc;
 
@@ -117,13 +117,7 @@ async fn local_job(ctx: &WorkerCtx, job: &Job) -> Vec<(usize, RcptOutcome)> {
                     Ok(mb) => mb,
                     Err(d) => return (i, RcptOutcome::from_diagnostic(d)),
                 };
-                let reader = spool.open_message(&job2.id).and_then(|m| {
-                    m.into_message_reader().map_err(|e| SpoolError::Io {
-                        path: spool.path_of(&job2.id),
-                        source: e,
-                    })
-                });
-                let mut reader = match reader {
+                let mut reader = match spool.open_message(&job2.id).map(|m| m.reader()) {
                     Ok(r) => r,
                     Err(e) => return (i, vanished(&e)),
                 };
@@ -190,10 +184,10 @@ async fn smtp_job(
     let opened = tokio::task::spawn_blocking(move || {
         let m = spool.open_message(&id)?;
         let len = m.message_len;
-        let file = m.into_message_reader().map_err(|e| SpoolError::Io {
-            path: spool.path_of(&id),
-            source: e,
-        })?;
+        let path = m.segment_path().to_path_buf();
+        let file = m
+            .into_message_reader()
+            .map_err(|e| SpoolError::Io { path, source: e })?;
         Ok::<_, SpoolError>((file.into_inner(), len))
     })
     .await;

@@ -70,6 +70,27 @@ pub async fn commit_one(spool: &postern_spool::Spool) -> QueueId {
     id
 }
 
+/// The segment files of the spool at `root`, in log order.
+pub fn segments(root: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out: Vec<_> = std::fs::read_dir(root.join("log"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+        .collect();
+    out.sort();
+    out
+}
+
+/// A config for `root` with small segments and immediate compaction, for tests.
+pub fn small_config(root: &std::path::Path, segment_size: u64) -> postern_spool::SpoolConfig {
+    postern_spool::SpoolConfig {
+        segment_size,
+        compact_min_age: std::time::Duration::ZERO,
+        maintenance_interval: std::time::Duration::from_secs(3600),
+        ..postern_spool::SpoolConfig::new(root)
+    }
+}
+
 /// Assert `id` reads back exactly as written.
 pub fn assert_intact(spool: &postern_spool::Spool, id: &QueueId) {
     let (envelope, message) = spool.read(id).unwrap_or_else(|e| panic!("read {id}: {e}"));
