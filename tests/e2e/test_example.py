@@ -9,7 +9,6 @@ import json
 import os
 import signal
 import smtplib
-import socket
 import ssl
 import subprocess
 import threading
