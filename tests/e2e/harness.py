@@ -182,20 +182,39 @@ class Server:
 
     # -- observation -------------------------------------------------------
     def log_records(self) -> list[dict]:
+        """Every JSON log record so far (after the log settled)."""
+        self.settle()
+        return self._records()
+
+    def _records(self) -> list[dict]:
         with self._lock:
             return list(self.logs)
 
     def wait_log(self, pred, timeout: float = 10.0) -> dict:
         deadline = time.time() + timeout
         while time.time() < deadline:
-            for r in self.log_records():
+            for r in self._records():
                 if pred(r):
                     return r
             time.sleep(0.02)
         raise AssertionError("log record not found; log:\n" + "\n".join(self.raw_log[-60:]))
 
+    def settle(self, quiet: float = 0.05, limit: float = 3.0):
+        """Wait until the log has been quiet for `quiet` seconds (the server
+        writes its log in batches every few milliseconds)."""
+        deadline = time.time() + limit
+        seen = -1
+        while time.time() < deadline:
+            with self._lock:
+                n = len(self.raw_log)
+            if n == seen:
+                return
+            seen = n
+            time.sleep(quiet)
+
     def probe_calls(self, tag: str | None = None, stage: str | None = None) -> list[dict]:
         """Records logged by the test probe plugin (`probe:` + JSON)."""
+        self.settle()
         out = []
         for r in self.log_records():
             msg = r.get("message", "")
