@@ -70,3 +70,39 @@ def test_metrics_families(start):
     assert value(text, "postern_reloads_total", result="ok") == 1
     assert value(text, "postern_sessions_active") == 0
     assert text.rstrip().endswith("# EOF")
+
+
+def test_delivery_metrics(start):
+    import socket
+    import time
+
+    with socket.socket() as s:  # a port nobody listens on: every attempt is deferred
+        s.bind(("127.0.0.1", 0))
+        dead = s.getsockname()[1]
+    grant = plugin("grant", "test-probe", {"tag": "g", "rules": [
+        {"stage": "rcpt-to", "contains": "@remote.test", "kind": "accept"}]})
+    extra = ('[metrics]\nlisten = "127.0.0.1:0"\n'
+             f'[delivery]\nretry_intervals = ["1s"]\nrelayhost = "127.0.0.1:{dead}"\nconnect_timeout = "1s"\n')
+    srv = start(plugins=[grant], extra=extra)
+    c = ehlo(srv.port)
+    c.cmd("MAIL FROM:<a@example.test>")
+    assert c.cmd("RCPT TO:<local@example.test>")[0] == 250
+    assert c.cmd("RCPT TO:<far@remote.test>")[0] == 250
+    c.cmd("DATA")
+    c.send(message() + b".\r\n")
+    assert c.reply()[0] == 250
+    deadline = time.time() + 15
+    while True:
+        text = scrape(srv)
+        try:
+            if (value(text, "postern_delivery_recipients_total", result="delivered") >= 1
+                    and value(text, "postern_delivery_retries_total") >= 1):
+                break
+        except AssertionError:
+            pass
+        assert time.time() < deadline, text
+        time.sleep(0.3)
+    assert value(text, "postern_delivery_recipients_total", result="deferred") >= 2
+    assert value(text, "postern_delivery_attempts_total") >= 2
+    assert value(text, "postern_delivery_bounces_total") == 0
+    assert value(text, "postern_queue_messages") == 1  # the remote recipient is still owed

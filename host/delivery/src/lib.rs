@@ -13,6 +13,7 @@
 //! [`dsn`] (RFC 3464 reports), [`manager`] (scheduling and concurrency) and
 //! [`inspect`] (queue commands without a running server).
 
+pub mod counters;
 pub mod dsn;
 pub mod inspect;
 pub mod journal;

@@ -180,8 +180,59 @@ impl Collector for StateCollector {
             None,
             c.metric_type(),
         )?)?;
+        encode_delivery(&mut enc)?;
         encode_plugins(&mut enc, &shared)
     }
+}
+
+fn encode_delivery(enc: &mut DescriptorEncoder) -> std::fmt::Result {
+    use postern_delivery::counters::COUNTERS as C;
+    let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+    let outcome = |r: &str| vec![("result", r.to_string())];
+    counter(
+        enc,
+        "delivery_recipients",
+        "Recipient delivery outcomes: delivered, deferred (retried), failed (bounced), expired",
+        &[
+            (outcome("delivered"), load(&C.delivered)),
+            (outcome("deferred"), load(&C.deferred)),
+            (outcome("failed"), load(&C.failed)),
+            (outcome("expired"), load(&C.expired)),
+        ],
+    )?;
+    let c = ConstCounter::new(load(&C.attempts));
+    c.encode(enc.encode_descriptor(
+        "delivery_attempts",
+        "Delivery attempts of queued messages",
+        None,
+        c.metric_type(),
+    )?)?;
+    let c = ConstCounter::new(load(&C.retries));
+    c.encode(enc.encode_descriptor(
+        "delivery_retries",
+        "Attempts after a message's first",
+        None,
+        c.metric_type(),
+    )?)?;
+    let c = ConstCounter::new(load(&C.bounces));
+    c.encode(enc.encode_descriptor(
+        "delivery_bounces",
+        "Delivery status notifications queued",
+        None,
+        c.metric_type(),
+    )?)?;
+    gauge(
+        enc,
+        "queue_messages",
+        "Messages in the delivery queue",
+        load(&C.queued) as i64,
+    )?;
+    gauge(
+        enc,
+        "queue_active",
+        "Deliveries in progress",
+        load(&C.active) as i64,
+    )
 }
 
 fn encode_plugins(enc: &mut DescriptorEncoder, shared: &Shared) -> std::fmt::Result {

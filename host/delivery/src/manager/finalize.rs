@@ -12,6 +12,7 @@ use std::sync::Arc;
 use postern_protocol::EnhancedCode;
 use postern_spool::{Spool, SpoolError};
 
+use crate::counters::{self, COUNTERS};
 use crate::journal::{self, Record};
 use crate::outcome::{Diagnostic, RcptOutcome};
 use crate::settings::Settings;
@@ -122,6 +123,18 @@ pub(crate) async fn run(
         .collect();
     if !records.is_empty() {
         state.attempts += 1;
+        counters::add(&COUNTERS.attempts, 1);
+        if state.attempts > 1 {
+            counters::add(&COUNTERS.retries, 1);
+        }
+        for r in &records {
+            match r {
+                Record::Delivered { .. } => counters::add(&COUNTERS.delivered, 1),
+                Record::Failed { .. } => counters::add(&COUNTERS.failed, 1),
+                Record::Deferred { .. } => counters::add(&COUNTERS.deferred, 1),
+                _ => {}
+            }
+        }
     }
     for r in &records {
         state.apply(r);
@@ -129,6 +142,7 @@ pub(crate) async fn run(
     if !state.pending().is_empty() && settings.retry.expired(state.arrival_ms(), now) {
         for i in state.pending() {
             let diag = expired(state.rcpts[i].last.as_ref(), &settings);
+            counters::add(&COUNTERS.expired, 1);
             tracing::info!(queue_id = %state.id, to = %state.rcpts[i].address, reason = %diag, "expired");
             let r = Record::Failed {
                 rcpt: i,
@@ -159,6 +173,7 @@ pub(crate) async fn run(
     if !failed.is_empty() {
         match bounce(&spool, &settings, &state, &failed, now).await {
             Ok(dsn_id) => {
+                counters::add(&COUNTERS.bounces, 1);
                 tracing::info!(queue_id = %state.id, dsn = %dsn_id, to = %state.envelope.mail_from,
                     recipients = failed.len(), "bounce queued");
                 let r = Record::Bounced {

@@ -236,6 +236,8 @@ impl Manager {
     ) {
         let mut commits_open = true;
         loop {
+            crate::counters::set(&crate::counters::COUNTERS.queued, self.entries.len() as u64);
+            crate::counters::set(&crate::counters::COUNTERS.active, self.running as u64);
             let wake = self.next_wake();
             tokio::select! {
                 ev = rx.recv() => match ev {
