@@ -184,3 +184,24 @@ def test_shadow_mode_logs_but_does_not_enforce(start):
     assert c.cmd("RCPT TO:<x@example.test>")[0] == 250
     rec = srv.wait_log(lambda r: r.get("shadow_verdict") == "reject")
     assert rec["plugin"] == "shadowy" and rec["reply"] == "550 would reject"
+
+
+def test_plugins_get_no_filesystem_environment_or_network_and_stdout_is_logged(start):
+    import socket as _socket
+
+    with _socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        port = listener.getsockname()[1]
+        srv = start(plugins=[plugin("sb", "test-probe", {"tag": "sb", "sandbox": port})])
+        ehlo(srv.port).cmd("QUIT")
+        (report,) = srv.probe_calls("sb", "sandbox")
+        listener.settimeout(0.5)
+        with pytest.raises(_socket.timeout):
+            listener.accept()  # nothing connected from inside the plugin
+    r = report["arg"]
+    assert r["fs_root"].startswith("Err(") and r["passwd"].startswith("Err("), r
+    assert r["env"] == 0 and r["args"] == 0, r
+    assert r["tcp"].startswith("Err("), r
+    out = srv.wait_log(lambda x: x.get("stream") == "stdout")
+    assert out["plugin"] == "sb" and out["message"] == "probe says hello on stdout"

@@ -37,6 +37,10 @@ struct Config {
     /// Refuse the configuration with this message (tests `init` errors).
     #[serde(default)]
     refuse: Option<String>,
+    /// At connect, try what a sandboxed plugin must not be able to do and
+    /// log what happened (plus a line on stdout).
+    #[serde(default)]
+    sandbox: Option<u16>,
 }
 
 struct Probe(Config);
@@ -121,8 +125,33 @@ impl Probe {
     }
 }
 
+/// What the sandbox allowed: file system, environment, arguments, network.
+fn sandbox_report(port: u16) -> Value {
+    println!("probe says hello on stdout");
+    let fs_root = std::fs::read_dir("/")
+        .map(|d| d.count())
+        .map_err(|e| e.to_string());
+    let passwd = std::fs::read("/etc/passwd")
+        .map(|b| b.len())
+        .map_err(|e| e.to_string());
+    let tcp = std::net::TcpStream::connect(("127.0.0.1", port))
+        .map(|_| "connected".to_string())
+        .map_err(|e| e.to_string());
+    json!({
+        "fs_root": format!("{fs_root:?}"),
+        "passwd": format!("{passwd:?}"),
+        "env": std::env::vars().count(),
+        "args": std::env::args().count(),
+        "tcp": format!("{tcp:?}"),
+    })
+}
+
 impl Connect for Probe {
     fn on_connect(&self, s: &Session) -> Verdict {
+        if let Some(port) = self.0.sandbox {
+            let line = json!({"tag": self.0.tag, "stage": "sandbox", "arg": sandbox_report(port), "session": session_json(s)});
+            log::info(&format!("probe:{line}"));
+        }
         self.record("connect", s, Value::Null);
         self.decide("connect", &s.client_ip)
     }
