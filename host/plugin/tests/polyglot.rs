@@ -11,6 +11,9 @@ use std::time::{Duration, Instant};
 
 use postern_plugin::*;
 
+mod common;
+use common::{runtime, services};
+
 /// `target/plugins/<name>.wasm` at the repository root: build.sh writes there
 /// whatever CARGO_TARGET_DIR says.
 fn plugin_wasm(name: &str) -> PathBuf {
@@ -40,20 +43,6 @@ fn spec(name: &str, file: &str, config: serde_json::Value, kv: bool) -> PluginSp
     }
 }
 
-fn services() -> Services {
-    Services {
-        dns: Arc::new(NoDns),
-        kv: Arc::new(MemoryKv::default()),
-    }
-}
-
-fn runtime() -> Arc<Runtime> {
-    Runtime::new(RuntimeConfig {
-        max_instances: 64,
-        ..RuntimeConfig::default()
-    })
-    .unwrap()
-}
 
 async fn load(rt: &Arc<Runtime>, specs: Vec<PluginSpec>, services: Services) -> Arc<Generation> {
     Arc::new(

@@ -7,6 +7,9 @@ use std::time::Duration;
 
 use postern_plugin::*;
 
+mod common;
+use common::{runtime, services};
+
 fn wasm(name: &str) -> PathBuf {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
     let target = std::env::var_os("CARGO_TARGET_DIR")
@@ -37,20 +40,6 @@ fn spec(name: &str, file: &str, config: serde_json::Value) -> PluginSpec {
     }
 }
 
-fn services() -> Services {
-    Services {
-        dns: Arc::new(NoDns),
-        kv: Arc::new(MemoryKv::default()),
-    }
-}
-
-fn runtime() -> Arc<Runtime> {
-    Runtime::new(RuntimeConfig {
-        max_instances: 64,
-        ..RuntimeConfig::default()
-    })
-    .unwrap()
-}
 
 fn ctx() -> SessionContext {
     SessionContext::new(
