@@ -43,7 +43,6 @@ fn spec(name: &str, file: &str, config: serde_json::Value, kv: bool) -> PluginSp
     }
 }
 
-
 async fn load(rt: &Arc<Runtime>, specs: Vec<PluginSpec>, services: Services) -> Arc<Generation> {
     Arc::new(
         Generation::load(rt, 1, "polyglot".into(), specs, services)

@@ -40,7 +40,6 @@ fn spec(name: &str, file: &str, config: serde_json::Value) -> PluginSpec {
     }
 }
 
-
 fn ctx() -> SessionContext {
     SessionContext::new(
         "s1".into(),
