@@ -163,6 +163,39 @@ def test_size_limits(start):
     assert c.cmd("MAIL FROM:<a@client.test>")[0] == 250
 
 
+def test_mail_loop_refused_by_received_count(start):
+    """RFC 5321 §6.3: a message already carrying max_hops Received: fields is
+    looping; refused 554 5.4.6 before any plugin or the spool sees it. Only
+    header fields count (not body lines, not X-Received)."""
+    hops = lambda n: "".join(f"Received: from r{i}.test by r{i + 1}.test; {i}\r\n" for i in range(n))
+    srv = start(max_hops=5)
+    c = ehlo(srv.port)
+    for n, expected in ((4, 250), (5, 554), (30, 554)):
+        c.cmd("MAIL FROM:<a@client.test>")
+        c.cmd("RCPT TO:<b@example.test>")
+        assert c.cmd("DATA")[0] == 354
+        extra = "X-Received: not a trace field\r\n" * 10
+        c.send(hops(n).encode() + message(extra=extra, body="Received: in the body\r\n" * 10) + b".\r\n")
+        code, text = c.reply()
+        assert code == expected, (n, code, text)
+        if expected == 554:
+            assert text == f"5.4.6 Message refused: too many hops ({n} Received: fields), routing loop"
+    (qid,) = srv.queued()
+    _, raw = srv.read_queued(qid)
+    header = raw.split(b"\r\n\r\n", 1)[0]
+    assert [line.split(b" ", 1)[0] for line in header.split(b"\r\n")].count(b"Received:") == 5  # 4 + ours
+    # The default is RFC 5321's "at least 100"; 0 turns the check off.
+    for settings, n, expected in (({}, 99, 250), ({}, 100, 554), ({"max_hops": 0}, 500, 250)):
+        srv = start(**settings)
+        with smtplib.SMTP("127.0.0.1", srv.port, timeout=10) as s:
+            try:
+                s.sendmail("a@client.test", ["b@example.test"], hops(n).encode() + message())
+                code = 250
+            except smtplib.SMTPDataError as e:
+                code = e.smtp_code
+        assert code == expected, (settings, n, code)
+
+
 def test_line_length_limits(start):
     srv = start()
     c = ehlo(srv.port)

@@ -127,6 +127,8 @@ struct ServerSection {
     max_connections_per_ip: usize,
     #[serde(default = "defaults::max_bad_commands")]
     max_bad_commands: u32,
+    #[serde(default = "defaults::max_hops")]
+    max_hops: usize,
     #[serde(default = "defaults::command_timeout")]
     command_timeout: Spanned<String>,
     #[serde(default = "defaults::data_timeout")]
@@ -299,6 +301,11 @@ mod defaults {
     pub fn max_bad_commands() -> u32 {
         10
     }
+    /// RFC 5321 §6.3: servers that count `Received:` fields to detect
+    /// loops "SHOULD use a large rejection threshold, normally at least 100".
+    pub fn max_hops() -> usize {
+        100
+    }
     fn spanned(s: &str) -> Spanned<String> {
         Spanned::new(0..0, s.to_string())
     }
@@ -392,6 +399,9 @@ pub struct Config {
     pub max_connections: usize,
     pub max_connections_per_ip: usize,
     pub max_bad_commands: u32,
+    /// A message already carrying this many `Received:` fields is looping
+    /// (RFC 5321 §6.3): `554 5.4.6`. 0 turns the check off.
+    pub max_hops: usize,
     pub command_timeout: Duration,
     pub data_timeout: Duration,
     pub shutdown_timeout: Duration,
@@ -719,6 +729,7 @@ impl Config {
             max_connections: s.max_connections,
             max_connections_per_ip: s.max_connections_per_ip,
             max_bad_commands: s.max_bad_commands,
+            max_hops: s.max_hops,
             command_timeout: cx.duration(&s.command_timeout, "server.command_timeout")?,
             data_timeout: cx.duration(&s.data_timeout, "server.data_timeout")?,
             shutdown_timeout: cx.duration(&s.shutdown_timeout, "server.shutdown_timeout")?,

@@ -86,10 +86,56 @@ pub fn rfc5322_date(when: SystemTime) -> String {
     postern_protocol::date::rfc5322(postern_protocol::date::unix_ms(when))
 }
 
+/// How many `Received:` fields the header section of `message` holds (RFC
+/// 5321 §6.3 loop detection). Only field starts count: a folded continuation
+/// line or a body line mentioning "Received:" does not. The header section
+/// ends at the first empty line; a message without one is all header.
+pub fn count_received(message: &[u8]) -> usize {
+    const NAME: &[u8] = b"received";
+    let mut count = 0;
+    for line in message.split(|&b| b == b'\n') {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.is_empty() {
+            break;
+        }
+        if line.len() > NAME.len() && line[..NAME.len()].eq_ignore_ascii_case(NAME) {
+            // "Received" then optional WSP before the colon (RFC 5322 §4.5.3
+            // obsolete syntax, still seen).
+            let rest = &line[NAME.len()..];
+            let rest = &rest[rest
+                .iter()
+                .take_while(|b| **b == b' ' || **b == b'\t')
+                .count()..];
+            if rest.first() == Some(&b':') {
+                count += 1;
+            }
+        }
+    }
+    count
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::time::UNIX_EPOCH;
+
+    #[test]
+    fn counts_received_fields_in_the_header_only() {
+        let m = b"Received: from a\r\n\tby b; date\r\nreceived : from c\r\nRECEIVED:x\r\n\
+X-Received: no\r\nReceived-SPF: pass\r\nSubject: Received: no\r\n \
+Received: folded, no\r\n\r\nReceived: in the body\r\n";
+        assert_eq!(count_received(m), 3);
+        assert_eq!(count_received(b""), 0);
+        assert_eq!(count_received(b"\r\nReceived: x\r\n"), 0);
+        // No empty line: all header; bare LF tolerated by the counter.
+        assert_eq!(count_received(b"Received: a\nReceived: b"), 2);
+        let many: Vec<u8> = b"Received: x\r\n"
+            .repeat(100)
+            .into_iter()
+            .chain(*b"\r\nbody")
+            .collect();
+        assert_eq!(count_received(&many), 100);
+    }
 
     #[test]
     fn header_shape() {

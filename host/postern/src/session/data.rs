@@ -13,7 +13,7 @@ use postern_spool::{Envelope, Recipient};
 
 use super::envelope::{raw_params, recipient_text, sender_text};
 use super::{Observed, Session, Step, refusal, replies, step_reply};
-use crate::received::{Trace, received};
+use crate::received::{Trace, count_received, received};
 
 impl Session {
     /// The message data ended (".") with `outcome`; `body` is the content.
@@ -25,7 +25,7 @@ impl Session {
 
     async fn finish_message(&mut self, body: Vec<u8>, outcome: DataOutcome) -> Step {
         let refused = match outcome {
-            DataOutcome::Complete => None,
+            DataOutcome::Complete => self.looping(&body),
             DataOutcome::TooBig => Some(replies::size_exceeded()),
             DataOutcome::BareLineEnding => Some(replies::data_bare_line_ending()),
             DataOutcome::LineTooLong => Some(replies::data_line_too_long()),
@@ -68,6 +68,17 @@ impl Session {
         )
         .await;
         step
+    }
+
+    /// RFC 5321 §6.3: a message that already carries `max_hops` trace
+    /// fields (ours would be one more) is looping between relays.
+    fn looping(&self, body: &[u8]) -> Option<postern_protocol::Reply> {
+        let max = self.config.max_hops;
+        if max == 0 {
+            return None;
+        }
+        let hops = count_received(body);
+        (hops >= max).then(|| replies::too_many_hops(hops))
     }
 
     async fn spool_message(&mut self, message: &MessageData, added: &[(String, String)]) -> Step {

@@ -154,6 +154,17 @@ pub fn data_bare_line_ending() -> Reply {
         "Message refused: bare CR or LF in message data (SMTP smuggling defence)",
     )
 }
+/// RFC 5321 §6.3 loop detection; RFC 3463 X.4.6 "routing loop detected".
+pub fn too_many_hops(count: usize) -> Reply {
+    r(
+        554,
+        5,
+        4,
+        6,
+        format!("Message refused: too many hops ({count} Received: fields), routing loop"),
+    )
+}
+
 pub fn data_line_too_long() -> Reply {
     r(
         554,
