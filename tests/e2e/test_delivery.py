@@ -374,6 +374,24 @@ def test_required_tls_without_starttls_defers(start, sink):
     assert rec["status"] == "4.7.4" and s.count == 0
 
 
+def test_relayhost_that_is_this_server_is_a_loop_not_a_delivery(start):
+    """A relayhost (or MX) that turns out to be this server greets with our own
+    hostname: the client refuses to send (4.4.6 "loops back to myself")
+    instead of queueing the message into itself again and again."""
+    port = free_port()
+    srv = start(plugins=[relay()], listen=[f"127.0.0.1:{port}"],
+                extra=delivery(relayhost=f"127.0.0.1:{port}", retry_intervals=["1h"]))
+    send(srv.port, "alice@example.test", ["u@remote.test"], "loop")
+    rec = srv.wait_log(lambda r: r.get("message") == "deferred", 20)
+    assert rec["status"] == "4.4.6", rec
+    assert "loops back to myself: the server greets as mx.example.test" in rec["reason"]
+    # Only the original is queued: the server never accepted a copy from itself.
+    time.sleep(0.5)
+    assert len(srv.queued()) == 1
+    assert not [r for r in srv.logs if r.get("message") == "message queued"
+                and r.get("from") == "alice@example.test"][1:]
+
+
 def test_sigterm_lets_a_delivery_in_flight_finish(start, sink):
     in_data = threading.Event()
 

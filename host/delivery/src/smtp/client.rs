@@ -423,6 +423,19 @@ async fn open(
             &greeting, &label,
         ))));
     }
+    if greets_as(&greeting, &s.hostname) {
+        // An MX or relayhost that is this server (a DNS or relayhost
+        // mistake): sending would loop the message back into our own queue.
+        // Try the next host; if none is usable the message is deferred with
+        // this reason (RFC 3463 X.4.6) and bounces when it expires.
+        return Err(failed(
+            code(4, 4, 6),
+            format!(
+                "mail for {name} loops back to myself: the server greets as {}",
+                s.hostname
+            ),
+        ));
+    }
     let mut caps = ehlo(&mut conn, &s.helo_name, t)
         .await
         .map_err(|e| match e {
@@ -491,6 +504,20 @@ async fn open(
         broken: false,
         messages: 0,
     })
+}
+
+/// Whether the greeting's first word (the server's domain, RFC 5321 §4.3.1)
+/// is `hostname`.
+fn greets_as(greeting: &Reply, hostname: &str) -> bool {
+    greeting
+        .lines
+        .first()
+        .and_then(|l| l.split_ascii_whitespace().next())
+        .is_some_and(|domain| {
+            domain
+                .trim_end_matches('.')
+                .eq_ignore_ascii_case(hostname.trim_end_matches('.'))
+        })
 }
 
 /// EHLO, falling back to HELO when EHLO is refused with 5xx (RFC 5321 §3.2).
@@ -568,5 +595,23 @@ async fn auth(
         Ok(())
     } else {
         Err(refused(&r))
+    }
+}
+
+#[cfg(test)]
+mod greeting_tests {
+    use super::*;
+
+    #[test]
+    fn recognises_our_own_greeting() {
+        let g = |text: &str| Reply::new(220, None, text.to_string());
+        assert!(greets_as(
+            &g("mx.example.test ESMTP Postern"),
+            "mx.example.test"
+        ));
+        assert!(greets_as(&g("MX.Example.Test."), "mx.example.test"));
+        assert!(!greets_as(&g("mx2.example.test ESMTP"), "mx.example.test"));
+        assert!(!greets_as(&g("ESMTP mx.example.test"), "mx.example.test"));
+        assert!(!greets_as(&g(""), "mx.example.test"));
     }
 }
