@@ -3,8 +3,12 @@
 //! session context, then answers according to its configuration:
 //! `rules` pick a verdict when the stage matches and the argument contains a
 //! substring; `fail` makes it trap, loop forever or grab memory; `headers`
-//! are added at the data stage.
+//! are added at the data stage; `calls` make `kv`/`dns` host calls at a
+//! stage and log their outcomes (`report_calls` also rejects with them).
 
+mod calls;
+
+use calls::HostCall;
 use postern_sdk::prelude::*;
 use serde_json::{Value, json};
 
@@ -41,6 +45,14 @@ struct Config {
     /// log what happened (plus a line on stdout).
     #[serde(default)]
     sandbox: Option<u16>,
+    /// Host calls to make (in order) when their stage runs; logged as a
+    /// `host-calls` record.
+    #[serde(default)]
+    calls: Vec<HostCall>,
+    /// At a stage that made host calls, reject with `550 5.7.0` and the
+    /// outcomes as the reply text (before any rule is consulted).
+    #[serde(default)]
+    report_calls: bool,
 }
 
 struct Probe(Config);
@@ -107,8 +119,33 @@ impl Probe {
         }
     }
 
-    fn decide(&self, stage: &str, arg: &str) -> Verdict {
+    /// Make this stage's host calls; their outcomes, when there were any.
+    fn host_calls(&self, stage: &str, s: &Session) -> Option<Vec<String>> {
+        let done: Vec<(&HostCall, String)> = self
+            .0
+            .calls
+            .iter()
+            .filter(|c| c.stage == stage)
+            .map(|c| (c, c.run()))
+            .collect();
+        if done.is_empty() {
+            return None;
+        }
+        let arg: Vec<Value> = done
+            .iter()
+            .map(|(c, r)| json!({"op": c.op.name(), "arg": c.arg, "result": r}))
+            .collect();
+        self.record("host-calls", s, json!(arg));
+        Some(done.iter().map(|(c, r)| c.report(r)).collect())
+    }
+
+    fn decide(&self, stage: &str, s: &Session, arg: &str) -> Verdict {
         self.misbehave(stage, arg);
+        if let Some(outcomes) = self.host_calls(stage, s)
+            && self.0.report_calls
+        {
+            return reject(550, "5.7.0", calls::reply_text(&outcomes));
+        }
         for r in &self.0.rules {
             if r.stage == stage && arg.contains(&r.contains) {
                 return match r.kind.as_str() {
@@ -153,13 +190,13 @@ impl Connect for Probe {
             log::info(&format!("probe:{line}"));
         }
         self.record("connect", s, Value::Null);
-        self.decide("connect", &s.client_ip)
+        self.decide("connect", s, &s.client_ip)
     }
 }
 impl Helo for Probe {
     fn on_helo(&self, s: &Session, name: &str, extended: bool) -> Verdict {
         self.record("helo", s, json!({"name": name, "extended": extended}));
-        self.decide("helo", name)
+        self.decide("helo", s, name)
     }
 }
 impl Auth for Probe {
@@ -169,19 +206,19 @@ impl Auth for Probe {
             s,
             json!({"mechanism": c.mechanism, "username": c.username}),
         );
-        self.decide("auth", &c.username)
+        self.decide("auth", s, &c.username)
     }
 }
 impl MailFrom for Probe {
     fn on_mail_from(&self, s: &Session, sender: &EnvelopeAddress) -> Verdict {
         self.record("mail-from", s, addr(sender));
-        self.decide("mail-from", &sender.address)
+        self.decide("mail-from", s, &sender.address)
     }
 }
 impl RcptTo for Probe {
     fn on_rcpt_to(&self, s: &Session, rcpt: &EnvelopeAddress) -> Verdict {
         self.record("rcpt-to", s, addr(rcpt));
-        self.decide("rcpt-to", &rcpt.address)
+        self.decide("rcpt-to", s, &rcpt.address)
     }
 }
 impl Data for Probe {
@@ -195,7 +232,7 @@ impl Data for Probe {
                    "header_count": m.headers().len()}),
         );
         DataResult {
-            verdict: self.decide("data", &subject),
+            verdict: self.decide("data", s, &subject),
             add_headers: self
                 .0
                 .headers
@@ -208,13 +245,13 @@ impl Data for Probe {
 impl Vrfy for Probe {
     fn on_vrfy(&self, s: &Session, a: &str) -> Verdict {
         self.record("vrfy", s, json!(a));
-        self.decide("vrfy", a)
+        self.decide("vrfy", s, a)
     }
 }
 impl Expn for Probe {
     fn on_expn(&self, s: &Session, a: &str) -> Verdict {
         self.record("expn", s, json!(a));
-        self.decide("expn", a)
+        self.decide("expn", s, a)
     }
 }
 impl Observe for Probe {
