@@ -1,8 +1,12 @@
 //! `postern:policy/dns`: look-ups through the host's resolver, only for
 //! plugins granted the "dns" capability. Names are checked for length before
-//! they reach the resolver.
+//! they reach the resolver. Every look-up is capped by the deadline of the
+//! plugin call making it (minus a margin for the plugin to answer), so a slow
+//! or silent name server costs the plugin a `temporary("timeout")` it can
+//! handle, never its whole call.
 
 use std::net::IpAddr;
+use std::time::{Duration, Instant};
 
 use crate::bindings::postern::policy::dns::{DnsError, Host, Mx};
 use crate::capability::{DnsAnswer, DnsFailure, DnsQuery};
@@ -35,9 +39,36 @@ impl PluginState {
         {
             return Err(DnsError::Invalid(format!("bad name length {}", n.len())));
         }
-        self.services.dns.lookup(query).await.map_err(to_wit)
+        let budget = lookup_budget(self.deadline.saturating_duration_since(Instant::now()));
+        let answer = if budget.is_zero() {
+            None
+        } else {
+            tokio::time::timeout(budget, self.services.dns.lookup(query))
+                .await
+                .ok()
+        };
+        answer.map(|r| r.map_err(to_wit)).unwrap_or_else(|| {
+            tracing::info!(
+                target: "postern::plugin",
+                plugin = %self.meta.name,
+                session = %self.session_id,
+                budget_ms = budget.as_millis() as u64,
+                "dns look-up abandoned: the plugin call's deadline is near"
+            );
+            Err(DnsError::Temporary("timeout".into()))
+        })
     }
 }
+
+/// Of the time left before the call's deadline, the share a look-up may use
+/// is all but a margin (a tenth of it, at least [`MIN_MARGIN`]) in which the
+/// plugin gets the `temporary("timeout")` and answers.
+fn lookup_budget(remaining: Duration) -> Duration {
+    remaining.saturating_sub((remaining / 10).max(MIN_MARGIN))
+}
+
+/// The least time left to a plugin after a look-up it made gave up.
+const MIN_MARGIN: Duration = Duration::from_millis(100);
 
 fn addrs(a: DnsAnswer) -> Vec<String> {
     match a {
@@ -85,5 +116,20 @@ impl Host for PluginState {
             DnsAnswer::Names(v) => v,
             _ => Vec::new(),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn budget_leaves_the_plugin_time_to_answer() {
+        let ms = Duration::from_millis;
+        assert_eq!(lookup_budget(ms(2000)), ms(1800));
+        assert_eq!(lookup_budget(ms(500)), ms(400));
+        assert_eq!(lookup_budget(ms(150)), ms(50));
+        assert_eq!(lookup_budget(ms(100)), Duration::ZERO);
+        assert_eq!(lookup_budget(Duration::ZERO), Duration::ZERO);
     }
 }
