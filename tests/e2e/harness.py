@@ -393,6 +393,20 @@ def ehlo(port: int, name: str = "client.test") -> Raw:
     return c
 
 
+def ipv6_loopback() -> bool:
+    """Whether this machine can listen on and connect to [::1]."""
+    if not socket.has_ipv6:
+        return False
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
+            s.bind(("::1", 0))
+            s.listen(1)
+            with socket.create_connection(("::1", s.getsockname()[1]), timeout=2):
+                return True
+    except OSError:
+        return False
+
+
 def message(subject: str = "test", body: str = "Hello.\r\n", extra: str = "") -> bytes:
     return (
         f"From: Sender <sender@client.test>\r\nTo: rcpt@example.test\r\nSubject: {subject}\r\n"
@@ -406,16 +420,19 @@ class DnsServer:
 
     `records` maps (name, type) to a list of values: A/AAAA addresses, MX as
     (preference, exchange), TXT strings, PTR names. Names under `servfail`
-    answer SERVFAIL; everything else not listed is NXDOMAIN, or NOERROR with
-    no answers when the name exists with other types."""
+    answer SERVFAIL; queries for names in `silent` are dropped unanswered,
+    like a dead or filtered name server; everything else not listed is
+    NXDOMAIN, or NOERROR with no answers when the name exists with other types.
+    `queries` records every query, dropped ones too."""
 
-    def __init__(self, records: dict | None = None, servfail: tuple = ()):
+    def __init__(self, records: dict | None = None, servfail: tuple = (), silent: tuple = ()):
         from dnslib.server import BaseResolver, DNSLogger, DNSServer  # type: ignore
 
         self.records = {}
         for (name, rtype), values in (records or {}).items():
             self.add(name, rtype, values)
         self.servfail = {n.rstrip(".").lower() for n in servfail}
+        self.silent = {n.rstrip(".").lower() for n in silent}
         self.queries: list[tuple[str, str]] = []
         outer = self
 
@@ -455,6 +472,11 @@ class DnsServer:
         qname = str(request.q.qname).rstrip(".").lower()
         qtype = QTYPE[request.q.qtype]
         self.queries.append((qname, qtype))
+        if qname in self.silent:
+            from dnslib import DNSError  # type: ignore
+
+            # dnslib's handler sends nothing when the resolver raises this.
+            raise DNSError(f"silent: dropping the query for {qname}")
         if qname in self.servfail:
             reply.header.rcode = RCODE.SERVFAIL
             return reply
@@ -474,8 +496,10 @@ class DnsServer:
             reply.add_answer(RR(request.q.qname, QTYPE.reverse[qtype], rdata=rdata, ttl=60))
         return reply
 
-    def config(self) -> str:
-        return f'[dns]\nnameservers = ["127.0.0.1:{self.port}"]\ntimeout = "2s"\n'
+    def config(self, timeout: str = "2s") -> str:
+        """A [dns] section using this server, with the resolver's `timeout`
+        per attempt (the host tries twice)."""
+        return f'[dns]\nnameservers = ["127.0.0.1:{self.port}"]\ntimeout = {json.dumps(timeout)}\n'
 
     def stop(self):
         self.udp.stop()

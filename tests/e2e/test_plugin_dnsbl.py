@@ -1,15 +1,19 @@
 """dnsbl through the real server with an authoritative DNS server on
 loopback answering for test zones: a listed client gets the 554 greeting
 naming the zone (or 450 with action "defer", a custom reply, or only a log
-line), NXDOMAIN is clean, SERVFAIL follows on_dns_error, loopback is skipped
-by default, and the kv cache spares the second connection a DNS query
-(plugins/dnsbl/README.md)."""
+line), NXDOMAIN is clean, SERVFAIL and a silent name server follow
+on_dns_error (within the plugin's time limit), loopback is skipped by
+default, an IPv6 client is looked up by its nibbles, and the kv cache spares
+the second connection a DNS query (plugins/dnsbl/README.md)."""
+
+import time
 
 import pytest
-from harness import DnsServer, Raw
+from harness import DnsServer, Raw, ipv6_loopback
 from pluginkit import component, greet, reply, wait_plugin_log
 
 LISTED = "1.0.0.127"  # 127.0.0.1, octets reversed (RFC 5782 §2.1)
+LISTED6 = ".".join("0" * 31 + "1")[::-1]  # ::1, its 32 nibbles reversed (RFC 5782 §2.4)
 
 
 class Dns(DnsServer):
@@ -31,7 +35,8 @@ def dns_server():
         (f"{LISTED}.refused.test", "A"): ["127.255.255.254"],
         (f"{LISTED}.hijacked.test", "A"): ["198.51.100.7"],
         ("other.clean.test", "A"): ["127.0.0.2"],  # the zone exists; our client is not listed
-    }, servfail=(f"{LISTED}.broken.test",))
+        (f"{LISTED6}.bl.test", "A"): ["127.0.0.2"],
+    }, servfail=(f"{LISTED}.broken.test",), silent=(f"{LISTED}.silent.test",))
     yield d
     d.stop()
 
@@ -169,3 +174,53 @@ def test_clean_client_can_send(start, dns):
     srv = start(extra=dns.config(), plugins=[dnsbl([{"zone": "clean.test"}])])
     c = greet(srv.port)
     assert c.cmd("MAIL FROM:<a@client.test>")[0] == 250
+
+
+def timed_greeting(srv):
+    started = time.monotonic()
+    c, got = greeting(srv)
+    return c, got, time.monotonic() - started
+
+
+# The resolver's own time-out (5s, tried twice: the [dns] default) is far
+# beyond the plugin's 2s: the host cuts the look-up short so that the plugin
+# still answers, instead of the whole call timing out into 451 4.3.0.
+def test_a_silent_name_server_passes_by_default_within_the_time_limit(start, dns):
+    srv = start(extra=dns.config(timeout="5s"), plugins=[dnsbl([{"zone": "silent.test"}])])
+    _, got, took = timed_greeting(srv)
+    assert got[0] == 220, got
+    assert took < 2.0, took
+    assert set(queries(dns, "silent.test")) == {f"{LISTED}.silent.test"}  # (the resolver may ask again)
+    lines = wait_plugin_log(srv, "dnsbl", "DNSBL look-up failed")
+    assert ("zone", "silent.test") in lines[0][1] and ("error", "timeout") in lines[0][1], lines
+
+
+def test_a_silent_name_server_defers_when_asked_to(start, dns):
+    srv = start(extra=dns.config(timeout="5s"),
+                plugins=[dnsbl([{"zone": "silent.test", "on_dns_error": "defer"}])])
+    c, got, took = timed_greeting(srv)
+    assert got == reply(421, "4.4.3", "Temporary DNSBL failure (silent.test), try again later")
+    assert took < 2.0, took
+    assert c.closed()
+
+
+@pytest.mark.skipif(not ipv6_loopback(), reason="this machine has no IPv6 loopback (::1)")
+def test_ipv6_client_is_looked_up_by_its_nibbles(start, dns):
+    srv = start(extra=dns.config(), listen=["[::1]:0"], plugins=[dnsbl([{"zone": "bl.test"}])])
+    c = Raw(srv.port, host="::1")
+    assert c.reply() == reply(554, "5.7.1", "Service unavailable; client [::1] blocked using bl.test")
+    assert queries6(dns, "bl.test") == [f"{LISTED6}.bl.test"]
+    assert c.cmd("QUIT")[0] == 221
+
+
+@pytest.mark.skipif(not ipv6_loopback(), reason="this machine has no IPv6 loopback (::1)")
+def test_ipv6_loopback_is_skipped_by_default(start, dns):
+    srv = start(extra=dns.config(), listen=["[::1]:0"],
+                plugins=[component("dnsbl", {"zones": [{"zone": "bl.test"}]}, capabilities=["dns", "kv"])])
+    c = Raw(srv.port, host="::1")
+    assert c.reply()[0] == 220
+    assert queries6(dns, "bl.test") == []
+
+
+def queries6(dns, zone):
+    return [n for n, t in dns.queries if n == f"{LISTED6}.{zone}" and t == "A"]

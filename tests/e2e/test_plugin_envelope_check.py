@@ -1,12 +1,16 @@
 """envelope-check through the real server with an authoritative DNS server
 on loopback: sender domains with MX, A-only (implicit MX), AAAA-only,
-NXDOMAIN, no records, null MX and SERVFAIL; the missing "dns" capability;
+NXDOMAIN, no records, null MX, SERVFAIL and a silent name server (a
+temporary failure within the plugin's time limit, not a plugin failure);
+the missing "dns" capability;
 HELO sanity (syntax, our own name or address, FQDN); local mailbox checks
 (plugins/envelope-check/README.md)."""
 
+import time
+
 import pytest
 from harness import DnsServer, Raw, Server
-from pluginkit import component, greet, reply
+from pluginkit import component, greet, reply, wait_plugin_log
 
 NOT_FOUND = reply(550, "5.1.8", "Sender address rejected: Domain not found")
 NULL_MX = reply(550, "5.1.8", "Sender address rejected: domain accepts no mail (null MX)")
@@ -24,7 +28,7 @@ RECORDS = {
 
 @pytest.fixture(scope="module")
 def dns():
-    d = DnsServer(RECORDS, servfail=("broken.example.net",))
+    d = DnsServer(RECORDS, servfail=("broken.example.net",), silent=("silent.example.net",))
     yield d
     d.stop()
 
@@ -80,6 +84,25 @@ def test_lookups_follow_mx_then_a_then_aaaa(srv, dns):
     # Skipped senders are never looked up.
     for name in ("skipped.example.net", "192.0.2.1", "[192.0.2.1]"):
         assert asked(name) == []
+
+
+def test_a_silent_name_server_defers_the_sender_within_the_time_limit(start, dns):
+    # The resolver would wait 5s twice (the [dns] default); the plugin's call
+    # has 2s (timeout_ms). The host cuts the look-up short with a temporary
+    # failure, so the plugin answers its own 451 4.4.3 in time, not the
+    # host's 451 4.3.0 for a plugin that ran out of time.
+    s = start(extra=dns.config(timeout="5s"),
+              plugins=[component("envelope-check", {"check_sender_domain": True}, capabilities=["dns"])])
+    c = greet(s.port)
+    started = time.monotonic()
+    got = c.cmd("MAIL FROM:<a@silent.example.net>")
+    took = time.monotonic() - started
+    assert got == TEMP
+    assert took < 2.0, took
+    assert ("silent.example.net", "MX") in dns.queries
+    lines = wait_plugin_log(s, "envelope-check", "temporary DNS failure checking the sender domain")
+    assert ("error", "timeout") in lines[0][1], lines
+    assert not [r for r in s.log_records() if r.get("error_kind") == "timeout"]
 
 
 def test_local_senders_are_not_looked_up(dns, tmp_path):
