@@ -1,10 +1,11 @@
 """relay-control through the real server: no address trick opens a relay for
 an unauthorised client (554 5.7.1 "<address>: Relay access denied" from the
 plugin), while relay_networks, authenticated sessions and recently
-authenticated clients relay genuine remote recipients; kv failures defer
-(plugins/relay-control/README.md)."""
+authenticated clients relay genuine remote recipients (over IPv6 too); kv
+failures defer (plugins/relay-control/README.md)."""
 
 import pytest
+from harness import Raw, ipv6_loopback
 from pluginkit import AUTH_LISTENER, auth_file, component, greet, login, reply
 
 LOCAL = "example.test"
@@ -113,3 +114,29 @@ def test_kv_failure_defers(start):
     assert rcpt(srv.port, "user@remote.example") == \
         reply(451, "4.3.0", "user@remote.example: Temporary relay check failure, try again later")
     assert rcpt(srv.port, "user@example.test")[0] == 250
+
+
+def greet6(port):
+    """A session from [::1]."""
+    c = Raw(port, host="::1")
+    assert c.reply()[0] == 220
+    assert c.cmd("EHLO client.test")[0] == 250
+    return c
+
+
+@pytest.mark.skipif(not ipv6_loopback(), reason="this machine has no IPv6 loopback (::1)")
+@pytest.mark.parametrize("networks", [["::1/128"], ["10.0.0.0/8", "::1/128"], ["::/0"]])
+def test_ipv6_client_in_relay_networks_relays(start, networks):
+    srv = start(plugins=[relay({"relay_networks": networks})], listen=["[::1]:0"])
+    c = greet6(srv.port)
+    assert rcpt(srv.port, "user@remote.example", c)[0] == 250
+    assert c.cmd("RCPT TO:<user@[IPv6:2001:db8::1]>")[0] == 250
+
+
+@pytest.mark.skipif(not ipv6_loopback(), reason="this machine has no IPv6 loopback (::1)")
+@pytest.mark.parametrize("networks", [[], ["127.0.0.0/8"], ["::2/128", "2001:db8::/32"]])
+def test_ipv6_client_outside_relay_networks_is_refused(start, networks):
+    srv = start(plugins=[relay({"relay_networks": networks})], listen=["[::1]:0"])
+    c = greet6(srv.port)
+    assert rcpt(srv.port, "user@remote.example", c) == denied("user@remote.example")
+    assert c.cmd("RCPT TO:<user@example.test>")[0] == 250
