@@ -1,6 +1,7 @@
 //! Local delivery into a Maildir (the qmail/Dovecot convention): the message is
 //! written to `tmp/<unique>` (created exclusively, 0600), fsync'ed, renamed into
 //! `new/<unique>`, and `new/` is fsync'ed — only then is the recipient delivered.
+//! Directories created on the way have their parents fsync'ed too.
 //! `Return-Path:` (RFC 5321 §4.4) and `Delivered-To:` are prepended, and CRLF line
 //! ends become LF as Maildir readers expect. Trusts its caller for the mailbox path
 //! (built by `mailbox`, which confines it to the root) and the spooled message.
@@ -77,27 +78,53 @@ impl CrlfToLf {
     }
 }
 
-/// Create `dir` and its parents 0700; true if `dir` itself was created.
-fn ensure_dir(dir: &Path) -> io::Result<bool> {
-    if dir.is_dir() {
-        return Ok(false);
+/// Create `dir` and any missing ancestors, one level at a time (0700); every
+/// directory created here, outermost first. One that appears meanwhile (another
+/// delivery made it) is still listed, so its parent is synced here too.
+fn create_dirs(dir: &Path) -> io::Result<Vec<PathBuf>> {
+    let mut missing = Vec::new();
+    let mut at = dir;
+    while !at.is_dir() {
+        missing.push(at.to_path_buf());
+        match at.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => at = parent,
+            _ => break,
+        }
     }
-    DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
-    Ok(true)
+    missing.reverse();
+    for d in &missing {
+        match DirBuilder::new().mode(0o700).create(d) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && d.is_dir() => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(missing)
 }
 
-/// Make sure `tmp/`, `new/` and `cur/` exist; fsync what was created.
+/// Make sure `tmp/`, `new/` and `cur/` exist. The parent of every directory
+/// created on the way (`<root>/`, `<root>/<domain>/`, the mailbox, its
+/// subdirectories) is fsync'ed, up to the root's parent, so the new entries
+/// survive a crash before the message does.
 fn prepare(mailbox: &Path) -> io::Result<()> {
-    let existed = mailbox.is_dir();
-    let mut created = false;
+    let mut created = Vec::new();
     for sub in ["tmp", "new", "cur"] {
-        created |= ensure_dir(&mailbox.join(sub))?;
+        created.extend(create_dirs(&mailbox.join(sub))?);
     }
-    if created {
-        File::open(mailbox)?.sync_all()?;
-        if !existed && let Some(parent) = mailbox.parent() {
-            File::open(parent)?.sync_all()?;
-        }
+    let mut parents: Vec<&Path> = created.iter().filter_map(|d| d.parent()).collect();
+    // Innermost first: a directory's own entries before its entry in its parent.
+    parents.sort_by(|a, b| {
+        let depth = |p: &Path| p.components().count();
+        depth(b).cmp(&depth(a)).then_with(|| a.cmp(b))
+    });
+    parents.dedup();
+    for parent in parents {
+        let parent = if parent.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            parent
+        };
+        File::open(parent)?.sync_all()?;
     }
     Ok(())
 }
@@ -232,5 +259,32 @@ mod tests {
                 .unwrap()
                 .starts_with("Return-Path: <>\n")
         );
+    }
+
+    #[test]
+    fn missing_ancestors_are_created_outermost_first() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("mail");
+        let mailbox = root.join("example.test").join("bob");
+        let created = create_dirs(&mailbox.join("new")).unwrap();
+        assert_eq!(
+            created,
+            vec![
+                root.clone(),
+                root.join("example.test"),
+                mailbox.clone(),
+                mailbox.join("new")
+            ]
+        );
+        assert!(create_dirs(&mailbox.join("new")).unwrap().is_empty());
+        prepare(&mailbox).unwrap();
+        for d in [&root, &mailbox, &mailbox.join("tmp"), &mailbox.join("cur")] {
+            let mode = std::fs::metadata(d).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o700, "{}", d.display());
+        }
+        // A file in the way is an error, not a panic.
+        std::fs::write(root.join("file"), b"x").unwrap();
+        assert!(create_dirs(&root.join("file").join("x")).is_err());
     }
 }
