@@ -1,7 +1,8 @@
 //! The SMTP client against a scripted in-process server: pipelining (the server
 //! answers nothing before it has DATA, so a client that waits for each reply would
 //! time out), per-recipient outcomes, dot-stuffing and CRLF on the wire, connection
-//! reuse, RSET after an abandoned transaction, QUIT.
+//! reuse, RSET after an abandoned transaction, QUIT; a reused connection the server
+//! dropped (or answered 421) before MAIL FROM is reported as stale, a fresh one not.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -129,7 +130,8 @@ async fn pipelined_transactions_over_one_connection() {
             &outgoing(&rcpts, message.len() as u64),
             &mut body,
         )
-        .await;
+        .await
+        .unwrap();
     assert!(
         matches!(&out[0], (0, RcptOutcome::Delivered(d)) if d.contains("relay=mx.remote.test[127.0.0.1]"))
     );
@@ -140,7 +142,8 @@ async fn pipelined_transactions_over_one_connection() {
     let mut body: &[u8] = b"x\r\n";
     let out = session
         .deliver(&ctx.settings, &outgoing(&bad, 3), &mut body)
-        .await;
+        .await
+        .unwrap();
     assert!(matches!(&out[0], (0, RcptOutcome::Failed(_))));
 
     // 3: the same connection again, after RSET.
@@ -148,7 +151,8 @@ async fn pipelined_transactions_over_one_connection() {
     let mut body: &[u8] = b"second\r\n";
     let out = session
         .deliver(&ctx.settings, &outgoing(&good, 8), &mut body)
-        .await;
+        .await
+        .unwrap();
     assert!(matches!(&out[0], (0, RcptOutcome::Delivered(_))));
     assert!(session.reusable(100));
     session.quit().await;
@@ -176,4 +180,120 @@ async fn pipelined_transactions_over_one_connection() {
     );
     let mail = format!("MAIL FROM:<alice@example.test> SIZE={}", message.len());
     assert!(log.lines.contains(&mail), "{:?}", log.lines);
+}
+
+/// How the server ends a session after its first message.
+#[derive(Clone, Copy)]
+enum Hangup {
+    /// Close the connection right after the 250 (an idle time-out, say).
+    Close,
+    /// Answer the next command with 421 and close.
+    Reply421,
+}
+
+/// Accepts `sessions` connections; each takes one message, then hangs up.
+async fn hangup_server(listener: TcpListener, sessions: usize, hangup: Hangup) {
+    for _ in 0..sessions {
+        let (stream, _) = listener.accept().await.unwrap();
+        let (read, mut write) = stream.into_split();
+        let mut read = BufReader::new(read);
+        write.write_all(b"220 test ESMTP\r\n").await.unwrap();
+        let mut done = false;
+        loop {
+            let mut line = Vec::new();
+            if read.read_until(b'\n', &mut line).await.unwrap_or(0) == 0 {
+                break;
+            }
+            if done {
+                if let Hangup::Reply421 = hangup {
+                    let _ = write.write_all(b"421 4.4.2 test idle timeout\r\n").await;
+                }
+                break;
+            }
+            let verb = String::from_utf8_lossy(&line).to_ascii_uppercase();
+            if verb.starts_with("EHLO") {
+                write.write_all(b"250 test\r\n").await.unwrap();
+            } else if verb.starts_with("DATA") {
+                write.write_all(b"354 go ahead\r\n").await.unwrap();
+                loop {
+                    let mut l = Vec::new();
+                    read.read_until(b'\n', &mut l).await.unwrap();
+                    if l == b".\r\n" || l.is_empty() {
+                        break;
+                    }
+                }
+                write.write_all(b"250 2.0.0 queued\r\n").await.unwrap();
+                done = true;
+                if let Hangup::Close = hangup {
+                    break;
+                }
+            } else {
+                write.write_all(b"250 2.0.0 ok\r\n").await.unwrap();
+            }
+        }
+    }
+}
+
+async fn stale_after_first_message(hangup: Hangup) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let srv = tokio::spawn(hangup_server(listener, 2, hangup));
+    let mut settings = Settings::new("mx.example.test", &[], Path::new("/nonexistent"));
+    settings.tls = TlsPolicy::None;
+    settings.command_timeout = Duration::from_secs(3);
+    let ctx = ClientCtx {
+        tls: TlsClient::new(&settings).unwrap(),
+        settings: Arc::new(settings),
+    };
+    let hosts = [MxHost {
+        name: "mx.remote.test".into(),
+        addrs: vec!["127.0.0.1".parse().unwrap()],
+    }];
+    let rcpts = vec!["a@remote.test".to_string()];
+    let mut session = Session::connect(&hosts, port, &ctx, false).await.unwrap();
+    let mut body: &[u8] = b"one\r\n";
+    let out = session
+        .deliver(&ctx.settings, &outgoing(&rcpts, 5), &mut body)
+        .await
+        .unwrap();
+    assert!(matches!(&out[0], (0, RcptOutcome::Delivered(_))));
+    // Let the hang-up arrive first, as it would on an idle cached connection.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut body: &[u8] = b"two\r\n";
+    let stale = session
+        .deliver(&ctx.settings, &outgoing(&rcpts, 5), &mut body)
+        .await
+        .expect_err("a dead reused connection is stale");
+    assert_eq!(stale.0.status.class, 4, "{}", stale.0);
+    assert_eq!(body, b"two\r\n", "the message was not read");
+    assert!(!session.reusable(100));
+    session.quit().await;
+
+    // A fresh connection that fails the same way defers instead: it is no cache miss.
+    let mut fresh = Session::connect(&hosts, port, &ctx, false).await.unwrap();
+    let mut body: &[u8] = b"three\r\n";
+    let out = fresh
+        .deliver(&ctx.settings, &outgoing(&rcpts, 7), &mut body)
+        .await
+        .unwrap();
+    assert!(matches!(&out[0], (0, RcptOutcome::Delivered(_))));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    fresh.messages = 0; // as if new: the failure is then an ordinary deferral
+    let mut body: &[u8] = b"four\r\n";
+    let out = fresh
+        .deliver(&ctx.settings, &outgoing(&rcpts, 6), &mut body)
+        .await
+        .unwrap();
+    assert!(matches!(&out[0], (0, RcptOutcome::Deferred(d)) if d.status.class == 4));
+    srv.await.unwrap();
+}
+
+#[tokio::test]
+async fn reused_connection_closed_by_the_server_is_stale() {
+    stale_after_first_message(Hangup::Close).await;
+}
+
+#[tokio::test]
+async fn reused_connection_answering_421_is_stale() {
+    stale_after_first_message(Hangup::Reply421).await;
 }

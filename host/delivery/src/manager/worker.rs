@@ -16,7 +16,7 @@ use super::job::Job;
 use crate::outcome::{Diagnostic, RcptOutcome};
 use crate::route::Destination;
 use crate::settings::Settings;
-use crate::smtp::{ClientCtx, Outgoing, Session};
+use crate::smtp::{ClientCtx, Outgoing, Session, Stale};
 use crate::{mailbox, maildir, mx};
 use postern_protocol::EnhancedCode;
 
@@ -142,8 +142,23 @@ async fn local_job(ctx: &WorkerCtx, job: &Job) -> Vec<(usize, RcptOutcome)> {
     })
 }
 
+/// Connect to `dest`'s hosts and set the session up.
+async fn connect(ctx: &WorkerCtx, dest: &Destination) -> Result<Session, Diagnostic> {
+    let settings = ctx.settings();
+    let hosts = mx::hosts_for(dest, settings, &*ctx.dns).await?;
+    let port = match (dest, &settings.relayhost) {
+        (Destination::Relay, Some(r)) => r.port,
+        _ => settings.smtp_port,
+    };
+    let relay = matches!(dest, Destination::Relay);
+    let s = Session::connect(&hosts, port, &ctx.client, relay).await?;
+    tracing::debug!(%dest, host = %s.label, tls = s.is_tls(), "connected");
+    Ok(s)
+}
+
 /// One SMTP transaction for the job, connecting first if needed. The second value
-/// is set when the destination could not be reached at all.
+/// is set when the destination could not be reached at all. A reused connection
+/// found dead before MAIL FROM was answered is replaced once by a fresh one.
 async fn smtp_job(
     ctx: &WorkerCtx,
     dest: &Destination,
@@ -158,27 +173,37 @@ async fn smtp_job(
     {
         old.quit().await;
     }
-    if session.is_none() {
-        let hosts = match mx::hosts_for(dest, &settings, &*ctx.dns).await {
-            Ok(h) => h,
-            Err(d) => return (all(job, RcptOutcome::from_diagnostic(d.clone())), Some(d)),
+    for fresh_try in [false, true] {
+        let s = match session {
+            Some(s) => s,
+            None => match connect(ctx, dest).await {
+                Ok(s) => session.insert(s),
+                Err(d) => return (all(job, RcptOutcome::from_diagnostic(d.clone())), Some(d)),
+            },
         };
-        let port = match (dest, &settings.relayhost) {
-            (Destination::Relay, Some(r)) => r.port,
-            _ => settings.smtp_port,
-        };
-        let relay = matches!(dest, Destination::Relay);
-        match Session::connect(&hosts, port, &ctx.client, relay).await {
-            Ok(s) => {
-                tracing::debug!(%dest, host = %s.label, tls = s.is_tls(), "connected");
-                *session = Some(s);
+        match transmit(ctx, job, s).await {
+            Ok(results) => return (results, None),
+            Err(Stale(d)) => {
+                if let Some(old) = session.take() {
+                    old.quit().await;
+                }
+                if fresh_try {
+                    return (all(job, RcptOutcome::Deferred(d)), None);
+                }
+                tracing::info!(queue_id = %job.id, %dest, reason = %d,
+                    "reused connection was closed by the server; retrying on a new connection");
             }
-            Err(d) => return (all(job, RcptOutcome::from_diagnostic(d.clone())), Some(d)),
         }
     }
-    let Some(s) = session.as_mut() else {
-        return (Vec::new(), None);
-    };
+    (Vec::new(), None)
+}
+
+/// Send the job's message over `s`.
+async fn transmit(
+    ctx: &WorkerCtx,
+    job: &Job,
+    s: &mut Session,
+) -> Result<Vec<(usize, RcptOutcome)>, Stale> {
     let spool = ctx.spool.clone();
     let id = job.id;
     let opened = tokio::task::spawn_blocking(move || {
@@ -193,8 +218,8 @@ async fn smtp_job(
     .await;
     let (file, len) = match opened {
         Ok(Ok(v)) => v,
-        Ok(Err(e)) => return (all(job, vanished(&e)), None),
-        Err(e) => return (all(job, vanished(&SpoolError::Worker(e.to_string()))), None),
+        Ok(Err(e)) => return Ok(all(job, vanished(&e))),
+        Err(e) => return Ok(all(job, vanished(&SpoolError::Worker(e.to_string())))),
     };
     let mut body = tokio::io::AsyncReadExt::take(tokio::fs::File::from_std(file), len);
     let env = &job.envelope;
@@ -211,6 +236,5 @@ async fn smtp_job(
             .collect(),
         size: len,
     };
-    let results = s.deliver(&settings, &outgoing, &mut body).await;
-    (results, None)
+    s.deliver(ctx.settings(), &outgoing, &mut body).await
 }

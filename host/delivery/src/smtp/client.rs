@@ -4,6 +4,9 @@
 //! offers PIPELINING (RFC 2920) — and QUIT. Every reply is mapped to a per-recipient
 //! outcome: 2xx delivered, 4xx deferred, 5xx failed (RFC 5321 §4.2.1, §4.5.3.2).
 //! Failures before MAIL (connection, greeting, EHLO, TLS, AUTH) only ever defer.
+//! A reused connection that turns out dead before the server answers MAIL FROM
+//! (closed while idle, reset, or 421 at once) is reported as [`Stale`]: nothing
+//! was sent, and the caller tries the message again on a fresh connection.
 //! Input: replies from a hostile server, via `io::Connection`.
 
 use std::net::SocketAddr;
@@ -76,6 +79,36 @@ fn lost(label: &str, during: &str, e: &IoError) -> Diagnostic {
     Diagnostic::at_host(status, label, format!("{e} while {during}"))
 }
 
+/// A reused connection failed before the server answered MAIL FROM (it was
+/// closed while idle, reset, or said 421 at once): nothing of the message was
+/// accepted, so it may be sent again on a fresh connection.
+#[derive(Clone, Debug)]
+pub struct Stale(pub Diagnostic);
+
+/// Why a transaction stopped early.
+enum Failure {
+    /// The connection was dead before the MAIL FROM reply.
+    BeforeMail(Diagnostic),
+    /// Anything else: recipients without an outcome are deferred.
+    Lost(Diagnostic),
+}
+
+impl From<Diagnostic> for Failure {
+    fn from(d: Diagnostic) -> Failure {
+        Failure::Lost(d)
+    }
+}
+
+/// A failure before the MAIL FROM reply: `BeforeMail` when the connection is
+/// gone (closed or reset), not when it is merely slow or garbled.
+fn before_mail(label: &str, during: &str, e: &IoError) -> Failure {
+    let d = lost(label, during, e);
+    match e {
+        IoError::Closed | IoError::Io(_) | IoError::Tls(_) => Failure::BeforeMail(d),
+        _ => Failure::Lost(d),
+    }
+}
+
 enum Attempt {
     Failed(Diagnostic),
     /// Opportunistic TLS failed in the handshake: try again in plain text.
@@ -128,23 +161,33 @@ impl Session {
     }
 
     /// Run one mail transaction: MAIL, RCPT..., DATA, the content, ".". Returns the
-    /// outcome of every recipient in `msg.rcpts`.
+    /// outcome of every recipient in `msg.rcpts`, or [`Stale`] when this connection
+    /// was used before and died before the MAIL FROM reply (the session is then
+    /// broken; `body` was not read).
     pub async fn deliver(
         &mut self,
         settings: &Settings,
         msg: &Outgoing<'_>,
         body: &mut (dyn AsyncRead + Unpin + Send),
-    ) -> Vec<(usize, RcptOutcome)> {
+    ) -> Result<Vec<(usize, RcptOutcome)>, Stale> {
+        let reused = self.messages > 0;
         self.messages += 1;
         let mut outcomes: Vec<Option<RcptOutcome>> = vec![None; msg.rcpts.len()];
-        let result = self.transaction(settings, msg, body, &mut outcomes).await;
-        if let Err(d) = result {
-            self.broken = true;
-            for o in outcomes.iter_mut().filter(|o| o.is_none()) {
-                *o = Some(RcptOutcome::Deferred(d.clone()));
+        match self.transaction(settings, msg, body, &mut outcomes).await {
+            Ok(()) => {}
+            Err(Failure::BeforeMail(d)) if reused => {
+                self.broken = true;
+                return Err(Stale(d));
+            }
+            Err(Failure::BeforeMail(d) | Failure::Lost(d)) => {
+                self.broken = true;
+                for o in outcomes.iter_mut().filter(|o| o.is_none()) {
+                    *o = Some(RcptOutcome::Deferred(d.clone()));
+                }
             }
         }
-        msg.rcpts
+        Ok(msg
+            .rcpts
             .iter()
             .zip(outcomes)
             .map(|((i, _, _), o)| {
@@ -159,7 +202,7 @@ impl Session {
                     }),
                 )
             })
-            .collect()
+            .collect())
     }
 
     fn outcome_of(&self, reply: &Reply) -> RcptOutcome {
@@ -173,7 +216,7 @@ impl Session {
         msg: &Outgoing<'_>,
         body: &mut (dyn AsyncRead + Unpin + Send),
         outcomes: &mut [Option<RcptOutcome>],
-    ) -> Result<(), Diagnostic> {
+    ) -> Result<(), Failure> {
         let t = s.command_timeout;
         let label = self.label.clone();
         if self.dirty {
@@ -181,9 +224,15 @@ impl Session {
                 .conn
                 .command("RSET\r\n", t)
                 .await
-                .map_err(|e| lost(&label, "resetting the session", &e))?;
+                .map_err(|e| before_mail(&label, "resetting the session", &e))?;
+            if r.code == 421 {
+                self.broken = true;
+                return Err(Failure::BeforeMail(soften(Diagnostic::from_reply(
+                    &r, &label,
+                ))));
+            }
             if r.code != 250 {
-                return Err(soften(Diagnostic::from_reply(&r, &label)));
+                return Err(soften(Diagnostic::from_reply(&r, &label)).into());
             }
             self.dirty = false;
         }
@@ -238,8 +287,8 @@ impl Session {
             self.conn
                 .send(batch.as_bytes(), t)
                 .await
-                .map_err(|e| lost(&label, "sending MAIL/RCPT/DATA", &e))?;
-            let mail_reply = self.reply(t, "MAIL FROM").await?;
+                .map_err(|e| before_mail(&label, "sending MAIL/RCPT/DATA", &e))?;
+            let mail_reply = self.mail_reply(t).await?;
             for (k, _) in &rcpts {
                 let r = self.reply(t, "RCPT TO").await?;
                 if mail_reply.is_positive() {
@@ -270,7 +319,11 @@ impl Session {
             }
             data_reply = reply;
         } else {
-            let r = self.command(&mail, t, "MAIL FROM").await?;
+            self.conn
+                .send(mail.as_bytes(), t)
+                .await
+                .map_err(|e| before_mail(&label, "sending MAIL FROM", &e))?;
+            let r = self.mail_reply(t).await?;
             if !r.is_positive() {
                 self.dirty = true;
                 fill(outcomes, self.outcome_of(&r));
@@ -354,6 +407,23 @@ impl Session {
             .send(&out, s.command_timeout)
             .await
             .map_err(|e| lost(&self.label, "sending end of data", &e))
+    }
+
+    /// The reply to MAIL FROM; a dead connection or 421 is `BeforeMail`.
+    async fn mail_reply(&mut self, t: Duration) -> Result<Reply, Failure> {
+        let r = self
+            .conn
+            .read_reply(t)
+            .await
+            .map_err(|e| before_mail(&self.label, "waiting for the reply to MAIL FROM", &e))?;
+        if r.code == 421 {
+            self.broken = true;
+            return Err(Failure::BeforeMail(soften(Diagnostic::from_reply(
+                &r,
+                &self.label,
+            ))));
+        }
+        Ok(r)
     }
 
     async fn reply(&mut self, t: Duration, during: &str) -> Result<Reply, Diagnostic> {

@@ -11,5 +11,5 @@ pub mod ehlo;
 pub mod io;
 pub mod stuff;
 
-pub use client::{ClientCtx, Outgoing, Session};
+pub use client::{ClientCtx, Outgoing, Session, Stale};
 pub use ehlo::Capabilities;
