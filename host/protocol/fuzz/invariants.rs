@@ -194,6 +194,10 @@ pub fn check_data(data: &[u8]) {
         assert_eq!(outcome, DataOutcome::BareLineEnding);
         return;
     }
+    if body.contains(&0) {
+        assert_eq!(outcome, DataOutcome::Nul);
+        return;
+    }
     let mut unstuffed = Vec::new();
     let mut too_long = false;
     for line in body.split_inclusive(|&b| b == b'\n') {

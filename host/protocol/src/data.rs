@@ -2,8 +2,11 @@
 //! enforces line and size limits, incrementally and independent of how the input
 //! is chunked. Trusts no input: only CR LF "." CR LF after a real line end ends the
 //! data, and bare CR / bare LF are flagged, never treated as line ends (SMTP
-//! smuggling defence). Implements RFC 5321 §4.1.1.4 (DATA), §4.5.2 (transparency),
-//! §4.5.3.1.6 (1000-octet text lines) and §2.3.8 (CRLF-only line ends).
+//! smuggling defence). A NUL octet is flagged too: neither 7bit nor 8bit
+//! content may carry one (RFC 5322 §2.1, RFC 6152 §3, RFC 2045 §2.8), and NUL
+//! is a known smuggling trick (`CR LF NUL . CR LF`). Implements RFC 5321
+//! §4.1.1.4 (DATA), §4.5.2 (transparency), §4.5.3.1.6 (1000-octet text lines)
+//! and §2.3.8 (CRLF-only line ends).
 
 /// Longest text line in octets, CRLF included (RFC 5321 §4.5.3.1.6).
 pub const MAX_TEXT_LINE: usize = 1000;
@@ -17,6 +20,8 @@ pub enum DataOutcome {
     TooBig,
     /// A bare CR or bare LF was seen (possible SMTP smuggling).
     BareLineEnding,
+    /// A NUL octet was seen (not allowed in 7bit or 8bit content).
+    Nul,
     /// A line exceeded [`MAX_TEXT_LINE`] octets.
     LineTooLong,
 }
@@ -55,6 +60,7 @@ pub struct DataReader {
     /// Octets of the current line so far, CRLF included, stuffing dot excluded.
     line_len: usize,
     bare: bool,
+    nul: bool,
     too_long: bool,
     too_big: bool,
 }
@@ -69,6 +75,7 @@ impl DataReader {
             size: 0,
             line_len: 0,
             bare: false,
+            nul: false,
             too_long: false,
             too_big: false,
         }
@@ -81,10 +88,9 @@ impl DataReader {
         while self.state != State::Done {
             let Some(rest) = input.get(i..) else { break };
             if self.state == State::Mid {
-                let run = rest
-                    .iter()
-                    .position(|&b| b == b'\r' || b == b'\n')
-                    .unwrap_or(rest.len());
+                // CR, LF and NUL need the state machine; everything else is
+                // copied in bulk.
+                let run = memchr::memchr3(b'\r', b'\n', 0, rest).unwrap_or(rest.len());
                 if run > 0 {
                     self.content_run(rest.get(..run).unwrap_or_default(), out);
                     i = i.saturating_add(run);
@@ -106,10 +112,13 @@ impl DataReader {
         self.state == State::Done
     }
 
-    /// The verdict (final once done): BareLineEnding > LineTooLong > TooBig > Complete.
+    /// The verdict (final once done): BareLineEnding > Nul > LineTooLong >
+    /// TooBig > Complete.
     pub fn outcome(&self) -> DataOutcome {
         if self.bare {
             DataOutcome::BareLineEnding
+        } else if self.nul {
+            DataOutcome::Nul
         } else if self.too_long {
             DataOutcome::LineTooLong
         } else if self.too_big {
@@ -125,7 +134,7 @@ impl DataReader {
     }
 
     fn problem(&self) -> bool {
-        self.bare || self.too_long || self.too_big
+        self.bare || self.nul || self.too_long || self.too_big
     }
 
     /// Count one octet of the current line.
@@ -147,7 +156,7 @@ impl DataReader {
         }
     }
 
-    /// A run of ordinary octets (no CR, no LF) inside a line: the same effect as
+    /// A run of ordinary octets (no CR, LF or NUL) inside a line: the same effect as
     /// `line_octet` + `emit` for each, in bulk.
     fn content_run(&mut self, run: &[u8], out: &mut Vec<u8>) {
         if !self.problem() {
@@ -205,6 +214,9 @@ impl DataReader {
                 State::Mid
             }
             _ => {
+                if b == 0 {
+                    self.nul = true;
+                }
                 self.emit(b, out);
                 State::Mid
             }
@@ -291,7 +303,6 @@ mod tests {
             (b"Hello\r\n.", b"Hello\r\n", 8, false),
             (b"Hello\r\n.\r", b"Hello\r\n", 9, false),
             (b"", b"", 0, false),
-            (b"a\r\n\x00.\r\n.\r\n", b"a\r\n\x00.\r\n", 10, true),
         ];
         for (input, content, consumed, done) in cases {
             let got = run(input, BIG);
@@ -331,7 +342,7 @@ mod tests {
             assert_eq!(consumed, input.len());
             let nul = seq.contains(&0);
             let expected = if nul {
-                DataOutcome::Complete
+                DataOutcome::Nul
             } else {
                 DataOutcome::BareLineEnding
             };
@@ -443,6 +454,28 @@ mod tests {
             (out.len(), done, outcome, size),
             (10_000, true, TooBig, 50_000)
         );
+    }
+
+    #[test]
+    fn nul_is_refused_wherever_it_is() {
+        let cases: [&[u8]; 5] = [
+            b"a\r\n\x00.\r\n.\r\n",
+            b"\x00\r\n.\r\n",
+            b"Subject: x\x00y\r\n\r\nbody\r\n.\r\n",
+            b"body\r\n.\x00\r\n.\r\n",
+            b"..\x00\r\n.\r\n",
+        ];
+        for input in cases {
+            let (_, consumed, done, outcome, _) = run(input, BIG);
+            assert_eq!(
+                (consumed, done, outcome),
+                (input.len(), true, DataOutcome::Nul),
+                "{input:?}"
+            );
+            assert_chunking_invariant(input, BIG);
+        }
+        // a bare line ending outranks it
+        assert_eq!(run(b"\x00\n\r\n.\r\n", BIG).3, DataOutcome::BareLineEnding);
     }
 
     #[test]

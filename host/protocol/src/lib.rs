@@ -33,7 +33,9 @@ pub use address::{
 };
 pub use command::{Command, CommandError, parse_command};
 pub use data::{DataOutcome, DataProgress, DataReader, MAX_TEXT_LINE};
-pub use line::{LineError, LineEvent, LineFramer, MAX_COMMAND_LINE};
+pub use line::{
+    LineError, LineEvent, LineFramer, MAX_AUTH_LINE, MAX_COMMAND_LINE, is_auth_command,
+};
 pub use params::{BodyType, EsmtpParam, MailParams, ParamError, RcptParams, parse_params};
 pub use reply::{
     EnhancedCode, EnhancedCodeError, MAX_REPLY_LINES, MAX_REPLY_TEXT, Reply, ReplyParseError,

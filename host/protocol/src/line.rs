@@ -1,12 +1,24 @@
 //! Command-line framing: splits the client's byte stream into CRLF-terminated
 //! command lines. Trusts no input: bare CR, bare LF and over-long lines are
-//! reported as errors, never as line ends (SMTP smuggling defence). Implements
+//! reported as errors, never as line ends (SMTP smuggling defence): a bare LF
+//! ends a bad line, and a bare CR makes everything up to the next LF part of
+//! the bad line, so no command ever starts after a bare CR. Implements
 //! RFC 5321 §2.3.8 (lines end in CRLF only) and §4.5.3.1.4 (512-octet command line).
 
 use std::ops::Range;
 
 /// Longest command line, CRLF included (RFC 5321 §4.5.3.1.4).
 pub const MAX_COMMAND_LINE: usize = 512;
+
+/// Longest AUTH command or SASL response line, CRLF included (RFC 4954 §4).
+pub const MAX_AUTH_LINE: usize = 12288;
+
+/// Whether `line` (without CRLF) is an AUTH command, the one command allowed
+/// to exceed [`MAX_COMMAND_LINE`] (up to [`MAX_AUTH_LINE`]).
+pub fn is_auth_command(line: &[u8]) -> bool {
+    line.get(..5)
+        .is_some_and(|p| p.eq_ignore_ascii_case(b"AUTH "))
+}
 
 /// A framing problem in the input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,7 +98,18 @@ impl LineFramer {
                         };
                         return (end, Some(event));
                     }
-                    Some(_) => return (next, Some(LineEvent::Error(LineError::BareCr))),
+                    Some(_) => {
+                        // Everything up to the next LF belongs to the bad line:
+                        // no command may start after a bare CR.
+                        let consumed = match find_lf(buf, next) {
+                            Some(end) => end,
+                            None => {
+                                self.discarding = true;
+                                buf.len()
+                            }
+                        };
+                        return (consumed, Some(LineEvent::Error(LineError::BareCr)));
+                    }
                 },
                 _ if i.saturating_sub(start) >= self.max_len => {
                     // This byte makes max_len + 1 octets without a line end.
@@ -161,11 +184,21 @@ mod tests {
             (b"A\r", vec![]),
             (b"A\nB\r\n", vec![Err(BareLf), ok("B")]),
             (b"\n", vec![Err(BareLf)]),
-            (b"A\rB\r\n", vec![Err(BareCr), ok("B")]),
-            (b"A\r\rB\r\n", vec![Err(BareCr), Err(BareCr), ok("B")]),
-            (b"A\r\r\n", vec![Err(BareCr), ok("")]),
+            (b"A\rB\r\n", vec![Err(BareCr)]),
+            (b"A\rB\r\nC\r\n", vec![Err(BareCr), ok("C")]),
+            (b"A\r\rB\r\n", vec![Err(BareCr)]),
+            (b"A\r\r\n", vec![Err(BareCr)]),
+            (
+                b"NOOP\rMAIL FROM:<x>\r\nQUIT\r\n",
+                vec![Err(BareCr), ok("QUIT")],
+            ),
+            (b"A\rB\nC\r\n", vec![Err(BareCr), ok("C")]),
             (b"DATA\n.\n", vec![Err(BareLf), Err(BareLf)]),
-            (b"x\r\n.\rQUIT\r\n", vec![ok("x"), Err(BareCr), ok("QUIT")]),
+            (b"x\r\n.\rQUIT\r\n", vec![ok("x"), Err(BareCr)]),
+            (
+                b"x\r\n.\rQUIT\r\nNOOP\r\n",
+                vec![ok("x"), Err(BareCr), ok("NOOP")],
+            ),
         ];
         for (input, expected) in cases {
             for chunk in 1..=input.len() {
@@ -193,7 +226,8 @@ mod tests {
             (long_bare_lf, vec![Err(TooLong), ok("NEXT")]),
             (b"12345678901\r\r\nOK\r\n", vec![Err(TooLong), ok("OK")]),
             (b"1234567890\r\n", vec![Err(TooLong)]),
-            (b"1234567890\rX\r\n", vec![Err(BareCr), ok("X")]),
+            (b"1234567890\rX\r\n", vec![Err(BareCr)]),
+            (b"1234567890\rX\r\nY\r\n", vec![Err(BareCr), ok("Y")]),
         ];
         for (input, expected) in cases {
             for chunk in 1..=input.len() {
@@ -203,6 +237,19 @@ mod tests {
                     "{input:?} chunk {chunk}"
                 );
             }
+        }
+    }
+
+    #[test]
+    fn auth_command_recognised() {
+        for (line, yes) in [
+            (&b"AUTH PLAIN AGFsaWNl"[..], true),
+            (b"auth login", true),
+            (b"AUTH", false),
+            (b"AUTHX PLAIN", false),
+            (b"MAIL FROM:<a@b>", false),
+        ] {
+            assert_eq!(is_auth_command(line), yes, "{line:?}");
         }
     }
 

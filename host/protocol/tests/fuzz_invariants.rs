@@ -145,7 +145,10 @@ const DIRTY_PIECES: &[&[u8]] = &[
 ];
 
 /// Pieces that always form well-ended lines once followed by CRLF.
-const CLEAN_PIECES: &[&[u8]] = &[
+const CLEAN_PIECES: &[&[u8]] = &[b".", b"..", b"\r\n", b"\r\n.", b"x", b"hello ", b"\xff"];
+
+/// Well-ended lines, sometimes with a NUL octet.
+const NUL_PIECES: &[&[u8]] = &[
     b".", b"..", b"\r\n", b"\r\n.", b"x", b"hello ", b"\0", b"\xff",
 ];
 
@@ -154,10 +157,10 @@ fn random_data(rng: &mut Rng) -> Vec<u8> {
     if rng.below(2) == 0 {
         v[2] %= 16; // small size limits: TooBig
     }
-    let pieces = if rng.below(2) == 0 {
-        DIRTY_PIECES
-    } else {
-        CLEAN_PIECES
+    let pieces = match rng.below(4) {
+        0 => DIRTY_PIECES,
+        1 => NUL_PIECES,
+        _ => CLEAN_PIECES,
     };
     let n = rng.below(40);
     for _ in 0..n {
@@ -177,7 +180,7 @@ fn random_data(rng: &mut Rng) -> Vec<u8> {
 fn data_invariants_on_random_inputs() {
     use postern_protocol::{DataOutcome, DataReader};
     let mut rng = Rng(seed(0xD1B5_4A32_D192_ED03));
-    let mut seen = [0usize; 5];
+    let mut seen = [0usize; 6];
     for _ in 0..iterations() {
         let input = random_data(&mut rng);
         invariants::check_data(&input);
@@ -189,6 +192,7 @@ fn data_invariants_on_random_inputs() {
             (true, DataOutcome::TooBig) => 2,
             (true, DataOutcome::BareLineEnding) => 3,
             (true, DataOutcome::LineTooLong) => 4,
+            (true, DataOutcome::Nul) => 5,
         };
         seen[slot] += 1;
     }
