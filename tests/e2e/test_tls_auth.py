@@ -51,6 +51,8 @@ def ctx():
     return c
 
 
+PASSWORD = "Zebra-Quartz-7741"
+
 # The probe accepts credentials whose user name contains "good" and logs
 # every stage with the session (TLS facts included).
 AUTH_PROBE = plugin("auth", "test-probe", {
@@ -71,9 +73,9 @@ def test_starttls_then_auth_with_smtplib(start, tmp_path):
         code, text = s.ehlo("client.test")
         assert b"AUTH PLAIN LOGIN" in text and b"STARTTLS" not in text
         with pytest.raises(smtplib.SMTPAuthenticationError) as e:
-            s.login("bad-user", "pw")
+            s.login("bad-user", PASSWORD)
         assert e.value.smtp_code == 535
-        s.login("good-user", "pw")
+        s.login("good-user", PASSWORD)
         assert s.sendmail("a@client.test", ["b@example.test"], message()) == {}
     env, msg = srv.read_queued(srv.queued()[0])
     assert env["auth_user"] == "good-user" and env["tls"] is True
@@ -84,9 +86,15 @@ def test_starttls_then_auth_with_smtplib(start, tmp_path):
         ("PLAIN", "bad-user"), ("LOGIN", "bad-user"), ("PLAIN", "good-user")]
     assert calls[-1]["session"]["tls"]["protocol"] in ("TLSv1.3", "TLSv1.2")
     assert calls[-1]["session"]["tls"]["cipher"]
-    # Credentials never reach the log.
-    assert not any("pw" == str(r.get("password")) for r in srv.log_records())
-    assert "cHc" not in "\n".join(srv.raw_log)  # base64 of the password
+    # Credentials never reach the log: not the password, nor any base64 form
+    # of it (alone, as a PLAIN response, at each of the three alignments).
+    log = "\n".join(srv.raw_log)
+    assert PASSWORD not in log
+    for user in ("good-user", "bad-user"):
+        for blob in (PASSWORD.encode(), b"\0" + user.encode() + b"\0" + PASSWORD.encode()):
+            for skip in range(3):
+                b64 = base64.b64encode(blob[skip:]).decode()[4:-4]
+                assert b64 not in log, blob
 
 
 def test_swaks_starttls_and_implicit_tls_with_auth(start, tmp_path):
@@ -175,6 +183,29 @@ def test_sasl_dialogue_details(start, tmp_path):
     assert c.cmd(base64.b64encode(b"pw").decode())[0] == 235
     assert c.cmd("AUTH PLAIN")[0] == 503  # already authenticated
     assert c.cmd("MAIL FROM:<a@client.test>")[0] == 250
+
+
+def test_auth_lines_may_be_long_other_commands_not(start, tmp_path):
+    """RFC 4954 §4: AUTH commands and SASL responses up to 12288 octets; every
+    other command keeps RFC 5321's 512."""
+    srv = start(plugins=[AUTH_PROBE], extra=tls_extra(certs(tmp_path), listener("legacy", tls="none", allow_plaintext_auth=True)))
+    c = Raw(port_of(srv, "legacy"))
+    c.reply()
+    c.cmd("EHLO client.test")
+    long_pw = b"p" * 6000
+    initial = "AUTH PLAIN " + base64.b64encode(b"\0good\0" + long_pw).decode()
+    assert 8000 < len(initial) < 12286
+    assert c.cmd(initial)[0] == 235
+    c.cmd("RSET")
+    assert c.cmd("NOOP " + "x" * 600)[0] == 500
+    c2 = Raw(port_of(srv, "legacy"))
+    c2.reply()
+    c2.cmd("EHLO client.test")
+    assert c2.cmd("AUTH LOGIN")[0] == 334
+    assert c2.cmd(base64.b64encode(b"bad").decode())[0] == 334
+    assert c2.cmd(base64.b64encode(long_pw).decode())[0] == 535
+    assert c2.cmd("AUTH PLAIN " + "A" * 12300)[0] == 500  # beyond 12288
+    assert c2.cmd("NOOP") == (250, "2.0.0 Ok")
 
 
 def test_relay_after_auth_and_recently_authenticated(start, tmp_path):

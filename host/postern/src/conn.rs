@@ -12,7 +12,9 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use postern_protocol::{DataReader, LineEvent, LineFramer, MAX_COMMAND_LINE};
+use postern_protocol::{
+    DataReader, LineError, LineEvent, LineFramer, MAX_AUTH_LINE, MAX_COMMAND_LINE,
+};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 
@@ -131,7 +133,7 @@ pub async fn run<S: Io>(
     let mut inbuf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
     let mut start = 0usize;
     let mut out: Vec<u8> = Vec::with_capacity(512);
-    let mut framer = LineFramer::new(MAX_COMMAND_LINE);
+    let mut framer = LineFramer::new(MAX_AUTH_LINE);
     let mut mode = Mode::Command;
 
     // The heavy calls are boxed: a connection waiting for input then keeps
@@ -151,7 +153,11 @@ pub async fn run<S: Io>(
                 match event {
                     Some(LineEvent::Line(r)) => {
                         let line = &inbuf[line_start + r.start..line_start + r.end];
-                        Some(Box::pin(session.command(line)).await)
+                        if line.len() + 2 > MAX_COMMAND_LINE && !session.accepts_long_line(line) {
+                            Some(Box::pin(session.line_error(LineError::TooLong)).await)
+                        } else {
+                            Some(Box::pin(session.command(line)).await)
+                        }
                     }
                     Some(LineEvent::Error(e)) => Some(Box::pin(session.line_error(e)).await),
                     None => None,
@@ -193,7 +199,7 @@ pub async fn run<S: Io>(
                 }
                 inbuf.clear();
                 start = 0;
-                framer = LineFramer::new(MAX_COMMAND_LINE);
+                framer = LineFramer::new(MAX_AUTH_LINE);
                 let Some(config) = tls.clone() else {
                     return End::TlsFailed;
                 };

@@ -178,7 +178,7 @@ impl Session {
                 crate::metrics::auth("ok");
                 self.ctx.auth_user = Some(creds.username.clone());
                 self.remember_authenticated(&creds.username).await;
-                tracing::info!(user = %creds.username, mechanism = %creds.mechanism, "authenticated");
+                tracing::info!(user = ?creds.username, mechanism = %creds.mechanism, "authenticated");
                 Step::Reply(r(235, 2, 7, 0, "Authentication successful"))
             }
             Verdict::Defer(p) => Step::Reply(replies::plugin(p)),
@@ -210,7 +210,7 @@ impl Session {
         crate::metrics::auth("failed");
         self.auth_failures += 1;
         tracing::info!(
-            user = %creds.username,
+            user = ?creds.username,
             mechanism = %creds.mechanism,
             failures = self.auth_failures,
             "authentication failed"

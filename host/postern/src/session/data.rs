@@ -29,6 +29,7 @@ impl Session {
             DataOutcome::TooBig => Some(replies::size_exceeded()),
             DataOutcome::BareLineEnding => Some(replies::data_bare_line_ending()),
             DataOutcome::LineTooLong => Some(replies::data_line_too_long()),
+            DataOutcome::Nul => Some(replies::data_nul()),
         };
         if let Some(reply) = refused {
             crate::metrics::message("refused");

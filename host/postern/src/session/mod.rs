@@ -219,6 +219,13 @@ impl Session {
         }
     }
 
+    /// Whether a framed line (without CRLF) longer than RFC 5321's 512 octets
+    /// is acceptable here: only the AUTH command and SASL responses may be
+    /// longer, up to the framer's 12288 (RFC 4954 §4).
+    pub fn accepts_long_line(&self, line: &[u8]) -> bool {
+        self.exchange.is_some() || postern_protocol::is_auth_command(line)
+    }
+
     /// Handle one command line (without CRLF).
     pub async fn command(&mut self, line: &[u8]) -> Step {
         if self.exchange.is_some() {

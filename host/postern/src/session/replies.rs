@@ -165,6 +165,15 @@ pub fn too_many_hops(count: usize) -> Reply {
     )
 }
 
+pub fn data_nul() -> Reply {
+    r(
+        554,
+        5,
+        6,
+        0,
+        "Message refused: NUL character in message data",
+    )
+}
 pub fn data_line_too_long() -> Reply {
     r(
         554,
