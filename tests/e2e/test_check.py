@@ -52,6 +52,34 @@ def test_bad_config_names_file_and_line(tmp_path, text, want):
     assert f"{p}{want}" in out, out
 
 
+def test_missing_or_broken_tls_files(tmp_path):
+    """check loads [tls] like serve does: a missing or broken certificate or
+    key is an error naming the file, not a surprise at start-up."""
+    tls = tmp_path / "tls"
+    subprocess.run([str(BIN), "gen-cert", "--hostname", "mx.test", "--dir", str(tls)], check=True,
+                   capture_output=True)
+    good = f'[tls]\ncert = "{tls}/cert.pem"\nkey = "{tls}/key.pem"\n'
+    code, out, _ = check(tmp_path, render_config(BASE, []) + good)
+    assert code == 0, out
+    code, out, _ = check(tmp_path, render_config(BASE, []) + good.replace("cert.pem", "nope.pem"))
+    assert code != 0 and f"tls.cert {tls}/nope.pem" in out, out
+    (tmp_path / "junk.pem").write_text("not a key\n")
+    code, out, _ = check(tmp_path, render_config(BASE, []) + good.replace(f"{tls}/key.pem", f"{tmp_path}/junk.pem"))
+    assert code != 0 and f"tls.key {tmp_path}/junk.pem" in out, out
+
+
+def test_gen_cert_concurrent_runs_leave_a_matching_pair(tmp_path):
+    """Parallel `gen-cert` runs (two test workers, two terminals) agree on one
+    certificate and key: the server starts with them."""
+    d = tmp_path / "tls"
+    procs = [subprocess.Popen([str(BIN), "gen-cert", "--hostname", "mx.test", "--dir", str(d)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for _ in range(6)]
+    assert all(p.wait(timeout=60) == 0 for p in procs)
+    assert sorted(f.name for f in d.iterdir() if not f.name.startswith(".")) == ["cert.pem", "key.pem"]
+    code, out, _ = check(tmp_path, render_config(BASE, []) + f'[tls]\ncert = "{d}/cert.pem"\nkey = "{d}/key.pem"\n')
+    assert code == 0, out
+
+
 def plugin_cfg(path, config=None, name="bad"):
     return render_config(BASE, [{"name": name, "path": str(path), "config": config or {}}])
 

@@ -171,6 +171,7 @@ fn main() -> ExitCode {
             };
             let _log = logging::init(LogFormat::Text, Some("warn"));
             let result = runtime().block_on(async {
+                server::load_tls(&cfg).map_err(|e| anyhow::anyhow!(e))?;
                 let rt = postern_plugin::Runtime::new(cfg.runtime.clone())?;
                 let kv: std::sync::Arc<dyn postern_plugin::KvBackend> =
                     std::sync::Arc::new(postern_plugin::MemoryKv::default());
@@ -324,6 +325,20 @@ fn print_answer(command: &str, a: &serde_json::Value) {
     println!(
         "  connections: {}, sessions on this generation: {}, on older generations: {}",
         s["connections"], s["sessions"], s["sessions_on_older_generations"]
+    );
+    let older: Vec<String> = s["older_generations"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|g| format!("{} ({} sessions)", g["generation"], g["sessions"]))
+        .collect();
+    println!(
+        "  older generations in memory: {}",
+        if older.is_empty() {
+            "none".to_string()
+        } else {
+            older.join(", ")
+        }
     );
     for p in s["plugins"].as_array().into_iter().flatten() {
         println!(

@@ -80,7 +80,10 @@ pub fn info(conn: &ServerConnection) -> TlsInfo {
 }
 
 /// Write a self-signed certificate and key for `hostname` into `dir`
-/// (`cert.pem`, `key.pem`, 0600), unless both already exist.
+/// (`cert.pem`, `key.pem` 0600), unless both already exist. Safe against
+/// concurrent runs: a lock file serialises them, and each file is written to
+/// a temporary name and renamed into place (key first), so a reader never
+/// sees a half-written file or a key that does not match the certificate.
 pub fn ensure_self_signed(hostname: &str, dir: &Path) -> anyhow::Result<bool> {
     let cert = dir.join("cert.pem");
     let key = dir.join("key.pem");
@@ -88,22 +91,35 @@ pub fn ensure_self_signed(hostname: &str, dir: &Path) -> anyhow::Result<bool> {
         return Ok(false);
     }
     std::fs::create_dir_all(dir)?;
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join(".gen-cert.lock"))?;
+    lock.lock()?;
+    if cert.exists() && key.exists() {
+        return Ok(false);
+    }
     let ck = rcgen::generate_simple_self_signed(vec![hostname.to_string(), "localhost".into()])?;
-    write_private(&key, ck.signing_key.serialize_pem().as_bytes())?;
-    std::fs::write(&cert, ck.cert.pem())?;
+    write_new(&key, ck.signing_key.serialize_pem().as_bytes(), 0o600)?;
+    write_new(&cert, ck.cert.pem().as_bytes(), 0o644)?;
     Ok(true)
 }
 
-fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
+/// Write `data` to `path` through a temporary file, fsync'd and renamed.
+fn write_new(path: &Path, data: &[u8], mode: u32) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
-        .mode(0o600)
-        .open(path)?;
-    f.write_all(data)
+        .mode(mode)
+        .open(&tmp)?;
+    f.write_all(data)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
 }
 
 #[cfg(test)]
