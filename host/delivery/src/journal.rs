@@ -18,7 +18,7 @@
 use postern_protocol::EnhancedCode;
 use postern_spool::{QueueId, Spool, SpoolError};
 
-use crate::outcome::{DiagKind, Diagnostic, sanitize};
+use crate::outcome::{DiagKind, Diagnostic, RcptOutcome, sanitize};
 
 /// One journal line.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -49,6 +49,21 @@ pub enum Record {
     Rescheduled {
         next_ms: u64,
     },
+}
+
+impl Record {
+    /// The record of recipient `rcpt`'s outcome, established at `at_ms`.
+    pub fn of_outcome(rcpt: usize, outcome: RcptOutcome, at_ms: u64) -> Record {
+        match outcome {
+            RcptOutcome::Delivered(detail) => Record::Delivered {
+                rcpt,
+                at_ms,
+                detail,
+            },
+            RcptOutcome::Failed(diag) => Record::Failed { rcpt, at_ms, diag },
+            RcptOutcome::Deferred(diag) => Record::Deferred { rcpt, at_ms, diag },
+        }
+    }
 }
 
 fn token(s: &str) -> String {

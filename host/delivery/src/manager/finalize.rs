@@ -6,6 +6,8 @@
 //! sent, and the message is removed only when every recipient is final and reported. A crash
 //! anywhere repeats work (at-least-once), never loses it. When every recipient was
 //! delivered in this attempt the message is simply removed, without a journal write.
+//! Outcomes of jobs that finished before the message's last one were journaled
+//! then (see `progress`); they are counted and applied here, not written again.
 
 use std::sync::Arc;
 
@@ -14,7 +16,7 @@ use postern_spool::{Spool, SpoolError};
 
 use crate::counters::{self, COUNTERS};
 use crate::journal::{self, Record};
-use crate::outcome::{Diagnostic, RcptOutcome};
+use crate::outcome::Diagnostic;
 use crate::settings::Settings;
 use crate::state::MessageState;
 use crate::{dsn, now_ms};
@@ -88,12 +90,15 @@ async fn remove(spool: &Arc<Spool>, mut state: MessageState) -> Finalized {
     }
 }
 
-/// Finish an attempt of `state` that produced `results`.
+/// Finish an attempt of `state`. `written` are outcomes of this attempt already in
+/// the journal (jobs that finished while others of the message still ran);
+/// `fresh` are the rest, written here unless the message can simply be removed.
 pub(crate) async fn run(
     spool: Arc<Spool>,
     settings: Arc<Settings>,
     mut state: MessageState,
-    results: Vec<(usize, RcptOutcome)>,
+    fresh: Vec<Record>,
+    written: Vec<Record>,
     delete: bool,
 ) -> Finalized {
     if delete {
@@ -101,33 +106,14 @@ pub(crate) async fn run(
         return remove(&spool, state).await;
     }
     let now = now_ms();
-    let mut records: Vec<Record> = results
-        .into_iter()
-        .map(|(rcpt, outcome)| match outcome {
-            RcptOutcome::Delivered(detail) => Record::Delivered {
-                rcpt,
-                at_ms: now,
-                detail,
-            },
-            RcptOutcome::Failed(diag) => Record::Failed {
-                rcpt,
-                at_ms: now,
-                diag,
-            },
-            RcptOutcome::Deferred(diag) => Record::Deferred {
-                rcpt,
-                at_ms: now,
-                diag,
-            },
-        })
-        .collect();
-    if !records.is_empty() {
+    let mut records = fresh;
+    if !records.is_empty() || !written.is_empty() {
         state.attempts += 1;
         counters::add(&COUNTERS.attempts, 1);
         if state.attempts > 1 {
             counters::add(&COUNTERS.retries, 1);
         }
-        for r in &records {
+        for r in written.iter().chain(&records) {
             match r {
                 Record::Delivered { .. } => counters::add(&COUNTERS.delivered, 1),
                 Record::Failed { .. } => counters::add(&COUNTERS.failed, 1),
@@ -135,6 +121,9 @@ pub(crate) async fn run(
                 _ => {}
             }
         }
+    }
+    for r in &written {
+        state.apply(r);
     }
     for r in &records {
         state.apply(r);

@@ -3,12 +3,15 @@
 //! commit, and a scan at start — so it resumes after a crash), replays their
 //! journals, plans attempts when they are due (retry schedule), hands jobs to
 //! workers within `max_concurrency` overall and `max_per_destination` per
-//! destination, and finalizes each attempt (journal, bounces, removal). Queue
+//! destination, journals each job's outcomes as it ends (`progress`), and
+//! finalizes each attempt (journal, bounces, removal). Queue
 //! commands and shutdown arrive as events too, so no state is shared or locked.
 //! Input: spool ids and files (verified by the spool), settings (trusted).
 
 mod finalize;
 mod job;
+mod loading;
+mod progress;
 mod worker;
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
@@ -20,6 +23,7 @@ use postern_spool::{QueueId, Spool, SpoolError};
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::journal::Record;
 use crate::now_ms;
 use crate::outcome::{Diagnostic, RcptOutcome};
 use crate::route::Destination;
@@ -39,13 +43,20 @@ const MAX_ACTIVE_MESSAGES: usize = 10_000;
 pub(crate) enum Event {
     Committed(QueueId),
     Loaded(Box<MessageState>),
-    LoadFailed(QueueId),
+    /// With the error when the message is there but could not be read.
+    LoadFailed(QueueId, Option<String>),
     JobDone {
         dest: Destination,
         id: QueueId,
         results: Vec<(usize, RcptOutcome)>,
         dest_failure: Option<Diagnostic>,
         next: oneshot::Sender<Option<Job>>,
+    },
+    /// A finished job's records were journaled (or not: `error`).
+    Recorded {
+        id: QueueId,
+        records: Vec<Record>,
+        error: Option<String>,
     },
     Finalized(QueueId, Finalized),
     Flush(oneshot::Sender<usize>),
@@ -73,8 +84,14 @@ pub struct QueueStats {
 enum Phase {
     Waiting,
     Running {
+        /// Jobs not finished yet.
         outstanding: usize,
-        results: Vec<(usize, RcptOutcome)>,
+        /// Per-job journal writes in flight (see `progress`).
+        writing: usize,
+        /// Outcomes of this attempt not journaled yet.
+        fresh: Vec<Record>,
+        /// Outcomes of this attempt already journaled.
+        written: Vec<Record>,
     },
     Finalizing,
 }
@@ -106,22 +123,7 @@ impl QueueManager {
         let commits = spool.subscribe();
         let initial = spool.list().map_err(|e| e.to_string())?;
         let (tx, rx) = mpsc::unbounded_channel();
-        let mut manager = Manager {
-            spool: spool.clone(),
-            dns,
-            settings: Arc::new(settings),
-            tls,
-            entries: HashMap::new(),
-            timers: BTreeSet::new(),
-            dests: HashMap::new(),
-            workers: 0,
-            running: 0,
-            finalizing: 0,
-            loading: HashSet::new(),
-            stopping: false,
-            waiters: Vec::new(),
-            events: tx.clone(),
-        };
+        let mut manager = Manager::new(spool.clone(), dns, Arc::new(settings), tls, tx.clone());
         tracing::info!(queued = initial.len(), enabled = manager.settings.enabled,
             relayhost = ?manager.settings.relayhost.as_ref().map(|r| r.to_string()),
             tls = manager.settings.tls.name(), "queue manager started");
@@ -223,12 +225,43 @@ struct Manager {
     running: usize,
     finalizing: usize,
     loading: HashSet<QueueId>,
+    /// Failed loads so far of messages that could not be read.
+    load_failures: HashMap<QueueId, u32>,
+    /// (due time, id) of every load to try again.
+    reloads: BTreeSet<(u64, QueueId)>,
     stopping: bool,
     waiters: Vec<oneshot::Sender<()>>,
     events: mpsc::UnboundedSender<Event>,
 }
 
 impl Manager {
+    fn new(
+        spool: Arc<Spool>,
+        dns: Arc<dyn DnsBackend>,
+        settings: Arc<Settings>,
+        tls: TlsClient,
+        events: mpsc::UnboundedSender<Event>,
+    ) -> Manager {
+        Manager {
+            spool,
+            dns,
+            settings,
+            tls,
+            entries: HashMap::new(),
+            timers: BTreeSet::new(),
+            dests: HashMap::new(),
+            workers: 0,
+            running: 0,
+            finalizing: 0,
+            loading: HashSet::new(),
+            load_failures: HashMap::new(),
+            reloads: BTreeSet::new(),
+            stopping: false,
+            waiters: Vec::new(),
+            events,
+        }
+    }
+
     async fn run(
         mut self,
         mut rx: mpsc::UnboundedReceiver<Event>,
@@ -250,6 +283,7 @@ impl Manager {
                 },
                 _ = sleep_until(wake) => {}
             }
+            self.run_reloads();
             self.run_due();
             self.dispatch();
             self.check_stopped();
@@ -257,19 +291,23 @@ impl Manager {
     }
 
     fn next_wake(&self) -> Option<u64> {
-        if self.stopping || !self.settings.enabled || self.running >= MAX_ACTIVE_MESSAGES {
+        if self.stopping {
             return None;
         }
-        self.timers.first().map(|(at, _)| *at)
+        let due = if self.settings.enabled && self.running < MAX_ACTIVE_MESSAGES {
+            self.timers.first().map(|(at, _)| *at)
+        } else {
+            None
+        };
+        let reload = self.reloads.first().map(|(at, _)| *at);
+        due.into_iter().chain(reload).min()
     }
 
     fn handle(&mut self, ev: Event) {
         match ev {
             Event::Committed(id) => self.load(id),
             Event::Loaded(state) => self.loaded(*state),
-            Event::LoadFailed(id) => {
-                self.loading.remove(&id);
-            }
+            Event::LoadFailed(id, error) => self.load_failed(id, error),
             Event::JobDone {
                 dest,
                 id,
@@ -277,6 +315,7 @@ impl Manager {
                 dest_failure,
                 next,
             } => self.job_done(dest, id, results, dest_failure, next),
+            Event::Recorded { id, records, error } => self.recorded(id, records, error),
             Event::Finalized(id, outcome) => self.finalized(id, outcome),
             Event::Flush(reply) => {
                 let _ = reply.send(self.flush());
@@ -334,48 +373,6 @@ impl Manager {
         }
     }
 
-    fn load_initial(&mut self, ids: Vec<QueueId>) {
-        if ids.is_empty() {
-            return;
-        }
-        self.loading.extend(ids.iter().copied());
-        let spool = self.spool.clone();
-        let events = self.events.clone();
-        tokio::task::spawn_blocking(move || {
-            for id in ids {
-                let _ = events.send(load_one(&spool, id));
-            }
-        });
-    }
-
-    fn load(&mut self, id: QueueId) {
-        if self.entries.contains_key(&id) || !self.loading.insert(id) {
-            return;
-        }
-        let spool = self.spool.clone();
-        let events = self.events.clone();
-        tokio::task::spawn_blocking(move || {
-            let _ = events.send(load_one(&spool, id));
-        });
-    }
-
-    fn loaded(&mut self, state: MessageState) {
-        let id = state.id;
-        self.loading.remove(&id);
-        if self.entries.contains_key(&id) {
-            return;
-        }
-        self.timers.insert((state.next_ms, id));
-        self.entries.insert(
-            id,
-            Entry {
-                state,
-                phase: Phase::Waiting,
-                delete: false,
-            },
-        );
-    }
-
     /// Start attempts of every due message.
     fn run_due(&mut self) {
         if self.stopping || !self.settings.enabled {
@@ -399,9 +396,15 @@ impl Manager {
             return;
         };
         let (jobs, known) = job::plan(&entry.state, &self.settings);
+        let at = now_ms();
         entry.phase = Phase::Running {
             outstanding: jobs.len(),
-            results: known,
+            writing: 0,
+            fresh: known
+                .into_iter()
+                .map(|(rcpt, outcome)| Record::of_outcome(rcpt, outcome, at))
+                .collect(),
+            written: Vec::new(),
         };
         self.running += 1;
         let none = jobs.is_empty();
@@ -409,7 +412,7 @@ impl Manager {
             self.dests.entry(dest).or_default().pending.push_back(job);
         }
         if none {
-            self.finalize(id);
+            self.finish_if_done(id);
         }
     }
 
@@ -454,7 +457,7 @@ impl Manager {
         dest_failure: Option<Diagnostic>,
         next: oneshot::Sender<Option<Job>>,
     ) {
-        self.complete(id, results);
+        self.job_finished(id, results);
         let mut drained = Vec::new();
         if let Some(diag) = &dest_failure
             && let Some(q) = self.dests.get_mut(&dest)
@@ -468,7 +471,7 @@ impl Manager {
             let outcome = RcptOutcome::from_diagnostic(diag.clone());
             for job in drained {
                 let results = job.rcpts.iter().map(|&i| (i, outcome.clone())).collect();
-                self.complete(job.id, results);
+                self.job_finished(job.id, results);
             }
         }
         let more = !self.stopping
@@ -477,11 +480,13 @@ impl Manager {
             && !self.others_starved(&dest);
         let q = self.dests.entry(dest.clone()).or_default();
         let handed = if more { q.pending.pop_front() } else { None };
-        let handed_some = handed.is_some();
+        let mut released = handed.is_none();
         if let Err(Some(job)) = next.send(handed) {
+            // The worker is gone: its job waits for another, and its slots are free.
             q.pending.push_front(job);
+            released = true;
         }
-        if !handed_some {
+        if released {
             q.active = q.active.saturating_sub(1);
             self.workers = self.workers.saturating_sub(1);
         }
@@ -502,31 +507,12 @@ impl Manager {
                 .any(|(d, q)| d != dest && !q.pending.is_empty() && q.active < max_dest)
     }
 
-    /// A job of message `id` ended with `results`.
-    fn complete(&mut self, id: QueueId, results: Vec<(usize, RcptOutcome)>) {
-        let Some(entry) = self.entries.get_mut(&id) else {
-            return;
-        };
-        let Phase::Running {
-            outstanding,
-            results: all,
-        } = &mut entry.phase
-        else {
-            return;
-        };
-        all.extend(results);
-        *outstanding = outstanding.saturating_sub(1);
-        if *outstanding == 0 {
-            self.finalize(id);
-        }
-    }
-
     fn finalize(&mut self, id: QueueId) {
         let Some(entry) = self.entries.get_mut(&id) else {
             return;
         };
-        let results = match std::mem::replace(&mut entry.phase, Phase::Finalizing) {
-            Phase::Running { results, .. } => results,
+        let (fresh, written) = match std::mem::replace(&mut entry.phase, Phase::Finalizing) {
+            Phase::Running { fresh, written, .. } => (fresh, written),
             other => {
                 entry.phase = other;
                 return;
@@ -539,7 +525,7 @@ impl Manager {
         let delete = entry.delete;
         let events = self.events.clone();
         tokio::spawn(async move {
-            let outcome = finalize::run(spool, settings, state, results, delete).await;
+            let outcome = finalize::run(spool, settings, state, fresh, written, delete).await;
             let _ = events.send(Event::Finalized(id, outcome));
         });
     }
@@ -603,7 +589,7 @@ impl Manager {
             dropped += before - q.pending.len();
         }
         for _ in 0..dropped {
-            self.complete(id, Vec::new());
+            self.job_finished(id, Vec::new());
         }
         let _ = reply.send(Ok(true));
     }
@@ -626,17 +612,6 @@ impl Manager {
             for w in self.waiters.drain(..) {
                 let _ = w.send(());
             }
-        }
-    }
-}
-
-fn load_one(spool: &Spool, id: QueueId) -> Event {
-    match MessageState::load(spool, &id) {
-        Ok(state) => Event::Loaded(Box::new(state)),
-        Err(SpoolError::NotFound(_)) => Event::LoadFailed(id),
-        Err(e) => {
-            tracing::error!(queue_id = %id, error = %e, "cannot load queued message");
-            Event::LoadFailed(id)
         }
     }
 }
