@@ -1,7 +1,9 @@
-"""SMTP sinks for delivery tests: a small threaded SMTP server on 127.0.0.1 that
-records every message it accepts, can answer scripted replies per RCPT / DATA,
-speak STARTTLS with a given certificate, require AUTH, and hold its greeting
-until a gate opens; plus a throwaway CA and server certificate (cryptography)."""
+"""SMTP sinks for delivery tests: a small threaded SMTP server on loopback
+(127.0.0.1, or ::1) that records every message it accepts, can answer scripted
+replies per RCPT / DATA, speak STARTTLS with a given certificate, require AUTH,
+hold its greeting until a gate opens, and hang up after a number of messages per
+session; it counts sessions, the peak of concurrent ones, and STARTTLS use.
+Plus a throwaway CA and server certificate (cryptography)."""
 
 from __future__ import annotations
 
@@ -38,7 +40,11 @@ Reply = Callable[[str], "str | None"]
 class SmtpSink:
     """`rcpt(address)` / `data(received)` / `mail(sender)` return a reply line
     such as "451 4.3.0 later", or None for the default 2xx. `gate`, when given,
-    holds every greeting until it is set."""
+    holds every greeting until it is set. After `session_limit` messages in one
+    session (0: no limit) the sink hangs up: at once after its 250 (as on an
+    idle time-out), or, with `limit_reply`, answering the next command with it.
+    `sessions` counts greeted sessions, `peak` the most connections open at
+    once (gated ones included), `starttls` the STARTTLS commands accepted."""
 
     rcpt: Reply | None = None
     data: Callable[[Received], "str | None"] | None = None
@@ -48,15 +54,22 @@ class SmtpSink:
     gate: threading.Event | None = None
     pipelining: bool = True
     size: int = 0
+    host: str = "127.0.0.1"
+    session_limit: int = 0
+    limit_reply: str | None = None
     messages: list[Received] = field(default_factory=list)
     rcpt_attempts: list[str] = field(default_factory=list)
     sessions: int = 0
+    active: int = 0
+    peak: int = 0
+    starttls: int = 0
 
     def __post_init__(self):
         self.lock = threading.Lock()
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        self.sock = socket.socket(family, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
+        self.sock.bind((self.host, 0))
         self.sock.listen(128)
         self.port = self.sock.getsockname()[1]
         self.stopped = False
@@ -89,6 +102,9 @@ class SmtpSink:
             threading.Thread(target=self._session, args=(conn,), daemon=True).start()
 
     def _session(self, conn: socket.socket):
+        with self.lock:
+            self.active += 1
+            self.peak = max(self.peak, self.active)
         try:
             self._run(conn)
         except (OSError, ValueError, ssl.SSLError):
@@ -98,6 +114,8 @@ class SmtpSink:
                 conn.close()
             except OSError:
                 pass
+            with self.lock:
+                self.active -= 1
 
     def _run(self, conn: socket.socket):
         conn.settimeout(30)
@@ -114,6 +132,7 @@ class SmtpSink:
         mail_from = None
         mail_args = ""
         rcpts: list[str] = []
+        accepted = 0
 
         def send(line: str):
             conn.sendall(line.encode() + b"\r\n")
@@ -122,6 +141,10 @@ class SmtpSink:
         while True:
             raw = rfile.readline(4096)
             if not raw:
+                return
+            if self.session_limit and accepted >= self.session_limit:
+                if self.limit_reply:
+                    send(self.limit_reply)
                 return
             line = raw.rstrip(b"\r\n").decode("utf-8", "replace")
             verb = line.split(" ", 1)[0].upper()
@@ -143,6 +166,8 @@ class SmtpSink:
                 helo = arg
                 send("250 sink.test")
             elif verb == "STARTTLS" and self.tls_context is not None and not tls:
+                with self.lock:
+                    self.starttls += 1
                 send("220 2.0.0 go ahead")
                 conn = self.tls_context.wrap_socket(conn, server_side=True)
                 rfile = conn.makefile("rb")
@@ -212,6 +237,9 @@ class SmtpSink:
                     with self.lock:
                         self.messages.append(got)
                     send("250 2.0.0 queued")
+                    accepted += 1
+                    if self.session_limit and accepted >= self.session_limit and not self.limit_reply:
+                        return  # hang up at once, as on an idle time-out
                 mail_from, rcpts = None, []
             elif verb == "RSET":
                 mail_from, rcpts = None, []

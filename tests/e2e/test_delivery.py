@@ -103,8 +103,12 @@ def sink():
 
 @pytest.fixture
 def smtp_sink():
-    """Postfix's smtp-sink on a free port, dumping each message to a file."""
+    """Postfix's smtp-sink on a free port, dumping each message to a file. Missing
+    smtp-sink skips the test, or fails it under CI or POSTERN_REQUIRE_PEERS (the CI
+    script installs Postfix, so a skip there would hide lost coverage)."""
     if not SMTP_SINK.exists():
+        if os.environ.get("CI") or os.environ.get("POSTERN_REQUIRE_PEERS"):
+            pytest.fail(f"{SMTP_SINK} is missing (install postfix); CI/POSTERN_REQUIRE_PEERS requires it")
         pytest.skip("smtp-sink is not installed")
     procs = []
     dumps = []
@@ -410,6 +414,110 @@ def test_sigterm_lets_a_delivery_in_flight_finish(start, sink):
     assert not [r for r in srv.log_records() if "still in progress" in r.get("message", "")]
 
 
+def test_starttls_required_refuses_a_certificate_for_another_name(start, sink, tmp_path):
+    # Signed by a CA we trust, but issued to another name than the MX host's.
+    ca, cert, key = make_certs(tmp_path / "certs", "elsewhere.test")
+    s = sink(tls_context=server_tls(cert, key))
+    dns = DnsServer({("tls.test", "MX"): [(10, "mx.tls.test")], ("mx.tls.test", "A"): ["127.0.0.1"]})
+    try:
+        srv = start(plugins=[relay()], extra=dns.config() + delivery(
+            smtp_port=s.port, tls="required", tls_ca_file=str(ca), retry_intervals=["1h"]))
+        send(srv.port, "alice@example.test", ["u@tls.test"], "wrong-name")
+        rec = srv.wait_log(lambda r: r.get("message") == "deferred", 20)
+        assert rec["status"] == "4.7.5" and "certificate" in rec["reason"].lower(), rec
+        assert s.count == 0 and s.starttls >= 1
+        assert len(srv.queued()) == 1
+        assert not [r for r in srv.log_records() if r.get("message") == "delivered"]
+    finally:
+        dns.stop()
+
+
+def test_tls_none_does_not_use_offered_starttls(start, sink, tmp_path):
+    _, cert, key = make_certs(tmp_path / "certs", "smart.test")
+    s = sink(tls_context=server_tls(cert, key))  # offers STARTTLS
+    srv = start(plugins=[relay()], extra=delivery(relayhost=f"127.0.0.1:{s.port}", tls="none"))
+    send(srv.port, "alice@example.test", ["u@remote.test"], "plain-text")
+    wait_until(lambda: s.count == 1, what="plain-text delivery", srv=srv)
+    assert not s.messages[0].tls and s.starttls == 0
+    wait_until(lambda: queue_empty(srv), what="empty queue", srv=srv)
+
+
+def test_aaaa_only_implicit_mx_is_reached_over_ipv6(start, sink):
+    """No MX and no A record, only AAAA ::1: the implicit MX (RFC 5321 §5.1) is
+    the domain's IPv6 address."""
+    try:
+        s = sink(host="::1")
+    except OSError as e:
+        pytest.skip(f"no IPv6 loopback: {e}")
+    dns = DnsServer({("v6only.test", "AAAA"): ["::1"]})
+    try:
+        srv = start(plugins=[relay()], extra=dns.config() + delivery(smtp_port=s.port))
+        send(srv.port, "alice@example.test", ["u@v6only.test"], "over-ipv6")
+        wait_until(lambda: s.count == 1, what="delivery over IPv6", srv=srv)
+        assert ("v6only.test", "MX") in dns.queries and ("v6only.test", "AAAA") in dns.queries
+        (rec,) = [r for r in srv.log_records() if r.get("message") == "delivered"]
+        assert rec["detail"].startswith(f"relay=v6only.test[::1]:{s.port}, 250"), rec
+        wait_until(lambda: queue_empty(srv), what="empty queue", srv=srv)
+    finally:
+        dns.stop()
+
+
+# -- concurrency and connection reuse --------------------------------------------
+
+@pytest.mark.parametrize("route", ["relayhost", "mx"])
+def test_connections_are_reused_within_the_per_destination_limit(start, sink, route, capsys):
+    """40 messages for one destination with max_per_destination = 2: never more
+    than 2 connections at once, far fewer sessions than messages, nothing lost."""
+    n = 40
+    gate = threading.Event()  # held greetings: the whole batch is queued first
+    s = sink(gate=gate)
+    dns = None
+    if route == "relayhost":
+        extra = delivery(relayhost=f"127.0.0.1:{s.port}", max_per_destination=2)
+    else:
+        dns = DnsServer({("many.test", "MX"): [(10, "mx.many.test")], ("mx.many.test", "A"): ["127.0.0.1"]})
+        extra = dns.config() + delivery(smtp_port=s.port, max_per_destination=2)
+    try:
+        srv = start(plugins=[relay()], extra=extra)
+        subjects = [f"reuse-{route}-{i:02d}" for i in range(n)]
+        submit(srv.port, subjects, "rcpt@many.test")
+        time.sleep(0.3)  # let the workers connect and wait at the gate
+        gate.set()
+        wait_until(lambda: s.count >= n, what=f"{n} messages at the sink", srv=srv)
+        wait_until(lambda: queue_empty(srv), what="empty queue", srv=srv)
+        assert sorted(s.subjects()) == sorted(subjects)
+        assert 1 <= s.peak <= 2, s.peak
+        assert s.sessions < n, s.sessions
+        with capsys.disabled():
+            print(f"\n[reuse/{route}] {n} messages: {s.sessions} sessions, peak {s.peak} concurrent")
+    finally:
+        if dns:
+            dns.stop()
+
+
+@pytest.mark.parametrize("hangup", ["close", "421"])
+def test_reused_connection_closed_by_the_remote_is_retried_on_a_fresh_one(start, sink, hangup):
+    """The remote hangs up after 3 messages per session (at once, or with a 421
+    to the next command): the next message goes over a new connection in the
+    same attempt instead of being deferred."""
+    n = 10
+    gate = threading.Event()
+    reply = "421 4.4.2 sink.test closing: idle time-out" if hangup == "421" else None
+    s = sink(gate=gate, session_limit=3, limit_reply=reply)
+    srv = start(plugins=[relay()], extra=delivery(
+        relayhost=f"127.0.0.1:{s.port}", max_per_destination=1, retry_intervals=["1h"]))
+    subjects = [f"hangup-{hangup}-{i}" for i in range(n)]
+    submit(srv.port, subjects, "rcpt@remote.test")
+    gate.set()
+    wait_until(lambda: s.count >= n, what=f"{n} messages at the sink", srv=srv)
+    wait_until(lambda: queue_empty(srv), what="empty queue", srv=srv)
+    assert sorted(s.subjects()) == sorted(subjects)
+    assert s.sessions >= 4
+    assert not [r for r in srv.log_records() if r.get("message") == "deferred"]
+    retried = [r for r in srv.log_records() if "retrying on a new connection" in r.get("message", "")]
+    assert retried, "no retry on a fresh connection was logged"
+
+
 # -- queue commands --------------------------------------------------------------
 
 def test_queue_list_show_flush_delete_online_and_offline(start, sink):
@@ -514,6 +622,8 @@ def test_kill9_during_delivery_loses_nothing(tmp_path, sink, capsys):
         gate.set()  # the sink starts answering: deliveries flow
         assert killed.wait(120), "deliveries did not reach 150"
         srv.kill9()
+        # The sink thread records the 150th message just after the kill: wait for it.
+        wait_until(lambda: s.count >= 150, 10, "the 150th message at the sink")
         at_kill = s.count
         assert 150 <= at_kill <= 999, at_kill
         left = len(srv.queued())
