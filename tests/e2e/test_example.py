@@ -1,12 +1,17 @@
 """The reference configuration (examples/postern.toml, what `make run`
 serves) with its default plugin chain, started as the README starts it but
-on an ephemeral port and a temporary data directory: local mail is
-accepted, relaying is refused (also through every common open-relay trick),
-the submission listener wants STARTTLS and AUTH, and the example user may
-relay once authenticated."""
+on an ephemeral port and a temporary data directory: the README's swaks
+session is delivered to a Maildir, local mail for unknown mailboxes is
+refused, VRFY and EXPN reveal nothing, relaying is refused (also through
+every common open-relay trick), the submission listener wants STARTTLS and
+AUTH, no login ships with the example, and a user added to it may relay
+once authenticated."""
 
 import json
+import mailbox
 import os
+import re
+import secrets
 import signal
 import smtplib
 import ssl
@@ -16,10 +21,12 @@ import time
 
 import pytest
 from harness import BIN, ROOT, Raw
-from pluginkit import plain, reply
+from pluginkit import hash_password, plain, reply
 
 EXAMPLE = ROOT / "examples" / "postern.toml"
 SUBMISSION = 'address = "127.0.0.1:5870"'  # the example's [[listener]] (not replaced by --listen)
+USERS = "[plugin.config.users]\n"  # auth-file's accounts: the test adds its own user
+USER, PASSWORD = "tester", secrets.token_urlsafe(16)
 
 
 class Example:
@@ -27,12 +34,17 @@ class Example:
         self.records = []
         self.lock = threading.Lock()
         self.listening = {}
-        # The example as shipped, but its fixed submission port made ephemeral:
-        # a copy beside it, so its relative paths still resolve.
+        self.data_dir = data_dir
+        # The example as shipped, but its fixed submission port made ephemeral
+        # and a user of the test's own added (the example ships none): a copy
+        # beside it, so its relative paths still resolve.
         text = EXAMPLE.read_text()
         assert SUBMISSION in text, "the example's submission listener moved"
+        assert text.count(USERS) == 1, "the example's auth-file users table moved"
+        text = text.replace(SUBMISSION, 'address = "127.0.0.1:0"')
+        text = text.replace(USERS, f"{USERS}{USER} = {json.dumps(hash_password(PASSWORD))}\n")
         self.config = EXAMPLE.with_name(f".postern-test-{os.getpid()}.toml")
-        self.config.write_text(text.replace(SUBMISSION, 'address = "127.0.0.1:0"'))
+        self.config.write_text(text)
         self.proc = subprocess.Popen(
             [str(BIN), "serve", "--config", str(self.config), "--listen", "127.0.0.1:0", "--data-dir", str(data_dir),
              "--log-format", "json"],
@@ -108,6 +120,46 @@ def test_local_delivery_is_accepted(example):
         assert code == 250 and text.startswith(b"2.0.0 Ok: queued as "), (code, text)
 
 
+def test_readme_swaks_session_is_delivered(example):
+    """The README's first session: `swaks --to someone@example.test` is
+    queued, then delivered to the Maildir under the data dir with a Received:
+    field naming the client's address and the queue id."""
+    port = example.listening["smtp"]
+    r = subprocess.run(["swaks", "--server", f"127.0.0.1:{port}", "--to", "someone@example.test"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    m = re.search(r"^<-  250 2\.0\.0 Ok: queued as (\S+)$", r.stdout, re.M)
+    assert m, r.stdout
+    qid = m.group(1)
+    maildir = example.data_dir / "mail" / "example.test" / "someone"
+    deadline = time.time() + 30
+    while True:
+        found = [msg for msg in mailbox.Maildir(maildir, create=False)] if maildir.is_dir() else []
+        found = [msg for msg in found if f"id {qid}" in " ".join((msg["Received"] or "").split())]
+        if found or time.time() > deadline:
+            break
+        time.sleep(0.1)
+    assert len(found) == 1, f"{qid} not delivered to {maildir}:\n{example.log()}"
+    received = " ".join(found[0]["Received"].split())
+    assert "[127.0.0.1]" in received and f"by mx.example.test (Postern) with ESMTP id {qid}" in received, received
+    assert found[0]["Delivered-To"] == "someone@example.test"
+
+
+def test_vrfy_and_expn_reveal_nothing(example):
+    c = session(example.listening["smtp"])
+    assert c.cmd("VRFY someone") == reply(252, "2.0.0", "Cannot VRFY user, but will accept message and attempt delivery")
+    assert c.cmd("EXPN staff") == reply(502, "5.5.1", "EXPN is disabled")
+
+
+def test_unknown_local_mailbox_is_refused(example):
+    c = session(example.listening["smtp"])
+    assert c.cmd("MAIL FROM:<me@client.example>")[0] == 250
+    assert c.cmd("RCPT TO:<nobody@example.test>") == \
+        reply(550, "5.1.1", "<nobody@example.test>: Recipient address rejected: User unknown")
+    for known in ("someone@example.test", "Postmaster@example.test", "alice@example.test"):
+        assert c.cmd(f"RCPT TO:<{known}>")[0] == 250, known
+
+
 def test_relay_is_refused(example):
     c = session(example.listening["smtp"])
     assert c.cmd("MAIL FROM:<me@client.example>")[0] == 250
@@ -133,11 +185,18 @@ PROBES = [
 
 @pytest.mark.parametrize("address", PROBES)
 def test_open_relay_probes_are_refused(example, address):
+    """A remote destination is refused by relay-control; a trick hidden in a
+    local address (%, !, quoted @) names no known mailbox, so envelope-check,
+    which comes first in the chain, refuses it as an unknown user."""
     c = session(example.listening["smtp"])
     assert c.cmd("MAIL FROM:<probe@client.example>")[0] == 250
     code, text = c.cmd(f"RCPT TO:<{address}>")
-    assert (code, text.split(" ", 1)[0]) == (554, "5.7.1"), (address, code, text)
-    assert text.endswith("Relay access denied")
+    if re.search(r"@example\.test\.?$", address, re.I):
+        assert (code, text.split(" ", 1)[0]) == (550, "5.1.1"), (address, code, text)
+        assert text.endswith("Recipient address rejected: User unknown")
+    else:
+        assert (code, text.split(" ", 1)[0]) == (554, "5.7.1"), (address, code, text)
+        assert text.endswith("Relay access denied")
 
 
 def test_eicar_is_refused(example):
@@ -150,23 +209,47 @@ def test_eicar_is_refused(example):
         assert (code, text) == (554, b"5.7.0 Message rejected: virus EICAR-Test-File found")
 
 
-def test_submission_needs_tls_and_auth_then_relays(example):
-    port = example.listening["submission"]
-    c = session(port)
-    assert c.cmd("MAIL FROM:<alice@example.test>")[0] == 530
-    assert c.cmd(f"AUTH PLAIN {plain('alice', 'example-password')}")[0] == 538
-    c.close()
+def tls_client(port):
     ctx = ssl.create_default_context()
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
-    with smtplib.SMTP("127.0.0.1", port, timeout=30) as s:
-        s.ehlo("client.example")
-        s.starttls(context=ctx)
-        s.ehlo("client.example")
+    s = smtplib.SMTP("127.0.0.1", port, timeout=30)
+    s.ehlo("client.example")
+    s.starttls(context=ctx)
+    s.ehlo("client.example")
+    return s
+
+
+def test_the_example_ships_no_usable_login(example):
+    """Neither the example's placeholder account nor the login it once
+    shipped (alice / example-password) authenticates."""
+    text = EXAMPLE.read_text()
+    users = text.split(USERS, 1)[1]
+    entries = [line for line in users.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    assert len(entries) == 1 and entries[0].startswith("locked-placeholder = "), entries
+    assert entries[0].rstrip('"').endswith("$" + "A" * 43), "the placeholder's hash must stay all zero bytes"
+    for user, password in [("alice", "example-password"), ("locked-placeholder", "x"),
+                           ("locked-placeholder", "example-password")]:
+        # One session and one mechanism each (smtplib's login() would try
+        # every mechanism, and three failures end a session).
+        with tls_client(example.listening["submission"]) as s:
+            s.user, s.password = user, password
+            with pytest.raises(smtplib.SMTPAuthenticationError) as e:
+                s.auth("PLAIN", s.auth_plain)
+            assert (e.value.smtp_code, e.value.smtp_error) == (535, b"5.7.8 Authentication credentials invalid")
+
+
+def test_submission_needs_tls_and_auth_then_relays(example):
+    port = example.listening["submission"]
+    c = session(port)
+    assert c.cmd(f"MAIL FROM:<{USER}@example.test>")[0] == 530
+    assert c.cmd(f"AUTH PLAIN {plain(USER, PASSWORD)}")[0] == 538
+    c.close()
+    with tls_client(port) as s:
         assert "PLAIN" in s.esmtp_features["auth"]
         with pytest.raises(smtplib.SMTPAuthenticationError):
-            s.login("alice", "wrong-password")
-        assert s.login("alice", "example-password")[0] == 235
-        assert s.mail("alice@example.test")[0] == 250
+            s.login(USER, "wrong-password")
+        assert s.login(USER, PASSWORD)[0] == 235
+        assert s.mail(f"{USER}@example.test")[0] == 250
         assert s.rcpt("someone@elsewhere.example")[0] == 250
         s.rset()
