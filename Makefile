@@ -12,11 +12,14 @@ VENV := $(TOOLS)/testenv
 VPY := $(VENV)/bin/python
 WASM_TARGET := wasm32-wasip2
 
-# Rust components: every crate under plugins/ and tests/plugins/ built as a cdylib.
-RUST_PLUGIN_TOMLS := $(shell grep -l 'cdylib' plugins/*/Cargo.toml tests/plugins/*/Cargo.toml 2>/dev/null)
+# Rust components: every crate under plugins/, tests/plugins/ and
+# examples/plugins/ built as a cdylib.
+RUST_PLUGIN_TOMLS := $(shell grep -l 'cdylib' plugins/*/Cargo.toml tests/plugins/*/Cargo.toml \
+                       examples/plugins/*/Cargo.toml 2>/dev/null)
 RUST_PLUGINS := $(foreach t,$(RUST_PLUGIN_TOMLS),$(shell sed -n 's/^name = "\(.*\)"/\1/p' $(t) | head -1))
-# Plugins in other languages: a folder with a build.sh.
-SCRIPT_PLUGINS := $(wildcard plugins/*/build.sh)
+# Plugins in other languages: a folder with a build.sh (the shipped plugins
+# first: the examples reuse their toolchains).
+SCRIPT_PLUGINS := $(wildcard plugins/*/build.sh) $(wildcard examples/plugins/*/build.sh)
 
 .PHONY: all build host plugins rust-plugins script-plugins run test test-rust test-e2e \
         test-scripts venv wasm-target fmt lint clean bench bench-idle bench-deps
