@@ -87,14 +87,26 @@ def test_swaps_under_load_drop_nothing(start):
     with Load(srv.port, 20) as load:
         time.sleep(0.5)
         kinds = ["reject", "allow"] * 5
+        previous = "allow"
         for kind in kinds:
             srv.write_config(policy(kind))
+            # A session in flight across the reload keeps its policy.
+            held = ehlo(srv.port)
+            held.cmd("MAIL FROM:<held@client.test>")
+            assert held.cmd("RCPT TO:<steady@example.test>")[0] == 250
+            assert held.cmd("RCPT TO:<flip@example.test>")[0] == WANT[previous]
             t0 = time.monotonic()
             r = srv.admin("reload")
             t1 = time.monotonic()
             assert r.returncode == 0, r.stdout + r.stderr
             assert "reloaded: generation" in r.stdout
             reloads.append((t0, t1, kind))
+            assert held.cmd("RCPT TO:<flip@example.test>")[0] == WANT[previous]
+            assert held.cmd("DATA")[0] == 354
+            held.send(message() + b".\r\n")
+            assert held.reply()[0] == 250
+            held.close()
+            previous = kind
             # New sessions after the reload returned must see the new policy.
             c = ehlo(srv.port)
             c.cmd("MAIL FROM:<probe@client.test>")
@@ -114,7 +126,19 @@ def test_swaps_under_load_drop_nothing(start):
                 assert first == WANT[kind], (kind, first)
                 checked += 1
     assert checked > 50
+    # Load sessions that began on one generation and ended after the next was
+    # in service: they answered with the policy they started with.
+    straddled = 0
+    for (p0, p1, kind), (t0, t1, _) in zip([(0, 0, "allow")] + reloads, reloads):
+        for s0, e, first, second in load.sessions:
+            if p1 < s0 < t0 and e > t1:
+                assert first == second == WANT[kind], (kind, first, second)
+                straddled += 1
+    assert straddled > 0
     assert len(srv.queued()) >= len(load.sessions)
+    # Every replaced generation was freed with its last session.
+    time.sleep(0.5)
+    assert "older generations in memory: none" in srv.admin("status").stdout
 
 
 def test_status_shows_generation_plugins_and_pinned_sessions(start):
@@ -130,6 +154,7 @@ def test_status_shows_generation_plugins_and_pinned_sessions(start):
     digest = __import__("hashlib").sha256(wasm("test-probe").read_bytes()).hexdigest()
     assert digest in r.stdout
     assert "on older generations: 1" in r.stdout
+    assert "older generations in memory: 1 (1 sessions)" in r.stdout
     # The held session still has the old (allowing) policy.
     assert held.cmd("RCPT TO:<flip@example.test>")[0] == 250
     held.cmd("QUIT")
@@ -137,6 +162,25 @@ def test_status_shows_generation_plugins_and_pinned_sessions(start):
     time.sleep(0.2)
     r = srv.admin("status")
     assert "on older generations: 0" in r.stdout
+    assert "older generations in memory: none" in r.stdout
+
+
+def test_unchanged_components_come_from_the_cache(start, tmp_path):
+    """Only components whose content changed are compiled again."""
+    no_disk = "[runtime]\ncache = false\n"  # only the server's own memory cache
+    srv = start(plugins=policy("allow"), extra=no_disk)
+    r = srv.admin("reload")
+    assert r.returncode == 0 and "(0 plugins compiled, 1 from cache" in r.stdout, r.stdout
+    # Same bytes under another path: still the cache (keyed by content).
+    copy = tmp_path / "copy.wasm"
+    copy.write_bytes(wasm("test-probe").read_bytes())
+    srv.write_config([{"name": "gate", "path": str(copy), "config": {"tag": "x"}}], extra=no_disk)
+    r = srv.admin("reload")
+    assert r.returncode == 0 and "(0 plugins compiled, 1 from cache" in r.stdout, r.stdout
+    # A different component is compiled.
+    srv.write_config([plugin("gate", "test-rcpt-only", {"blocked": []})], extra=no_disk)
+    r = srv.admin("reload")
+    assert r.returncode == 0 and "(1 plugins compiled, 0 from cache" in r.stdout, r.stdout
 
 
 def broken_cases(tmp_path):
@@ -252,3 +296,47 @@ def test_memory_across_100_reloads_under_load(start, capsys):
     assert after2 - after1 < 16 * 1024
     status = srv.admin("status").stdout
     assert "generation 201" in status and "on older generations: 0" in status
+    assert "older generations in memory: none" in status
+
+
+def test_shadow_plugin_is_counted_not_enforced_until_a_reload_enforces_it(start):
+    """mode = "shadow": the would-be rejection is logged and counted while the
+    message is accepted; a reload with mode = "enforce" makes it real."""
+    import urllib.request
+
+    def gate(mode):
+        return [plugin("newpolicy", "test-probe", {"tag": "shadow", "rules": [
+            {"stage": "rcpt-to", "contains": "flip@", "kind": "reject", "code": 550, "enhanced": "5.7.1",
+             "text": "would reject"}]}, mode=mode)]
+
+    metrics = '[metrics]\nlisten = "127.0.0.1:0"\n'
+    srv = start(plugins=gate("shadow"), extra=metrics)
+    c = ehlo(srv.port)
+    c.cmd("MAIL FROM:<a@client.test>")
+    assert c.cmd("RCPT TO:<flip@example.test>")[0] == 250
+    assert c.cmd("DATA")[0] == 354
+    c.send(message() + b".\r\n")
+    assert c.reply()[0] == 250
+    c.close()
+    assert len(srv.queued()) == 1
+    rec = srv.wait_log(lambda r: r.get("shadow_verdict") == "reject")
+    assert rec["plugin"] == "newpolicy" and "550" in rec["reply"] and "would reject" in rec["reply"]
+    addr = srv.wait_log(lambda r: r.get("message") == "metrics listening")["address"]
+
+    def shadow_rejects():
+        with urllib.request.urlopen(f"http://{addr}/metrics", timeout=10) as r:
+            text = r.read().decode()
+        for line in text.splitlines():
+            if (line.startswith("postern_plugin_verdicts_total{") and 'plugin="newpolicy"' in line
+                    and 'stage="rcpt-to"' in line and 'verdict="reject"' in line):
+                return line
+        return ""
+
+    line = shadow_rejects()
+    assert 'shadow="true"' in line and line.endswith(" 1"), line
+    srv.write_config(gate("enforce"), extra=metrics)
+    assert srv.admin("reload").returncode == 0
+    c = ehlo(srv.port)
+    c.cmd("MAIL FROM:<a@client.test>")
+    assert c.cmd("RCPT TO:<flip@example.test>") == (550, "5.7.1 would reject")
+    assert len(srv.queued()) == 1

@@ -30,7 +30,7 @@ pub mod state;
 pub mod tls;
 pub mod view;
 
-pub use manager::{QueueHandle, QueueManager};
+pub use manager::{Prepared, QueueHandle, QueueManager};
 pub use outcome::{Diagnostic, RcptOutcome};
 pub use retry::RetrySchedule;
 pub use settings::{Relayhost, Secret, Settings, TlsPolicy};

@@ -210,9 +210,11 @@ impl Runtime {
         map.insert(hash.to_string(), c.clone());
     }
 
-    /// Forget compiled components that the newest generation does not use, so
-    /// repeated reloads with changing plugins do not grow memory.
-    pub(crate) fn retain_compiled(&self, keep: std::collections::HashSet<String>) {
+    /// Forget compiled components that the running generation does not use,
+    /// so repeated reloads with changing plugins do not grow memory. Called
+    /// only once a new generation is in service: a refused reload keeps the
+    /// cache of the one still serving.
+    pub fn retain_compiled(&self, keep: std::collections::HashSet<String>) {
         let mut map = self.compiled.lock().unwrap_or_else(|p| p.into_inner());
         map.retain(|k, _| keep.contains(k));
     }

@@ -77,7 +77,6 @@ impl Generation {
                 by_stage[*s as usize].push(i);
             }
         }
-        runtime.retain_compiled(plugins.iter().map(|p| p.hash.clone()).collect());
         Ok(Generation {
             id,
             loaded_at: SystemTime::now(),
@@ -87,6 +86,12 @@ impl Generation {
             services,
             sessions: AtomicUsize::new(0),
         })
+    }
+
+    /// Content hashes of this generation's components: once it is the running
+    /// generation, `Runtime::retain_compiled` keeps only these in the cache.
+    pub fn component_hashes(&self) -> std::collections::HashSet<String> {
+        self.plugins.iter().map(|p| p.hash.clone()).collect()
     }
 
     /// A chain for one new session (instances are created lazily).

@@ -108,9 +108,13 @@ impl<R: tokio::io::AsyncRead> TakeLimit for R {
 }
 
 pub async fn status(shared: &Arc<Shared>) -> serde_json::Value {
-    let generation = shared.current_generation();
-    let config = shared.current_config();
-    let loaded_at = *shared.loaded_at.read().unwrap_or_else(|p| p.into_inner());
+    let snapshot = shared.snapshot();
+    let (generation, config, loaded_at) = (
+        snapshot.generation.clone(),
+        snapshot.config.clone(),
+        snapshot.loaded_at,
+    );
+    drop(snapshot);
     let spool = shared.spool.stats();
     let older: Vec<serde_json::Value> = shared
         .retired_in_use()

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime};
 use serde::Serialize;
 
 use crate::config::Config;
-use crate::server::{Shared, load_generation, log_plugins, services};
+use crate::server::{Shared, Snapshot, load_generation, log_plugins, resolver, services};
 
 #[derive(Debug, Serialize)]
 pub struct ReloadReport {
@@ -86,33 +86,42 @@ async fn try_reload(shared: &Arc<Shared>, trigger: &str) -> Result<ReloadReport,
     let old = shared.current_config();
     let mut new = Config::load(&old.path, &shared.overrides).map_err(|e| e.to_string())?;
     let restart_required = keep_fixed(&old, &mut new);
+    // Everything that can fail is prepared before anything changes.
     let tls = crate::server::load_tls(&new)?;
+    let delivery = shared
+        .queue
+        .prepare(new.delivery.clone(), resolver(&new))
+        .map_err(|e| format!("{}: [delivery]: {e}", new.path.display()))?;
     let id = shared
         .next_generation
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let generation = load_generation(&shared.runtime, &new, id, services(&new, shared.kv.clone()))
         .await
         .map_err(|e| format!("{e:#}"))?;
+    // Binding new listen addresses is the last step that may fail; when it
+    // does, nothing has been changed (the listener set is updated only when
+    // every new address is bound).
     let listener_changes = shared.listeners.lock().await.apply(&new, shared).await?;
+    let generation = Arc::new(generation);
     let infos = generation.plugins();
     log_plugins(&generation);
-    let old_generation = std::mem::replace(
-        &mut *shared.generation.write().unwrap_or_else(|p| p.into_inner()),
-        Arc::new(generation),
-    );
+    let old = shared.swap(Snapshot {
+        config: Arc::new(new),
+        generation: generation.clone(),
+        tls,
+        loaded_at: SystemTime::now(),
+    });
+    shared
+        .runtime
+        .retain_compiled(generation.component_hashes());
     // Delivery settings apply to attempts started from now on.
-    if let Err(e) = shared.queue.reconfigure(new.delivery.clone()) {
-        tracing::error!("delivery settings not applied: {e}");
-    }
-    *shared.config.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(new);
-    *shared.tls.write().unwrap_or_else(|p| p.into_inner()) = tls;
-    *shared.loaded_at.write().unwrap_or_else(|p| p.into_inner()) = SystemTime::now();
+    shared.queue.apply(delivery);
     {
         let mut retired = shared.retired.lock().unwrap_or_else(|p| p.into_inner());
         retired.retain(|w| w.strong_count() > 0);
-        retired.push(Arc::downgrade(&old_generation));
+        retired.push(Arc::downgrade(&old.generation));
     }
-    drop(old_generation);
+    drop(old);
     Ok(ReloadReport {
         generation: id,
         trigger: trigger.to_string(),
@@ -143,14 +152,25 @@ fn signature(config: &Config) -> Vec<(PathBuf, Option<SystemTime>, u64)> {
 
 /// `[server] watch = true`: poll the config and plugin files; reload when
 /// they changed and then stayed unchanged for a moment (debounce), so a
-/// half-copied file is not loaded.
+/// half-copied file is not loaded. The task always runs and follows the
+/// running configuration, so a reload can switch watching on or off.
 pub async fn watch(shared: Arc<Shared>) {
     const POLL: Duration = Duration::from_millis(500);
-    let mut seen = signature(&shared.current_config());
+    let mut seen: Option<Vec<_>> = None;
     loop {
         tokio::time::sleep(POLL).await;
-        let now = signature(&shared.current_config());
-        if now == seen {
+        let config = shared.current_config();
+        if !config.watch {
+            seen = None;
+            continue;
+        }
+        let now = signature(&config);
+        let Some(before) = &seen else {
+            // Watching starts now: changes from here on count.
+            seen = Some(now);
+            continue;
+        };
+        if &now == before {
             continue;
         }
         tokio::time::sleep(POLL).await;
@@ -161,6 +181,6 @@ pub async fn watch(shared: Arc<Shared>) {
         tracing::info!("configuration or plugin files changed: reloading");
         let _ = reload(&shared, "watch").await;
         // Whatever the outcome, do not retry until the files change again.
-        seen = signature(&shared.current_config());
+        seen = Some(signature(&shared.current_config()));
     }
 }

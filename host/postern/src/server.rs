@@ -19,19 +19,27 @@ use crate::config::{Config, Overrides};
 use crate::dns::HickoryDns;
 use crate::listeners::Listeners;
 
+/// What a new session starts with: configuration, plugin generation and TLS
+/// settings of one load, swapped together by a reload so that no session
+/// ever sees the plugins of one load with the settings of another.
+pub struct Snapshot {
+    pub config: Arc<Config>,
+    pub generation: Arc<Generation>,
+    /// Server TLS configuration (certificates are re-read on reload).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    pub loaded_at: SystemTime,
+}
+
 /// State shared by every connection.
 pub struct Shared {
-    /// The configuration new sessions start with (sessions keep theirs).
-    pub config: RwLock<Arc<Config>>,
+    /// The snapshot new sessions start with (sessions keep theirs).
+    pub current: RwLock<Arc<Snapshot>>,
     pub overrides: Overrides,
     pub spool: Arc<Spool>,
     pub runtime: Arc<Runtime>,
-    /// The generation new sessions start with.
-    pub generation: RwLock<Arc<Generation>>,
     /// Earlier generations, kept weakly to count their remaining sessions.
     pub retired: Mutex<Vec<Weak<Generation>>>,
     pub next_generation: AtomicU64,
-    pub loaded_at: RwLock<SystemTime>,
     pub kv: Arc<dyn KvBackend>,
     pub per_ip: Mutex<HashMap<IpAddr, usize>>,
     pub active: Arc<AtomicUsize>,
@@ -40,8 +48,6 @@ pub struct Shared {
     /// Serialises reloads.
     pub reloading: tokio::sync::Mutex<()>,
     pub listeners: tokio::sync::Mutex<Listeners>,
-    /// Server TLS configuration (certificates are re-read on reload).
-    pub tls: RwLock<Option<Arc<rustls::ServerConfig>>>,
     /// The queue manager (delivery); it learns of new messages from the spool.
     pub queue: postern_delivery::QueueHandle,
 }
@@ -51,22 +57,28 @@ impl Shared {
         self.active.load(Ordering::Acquire)
     }
 
-    pub fn current_generation(&self) -> Arc<Generation> {
-        self.generation
+    /// The configuration, generation and TLS settings new sessions get.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.current
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
     }
 
-    pub fn current_tls(&self) -> Option<Arc<rustls::ServerConfig>> {
-        self.tls.read().unwrap_or_else(|p| p.into_inner()).clone()
+    /// Install a new snapshot; returns the one it replaced.
+    pub fn swap(&self, next: Snapshot) -> Arc<Snapshot> {
+        std::mem::replace(
+            &mut *self.current.write().unwrap_or_else(|p| p.into_inner()),
+            Arc::new(next),
+        )
+    }
+
+    pub fn current_generation(&self) -> Arc<Generation> {
+        self.snapshot().generation.clone()
     }
 
     pub fn current_config(&self) -> Arc<Config> {
-        self.config
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.snapshot().config.clone()
     }
 
     /// (generation id, live sessions) of retired generations still in use.
@@ -183,14 +195,17 @@ pub async fn serve(config: Config, overrides: Overrides) -> anyhow::Result<()> {
     log_plugins(&generation);
     let (stop_tx, stop_rx) = watch::channel(false);
     let shared = Arc::new(Shared {
-        config: RwLock::new(config.clone()),
+        current: RwLock::new(Arc::new(Snapshot {
+            config: config.clone(),
+            generation: Arc::new(generation),
+            tls,
+            loaded_at: SystemTime::now(),
+        })),
         overrides,
         spool,
         runtime,
-        generation: RwLock::new(Arc::new(generation)),
         retired: Mutex::new(Vec::new()),
         next_generation: AtomicU64::new(2),
-        loaded_at: RwLock::new(SystemTime::now()),
         kv,
         per_ip: Mutex::new(HashMap::new()),
         active: Arc::new(AtomicUsize::new(0)),
@@ -198,7 +213,6 @@ pub async fn serve(config: Config, overrides: Overrides) -> anyhow::Result<()> {
         stop: stop_rx,
         reloading: tokio::sync::Mutex::new(()),
         listeners: tokio::sync::Mutex::new(Listeners::default()),
-        tls: RwLock::new(tls),
         queue,
     });
     shared
@@ -219,9 +233,7 @@ pub async fn serve(config: Config, overrides: Overrides) -> anyhow::Result<()> {
         }
         None => None,
     };
-    let watcher = config
-        .watch
-        .then(|| tokio::spawn(crate::reload::watch(shared.clone())));
+    let watcher = tokio::spawn(crate::reload::watch(shared.clone()));
 
     wait_for_shutdown(&shared).await;
     tracing::info!(
@@ -229,23 +241,23 @@ pub async fn serve(config: Config, overrides: Overrides) -> anyhow::Result<()> {
         "shutting down: no new connections, finishing sessions"
     );
     let _ = stop_tx.send(true);
+    // The running configuration's value (a reload may have changed it).
+    let shutdown_timeout = shared.current_config().shutdown_timeout;
     shared.listeners.lock().await.stop_all();
     // No new deliveries from now on; those in flight may finish until the deadline
     // (one cut off is simply retried after the restart).
     let deliveries = {
         let queue = shared.queue.clone();
-        let limit = config.shutdown_timeout;
+        let limit = shutdown_timeout;
         tokio::spawn(async move { queue.shutdown(limit).await })
     };
     admin.abort();
     if let Some(m) = metrics {
         m.abort();
     }
-    if let Some(w) = watcher {
-        w.abort();
-    }
+    watcher.abort();
     let _ = std::fs::remove_file(crate::admin::socket_path(&config));
-    let deadline = tokio::time::sleep(config.shutdown_timeout);
+    let deadline = tokio::time::sleep(shutdown_timeout);
     tokio::pin!(deadline);
     loop {
         let notified = shared.idle.notified();

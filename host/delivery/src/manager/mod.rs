@@ -67,8 +67,15 @@ pub(crate) enum Event {
         oneshot::Sender<Option<(MessageState, &'static str)>>,
     ),
     Stats(oneshot::Sender<QueueStats>),
-    Reconfigure(Arc<Settings>, TlsClient),
+    Reconfigure(Prepared),
     Shutdown(oneshot::Sender<()>),
+}
+
+/// New delivery settings, checked and ready (`QueueHandle::prepare`).
+pub struct Prepared {
+    settings: Arc<Settings>,
+    tls: TlsClient,
+    dns: Arc<dyn DnsBackend>,
 }
 
 /// Counters for `postern status`.
@@ -193,12 +200,27 @@ impl QueueHandle {
         self.ask(Event::Stats).await
     }
 
-    /// Use new settings for attempts started from now on.
-    pub fn reconfigure(&self, settings: Settings) -> Result<(), String> {
+    /// Check new settings and build what they need (TLS client), changing
+    /// nothing yet: a reload prepares first and applies only once everything
+    /// else of it is valid too.
+    pub fn prepare(
+        &self,
+        settings: Settings,
+        dns: Arc<dyn DnsBackend>,
+    ) -> Result<Prepared, String> {
         let tls = TlsClient::new(&settings)?;
-        self.tx
-            .send(Event::Reconfigure(Arc::new(settings), tls))
-            .map_err(|_| "the queue manager has stopped".to_string())
+        Ok(Prepared {
+            settings: Arc::new(settings),
+            tls,
+            dns,
+        })
+    }
+
+    /// Use prepared settings (and resolver) for attempts started from now on.
+    pub fn apply(&self, prepared: Prepared) {
+        if self.tx.send(Event::Reconfigure(prepared)).is_err() {
+            tracing::warn!("delivery settings not applied: the queue manager has stopped");
+        }
     }
 
     /// Start no new deliveries and wait (up to `limit`) for those in flight; true
@@ -346,12 +368,13 @@ impl Manager {
                     enabled: self.settings.enabled,
                 });
             }
-            Event::Reconfigure(settings, tls) => {
+            Event::Reconfigure(Prepared { settings, tls, dns }) => {
                 if *settings != *self.settings {
                     tracing::info!(enabled = settings.enabled, "delivery settings changed");
                 }
                 self.settings = settings;
                 self.tls = tls;
+                self.dns = dns;
             }
             Event::Shutdown(reply) => {
                 if !self.stopping {
