@@ -3,6 +3,7 @@ spooled with its Received header, sequencing, defaults for relay, VRFY and
 EXPN, limits, pipelining, and bare CR/LF (SMTP smuggling) refusal."""
 
 import smtplib
+import signal
 import socket
 import subprocess
 import time
@@ -243,16 +244,10 @@ def test_smuggling_sequences_never_end_data(start, seq):
     )
     c.send(message(body="innocent\r\n") + seq + smuggled + b"\r\n.\r\n")
     code, _ = c.reply()
-    if seq == b"\r\n\x00.\r\n":
-        # No bare line ending: one message whose body holds a NUL line — the
-        # smuggled commands are content, never a second transaction.
-        assert code == 250
-        assert len(srv.queued()) == 1
-        _, msg = srv.read_queued(srv.queued()[0])
-        assert b"MAIL FROM:<evil@client.test>" in msg
-    else:
-        assert code == 554
-        assert srv.queued() == []
+    # Refused as a whole (bare CR/LF, or a NUL that neither 7bit nor 8bit
+    # content may carry): nothing spooled, no second transaction.
+    assert code == 554
+    assert srv.queued() == []
     # Exactly one reply to the DATA: nothing else was interpreted as a command.
     assert c.cmd("NOOP") == (250, "2.0.0 Ok")
 
@@ -263,8 +258,14 @@ def test_bare_lf_in_command(start):
     c.reply()
     c.send(b"EHLO client.test\n")
     assert c.reply()[0] == 500
-    c.send(b"NOOP\rNOOP\r\n")
+    # Everything after a bare CR up to the line end belongs to the bad line:
+    # exactly one 500, the MAIL is never executed (the NOOP after it answers).
+    c.send(b"NOOP\rMAIL FROM:<a@client.test>\r\nNOOP\r\n")
     assert c.reply()[0] == 500
+    assert c.reply() == (250, "2.0.0 Ok")
+    c.send(b"EHLO client.test\r\n")
+    assert c.reply()[0] == 250
+    assert c.cmd("RCPT TO:<b@example.test>")[0] == 503  # no MAIL was accepted
 
 
 def test_pipelining_replies_in_order(start):
@@ -349,6 +350,76 @@ def test_connection_limits(start):
         if code == 220:
             break
     assert code == 220
+
+
+def test_overall_connection_limit(start):
+    """max_connections counts every client: the one beyond gets 421."""
+    srv = start(max_connections=3, max_connections_per_ip=10)
+    held = [Raw(srv.port) for _ in range(3)]
+    assert all(c.reply()[0] == 220 for c in held)
+    extra = Raw(srv.port)
+    code, text = extra.reply()
+    assert code == 421 and "Too many connections" in text
+    assert extra.closed()
+    held[0].cmd("QUIT")
+    held[0].closed()
+    for _ in range(50):
+        d = Raw(srv.port)
+        code, _ = d.reply()
+        d.close()
+        if code == 220:
+            break
+        time.sleep(0.05)
+    assert code == 220
+
+
+def test_ipv6_clients_share_their_slash_64_allowance(start):
+    """max_connections_per_ip counts an IPv6 /64 as one client."""
+    probe = socket.socket(socket.AF_INET6)
+    try:
+        probe.bind(("::1", 0))
+    except OSError:
+        pytest.skip("no IPv6 loopback on this machine")
+    finally:
+        probe.close()
+    srv = start(listen=["[::1]:0"], max_connections_per_ip=2)
+    a, b = Raw(srv.port, host="::1"), Raw(srv.port, host="::1")
+    assert a.reply()[0] == 220 and b.reply()[0] == 220
+    code, text = Raw(srv.port, host="::1").reply()
+    assert code == 421 and "Too many connections" in text
+
+
+def test_data_timeout(start):
+    """RFC 5321 §4.5.3.2.6: a client that stops in the middle of DATA is
+    dropped after data_timeout, and nothing is spooled."""
+    srv = start(data_timeout="1s", command_timeout="30s")
+    c = ehlo(srv.port)
+    c.cmd("MAIL FROM:<a@client.test>")
+    c.cmd("RCPT TO:<b@example.test>")
+    assert c.cmd("DATA")[0] == 354
+    c.send(b"Subject: half\r\n\r\nhalf a messa")
+    c.sock.settimeout(10)
+    t0 = time.monotonic()
+    code, text = c.reply()
+    assert code == 421 and "Timeout" in text
+    assert time.monotonic() - t0 < 8
+    assert c.closed()
+    assert srv.queued() == []
+
+
+def test_ctrl_c_shuts_down_gracefully(start):
+    srv = start(shutdown_timeout="10s")
+    c = ehlo(srv.port)
+    c.cmd("MAIL FROM:<a@client.test>")
+    c.cmd("RCPT TO:<b@example.test>")
+    c.cmd("DATA")
+    c.send(message(body="before the signal\r\n"))
+    srv.proc.send_signal(signal.SIGINT)
+    time.sleep(0.3)
+    c.send(b".\r\n")
+    assert c.reply()[0] == 250
+    assert srv.proc.wait(15) == 0
+    assert len(srv.queued()) == 1
 
 
 def test_command_timeout(start):

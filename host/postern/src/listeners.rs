@@ -174,7 +174,21 @@ impl Drop for Slot {
     }
 }
 
+/// The unit `max_connections_per_ip` counts: an IPv4 address, or an IPv6 /64
+/// (one site's subnet: a client holding a /64 must not get a fresh allowance
+/// for each of its 2^64 addresses).
+fn limit_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => {
+            let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+            IpAddr::V6(prefix.into())
+        }
+    }
+}
+
 fn admit(shared: &Arc<Shared>, config: &Config, ip: IpAddr) -> Option<Slot> {
+    let ip = limit_key(ip);
     let mut map = shared.per_ip.lock().unwrap_or_else(|p| p.into_inner());
     if shared.active.load(Ordering::Acquire) >= config.max_connections {
         return None;
@@ -202,9 +216,11 @@ async fn handle(
     let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
     let _ = stream.set_nodelay(true);
     // Pin this session to the configuration and generation of this moment.
-    let config = shared.current_config();
-    let generation = shared.current_generation();
-    let tls = shared.current_tls();
+    let snapshot = shared.snapshot();
+    let config = snapshot.config.clone();
+    let generation = snapshot.generation.clone();
+    let tls = snapshot.tls.clone();
+    drop(snapshot);
     let Some(_slot) = admit(&shared, &config, peer.ip()) else {
         tracing::info!(client = %peer, "connection refused: too many connections");
         let mut stream = stream;
@@ -278,4 +294,20 @@ async fn handle(
     }
     .instrument(span)
     .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::limit_key;
+    use std::net::IpAddr;
+
+    #[test]
+    fn per_ip_limit_counts_ipv4_addresses_and_ipv6_slash_64s() {
+        let k = |s: &str| limit_key(s.parse::<IpAddr>().unwrap()).to_string();
+        assert_eq!(k("192.0.2.7"), "192.0.2.7");
+        assert_eq!(k("2001:db8:1:2:aaaa::1"), "2001:db8:1:2::");
+        assert_eq!(k("2001:db8:1:2:ffff:ffff:ffff:ffff"), "2001:db8:1:2::");
+        assert_ne!(k("2001:db8:1:3::1"), k("2001:db8:1:2::1"));
+        assert_eq!(k("::1"), "::");
+    }
 }
