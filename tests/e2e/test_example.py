@@ -20,6 +20,7 @@ import threading
 import time
 
 import pytest
+import tomllib
 from harness import BIN, ROOT, Raw
 from pluginkit import hash_password, plain, reply
 
@@ -221,15 +222,12 @@ def tls_client(port):
 
 
 def test_the_example_ships_no_usable_login(example):
-    """Neither the example's placeholder account nor the login it once
-    shipped (alice / example-password) authenticates."""
-    text = EXAMPLE.read_text()
-    users = text.split(USERS, 1)[1]
-    entries = [line for line in users.splitlines() if line.strip() and not line.lstrip().startswith("#")]
-    assert len(entries) == 1 and entries[0].startswith("locked-placeholder = "), entries
-    assert entries[0].rstrip('"').endswith("$" + "A" * 43), "the placeholder's hash must stay all zero bytes"
-    for user, password in [("alice", "example-password"), ("locked-placeholder", "x"),
-                           ("locked-placeholder", "example-password")]:
+    """The example ships no account (the users table is empty), so the login
+    it once shipped (alice / example-password) does not authenticate."""
+    cfg = tomllib.loads(EXAMPLE.read_text())
+    (auth,) = [p for p in cfg["plugin"] if p["name"] == "auth-file"]
+    assert auth["config"]["users"] == {}
+    for user, password in [("alice", "example-password"), ("admin", "admin")]:
         # One session and one mechanism each (smtplib's login() would try
         # every mechanism, and three failures end a session).
         with tls_client(example.listening["submission"]) as s:

@@ -90,6 +90,5 @@ def test_production_sets_up_what_it_documents():
     assert relay["config"]["relay_networks"] and relay["config"]["recent_auth_window"] > 0
     assert relay["kv_namespace"] == cfg["auth"]["remember_namespace"] and "kv" in relay["capabilities"]
     assert cfg["auth"]["remember_window"] != "0s"
-    # No usable account ships: only the locked placeholder (all-zero hash).
-    users = chain["auth-file"]["config"]["users"]
-    assert list(users) == ["locked-placeholder"] and users["locked-placeholder"].endswith("$" + "A" * 43)
+    # No account ships.
+    assert chain["auth-file"]["config"]["users"] == {}
