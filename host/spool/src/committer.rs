@@ -16,12 +16,13 @@ use std::sync::mpsc;
 
 use tokio::sync::oneshot;
 
+use crate::envelope::Envelope;
 use crate::error::SpoolError;
 use crate::format::{self, Kind};
 use crate::id::QueueId;
 use crate::index::{Loc, MsgEntry};
 use crate::segment::SegWriter;
-use crate::spool::Shared;
+use crate::spool::{Committed, Shared};
 
 /// What a request asks the index to record once its record is durable.
 #[derive(Debug)]
@@ -31,6 +32,8 @@ pub(crate) enum Op {
         envelope_len: u32,
         message_len: u64,
         body_crc: u32,
+        /// Handed to the subscriber once durable (so it need not read it back).
+        envelope: Arc<Envelope>,
     },
     State {
         id: QueueId,
@@ -135,6 +138,7 @@ impl Committer {
                         envelope_len,
                         message_len,
                         body_crc,
+                        envelope,
                     } => {
                         index.commit(
                             id,
@@ -148,7 +152,11 @@ impl Committer {
                                 stale: Vec::new(),
                             },
                         );
-                        committed.push(id);
+                        committed.push(Committed {
+                            id,
+                            envelope,
+                            message_len,
+                        });
                         Ok(true)
                     }
                     Op::State { id } => {
@@ -177,9 +185,9 @@ impl Committer {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
         {
-            for id in committed {
+            for c in committed {
                 // A closed receiver only means nobody delivers; the message stays queued.
-                let _ = tx.send(id);
+                let _ = tx.send(c);
             }
         }
         for (reply, result) in replies {
@@ -208,12 +216,12 @@ impl Committer {
         {
             let mut index = self.shared.index();
             for req in &batch {
-                match req.op {
+                match &req.op {
                     Op::Commit { id, .. } => {
                         index.pending.remove(&id);
                     }
                     Op::Remove { id } => {
-                        index.removing.remove(&id);
+                        index.removing.remove(id);
                     }
                     _ => {}
                 }

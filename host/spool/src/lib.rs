@@ -28,5 +28,5 @@ pub use id::{QUEUE_ID_LEN, QueueId};
 pub use janitor::Maintenance;
 pub use reader::{MessageReader, QueuedMessage};
 pub use recovery::RecoveryReport;
-pub use spool::{Spool, SpoolConfig};
+pub use spool::{Committed, Spool, SpoolConfig};
 pub use stats::SpoolStats;

@@ -66,6 +66,15 @@ impl SpoolConfig {
 }
 
 /// The durable message spool. Cheap to share behind an `Arc`.
+/// A message that has just become durable (see [`Spool::subscribe`]).
+#[derive(Debug, Clone)]
+pub struct Committed {
+    pub id: QueueId,
+    pub envelope: Arc<Envelope>,
+    /// Length of the stored message (headers and body).
+    pub message_len: u64,
+}
+
 pub struct Spool {
     inner: Arc<Inner>,
 }
@@ -77,7 +86,7 @@ pub(crate) struct Shared {
     index: Mutex<Index>,
     pub counters: Counters,
     /// Told the id of every message committed (see [`Spool::subscribe`]).
-    pub subscriber: Mutex<Option<tokio_mpsc::UnboundedSender<QueueId>>>,
+    pub subscriber: Mutex<Option<tokio_mpsc::UnboundedSender<Committed>>>,
     /// Set when the spool closes; wakes the janitor.
     stop: Mutex<bool>,
     stopped: Condvar,
@@ -250,6 +259,7 @@ impl Spool {
             envelope_len: json.len() as u32,
             message_len: message_len as u64,
             body_crc,
+            envelope: Arc::new(envelope.clone()),
         };
         match self.submit(record, op).await {
             Ok(_) => Ok(()),
@@ -417,9 +427,10 @@ impl Spool {
         Ok(out)
     }
 
-    /// From now on, send the id of every message whose commit succeeded (after it
-    /// is durable) to the returned receiver. A new subscription replaces the old one.
-    pub fn subscribe(&self) -> tokio_mpsc::UnboundedReceiver<QueueId> {
+    /// From now on, send every message whose commit succeeded (after it is
+    /// durable) to the returned receiver, with its envelope, so the receiver need
+    /// not read it back. A new subscription replaces the old one.
+    pub fn subscribe(&self) -> tokio_mpsc::UnboundedReceiver<Committed> {
         let (tx, rx) = tokio_mpsc::unbounded_channel();
         *self
             .shared()

@@ -4,7 +4,7 @@
 //! logged, so a passing disk problem does not leave it undelivered until a restart.
 //! Input: queue ids from the spool (trusted) and its files (verified by the spool).
 
-use postern_spool::{QueueId, Spool, SpoolError};
+use postern_spool::{Committed, QueueId, Spool, SpoolError};
 
 use super::{Entry, Event, Manager, Phase};
 use crate::now_ms;
@@ -23,6 +23,15 @@ impl Manager {
                 let _ = events.send(load_one(&spool, id));
             }
         });
+    }
+
+    /// A message the spool just made durable: its envelope came with the
+    /// notice and it has no journal yet, so nothing needs to be read back.
+    pub(super) fn committed(&mut self, c: Committed) {
+        if self.entries.contains_key(&c.id) || self.loading.contains(&c.id) {
+            return;
+        }
+        self.loaded(MessageState::new(c.id, c.envelope, c.message_len));
     }
 
     pub(super) fn load(&mut self, id: QueueId) {

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use postern_plugin::DnsBackend;
-use postern_spool::{QueueId, Spool, SpoolError};
+use postern_spool::{Committed, QueueId, Spool, SpoolError};
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
@@ -287,7 +287,7 @@ impl Manager {
     async fn run(
         mut self,
         mut rx: mpsc::UnboundedReceiver<Event>,
-        mut commits: mpsc::UnboundedReceiver<QueueId>,
+        mut commits: mpsc::UnboundedReceiver<Committed>,
     ) {
         let mut commits_open = true;
         loop {
@@ -299,8 +299,8 @@ impl Manager {
                     Some(ev) => self.handle(ev),
                     None => return,
                 },
-                id = commits.recv(), if commits_open => match id {
-                    Some(id) => self.handle(Event::Committed(id)),
+                c = commits.recv(), if commits_open => match c {
+                    Some(c) => self.committed(c),
                     None => commits_open = false,
                 },
                 _ = sleep_until(wake) => {}
