@@ -218,7 +218,7 @@ impl Committer {
             for req in &batch {
                 match &req.op {
                     Op::Commit { id, .. } => {
-                        index.pending.remove(&id);
+                        index.pending.remove(id);
                     }
                     Op::Remove { id } => {
                         index.removing.remove(id);
