@@ -5,7 +5,7 @@ limit shared by VRFY and EXPN across sessions, and the fail-safe 451 without
 the kv capability (plugins/vrfy-expn/README.md)."""
 
 import pytest
-from pluginkit import AUTH_LISTENER, auth_file, component, greet, login, reply
+from pluginkit import AUTH_LISTENER, auth_file, component, greet, login, plugin_logs, reply, wait_plugin_log
 
 VRFY_OFF = reply(252, "2.0.0", "Cannot VRFY user, but will accept message and attempt delivery")
 EXPN_OFF = reply(502, "5.5.1", "EXPN is disabled")
@@ -20,12 +20,18 @@ def vrfy_expn(config=None, **settings):
 
 
 def test_off_by_default(start):
-    srv = start(plugins=[vrfy_expn()])
+    # access-log records who decided each reply: the plugin, not the host's
+    # identical defaults.
+    srv = start(plugins=[component("access-log"), vrfy_expn()])
     c = greet(srv.port)
     assert c.cmd("VRFY jane@example.test") == VRFY_OFF
     assert c.cmd("VRFY jane") == VRFY_OFF
     assert c.cmd("EXPN staff") == EXPN_OFF
     assert c.cmd("EXPN nobody") == EXPN_OFF
+    lines = wait_plugin_log(srv, "access-log", "smtp", count=5)
+    decided = [(dict(f)["stage"], dict(f)["decided_by"]) for _, f in plugin_logs(srv, "access-log", "smtp")
+               if dict(f)["stage"] in ("vrfy", "expn")]
+    assert decided == [("vrfy", "vrfy-expn")] * 2 + [("expn", "vrfy-expn")] * 2, (decided, lines)
 
 
 TRUSTED_TABLE = [
