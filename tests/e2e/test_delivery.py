@@ -177,8 +177,15 @@ def test_relayhost_to_postfix_smtp_sink(start, smtp_sink):
     srv = start(plugins=[relay()], extra=delivery(relayhost=f"127.0.0.1:{port}"))
     for i in range(5):
         send(srv.port, "alice@example.test", [f"user{i}@remote.test", f"other{i}@else.test"], f"relay-{i}")
-    wait_until(lambda: len(list(dump.iterdir())) >= 5, what="5 messages at smtp-sink", srv=srv)
-    dumped = [p.read_bytes() for p in dump.iterdir()]
+    # smtp-sink creates a dump file when a transaction starts and fills it as
+    # the message arrives: wait until all five are complete, not just present.
+    subjects = [f"Subject: relay-{i}\n".encode() for i in range(5)]  # dumped with LF
+
+    def complete():
+        dumped = [p.read_bytes() for p in dump.iterdir()]
+        return dumped if all(any(sub in d for d in dumped) for sub in subjects) else None
+
+    dumped = wait_until(complete, what="5 complete messages at smtp-sink", srv=srv)
     assert len(dumped) == 5
     for i in range(5):
         (d,) = [d for d in dumped if f"Subject: relay-{i}\n".encode() in d]  # dumped with LF
