@@ -11,40 +11,16 @@ set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
-out_dir="$root/target/plugins"
-out="$out_dir/header-filter.wasm"
+PLUGIN=header-filter
+. "$root/plugins/build-lib.sh"
+out="$root/target/plugins/header-filter.wasm"
 
-cd "$here"
-
-# npm writes node_modules/.package-lock.json on every install; when it is
-# newer than the committed lock file the tree matches the lock.
-if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ] \
-    || [ ! -f node_modules/@bytecodealliance/componentize-js/package.json ]; then
-    echo "header-filter: installing the JS toolchain (npm ci)" >&2
-    npm ci --no-audit --no-fund --loglevel=error >&2
-fi
-
-deps="$here/wit/deps/postern-policy"
-rm -rf "$here/wit/deps"
-mkdir -p "$deps"
-cp "$root"/wit/*.wit "$deps/"
-
-inputs=("$here/plugin.js" "$here/filter.js" "$here/build.mjs" "$here/build.sh" "$here/wit/world.wit" \
-    "$here/package-lock.json" "$root"/wit/*.wit)
-if [ "${FORCE:-0}" != "1" ] && [ -f "$out" ]; then
-    stale=0
-    for f in "${inputs[@]}"; do
-        if [ "$f" -nt "$out" ]; then stale=1; break; fi
-    done
-    if [ "$stale" = 0 ]; then
-        echo "header-filter: $out is up to date" >&2
-        exit 0
-    fi
-fi
-
-mkdir -p "$out_dir"
-tmp="$out.tmp.$$"
-trap 'rm -f "$tmp"' EXIT
-node build.mjs "$tmp"
-mv -f "$tmp" "$out"
-echo "header-filter: wrote $out ($(wc -c <"$out") bytes)" >&2
+postern_npm_toolchain "$here"
+postern_wit_deps "$here" "$root"
+postern_up_to_date "$out" "$here/plugin.js" "$here/filter.js" "$here/build.mjs" "$here/build.sh" \
+    "$here/wit/world.wit" "$here/package-lock.json" "$root/plugins/build-lib.sh" "$root"/wit/*.wit && exit 0
+mkdir -p "$(dirname "$out")"
+trap 'rm -f "$out.tmp.$$"' EXIT
+(cd "$here" && node build.mjs "$out.tmp.$$")
+mv -f "$out.tmp.$$" "$out"
+echo "$PLUGIN: wrote $out ($(wc -c <"$out") bytes)" >&2

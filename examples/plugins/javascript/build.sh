@@ -14,44 +14,21 @@ set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "$here/../../.." && pwd)"
-out_dir="$root/target/plugins"
-out="$out_dir/example-subject-filter.wasm"
-marker=node_modules/@bytecodealliance/componentize-js/package.json
+PLUGIN=example-subject-filter
+. "$root/plugins/build-lib.sh"
+out="$root/target/plugins/example-subject-filter.wasm"
 
-if [ -f "$here/$marker" ]; then
+if [ -f "$here/node_modules/@bytecodealliance/componentize-js/package.json" ]; then
     toolchain="$here"
 else
     toolchain="$root/plugins/header-filter"
-    # The same freshness test as plugins/header-filter/build.sh.
-    if [ ! -f "$toolchain/node_modules/.package-lock.json" ] \
-        || [ "$toolchain/package-lock.json" -nt "$toolchain/node_modules/.package-lock.json" ] \
-        || [ ! -f "$toolchain/$marker" ]; then
-        echo "example-subject-filter: installing the JS toolchain in $toolchain (npm ci)" >&2
-        (cd "$toolchain" && npm ci --no-audit --no-fund --loglevel=error >&2)
-    fi
+    postern_npm_toolchain "$toolchain"
 fi
-
-deps="$here/wit/deps/postern-policy"
-rm -rf "$here/wit/deps"
-mkdir -p "$deps"
-cp "$root"/wit/*.wit "$deps/"
-
-inputs=("$here/plugin.js" "$here/build.mjs" "$here/build.sh" "$here/wit/world.wit" "$here/package.json" \
-    "$root"/wit/*.wit)
-if [ "${FORCE:-0}" != "1" ] && [ -f "$out" ]; then
-    stale=0
-    for f in "${inputs[@]}"; do
-        if [ "$f" -nt "$out" ]; then stale=1; break; fi
-    done
-    if [ "$stale" = 0 ]; then
-        echo "example-subject-filter: $out is up to date" >&2
-        exit 0
-    fi
-fi
-
-mkdir -p "$out_dir"
-tmp="$out.tmp.$$"
-trap 'rm -f "$tmp"' EXIT
-TOOLCHAIN_DIR="$toolchain" node "$here/build.mjs" "$tmp"
-mv -f "$tmp" "$out"
-echo "example-subject-filter: wrote $out ($(wc -c <"$out") bytes)" >&2
+postern_wit_deps "$here" "$root"
+postern_up_to_date "$out" "$here/plugin.js" "$here/build.mjs" "$here/build.sh" "$here/wit/world.wit" \
+    "$here/package.json" "$root/plugins/build-lib.sh" "$root"/wit/*.wit && exit 0
+mkdir -p "$(dirname "$out")"
+trap 'rm -f "$out.tmp.$$"' EXIT
+TOOLCHAIN_DIR="$toolchain" node "$here/build.mjs" "$out.tmp.$$"
+mv -f "$out.tmp.$$" "$out"
+echo "$PLUGIN: wrote $out ($(wc -c <"$out") bytes)" >&2
