@@ -97,13 +97,9 @@ fn outgoing<'a>(rcpts: &'a [String], size: u64) -> Outgoing<'a> {
     }
 }
 
-#[tokio::test]
-async fn pipelined_transactions_over_one_connection() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let log = Arc::new(Mutex::new(Transcript::default()));
-    let srv = tokio::spawn(server(listener, log.clone()));
-
+/// Client settings (plain SMTP, 3 s command time-out) and the one MX host
+/// `mx.remote.test` at 127.0.0.1.
+fn client_to_loopback() -> (ClientCtx, [MxHost; 1]) {
     let mut settings = Settings::new("mx.example.test", &[], Path::new("/nonexistent"));
     settings.tls = TlsPolicy::None;
     settings.command_timeout = Duration::from_secs(3);
@@ -115,6 +111,17 @@ async fn pipelined_transactions_over_one_connection() {
         name: "mx.remote.test".into(),
         addrs: vec!["127.0.0.1".parse().unwrap()],
     }];
+    (ctx, hosts)
+}
+
+#[tokio::test]
+async fn pipelined_transactions_over_one_connection() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let log = Arc::new(Mutex::new(Transcript::default()));
+    let srv = tokio::spawn(server(listener, log.clone()));
+
+    let (ctx, hosts) = client_to_loopback();
     let mut session = Session::connect(&hosts, port, &ctx, false).await.unwrap();
 
     // 1: one good and one bad recipient; content needing stuffing and a bare LF.
@@ -238,17 +245,7 @@ async fn stale_after_first_message(hangup: Hangup) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let srv = tokio::spawn(hangup_server(listener, 2, hangup));
-    let mut settings = Settings::new("mx.example.test", &[], Path::new("/nonexistent"));
-    settings.tls = TlsPolicy::None;
-    settings.command_timeout = Duration::from_secs(3);
-    let ctx = ClientCtx {
-        tls: TlsClient::new(&settings).unwrap(),
-        settings: Arc::new(settings),
-    };
-    let hosts = [MxHost {
-        name: "mx.remote.test".into(),
-        addrs: vec!["127.0.0.1".parse().unwrap()],
-    }];
+    let (ctx, hosts) = client_to_loopback();
     let rcpts = vec!["a@remote.test".to_string()];
     let mut session = Session::connect(&hosts, port, &ctx, false).await.unwrap();
     let mut body: &[u8] = b"one\r\n";
