@@ -4,7 +4,6 @@
 //! deadline, an ungranted capability answers exactly `denied`, and kv keys
 //! are private to a plugin unless it shares a `kv_namespace`.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -12,19 +11,7 @@ use postern_plugin::*;
 use serde_json::json;
 
 mod common;
-use common::{runtime, services};
-
-fn wasm(name: &str) -> PathBuf {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target"));
-    let p = target
-        .join("wasm32-wasip2/release")
-        .join(format!("{name}.wasm"));
-    assert!(p.exists(), "{} is missing: `make plugins`", p.display());
-    p
-}
+use common::{ctx, runtime, services, wasm};
 
 /// A probe making `calls` at MAIL FROM and rejecting with their outcomes
 /// when `report` is set.
@@ -49,16 +36,6 @@ impl DnsBackend for Silent {
     fn lookup(&self, _query: DnsQuery) -> BoxFuture<'_, Result<DnsAnswer, DnsFailure>> {
         Box::pin(std::future::pending())
     }
-}
-
-fn ctx() -> SessionContext {
-    SessionContext::new(
-        "s1".into(),
-        "192.0.2.7:4000".parse().unwrap(),
-        "127.0.0.1:25".parse().unwrap(),
-        "smtp".into(),
-        "mx.test".into(),
-    )
 }
 
 fn sender() -> EnvelopeAddress {

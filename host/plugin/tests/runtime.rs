@@ -1,30 +1,13 @@
 //! Loads the real test components (built for wasm32-wasip2 by `make
 //! plugins`) into the runtime and drives the chain directly.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use postern_plugin::*;
 
 mod common;
-use common::{runtime, services};
-
-fn wasm(name: &str) -> PathBuf {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target"));
-    let p = target
-        .join("wasm32-wasip2/release")
-        .join(format!("{name}.wasm"));
-    assert!(
-        p.exists(),
-        "{} is missing: build the test plugins first (`make plugins`)",
-        p.display()
-    );
-    p
-}
+use common::{ctx, runtime, services, wasm};
 
 fn spec(name: &str, file: &str, config: serde_json::Value) -> PluginSpec {
     PluginSpec {
@@ -38,16 +21,6 @@ fn spec(name: &str, file: &str, config: serde_json::Value) -> PluginSpec {
         kv_namespace: None,
         mode: Mode::Enforce,
     }
-}
-
-fn ctx() -> SessionContext {
-    SessionContext::new(
-        "s1".into(),
-        "192.0.2.7:4000".parse().unwrap(),
-        "127.0.0.1:25".parse().unwrap(),
-        "smtp".into(),
-        "mx.test".into(),
-    )
 }
 
 fn rcpt(a: &str) -> EnvelopeAddress {

@@ -1,11 +1,12 @@
-//! Helpers shared by the runtime's integration tests: the embedded services
-//! and a small runtime.
+//! Helpers shared by the runtime's integration tests: the embedded services,
+//! a small runtime, the built test components and a session context.
 
 #![allow(dead_code, reason = "each test file uses a subset")]
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
-use postern_plugin::{MemoryKv, NoDns, Runtime, RuntimeConfig, Services};
+use postern_plugin::{MemoryKv, NoDns, Runtime, RuntimeConfig, Services, SessionContext};
 
 pub fn services() -> Services {
     Services {
@@ -20,4 +21,32 @@ pub fn runtime() -> Arc<Runtime> {
         ..RuntimeConfig::default()
     })
     .unwrap()
+}
+
+/// A Rust test component built for wasm32-wasip2 (`make plugins`).
+pub fn wasm(name: &str) -> PathBuf {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    let p = target
+        .join("wasm32-wasip2/release")
+        .join(format!("{name}.wasm"));
+    assert!(
+        p.exists(),
+        "{} is missing: build the test plugins first (`make plugins`)",
+        p.display()
+    );
+    p
+}
+
+/// Session "s1" from 192.0.2.7:4000 on the listener "smtp" of mx.test.
+pub fn ctx() -> SessionContext {
+    SessionContext::new(
+        "s1".into(),
+        "192.0.2.7:4000".parse().unwrap(),
+        "127.0.0.1:25".parse().unwrap(),
+        "smtp".into(),
+        "mx.test".into(),
+    )
 }
