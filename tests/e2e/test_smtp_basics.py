@@ -334,6 +334,19 @@ def test_dot_stuffing(start):
     assert msg.endswith(b"\r\n.leading dot\r\n")
 
 
+def greeting_after_a_slot_frees(port: int) -> int:
+    """The greeting code of a new connection once the server has noticed a
+    closed one (the slot is freed when the session task ends)."""
+    for _ in range(50):
+        d = Raw(port)
+        code, _ = d.reply()
+        d.close()
+        if code == 220:
+            break
+        time.sleep(0.05)
+    return code
+
+
 def test_connection_limits(start):
     srv = start(max_connections_per_ip=2)
     a, b = Raw(srv.port), Raw(srv.port)
@@ -343,13 +356,7 @@ def test_connection_limits(start):
     assert code == 421 and "Too many connections" in text
     a.cmd("QUIT")
     a.closed()
-    for _ in range(50):
-        d = Raw(srv.port)
-        code, _ = d.reply()
-        d.close()
-        if code == 220:
-            break
-    assert code == 220
+    assert greeting_after_a_slot_frees(srv.port) == 220
 
 
 def test_overall_connection_limit(start):
@@ -363,14 +370,7 @@ def test_overall_connection_limit(start):
     assert extra.closed()
     held[0].cmd("QUIT")
     held[0].closed()
-    for _ in range(50):
-        d = Raw(srv.port)
-        code, _ = d.reply()
-        d.close()
-        if code == 220:
-            break
-        time.sleep(0.05)
-    assert code == 220
+    assert greeting_after_a_slot_frees(srv.port) == 220
 
 
 def test_ipv6_clients_share_their_slash_64_allowance(start):
