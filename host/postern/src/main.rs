@@ -175,8 +175,13 @@ fn main() -> ExitCode {
                 let rt = postern_plugin::Runtime::new(cfg.runtime.clone())?;
                 let kv: std::sync::Arc<dyn postern_plugin::KvBackend> =
                     std::sync::Arc::new(postern_plugin::MemoryKv::default());
-                let generation =
-                    server::load_generation(&rt, &cfg, 0, server::services(&cfg, kv)).await?;
+                let generation = server::load_generation(
+                    &rt,
+                    &cfg,
+                    0,
+                    server::services(server::resolver(&cfg), kv),
+                )
+                .await?;
                 anyhow::Ok(generation.plugins())
             });
             match result {

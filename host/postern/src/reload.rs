@@ -88,14 +88,15 @@ async fn try_reload(shared: &Arc<Shared>, trigger: &str) -> Result<ReloadReport,
     let restart_required = keep_fixed(&old, &mut new);
     // Everything that can fail is prepared before anything changes.
     let tls = crate::server::load_tls(&new)?;
+    let dns = resolver(&new);
     let delivery = shared
         .queue
-        .prepare(new.delivery.clone(), resolver(&new))
+        .prepare(new.delivery.clone(), dns.clone())
         .map_err(|e| format!("{}: [delivery]: {e}", new.path.display()))?;
     let id = shared
         .next_generation
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let generation = load_generation(&shared.runtime, &new, id, services(&new, shared.kv.clone()))
+    let generation = load_generation(&shared.runtime, &new, id, services(dns, shared.kv.clone()))
         .await
         .map_err(|e| format!("{e:#}"))?;
     // Binding new listen addresses is the last step that may fail; when it

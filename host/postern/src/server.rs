@@ -103,13 +103,11 @@ pub fn resolver(config: &Config) -> Arc<dyn DnsBackend> {
     }
 }
 
-/// Services for a new generation: a resolver for its configuration and the
-/// process-wide key-value store (state outlives generations).
-pub fn services(config: &Config, kv: Arc<dyn KvBackend>) -> Services {
-    Services {
-        dns: resolver(config),
-        kv,
-    }
+/// Services for a new generation: the resolver of its configuration (shared
+/// with delivery) and the process-wide key-value store (state outlives
+/// generations).
+pub fn services(dns: Arc<dyn DnsBackend>, kv: Arc<dyn KvBackend>) -> Services {
+    Services { dns, kv }
 }
 
 /// Load the TLS certificate and key named by the configuration.
@@ -183,15 +181,13 @@ pub async fn serve(config: Config, overrides: Overrides) -> anyhow::Result<()> {
     let tls = load_tls(&config).map_err(|e| anyhow::anyhow!(e))?;
     let spool = Arc::new(spool);
     // Started before the listeners, so it sees every commit (and resumes the queue).
-    let queue = postern_delivery::QueueManager::start(
-        spool.clone(),
-        resolver(&config),
-        config.delivery.clone(),
-    )
-    .map_err(|e| anyhow::anyhow!("{}: {e}", config.path.display()))?;
+    let dns = resolver(&config);
+    let queue =
+        postern_delivery::QueueManager::start(spool.clone(), dns.clone(), config.delivery.clone())
+            .map_err(|e| anyhow::anyhow!("{}: {e}", config.path.display()))?;
     let runtime = Runtime::new(config.runtime.clone())?;
     let kv: Arc<dyn KvBackend> = Arc::new(MemoryKv::default());
-    let generation = load_generation(&runtime, &config, 1, services(&config, kv.clone())).await?;
+    let generation = load_generation(&runtime, &config, 1, services(dns, kv.clone())).await?;
     log_plugins(&generation);
     let (stop_tx, stop_rx) = watch::channel(false);
     let shared = Arc::new(Shared {
