@@ -109,12 +109,9 @@ impl<R: tokio::io::AsyncRead> TakeLimit for R {
 
 pub async fn status(shared: &Arc<Shared>) -> serde_json::Value {
     let snapshot = shared.snapshot();
-    let (generation, config, loaded_at) = (
-        snapshot.generation.clone(),
-        snapshot.config.clone(),
-        snapshot.loaded_at,
-    );
+    let (generation, config) = (snapshot.generation.clone(), snapshot.config.clone());
     drop(snapshot);
+    let loaded_at = generation.loaded_at;
     let spool = shared.spool.stats();
     let older: Vec<serde_json::Value> = shared
         .retired_in_use()

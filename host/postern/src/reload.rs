@@ -110,7 +110,6 @@ async fn try_reload(shared: &Arc<Shared>, trigger: &str) -> Result<ReloadReport,
         config: Arc::new(new),
         generation: generation.clone(),
         tls,
-        loaded_at: SystemTime::now(),
     });
     shared
         .runtime

@@ -8,7 +8,6 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
-use std::time::SystemTime;
 
 use anyhow::Context as _;
 use postern_plugin::{DnsBackend, Generation, KvBackend, MemoryKv, NoDns, Runtime, Services};
@@ -27,7 +26,6 @@ pub struct Snapshot {
     pub generation: Arc<Generation>,
     /// Server TLS configuration (certificates are re-read on reload).
     pub tls: Option<Arc<rustls::ServerConfig>>,
-    pub loaded_at: SystemTime,
 }
 
 /// State shared by every connection.
@@ -195,7 +193,6 @@ pub async fn serve(config: Config, overrides: Overrides) -> anyhow::Result<()> {
             config: config.clone(),
             generation: Arc::new(generation),
             tls,
-            loaded_at: SystemTime::now(),
         })),
         overrides,
         spool,
