@@ -1,5 +1,6 @@
 //! `export_plugin!(Type, [stage, ...])`: generates the WIT bindings for a
-//! plugin world that exports exactly the listed stages (plus `init`), and an
+//! plugin world that exports exactly the listed stages (plus `init` and
+//! `recycle`), and an
 //! adapter that forwards each stage to the author's trait implementation.
 //! Input: the macro invocation (trusted, compile time). Written against
 //! `proc_macro` only, to keep plugin builds light.
@@ -152,7 +153,7 @@ pub fn export_plugin(input: TokenStream) -> TokenStream {
     }
     let wit_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../wit");
     let mut world = String::from(
-        "package postern-plugin:generated; world plugin { include postern:policy/imports@0.1.0; export postern:policy/init@0.1.0; ",
+        "package postern-plugin:generated; world plugin { include postern:policy/imports@0.1.0; export postern:policy/init@0.1.0; export postern:policy/recycle@0.1.0; ",
     );
     for s in &stages {
         world.push_str(&format!("export postern:policy/{}@0.1.0; ", s.1));
@@ -205,6 +206,12 @@ mod __postern_plugin {{
             let config = ::postern_sdk::parse_config::<<super::{ty} as ::postern_sdk::Plugin>::Config>(&config)?;
             let plugin = <super::{ty} as ::postern_sdk::Plugin>::new(config)?;
             PLUGIN.with(|cell| cell.set(plugin).map_err(|_| String::from("init called twice")))
+        }}
+    }}
+
+    impl exports::postern::policy::recycle::Guest for Adapter {{
+        fn recycle() -> bool {{
+            PLUGIN.with(|cell| cell.get().is_some_and(<super::{ty} as ::postern_sdk::Plugin>::recycle))
         }}
     }}
 

@@ -53,6 +53,9 @@ struct Config {
     /// outcomes as the reply text (before any rule is consulted).
     #[serde(default)]
     report_calls: bool,
+    /// Answer `recycle` with false: every session gets a fresh instance.
+    #[serde(default)]
+    refuse_recycle: bool,
 }
 
 struct Probe(Config);
@@ -64,6 +67,9 @@ impl Plugin for Probe {
             return Err(msg.clone());
         }
         Ok(Probe(config))
+    }
+    fn recycle(&self) -> bool {
+        !self.0.refuse_recycle
     }
 }
 
