@@ -2,6 +2,8 @@
 from a real scrape after real traffic."""
 
 import re
+import smtplib
+import time
 import urllib.request
 
 from harness import ehlo, message, plugin
@@ -61,6 +63,11 @@ def test_metrics_families(start):
     assert buckets == sorted(buckets) and len(buckets) > 5
     assert buckets[-1] == value(text, "postern_plugin_call_duration_seconds_count", plugin="probe", stage="rcpt-to")
     assert value(text, "postern_plugin_instantiations_total", plugin="probe") >= 2
+    # The session began on the instance loading had created (probe exports
+    # `recycle`); the reloaded generation keeps its own checked instance.
+    assert value(text, "postern_plugin_instance_reuses_total", plugin="probe") >= 1
+    assert value(text, "postern_plugin_recycle_refusals_total", plugin="probe") == 0
+    assert value(text, "postern_plugin_idle_instances", plugin="probe") == 1
     assert value(text, "postern_spool_messages") == 1
     assert value(text, "postern_spool_bytes") > 0
     assert value(text, "postern_spool_commits_total") == 1
@@ -70,6 +77,36 @@ def test_metrics_families(start):
     assert value(text, "postern_reloads_total", result="ok") == 1
     assert value(text, "postern_sessions_active") == 0
     assert text.rstrip().endswith("# EOF")
+
+
+def test_instance_reuse_and_reuse_false(start):
+    """SDK plugins export `recycle`: sequential sessions share one instance,
+    unless the operator sets `reuse = false`."""
+    shared = plugin("shared", "test-probe", {"tag": "s"})
+    fresh = plugin("fresh", "test-probe", {"tag": "f"}, reuse=False)
+    srv = start(plugins=[shared, fresh], extra='[metrics]\nlisten = "127.0.0.1:0"\n')
+
+    def idle_scrape():
+        # A session gives its instances back as it ends, before it stops
+        # counting as active.
+        deadline = time.time() + 10
+        while value(text := scrape(srv), "postern_sessions_active") != 0 and time.time() < deadline:
+            time.sleep(0.05)
+        return text
+
+    for _ in range(4):
+        with smtplib.SMTP("127.0.0.1", srv.port, timeout=10) as s:
+            assert s.sendmail("a@client.test", ["ok@example.test"], message()) == {}
+        text = idle_scrape()
+    assert value(text, "postern_plugin_instance_reuses_total", plugin="shared") == 4
+    assert value(text, "postern_plugin_instantiations_total", plugin="shared") == 1
+    assert value(text, "postern_plugin_idle_instances", plugin="shared") == 1
+    assert value(text, "postern_plugin_instance_reuses_total", plugin="fresh") == 0
+    assert value(text, "postern_plugin_instantiations_total", plugin="fresh") == 5
+    assert value(text, "postern_plugin_idle_instances", plugin="fresh") == 0
+    # Every session's records carry its own id, also on a reused instance.
+    ids = {r["session"]["id"] for r in srv.probe_calls(tag="s", stage="connect")}
+    assert len(ids) == 4
 
 
 def test_delivery_metrics(start):

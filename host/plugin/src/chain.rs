@@ -1,6 +1,8 @@
 //! The one place that calls plugins: runs a stage through the generation's
 //! chain in configuration order, first non-`pass` verdict wins. Each plugin
-//! gets a fresh instance per session (created on first use); a plugin that
+//! gets an instance per session on first use: a fresh one, or for plugins
+//! that export `recycle` one that served an earlier session and agreed to be
+//! reused (it goes back to the plugin's pool when the session ends); a plugin that
 //! traps, times out, exhausts memory or answers an invalid reply is logged
 //! with its name and stage, its instance is discarded, and its `on_error`
 //! setting decides the stage. Shadow-mode plugins are run, logged and
@@ -48,6 +50,7 @@ pub struct SessionChain {
 
 impl Drop for SessionChain {
     fn drop(&mut self) {
+        self.release();
         self.generation.sessions.fetch_sub(1, Ordering::Relaxed);
     }
 }
@@ -88,11 +91,14 @@ impl SessionChain {
         self.generation.hooks(stage)
     }
 
-    /// Drop every live instance (e.g. while the session idles); the next
-    /// stage call creates fresh ones.
+    /// Give every live instance back (e.g. while the session idles, and at
+    /// the end): reusable ones to their plugin's pool, the others dropped.
+    /// The next stage call takes another.
     pub fn release(&mut self) {
-        for l in &mut self.live {
-            *l = None;
+        for (i, l) in self.live.iter_mut().enumerate() {
+            if let Some(live) = l.take() {
+                self.generation.plugins[i].give_back(live);
+            }
         }
     }
 
@@ -163,7 +169,7 @@ impl SessionChain {
     ) -> Result<Returned, CallError> {
         if self.live[i].is_none() {
             let live = plugin
-                .instantiate(self.session_id.clone(), &self.generation.services)
+                .checkout(&self.session_id, &self.generation.services)
                 .await?;
             self.live[i] = Some(live);
         }
@@ -172,13 +178,17 @@ impl SessionChain {
         };
         let timeout = plugin.spec.timeout;
         set_deadline(&mut live.store, timeout);
+        live.busy = true;
         match tokio::time::timeout(
             timeout + WALL_GRACE,
             hooks::call(live, &plugin.idx, session, call),
         )
         .await
         {
-            Ok(Ok(r)) => Ok(r),
+            Ok(Ok(r)) => {
+                live.busy = false;
+                Ok(r)
+            }
             Ok(Err(e)) => Err(CallError::classify(e)),
             Err(_) => Err(CallError::Timeout),
         }

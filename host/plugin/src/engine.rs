@@ -36,6 +36,9 @@ pub struct RuntimeConfig {
     /// Bytes of each pooled linear memory kept resident (reset in place)
     /// between instances.
     pub keep_resident: usize,
+    /// Idle instances kept per plugin (and generation) for reuse by later
+    /// sessions, for plugins that export `recycle`; 0 disables reuse.
+    pub idle_instances: usize,
 }
 
 impl Default for RuntimeConfig {
@@ -47,6 +50,7 @@ impl Default for RuntimeConfig {
             max_stack: 1 << 20,
             cache_dir: None,
             keep_resident: 4 << 20,
+            idle_instances: 64,
         }
     }
 }

@@ -124,6 +124,14 @@ impl Generation {
             .collect()
     }
 
+    /// Idle instances each plugin keeps for reuse by later sessions.
+    pub fn idle_instances(&self) -> Vec<(String, usize)> {
+        self.plugins
+            .iter()
+            .map(|p| (p.spec.name.clone(), p.idle_instances()))
+            .collect()
+    }
+
     pub fn services(&self) -> &Services {
         &self.services
     }

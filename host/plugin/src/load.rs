@@ -5,7 +5,8 @@
 //! precise `LoadError` naming the plugin and file.
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
@@ -65,6 +66,9 @@ pub struct PluginSpec {
     /// Key-value namespace; defaults to the plugin's name.
     pub kv_namespace: Option<String>,
     pub mode: Mode,
+    /// Hand instances on to later sessions when the plugin exports
+    /// `recycle` (`reuse = false` gives every session a fresh instance).
+    pub reuse: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -128,6 +132,10 @@ pub(crate) struct LoadedPlugin {
     pub idx: HookIndices,
     pub stats: Arc<PluginStats>,
     pub stages: Vec<Stage>,
+    /// Instances that served a session and may serve another (only for
+    /// plugins that export `recycle` and allow reuse), at most `idle_cap`.
+    pool: Mutex<Vec<Live>>,
+    idle_cap: usize,
     /// Whether this load compiled the component (false: cache hit).
     pub compiled: bool,
 }
@@ -251,12 +259,19 @@ impl Runtime {
             kv_prefix: format!("{namespace}\u{1f}"),
             max_memory: spec.max_memory,
         });
+        let idle_cap = if spec.reuse && idx.recyclable() {
+            self.config.idle_instances
+        } else {
+            0
+        };
         Ok(LoadedPlugin {
+            idle_cap,
             stats: self.stats.for_plugin(&spec.name),
             spec,
             meta,
             hash,
             pre,
+            pool: Mutex::new(Vec::new()),
             idx,
             stages,
             compiled,
@@ -318,17 +333,75 @@ impl LoadedPlugin {
             Ok(r) => r,
             Err(_) => Err(CallError::Timeout),
         };
-        self.stats
-            .instantiations
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.stats.instantiations.fetch_add(1, Ordering::Relaxed);
         self.stats.instantiate_latency.observe(started.elapsed());
         result
     }
 
-    /// Instantiate once and run `init` to validate the configuration.
+    /// An instance for `session_id`: a pooled one that agrees to be recycled,
+    /// or a fresh one.
+    pub(crate) async fn checkout(
+        &self,
+        session_id: &Arc<str>,
+        services: &Services,
+    ) -> Result<Live, CallError> {
+        while let Some(mut live) = self.take_idle() {
+            live.store.data_mut().set_session(session_id.clone());
+            set_deadline(&mut live.store, self.spec.timeout);
+            live.busy = true;
+            let asked = tokio::time::timeout(
+                self.spec.timeout + WALL_GRACE,
+                crate::hooks::run_recycle(&mut live, &self.idx),
+            )
+            .await;
+            if let Ok(Ok(true)) = asked {
+                live.busy = false;
+                live.sessions += 1;
+                self.stats.reuses.fetch_add(1, Ordering::Relaxed);
+                return Ok(live);
+            }
+            // Refused, trapped or timed out: discard it. A failure here is
+            // the plugin's, but the session is not charged for it: it gets a
+            // fresh instance (and the refusal is counted).
+            self.stats.recycle_refusals.fetch_add(1, Ordering::Relaxed);
+        }
+        self.instantiate(session_id.clone(), services).await
+    }
+
+    fn take_idle(&self) -> Option<Live> {
+        if self.idle_cap == 0 {
+            return None;
+        }
+        self.pool.lock().unwrap_or_else(|e| e.into_inner()).pop()
+    }
+
+    /// Take back an instance a session is done with. It is kept for a later
+    /// session only if the plugin allows reuse, its last call finished
+    /// normally, it has not served too many sessions and the pool has room;
+    /// otherwise it is dropped.
+    pub(crate) fn give_back(&self, live: Live) {
+        if self.idle_cap == 0 || live.busy || live.sessions >= MAX_SESSIONS_PER_INSTANCE {
+            return;
+        }
+        let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
+        if pool.len() < self.idle_cap {
+            pool.push(live);
+        }
+    }
+
+    /// Idle instances held for reuse.
+    pub(crate) fn idle_instances(&self) -> usize {
+        self.pool.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// Instantiate once and run `init` to validate the configuration (the
+    /// instance then waits in the pool for the first session, if reusable).
     pub(crate) async fn init_check(&self, services: &Services) -> Result<(), LoadError> {
         match self.instantiate("check".into(), services).await {
-            Ok(_) => Ok(()),
+            Ok(live) => {
+                self.give_back(live);
+                Ok(())
+            }
             Err(CallError::InitRefused(message)) => Err(LoadError::InitRefused {
                 plugin: self.spec.name.clone(),
                 message,
@@ -344,6 +417,11 @@ impl LoadedPlugin {
         }
     }
 }
+
+/// Sessions one instance may serve before it is replaced by a fresh one
+/// (bounds whatever a long-lived instance accumulates: heap fragmentation,
+/// resource-table growth).
+pub(crate) const MAX_SESSIONS_PER_INSTANCE: u32 = 10_000;
 
 /// Extra wall time allowed beyond `timeout` before the host abandons a call
 /// whose plugin is blocked in an async host call rather than running code.

@@ -36,6 +36,8 @@ pub struct PluginState {
     pub(crate) limits: StoreLimits,
     pub(crate) meta: Arc<PluginMeta>,
     pub(crate) session_id: Arc<str>,
+    /// The stdout/stderr sink, kept to retag it when the instance is reused.
+    out: LogOutput,
     pub(crate) services: Services,
     /// Wall-clock deadline of the call in progress.
     pub(crate) deadline: Instant,
@@ -46,7 +48,7 @@ impl PluginState {
         let out = LogOutput::new(meta.name.clone(), session_id.clone());
         let wasi = WasiCtxBuilder::new()
             .stdout(out.clone())
-            .stderr(out)
+            .stderr(out.clone())
             .allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false)
@@ -61,9 +63,17 @@ impl PluginState {
             limits,
             meta,
             session_id,
+            out,
             services,
             deadline: Instant::now(),
         }
+    }
+
+    /// Hand a reused instance to another session: its host-call logs and
+    /// output are tagged with the new session's id from now on.
+    pub(crate) fn set_session(&mut self, session_id: Arc<str>) {
+        self.out.set_session(session_id.clone());
+        self.session_id = session_id;
     }
 }
 

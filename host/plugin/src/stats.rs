@@ -98,6 +98,11 @@ pub struct PluginStats {
     pub stages: [StageStats; Stage::COUNT],
     pub instantiations: AtomicU64,
     pub instantiate_latency: Histogram,
+    /// Sessions served by a recycled instance instead of a fresh one.
+    pub reuses: AtomicU64,
+    /// Pooled instances discarded because `recycle` said no, trapped or
+    /// timed out.
+    pub recycle_refusals: AtomicU64,
 }
 
 impl PluginStats {

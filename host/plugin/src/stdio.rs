@@ -4,7 +4,7 @@
 
 use std::io;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use tokio::io::AsyncWrite;
@@ -12,15 +12,31 @@ use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 
 const MAX_LINE: usize = 4096;
 
+/// Clones share the session cell, so a reused instance's output is tagged
+/// with the session it currently serves.
 #[derive(Clone)]
 pub struct LogOutput {
     plugin: Arc<str>,
-    session: Arc<str>,
+    session: Arc<Mutex<Arc<str>>>,
 }
 
 impl LogOutput {
     pub fn new(plugin: Arc<str>, session: Arc<str>) -> Self {
-        LogOutput { plugin, session }
+        LogOutput {
+            plugin,
+            session: Arc::new(Mutex::new(session)),
+        }
+    }
+
+    pub fn set_session(&self, session: Arc<str>) {
+        *self.session.lock().unwrap_or_else(|e| e.into_inner()) = session;
+    }
+
+    fn session(&self) -> Arc<str> {
+        self.session
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 }
 
@@ -52,7 +68,7 @@ impl LineWriter {
         tracing::info!(
             target: "postern::plugin",
             plugin = %self.out.plugin,
-            session = %self.out.session,
+            session = %self.out.session(),
             stream = "stdout",
             "{text}"
         );

@@ -26,6 +26,7 @@ fn probe(name: &str, calls: serde_json::Value, report: bool, caps: &[&str]) -> P
         capabilities: caps.iter().map(|c| c.to_string()).collect(),
         kv_namespace: None,
         mode: Mode::Enforce,
+        reuse: true,
     }
 }
 

@@ -40,6 +40,7 @@ fn spec(name: &str, file: &str, config: serde_json::Value, kv: bool) -> PluginSp
         capabilities: if kv { vec!["kv".into()] } else { vec![] },
         kv_namespace: None,
         mode: Mode::Enforce,
+        reuse: true,
     }
 }
 
@@ -278,6 +279,17 @@ async fn greylist_python() {
         lat.again.push(t.elapsed());
     }
     lat.report("greylist (Python)");
+    // componentize-py plugins do not export `recycle`: no instance served
+    // two sessions.
+    let stats = rt.stats().for_plugin("greylist");
+    assert_eq!(stats.reuses.load(std::sync::atomic::Ordering::Relaxed), 0);
+    assert!(
+        stats
+            .instantiations
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= 20
+    );
+    assert!(generation.idle_instances().iter().all(|(_, n)| *n == 0));
 
     let base = spec("greylist-mem", "greylist", config, true);
     let mib = min_memory_mib(&rt, &base, |g| async move {

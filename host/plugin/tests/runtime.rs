@@ -20,6 +20,7 @@ fn spec(name: &str, file: &str, config: serde_json::Value) -> PluginSpec {
         capabilities: vec![],
         kv_namespace: None,
         mode: Mode::Enforce,
+        reuse: true,
     }
 }
 
@@ -111,6 +112,124 @@ async fn chain_order_exports_and_errors() {
     assert_eq!(d.headers, vec![("X-Probe".to_string(), "yes".to_string())]);
     drop(chain);
     assert_eq!(generation.active_sessions(), 0);
+}
+
+fn counts(rt: &Runtime, plugin: &str) -> (u64, u64, u64) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let s = rt.stats().for_plugin(plugin);
+    (
+        s.instantiations.load(Relaxed),
+        s.reuses.load(Relaxed),
+        s.recycle_refusals.load(Relaxed),
+    )
+}
+
+/// Runs one short session (connect, one recipient) on `generation`.
+async fn session(generation: &Arc<Generation>, id: &str, to: &str) -> Verdict {
+    let mut chain = generation.session(id.into());
+    let c = ctx();
+    assert_eq!(chain.connect(&c).await.verdict, Verdict::Pass);
+    chain.rcpt_to(&c, &rcpt(to)).await.verdict
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_are_recycled_only_when_allowed() {
+    let rt = runtime();
+    let fail =
+        serde_json::json!({"fail": [{"stage": "rcpt-to", "contains": "trap", "kind": "trap"}]});
+    let mut fresh = spec("fresh", "test_probe", fail.clone());
+    fresh.reuse = false;
+    let specs = vec![
+        spec("reused", "test_probe", fail.clone()),
+        fresh,
+        spec(
+            "refusing",
+            "test_probe",
+            serde_json::json!({"refuse_recycle": true}),
+        ),
+    ];
+    let generation = Arc::new(
+        Generation::load(&rt, 1, "test".into(), specs, services())
+            .await
+            .unwrap(),
+    );
+    // Loading instantiated each plugin once to check `init`; a reusable
+    // plugin keeps that instance for the first session.
+    let idle = |g: &Generation| {
+        g.idle_instances()
+            .into_iter()
+            .map(|(_, n)| n)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(idle(&generation), vec![1, 0, 1]);
+    for i in 0..5 {
+        assert_eq!(
+            session(&generation, &format!("s{i}"), "a@example.org").await,
+            Verdict::Pass
+        );
+    }
+    // Five sequential sessions: one instance served them all.
+    assert_eq!(counts(&rt, "reused"), (1, 5, 0));
+    // reuse = false: one fresh instance per session (plus the init check).
+    assert_eq!(counts(&rt, "fresh"), (6, 0, 0));
+    // `recycle` answered false: each pooled instance was discarded.
+    assert_eq!(counts(&rt, "refusing"), (6, 0, 5));
+    assert_eq!(idle(&generation), vec![1, 0, 1]);
+
+    // Two sessions at once need two instances; both go back to the pool.
+    let mut a = generation.session("a".into());
+    let mut b = generation.session("b".into());
+    let c = ctx();
+    a.connect(&c).await;
+    b.connect(&c).await;
+    assert_eq!(counts(&rt, "reused"), (2, 6, 0));
+    drop((a, b));
+    assert_eq!(idle(&generation)[0], 2);
+
+    // A trapped instance is never handed on: the session continues on the
+    // other pooled instance, and only that one goes back to the pool.
+    let mut chain = generation.session("t".into());
+    chain.connect(&c).await;
+    let d = chain.rcpt_to(&c, &rcpt("trap@example.org")).await;
+    assert!(
+        matches!(d.verdict, Verdict::Defer(ref r) if r.code == 451),
+        "{d:?}"
+    );
+    assert_eq!(
+        chain.rcpt_to(&c, &rcpt("ok@example.org")).await.verdict,
+        Verdict::Pass
+    );
+    drop(chain);
+    assert_eq!(counts(&rt, "reused"), (2, 8, 0));
+    assert_eq!(idle(&generation)[0], 1);
+
+    // An abandoned call (the session's future dropped mid-call) leaves the
+    // instance in an unknown state: it is dropped, not pooled.
+    let loops =
+        serde_json::json!({"fail": [{"stage": "rcpt-to", "contains": "loop", "kind": "loop"}]});
+    let generation = Arc::new(
+        Generation::load(
+            &rt,
+            2,
+            "test".into(),
+            vec![spec("looper", "test_probe", loops)],
+            services(),
+        )
+        .await
+        .unwrap(),
+    );
+    assert_eq!(idle(&generation), vec![1]);
+    let g = generation.clone();
+    let abandoned = tokio::time::timeout(Duration::from_millis(50), async move {
+        session(&g, "x", "loop@example.org").await
+    })
+    .await;
+    assert!(
+        abandoned.is_err(),
+        "the looping call should still be running"
+    );
+    assert_eq!(generation.active_sessions(), 0);
+    assert_eq!(idle(&generation), vec![0]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -162,6 +162,8 @@ struct RuntimeSection {
     cache_dir: Option<String>,
     #[serde(default = "defaults::keep_resident")]
     keep_resident: ByteSize,
+    #[serde(default = "defaults::idle_instances")]
+    idle_instances: usize,
 }
 
 impl Default for RuntimeSection {
@@ -173,6 +175,7 @@ impl Default for RuntimeSection {
             cache: true,
             cache_dir: None,
             keep_resident: defaults::keep_resident(),
+            idle_instances: defaults::idle_instances(),
         }
     }
 }
@@ -232,6 +235,8 @@ struct PluginSection {
     kv_namespace: Option<String>,
     #[serde(default)]
     mode: ModeSetting,
+    /// None: reuse instances when the plugin exports `recycle`.
+    reuse: Option<bool>,
     #[serde(default)]
     config: toml::Table,
 }
@@ -320,6 +325,9 @@ mod defaults {
     }
     pub fn max_instances() -> u32 {
         4096
+    }
+    pub fn idle_instances() -> usize {
+        64
     }
     pub fn keep_resident() -> ByteSize {
         ByteSize(4 << 20)
@@ -657,6 +665,7 @@ impl Config {
             max_instances: file.runtime.max_instances,
             max_memory_ceiling: file.runtime.max_memory.0 as usize,
             keep_resident: file.runtime.keep_resident.0 as usize,
+            idle_instances: file.runtime.idle_instances,
             cache_dir: file.runtime.cache.then(|| match &file.runtime.cache_dir {
                 Some(d) => cx.resolve(d),
                 None => data_dir.join("cache"),
@@ -705,6 +714,7 @@ impl Config {
                     ModeSetting::Enforce => Mode::Enforce,
                     ModeSetting::Shadow => Mode::Shadow,
                 },
+                reuse: p.reuse.unwrap_or(true),
             });
         }
         let delivery = delivery::build(

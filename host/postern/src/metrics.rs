@@ -241,11 +241,13 @@ fn encode_plugins(enc: &mut DescriptorEncoder, shared: &Shared) -> std::fmt::Res
     let mut verdicts = Vec::new();
     let mut errors = Vec::new();
     let mut inst = Vec::new();
+    let mut reuses = Vec::new();
+    let mut refusals = Vec::new();
     for (name, s) in &stats {
-        inst.push((
-            vec![("plugin", name.clone())],
-            s.instantiations.load(Ordering::Relaxed),
-        ));
+        let label = || vec![("plugin", name.clone())];
+        inst.push((label(), s.instantiations.load(Ordering::Relaxed)));
+        reuses.push((label(), s.reuses.load(Ordering::Relaxed)));
+        refusals.push((label(), s.recycle_refusals.load(Ordering::Relaxed)));
         for stage in Stage::ALL {
             let st = &s.stages[stage as usize];
             for (i, kind) in VERDICT_KINDS.iter().enumerate() {
@@ -294,9 +296,30 @@ fn encode_plugins(enc: &mut DescriptorEncoder, shared: &Shared) -> std::fmt::Res
     counter(
         enc,
         "plugin_instantiations",
-        "Plugin instances created (one per session and plugin used)",
+        "Plugin instances created (fresh instances; see plugin_instance_reuses)",
         &inst,
     )?;
+    counter(
+        enc,
+        "plugin_instance_reuses",
+        "Sessions served by a recycled instance of a plugin that exports `recycle`",
+        &reuses,
+    )?;
+    counter(
+        enc,
+        "plugin_recycle_refusals",
+        "Pooled instances discarded because `recycle` refused, trapped or timed out",
+        &refusals,
+    )?;
+    let mut idle = enc.encode_descriptor(
+        "plugin_idle_instances",
+        "Instances of the running generation kept idle for reuse",
+        None,
+        MetricType::Gauge,
+    )?;
+    for (name, n) in shared.current_generation().idle_instances() {
+        ConstGauge::new(n as i64).encode(idle.encode_family(&vec![("plugin", name)])?)?;
+    }
     let mut m = enc.encode_descriptor(
         "plugin_call_duration_seconds",
         "Wall time of one plugin call, including instantiation when it happens",

@@ -51,6 +51,7 @@ fn keep_fixed(old: &Config, new: &mut Config) -> Vec<String> {
     fixed!("runtime.max_memory", runtime.max_memory_ceiling);
     fixed!("runtime.cache_dir", runtime.cache_dir);
     fixed!("runtime.keep_resident", runtime.keep_resident);
+    fixed!("runtime.idle_instances", runtime.idle_instances);
     fixed!("log.format", log_format);
     fixed!("log.level", log_level);
     fixed!("server.admin_socket", admin_socket);

@@ -13,6 +13,7 @@ mod init;
 mod mail_from;
 mod outcome;
 mod rcpt_to;
+mod recycle;
 mod vrfy;
 
 use std::sync::Arc;
@@ -38,6 +39,7 @@ pub(crate) struct HookIndices {
     vrfy: Option<h::vrfy_hook::GuestIndices>,
     expn: Option<h::expn_hook::GuestIndices>,
     outcome: Option<h::outcome_hook::GuestIndices>,
+    recycle: Option<h::recycle::GuestIndices>,
 }
 
 impl HookIndices {
@@ -53,7 +55,14 @@ impl HookIndices {
             vrfy: h::vrfy_hook::GuestIndices::new(pre).ok(),
             expn: h::expn_hook::GuestIndices::new(pre).ok(),
             outcome: h::outcome_hook::GuestIndices::new(pre).ok(),
+            recycle: h::recycle::GuestIndices::new(pre).ok(),
         }
+    }
+
+    /// Whether the component exports `recycle` (its instances may serve
+    /// more than one session).
+    pub fn recyclable(&self) -> bool {
+        self.recycle.is_some()
     }
 
     pub fn exports(&self, stage: Stage) -> bool {
@@ -85,11 +94,16 @@ struct GuestCache {
     outcome: Option<h::outcome_hook::Guest>,
 }
 
-/// One session's instance of one plugin.
+/// One instance of one plugin, serving one session at a time.
 pub(crate) struct Live {
     pub store: Store<PluginState>,
     pub instance: Instance,
     cache: GuestCache,
+    /// Sessions this instance has served (reuse is capped).
+    pub sessions: u32,
+    /// Set while a call is in flight: an instance whose call was abandoned
+    /// (its future dropped) is in an unknown state and is never reused.
+    pub busy: bool,
 }
 
 impl Live {
@@ -98,6 +112,8 @@ impl Live {
             store,
             instance,
             cache: GuestCache::default(),
+            sessions: 1,
+            busy: false,
         }
     }
 }
@@ -180,6 +196,11 @@ pub(crate) async fn call(
             Returned::Nothing
         }
     })
+}
+
+/// Ask an instance that served a session whether it may serve another.
+pub(crate) async fn run_recycle(live: &mut Live, idx: &HookIndices) -> wasmtime::Result<bool> {
+    recycle::call(live, idx).await
 }
 
 /// Run the plugin's `init` export, if it has one.
