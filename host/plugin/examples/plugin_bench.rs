@@ -1,5 +1,6 @@
-//! Benchmark (not a test): the cost of one plugin call and of per-session
-//! instantiation, with the real runtime and real components.
+//! Benchmark (not a test): the cost of one plugin call, of a session's first
+//! call on a fresh instance and on a recycled one, with the real runtime and
+//! real components.
 //!
 //! ```sh
 //! make plugins
@@ -41,6 +42,7 @@ fn spec(name: &str, config: &str) -> PluginSpec {
         capabilities: vec!["kv".into()],
         kv_namespace: None,
         mode: Mode::Enforce,
+        reuse: true,
     }
 }
 
@@ -114,21 +116,23 @@ async fn main() {
     }
     println!("{n} iterations per row, 2 worker threads\n");
     println!(
-        "{:<16} {:>14} {:>14} {:>14}",
-        "component", "instantiate", "first call", "next call"
+        "{:<16} {:>14} {:>14} {:>14} {:>14}",
+        "component", "instantiate", "first (fresh)", "first (reused)", "next call"
     );
     for (name, config) in cases {
-        let generation = Arc::new(
-            Generation::load(
-                &rt,
-                1,
-                "bench".into(),
-                vec![spec(name, &config)],
-                services.clone(),
-            )
-            .await
-            .unwrap(),
-        );
+        let load = |reuse: bool| {
+            let mut spec = spec(name, &config);
+            spec.reuse = reuse;
+            let (rt, services) = (rt.clone(), services.clone());
+            async move {
+                Arc::new(
+                    Generation::load(&rt, 1, "bench".into(), vec![spec], services)
+                        .await
+                        .unwrap(),
+                )
+            }
+        };
+        let generation = load(false).await;
         let c = ctx("s");
         let r = rcpt();
         let rounds = if name == "greylist" || name == "header-filter" {
@@ -146,6 +150,16 @@ async fn main() {
             first += t.elapsed();
         }
         let total = started.elapsed();
+        // The first call of a session on an instance an earlier session used
+        // (when the plugin exports `recycle`; otherwise fresh again).
+        let recycled = load(true).await;
+        let mut reused = Duration::ZERO;
+        for i in 0..rounds {
+            let mut chain = recycled.session(format!("r{i}").into());
+            let t = Instant::now();
+            let _ = stage_call(&mut chain, name, &c, &r).await;
+            reused += t.elapsed();
+        }
         // Calls on one live instance.
         let mut chain = generation.session("warm".into());
         let _ = stage_call(&mut chain, name, &c, &r).await;
@@ -161,10 +175,11 @@ async fn main() {
                 / inst.count.load(std::sync::atomic::Ordering::Relaxed).max(1),
         );
         println!(
-            "{:<16} {:>14} {} {}   ({} sessions in {:.2?})",
+            "{:<16} {:>14} {} {} {}   ({} fresh sessions in {:.2?})",
             name,
             format!("{:.2} µs", inst_mean.as_secs_f64() * 1e6),
             per(first, rounds),
+            per(reused, rounds),
             per(next, rounds),
             rounds,
             total
