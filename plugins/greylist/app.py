@@ -18,7 +18,8 @@ _LEVELS = {
     "error": log.Level.ERROR,
 }
 
-# Per instance (one instance per SMTP session); set by `init`.
+# Per instance; set by `init`. It is all the module keeps, and it is the
+# same for every session: `Recycle` lets the host reuse the instance.
 _config = None
 
 
@@ -86,3 +87,11 @@ class RcptToHook(exports.RcptToHook):
             clock.now_ms(),
         )
         return _verdict(v)
+
+
+class Recycle(exports.Recycle):
+    def recycle(self) -> bool:
+        # Nothing of a session is kept between calls (state lives in kv), so
+        # the instance may serve the next session: this spares it the Python
+        # interpreter's start-up and `init`.
+        return _config is not None

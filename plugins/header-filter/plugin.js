@@ -1,13 +1,14 @@
 // Component entry point of the header-filter plugin: exports
-// `postern:policy/init` and `postern:policy/data-hook` (world `header-filter`
-// in wit/world.wit) and adapts them to the binding-free logic in filter.js.
+// `postern:policy/init`, `postern:policy/data-hook` and `postern:policy/recycle`
+// (world `header-filter` in wit/world.wit) and adapts them to the binding-free logic in filter.js.
 // Built with componentize-js. Input: the session snapshot and the borrowed
 // message from the host; the operator's configuration.
 
 import { log } from 'postern:policy/log@0.1.0';
 import { ConfigError, decide, parseConfig } from './filter.js';
 
-// Per instance (one instance per SMTP session); set by `init`.
+// Per instance; set by `init`. It is all the module keeps, and it is the
+// same for every session: `recycle` lets the host reuse the instance.
 let config = null;
 
 export const init = {
@@ -35,11 +36,18 @@ export const dataHook = {
   },
 };
 
+// Nothing of a session is kept between calls, so the instance may serve the
+// next session: this spares it the JavaScript engine's start-up and `init`.
+export const recycle = {
+  recycle() {
+    return config !== null;
+  },
+};
+
 // Warm-up at build time. componentize-js runs this module's top level while
 // it snapshots the engine (Wizer), so the functions below are parsed and
-// compiled into the snapshot instead of on every fresh instance: this plugin
-// does not export `recycle`, so every SMTP session gets a new instance, and
-// this saves each one the parse work.
+// compiled into the snapshot instead of on every fresh instance (instances
+// are recycled across sessions, but each new one still starts here).
 (() => {
   const fake = {
     header: (name) => (name === 'From' ? 'a <a@example.org>' : null),
