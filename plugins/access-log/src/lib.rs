@@ -157,7 +157,7 @@ impl Observe for AccessLog {
     }
 }
 
-export_plugin!(AccessLog, [outcome]);
+export_plugin!(AccessLog, [outcome], recycle);
 
 #[cfg(test)]
 mod tests;

@@ -15,7 +15,8 @@ pub mod zip;
 
 use config::{Config, Settings};
 
-/// The plugin: validated settings, one instance per SMTP session.
+/// The plugin: validated settings only (nothing of a session), so its
+/// instances are recycled from one session to the next.
 pub struct AttachmentScan(Settings);
 
 impl Plugin for AttachmentScan {
@@ -46,4 +47,4 @@ impl Data for AttachmentScan {
     }
 }
 
-export_plugin!(AttachmentScan, [data]);
+export_plugin!(AttachmentScan, [data], recycle);

@@ -181,7 +181,7 @@ impl Auth for AuthFile {
     }
 }
 
-export_plugin!(AuthFile, [auth]);
+export_plugin!(AuthFile, [auth], recycle);
 
 #[cfg(test)]
 mod tests;

@@ -11,7 +11,8 @@ pub mod query;
 
 use config::{Config, Settings};
 
-/// The plugin: validated settings, one instance per SMTP session.
+/// The plugin: validated settings only (nothing of a session), so its
+/// instances are recycled from one session to the next.
 pub struct Dnsbl(Settings);
 
 impl Plugin for Dnsbl {
@@ -45,4 +46,4 @@ impl Connect for Dnsbl {
     }
 }
 
-export_plugin!(Dnsbl, [connect]);
+export_plugin!(Dnsbl, [connect], recycle);

@@ -16,7 +16,8 @@ mod testutil;
 
 use config::{Config, Settings};
 
-/// The plugin: validated settings, one instance per SMTP session.
+/// The plugin: validated settings only (nothing of a session), so its
+/// instances are recycled from one session to the next.
 pub struct EnvelopeCheck(Settings);
 
 impl Plugin for EnvelopeCheck {
@@ -62,4 +63,4 @@ impl RcptTo for EnvelopeCheck {
     }
 }
 
-export_plugin!(EnvelopeCheck, [helo, mail_from, rcpt_to]);
+export_plugin!(EnvelopeCheck, [helo, mail_from, rcpt_to], recycle);

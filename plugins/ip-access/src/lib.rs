@@ -133,7 +133,7 @@ impl Connect for IpAccess {
     }
 }
 
-export_plugin!(IpAccess, [connect]);
+export_plugin!(IpAccess, [connect], recycle);
 
 #[cfg(test)]
 mod tests;

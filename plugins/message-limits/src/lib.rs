@@ -15,7 +15,8 @@ mod testutil;
 use class::Settings;
 use config::Config;
 
-/// The plugin: validated settings, one instance per SMTP session.
+/// The plugin: validated settings only (nothing of a session), so its
+/// instances are recycled from one session to the next.
 pub struct MessageLimits(Settings);
 
 impl Plugin for MessageLimits {
@@ -61,4 +62,4 @@ impl Data for MessageLimits {
     }
 }
 
-export_plugin!(MessageLimits, [connect, mail_from, rcpt_to, data]);
+export_plugin!(MessageLimits, [connect, mail_from, rcpt_to, data], recycle);

@@ -254,7 +254,7 @@ impl RcptTo for RelayControl {
     }
 }
 
-export_plugin!(RelayControl, [rcpt_to]);
+export_plugin!(RelayControl, [rcpt_to], recycle);
 
 #[cfg(test)]
 mod tests;

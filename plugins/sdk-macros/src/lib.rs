@@ -1,6 +1,6 @@
 //! `export_plugin!(Type, [stage, ...])`: generates the WIT bindings for a
-//! plugin world that exports exactly the listed stages (plus `init` and
-//! `recycle`), and an
+//! plugin world that exports exactly the listed stages (plus `init`, and
+//! `recycle` when asked for), and an
 //! adapter that forwards each stage to the author's trait implementation.
 //! Input: the macro invocation (trusted, compile time). Written against
 //! `proc_macro` only, to keep plugin builds light.
@@ -98,14 +98,19 @@ fn error(msg: &str) -> TokenStream {
     format!("::core::compile_error!({msg:?});").parse().unwrap()
 }
 
-/// Usage: `postern_sdk::export_plugin!(MyPlugin, [rcpt_to, data]);`
+/// Usage: `postern_sdk::export_plugin!(MyPlugin, [rcpt_to, data]);` or
+/// `postern_sdk::export_plugin!(MyPlugin, [rcpt_to, data], recycle);`
 ///
 /// The exports are generated only when compiling for wasm32, so the same
 /// crate builds natively for unit tests of the plugin's logic.
 ///
 /// `MyPlugin` implements `postern_sdk::Plugin` and the SDK trait of every
 /// listed stage (`Connect`, `Helo`, `Auth`, `MailFrom`, `RcptTo`, `Data`,
-/// `Vrfy`, `Expn`, `Observe` for `outcome`).
+/// `Vrfy`, `Expn`, `Observe` for `outcome`). The trailing `recycle` opts in
+/// to instance reuse: it exports `postern:policy/recycle`, answered by
+/// `Plugin::recycle`, and is the author's promise that an instance keeps
+/// nothing of one session that another could see. Without it every session
+/// gets a fresh instance.
 #[proc_macro]
 pub fn export_plugin(input: TokenStream) -> TokenStream {
     let tokens: Vec<TokenTree> = input.into_iter().collect();
@@ -151,10 +156,32 @@ pub fn export_plugin(input: TokenStream) -> TokenStream {
     if stages.is_empty() {
         return error("export_plugin!: list at least one stage");
     }
+    let recycle = match &tokens[i + 2..] {
+        [] => false,
+        [TokenTree::Punct(p)] if p.as_char() == ',' => false,
+        [TokenTree::Punct(p), TokenTree::Ident(id), rest @ ..]
+            if p.as_char() == ','
+                && id.to_string() == "recycle"
+                && rest
+                    .iter()
+                    .all(|t| matches!(t, TokenTree::Punct(p) if p.as_char() == ',')) =>
+        {
+            true
+        }
+        _ => {
+            return error(
+                "export_plugin!: after the stage list only `recycle` may follow \
+                 (`export_plugin!(Type, [stage, ...], recycle)`)",
+            );
+        }
+    };
     let wit_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../wit");
     let mut world = String::from(
-        "package postern-plugin:generated; world plugin { include postern:policy/imports@0.1.0; export postern:policy/init@0.1.0; export postern:policy/recycle@0.1.0; ",
+        "package postern-plugin:generated; world plugin { include postern:policy/imports@0.1.0; export postern:policy/init@0.1.0; ",
     );
+    if recycle {
+        world.push_str("export postern:policy/recycle@0.1.0; ");
+    }
     for s in &stages {
         world.push_str(&format!("export postern:policy/{}@0.1.0; ", s.1));
     }
@@ -164,6 +191,15 @@ pub fn export_plugin(input: TokenStream) -> TokenStream {
         .map(|m| format!("\"postern:policy/{m}@0.1.0\": ::postern_sdk::wit::{m},"))
         .collect();
     let mut impls = String::new();
+    if recycle {
+        impls.push_str(&format!(
+            "impl exports::postern::policy::recycle::Guest for Adapter {{
+                fn recycle() -> bool {{
+                    PLUGIN.with(|cell| cell.get().is_some_and(<super::{ty} as ::postern_sdk::Plugin>::recycle))
+                }}
+            }}\n"
+        ));
+    }
     for (_, iface, tr, method, params, args, ret) in &stages {
         let module = iface.replace('-', "_");
         impls.push_str(&format!(
@@ -206,12 +242,6 @@ mod __postern_plugin {{
             let config = ::postern_sdk::parse_config::<<super::{ty} as ::postern_sdk::Plugin>::Config>(&config)?;
             let plugin = <super::{ty} as ::postern_sdk::Plugin>::new(config)?;
             PLUGIN.with(|cell| cell.set(plugin).map_err(|_| String::from("init called twice")))
-        }}
-    }}
-
-    impl exports::postern::policy::recycle::Guest for Adapter {{
-        fn recycle() -> bool {{
-            PLUGIN.with(|cell| cell.get().is_some_and(<super::{ty} as ::postern_sdk::Plugin>::recycle))
         }}
     }}
 

@@ -32,8 +32,8 @@
 //! Build with `cargo build --release --target wasm32-wasip2`; the `.wasm`
 //! in `target/wasm32-wasip2/release/` is the component to load. For each new
 //! instance the host calls `Plugin::new` with the plugin's `[plugin.config]`
-//! table before the first stage; the SDK exports `recycle`, so an instance
-//! may then serve one session after another (see [`Plugin::recycle`]). Input trusted by
+//! table before the first stage; with `export_plugin!(…, recycle)` an
+//! instance may then serve one session after another (see [`Plugin`]). Input trusted by
 //! this crate: the host's calls (the host validates what plugins return).
 //!
 //! Also here: [`net`] (client addresses and CIDR ranges from the
@@ -81,10 +81,12 @@ pub mod prelude {
 
 /// A plugin: built from its configuration once per instance.
 ///
-/// Stage methods take `&self`, so a plugin holds nothing but what `new`
-/// built from the configuration. That makes its instances safe to hand from
-/// one SMTP session to the next: the SDK exports `recycle` and the host
-/// reuses instances instead of creating (and configuring) one per session.
+/// By default every SMTP session gets a fresh instance. A plugin whose
+/// instances keep nothing of a session (no `Cell`/`RefCell`, statics or
+/// caches filled by stage calls) can opt in to instance reuse with
+/// `export_plugin!(Type, [stages], recycle)`: the host then hands an instance
+/// from one session to the next instead of creating (and configuring) one per
+/// session, asking [`Plugin::recycle`] first.
 pub trait Plugin: Sized + 'static {
     /// The plugin's `[plugin.config]` table, deserialized from JSON. Use
     /// `#[serde(deny_unknown_fields)]` so typos are refused at load time.
@@ -92,9 +94,9 @@ pub trait Plugin: Sized + 'static {
     /// Validate the configuration and build the plugin; an `Err` refuses the
     /// configuration (the host shows the message and does not load it).
     fn new(config: Self::Config) -> Result<Self, String>;
-    /// Called before this instance serves another session. A plugin that
-    /// keeps something of a session (interior mutability, statics) must
-    /// clear it here, or return `false` to get a fresh instance instead.
+    /// With `export_plugin!(…, recycle)`: called before this instance serves
+    /// another session. Clear anything a stage call left behind and return
+    /// `true`, or return `false` to have it replaced by a fresh instance.
     fn recycle(&self) -> bool {
         true
     }

@@ -221,7 +221,7 @@ impl Expn for VrfyExpn {
     }
 }
 
-export_plugin!(VrfyExpn, [vrfy, expn]);
+export_plugin!(VrfyExpn, [vrfy, expn], recycle);
 
 #[cfg(test)]
 mod tests;

@@ -69,7 +69,7 @@ fn printable(c: char) -> char {
 
 // Generates the component's exports: `init` and `rcpt-to-hook` only, so the
 // host calls this plugin at RCPT TO and nowhere else.
-export_plugin!(Blocklist, [rcpt_to]);
+export_plugin!(Blocklist, [rcpt_to], recycle);
 
 #[cfg(test)]
 mod tests {

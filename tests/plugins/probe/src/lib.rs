@@ -171,6 +171,7 @@ impl Probe {
 /// What the sandbox allowed: file system, environment, arguments, network.
 fn sandbox_report(port: u16) -> Value {
     println!("probe says hello on stdout");
+    eprintln!("probe says hello on stderr");
     let fs_root = std::fs::read_dir("/")
         .map(|d| d.count())
         .map_err(|e| e.to_string());
@@ -275,5 +276,6 @@ export_plugin!(
     Probe,
     [
         connect, helo, auth, mail_from, rcpt_to, data, vrfy, expn, outcome
-    ]
+    ],
+    recycle
 );
