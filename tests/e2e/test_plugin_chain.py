@@ -203,5 +203,6 @@ def test_plugins_get_no_filesystem_environment_or_network_and_stdout_is_logged(s
     assert r["fs_root"].startswith("Err(") and r["passwd"].startswith("Err("), r
     assert r["env"] == 0 and r["args"] == 0, r
     assert r["tcp"].startswith("Err("), r
-    out = srv.wait_log(lambda x: x.get("stream") == "stdout")
-    assert out["plugin"] == "sb" and out["message"] == "probe says hello on stdout"
+    for stream in ("stdout", "stderr"):
+        out = srv.wait_log(lambda x: x.get("stream") == stream)
+        assert out["plugin"] == "sb" and out["message"] == f"probe says hello on {stream}"

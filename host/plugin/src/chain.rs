@@ -167,10 +167,20 @@ impl SessionChain {
         session: &crate::bindings::types::Session,
         call: &Call<'_>,
     ) -> Result<Returned, CallError> {
+        if self.live[i].as_ref().is_some_and(|l| l.busy) {
+            // A call on it was abandoned (its future dropped): unknown state.
+            self.live[i] = None;
+        }
         if self.live[i].is_none() {
-            let live = plugin
-                .checkout(&self.session_id, &self.generation.services)
-                .await?;
+            let services = &self.generation.services;
+            let live = match plugin.checkout(&self.session_id, services).await {
+                // Idle instances hold allocator slots: when the pool is full,
+                // free them and try once more.
+                Err(CallError::Instantiate(_)) if self.generation.drop_idle() > 0 => {
+                    plugin.checkout(&self.session_id, services).await?
+                }
+                r => r?,
+            };
             self.live[i] = Some(live);
         }
         let Some(live) = self.live[i].as_mut() else {

@@ -124,6 +124,12 @@ impl Generation {
             .collect()
     }
 
+    /// Drop every plugin's idle instances (to free allocator slots when a
+    /// new instance could not be created); returns how many there were.
+    pub(crate) fn drop_idle(&self) -> usize {
+        self.plugins.iter().map(|p| p.drop_idle()).sum()
+    }
+
     /// Idle instances each plugin keeps for reuse by later sessions.
     pub fn idle_instances(&self) -> Vec<(String, usize)> {
         self.plugins

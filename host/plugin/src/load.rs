@@ -122,7 +122,8 @@ pub enum LoadError {
     Settings { plugin: String, message: String },
 }
 
-/// A compiled, checked plugin, ready to instantiate per session.
+/// A compiled, checked plugin: instantiated on demand, with a pool of idle
+/// instances when the plugin exports `recycle`.
 pub(crate) struct LoadedPlugin {
     pub spec: PluginSpec,
     pub meta: Arc<PluginMeta>,
@@ -133,8 +134,9 @@ pub(crate) struct LoadedPlugin {
     pub stats: Arc<PluginStats>,
     pub stages: Vec<Stage>,
     /// Instances that served a session and may serve another (only for
-    /// plugins that export `recycle` and allow reuse), at most `idle_cap`.
-    pool: Mutex<Vec<Live>>,
+    /// plugins that export `recycle` and allow reuse), at most `idle_cap`,
+    /// oldest first, each with the time it went idle.
+    pool: Mutex<Vec<(Live, Instant)>>,
     idle_cap: usize,
     /// Whether this load compiled the component (false: cache hit).
     pub compiled: bool,
@@ -338,15 +340,17 @@ impl LoadedPlugin {
         result
     }
 
-    /// An instance for `session_id`: a pooled one that agrees to be recycled,
-    /// or a fresh one.
+    /// An instance for `session_id`: a pooled one that agrees to be recycled
+    /// (at most [`RECYCLE_TRIES`] are asked), or a fresh one.
     pub(crate) async fn checkout(
         &self,
         session_id: &Arc<str>,
         services: &Services,
     ) -> Result<Live, CallError> {
-        while let Some(mut live) = self.take_idle() {
-            live.store.data_mut().set_session(session_id.clone());
+        for _ in 0..RECYCLE_TRIES {
+            let Some(mut live) = self.take_idle() else {
+                break;
+            };
             set_deadline(&mut live.store, self.spec.timeout);
             live.busy = true;
             let asked = tokio::time::timeout(
@@ -354,25 +358,49 @@ impl LoadedPlugin {
                 crate::hooks::run_recycle(&mut live, &self.idx),
             )
             .await;
-            if let Ok(Ok(true)) = asked {
-                live.busy = false;
-                live.sessions += 1;
-                self.stats.reuses.fetch_add(1, Ordering::Relaxed);
-                return Ok(live);
-            }
-            // Refused, trapped or timed out: discard it. A failure here is
-            // the plugin's, but the session is not charged for it: it gets a
-            // fresh instance (and the refusal is counted).
+            let failure = match asked {
+                Ok(Ok(true)) => {
+                    live.busy = false;
+                    live.sessions += 1;
+                    live.store.data_mut().set_session(session_id.clone());
+                    self.stats.reuses.fetch_add(1, Ordering::Relaxed);
+                    return Ok(live);
+                }
+                Ok(Ok(false)) => None,
+                Ok(Err(e)) => Some(CallError::classify(e)),
+                Err(_) => Some(CallError::Timeout),
+            };
+            // Refused, trapped or timed out: the instance is discarded and
+            // the session is not charged for it (it gets another instance).
             self.stats.recycle_refusals.fetch_add(1, Ordering::Relaxed);
+            if let Some(e) = failure {
+                tracing::warn!(
+                    plugin = %self.meta.name,
+                    session = %session_id,
+                    error_kind = e.kind(),
+                    "plugin recycle {e}; the instance is discarded"
+                );
+            }
         }
         self.instantiate(session_id.clone(), services).await
     }
 
+    fn lock_pool(&self) -> std::sync::MutexGuard<'_, Vec<(Live, Instant)>> {
+        self.pool.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The most recently used idle instance, if any (instances idle for
+    /// longer than [`IDLE_TTL`] are dropped on the way, outside the lock).
     fn take_idle(&self) -> Option<Live> {
         if self.idle_cap == 0 {
             return None;
         }
-        self.pool.lock().unwrap_or_else(|e| e.into_inner()).pop()
+        let (live, _stale) = {
+            let mut pool = self.lock_pool();
+            let stale = expire(&mut pool);
+            (pool.pop().map(|(l, _)| l), stale)
+        };
+        live
     }
 
     /// Take back an instance a session is done with. It is kept for a later
@@ -383,15 +411,26 @@ impl LoadedPlugin {
         if self.idle_cap == 0 || live.busy || live.sessions >= MAX_SESSIONS_PER_INSTANCE {
             return;
         }
-        let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
-        if pool.len() < self.idle_cap {
-            pool.push(live);
-        }
+        let _stale = {
+            let mut pool = self.lock_pool();
+            let stale = expire(&mut pool);
+            if pool.len() < self.idle_cap {
+                pool.push((live, Instant::now()));
+            }
+            stale
+        };
+    }
+
+    /// Drop every idle instance (frees their allocator slots); returns how
+    /// many there were.
+    pub(crate) fn drop_idle(&self) -> usize {
+        let all = std::mem::take(&mut *self.lock_pool());
+        all.len()
     }
 
     /// Idle instances held for reuse.
     pub(crate) fn idle_instances(&self) -> usize {
-        self.pool.lock().unwrap_or_else(|e| e.into_inner()).len()
+        self.lock_pool().len()
     }
 
     /// Instantiate once and run `init` to validate the configuration (the
@@ -416,6 +455,25 @@ impl LoadedPlugin {
             }),
         }
     }
+}
+
+/// Pooled instances asked to `recycle` for one session before it gets a
+/// fresh instance (bounds what a plugin whose `recycle` fails can cost).
+const RECYCLE_TRIES: usize = 2;
+
+/// An idle instance unused for this long is dropped (when the pool is next
+/// touched), so a burst does not pin its instances' memory for good.
+pub(crate) const IDLE_TTL: Duration = Duration::from_secs(60);
+
+/// Removes (and returns, to be dropped outside the lock) the instances at the
+/// front of `pool` that have been idle for longer than [`IDLE_TTL`].
+fn expire(pool: &mut Vec<(Live, Instant)>) -> Vec<(Live, Instant)> {
+    let now = Instant::now();
+    let n = pool
+        .iter()
+        .take_while(|(_, since)| now.duration_since(*since) > IDLE_TTL)
+        .count();
+    pool.drain(..n).collect()
 }
 
 /// Sessions one instance may serve before it is replaced by a fresh one

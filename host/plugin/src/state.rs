@@ -36,8 +36,8 @@ pub struct PluginState {
     pub(crate) limits: StoreLimits,
     pub(crate) meta: Arc<PluginMeta>,
     pub(crate) session_id: Arc<str>,
-    /// The stdout/stderr sink, kept to retag it when the instance is reused.
-    out: LogOutput,
+    /// The stdout/stderr sinks, kept to retag them when the instance is reused.
+    out: [LogOutput; 2],
     pub(crate) services: Services,
     /// Wall-clock deadline of the call in progress.
     pub(crate) deadline: Instant,
@@ -45,10 +45,13 @@ pub struct PluginState {
 
 impl PluginState {
     pub fn new(meta: Arc<PluginMeta>, session_id: Arc<str>, services: Services) -> Self {
-        let out = LogOutput::new(meta.name.clone(), session_id.clone());
+        let out = [
+            LogOutput::new(meta.name.clone(), "stdout", session_id.clone()),
+            LogOutput::new(meta.name.clone(), "stderr", session_id.clone()),
+        ];
         let wasi = WasiCtxBuilder::new()
-            .stdout(out.clone())
-            .stderr(out.clone())
+            .stdout(out[0].clone())
+            .stderr(out[1].clone())
             .allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false)
@@ -72,7 +75,9 @@ impl PluginState {
     /// Hand a reused instance to another session: its host-call logs and
     /// output are tagged with the new session's id from now on.
     pub(crate) fn set_session(&mut self, session_id: Arc<str>) {
-        self.out.set_session(session_id.clone());
+        for o in &self.out {
+            o.set_session(session_id.clone());
+        }
         self.session_id = session_id;
     }
 }

@@ -112,6 +112,14 @@ async fn chain_order_exports_and_errors() {
     assert_eq!(d.headers, vec![("X-Probe".to_string(), "yes".to_string())]);
     drop(chain);
     assert_eq!(generation.active_sessions(), 0);
+    // `export_plugin!` without `recycle`: the blocker never reuses an instance.
+    let reuses = rt
+        .stats()
+        .for_plugin("blocker")
+        .reuses
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(reuses, 0);
+    assert_eq!(generation.idle_instances()[0], ("blocker".to_string(), 0));
 }
 
 fn counts(rt: &Runtime, plugin: &str) -> (u64, u64, u64) {
@@ -230,6 +238,53 @@ async fn instances_are_recycled_only_when_allowed() {
     );
     assert_eq!(generation.active_sessions(), 0);
     assert_eq!(idle(&generation), vec![0]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_instances_give_way_when_the_allocator_is_full() {
+    // Room for 16 instances at once.
+    let rt = Runtime::new(RuntimeConfig {
+        max_instances: 16,
+        ..RuntimeConfig::default()
+    })
+    .unwrap();
+    let specs = vec![
+        spec("a", "test_probe", serde_json::json!({})),
+        spec("b", "test_rcpt_only", serde_json::json!({"blocked": []})),
+    ];
+    let generation = Arc::new(
+        Generation::load(&rt, 1, "test".into(), specs, services())
+            .await
+            .unwrap(),
+    );
+    let c = ctx();
+    // 15 sessions at once on "a" (only it hooks connect), then all end: 15
+    // idle instances of "a" hold 15 of the 16 slots.
+    let mut busy = Vec::new();
+    for i in 0..15 {
+        let mut chain = generation.session(format!("a{i}").into());
+        assert_eq!(chain.connect(&c).await.verdict, Verdict::Pass);
+        busy.push(chain);
+    }
+    drop(busy);
+    assert_eq!(generation.idle_instances()[0], ("a".to_string(), 15));
+    // Two sessions at RCPT TO need "a" (pooled) and "b" (fresh) each: the
+    // second "b" finds no free slot until the idle instances are dropped.
+    let mut one = generation.session("r1".into());
+    let mut two = generation.session("r2".into());
+    assert_eq!(
+        one.rcpt_to(&c, &rcpt("x@example.org")).await.verdict,
+        Verdict::Pass
+    );
+    let d = two.rcpt_to(&c, &rcpt("y@example.org")).await;
+    assert_eq!(d.verdict, Verdict::Pass, "{d:?}");
+    assert_eq!(generation.idle_instances()[0], ("a".to_string(), 0));
+    let errors = &rt.stats().for_plugin("b").stages[Stage::RcptTo as usize].errors;
+    assert!(
+        errors
+            .iter()
+            .all(|e| e.load(std::sync::atomic::Ordering::Relaxed) == 0)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
