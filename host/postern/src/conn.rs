@@ -232,9 +232,10 @@ pub async fn run<S: Io>(
             timeouts.command
         };
         // About to wait for the client: if nothing arrives within a short
-        // grace period, give the plugin instances back to the pool first, so
-        // a connection that waits on the network holds no WebAssembly
-        // instance (fresh ones are made, cheaply, for its next command). The
+        // grace period, give the plugin instances back first (to their
+        // plugin's idle pool, or dropped), so a connection that waits on the
+        // network holds no WebAssembly instance (its next command takes
+        // pooled or fresh ones). The
         // grace keeps them through the quick back-and-forth of an active
         // session.
         let mut ready = None;

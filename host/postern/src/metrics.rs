@@ -302,7 +302,7 @@ fn encode_plugins(enc: &mut DescriptorEncoder, shared: &Shared) -> std::fmt::Res
     counter(
         enc,
         "plugin_instance_reuses",
-        "Sessions served by a recycled instance of a plugin that exports `recycle`",
+        "Idle instances handed on (to a new session, or to a session resuming after a pause) by plugins that export `recycle`",
         &reuses,
     )?;
     counter(
@@ -322,7 +322,7 @@ fn encode_plugins(enc: &mut DescriptorEncoder, shared: &Shared) -> std::fmt::Res
     }
     let mut m = enc.encode_descriptor(
         "plugin_call_duration_seconds",
-        "Wall time of one plugin call, including instantiation when it happens",
+        "Wall time of one plugin call, including instantiation or `recycle` when it happens",
         None,
         MetricType::Histogram,
     )?;
