@@ -605,6 +605,9 @@ class PosternTarget(Target):
         self.run_no = 0
         self.hwm = 0
         self.hist_total = Histograms()
+        # Plugin instances over the measured runs: created fresh, and handed
+        # on from one session to another (plugins that export `recycle`).
+        self.instances = {"created": 0, "reused": 0}
         self.startup_s: list[float] = []
 
     def start(self) -> None:
@@ -722,6 +725,9 @@ class PosternTarget(Target):
         hist = Histograms.from_samples(after).minus(Histograms.from_samples(self.before))
         if measured:
             self.hist_total = self.hist_total.plus(hist)
+            for key, family in (("created", "postern_plugin_instantiations_total"),
+                                ("reused", "postern_plugin_instance_reuses_total")):
+                self.instances[key] += int(metric(after, family) - metric(self.before, family))
         lines = self.logfile.read_text(errors="replace").splitlines()[self.log_lines_before :]
         bad_log = [l for l in lines if '"level":"WARN"' in l or '"level":"ERROR"' in l]
         problems = []
@@ -1241,6 +1247,9 @@ def main() -> int:
         log("  'per msg' = total time in that plugin/stage divided by messages)")
         for r in rows:
             log(r)
+        inst = objs["postern-default"].instances
+        log(f"  plugin instances: {inst['created']} created, {inst['reused']} handed on to another session"
+            f" ({inst['created'] / n_msgs:.3f} and {inst['reused'] / n_msgs:.2f} per message)")
         if h.corrected:
             log("  note: the exposed histogram buckets were accumulated twice (bucket counts above _count);")
             log("        corrected here. Bug in host/postern/src/metrics.rs: encode_histogram() wants per-bucket counts.")
@@ -1267,6 +1276,7 @@ def main() -> int:
         "ratios": ratios,
         "goals": GOALS,
         "plugin_latency": latency,
+        "plugin_instances": objs["postern-default"].instances if "postern-default" in objs else None,
         "histogram_double_accumulation_corrected": bool(
             "postern-default" in objs and objs["postern-default"].hist_total.corrected
         ),
