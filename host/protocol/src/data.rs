@@ -260,6 +260,19 @@ mod tests {
         run_chunks(input, max, &[])
     }
 
+    /// `input` is read to its end (the terminating dot included) and refused
+    /// with `want`, however it is chunked; returns what was kept.
+    fn assert_refused_whole(input: &[u8], want: DataOutcome) -> Vec<u8> {
+        let (out, consumed, done, outcome, _) = run(input, BIG);
+        assert_eq!(
+            (consumed, done, outcome),
+            (input.len(), true, want),
+            "{input:?}"
+        );
+        assert_chunking_invariant(input, BIG);
+        out
+    }
+
     /// Every way of splitting into 2 chunks, 3 chunks (short inputs) and single bytes.
     fn assert_chunking_invariant(input: &[u8], max: u64) {
         let whole = run(input, max);
@@ -372,14 +385,8 @@ mod tests {
             b"a\r\n\r\r\n.\r\n",
         ];
         for input in cases {
-            let (out, consumed, done, outcome, _) = run(input, BIG);
-            assert_eq!(
-                (consumed, done, outcome),
-                (input.len(), true, DataOutcome::BareLineEnding),
-                "{input:?}"
-            );
+            let out = assert_refused_whole(input, DataOutcome::BareLineEnding);
             assert!(!out.windows(2).any(|w| w[1] == b'\n' && w[0] != b'\r'));
-            assert_chunking_invariant(input, BIG);
         }
     }
 
@@ -466,13 +473,7 @@ mod tests {
             b"..\x00\r\n.\r\n",
         ];
         for input in cases {
-            let (_, consumed, done, outcome, _) = run(input, BIG);
-            assert_eq!(
-                (consumed, done, outcome),
-                (input.len(), true, DataOutcome::Nul),
-                "{input:?}"
-            );
-            assert_chunking_invariant(input, BIG);
+            assert_refused_whole(input, DataOutcome::Nul);
         }
         // a bare line ending outranks it
         assert_eq!(run(b"\x00\n\r\n.\r\n", BIG).3, DataOutcome::BareLineEnding);
