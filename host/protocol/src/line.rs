@@ -101,25 +101,13 @@ impl LineFramer {
                     Some(_) => {
                         // Everything up to the next LF belongs to the bad line:
                         // no command may start after a bare CR.
-                        let consumed = match find_lf(buf, next) {
-                            Some(end) => end,
-                            None => {
-                                self.discarding = true;
-                                buf.len()
-                            }
-                        };
+                        let consumed = self.skip_rest_of_line(buf, next);
                         return (consumed, Some(LineEvent::Error(LineError::BareCr)));
                     }
                 },
                 _ if i.saturating_sub(start) >= self.max_len => {
                     // This byte makes max_len + 1 octets without a line end.
-                    let consumed = match find_lf(buf, next) {
-                        Some(end) => end,
-                        None => {
-                            self.discarding = true;
-                            buf.len()
-                        }
-                    };
+                    let consumed = self.skip_rest_of_line(buf, next);
                     return (consumed, Some(LineEvent::Error(LineError::TooLong)));
                 }
                 _ => {}
@@ -127,6 +115,18 @@ impl LineFramer {
             i = next;
         }
         (start, None)
+    }
+
+    /// How much of `buf` a bad line found at `from` consumes: through the
+    /// next LF, or all of it, skipping the rest of the line as it arrives.
+    fn skip_rest_of_line(&mut self, buf: &[u8], from: usize) -> usize {
+        match find_lf(buf, from) {
+            Some(end) => end,
+            None => {
+                self.discarding = true;
+                buf.len()
+            }
+        }
     }
 }
 
