@@ -85,3 +85,18 @@ postern_componentize_python() { # <tool> <plugin dir> <world> <out> <module file
     )
     echo "$PLUGIN: wrote $out ($(wc -c <"$out") bytes)" >&2
 }
+
+# Run <plugin dir>/build.mjs (componentize-js) into a temporary file and move
+# it to <out> when it succeeds; VAR=value arguments go into its environment.
+postern_componentize_js() { # <plugin dir> <out> [VAR=value ...]: runs <plugin dir>/build.mjs
+    local here=$1 out=$2
+    shift 2
+    mkdir -p "$(dirname "$out")"
+    (
+        trap 'rm -f "$out.tmp.$$"' EXIT
+        cd "$here"
+        env "$@" node build.mjs "$out.tmp.$$"
+        mv -f "$out.tmp.$$" "$out"
+    )
+    echo "$PLUGIN: wrote $out ($(wc -c <"$out") bytes)" >&2
+}

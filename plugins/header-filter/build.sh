@@ -19,8 +19,4 @@ postern_npm_toolchain "$here"
 postern_wit_deps "$here" "$root"
 postern_up_to_date "$out" "$here/plugin.js" "$here/filter.js" "$here/build.mjs" "$here/build.sh" \
     "$here/wit/world.wit" "$here/package-lock.json" "$root/plugins/build-lib.sh" "$root"/wit/*.wit && exit 0
-mkdir -p "$(dirname "$out")"
-trap 'rm -f "$out.tmp.$$"' EXIT
-(cd "$here" && node build.mjs "$out.tmp.$$")
-mv -f "$out.tmp.$$" "$out"
-echo "$PLUGIN: wrote $out ($(wc -c <"$out") bytes)" >&2
+postern_componentize_js "$here" "$out"

@@ -27,8 +27,4 @@ fi
 postern_wit_deps "$here" "$root"
 postern_up_to_date "$out" "$here/plugin.js" "$here/build.mjs" "$here/build.sh" "$here/wit/world.wit" \
     "$here/package.json" "$root/plugins/build-lib.sh" "$root"/wit/*.wit && exit 0
-mkdir -p "$(dirname "$out")"
-trap 'rm -f "$out.tmp.$$"' EXIT
-TOOLCHAIN_DIR="$toolchain" node "$here/build.mjs" "$out.tmp.$$"
-mv -f "$out.tmp.$$" "$out"
-echo "$PLUGIN: wrote $out ($(wc -c <"$out") bytes)" >&2
+postern_componentize_js "$here" "$out" TOOLCHAIN_DIR="$toolchain"
