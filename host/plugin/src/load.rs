@@ -463,7 +463,7 @@ const RECYCLE_TRIES: usize = 2;
 
 /// An idle instance unused for this long is dropped (when the pool is next
 /// touched), so a burst does not pin its instances' memory for good.
-pub(crate) const IDLE_TTL: Duration = Duration::from_secs(60);
+const IDLE_TTL: Duration = Duration::from_secs(60);
 
 /// Removes (and returns, to be dropped outside the lock) the instances at the
 /// front of `pool` that have been idle for longer than [`IDLE_TTL`].
