@@ -2,6 +2,13 @@
 //! call on a fresh instance and on a recycled one, with the real runtime and
 //! real components.
 //!
+//! Columns: instantiation plus `init`; a session's first call on a fresh
+//! instance; its first call on an instance an earlier session used (checkout,
+//! `recycle()` and the call; fresh again for plugins that do not export
+//! `recycle`); a later call on a live instance with a bare session (just
+//! connected); the same with the session of a real transaction (EHLO, MAIL
+//! FROM and one recipient lowered into the guest on every call).
+//!
 //! ```sh
 //! make plugins
 //! cargo run --release -p postern-plugin --example plugin_bench [-- ITERATIONS]
@@ -56,6 +63,24 @@ fn ctx(id: &str) -> SessionContext {
     )
 }
 
+/// The session as a RCPT hook sees it in a real transaction: after EHLO,
+/// MAIL FROM and one accepted recipient (the host lowers every field of it
+/// into the guest on each call).
+fn mid_transaction(id: &str) -> SessionContext {
+    let mut c = ctx(id);
+    c.helo = Some("client.example.org".into());
+    c.esmtp = true;
+    c.mail_from = Some(EnvelopeAddress {
+        address: "alice@example.org".into(),
+        local_part: "alice".into(),
+        domain: "example.org".into(),
+        params: vec![("SIZE".into(), Some("4096".into()))],
+        is_local: false,
+    });
+    c.recipients = vec![rcpt()];
+    c
+}
+
 fn rcpt() -> EnvelopeAddress {
     EnvelopeAddress {
         address: "bob@example.test".into(),
@@ -99,6 +124,11 @@ async fn main() {
     };
     let mut cases = vec![
         ("test-rcpt-only", r#"{"blocked":["x"]}"#.to_string()),
+        // The same trivial RCPT check, but exporting `recycle`.
+        (
+            "example-rcpt-blocklist",
+            r#"{"blocked":["x@y.test"]}"#.to_string(),
+        ),
         ("test-probe", r#"{"tag":"b"}"#.to_string()),
     ];
     for extra in ["greylist", "header-filter"] {
@@ -116,8 +146,8 @@ async fn main() {
     }
     println!("{n} iterations per row, 2 worker threads\n");
     println!(
-        "{:<16} {:>14} {:>14} {:>14} {:>14}",
-        "component", "instantiate", "first (fresh)", "first (reused)", "next call"
+        "{:<22} {:>12} {:>14} {:>14} {:>14} {:>14}",
+        "component", "instantiate", "first (fresh)", "first (reused)", "next call", "next (in txn)"
     );
     for (name, config) in cases {
         let load = |reuse: bool| {
@@ -168,6 +198,12 @@ async fn main() {
             let _ = stage_call(&mut chain, name, &c, &r).await;
         }
         let next = started.elapsed();
+        let full = mid_transaction("warm");
+        let started = Instant::now();
+        for _ in 0..rounds {
+            let _ = stage_call(&mut chain, name, &full, &r).await;
+        }
+        let next_full = started.elapsed();
         let stats = rt.stats().for_plugin(name);
         let inst = &stats.instantiate_latency;
         let inst_mean = Duration::from_micros(
@@ -175,12 +211,13 @@ async fn main() {
                 / inst.count.load(std::sync::atomic::Ordering::Relaxed).max(1),
         );
         println!(
-            "{:<16} {:>14} {} {} {}   ({} fresh sessions in {:.2?})",
+            "{:<22} {:>12} {} {} {} {}   ({} fresh sessions in {:.2?})",
             name,
             format!("{:.2} µs", inst_mean.as_secs_f64() * 1e6),
             per(first, rounds),
             per(reused, rounds),
             per(next, rounds),
+            per(next_full, rounds),
             rounds,
             total
         );
