@@ -109,6 +109,30 @@ def test_instance_reuse_and_reuse_false(start):
     assert len(ids) == 4
 
 
+def test_idle_instances_expire_while_the_server_is_quiet(start):
+    """Pooled instances unused for `[runtime] idle_timeout` are dropped by the
+    server's sweep even when no later session touches the pool."""
+    shared = plugin("shared", "test-probe", {"tag": "s"})
+    srv = start(plugins=[shared],
+                extra='[metrics]\nlisten = "127.0.0.1:0"\n[runtime]\nidle_timeout = "3s"\n')
+    with smtplib.SMTP("127.0.0.1", srv.port, timeout=10) as s:
+        assert s.sendmail("a@client.test", ["ok@example.test"], message()) == {}
+    ended = time.time()
+    deadline = ended + 10
+    while value(text := scrape(srv), "postern_sessions_active") != 0 and time.time() < deadline:
+        time.sleep(0.05)
+    if time.time() - ended < 2.5:  # not yet expired: the session's instance waits for reuse
+        assert value(text, "postern_plugin_idle_instances", plugin="shared") == 1
+    while value(text := scrape(srv), "postern_plugin_idle_instances", plugin="shared") != 0:
+        assert time.time() < deadline, text
+        time.sleep(0.2)
+    assert time.time() - ended >= 2.9  # not before its idle timeout
+    # A later session gets a fresh instance and works as before.
+    with smtplib.SMTP("127.0.0.1", srv.port, timeout=10) as s:
+        assert s.sendmail("a@client.test", ["ok@example.test"], message()) == {}
+    assert value(scrape(srv), "postern_plugin_instantiations_total", plugin="shared") == 2
+
+
 def test_delivery_metrics(start):
     import socket
     import time

@@ -39,6 +39,11 @@ pub struct RuntimeConfig {
     /// Idle instances kept per plugin (and generation) for reuse by later
     /// sessions, for plugins that export `recycle`; 0 disables reuse.
     pub idle_instances: usize,
+    /// An idle instance unused for this long is dropped (checked whenever a
+    /// pool is used, and by [`Generation::expire_idle`]).
+    ///
+    /// [`Generation::expire_idle`]: crate::Generation::expire_idle
+    pub idle_timeout: Duration,
 }
 
 impl Default for RuntimeConfig {
@@ -51,6 +56,7 @@ impl Default for RuntimeConfig {
             cache_dir: None,
             keep_resident: 4 << 20,
             idle_instances: 64,
+            idle_timeout: Duration::from_secs(60),
         }
     }
 }

@@ -130,6 +130,13 @@ impl Generation {
         self.plugins.iter().map(|p| p.drop_idle()).sum()
     }
 
+    /// Drop every plugin's idle instances that have been unused for longer
+    /// than the runtime's idle timeout; returns how many. The server calls
+    /// it periodically: pools are otherwise only trimmed when used.
+    pub fn expire_idle(&self) -> usize {
+        self.plugins.iter().map(|p| p.expire_idle()).sum()
+    }
+
     /// Idle instances each plugin keeps for reuse by later sessions.
     pub fn idle_instances(&self) -> Vec<(String, usize)> {
         self.plugins

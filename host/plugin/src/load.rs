@@ -138,6 +138,8 @@ pub(crate) struct LoadedPlugin {
     /// oldest first, each with the time it went idle.
     pool: Mutex<Vec<(Live, Instant)>>,
     idle_cap: usize,
+    /// An idle instance unused for this long is dropped.
+    idle_ttl: Duration,
     /// Whether this load compiled the component (false: cache hit).
     pub compiled: bool,
 }
@@ -268,6 +270,7 @@ impl Runtime {
         };
         Ok(LoadedPlugin {
             idle_cap,
+            idle_ttl: self.config.idle_timeout,
             stats: self.stats.for_plugin(&spec.name),
             spec,
             meta,
@@ -390,14 +393,15 @@ impl LoadedPlugin {
     }
 
     /// The most recently used idle instance, if any (instances idle for
-    /// longer than [`IDLE_TTL`] are dropped on the way, outside the lock).
+    /// longer than the idle timeout are dropped on the way, outside the
+    /// lock).
     fn take_idle(&self) -> Option<Live> {
         if self.idle_cap == 0 {
             return None;
         }
         let (live, _stale) = {
             let mut pool = self.lock_pool();
-            let stale = expire(&mut pool);
+            let stale = expire(&mut pool, self.idle_ttl);
             (pool.pop().map(|(l, _)| l), stale)
         };
         live
@@ -413,7 +417,7 @@ impl LoadedPlugin {
         }
         let _stale = {
             let mut pool = self.lock_pool();
-            let stale = expire(&mut pool);
+            let stale = expire(&mut pool, self.idle_ttl);
             if pool.len() < self.idle_cap {
                 pool.push((live, Instant::now()));
             }
@@ -426,6 +430,14 @@ impl LoadedPlugin {
     pub(crate) fn drop_idle(&self) -> usize {
         let all = std::mem::take(&mut *self.lock_pool());
         all.len()
+    }
+
+    /// Drop the idle instances unused for longer than the idle timeout
+    /// (outside the lock); returns how many. Called by the periodic sweep,
+    /// so instances of a plugin nobody calls any more do not stay.
+    pub(crate) fn expire_idle(&self) -> usize {
+        let stale = expire(&mut self.lock_pool(), self.idle_ttl);
+        stale.len()
     }
 
     /// Idle instances held for reuse.
@@ -461,17 +473,14 @@ impl LoadedPlugin {
 /// fresh instance (bounds what a plugin whose `recycle` fails can cost).
 const RECYCLE_TRIES: usize = 2;
 
-/// An idle instance unused for this long is dropped (when the pool is next
-/// touched), so a burst does not pin its instances' memory for good.
-const IDLE_TTL: Duration = Duration::from_secs(60);
-
 /// Removes (and returns, to be dropped outside the lock) the instances at the
-/// front of `pool` that have been idle for longer than [`IDLE_TTL`].
-fn expire(pool: &mut Vec<(Live, Instant)>) -> Vec<(Live, Instant)> {
+/// front of `pool` (the least recently used) that have been idle for longer
+/// than `ttl`, so a burst does not pin its instances' memory for good.
+fn expire(pool: &mut Vec<(Live, Instant)>, ttl: Duration) -> Vec<(Live, Instant)> {
     let now = Instant::now();
     let n = pool
         .iter()
-        .take_while(|(_, since)| now.duration_since(*since) > IDLE_TTL)
+        .take_while(|(_, since)| now.duration_since(*since) > ttl)
         .count();
     pool.drain(..n).collect()
 }

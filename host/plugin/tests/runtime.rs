@@ -288,6 +288,49 @@ async fn idle_instances_give_way_when_the_allocator_is_full() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_instances_expire_after_the_idle_timeout() {
+    let ttl = Duration::from_secs(1);
+    let rt = Runtime::new(RuntimeConfig {
+        idle_timeout: ttl,
+        ..RuntimeConfig::default()
+    })
+    .unwrap();
+    let specs = vec![spec("a", "test_probe", serde_json::json!({}))];
+    let generation = Arc::new(
+        Generation::load(&rt, 1, "test".into(), specs, services())
+            .await
+            .unwrap(),
+    );
+    let c = ctx();
+    let idle = |g: &Generation| g.idle_instances()[0].1;
+    // Three sessions at once (the first takes the init check's instance),
+    // then all end: three idle instances.
+    let mut chains = Vec::new();
+    for i in 0..3 {
+        let mut chain = generation.session(format!("s{i}").into());
+        assert_eq!(chain.connect(&c).await.verdict, Verdict::Pass);
+        chains.push(chain);
+    }
+    drop(chains);
+    assert_eq!(counts(&rt, "a"), (3, 1, 0));
+    // The sweep leaves instances younger than the timeout alone...
+    assert_eq!(generation.expire_idle(), 0);
+    assert_eq!(idle(&generation), 3);
+    // ...and drops them once they are older, with no session involved.
+    tokio::time::sleep(ttl + Duration::from_millis(300)).await;
+    assert_eq!(generation.expire_idle(), 3);
+    assert_eq!(idle(&generation), 0);
+    // A session uses a fresh instance and gives it back; a session after
+    // the timeout does not get that stale one but a fresh one.
+    session(&generation, "t1", "a@example.org").await;
+    assert_eq!(idle(&generation), 1);
+    tokio::time::sleep(ttl + Duration::from_millis(300)).await;
+    session(&generation, "t2", "a@example.org").await;
+    assert_eq!(idle(&generation), 1);
+    assert_eq!(counts(&rt, "a"), (5, 1, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn init_refusal_and_bad_files() {
     let rt = runtime();
     let err = Generation::load(

@@ -164,6 +164,8 @@ struct RuntimeSection {
     keep_resident: ByteSize,
     #[serde(default = "defaults::idle_instances")]
     idle_instances: usize,
+    #[serde(default = "defaults::idle_timeout")]
+    idle_timeout: Spanned<String>,
 }
 
 impl Default for RuntimeSection {
@@ -176,6 +178,7 @@ impl Default for RuntimeSection {
             cache_dir: None,
             keep_resident: defaults::keep_resident(),
             idle_instances: defaults::idle_instances(),
+            idle_timeout: defaults::idle_timeout(),
         }
     }
 }
@@ -319,6 +322,9 @@ mod defaults {
     }
     pub fn data_timeout() -> Spanned<String> {
         spanned("3m")
+    }
+    pub fn idle_timeout() -> Spanned<String> {
+        spanned("60s")
     }
     pub fn shutdown_timeout() -> Spanned<String> {
         spanned("30s")
@@ -660,12 +666,20 @@ impl Config {
             Some(t) => cx.duration(t, "dns.timeout")?,
             None => Duration::from_secs(5),
         };
+        let idle_timeout = cx.duration(&file.runtime.idle_timeout, "runtime.idle_timeout")?;
+        if idle_timeout.is_zero() {
+            return Err(cx.at(
+                &file.runtime.idle_timeout,
+                "runtime.idle_timeout must be greater than 0 (idle_instances = 0 turns reuse off)",
+            ));
+        }
         let runtime = RuntimeConfig {
             pooling: file.runtime.pooling,
             max_instances: file.runtime.max_instances,
             max_memory_ceiling: file.runtime.max_memory.0 as usize,
             keep_resident: file.runtime.keep_resident.0 as usize,
             idle_instances: file.runtime.idle_instances,
+            idle_timeout,
             cache_dir: file.runtime.cache.then(|| match &file.runtime.cache_dir {
                 Some(d) => cx.resolve(d),
                 None => data_dir.join("cache"),
@@ -817,6 +831,16 @@ mod tests {
                 format!("{MIN}command_timeout = \"soon\"\n"),
                 "p.toml:5",
                 "invalid duration",
+            ),
+            (
+                format!("{MIN}[runtime]\nidle_timeout = \"0s\"\n"),
+                "p.toml:6",
+                "idle_timeout must be greater than 0",
+            ),
+            (
+                format!("{MIN}[runtime]\nidle_timeout = \"a while\"\n"),
+                "p.toml:6",
+                "runtime.idle_timeout: invalid duration",
             ),
             ("[server\n".to_string(), "p.toml:1", ""),
             (

@@ -52,6 +52,7 @@ fn keep_fixed(old: &Config, new: &mut Config) -> Vec<String> {
     fixed!("runtime.cache_dir", runtime.cache_dir);
     fixed!("runtime.keep_resident", runtime.keep_resident);
     fixed!("runtime.idle_instances", runtime.idle_instances);
+    fixed!("runtime.idle_timeout", runtime.idle_timeout);
     fixed!("log.format", log_format);
     fixed!("log.level", log_level);
     fixed!("server.admin_socket", admin_socket);

@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::time::Duration;
 
 use anyhow::Context as _;
 use postern_plugin::{DnsBackend, Generation, KvBackend, MemoryKv, NoDns, Runtime, Services};
@@ -227,6 +228,7 @@ pub async fn serve(config: Config, overrides: Overrides) -> anyhow::Result<()> {
         None => None,
     };
     let watcher = tokio::spawn(crate::reload::watch(shared.clone()));
+    let sweeper = tokio::spawn(sweep_idle_instances(shared.clone()));
 
     wait_for_shutdown(&shared).await;
     tracing::info!(
@@ -249,6 +251,7 @@ pub async fn serve(config: Config, overrides: Overrides) -> anyhow::Result<()> {
         m.abort();
     }
     watcher.abort();
+    sweeper.abort();
     let _ = std::fs::remove_file(crate::admin::socket_path(&config));
     let deadline = tokio::time::sleep(shutdown_timeout);
     tokio::pin!(deadline);
@@ -275,6 +278,25 @@ pub async fn serve(config: Config, overrides: Overrides) -> anyhow::Result<()> {
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Drop the plugin instances that have idled in the current generation's
+/// pools for longer than `[runtime] idle_timeout`, at half that interval
+/// (between 100 ms and 30 s): pools are otherwise only trimmed when a
+/// session uses them, so after a burst a quiet server would keep them. Older
+/// generations' pools go with the generation.
+async fn sweep_idle_instances(shared: Arc<Shared>) {
+    let every = (shared.current_config().runtime.idle_timeout / 2)
+        .clamp(Duration::from_millis(100), Duration::from_secs(30));
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let dropped = shared.current_generation().expire_idle();
+        if dropped > 0 {
+            tracing::debug!(dropped, "idle plugin instances expired");
+        }
+    }
 }
 
 /// Wait for SIGTERM or Ctrl-C; reload on SIGHUP meanwhile.
