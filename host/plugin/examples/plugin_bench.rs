@@ -8,6 +8,8 @@
 //! `recycle`); a later call on a live instance with a bare session (just
 //! connected); the same with the session of a real transaction (EHLO, MAIL
 //! FROM and one recipient lowered into the guest on every call).
+//! `BENCH_ONLY=<component>` runs one row; `BENCH_NEXT_ONLY=1` skips the
+//! fresh and reused loops (to profile steady-state calls alone).
 //!
 //! ```sh
 //! make plugins
@@ -170,10 +172,15 @@ async fn main() {
         } else {
             n
         };
+        let rounds_fresh = if std::env::var_os("BENCH_NEXT_ONLY").is_some() {
+            1
+        } else {
+            rounds
+        };
         // Instantiation (+ init) and the first call on a fresh instance.
         let mut first = Duration::ZERO;
         let started = Instant::now();
-        for i in 0..rounds {
+        for i in 0..rounds_fresh {
             let mut chain = generation.session(format!("s{i}").into());
             let t = Instant::now();
             let _ = stage_call(&mut chain, name, &c, &r).await;
@@ -184,7 +191,7 @@ async fn main() {
         // (when the plugin exports `recycle`; otherwise fresh again).
         let recycled = load(true).await;
         let mut reused = Duration::ZERO;
-        for i in 0..rounds {
+        for i in 0..rounds_fresh {
             let mut chain = recycled.session(format!("r{i}").into());
             let t = Instant::now();
             let _ = stage_call(&mut chain, name, &c, &r).await;
