@@ -46,17 +46,20 @@ impl Host for PluginState {
         let plugin = &*self.meta.name;
         let session = &*self.session_id;
         let message = cap(&message, MAX_MESSAGE);
-        let fields = render(&fields);
+        // Fields are rendered only for a record that will be written.
         macro_rules! emit {
             ($lvl:expr) => {
-                tracing::event!(
-                    target: "postern::plugin",
-                    $lvl,
-                    plugin = %plugin,
-                    session = %session,
-                    fields = %fields,
-                    "{message}"
-                )
+                if tracing::enabled!(target: "postern::plugin", $lvl) {
+                    let fields = render(&fields);
+                    tracing::event!(
+                        target: "postern::plugin",
+                        $lvl,
+                        plugin = %plugin,
+                        session = %session,
+                        fields = %fields,
+                        "{message}"
+                    )
+                }
             };
         }
         match level {
