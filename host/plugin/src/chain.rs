@@ -172,16 +172,7 @@ impl SessionChain {
             self.live[i] = None;
         }
         if self.live[i].is_none() {
-            let services = &self.generation.services;
-            let live = match plugin.checkout(&self.session_id, services).await {
-                // Idle instances hold allocator slots: when the pool is full,
-                // free them and try once more.
-                Err(CallError::Instantiate(_)) if self.generation.drop_idle() > 0 => {
-                    plugin.checkout(&self.session_id, services).await?
-                }
-                r => r?,
-            };
-            self.live[i] = Some(live);
+            self.live[i] = Some(self.generation.checkout(i, &self.session_id).await?);
         }
         let Some(live) = self.live[i].as_mut() else {
             return Err(CallError::Instantiate("instance vanished".into()));

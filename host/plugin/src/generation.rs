@@ -12,7 +12,8 @@ use std::time::SystemTime;
 use crate::Stage;
 use crate::chain::SessionChain;
 use crate::engine::Runtime;
-use crate::load::{LoadError, LoadedPlugin, Mode, PluginSpec};
+use crate::hooks::Live;
+use crate::load::{CallError, LoadError, LoadedPlugin, Mode, PluginSpec};
 use crate::state::Services;
 
 pub struct Generation {
@@ -124,9 +125,27 @@ impl Generation {
             .collect()
     }
 
-    /// Drop every plugin's idle instances (to free allocator slots when a
-    /// new instance could not be created); returns how many there were.
-    pub(crate) fn drop_idle(&self) -> usize {
+    /// An instance of plugin `i` for a session: pooled or fresh. Every
+    /// plugin's idle instances hold slots of the one instance allocator, so
+    /// when a fresh instance finds no free slot, the generation's idle
+    /// instances (of any plugin) are dropped and the checkout is tried once
+    /// more.
+    pub(crate) async fn checkout(
+        &self,
+        i: usize,
+        session_id: &Arc<str>,
+    ) -> Result<Live, CallError> {
+        let plugin = &self.plugins[i];
+        match plugin.checkout(session_id, &self.services).await {
+            Err(CallError::Instantiate(_)) if self.drop_idle() > 0 => {
+                plugin.checkout(session_id, &self.services).await
+            }
+            r => r,
+        }
+    }
+
+    /// Drop every plugin's idle instances; returns how many there were.
+    fn drop_idle(&self) -> usize {
         self.plugins.iter().map(|p| p.drop_idle()).sum()
     }
 

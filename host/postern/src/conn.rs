@@ -235,9 +235,8 @@ pub async fn run<S: Io>(
         // grace period, give the plugin instances back first (to their
         // plugin's idle pool, or dropped), so a connection that waits on the
         // network holds no WebAssembly instance (its next command takes
-        // pooled or fresh ones). The
-        // grace keeps them through the quick back-and-forth of an active
-        // session.
+        // pooled or fresh ones). The grace keeps them through the quick
+        // back-and-forth of an active session.
         let mut ready = None;
         if session.holds_instances() {
             ready = match tokio::time::timeout(timeouts.release_grace(), io.read_buf(&mut inbuf))
