@@ -9,7 +9,7 @@
 //! the queue manager about every message committed from then on.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak, mpsc};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, mpsc};
 use std::time::Duration;
 
 use tokio::sync::{mpsc as tokio_mpsc, oneshot};
@@ -76,7 +76,14 @@ pub struct Committed {
 }
 
 pub struct Spool {
-    inner: Arc<Inner>,
+    shared: Arc<Shared>,
+    /// To the committer (`None` when read-only).
+    tx: Option<mpsc::Sender<Request>>,
+    committer: Option<std::thread::JoinHandle<()>>,
+    janitor: Option<std::thread::JoinHandle<()>>,
+    /// Held (flock'ed) for the spool's lifetime: exclusive, or shared when read-only.
+    /// Released last, by `drop`.
+    lock: Option<std::fs::File>,
 }
 
 /// What the committer, the janitor and the API share.
@@ -100,31 +107,26 @@ impl Shared {
     }
 }
 
-struct Inner {
-    shared: Arc<Shared>,
-    /// To the committer (`None` when read-only).
-    tx: Option<mpsc::Sender<Request>>,
-    committer: Option<std::thread::JoinHandle<()>>,
-    janitor: Option<std::thread::JoinHandle<()>>,
-    /// Held (flock'ed) for the spool's lifetime: exclusive, or shared when read-only.
-    _lock: std::fs::File,
-}
-
-impl Drop for Inner {
+impl Drop for Spool {
+    /// Returns only when both threads have ended and the lock is released, so the
+    /// next `open` of the same directory (this process or another) never sees it
+    /// locked. Nothing else holds the threads' handles, a sender that outlives this
+    /// drop, or the lock: the janitor has a sender clone of its own and is joined
+    /// first; an in-flight `maintain` task holds a clone too, and the committer join
+    /// waits for it to finish its round.
     fn drop(&mut self) {
         *self.shared.stop.lock().unwrap_or_else(|p| p.into_inner()) = true;
         self.shared.stopped.notify_all();
-        // The committer drains what was sent, then ends; joining it means the log is
-        // quiet before the lock is released.
+        if let Some(h) = self.janitor.take() {
+            let _ = h.join();
+        }
+        // The committer drains what was sent, then ends when the last sender is
+        // gone; joining it means the log is quiet before the lock is released.
         drop(self.tx.take());
         if let Some(h) = self.committer.take() {
             let _ = h.join();
         }
-        if let Some(h) = self.janitor.take()
-            && h.thread().id() != std::thread::current().id()
-        {
-            let _ = h.join();
-        }
+        drop(self.lock.take());
     }
 }
 
@@ -182,38 +184,32 @@ impl Spool {
             );
             tx = Some(sender);
         }
-        let mut spawn_error = None;
-        let inner = Arc::new_cyclic(|weak: &Weak<Inner>| {
-            let janitor = if tx.is_some() {
-                let (weak, shared) = (weak.clone(), Arc::clone(&shared));
+        let mut spool = Spool {
+            shared: Arc::clone(&shared),
+            tx,
+            committer,
+            janitor: None,
+            lock: Some(lock),
+        };
+        if let Some(tx) = spool.tx.clone() {
+            let shared = Arc::clone(&shared);
+            // On error, dropping `spool` stops and joins the committer.
+            spool.janitor = Some(
                 std::thread::Builder::new()
                     .name("postern-spool-janitor".into())
-                    .spawn(move || run_janitor(weak, shared))
-                    .map_err(|e| spawn_error = Some(e))
-                    .ok()
-            } else {
-                None
-            };
-            Inner {
-                shared: Arc::clone(&shared),
-                tx,
-                committer,
-                janitor,
-                _lock: lock,
-            }
-        });
-        if let Some(e) = spawn_error {
-            return Err(SpoolError::io(&inner.shared.paths.log, e));
+                    .spawn(move || run_janitor(shared, tx))
+                    .map_err(|e| SpoolError::io(&spool.shared.paths.log, e))?,
+            );
         }
-        Ok((Spool { inner }, report))
+        Ok((spool, report))
     }
 
     fn shared(&self) -> &Shared {
-        &self.inner.shared
+        &self.shared
     }
 
     fn sender(&self) -> Result<&mpsc::Sender<Request>, SpoolError> {
-        self.inner.tx.as_ref().ok_or(SpoolError::ReadOnly)
+        self.tx.as_ref().ok_or(SpoolError::ReadOnly)
     }
 
     /// Send a request to the committer and wait for its answer.
@@ -443,14 +439,11 @@ impl Spool {
     /// Run one maintenance round now (what the janitor does every
     /// `maintenance_interval`): delete dead segments, compact a few if worthwhile.
     pub async fn maintain(&self) -> Result<Maintenance, SpoolError> {
-        self.sender()?;
-        let inner = Arc::clone(&self.inner);
-        tokio::task::spawn_blocking(move || match inner.tx.as_ref() {
-            Some(tx) => janitor::maintain(&inner.shared, tx),
-            None => Err(SpoolError::ReadOnly),
-        })
-        .await
-        .map_err(|e| SpoolError::Worker(e.to_string()))?
+        let tx = self.sender()?.clone();
+        let shared = Arc::clone(&self.shared);
+        tokio::task::spawn_blocking(move || janitor::maintain(&shared, &tx))
+            .await
+            .map_err(|e| SpoolError::Worker(e.to_string()))?
     }
 
     /// Current counters.
@@ -476,12 +469,12 @@ impl Spool {
 
     /// Whether this spool was opened read-only.
     pub fn is_read_only(&self) -> bool {
-        self.inner.tx.is_none()
+        self.tx.is_none()
     }
 }
 
 /// The janitor thread: a maintenance round every interval until the spool closes.
-fn run_janitor(inner: Weak<Inner>, shared: Arc<Shared>) {
+fn run_janitor(shared: Arc<Shared>, tx: mpsc::Sender<Request>) {
     let interval = shared.config.maintenance_interval;
     loop {
         {
@@ -494,13 +487,7 @@ fn run_janitor(inner: Weak<Inner>, shared: Arc<Shared>) {
                 return;
             }
         }
-        // Not yet built (open is still running) or already gone (then `stop` is set).
-        let Some(inner) = inner.upgrade() else {
-            continue;
-        };
-        if let Some(tx) = inner.tx.as_ref()
-            && let Err(e) = janitor::maintain(&inner.shared, tx)
-        {
+        if let Err(e) = janitor::maintain(&shared, &tx) {
             tracing::warn!(error = %e, "spool maintenance failed; will retry");
         }
     }
