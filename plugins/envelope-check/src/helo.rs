@@ -1,8 +1,11 @@
 //! HELO/EHLO checks: the argument must be a domain or an address literal
 //! (RFC 5321 §4.1.1.1, §4.1.2, §4.1.3), must not claim to be this server (by
 //! name or by its own address) and, optionally, must be fully qualified.
-//! Trusts the session's `server_name` and `local_ip` (set by the host); the
-//! HELO argument is hostile.
+//! An address literal naming our own address is a lie only when the client is
+//! not at that address itself (a client on this host, e.g. Python's smtplib on
+//! a machine without a fully qualified name, greets `EHLO [127.0.0.1]`).
+//! Trusts the session's `server_name`, `local_ip` and `client_ip` (set by the
+//! host); the HELO argument is hostile.
 
 use postern_sdk::{Verdict, pass, reject};
 
@@ -21,14 +24,23 @@ pub struct HeloPolicy {
 pub const INVALID_TEXT: &str = "HELO name must be a domain name or an address literal";
 pub const FQDN_TEXT: &str = "HELO name must be a fully qualified domain name";
 
+/// The addresses of the connection, as the host reports them.
+#[derive(Debug, Clone, Copy)]
+pub struct Peers<'a> {
+    /// The address the client connected to (ours).
+    pub local_ip: &'a str,
+    /// The client's address.
+    pub client_ip: &'a str,
+}
+
 /// Decide on the HELO/EHLO argument `name`.
-pub fn check(policy: &HeloPolicy, server_name: &str, local_ip: &str, name: &str) -> Verdict {
+pub fn check(policy: &HeloPolicy, server_name: &str, peers: Peers<'_>, name: &str) -> Verdict {
     let parsed = parse_helo(name);
     if parsed.is_err() && policy.reject_invalid_helo {
         return reject(501, "5.5.2", INVALID_TEXT);
     }
     if policy.reject_own_hostname
-        && let Some(claimed) = own_identity(policy, server_name, local_ip, name, &parsed)
+        && let Some(claimed) = own_identity(policy, server_name, peers, name, &parsed)
     {
         return reject(
             550,
@@ -47,18 +59,20 @@ pub fn check(policy: &HeloPolicy, server_name: &str, local_ip: &str, name: &str)
 }
 
 /// Which of our identities the client claims, if any: our host name, one of
-/// `own_names`, or the address it connected to as a literal.
+/// `own_names`, or the address it connected to as a literal (unless that is
+/// the client's own address too: then the literal is the truth).
 fn own_identity(
     policy: &HeloPolicy,
     server_name: &str,
-    local_ip: &str,
+    peers: Peers<'_>,
     name: &str,
     parsed: &Result<HeloName, &'static str>,
 ) -> Option<String> {
     match parsed {
         Ok(HeloName::Ip(ip)) => {
-            let ours = parse_ip(local_ip)?;
-            (ours == *ip).then(|| literal(ours))
+            let ours = parse_ip(peers.local_ip)?;
+            let client_is_there = parse_ip(peers.client_ip) == Some(*ip);
+            (ours == *ip && !client_is_there).then(|| literal(ours))
         }
         Ok(HeloName::General) => None,
         // A domain, or (when invalid names are let through) the raw text.
@@ -96,6 +110,20 @@ mod tests {
 
     const SERVER: &str = "mx.example.org";
     const LOCAL: &str = "192.0.2.25";
+    /// A remote client.
+    const CLIENT: &str = "198.51.100.7";
+
+    fn check(p: &HeloPolicy, server: &str, local: &str, name: &str) -> Verdict {
+        check_from(p, server, local, CLIENT, name)
+    }
+
+    fn check_from(p: &HeloPolicy, server: &str, local: &str, client: &str, name: &str) -> Verdict {
+        let peers = Peers {
+            local_ip: local,
+            client_ip: client,
+        };
+        super::check(p, server, peers, name)
+    }
 
     #[test]
     fn decisions() {
@@ -162,6 +190,40 @@ mod tests {
             reply_of(&check(&p, SERVER, LOCAL, "no-dot!")),
             Some((550, "5.5.2", FQDN_TEXT))
         );
+    }
+
+    #[test]
+    fn own_literal_is_the_truth_for_a_client_at_that_address() {
+        let p = policy();
+        #[rustfmt::skip]
+        let table: Vec<(&str, &str, &str, Want)> = vec![
+            // smtplib on this host, no FQDN: `EHLO [127.0.0.1]` from 127.0.0.1.
+            ("127.0.0.1", "127.0.0.1", "[127.0.0.1]", None),
+            ("::1", "::1", "[IPv6:::1]", None),
+            // The same literal, mapped and unmapped forms.
+            ("::ffff:192.0.2.25", "::ffff:192.0.2.25", "[192.0.2.25]", None),
+            (LOCAL, LOCAL, "[192.0.2.25]", None),
+            // Another client claiming our address is still lying.
+            ("127.0.0.1", "127.0.0.2", "[127.0.0.1]", Some((550, "5.7.1", "You are not [127.0.0.1]"))),
+            (LOCAL, CLIENT, "[192.0.2.25]", Some((550, "5.7.1", "You are not [192.0.2.25]"))),
+            // A client unknown to the host never excuses the claim.
+            (LOCAL, "", "[192.0.2.25]", Some((550, "5.7.1", "You are not [192.0.2.25]"))),
+            // Our host name stays ours whoever claims it.
+            ("127.0.0.1", "127.0.0.1", "mx.example.org", Some((550, "5.7.1", "You are not mx.example.org"))),
+        ];
+        for (local, client, name, want) in table {
+            let v = check_from(&p, SERVER, local, client, name);
+            match want {
+                None => assert!(is_pass(&v), "{name:?} from {client} should pass, got {v:?}"),
+                Some((code, enh, text)) => {
+                    assert_eq!(
+                        reply_of(&v),
+                        Some((code, enh, text)),
+                        "{name:?} from {client}"
+                    )
+                }
+            }
+        }
     }
 
     #[test]

@@ -47,7 +47,11 @@ impl sender::Resolver for HostDns {
 
 impl Helo for EnvelopeCheck {
     fn on_helo(&self, session: &Session, name: &str, _extended: bool) -> Verdict {
-        helo::check(&self.0.helo, &session.server_name, &session.local_ip, name)
+        let peers = helo::Peers {
+            local_ip: &session.local_ip,
+            client_ip: &session.client_ip,
+        };
+        helo::check(&self.0.helo, &session.server_name, peers, name)
     }
 }
 
