@@ -22,7 +22,7 @@ RUST_PLUGINS := $(foreach t,$(RUST_PLUGIN_TOMLS),$(shell sed -n 's/^name = "\(.*
 SCRIPT_PLUGINS := $(wildcard plugins/*/build.sh) $(wildcard examples/plugins/*/build.sh)
 
 .PHONY: all build host plugins rust-plugins script-plugins run test test-rust test-e2e \
-        test-scripts venv wasm-target fmt lint clean bench bench-idle bench-deps
+        test-scripts test-deps venv wasm-target fmt lint clean bench bench-idle bench-deps
 
 all: build
 
@@ -54,7 +54,7 @@ $(VENV)/.ready: tests/requirements.txt
 	$(VPY) -m pip install --quiet -r tests/requirements.txt
 	touch $@
 
-test: build venv test-rust test-scripts test-e2e
+test: build venv test-deps test-rust test-scripts test-e2e
 
 test-rust:
 	$(CARGO) test --release --workspace
@@ -80,13 +80,31 @@ bench: build bench-deps
 bench-idle: build
 	$(PYTHON) bench/idle.py $(BENCH_IDLE_ARGS)
 
+# Debian packages, installed with apt when a command (or Perl module) they
+# provide is missing. Postfix is installed without configuring a mail system.
+# $(call apt-install,PACKAGES): install them (as root, or through sudo).
+define apt-install
+SUDO=""; [ "$$(id -u)" -eq 0 ] || SUDO="sudo"; \
+echo "postfix postfix/main_mailer_type select No configuration" | $$SUDO debconf-set-selections || true; \
+$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq; \
+$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(1)
+endef
+
+# What the end-to-end tests run as real peers and probes: swaks (with TLS),
+# Postfix's smtp-sink/smtp-source, nmap's SMTP scripts, openssl s_client.
+test-deps:
+	@need=""; \
+	command -v swaks >/dev/null || need="$$need swaks"; \
+	perl -MNet::SSLeay -MIO::Socket::SSL -e1 2>/dev/null || need="$$need libnet-ssleay-perl libio-socket-ssl-perl"; \
+	command -v smtp-sink >/dev/null || [ -x /usr/sbin/smtp-sink ] || need="$$need postfix"; \
+	command -v nmap >/dev/null || need="$$need nmap"; \
+	command -v openssl >/dev/null || need="$$need openssl"; \
+	if [ -n "$$need" ]; then echo "== installing$$need"; $(call apt-install,$$need); fi
+
 # Postfix (smtp-source, smtp-sink, and the instance we compare with), from Debian.
 bench-deps:
 	@if ! command -v smtp-source >/dev/null && [ ! -x /usr/sbin/smtp-source ]; then \
-	  SUDO=""; [ "$$(id -u)" -eq 0 ] || SUDO="sudo"; \
-	  echo "postfix postfix/main_mailer_type select No configuration" | $$SUDO debconf-set-selections || true; \
-	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq; \
-	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postfix; \
+	  $(call apt-install,postfix); \
 	fi
 
 fmt:
