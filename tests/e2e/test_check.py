@@ -53,19 +53,36 @@ def test_bad_config_names_file_and_line(tmp_path, text, want):
 
 
 def test_missing_or_broken_tls_files(tmp_path):
-    """check loads [tls] like serve does: a missing or broken certificate or
-    key is an error naming the file, not a surprise at start-up."""
+    """check loads [tls] like serve does: a missing, unreadable or broken
+    certificate or key is an error naming the configuration line that set
+    it and the file, not a surprise at start-up."""
     tls = tmp_path / "tls"
     subprocess.run([str(BIN), "gen-cert", "--hostname", "mx.test", "--dir", str(tls)], check=True,
                    capture_output=True)
+    base = render_config(BASE, [])
+    cert_line = base.count("\n") + 2  # [tls] is the next line, cert the one after
     good = f'[tls]\ncert = "{tls}/cert.pem"\nkey = "{tls}/key.pem"\n'
-    code, out, _ = check(tmp_path, render_config(BASE, []) + good)
+    code, out, _ = check(tmp_path, base + good)
     assert code == 0, out
-    code, out, _ = check(tmp_path, render_config(BASE, []) + good.replace("cert.pem", "nope.pem"))
-    assert code != 0 and f"tls.cert {tls}/nope.pem" in out, out
     (tmp_path / "junk.pem").write_text("not a key\n")
-    code, out, _ = check(tmp_path, render_config(BASE, []) + good.replace(f"{tls}/key.pem", f"{tmp_path}/junk.pem"))
-    assert code != 0 and f"tls.key {tmp_path}/junk.pem" in out, out
+    cases = [
+        (good.replace("cert.pem", "nope.pem"), cert_line, f"tls.cert {tls}/nope.pem"),
+        (good.replace(f"{tls}/cert.pem", str(tls)), cert_line, f"tls.cert {tls}: is a directory"),
+        (good.replace(f"{tls}/cert.pem", f"{tmp_path}/junk.pem"), cert_line,
+         f"tls.cert {tmp_path}/junk.pem: no PEM certificate"),
+        (good.replace(f"{tls}/key.pem", f"{tmp_path}/junk.pem"), cert_line + 1, f"tls.key {tmp_path}/junk.pem"),
+        (good.replace(f"{tls}/key.pem", f"{tls}/cert.pem"), cert_line + 1, f"tls.key {tls}/cert.pem"),
+    ]
+    for tail, line, want in cases:
+        code, out, p = check(tmp_path, base + tail)
+        assert code != 0 and f"{p}:{line}: {want}" in out, (want, out)
+
+
+def test_duplicate_listen_address_names_the_line(tmp_path):
+    text = ('[server]\nhostname = "h"\nlocal_domains = []\nlisten = ["127.0.0.1:2600"]\n'
+            '[[listener]]\nname = "sub"\naddress = "127.0.0.1:2600"\n')
+    code, out, p = check(tmp_path, text)
+    assert code != 0 and f"{p}:7: listen address 127.0.0.1:2600 is used twice" in out, out
 
 
 def test_gen_cert_concurrent_runs_leave_a_matching_pair(tmp_path):

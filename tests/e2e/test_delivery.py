@@ -585,6 +585,26 @@ def test_queue_list_show_flush_delete_online_and_offline(start, sink):
     assert queue_empty(srv)
 
 
+def test_queue_commands_never_create_a_spool_elsewhere(start, sink, tmp_path):
+    """`postern queue list` pointed at a data directory the server does not
+    use (a server started with --data-dir, queried without it) reports that
+    no spool is there, instead of creating an empty one and answering "queue
+    is empty"; with the server's own data directory it lists the mail."""
+    s = sink(rcpt=lambda a: "451 4.7.1 greylisted, come back later")
+    srv = start(plugins=[relay()], extra=delivery(relayhost=f"127.0.0.1:{s.port}", retry_intervals=["1h"]))
+    send(srv.port, "alice@example.test", ["grey@remote.test"], "held")
+    srv.wait_log(lambda r: r.get("message") == "deferred", 20)
+    (qid,) = srv.queued()
+    elsewhere = tmp_path / "elsewhere"
+    wrong = queue_cli(srv, "list", "--data-dir", str(elsewhere))
+    assert wrong.returncode == 2, wrong.stdout + wrong.stderr
+    assert f"no spool at {elsewhere}/spool" in wrong.stderr and "--data-dir" in wrong.stderr, wrong.stderr
+    assert "queue is empty" not in wrong.stdout
+    assert not (elsewhere / "spool").exists(), "the command created a spool"
+    right = queue_cli(srv, "list", "--data-dir", str(srv.data_dir))
+    assert right.returncode == 0 and qid in right.stdout, right.stdout + right.stderr
+
+
 # -- crash safety and throughput ---------------------------------------------------------
 
 def submit(port: int, subjects: list[str], rcpt: str, threads: int = 4) -> None:

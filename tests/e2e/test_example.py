@@ -14,6 +14,7 @@ import re
 import secrets
 import signal
 import smtplib
+import socket
 import ssl
 import subprocess
 import threading
@@ -144,6 +145,33 @@ def test_readme_swaks_session_is_delivered(example):
     received = " ".join(found[0]["Received"].split())
     assert "[127.0.0.1]" in received and f"by mx.example.test (Postern) with ESMTP id {qid}" in received, received
     assert found[0]["Delivered-To"] == "someone@example.test"
+
+
+def readme_python_example() -> str:
+    """The README's Python example, exactly as printed there."""
+    text = (ROOT / "README.md").read_text()
+    m = re.search(r"```python\n(import smtplib\n.*?)```", text, re.S)
+    assert m, "the README's Python example moved"
+    return m.group(1)
+
+
+@pytest.mark.parametrize("fqdn", ["container", "client.example"])
+def test_readme_python_example_works_as_written(example, monkeypatch, fqdn):
+    """The README's smtplib example, run as printed (only the port is the
+    test's), on a machine whose host name is not fully qualified (then
+    smtplib greets `EHLO [127.0.0.1]`: containers, most VMs) and on one
+    whose name is. The message reaches the Maildir."""
+    code = readme_python_example()
+    assert '"127.0.0.1", 2525' in code
+    code = code.replace('"127.0.0.1", 2525', f'"127.0.0.1", {example.listening["smtp"]}')
+    monkeypatch.setattr(socket, "getfqdn", lambda name="": fqdn)
+    maildir = example.data_dir / "mail" / "example.test" / "someone" / "new"
+    before = set(maildir.iterdir()) if maildir.is_dir() else set()
+    exec(compile(code, "README.md", "exec"), {})
+    deadline = time.time() + 30
+    while not (set(maildir.iterdir()) if maildir.is_dir() else set()) - before:
+        assert time.time() < deadline, f"not delivered:\n{example.log()}"
+        time.sleep(0.1)
 
 
 def test_vrfy_and_expn_reveal_nothing(example):

@@ -342,3 +342,52 @@ def test_client_certificate_presence_reaches_plugins(start, tmp_path):
     calls = srv.probe_calls("c", "mail-from")
     assert [c["session"]["tls"]["client_certificate"] for c in calls] == [True, False]
     assert all(c["session"]["tls"]["protocol"].startswith("TLSv1.") for c in calls)
+
+
+def test_help_lists_only_what_the_session_may_use(start, tmp_path):
+    """HELP names STARTTLS before TLS (when offered) and never after it."""
+    srv = start(plugins=[AUTH_PROBE], extra=tls_extra(certs(tmp_path)))
+    with smtplib.SMTP("127.0.0.1", srv.port, timeout=10) as s:
+        s.ehlo("client.test")
+        code, text = s.docmd("HELP")
+        assert code == 214 and b"STARTTLS" in text.split() and b"AUTH" not in text.split(), text
+        s.starttls(context=ctx())
+        s.ehlo("client.test")
+        code, text = s.docmd("HELP")
+        assert code == 214 and b"STARTTLS" not in text.split() and b"AUTH" in text.split(), text
+    plain = start()
+    with smtplib.SMTP("127.0.0.1", plain.port, timeout=10) as s:
+        s.ehlo("client.test")
+        code, text = s.docmd("HELP")
+        assert code == 214 and b"STARTTLS" not in text.split() and b"EHLO" in text.split(), text
+
+
+def test_tls12_renegotiation_is_refused_with_an_alert(start, tmp_path):
+    """A TLS 1.2 renegotiation request (a new ClientHello) is answered at
+    once with a no_renegotiation alert (RFC 5246 §7.2.2), not left hanging
+    until the command time-out; the session goes on."""
+    srv = start(command_timeout="30s", extra=tls_extra(certs(tmp_path)))
+    p = subprocess.Popen(
+        ["openssl", "s_client", "-connect", f"127.0.0.1:{srv.port}", "-starttls", "smtp",
+         "-tls1_2", "-legacy_renegotiation", "-msg", "-ign_eof"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )
+    try:
+        time.sleep(1.0)
+        p.stdin.write(b"R\n")  # s_client: renegotiate
+        p.stdin.flush()
+        time.sleep(1.5)
+        p.stdin.write(b"NOOP\r\n")
+        p.stdin.flush()
+        time.sleep(1.0)
+        p.stdin.write(b"QUIT\r\n")
+        p.stdin.flush()
+        out, _ = p.communicate(timeout=15)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    text = out.decode(errors="replace")
+    assert "RENEGOTIATING" in text, text[-2000:]
+    assert "no_renegotiation" in text or "no renegotiation" in text.lower(), text[-3000:]
+    assert "250 2.0.0" in text.split("RENEGOTIATING", 1)[1], text[-2000:]

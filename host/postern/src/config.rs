@@ -54,9 +54,9 @@ struct MetricsSection {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct TlsSection {
-    cert: String,
-    key: String,
-    client_ca: Option<String>,
+    cert: Spanned<String>,
+    key: Spanned<String>,
+    client_ca: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -133,6 +133,8 @@ struct ServerSection {
     command_timeout: Spanned<String>,
     #[serde(default = "defaults::data_timeout")]
     data_timeout: Spanned<String>,
+    #[serde(default = "defaults::min_data_rate")]
+    min_data_rate: u64,
     #[serde(default = "defaults::shutdown_timeout")]
     shutdown_timeout: Spanned<String>,
     #[serde(default)]
@@ -140,12 +142,22 @@ struct ServerSection {
     admin_socket: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct SpoolSection {
     dir: Option<String>,
     #[serde(default = "defaults::yes")]
     group_commit: bool,
+}
+
+/// An omitted `[spool]` section means the same as an empty one.
+impl Default for SpoolSection {
+    fn default() -> Self {
+        SpoolSection {
+            dir: None,
+            group_commit: defaults::yes(),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -323,6 +335,10 @@ mod defaults {
     pub fn data_timeout() -> Spanned<String> {
         spanned("3m")
     }
+    /// Bytes per second a DATA transfer must keep up (Postfix's default).
+    pub fn min_data_rate() -> u64 {
+        500
+    }
     pub fn idle_timeout() -> Spanned<String> {
         spanned("60s")
     }
@@ -381,6 +397,11 @@ pub struct TlsFiles {
     pub cert: PathBuf,
     pub key: PathBuf,
     pub client_ca: Option<PathBuf>,
+    /// Where each key was set ("file:line"), for errors found when the
+    /// files are loaded.
+    pub cert_at: String,
+    pub key_at: String,
+    pub client_ca_at: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -416,8 +437,13 @@ pub struct Config {
     /// A message already carrying this many `Received:` fields is looping
     /// (RFC 5321 §6.3): `554 5.4.6`. 0 turns the check off.
     pub max_hops: usize,
+    /// A whole command line must arrive within this (slow clients cannot
+    /// stretch it: see `conn::Deadline`).
     pub command_timeout: Duration,
+    /// DATA must end within this of its start, extended by `min_data_rate`.
     pub data_timeout: Duration,
+    /// Bytes per second of DATA that extend its deadline; 0: none.
+    pub min_data_rate: u64,
     pub shutdown_timeout: Duration,
     /// Reload when the config or a plugin file changes.
     pub watch: bool,
@@ -452,16 +478,21 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    fn at<T>(&self, span: &Spanned<T>, msg: impl std::fmt::Display) -> ConfigError {
+    /// "file:line" of a value (just "file" for a default).
+    fn location<T>(&self, span: &Spanned<T>) -> String {
         if span.span().end == 0 {
-            ConfigError(format!("{}: {msg}", self.path.display()))
+            self.path.display().to_string()
         } else {
-            ConfigError(format!(
-                "{}:{}: {msg}",
+            format!(
+                "{}:{}",
                 self.path.display(),
                 line_of(self.text, span.span().start)
-            ))
+            )
         }
+    }
+
+    fn at<T>(&self, span: &Spanned<T>, msg: impl std::fmt::Display) -> ConfigError {
+        ConfigError(format!("{}: {msg}", self.location(span)))
     }
 
     fn plain(&self, msg: impl std::fmt::Display) -> ConfigError {
@@ -512,9 +543,16 @@ impl Config {
             return Err(cx.plain("server.hostname must be a host name without spaces"));
         }
         let tls = file.tls.as_ref().map(|t| TlsFiles {
-            cert: cx.resolve(&t.cert),
-            key: cx.resolve(&t.key),
-            client_ca: t.client_ca.as_deref().map(|c| cx.resolve(c)),
+            cert: cx.resolve(t.cert.get_ref()),
+            key: cx.resolve(t.key.get_ref()),
+            client_ca: t.client_ca.as_ref().map(|c| cx.resolve(c.get_ref())),
+            cert_at: cx.location(&t.cert),
+            key_at: cx.location(&t.key),
+            client_ca_at: t
+                .client_ca
+                .as_ref()
+                .map(|c| cx.location(c))
+                .unwrap_or_default(),
         });
         let default_tls = if tls.is_some() {
             TlsMode::Starttls
@@ -522,6 +560,8 @@ impl Config {
             TlsMode::None
         };
         let mut listeners = Vec::new();
+        // Where each listener's address was set (none: `--listen`).
+        let mut set_at: Vec<Option<&Spanned<String>>> = Vec::new();
         if overrides.listen.is_empty() {
             for l in &s.listen {
                 let address: SocketAddr = l.get_ref().parse().map_err(|_| {
@@ -540,6 +580,7 @@ impl Config {
                     require_auth: false,
                     allow_plaintext_auth: false,
                 });
+                set_at.push(Some(l));
             }
         } else {
             for address in &overrides.listen {
@@ -550,6 +591,7 @@ impl Config {
                     require_auth: false,
                     allow_plaintext_auth: false,
                 });
+                set_at.push(None);
             }
         }
         for l in &file.listeners {
@@ -582,14 +624,19 @@ impl Config {
                 require_auth: l.require_auth,
                 allow_plaintext_auth: l.allow_plaintext_auth,
             });
+            set_at.push(Some(&l.address));
         }
         if listeners.is_empty() {
             return Err(cx.plain("no listener: set server.listen or add a [[listener]]"));
         }
         let mut seen = std::collections::HashSet::new();
-        for l in &listeners {
+        for (l, at) in listeners.iter().zip(&set_at) {
             if l.address.port() != 0 && !seen.insert(l.address) {
-                return Err(cx.plain(format!("listen address {} is used twice", l.address)));
+                let msg = format!("listen address {} is used twice", l.address);
+                return Err(match at {
+                    Some(span) => cx.at(span, msg),
+                    None => cx.plain(format!("{msg} (--listen)")),
+                });
             }
         }
         let mut names = std::collections::HashSet::new();
@@ -756,6 +803,7 @@ impl Config {
             max_hops: s.max_hops,
             command_timeout: cx.duration(&s.command_timeout, "server.command_timeout")?,
             data_timeout: cx.duration(&s.data_timeout, "server.data_timeout")?,
+            min_data_rate: s.min_data_rate,
             shutdown_timeout: cx.duration(&s.shutdown_timeout, "server.shutdown_timeout")?,
             watch: s.watch,
             admin_socket: s.admin_socket.as_deref().map(|p| cx.resolve(p)),
@@ -802,6 +850,21 @@ mod tests {
         assert_eq!(c.spool_dir, PathBuf::from("/etc/postern/data/spool"));
     }
 
+    /// An omitted section means exactly what an empty one does (the
+    /// README's defaults hold either way; `[spool] group_commit` once did not).
+    #[test]
+    fn omitted_sections_take_the_documented_defaults() {
+        let empty = "[spool]\n[runtime]\n[dns]\n[log]\n[auth]\n[metrics]\n[delivery]\n";
+        let omitted = parse(MIN).unwrap();
+        let explicit = parse(&format!("{MIN}{empty}")).unwrap();
+        assert_eq!(format!("{omitted:?}"), format!("{explicit:?}"));
+        assert!(
+            omitted.group_commit,
+            "[spool] group_commit defaults to true"
+        );
+        assert_eq!(omitted.min_data_rate, 500);
+    }
+
     #[test]
     fn errors_name_file_and_line() {
         let cases = [
@@ -831,6 +894,16 @@ mod tests {
                 format!("{MIN}command_timeout = \"soon\"\n"),
                 "p.toml:5",
                 "invalid duration",
+            ),
+            (
+                format!("{MIN}[[listener]]\nname = \"again\"\naddress = \"127.0.0.1:2525\"\n"),
+                "p.toml:7",
+                "listen address 127.0.0.1:2525 is used twice",
+            ),
+            (
+                "[server]\nhostname = \"h\"\nlocal_domains = []\nlisten = [\n  \"127.0.0.1:25\",\n  \"127.0.0.1:25\",\n]\n".to_string(),
+                "p.toml:6",
+                "is used twice",
             ),
             (
                 format!("{MIN}[runtime]\nidle_timeout = \"0s\"\n"),

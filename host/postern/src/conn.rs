@@ -4,7 +4,8 @@
 //! buffer runs dry (RFC 2920 §3), so they are always in order and never
 //! wait on a read. Performs the STARTTLS upgrade, discarding anything the
 //! client pipelined before the handshake (RFC 3207 §4.2, CVE-2011-0411).
-//! Enforces the read timeouts of RFC 5321 §4.5.3.2 and the shutdown notice.
+//! Enforces the time-outs of RFC 5321 §4.5.3.2 as deadlines a slow client
+//! cannot stretch (see [`Deadline`]), and the shutdown notice.
 //! Input: raw bytes from an untrusted client.
 
 use std::pin::Pin;
@@ -17,6 +18,7 @@ use postern_protocol::{
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
+use tokio::time::Instant;
 
 use crate::session::{Session, Step, step_reply};
 
@@ -40,7 +42,18 @@ impl<S: Io> AsyncRead for Stream<S> {
     ) -> Poll<std::io::Result<()>> {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            Stream::Tls(s) => {
+                let read = Pin::new(s.as_mut()).poll_read(cx, buf);
+                // Reading can make rustls queue a record of its own, such as
+                // the no_renegotiation alert answering a TLS 1.2
+                // renegotiation request (RFC 5246 §7.2.2, RFC 5746): send it
+                // now, as the session may be waiting for input only and the
+                // client for that answer.
+                if s.get_ref().1.wants_write() {
+                    let _ = Pin::new(s.as_mut()).poll_flush(cx);
+                }
+                read
+            }
             Stream::Gone => Poll::Ready(Err(std::io::ErrorKind::NotConnected.into())),
         }
     }
@@ -77,8 +90,14 @@ impl<S: Io> AsyncWrite for Stream<S> {
 }
 
 pub struct Timeouts {
+    /// A whole command line must arrive within this of the server starting to
+    /// wait for it (after its previous reply).
     pub command: Duration,
+    /// DATA must end within this of its start, extended by `min_data_rate`.
     pub data: Duration,
+    /// Bytes per second: each chunk of DATA read moves the deadline on by its
+    /// size at this rate (never beyond `data` from now); 0: no extension.
+    pub min_data_rate: u64,
     /// Time allowed for a TLS handshake.
     pub handshake: Duration,
     /// Open connections right now (the instance-release policy reads it).
@@ -97,6 +116,44 @@ impl Timeouts {
         } else {
             RELEASE_GRACE
         }
+    }
+}
+
+/// When the client must have sent what the server waits for, whatever its
+/// pace: a byte now and then does not restart the clock (slowloris). A
+/// command line gets `command` from the moment the server waits for it; DATA
+/// gets `data` from its start, and every chunk read moves that on by its size
+/// at `min_data_rate` bytes per second (as Postfix's `smtpd_min_data_rate`),
+/// never further than `data` from now, so a long message at a reasonable
+/// rate finishes and a trickle is cut off at about `data`.
+struct Deadline {
+    at: Instant,
+}
+
+impl Deadline {
+    fn command(t: &Timeouts) -> Deadline {
+        Deadline {
+            at: Instant::now() + t.command,
+        }
+    }
+
+    fn data(t: &Timeouts) -> Deadline {
+        Deadline {
+            at: Instant::now() + t.data,
+        }
+    }
+
+    /// `n` bytes of DATA arrived.
+    fn received(&mut self, t: &Timeouts, n: usize) {
+        if t.min_data_rate == 0 || n == 0 {
+            return;
+        }
+        let credit = Duration::from_secs_f64(n as f64 / t.min_data_rate as f64);
+        self.at = (self.at + credit).min(Instant::now() + t.data);
+    }
+
+    fn remaining(&self) -> Duration {
+        self.at.saturating_duration_since(Instant::now())
     }
 }
 
@@ -135,6 +192,7 @@ pub async fn run<S: Io>(
     let mut out: Vec<u8> = Vec::with_capacity(512);
     let mut framer = LineFramer::new(MAX_AUTH_LINE);
     let mut mode = Mode::Command;
+    let mut deadline = Deadline::command(timeouts);
 
     // The heavy calls are boxed: a connection waiting for input then keeps
     // only this loop's small state, not the largest plugin-call future.
@@ -178,6 +236,11 @@ pub async fn run<S: Io>(
         };
         if let Some(step) = step {
             let starttls = matches!(step, Step::StartTls(_));
+            deadline = if matches!(step, Step::Data(_)) {
+                Deadline::data(timeouts)
+            } else {
+                Deadline::command(timeouts)
+            };
             if let Some(end) = apply(step, &mut out, &mut mode, session) {
                 let _ = io.write_all(&out).await;
                 let _ = io.flush().await;
@@ -204,7 +267,10 @@ pub async fn run<S: Io>(
                     return End::TlsFailed;
                 };
                 match Box::pin(upgrade(io, config, timeouts.handshake)).await {
-                    Ok(info) => session.tls_started(info),
+                    Ok(info) => {
+                        session.tls_started(info);
+                        deadline = Deadline::command(timeouts);
+                    }
                     Err(e) => {
                         tracing::info!("STARTTLS handshake failed: {e}");
                         return End::TlsFailed;
@@ -226,11 +292,7 @@ pub async fn run<S: Io>(
             inbuf.reserve(READ_CHUNK);
         }
         let in_data = matches!(mode, Mode::Data { .. });
-        let limit = if in_data {
-            timeouts.data
-        } else {
-            timeouts.command
-        };
+        let before = inbuf.len();
         // About to wait for the client: if nothing arrives within a short
         // grace period, give the plugin instances back first (to their
         // plugin's idle pool, or dropped), so a connection that waits on the
@@ -239,9 +301,8 @@ pub async fn run<S: Io>(
         // back-and-forth of an active session.
         let mut ready = None;
         if session.holds_instances() {
-            ready = match tokio::time::timeout(timeouts.release_grace(), io.read_buf(&mut inbuf))
-                .await
-            {
+            let grace = timeouts.release_grace().min(deadline.remaining());
+            ready = match tokio::time::timeout(grace, io.read_buf(&mut inbuf)).await {
                 Ok(r) => Some(r),
                 Err(_) => {
                     session.release_instances();
@@ -256,12 +317,15 @@ pub async fn run<S: Io>(
             Some(r) => Wake::Read(Ok(r)),
             None => tokio::select! {
                 biased;
-                r = tokio::time::timeout(limit, io.read_buf(&mut inbuf)) => Wake::Read(r),
+                r = tokio::time::timeout(deadline.remaining(), io.read_buf(&mut inbuf)) => Wake::Read(r),
                 _ = shutdown_signalled(&mut shutdown), if !in_data => Wake::Shutdown,
             },
         };
         if let Some(end) = handle_wake(wake, io, session).await {
             return end;
+        }
+        if in_data {
+            deadline.received(timeouts, inbuf.len() - before);
         }
     }
 }

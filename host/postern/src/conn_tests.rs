@@ -86,6 +86,7 @@ fn connect(h: &Harness) -> (DuplexStream, tokio::task::JoinHandle<End>) {
         let timeouts = Timeouts {
             command: Duration::from_secs(5),
             data: Duration::from_secs(5),
+            min_data_rate: 500,
             handshake: Duration::from_secs(5),
             connections: Arc::new(std::sync::atomic::AtomicUsize::new(1)),
         };

@@ -241,6 +241,7 @@ async fn handle(
         let timeouts = Timeouts {
             command: config.command_timeout,
             data: config.data_timeout,
+            min_data_rate: config.min_data_rate,
             handshake: config
                 .command_timeout
                 .min(std::time::Duration::from_secs(60)),

@@ -153,10 +153,20 @@ pub fn run(action: QueueAction) -> ExitCode {
 /// The same commands against the spool directory (no server running). `list` and
 /// `show` open it read-only (nothing is repaired or changed) once it exists.
 async fn offline(cfg: &Config, action: &QueueAction) -> Result<Value, String> {
+    // Never create a spool here: a missing one most often means the server
+    // runs with another data directory, and an empty new spool would answer
+    // "nothing queued" for a queue that holds mail.
+    if !cfg.spool_dir.join("log").is_dir() {
+        return Err(format!(
+            "no spool at {} and no server answers on its admin socket: nothing was ever \
+             queued there (a server started with --data-dir needs the same --data-dir here)",
+            cfg.spool_dir.display()
+        ));
+    }
     let reads_only = matches!(action, QueueAction::List(_) | QueueAction::Show { .. });
     let (spool, _) = Spool::open(SpoolConfig {
         group_commit: cfg.group_commit,
-        read_only: reads_only && cfg.spool_dir.join("log").is_dir(),
+        read_only: reads_only,
         ..SpoolConfig::new(&cfg.spool_dir)
     })
     .map_err(|e| match e {

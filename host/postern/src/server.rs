@@ -110,13 +110,21 @@ pub fn services(dns: Arc<dyn DnsBackend>, kv: Arc<dyn KvBackend>) -> Services {
 }
 
 /// Load the TLS certificate and key named by the configuration.
+/// Errors name the configuration line that set the failing file.
 pub fn load_tls(config: &Config) -> Result<Option<Arc<rustls::ServerConfig>>, String> {
-    config
-        .tls
-        .as_ref()
-        .map(|t| crate::tls::server_config(&t.cert, &t.key, t.client_ca.as_deref()))
-        .transpose()
-        .map_err(|e| format!("{}: {e}", config.path.display()))
+    let Some(t) = config.tls.as_ref() else {
+        return Ok(None);
+    };
+    crate::tls::server_config(&t.cert, &t.key, t.client_ca.as_deref())
+        .map(Some)
+        .map_err(|e| {
+            let at = match e.key {
+                crate::tls::TlsKey::Cert => &t.cert_at,
+                crate::tls::TlsKey::Key => &t.key_at,
+                crate::tls::TlsKey::ClientCa => &t.client_ca_at,
+            };
+            format!("{at}: {e}")
+        })
 }
 
 /// Build a generation from a configuration (also used by `postern check`).

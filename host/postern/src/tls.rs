@@ -17,47 +17,99 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
+/// Which `[tls]` key a loading error is about (so the caller can name the
+/// line of the configuration that set it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsKey {
+    Cert,
+    Key,
+    ClientCa,
+}
+
+impl TlsKey {
+    pub fn name(self) -> &'static str {
+        match self {
+            TlsKey::Cert => "tls.cert",
+            TlsKey::Key => "tls.key",
+            TlsKey::ClientCa => "tls.client_ca",
+        }
+    }
+}
+
+/// A certificate, key or CA file that cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsError {
+    pub key: TlsKey,
+    pub message: String,
+}
+
+impl std::fmt::Display for TlsError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.key.name(), self.message)
+    }
+}
+
+fn fail(key: TlsKey, path: &Path, e: impl std::fmt::Display) -> TlsError {
+    TlsError {
+        key,
+        message: format!("{}: {e}", path.display()),
+    }
+}
+
+/// A readable regular file (a directory or a missing file gets a plain
+/// answer instead of a parser's).
+fn check_file(key: TlsKey, path: &Path) -> Result<(), TlsError> {
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_dir() => Err(fail(key, path, "is a directory, not a PEM file")),
+        Ok(_) => Ok(()),
+        Err(e) => Err(fail(key, path, e)),
+    }
+}
+
 /// Build the server TLS configuration. With `client_ca`, clients may present
 /// a certificate signed by it (optional; it is reported to plugins).
 pub fn server_config(
     cert: &Path,
     key: &Path,
     client_ca: Option<&Path>,
-) -> Result<Arc<ServerConfig>, String> {
+) -> Result<Arc<ServerConfig>, TlsError> {
+    check_file(TlsKey::Cert, cert)?;
+    check_file(TlsKey::Key, key)?;
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
-        .map_err(|e| format!("tls.cert {}: {e}", cert.display()))?
+        .map_err(|e| fail(TlsKey::Cert, cert, e))?
         .collect::<Result<_, _>>()
-        .map_err(|e| format!("tls.cert {}: {e}", cert.display()))?;
+        .map_err(|e| fail(TlsKey::Cert, cert, e))?;
     if chain.is_empty() {
-        return Err(format!("tls.cert {}: no certificate found", cert.display()));
+        return Err(fail(TlsKey::Cert, cert, "no PEM certificate found"));
     }
-    let key =
-        PrivateKeyDer::from_pem_file(key).map_err(|e| format!("tls.key {}: {e}", key.display()))?;
+    let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| fail(TlsKey::Key, key, e))?;
     let builder = ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| fail(TlsKey::Cert, cert, e))?;
     let builder = match client_ca {
         None => builder.with_no_client_auth(),
         Some(ca) => {
+            check_file(TlsKey::ClientCa, ca)?;
+            let bad = |e: &dyn std::fmt::Display| fail(TlsKey::ClientCa, ca, e);
             let mut roots = RootCertStore::empty();
-            for c in CertificateDer::pem_file_iter(ca)
-                .map_err(|e| format!("tls.client_ca {}: {e}", ca.display()))?
-            {
-                let c = c.map_err(|e| format!("tls.client_ca {}: {e}", ca.display()))?;
-                roots
-                    .add(c)
-                    .map_err(|e| format!("tls.client_ca {}: {e}", ca.display()))?;
+            for c in CertificateDer::pem_file_iter(ca).map_err(|e| bad(&e))? {
+                let c = c.map_err(|e| bad(&e))?;
+                roots.add(c).map_err(|e| bad(&e))?;
             }
             let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
                 .allow_unauthenticated()
                 .build()
-                .map_err(|e| format!("tls.client_ca {}: {e}", ca.display()))?;
+                .map_err(|e| bad(&e))?;
             builder.with_client_cert_verifier(verifier)
         }
     };
-    let config = builder
-        .with_single_cert(chain, key)
-        .map_err(|e| format!("tls.cert/tls.key {}: {e}", cert.display()))?;
+    let config = builder.with_single_cert(chain, key_der).map_err(|e| {
+        fail(
+            TlsKey::Key,
+            key,
+            format!("does not fit the certificate: {e}"),
+        )
+    })?;
     Ok(Arc::new(config))
 }
 
@@ -133,9 +185,26 @@ mod tests {
         assert!(!ensure_self_signed("mx.test", &dir).unwrap());
         server_config(&dir.join("cert.pem"), &dir.join("key.pem"), None).unwrap();
         let e = server_config(&dir.join("nope.pem"), &dir.join("key.pem"), None).unwrap_err();
-        assert!(e.contains("tls.cert") && e.contains("nope.pem"), "{e}");
+        assert_eq!(e.key, TlsKey::Cert);
+        assert!(
+            e.to_string().contains("tls.cert") && e.to_string().contains("nope.pem"),
+            "{e}"
+        );
         let e = server_config(&dir.join("cert.pem"), &dir.join("cert.pem"), None).unwrap_err();
-        assert!(e.contains("tls.key"), "{e}");
+        assert_eq!(e.key, TlsKey::Key, "{e}");
+        let e = server_config(&dir, &dir.join("key.pem"), None).unwrap_err();
+        assert_eq!(e.key, TlsKey::Cert);
+        assert!(e.message.contains("is a directory"), "{e}");
+        std::fs::write(dir.join("garbage.pem"), b"not a certificate\n").unwrap();
+        let e = server_config(&dir.join("garbage.pem"), &dir.join("key.pem"), None).unwrap_err();
+        assert!(e.message.contains("no PEM certificate"), "{e}");
+        let e = server_config(
+            &dir.join("cert.pem"),
+            &dir.join("key.pem"),
+            Some(&dir.join("ca.pem")),
+        )
+        .unwrap_err();
+        assert_eq!(e.key, TlsKey::ClientCa, "{e}");
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -253,7 +253,10 @@ impl Session {
             }
             Command::Noop => Step::Reply(replies::ok()),
             Command::Quit => Step::Close(replies::bye()),
-            Command::Help(_) => Step::Reply(replies::help()),
+            Command::Help(_) => Step::Reply(replies::help(
+                self.starttls_offered(),
+                self.auth_offered() && self.ctx.auth_user.is_none(),
+            )),
             Command::Vrfy(arg) => self.vrfy_expn(Stage::Vrfy, arg).await,
             Command::Expn(arg) => self.vrfy_expn(Stage::Expn, arg).await,
             Command::StartTls => self.starttls(),

@@ -46,14 +46,20 @@ pub fn queued(id: &str) -> Reply {
 pub fn bye() -> Reply {
     r(221, 2, 0, 0, "Bye")
 }
-pub fn help() -> Reply {
-    r(
-        214,
-        2,
-        0,
-        0,
-        "Commands: EHLO HELO STARTTLS AUTH MAIL RCPT DATA RSET NOOP QUIT VRFY EXPN HELP",
-    )
+/// HELP: the commands this session would accept now (STARTTLS and AUTH
+/// only where EHLO would offer them).
+pub fn help(starttls: bool, auth: bool) -> Reply {
+    let mut commands = vec!["EHLO", "HELO"];
+    if starttls {
+        commands.push("STARTTLS");
+    }
+    if auth {
+        commands.push("AUTH");
+    }
+    commands.extend([
+        "MAIL", "RCPT", "DATA", "RSET", "NOOP", "QUIT", "VRFY", "EXPN", "HELP",
+    ]);
+    r(214, 2, 0, 0, format!("Commands: {}", commands.join(" ")))
 }
 pub fn vrfy_default() -> Reply {
     r(
