@@ -82,8 +82,49 @@ impl Committer {
         }
     }
 
+    /// Answer `Ok(false)`, without writing them, the compaction copies that are
+    /// no longer current: the janitor read the record, then the message was
+    /// removed (in an earlier batch or earlier in this one) or its record moved.
+    /// Written, such a copy would be a record of a removed message that no
+    /// tombstone pins: once the tombstone was released, the next recovery would
+    /// bring the message back. Only this thread changes the records the index
+    /// tracks, so what is current now stays current until the batch is indexed.
+    fn without_stale_copies(&self, batch: Vec<Request>) -> Vec<Request> {
+        if !batch.iter().any(|r| matches!(r.op, Op::Copy { .. })) {
+            return batch;
+        }
+        let index = self.shared.index();
+        let mut removed_here = std::collections::HashSet::new();
+        let mut kept = Vec::with_capacity(batch.len());
+        for req in batch {
+            match req.op {
+                Op::Remove { id } => {
+                    removed_here.insert(id);
+                }
+                Op::Copy {
+                    kind,
+                    id,
+                    lsn,
+                    from,
+                } if removed_here.contains(&id) || !index.is_current(kind, id, lsn, from) => {
+                    if let Some(reply) = req.reply {
+                        let _ = reply.send(Ok(false));
+                    }
+                    continue;
+                }
+                _ => {}
+            }
+            kept.push(req);
+        }
+        kept
+    }
+
     /// Write, sync, index and answer one batch.
-    fn commit(&mut self, mut batch: Vec<Request>) {
+    fn commit(&mut self, batch: Vec<Request>) {
+        let mut batch = self.without_stale_copies(batch);
+        if batch.is_empty() {
+            return;
+        }
         let start = self.writer.end;
         let mut places = Vec::with_capacity(batch.len());
         let mut offset = start;

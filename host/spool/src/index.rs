@@ -223,6 +223,25 @@ impl Index {
         Some(entry.loc.len)
     }
 
+    /// Whether the record of `kind` for `id` with `lsn` is still the one at
+    /// `from` (what [`Index::moved`] requires of a compaction copy).
+    pub fn is_current(&self, kind: Kind, id: QueueId, lsn: u64, from: Loc) -> bool {
+        match kind {
+            Kind::Message => self
+                .messages
+                .get(&id)
+                .is_some_and(|e| e.lsn == lsn && e.loc == from),
+            Kind::State => self
+                .messages
+                .get(&id)
+                .is_some_and(|e| e.states.iter().any(|(l, loc)| *l == lsn && *loc == from)),
+            Kind::Tombstone => self
+                .removed
+                .get(&id)
+                .is_some_and(|r| r.lsn == lsn && r.tomb == from),
+        }
+    }
+
     /// Compaction copied the record at `from` to `to` (same LSN) and the copy is
     /// durable. Whether the copy is the live one now.
     pub fn moved(&mut self, kind: Kind, id: QueueId, lsn: u64, from: Loc, to: Loc) -> bool {
