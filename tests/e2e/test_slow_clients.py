@@ -84,7 +84,7 @@ def test_data_at_the_minimum_rate_outlasts_data_timeout(start):
     assert c.cmd("RCPT TO:<b@example.test>")[0] == 250
     assert c.cmd("DATA")[0] == 354
     c.send(b"Subject: steady\r\n\r\n")
-    line = b"y" * 1022 + b"\r\n"
+    line = (b"y" * 510 + b"\r\n") * 2  # 1 KiB
     t0 = time.monotonic()
     while time.monotonic() - t0 < 5:
         c.send(line * 2)
