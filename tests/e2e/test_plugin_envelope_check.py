@@ -6,6 +6,7 @@ the missing "dns" capability;
 HELO sanity (syntax, our own name or address, FQDN); local mailbox checks
 (plugins/envelope-check/README.md)."""
 
+import socket
 import time
 
 import pytest
@@ -134,7 +135,9 @@ HELOS = [
     ("mx.example.test", reply(550, "5.7.1", "You are not mx.example.test")),
     ("MX.EXAMPLE.TEST.", reply(550, "5.7.1", "You are not mx.example.test")),
     ("mail.example.test", reply(550, "5.7.1", "You are not mail.example.test")),
-    ("[127.0.0.1]", reply(550, "5.7.1", "You are not [127.0.0.1]")),
+    # Our address, but the client really is at it (the tests connect from
+    # 127.0.0.1): the truth, as smtplib says it on a host without an FQDN.
+    ("[127.0.0.1]", 250),
 ]
 
 
@@ -157,6 +160,18 @@ def test_helo(helo_srv, name, want, verb):
             assert got[0] == 250, got
         else:
             assert got == want
+
+
+@pytest.mark.parametrize("verb", ["EHLO", "HELO"])
+def test_helo_claiming_our_address_from_another_is_refused(helo_srv, verb):
+    """A client at 127.0.0.2 greeting with the server's address 127.0.0.1 lies."""
+    sock = socket.create_connection(("127.0.0.1", helo_srv.port), timeout=10, source_address=("127.0.0.2", 0))
+    c = Raw.__new__(Raw)
+    c.sock, c.buf = sock, b""
+    with c:
+        assert c.reply()[0] == 220
+        assert c.cmd(f"{verb} [127.0.0.1]") == reply(550, "5.7.1", "You are not [127.0.0.1]")
+        assert c.cmd(f"{verb} [127.0.0.2]")[0] == 250
 
 
 def test_local_mailboxes(start):
