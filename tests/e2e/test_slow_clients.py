@@ -22,29 +22,39 @@ def trickle(c: Raw, data: bytes, interval: float, stop: threading.Event) -> None
             return
 
 
-def closed_with_421_within(c: Raw, low: float, high: float, t0: float) -> str:
-    c.sock.settimeout(high + 5)
-    code, text = c.reply()
-    took = time.monotonic() - t0
-    assert code == 421 and text.startswith("4.4.2"), (code, text)
-    assert low <= took <= high, f"cut off after {took:.1f}s, expected {low}-{high}s"
-    assert c.closed()
-    return text
+def cut_off_while_trickling(c: Raw, data: bytes, interval: float, low: float, high: float) -> None:
+    """Trickle `data` and expect `421 4.4.2` and a close between `low` and
+    `high` seconds from the start."""
+    stop = threading.Event()
+    t0 = time.monotonic()
+    sender = threading.Thread(target=trickle, args=(c, data, interval, stop))
+    sender.start()
+    try:
+        c.sock.settimeout(high + 5)
+        code, text = c.reply()
+        took = time.monotonic() - t0
+        assert code == 421 and text.startswith("4.4.2"), (code, text)
+        assert low <= took <= high, f"cut off after {took:.1f}s, expected {low}-{high}s"
+        assert c.closed()
+    finally:
+        stop.set()
+        sender.join()
+
+
+def in_data(port: int) -> Raw:
+    """A session that has just been answered 354 to DATA."""
+    c = ehlo(port)
+    assert c.cmd("MAIL FROM:<a@client.test>")[0] == 250
+    assert c.cmd("RCPT TO:<b@example.test>")[0] == 250
+    assert c.cmd("DATA")[0] == 354
+    return c
 
 
 def test_a_command_sent_a_byte_a_second_is_cut_off(start):
     srv = start(command_timeout="3s")
     c = Raw(srv.port)
     assert c.reply()[0] == 220
-    stop = threading.Event()
-    t0 = time.monotonic()
-    sender = threading.Thread(target=trickle, args=(c, b"EHLO a-very-slow-client.example\r\n", 1.0, stop))
-    sender.start()
-    try:
-        closed_with_421_within(c, 2.5, 5.0, t0)
-    finally:
-        stop.set()
-        sender.join()
+    cut_off_while_trickling(c, b"EHLO a-very-slow-client.example\r\n", 1.0, 2.5, 5.0)
 
 
 def test_commands_at_a_normal_pace_are_not_cut_off(start):
@@ -59,19 +69,8 @@ def test_commands_at_a_normal_pace_are_not_cut_off(start):
 
 def test_data_trickled_a_byte_a_second_is_cut_off(start):
     srv = start(command_timeout="30s", data_timeout="3s")
-    c = ehlo(srv.port)
-    assert c.cmd("MAIL FROM:<a@client.test>")[0] == 250
-    assert c.cmd("RCPT TO:<b@example.test>")[0] == 250
-    assert c.cmd("DATA")[0] == 354
-    stop = threading.Event()
-    t0 = time.monotonic()
-    sender = threading.Thread(target=trickle, args=(c, b"Subject: slow\r\n\r\n" + b"x" * 200, 1.0, stop))
-    sender.start()
-    try:
-        closed_with_421_within(c, 2.5, 5.0, t0)
-    finally:
-        stop.set()
-        sender.join()
+    c = in_data(srv.port)
+    cut_off_while_trickling(c, b"Subject: slow\r\n\r\n" + b"x" * 200, 1.0, 2.5, 5.0)
     assert srv.queued() == []
 
 
@@ -79,10 +78,7 @@ def test_data_at_the_minimum_rate_outlasts_data_timeout(start):
     """A client that keeps up min_data_rate finishes a transfer longer than
     data_timeout (2 KiB a second against 1 KiB/s for 5 s, data_timeout 2s)."""
     srv = start(command_timeout="30s", data_timeout="2s", min_data_rate=1024)
-    c = ehlo(srv.port)
-    assert c.cmd("MAIL FROM:<a@client.test>")[0] == 250
-    assert c.cmd("RCPT TO:<b@example.test>")[0] == 250
-    assert c.cmd("DATA")[0] == 354
+    c = in_data(srv.port)
     c.send(b"Subject: steady\r\n\r\n")
     line = (b"y" * 510 + b"\r\n") * 2  # 1 KiB
     t0 = time.monotonic()
@@ -99,17 +95,6 @@ def test_without_a_minimum_rate_data_ends_within_data_timeout(start):
     """min_data_rate = 0: DATA must end within data_timeout of its start,
     however fast the client keeps sending."""
     srv = start(command_timeout="30s", data_timeout="2s", min_data_rate=0)
-    c = ehlo(srv.port)
-    c.cmd("MAIL FROM:<a@client.test>")
-    c.cmd("RCPT TO:<b@example.test>")
-    assert c.cmd("DATA")[0] == 354
-    stop = threading.Event()
-    t0 = time.monotonic()
-    sender = threading.Thread(target=trickle, args=(c, b"z\r\n" * 1000, 0.05, stop))
-    sender.start()
-    try:
-        closed_with_421_within(c, 1.5, 4.0, t0)
-    finally:
-        stop.set()
-        sender.join()
+    c = in_data(srv.port)
+    cut_off_while_trickling(c, b"z\r\n" * 1000, 0.05, 1.5, 4.0)
     assert srv.queued() == []
