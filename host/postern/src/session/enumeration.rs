@@ -2,13 +2,13 @@
 //! and like the AUTH failure limits in `auth.rs`): RCPT TO commands that the
 //! policy refused with a permanent failure (5xx: unknown user, relay denied,
 //! whatever plugin or host refused them) are counted per session and, in the
-//! host key-value store, per client address and window. Past
-//! `max_unknown_recipients` in a session every further RCPT is answered
-//! only after `unknown_recipient_delay` (a timer: other sessions go on, and
-//! shutdown cuts it short), and after [`GRACE`] more refusals the session
-//! gets `421 4.7.1` and is closed; a client address that reached
-//! `client_unknown_recipient_limit` within the window gets `421 4.7.1` at
-//! the first RCPT of its sessions until the window has passed. Temporary
+//! host key-value store, per client address and window. Once a session had
+//! `max_unknown_recipients` refused, every further RCPT is answered only
+//! after `unknown_recipient_delay` (a timer: other sessions go on, and
+//! shutdown cuts it short), and a refusal beyond [`GRACE`] more is answered
+//! `421 4.7.1` instead and the session closed; a client address that reached
+//! `client_unknown_recipient_limit` within the window gets `421 4.7.1` at the
+//! first RCPT of its sessions until the window has passed. Temporary
 //! refusals (4xx: greylisting, limits) and protocol errors are not counted.
 //! Authenticated sessions and clients in `unknown_recipient_exempt_networks`
 //! are neither counted nor limited. When the kv store fails, the per-client
@@ -19,32 +19,23 @@ use std::time::Duration;
 
 use super::{Session, Step, replies};
 
-/// Refusals answered (after the delay) past the per-session limit before
-/// the session is closed: a sender with a few stale addresses more than
-/// the limit still gets its message through, a prober learns two more names.
+/// Refusals answered (after the delay) past the per-session limit; the
+/// next one closes the session. Recipients that exist are still accepted
+/// (after the delay), so a sender with a few stale addresses more than the
+/// limit gets its message through, and a prober learns two names more.
 pub const GRACE: u32 = 2;
 
-/// How the next RCPT of a session is to be answered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Pace {
-    /// As usual.
-    Prompt,
-    /// Only after the configured delay.
-    Delayed,
-    /// With 421 (after the delay), and the session is closed.
-    Close,
+/// Whether the next RCPT of a session that had `refused` recipients
+/// refused waits for its answer, with the per-session limit `limit`
+/// (0: off).
+pub fn delayed(limit: u32, refused: u32) -> bool {
+    limit > 0 && refused >= limit
 }
 
-/// The pace for the next RCPT of a session that had `refused` recipients
-/// refused, with the per-session limit `limit` (0: off).
-pub fn pace(limit: u32, refused: u32) -> Pace {
-    if limit == 0 || refused < limit {
-        Pace::Prompt
-    } else if refused < limit.saturating_add(GRACE) {
-        Pace::Delayed
-    } else {
-        Pace::Close
-    }
+/// Whether a session's `refused`-th refusal ends it (421 instead of the
+/// refusal), with the per-session limit `limit` (0: off).
+pub fn session_over(limit: u32, refused: u32) -> bool {
+    limit > 0 && refused > limit.saturating_add(GRACE)
 }
 
 /// Whether a client address whose window holds `count` refusals is over
@@ -120,32 +111,13 @@ impl Session {
         {
             return Err(self.client_limit_reached(n));
         }
-        match pace(
-            self.config.unknown_recipients.per_session,
-            self.unknown.refused,
-        ) {
-            Pace::Prompt => Ok(Guard {
-                exempt: false,
-                delayed: false,
-            }),
-            Pace::Delayed => Ok(Guard {
-                exempt: false,
-                delayed: true,
-            }),
-            Pace::Close => {
-                if let Some(stop) = self.pause().await {
-                    return Err(stop);
-                }
-                crate::metrics::unknown_recipient("session_limit");
-                tracing::info!(
-                    refused = self.unknown.refused,
-                    "too many unknown recipients, closing the session"
-                );
-                Err(Step::Close(replies::too_many_unknown_recipients(
-                    &self.config.hostname,
-                )))
-            }
-        }
+        Ok(Guard {
+            exempt: false,
+            delayed: delayed(
+                self.config.unknown_recipients.per_session,
+                self.unknown.refused,
+            ),
+        })
     }
 
     /// After the chain decided: count a permanent refusal (for the session
@@ -173,6 +145,18 @@ impl Session {
                     return self.paced(guard, self.client_limit_reached(n)).await;
                 }
             }
+        }
+        if session_over(
+            self.config.unknown_recipients.per_session,
+            self.unknown.refused,
+        ) {
+            crate::metrics::unknown_recipient("session_limit");
+            tracing::info!(
+                refused = self.unknown.refused,
+                "too many unknown recipients, closing the session"
+            );
+            let close = Step::Close(replies::too_many_unknown_recipients(&self.config.hostname));
+            return self.paced(guard, close).await;
         }
         self.paced(guard, step).await
     }
@@ -228,29 +212,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_session_pace_follows_its_refusals() {
-        // Limit 5: five refusals answered promptly, the next RCPTs wait,
-        // and after GRACE more refusals the next RCPT closes the session.
-        let paces: Vec<Pace> = (0..9).map(|refused| pace(5, refused)).collect();
-        use Pace::*;
+    fn the_session_limit_delays_then_closes() {
+        // Limit 5: five refusals answered at once; every RCPT after them
+        // waits; a refusal after GRACE more closes the session.
+        let waits: Vec<bool> = (0..9).map(|refused| delayed(5, refused)).collect();
         assert_eq!(
-            paces,
-            [
-                Prompt, Prompt, Prompt, Prompt, Prompt, Delayed, Delayed, Close, Close
-            ]
+            waits,
+            [false, false, false, false, false, true, true, true, true]
         );
-        assert_eq!(pace(1, 0), Prompt);
-        assert_eq!(pace(1, 1), Delayed);
-        assert_eq!(pace(1, 1 + GRACE), Close);
-        assert_eq!(pace(u32::MAX, u32::MAX - 1), Prompt);
+        let closes: Vec<u32> = (1..12).filter(|&n| session_over(5, n)).collect();
+        assert_eq!(closes, [8, 9, 10, 11], "the eighth refusal closes");
+        assert!(!delayed(1, 0) && delayed(1, 1));
+        assert!(!session_over(1, 1 + GRACE) && session_over(1, 2 + GRACE));
         // Near the top of the range: saturating, no overflow.
-        assert_eq!(pace(u32::MAX - 1, u32::MAX - 1), Delayed);
-        assert_eq!(pace(u32::MAX, u32::MAX), Close);
+        assert!(delayed(u32::MAX, u32::MAX));
+        assert!(!session_over(u32::MAX, u32::MAX));
     }
 
     #[test]
     fn zero_turns_each_limit_off() {
-        assert!((0..1000).all(|n| pace(0, n) == Pace::Prompt));
+        assert!((0..1000).all(|n| !delayed(0, n) && !session_over(0, n)));
         assert!(!client_over(0, i64::MAX));
     }
 
