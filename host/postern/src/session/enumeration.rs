@@ -12,8 +12,9 @@
 //! refusals (4xx: greylisting, limits) and protocol errors are not counted.
 //! Authenticated sessions and clients in `unknown_recipient_exempt_networks`
 //! are neither counted nor limited. When the kv store fails, the per-client
-//! limit lets the session through (as the AUTH limit does). Input: the
-//! verdicts of the RCPT TO stage for an untrusted client.
+//! limit lets the session through (as the AUTH limit does). Replies: RFC
+//! 5321 §3.8 (421 and close), RFC 3463 X.7.1. Input: the verdicts of the
+//! RCPT TO stage for an untrusted client.
 
 use std::time::Duration;
 
