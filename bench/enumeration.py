@@ -138,7 +138,7 @@ def main() -> int:
             print(f"{len(refused)} of {args.probes} unknown names answered 5xx, in {total:.2f} s over {sessions} sessions")
             if refused:
                 print(f"  answer time: fastest {min(refused) * 1000:.1f} ms, slowest {max(refused) * 1000:.1f} ms")
-            print("  first session:", " ".join(f"{code}:{d * 1000:.0f}ms" for code, d in answers[:10]),
+            print("  answers in order:", " ".join(f"{code}:{d * 1000:.0f}ms" for code, d in answers[:10]),
                   "..." if len(answers) > 10 else "")
             print(f"  each session ended with: {sorted(set(e for _, e in ends))}")
             if ends[-1][0]:
