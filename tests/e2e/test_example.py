@@ -32,7 +32,7 @@ USER, PASSWORD = "tester", secrets.token_urlsafe(16)
 
 
 class Example:
-    def __init__(self, data_dir):
+    def __init__(self, data_dir, server: str = ""):
         self.records = []
         self.lock = threading.Lock()
         self.listening = {}
@@ -45,6 +45,8 @@ class Example:
         assert text.count(USERS) == 1, "the example's auth-file users table moved"
         text = text.replace(SUBMISSION, 'address = "127.0.0.1:0"')
         text = text.replace(USERS, f"{USERS}{USER} = {json.dumps(hash_password(PASSWORD))}\n")
+        # Settings a test needs in [server] (lines of TOML).
+        text = text.replace("[server]\n", f"[server]\n{server}", 1)
         self.config = EXAMPLE.with_name(f".postern-test-{os.getpid()}.toml")
         self.config.write_text(text)
         self.proc = subprocess.Popen(
@@ -85,11 +87,12 @@ class Example:
                 self.proc.wait()
 
 
-@pytest.fixture(scope="module")
-def example(tmp_path_factory):
+def start_example(tmp_path_factory, server: str = ""):
+    """The body of an `example` fixture: the example started, yielded,
+    stopped; `server`: lines added to its [server] section."""
     subprocess.run([str(BIN), "gen-cert", "--hostname", "mx.example.test", "--dir", "examples/data/tls"],
                    cwd=ROOT, check=True, capture_output=True)
-    ex = Example(tmp_path_factory.mktemp("example"))
+    ex = Example(tmp_path_factory.mktemp("example"), server)
     deadline = time.time() + 180  # a fresh data dir compiles every component
     while not ex.ready.wait(0.1):
         if ex.proc.poll() is not None or time.time() > deadline:
@@ -97,6 +100,11 @@ def example(tmp_path_factory):
             pytest.fail("the example configuration did not start:\n" + ex.log(), pytrace=False)
     yield ex
     ex.stop()
+
+
+@pytest.fixture(scope="module")
+def example(tmp_path_factory):
+    yield from start_example(tmp_path_factory)
 
 
 def session(port, name="client.example"):

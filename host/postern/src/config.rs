@@ -137,6 +137,16 @@ struct ServerSection {
     min_data_rate: u64,
     #[serde(default = "defaults::shutdown_timeout")]
     shutdown_timeout: Spanned<String>,
+    #[serde(default = "defaults::max_unknown_recipients")]
+    max_unknown_recipients: u32,
+    #[serde(default = "defaults::unknown_recipient_delay")]
+    unknown_recipient_delay: Spanned<String>,
+    #[serde(default = "defaults::client_unknown_recipient_limit")]
+    client_unknown_recipient_limit: u32,
+    #[serde(default = "defaults::client_unknown_recipient_window")]
+    client_unknown_recipient_window: Spanned<String>,
+    #[serde(default)]
+    unknown_recipient_exempt_networks: Vec<Spanned<String>>,
     #[serde(default)]
     watch: bool,
     admin_socket: Option<String>,
@@ -363,6 +373,18 @@ mod defaults {
     pub fn plugin_max_memory() -> ByteSize {
         ByteSize(64 << 20)
     }
+    pub fn max_unknown_recipients() -> u32 {
+        5
+    }
+    pub fn unknown_recipient_delay() -> Spanned<String> {
+        spanned("1s")
+    }
+    pub fn client_unknown_recipient_limit() -> u32 {
+        20
+    }
+    pub fn client_unknown_recipient_window() -> Spanned<String> {
+        spanned("1h")
+    }
     pub fn auth_max_failures() -> u32 {
         3
     }
@@ -417,6 +439,22 @@ pub struct AuthSettings {
     pub remember_namespace: String,
 }
 
+/// Recipient-enumeration limits (`[server]`, see `session/enumeration.rs`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownRecipientLimits {
+    /// Refused RCPT TO per session before every further RCPT is delayed
+    /// (and, a few refusals later, the session closed); 0: off.
+    pub per_session: u32,
+    /// How long each RCPT past `per_session` waits for its answer.
+    pub delay: Duration,
+    /// Refused RCPT TO per client address and window before its sessions
+    /// get 421 at RCPT; 0: off.
+    pub per_client: u32,
+    pub window: Duration,
+    /// Clients never counted nor limited (authenticated sessions neither).
+    pub exempt: Vec<ipnet::IpNet>,
+}
+
 /// The validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -445,6 +483,7 @@ pub struct Config {
     /// Bytes per second of DATA that extend its deadline; 0: none.
     pub min_data_rate: u64,
     pub shutdown_timeout: Duration,
+    pub unknown_recipients: UnknownRecipientLimits,
     /// Reload when the config or a plugin file changes.
     pub watch: bool,
     /// Admin socket path (default `<data_dir>/postern.sock`).
@@ -519,6 +558,46 @@ impl Ctx<'_> {
             self.path.parent().unwrap_or(Path::new(".")).join(p)
         }
     }
+}
+
+/// The `[server]` keys of recipient-enumeration resistance.
+fn unknown_recipient_limits(
+    cx: &Ctx<'_>,
+    s: &ServerSection,
+) -> Result<UnknownRecipientLimits, ConfigError> {
+    let window = cx.duration(
+        &s.client_unknown_recipient_window,
+        "server.client_unknown_recipient_window",
+    )?;
+    if window.is_zero() && s.client_unknown_recipient_limit > 0 {
+        return Err(cx.at(
+            &s.client_unknown_recipient_window,
+            "server.client_unknown_recipient_window must be greater than 0 (client_unknown_recipient_limit = 0 turns the limit off)",
+        ));
+    }
+    let mut exempt = Vec::new();
+    for n in &s.unknown_recipient_exempt_networks {
+        let v = n.get_ref().trim();
+        let net = v
+            .parse::<ipnet::IpNet>()
+            .or_else(|_| v.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+            .map_err(|_| {
+                cx.at(
+                    n,
+                    format!(
+                        "server.unknown_recipient_exempt_networks: {v:?} is not a network (\"192.0.2.0/24\", \"2001:db8::/32\") or an address"
+                    ),
+                )
+            })?;
+        exempt.push(net.trunc());
+    }
+    Ok(UnknownRecipientLimits {
+        per_session: s.max_unknown_recipients,
+        delay: cx.duration(&s.unknown_recipient_delay, "server.unknown_recipient_delay")?,
+        per_client: s.client_unknown_recipient_limit,
+        window,
+        exempt,
+    })
 }
 
 impl Config {
@@ -778,6 +857,7 @@ impl Config {
                 reuse: p.reuse.unwrap_or(true),
             });
         }
+        let unknown_recipients = unknown_recipient_limits(&cx, s)?;
         let delivery = delivery::build(
             &cx,
             &file.delivery,
@@ -805,6 +885,7 @@ impl Config {
             data_timeout: cx.duration(&s.data_timeout, "server.data_timeout")?,
             min_data_rate: s.min_data_rate,
             shutdown_timeout: cx.duration(&s.shutdown_timeout, "server.shutdown_timeout")?,
+            unknown_recipients,
             watch: s.watch,
             admin_socket: s.admin_socket.as_deref().map(|p| cx.resolve(p)),
             spool_dir,
@@ -947,6 +1028,49 @@ mod tests {
         assert_eq!(p.mode, Mode::Shadow);
         assert_eq!(p.max_memory, 16 << 20);
         assert_eq!(p.config_json, r#"{"list":[1,2]}"#);
+    }
+
+    #[test]
+    fn unknown_recipient_limits() {
+        let d = parse(MIN).unwrap().unknown_recipients;
+        assert_eq!(
+            d,
+            UnknownRecipientLimits {
+                per_session: 5,
+                delay: Duration::from_secs(1),
+                per_client: 20,
+                window: Duration::from_secs(3600),
+                exempt: vec![],
+            }
+        );
+        let text = format!(
+            "{MIN}max_unknown_recipients = 0\nunknown_recipient_delay = \"250ms\"\nclient_unknown_recipient_limit = 0\nclient_unknown_recipient_window = \"0s\"\nunknown_recipient_exempt_networks = [\"192.0.2.7/24\", \"2001:db8::1\"]\n"
+        );
+        let c = parse(&text).unwrap().unknown_recipients;
+        assert_eq!((c.per_session, c.per_client), (0, 0));
+        assert_eq!(c.delay, Duration::from_millis(250));
+        let nets: Vec<String> = c.exempt.iter().map(|n| n.to_string()).collect();
+        assert_eq!(nets, ["192.0.2.0/24", "2001:db8::1/128"]);
+        for (extra, at, msg) in [
+            (
+                "unknown_recipient_delay = \"slowly\"\n",
+                "p.toml:5",
+                "server.unknown_recipient_delay: invalid duration",
+            ),
+            (
+                "client_unknown_recipient_window = \"0s\"\n",
+                "p.toml:5",
+                "client_unknown_recipient_window must be greater than 0",
+            ),
+            (
+                "unknown_recipient_exempt_networks = [\n  \"10.0.0.0/8\",\n  \"10.0.0.0/33\",\n]\n",
+                "p.toml:7",
+                "\"10.0.0.0/33\" is not a network",
+            ),
+        ] {
+            let e = parse(&format!("{MIN}{extra}")).unwrap_err().to_string();
+            assert!(e.contains(at) && e.contains(msg), "{e:?}: {at} {msg}");
+        }
     }
 
     #[test]

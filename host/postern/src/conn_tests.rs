@@ -72,15 +72,16 @@ fn connect(h: &Harness) -> (DuplexStream, tokio::task::JoinHandle<End>) {
         "smtp".into(),
         "mx.test".into(),
     );
+    let (_tx, stop) = tokio::sync::watch::channel(false);
     let env = SessionEnv {
         config: h.config.clone(),
         spool: h.spool.clone(),
         listener: Arc::new(h.config.listeners[0].clone()),
         kv: Arc::new(MemoryKv::default()),
         tls_available: false,
+        shutdown: stop.clone(),
     };
     let mut session = Session::new(env, h.generation.session("s".into()), ctx);
-    let (_tx, stop) = tokio::sync::watch::channel(false);
     let task = tokio::spawn(async move {
         let _keep = _tx;
         let timeouts = Timeouts {

@@ -177,7 +177,7 @@ impl Drop for Slot {
 /// The unit `max_connections_per_ip` counts: an IPv4 address, or an IPv6 /64
 /// (one site's subnet: a client holding a /64 must not get a fresh allowance
 /// for each of its 2^64 addresses).
-fn limit_key(ip: IpAddr) -> IpAddr {
+pub(crate) fn limit_key(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V4(_) => ip,
         IpAddr::V6(v6) => {
@@ -287,6 +287,7 @@ async fn handle(
             listener,
             kv: shared.kv.clone(),
             tls_available: tls.is_some(),
+            shutdown: shared.stop.clone(),
         };
         let mut session = Session::new(env, chain, ctx);
         let end = conn::run(&mut io, &mut session, &timeouts, tls, shared.stop.clone()).await;

@@ -31,6 +31,7 @@ pub struct Metrics {
     pub auth: Family<Labels, Counter>,
     pub reloads: Family<Labels, Counter>,
     pub tls_handshakes: Family<Labels, Counter>,
+    pub unknown_recipients: Family<Labels, Counter>,
 }
 
 static METRICS: OnceLock<Metrics> = OnceLock::new();
@@ -73,6 +74,17 @@ pub fn tls_handshake(ok: bool) {
     get()
         .tls_handshakes
         .get_or_create(&vec![("result", r.to_string())])
+        .inc();
+}
+
+/// Recipient-enumeration resistance (`session/enumeration.rs`): `refused`
+/// (a refused RCPT counted against the limits), `delayed` (an RCPT answered
+/// after `unknown_recipient_delay`), `session_limit` and `client_limit`
+/// (421 and close).
+pub fn unknown_recipient(event: &'static str) {
+    get()
+        .unknown_recipients
+        .get_or_create(&vec![("event", event.to_string())])
         .inc();
 }
 
@@ -374,6 +386,11 @@ pub fn registry(shared: &Arc<Shared>) -> Registry {
         "tls_handshakes",
         "TLS handshakes by result",
         m.tls_handshakes.clone(),
+    );
+    r.register(
+        "unknown_recipients",
+        "Recipient-enumeration limits: refused RCPTs counted, RCPTs delayed, sessions closed by the session or client limit",
+        m.unknown_recipients.clone(),
     );
     r.register_collector(Box::new(StateCollector {
         shared: Arc::downgrade(shared),

@@ -8,6 +8,7 @@
 
 mod auth;
 mod data;
+mod enumeration;
 mod envelope;
 pub mod replies;
 
@@ -21,6 +22,7 @@ use postern_protocol::{
     BodyType, Command, ForwardPath, LineError, MailParams, Reply, ReversePath, parse_command,
 };
 use postern_spool::{QueueId, Spool};
+use tokio::sync::watch;
 
 use crate::config::{Config, ListenerSpec, TlsMode};
 
@@ -65,6 +67,8 @@ pub struct SessionEnv {
     pub kv: Arc<dyn KvBackend>,
     /// A TLS configuration exists (STARTTLS can be offered).
     pub tls_available: bool,
+    /// Becomes true when the server shuts down (cuts waits short).
+    pub shutdown: watch::Receiver<bool>,
 }
 
 pub struct Session {
@@ -80,6 +84,9 @@ pub struct Session {
     bad_commands: u32,
     exchange: Option<auth::Exchange>,
     auth_failures: u32,
+    shutdown: watch::Receiver<bool>,
+    /// Refused recipients (recipient-enumeration resistance).
+    unknown: enumeration::Tally,
 }
 
 /// Stage argument and reply, reported to observers.
@@ -104,6 +111,8 @@ impl Session {
             bad_commands: 0,
             exchange: None,
             auth_failures: 0,
+            shutdown: env.shutdown,
+            unknown: enumeration::Tally::default(),
         }
     }
 
@@ -433,6 +442,10 @@ impl Session {
         }
         let rcpt = envelope::recipient(&path, &params, |d| self.config.is_local_domain(d));
         let argument = rcpt.address.clone();
+        let guard = match self.recipient_guard().await {
+            Ok(g) => g,
+            Err(close) => return close,
+        };
         let d = self.chain.rcpt_to(&self.ctx, &rcpt).await;
         let step = match &d.verdict {
             Verdict::Pass if !rcpt.is_local => Step::Reply(replies::relay_denied(&rcpt.address)),
@@ -440,6 +453,7 @@ impl Session {
             Verdict::AcceptWith(r) => Step::Reply(replies::plugin(r)),
             v => refusal(v),
         };
+        let step = self.recipient_counted(guard, step).await;
         if step_reply(&step).is_positive()
             && let Some(tx) = &mut self.tx
         {

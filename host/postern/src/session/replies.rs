@@ -227,6 +227,27 @@ pub fn too_many_connections(hostname: &str) -> Reply {
         format!("{hostname} Too many connections, try again later"),
     )
 }
+/// Recipient-enumeration resistance (RFC 3463 X.7.1: delivery not
+/// authorized): this session had too many recipients refused.
+pub fn too_many_unknown_recipients(hostname: &str) -> Reply {
+    r(
+        421,
+        4,
+        7,
+        1,
+        format!("{hostname} Too many unknown recipients, closing connection"),
+    )
+}
+/// ... and this client address, over the window, too.
+pub fn client_too_many_unknown_recipients(hostname: &str) -> Reply {
+    r(
+        421,
+        4,
+        7,
+        1,
+        format!("{hostname} Too many unknown recipients from your address, try again later"),
+    )
+}
 pub fn storage_failure() -> Reply {
     r(
         451,
