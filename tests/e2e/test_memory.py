@@ -107,7 +107,7 @@ class Served:
 @pytest.fixture
 def served(tmp_path):
     s = Served(tmp_path)
-    if not s.ready.wait(120):
+    if not s.ready.wait(180):  # a cold plugin cache compiles every component
         s.stop()
         pytest.fail("the example configuration did not start:\n" + s.tail(), pytrace=False)
     yield s
