@@ -167,3 +167,43 @@ fn spill_files_are_unnamed_and_stale_ones_go_at_open() {
     assert!(matches!(reader.spill_file(), Err(SpoolError::ReadOnly)));
     assert_eq!(std::fs::read_dir(&spill_dir).unwrap().count(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_cut_short_by_a_crash_is_a_torn_tail_that_recovery_cuts() {
+    let dir = tempfile::tempdir().unwrap();
+    let body = large_body(1 << 20);
+    let (kept, torn) = {
+        let (spool, _) = Spool::open(SpoolConfig::new(dir.path())).unwrap();
+        let kept = commit_one(&spool).await;
+        let torn = QueueId::generate();
+        let file = spill(&spool, &body);
+        spool
+            .commit_file(
+                &envelope_for(&torn),
+                &[b"R: x\r\n"],
+                file,
+                body.len() as u64,
+            )
+            .await
+            .unwrap();
+        (kept, torn)
+    };
+    // What a crash in the middle of copying the body in would leave behind.
+    let segment = segments(dir.path()).pop().unwrap();
+    let len = std::fs::metadata(&segment).unwrap().len();
+    let cut = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&segment)
+        .unwrap();
+    cut.set_len(len - body.len() as u64 / 2).unwrap();
+    drop(cut);
+    let (spool, report) = Spool::open(SpoolConfig::new(dir.path())).unwrap();
+    assert!(report.truncated_bytes > 0, "{report:#?}");
+    assert!(report.quarantined.is_empty() && report.skipped.is_empty());
+    assert_eq!(spool.list().unwrap(), vec![kept]);
+    assert_intact(&spool, &kept);
+    assert!(matches!(spool.read(&torn), Err(SpoolError::NotFound(_))));
+    // The log goes on from the cut.
+    let again = commit_one_file(&spool).await;
+    assert_intact(&spool, &again);
+}
