@@ -29,7 +29,7 @@ pub use context::{Credentials, EnvelopeAddress, Outcome, SessionContext, TlsInfo
 pub use engine::{Runtime, RuntimeConfig};
 pub use generation::{Generation, PluginInfo};
 pub use load::{LoadError, Mode, OnError, PluginSpec};
-pub use message::MessageData;
+pub use message::{MessageData, Stored};
 pub use state::Services;
 pub use stats::{
     ERROR_KINDS, Histogram, LATENCY_BUCKETS_US, PluginStats, StatsRegistry, VERDICT_KINDS,

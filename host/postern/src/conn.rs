@@ -1,5 +1,6 @@
 //! One connection's I/O loop: frames input into command lines or DATA
-//! content (strict CRLF), feeds the session, and writes replies. Replies to
+//! content (strict CRLF; a large message goes to a spill file as it arrives,
+//! see `incoming`), feeds the session, and writes replies. Replies to
 //! pipelined commands are queued and written in one batch when the input
 //! buffer runs dry (RFC 2920 §3), so they are always in order and never
 //! wait on a read. Performs the STARTTLS upgrade, discarding anything the
@@ -20,6 +21,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use crate::incoming::Incoming;
 use crate::session::{Session, Step, step_reply};
 
 /// A bidirectional byte stream (TCP, or anything in tests).
@@ -159,7 +161,7 @@ impl Deadline {
 
 enum Mode {
     Command,
-    Data { reader: DataReader, body: Vec<u8> },
+    Data { reader: DataReader, body: Incoming },
 }
 
 /// How a connection ended (for the log).
@@ -222,13 +224,17 @@ pub async fn run<S: Io>(
                 }
             }
             Mode::Data { reader, body } => {
-                let p = reader.feed(&inbuf[start..], body);
+                let p = reader.feed(&inbuf[start..], body.buf());
                 start += p.consumed;
+                body.settle();
                 if p.done {
                     let outcome = reader.outcome();
-                    let body = std::mem::take(body);
-                    mode = Mode::Command;
-                    Some(Box::pin(session.data_done(body, outcome)).await)
+                    match std::mem::replace(&mut mode, Mode::Command) {
+                        Mode::Data { body, .. } => {
+                            Some(Box::pin(session.data_done(body, outcome)).await)
+                        }
+                        Mode::Command => None,
+                    }
                 } else {
                     None
                 }
@@ -416,7 +422,7 @@ fn apply(step: Step, out: &mut Vec<u8>, mode: &mut Mode, session: &Session) -> O
         Step::Data(_) => {
             *mode = Mode::Data {
                 reader: DataReader::new(session.data_limit()),
-                body: Vec::with_capacity(8 * 1024),
+                body: session.incoming(),
             };
             None
         }

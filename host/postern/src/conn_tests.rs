@@ -204,3 +204,88 @@ async fn client_disappearing_mid_data_loses_nothing_accepted() {
     assert_eq!(task.await.unwrap(), End::ClientGone);
     assert!(h.spool.list().unwrap().is_empty());
 }
+
+/// Open descriptors of this process into the harness's spill directory.
+fn spill_fds(h: &Harness) -> usize {
+    let spill = h.dir.join("spool").join("spill");
+    std::fs::read_dir("/proc/self/fd")
+        .map(|fds| {
+            fds.filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+                .filter(|target| target.starts_with(&spill))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// A message of about `size` octets with `received` trace fields.
+fn large_message(size: usize, received: usize) -> Vec<u8> {
+    let mut m = b"Received: from relay.test\r\n".repeat(received);
+    m.extend_from_slice(b"Subject: large\r\n\r\n");
+    let mut n = 0;
+    while m.len() < size {
+        m.extend_from_slice(
+            format!("line {n} of a large message .........................\r\n").as_bytes(),
+        );
+        n += 1;
+    }
+    m
+}
+
+async fn send_data(c: &mut DuplexStream, message: &[u8]) -> Vec<String> {
+    c.write_all(b"EHLO c.test\r\nMAIL FROM:<a@c.test>\r\nRCPT TO:<b@example.test>\r\nDATA\r\n")
+        .await
+        .unwrap();
+    assert_eq!(codes(&replies(c, 4).await), ["250", "250", "250", "354"]);
+    for piece in message.chunks(10_000) {
+        c.write_all(piece).await.unwrap();
+    }
+    c.write_all(b".\r\n").await.unwrap();
+    replies(c, 1).await
+}
+
+#[tokio::test]
+async fn a_large_message_is_spooled_from_its_spill_file_intact() {
+    let h = harness("").await;
+    let (mut c, task) = connect(&h);
+    replies(&mut c, 1).await;
+    let message = large_message(3 * crate::incoming::SPILL_AT, 1);
+    let r = send_data(&mut c, &message).await;
+    assert!(r[0].starts_with("250 2.0.0 Ok: queued as "), "{r:?}");
+    c.write_all(b"QUIT\r\n").await.unwrap();
+    replies(&mut c, 1).await;
+    assert_eq!(task.await.unwrap(), End::Quit);
+    let ids = h.spool.list().unwrap();
+    let (_, stored) = h.spool.read(&ids[0]).unwrap();
+    assert!(stored.starts_with(b"Received: from c.test (unknown [192.0.2.9])"));
+    assert!(stored.ends_with(&message), "the message differs");
+    assert_eq!(spill_fds(&h), 0, "spill file still open");
+}
+
+#[tokio::test]
+async fn large_messages_refused_leave_no_spill_file() {
+    // Too big (552), looping (554 5.4.6) and cut off: nothing spooled, nothing kept.
+    let h = harness("max_message_size = 1000000\nmax_hops = 3").await;
+    let (mut c, _task) = connect(&h);
+    replies(&mut c, 1).await;
+    let r = send_data(&mut c, &large_message(1_200_000, 0)).await;
+    assert!(r[0].starts_with("552 5.3.4"), "{r:?}");
+    let r = send_data(&mut c, &large_message(900_000, 3)).await;
+    assert!(r[0].starts_with("554 5.4.6"), "{r:?}");
+    let r = send_data(&mut c, &large_message(900_000, 2)).await;
+    assert!(r[0].starts_with("250 "), "{r:?}");
+    assert_eq!(h.spool.list().unwrap().len(), 1);
+
+    let (mut c, task) = connect(&h);
+    replies(&mut c, 1).await;
+    c.write_all(b"HELO c.test\r\nMAIL FROM:<a@c.test>\r\nRCPT TO:<b@example.test>\r\nDATA\r\n")
+        .await
+        .unwrap();
+    replies(&mut c, 4).await;
+    c.write_all(&large_message(600_000, 0)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(spill_fds(&h), 1, "the message in progress is spilled");
+    drop(c);
+    assert_eq!(task.await.unwrap(), End::ClientGone);
+    assert_eq!(h.spool.list().unwrap().len(), 1);
+    assert_eq!(spill_fds(&h), 0, "spill file still open");
+}

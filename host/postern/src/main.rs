@@ -9,6 +9,7 @@ mod conn;
 #[cfg(test)]
 mod conn_tests;
 mod dns;
+mod incoming;
 mod listeners;
 mod logging;
 mod metrics;

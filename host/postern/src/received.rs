@@ -91,27 +91,104 @@ pub fn rfc5322_date(when: SystemTime) -> String {
 /// line or a body line mentioning "Received:" does not. The header section
 /// ends at the first empty line; a message without one is all header.
 pub fn count_received(message: &[u8]) -> usize {
-    const NAME: &[u8] = b"received";
-    let mut count = 0;
-    for line in message.split(|&b| b == b'\n') {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        if line.is_empty() {
-            break;
-        }
-        if line.len() > NAME.len() && line[..NAME.len()].eq_ignore_ascii_case(NAME) {
-            // "Received" then optional WSP before the colon (RFC 5322 §4.5.3
-            // obsolete syntax, still seen).
-            let rest = &line[NAME.len()..];
-            let rest = &rest[rest
-                .iter()
-                .take_while(|b| **b == b' ' || **b == b'\t')
-                .count()..];
-            if rest.first() == Some(&b':') {
-                count += 1;
+    let mut counter = ReceivedCounter::default();
+    counter.feed(message);
+    counter.finish()
+}
+
+/// [`count_received`] over a message given in pieces (one in a spill file is
+/// read a block at a time), whatever the cuts; keeps no line in memory.
+#[derive(Debug, Default)]
+pub struct ReceivedCounter {
+    count: usize,
+    /// Octets of the line in progress (its `\n` excluded).
+    len: usize,
+    /// Its first octet.
+    first: u8,
+    /// How far the line in progress matches "Received" WSP* ":".
+    state: Match,
+    done: bool,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum Match {
+    /// This many octets of the name matched so far.
+    #[default]
+    Start,
+    Name(usize),
+    /// The name and maybe WSP: the next other octet decides.
+    Wsp,
+    /// Decided for this line.
+    Counted,
+    No,
+}
+
+impl ReceivedCounter {
+    /// The next piece of the message; true once the header section ended
+    /// (more input changes nothing).
+    pub fn feed(&mut self, bytes: &[u8]) -> bool {
+        for &b in bytes {
+            if self.done {
+                break;
+            }
+            if b == b'\n' {
+                self.end_line();
+            } else {
+                self.octet(b);
             }
         }
+        self.done
     }
-    count
+
+    /// The count, the last line (without a line end) included.
+    pub fn finish(mut self) -> usize {
+        if !self.done {
+            self.end_line();
+        }
+        self.count
+    }
+
+    fn octet(&mut self, b: u8) {
+        const NAME: &[u8] = b"received";
+        if self.len == 0 {
+            self.first = b;
+        }
+        self.len += 1;
+        self.state = match self.state {
+            Match::Start | Match::Name(_) => {
+                let i = match self.state {
+                    Match::Name(i) => i,
+                    _ => 0,
+                };
+                if b.eq_ignore_ascii_case(&NAME[i]) {
+                    if i + 1 == NAME.len() {
+                        Match::Wsp
+                    } else {
+                        Match::Name(i + 1)
+                    }
+                } else {
+                    Match::No
+                }
+            }
+            // "Received" then optional WSP before the colon (RFC 5322 §4.5.3
+            // obsolete syntax, still seen).
+            Match::Wsp if b == b' ' || b == b'\t' => Match::Wsp,
+            Match::Wsp if b == b':' => Match::Counted,
+            Match::Wsp => Match::No,
+            decided => decided,
+        };
+    }
+
+    fn end_line(&mut self) {
+        // A line is empty when it holds nothing or only the CR of its CRLF.
+        if self.len == 0 || (self.len == 1 && self.first == b'\r') {
+            self.done = true;
+        } else if self.state == Match::Counted {
+            self.count += 1;
+        }
+        self.len = 0;
+        self.state = Match::Start;
+    }
 }
 
 #[cfg(test)]
@@ -135,6 +212,38 @@ Received: folded, no\r\n\r\nReceived: in the body\r\n";
             .chain(*b"\r\nbody")
             .collect();
         assert_eq!(count_received(&many), 100);
+    }
+
+    #[test]
+    fn counting_in_pieces_is_the_same_whatever_the_cuts() {
+        let samples: [&[u8]; 5] = [
+            b"Received: from a\r\n\tby b; date\r\nreceived : from c\r\nRECEIVED:x\r\n\
+X-Received: no\r\nSubject: Received: no\r\n \
+Received: folded, no\r\n\r\nReceived: in the body\r\n",
+            b"Received: a\nReceived: b",
+            b"\r\nReceived: x\r\n",
+            b"Received: x\r\nReceived: y\r",
+            b"",
+        ];
+        for m in samples {
+            let whole = count_received(m);
+            for cut in 1..=m.len().max(1) {
+                let mut c = ReceivedCounter::default();
+                for piece in m.chunks(cut) {
+                    c.feed(piece);
+                }
+                assert_eq!(
+                    c.finish(),
+                    whole,
+                    "{:?} in pieces of {cut}",
+                    String::from_utf8_lossy(m)
+                );
+            }
+        }
+        let mut c = ReceivedCounter::default();
+        assert!(!c.feed(b"Received: a\r\nReceived: b\r\n"));
+        assert!(c.feed(b"\r\nReceived: c\r\n"));
+        assert_eq!(c.finish(), 2);
     }
 
     #[test]

@@ -9,8 +9,14 @@
 //! timer, no added latency when idle). Being the only writer, it keeps the log
 //! contiguous: a crash can only leave a torn tail, never a hole before a synced
 //! record. It also rotates to a new segment when the active one is full.
+//! A record of a large message arrives as its head (built by
+//! `format::build_record_head`) and a file whose bytes the committer copies in after
+//! it (`copy_file_range`), so it is never whole in memory; being written before the
+//! same fdatasync, it is acknowledged, torn or cut back exactly like any record.
 //! Trusts its callers for the records' bodies (built by `format::build_record`).
 
+use std::fs::File;
+use std::io;
 use std::sync::Arc;
 use std::sync::mpsc;
 
@@ -55,9 +61,25 @@ pub(crate) enum Op {
 pub(crate) type Reply = Result<bool, SpoolError>;
 
 pub(crate) struct Request {
+    /// The record, or its head when it has a `tail`.
     pub record: Vec<u8>,
+    /// The record's last bytes, copied from a file (see `Spool::commit_file`).
+    pub tail: Option<Tail>,
     pub op: Op,
     pub reply: Option<oneshot::Sender<Reply>>,
+}
+
+/// The first `len` bytes of `file`: the end of a record too large to build in memory.
+pub(crate) struct Tail {
+    pub file: Arc<File>,
+    pub len: u64,
+}
+
+impl Request {
+    /// Length of the whole record in the log.
+    fn len(&self) -> u64 {
+        self.record.len() as u64 + self.tail.as_ref().map_or(0, |t| t.len)
+    }
 }
 
 pub(crate) struct Committer {
@@ -138,7 +160,7 @@ impl Committer {
                     lsn
                 }
             };
-            let len = req.record.len() as u64;
+            let len = req.len();
             places.push((
                 lsn,
                 Loc {
@@ -149,9 +171,7 @@ impl Committer {
             ));
             offset += len;
         }
-        let records: Vec<&[u8]> = batch.iter().map(|r| r.record.as_slice()).collect();
-        let written = self.writer.append(&records);
-        drop(records);
+        let written = self.write(&batch);
         let result = written.and_then(|_| {
             let synced = self.writer.sync();
             self.shared.counters.synced();
@@ -237,6 +257,24 @@ impl Committer {
                 let _ = reply.send(result);
             }
         }
+    }
+
+    /// Append the batch's records in order: runs of in-memory records with vectored
+    /// writes, each file tail copied after its record's head.
+    fn write(&mut self, batch: &[Request]) -> io::Result<()> {
+        let mut run: Vec<&[u8]> = Vec::with_capacity(batch.len());
+        for req in batch {
+            run.push(&req.record);
+            if let Some(tail) = &req.tail {
+                self.writer.append(&run)?;
+                run.clear();
+                self.writer.append_file(&tail.file, 0, tail.len)?;
+            }
+        }
+        if !run.is_empty() {
+            self.writer.append(&run)?;
+        }
+        Ok(())
     }
 
     /// The batch could not be made durable: nobody in it is acknowledged. Cut the

@@ -169,6 +169,41 @@ pub fn decode_segment_header(bytes: &[u8], expected: u64) -> Result<(), FormatEr
 /// fills both with [`seal`] when it assigns the record its place in the log. The
 /// body (and its checksum) is built by the caller, off the committer's thread.
 pub fn build_record(kind: Kind, id: &QueueId, envelope: &[u8], payload: &[&[u8]]) -> Vec<u8> {
+    let mut r = record_start(envelope, payload);
+    let body_crc = crc(&r[RECORD_HEADER_LEN..]);
+    let payload_len = r.len() - RECORD_HEADER_LEN - envelope.len();
+    fill_header(
+        &mut r,
+        kind,
+        id,
+        envelope.len(),
+        payload_len as u64,
+        body_crc,
+    );
+    r
+}
+
+/// The first bytes of a record whose payload does not fit in memory: header,
+/// envelope and the leading payload parts, after which the committer appends the
+/// last `tail_len` payload bytes from a file (see `Spool::commit_file`).
+/// `body_crc` is the CRC-32 of envelope ++ every payload byte, the tail included
+/// (the caller reads the tail once to compute it). Seal it like any record.
+pub fn build_record_head(
+    kind: Kind,
+    id: &QueueId,
+    envelope: &[u8],
+    payload: &[&[u8]],
+    tail_len: u64,
+    body_crc: u32,
+) -> Vec<u8> {
+    let mut r = record_start(envelope, payload);
+    let payload_len = (r.len() - RECORD_HEADER_LEN - envelope.len()) as u64 + tail_len;
+    fill_header(&mut r, kind, id, envelope.len(), payload_len, body_crc);
+    r
+}
+
+/// A zeroed header followed by `envelope` and `payload`.
+fn record_start(envelope: &[u8], payload: &[&[u8]]) -> Vec<u8> {
     let payload_len: usize = payload.iter().map(|p| p.len()).sum();
     let mut r = Vec::with_capacity(RECORD_HEADER_LEN + envelope.len() + payload_len);
     r.extend_from_slice(&[0u8; RECORD_HEADER_LEN]);
@@ -176,14 +211,24 @@ pub fn build_record(kind: Kind, id: &QueueId, envelope: &[u8], payload: &[&[u8]]
     for part in payload {
         r.extend_from_slice(part);
     }
-    let body_crc = crc(&r[RECORD_HEADER_LEN..]);
+    r
+}
+
+/// Every header field but the LSN and the header checksum (see [`seal`]).
+fn fill_header(
+    r: &mut [u8],
+    kind: Kind,
+    id: &QueueId,
+    envelope_len: usize,
+    payload_len: u64,
+    body_crc: u32,
+) {
     r[0..4].copy_from_slice(&RECORD_MAGIC);
     r[4] = kind as u8;
     r[16..36].copy_from_slice(id.as_str().as_bytes());
-    r[36..40].copy_from_slice(&(envelope.len() as u32).to_le_bytes());
-    r[40..48].copy_from_slice(&(payload_len as u64).to_le_bytes());
+    r[36..40].copy_from_slice(&(envelope_len as u32).to_le_bytes());
+    r[40..48].copy_from_slice(&payload_len.to_le_bytes());
     r[48..52].copy_from_slice(&body_crc.to_le_bytes());
-    r
 }
 
 /// The body checksum [`build_record`] put into `record`.
@@ -344,6 +389,18 @@ mod tests {
         // Trailing bytes belong to the next record.
         let both = [r.clone(), t.clone()].concat();
         assert_eq!(decode_record(&both).unwrap().lsn, 42);
+    }
+
+    #[test]
+    fn a_record_head_and_its_tail_make_the_whole_record() {
+        let env = b"{\"e\":1}";
+        let whole = sealed(Kind::Message, env, &[b"Received: x\r\n", b"body\r\n"], 5);
+        let crc = body_crc(&[env, b"Received: x\r\n", b"body\r\n"]);
+        let mut head = build_record_head(Kind::Message, &id(), env, &[b"Received: x\r\n"], 6, crc);
+        seal(&mut head, 5);
+        head.extend_from_slice(b"body\r\n");
+        assert_eq!(head, whole);
+        assert_eq!(decode_record(&head).unwrap().payload_len, 19);
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! Thin, blocking POSIX file-system helpers with the exact durability semantics the
 //! spool needs: private modes (0700 dirs, 0600 files), exclusive create, vectored
-//! writes, rename that never replaces (`renameat2(RENAME_NOREPLACE)`), directory
-//! fsync, the spool lock, and reopening an open file independently. Trusts its
-//! callers for paths (built from segment numbers and validated ids).
+//! writes, in-kernel copies between files (`copy_file_range`), rename that never
+//! replaces (`renameat2(RENAME_NOREPLACE)`), directory fsync, the spool lock, and
+//! reopening an open file independently. Trusts its callers for paths (built from
+//! segment numbers and validated ids).
 
 use std::fs::{DirBuilder, File, OpenOptions};
 use std::io::{self, IoSlice, Write};
@@ -59,6 +60,45 @@ pub fn write_all_vectored(file: &mut File, mut bufs: &mut [IoSlice<'_>]) -> io::
         }
     }
     Ok(())
+}
+
+/// Copy up to `len` bytes of `src` from `src_offset` to `dst` at its file offset
+/// (advancing it) inside the kernel (`copy_file_range`: no user-space buffer, and a
+/// reflink where the file system shares extents). Returns the bytes copied (0 at the
+/// end of `src`). `Unsupported` when the kernel or file system cannot do it for these
+/// files: the caller then copies through a buffer.
+pub fn copy_range(src: &File, src_offset: u64, dst: &File, len: u64) -> io::Result<u64> {
+    use std::os::fd::AsRawFd;
+    let mut off_in = libc::loff_t::try_from(src_offset)
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // At most 1 GiB per call (the kernel caps a call near 2 GiB anyway).
+    let want = usize::try_from(len.min(1 << 30)).unwrap_or(1 << 30);
+    loop {
+        // SAFETY: both descriptors are open for the duration of the call; `off_in` is
+        // a valid loff_t the kernel reads and updates; a null `off_out` makes the
+        // kernel use (and advance) `dst`'s own file offset.
+        let n = unsafe {
+            libc::copy_file_range(
+                src.as_raw_fd(),
+                &mut off_in,
+                dst.as_raw_fd(),
+                std::ptr::null_mut(),
+                want,
+                0,
+            )
+        };
+        if n >= 0 {
+            return Ok(n as u64);
+        }
+        let err = io::Error::last_os_error();
+        return match err.raw_os_error() {
+            Some(libc::EINTR) => continue,
+            Some(libc::ENOSYS | libc::EXDEV | libc::EOPNOTSUPP | libc::EINVAL) => {
+                Err(io::Error::new(io::ErrorKind::Unsupported, err))
+            }
+            _ => Err(err),
+        };
+    }
 }
 
 /// Rename `from` to `to`, failing with `AlreadyExists` instead of replacing `to`.
@@ -162,6 +202,28 @@ mod tests {
         assert_eq!(written.len(), 5 + big.len() + 4);
         assert!(written.starts_with(b"head\nxxx") && written.ends_with(b"xtail"));
         assert!(create_new_private(&path).is_err());
+    }
+
+    #[test]
+    fn copy_range_appends_at_the_destination_offset() {
+        let dir = tempfile::tempdir().unwrap();
+        let src_path = dir.path().join("src");
+        std::fs::write(&src_path, b"0123456789").unwrap();
+        let src = File::open(&src_path).unwrap();
+        let dst_path = dir.path().join("dst");
+        let mut dst = create_new_private(&dst_path).unwrap();
+        dst.write_all(b"head:").unwrap();
+        let mut copied = 0;
+        while copied < 6 {
+            match copy_range(&src, 2 + copied, &dst, 6 - copied) {
+                Ok(n) => copied += n,
+                Err(e) if e.kind() == io::ErrorKind::Unsupported => return,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert_eq!(copy_range(&src, 10, &dst, 5).unwrap(), 0);
+        dst.write_all(b":tail").unwrap();
+        assert_eq!(std::fs::read(&dst_path).unwrap(), b"head:234567:tail");
     }
 
     #[test]

@@ -141,6 +141,7 @@ fn compact(shared: &Shared, tx: &mpsc::Sender<Request>, seq: u64) -> Result<usiz
         let (reply, rx) = oneshot::channel();
         let request = Request {
             record: bytes,
+            tail: None,
             op: Op::Copy {
                 kind: record.kind,
                 id: record.id,

@@ -19,6 +19,7 @@ mod paths;
 mod reader;
 mod recovery;
 mod segment;
+mod spill;
 mod spool;
 mod stats;
 

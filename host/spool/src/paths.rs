@@ -6,6 +6,7 @@
 //! <dir>/lock             flock'd by the process that has the spool open
 //! <dir>/log/<seq>.seg    the log: segment files, <seq> 16 hex digits, in order
 //! <dir>/corrupt/         quarantined files, each with a `<name>.reason` note
+//! <dir>/spill/           unnamed spill files of messages being received (see `spill`)
 //! <dir>/queue/, tmp/     a version-1 spool, imported into the log by `open`
 //! ```
 
@@ -23,6 +24,8 @@ pub(crate) struct SpoolPaths {
     pub log: PathBuf,
     pub corrupt: PathBuf,
     pub lock: PathBuf,
+    /// Spill files of messages being received (`O_TMPFILE`, see `spill`).
+    pub spill: PathBuf,
     /// Version-1 directories (read once, by the import).
     pub legacy_queue: PathBuf,
     pub legacy_tmp: PathBuf,
@@ -35,6 +38,7 @@ impl SpoolPaths {
             log: root.join("log"),
             corrupt: root.join("corrupt"),
             lock: root.join("lock"),
+            spill: root.join("spill"),
             legacy_queue: root.join("queue"),
             legacy_tmp: root.join("tmp"),
         }

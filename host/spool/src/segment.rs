@@ -1,11 +1,12 @@
 //! Segment files of the log: creating one durably (header written and fdatasync'ed,
 //! then the `log/` directory fsync'ed, before any record goes in), appending batches
-//! of records with vectored writes, and the shared read handle every reader preads
+//! of records with vectored writes (a large message's body copied in from its spill
+//! file), and the shared read handle every reader preads
 //! through. Trusts its callers (the committer and recovery) for what they append;
 //! readers verify what they read (see `format`).
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, IoSlice, Seek, SeekFrom};
+use std::io::{self, IoSlice, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -16,6 +17,9 @@ use crate::paths::SpoolPaths;
 
 /// Most slices handed to one `writev` (Linux refuses more than 1024).
 const MAX_IOV: usize = 512;
+
+/// Buffer of a file-to-segment copy where `copy_file_range` cannot be used.
+const COPY_BUFFER: usize = 256 << 10;
 
 /// The read side of one segment, shared by the index and every open message.
 #[derive(Debug)]
@@ -103,6 +107,51 @@ impl SegWriter {
         Ok(start)
     }
 
+    /// Append `len` bytes of `src` starting at `offset` at `end` (the tail of a
+    /// record whose head [`SegWriter::append`] just wrote): in the kernel with
+    /// `copy_file_range` where it can, else through a bounded buffer. Same contract as
+    /// `append`: not durable until synced; on error `end` is unchanged and the file
+    /// may hold part of the copy after it.
+    pub fn append_file(&mut self, src: &File, offset: u64, len: u64) -> io::Result<()> {
+        self.copy_from(src, offset, len, true)?;
+        self.end += len;
+        Ok(())
+    }
+
+    fn copy_from(
+        &mut self,
+        src: &File,
+        mut offset: u64,
+        len: u64,
+        in_kernel: bool,
+    ) -> io::Result<()> {
+        let mut left = len;
+        if in_kernel {
+            while left > 0 {
+                match fsio::copy_range(src, offset, &self.file, left) {
+                    Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+                    Ok(n) => {
+                        offset += n;
+                        left -= n;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Unsupported => break,
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        if left > 0 {
+            let mut buf = vec![0u8; COPY_BUFFER.min(usize::try_from(left).unwrap_or(COPY_BUFFER))];
+            while left > 0 {
+                let n = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+                src.read_exact_at(&mut buf[..n], offset)?;
+                self.file.write_all(&buf[..n])?;
+                offset += n as u64;
+                left -= n as u64;
+            }
+        }
+        Ok(())
+    }
+
     /// fdatasync: every record appended so far is on stable storage when this returns.
     pub fn sync(&self) -> io::Result<()> {
         self.file.sync_data()
@@ -150,5 +199,34 @@ mod tests {
         );
         let mut again = SegWriter::reopen(w.shared.clone(), header_len + 5).unwrap();
         assert_eq!(again.append(&[b"!"]).unwrap(), header_len + 5);
+    }
+
+    #[test]
+    fn file_tails_are_copied_in_the_kernel_or_through_a_buffer() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = SpoolPaths::new(dir.path());
+        std::fs::create_dir(&paths.log).unwrap();
+        let src_path = dir.path().join("src");
+        let content: Vec<u8> = (0..(COPY_BUFFER * 2 + 1234))
+            .map(|i| (i % 251) as u8)
+            .collect();
+        std::fs::write(&src_path, &content).unwrap();
+        let src = File::open(&src_path).unwrap();
+        let mut w = SegWriter::create(&paths, 1).unwrap();
+        let header_len = format::SEGMENT_HEADER_LEN as u64;
+        w.append(&[b"head"]).unwrap();
+        w.append_file(&src, 10, content.len() as u64 - 10).unwrap();
+        w.append(&[b"mid"]).unwrap();
+        w.copy_from(&src, 0, content.len() as u64, false).unwrap();
+        w.end += content.len() as u64;
+        w.append(&[b"end"]).unwrap();
+        let expected = [b"head", &content[10..], b"mid", &content[..], b"end"].concat();
+        assert_eq!(w.end, header_len + expected.len() as u64);
+        let bytes = std::fs::read(paths.segment(1)).unwrap();
+        assert!(bytes[header_len as usize..] == expected[..]);
+        // A source shorter than claimed is an error, not a short record.
+        let end = w.end;
+        assert!(w.append_file(&src, 5, content.len() as u64).is_err());
+        assert_eq!(w.end, end);
     }
 }

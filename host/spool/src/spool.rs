@@ -7,14 +7,20 @@
 //! (`append_state` / `state_records`: opaque records, durable when `append_state`
 //! returns, dropped with the message) and tombstones (`remove`). `subscribe` tells
 //! the queue manager about every message committed from then on.
+//!
+//! A message too large to hold in memory is received into a spill file
+//! (`spill_file`) and committed with `commit_file`, whose record the committer
+//! copies from that file: the same record, the same guarantees, no whole copy in
+//! memory.
 
+use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, mpsc};
 use std::time::Duration;
 
 use tokio::sync::{mpsc as tokio_mpsc, oneshot};
 
-use crate::committer::{Committer, Op, Request};
+use crate::committer::{Committer, Op, Request, Tail};
 use crate::envelope::Envelope;
 use crate::error::SpoolError;
 use crate::format::{self, Kind, RECORD_HEADER_LEN};
@@ -25,11 +31,15 @@ use crate::janitor::{self, Maintenance};
 use crate::paths::SpoolPaths;
 use crate::reader::QueuedMessage;
 use crate::recovery::{self, RecoveryReport};
+use crate::spill;
 use crate::stats::{Counters, SpoolStats};
 
 /// Records at least this large are built under `block_in_place` so a long copy does
 /// not stall the runtime worker's other tasks.
 const LARGE_RECORD: usize = 1 << 20;
+
+/// Read buffer of the checksum pass over a file-backed message.
+const CHECKSUM_BUFFER: usize = 256 << 10;
 
 /// Where the spool lives and how it syncs.
 #[derive(Clone, Debug)]
@@ -152,6 +162,13 @@ impl Spool {
                 path: paths.root.clone(),
             })?;
         let recovered = recovery::recover(&paths, config.read_only, config.segment_size)?;
+        if !config.read_only {
+            let stale =
+                spill::prepare(&paths.spill).map_err(|e| SpoolError::io(&paths.spill, e))?;
+            if stale > 0 {
+                tracing::info!(removed = stale, "removed stale spill files");
+            }
+        }
         let report = recovered.report;
         tracing::info!(dir = %paths.root.display(), segments = report.segments,
             kept = report.kept, truncated_bytes = report.truncated_bytes,
@@ -214,9 +231,19 @@ impl Spool {
 
     /// Send a request to the committer and wait for its answer.
     async fn submit(&self, record: Vec<u8>, op: Op) -> Result<bool, SpoolError> {
+        self.submit_with_tail(record, None, op).await
+    }
+
+    async fn submit_with_tail(
+        &self,
+        record: Vec<u8>,
+        tail: Option<Tail>,
+        op: Op,
+    ) -> Result<bool, SpoolError> {
         let (reply, answer) = oneshot::channel();
         let request = Request {
             record,
+            tail,
             op,
             reply: Some(reply),
         };
@@ -230,6 +257,34 @@ impl Spool {
     /// slice order. Ok means the message survives a crash or power loss. Once the
     /// record is handed to the committer, dropping this future does not stop it.
     pub async fn commit(&self, envelope: &Envelope, message: &[&[u8]]) -> Result<(), SpoolError> {
+        self.commit_parts(envelope, message, None).await
+    }
+
+    /// Like [`Spool::commit`] for a message too large to hold in memory: the stored
+    /// message is `head` (in slice order: the `Received:` field, added headers)
+    /// followed by the first `len` bytes of `file` (typically a [`Spool::spill_file`]
+    /// holding what the client sent). The file is read once here for the record's
+    /// checksum and copied into the log by the committer (`copy_file_range`, or a
+    /// bounded buffer), so memory use does not depend on `len`; the record is the
+    /// same as `commit` would write, with the same durability. The file must not
+    /// change until this returns.
+    pub async fn commit_file(
+        &self,
+        envelope: &Envelope,
+        head: &[&[u8]],
+        file: Arc<File>,
+        len: u64,
+    ) -> Result<(), SpoolError> {
+        self.commit_parts(envelope, head, Some(Tail { file, len }))
+            .await
+    }
+
+    async fn commit_parts(
+        &self,
+        envelope: &Envelope,
+        message: &[&[u8]],
+        tail: Option<Tail>,
+    ) -> Result<(), SpoolError> {
         let id: QueueId = envelope.queue_id.parse()?;
         self.sender()?;
         let json = serde_json::to_vec(envelope).map_err(|source| SpoolError::Encode {
@@ -239,10 +294,28 @@ impl Spool {
         if json.len() as u64 > format::MAX_ENVELOPE_LEN {
             return Err(SpoolError::TooLarge(id.to_string()));
         }
-        let message_len: usize = message.iter().map(|part| part.len()).sum();
-        let record = in_place(json.len() + message_len >= LARGE_RECORD, || {
-            format::build_record(Kind::Message, &id, &json, message)
-        });
+        let head_len: usize = message.iter().map(|part| part.len()).sum();
+        let record = match &tail {
+            None => in_place(json.len() + head_len >= LARGE_RECORD, || {
+                format::build_record(Kind::Message, &id, &json, message)
+            }),
+            Some(tail) => in_place(true, || {
+                let mut crc = crc32fast::Hasher::new();
+                crc.update(&json);
+                message.iter().for_each(|part| crc.update(part));
+                checksum_file(&mut crc, &tail.file, tail.len)
+                    .map_err(|e| SpoolError::io(&self.shared().paths.spill, e))?;
+                Ok::<_, SpoolError>(format::build_record_head(
+                    Kind::Message,
+                    &id,
+                    &json,
+                    message,
+                    tail.len,
+                    crc.finalize(),
+                ))
+            })?,
+        };
+        let message_len = head_len as u64 + tail.as_ref().map_or(0, |t| t.len);
         let body_crc = format::unsealed_body_crc(&record);
         {
             let mut index = self.shared().index();
@@ -253,11 +326,11 @@ impl Spool {
         let op = Op::Commit {
             id,
             envelope_len: json.len() as u32,
-            message_len: message_len as u64,
+            message_len,
             body_crc,
             envelope: Arc::new(envelope.clone()),
         };
-        match self.submit(record, op).await {
+        match self.submit_with_tail(record, tail, op).await {
             Ok(_) => Ok(()),
             Err(e) => {
                 if matches!(e, SpoolError::ReadOnly | SpoolError::CommitterGone) {
@@ -267,6 +340,16 @@ impl Spool {
                 Err(e)
             }
         }
+    }
+
+    /// A new spill file: unnamed (`O_TMPFILE`) in `<dir>/spill/`, mode 0600, open
+    /// for reading and writing, gone when the last handle is closed. For a message
+    /// being received that is too large to keep in memory, until
+    /// [`Spool::commit_file`] copies it into the log.
+    pub fn spill_file(&self) -> Result<File, SpoolError> {
+        self.sender()?;
+        let dir = &self.shared().paths.spill;
+        spill::create(dir).map_err(|e| SpoolError::io(dir, e))
     }
 
     /// Ids of queued messages in queue-id (creation) order.
@@ -491,6 +574,22 @@ fn run_janitor(shared: Arc<Shared>, tx: mpsc::Sender<Request>) {
             tracing::warn!(error = %e, "spool maintenance failed; will retry");
         }
     }
+}
+
+/// Feed the first `len` bytes of `file` to `crc`, reading a bounded buffer at a time.
+fn checksum_file(crc: &mut crc32fast::Hasher, file: &File, len: u64) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let mut buf = vec![0u8; CHECKSUM_BUFFER.min(usize::try_from(len).unwrap_or(CHECKSUM_BUFFER))];
+    let mut at = 0u64;
+    while at < len {
+        let n = buf
+            .len()
+            .min(usize::try_from(len - at).unwrap_or(usize::MAX));
+        file.read_exact_at(&mut buf[..n], at)?;
+        crc.update(&buf[..n]);
+        at += n as u64;
+    }
+    Ok(())
 }
 
 /// Run `f` under `block_in_place` when it is `heavy` and the runtime allows it.

@@ -1,6 +1,7 @@
 //! `postern:policy/message`: the message resource lent to data-stage plugins.
 //! Plugins get look-ups and bounded reads; the host never copies the whole
-//! message into a plugin unless it reads it all.
+//! message into a plugin unless it reads it all (a large message is read from
+//! its spill file with positioned reads).
 
 use wasmtime::component::Resource;
 
@@ -53,11 +54,14 @@ impl HostMessage for PluginState {
         offset: u64,
         len: u32,
     ) -> R<Vec<u8>> {
-        Ok(self.msg(&this)?.0.read_body(offset, len))
+        self.msg(&this)?
+            .0
+            .read_body(offset, len)
+            .map_err(unreadable)
     }
 
     async fn read(&mut self, this: Resource<MessageHandle>, offset: u64, len: u32) -> R<Vec<u8>> {
-        Ok(self.msg(&this)?.0.read(offset, len))
+        self.msg(&this)?.0.read(offset, len).map_err(unreadable)
     }
 
     async fn drop(&mut self, this: Resource<MessageHandle>) -> R<()> {
@@ -67,3 +71,10 @@ impl HostMessage for PluginState {
 }
 
 impl Host for PluginState {}
+
+/// The file behind a large message could not be read: the call fails (the
+/// plugin's `on_error` decides), as short data could pass what the plugin would
+/// have refused.
+fn unreadable(e: std::io::Error) -> wasmtime::Error {
+    wasmtime::Error::msg(format!("cannot read the message: {e}"))
+}

@@ -1,52 +1,60 @@
 //! End of DATA: refuse malformed content, run the data stage, prepend the
 //! `Received:` field and plugin headers, and hand the message to the spool —
 //! answering 250 only after the spool reports it durable (RFC 5321 §6.1).
+//! A large message is not in memory: it lies in a spill file (see
+//! `incoming`), which the data stage reads through the message handle and the
+//! spool copies into its log (`Spool::commit_file`).
 //! Input: message bytes from the client (already dot-unstuffed by the
 //! protocol library), plugin verdicts (validated by the runtime).
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use postern_plugin::{MessageData, Stage, Verdict};
+use postern_plugin::{MessageData, Stage, Stored, Verdict};
 use postern_protocol::DataOutcome;
 use postern_spool::{Envelope, Recipient};
 
 use super::envelope::{raw_params, recipient_text, sender_text};
 use super::{Observed, Session, Step, refusal, replies, step_reply};
-use crate::received::{Trace, count_received, received};
+use crate::incoming::Incoming;
+use crate::received::{ReceivedCounter, Trace, count_received, received};
+
+/// Block read at a time while counting the trace fields of a spilled message.
+const HOPS_BLOCK: u32 = 64 << 10;
 
 impl Session {
+    /// The content of a DATA command about to start (see `Incoming`).
+    pub fn incoming(&self) -> Incoming {
+        Incoming::new(Arc::clone(&self.spool))
+    }
+
     /// The message data ended (".") with `outcome`; `body` is the content.
-    pub async fn data_done(&mut self, body: Vec<u8>, outcome: DataOutcome) -> Step {
+    pub async fn data_done(&mut self, body: Incoming, outcome: DataOutcome) -> Step {
         let step = self.finish_message(body, outcome).await;
         self.reset();
         step
     }
 
-    async fn finish_message(&mut self, body: Vec<u8>, outcome: DataOutcome) -> Step {
-        let refused = match outcome {
-            DataOutcome::Complete => self.looping(&body),
-            DataOutcome::TooBig => Some(replies::size_exceeded()),
-            DataOutcome::BareLineEnding => Some(replies::data_bare_line_ending()),
-            DataOutcome::LineTooLong => Some(replies::data_line_too_long()),
-            DataOutcome::Nul => Some(replies::data_nul()),
+    async fn finish_message(&mut self, body: Incoming, outcome: DataOutcome) -> Step {
+        let message = match self.accept_content(body, outcome) {
+            Ok(message) => message,
+            Err(reply) => {
+                crate::metrics::message("refused");
+                tracing::info!(outcome = ?outcome, "message refused: {}", reply);
+                let step = Step::Reply(reply);
+                self.observe(
+                    Observed {
+                        stage: Stage::Data,
+                        argument: "",
+                        decided_by: None,
+                    },
+                    step_reply(&step),
+                )
+                .await;
+                return step;
+            }
         };
-        if let Some(reply) = refused {
-            crate::metrics::message("refused");
-            tracing::info!(outcome = ?outcome, "message refused: {}", reply);
-            let step = Step::Reply(reply);
-            self.observe(
-                Observed {
-                    stage: Stage::Data,
-                    argument: "",
-                    decided_by: None,
-                },
-                step_reply(&step),
-            )
-            .await;
-            return step;
-        }
-        let message = Arc::new(MessageData::new(body));
+        let message = Arc::new(message);
         let d = self.chain.data(&self.ctx, &message).await;
         let step = match &d.verdict {
             Verdict::Pass | Verdict::Accept | Verdict::AcceptWith(_) => {
@@ -71,15 +79,51 @@ impl Session {
         step
     }
 
+    /// The content as a message for the data stage, or the reply refusing it
+    /// before that stage: malformed or too large, looping, or not storable.
+    fn accept_content(
+        &self,
+        body: Incoming,
+        outcome: DataOutcome,
+    ) -> Result<MessageData, postern_protocol::Reply> {
+        match outcome {
+            DataOutcome::Complete => {}
+            DataOutcome::TooBig => return Err(replies::size_exceeded()),
+            DataOutcome::BareLineEnding => return Err(replies::data_bare_line_ending()),
+            DataOutcome::LineTooLong => return Err(replies::data_line_too_long()),
+            DataOutcome::Nul => return Err(replies::data_nul()),
+        }
+        let unstorable = |e: std::io::Error| {
+            tracing::error!(error = %e, "cannot keep the message data");
+            replies::storage_failure()
+        };
+        let message = body.finish().map_err(unstorable)?;
+        match self.looping(&message).map_err(unstorable)? {
+            Some(reply) => Err(reply),
+            None => Ok(message),
+        }
+    }
+
     /// RFC 5321 §6.3: a message that already carries `max_hops` trace
     /// fields (ours would be one more) is looping between relays.
-    fn looping(&self, body: &[u8]) -> Option<postern_protocol::Reply> {
+    fn looping(&self, message: &MessageData) -> std::io::Result<Option<postern_protocol::Reply>> {
         let max = self.config.max_hops;
         if max == 0 {
-            return None;
+            return Ok(None);
         }
-        let hops = count_received(body);
-        (hops >= max).then(|| replies::too_many_hops(hops))
+        let hops = match message.stored() {
+            Stored::Memory(bytes) => count_received(bytes),
+            Stored::File { len, .. } => {
+                // The header section, a block at a time (the first from memory).
+                let mut counter = ReceivedCounter::default();
+                let mut at = 0;
+                while at < len && !counter.feed(&message.read(at, HOPS_BLOCK)?) {
+                    at += u64::from(HOPS_BLOCK);
+                }
+                counter.finish()
+            }
+        };
+        Ok((hops >= max).then(|| replies::too_many_hops(hops)))
     }
 
     async fn spool_message(&mut self, message: &MessageData, added: &[(String, String)]) -> Step {
@@ -136,8 +180,19 @@ impl Session {
                 .collect(),
             session_id: self.ctx.id.to_string(),
         };
-        let parts: [&[u8]; 3] = [trace.as_bytes(), extra.as_bytes(), message.raw()];
-        match self.spool.commit(&envelope, &parts).await {
+        let head: [&[u8]; 2] = [trace.as_bytes(), extra.as_bytes()];
+        let committed = match message.stored() {
+            Stored::Memory(bytes) => {
+                let parts: [&[u8]; 3] = [head[0], head[1], bytes];
+                self.spool.commit(&envelope, &parts).await
+            }
+            Stored::File { file, len } => {
+                self.spool
+                    .commit_file(&envelope, &head, Arc::clone(file), len)
+                    .await
+            }
+        };
+        match committed {
             Ok(()) => {
                 crate::metrics::message("queued");
                 self.ctx.messages_accepted += 1;

@@ -70,6 +70,32 @@ pub async fn commit_one(spool: &postern_spool::Spool) -> QueueId {
     id
 }
 
+/// Commit the id-derived message for a fresh id the way a large message is
+/// committed: its original part written to a spill file, the rest in memory.
+pub async fn commit_one_file(spool: &postern_spool::Spool) -> QueueId {
+    let id = QueueId::generate();
+    let [received, added, original] = parts_for(&id);
+    let file = spill(spool, &original);
+    spool
+        .commit_file(
+            &envelope_for(&id),
+            &[&received, &added],
+            file,
+            original.len() as u64,
+        )
+        .await
+        .expect("commit_file");
+    id
+}
+
+/// A spill file of `spool` holding `content`.
+pub fn spill(spool: &postern_spool::Spool, content: &[u8]) -> std::sync::Arc<std::fs::File> {
+    use std::io::Write;
+    let mut file = spool.spill_file().expect("spill file");
+    file.write_all(content).expect("write spill file");
+    std::sync::Arc::new(file)
+}
+
 /// The segment files of the spool at `root`, in log order.
 pub fn segments(root: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut out: Vec<_> = std::fs::read_dir(root.join("log"))
