@@ -245,40 +245,6 @@ impl Index {
     /// Compaction copied the record at `from` to `to` (same LSN) and the copy is
     /// durable. Whether the copy is the live one now.
     pub fn moved(&mut self, kind: Kind, id: QueueId, lsn: u64, from: Loc, to: Loc) -> bool {
-        let moved = self.move_current(kind, id, lsn, from, to);
-        if !moved && kind == Kind::Message {
-            self.dead_copy(id, lsn, to.seg);
-        }
-        moved
-    }
-
-    /// A message record copied after it stopped being current (removed, or its id
-    /// reused, while the copy was on its way) is an older copy like any other: the
-    /// newer tombstone (or message) must outlive its segment, or deleting the
-    /// tombstone's segment first would bring the message back.
-    fn dead_copy(&mut self, id: QueueId, lsn: u64, seg: u64) {
-        let pinned = if let Some(r) = self.removed.get_mut(&id) {
-            let pin = r.lsn > lsn && r.tomb.seg != seg && !r.pins.contains(&seg);
-            if pin {
-                r.pins.push(seg);
-                r.pins.sort_unstable();
-            }
-            pin
-        } else if let Some(e) = self.messages.get_mut(&id) {
-            let pin = e.lsn > lsn && e.loc.seg != seg && !e.stale.contains(&seg);
-            if pin {
-                e.stale.push(seg);
-            }
-            pin
-        } else {
-            false
-        };
-        if pinned {
-            self.add_ref(seg, id);
-        }
-    }
-
-    fn move_current(&mut self, kind: Kind, id: QueueId, lsn: u64, from: Loc, to: Loc) -> bool {
         let moved = match kind {
             Kind::Message => match self.messages.get_mut(&id) {
                 Some(e) if e.lsn == lsn && e.loc == from => {
@@ -663,37 +629,6 @@ mod tests {
         assert!(index.removed.is_empty());
         assert_eq!(index.segments[&2].live, 200);
         assert!(index.messages[&id(b'A')].stale.is_empty());
-    }
-
-    #[test]
-    fn a_copy_that_lands_after_a_rotation_pins_the_tombstone() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut index = index_with_segments(dir.path(), &[1, 2, 3]);
-        index.commit(id(b'B'), entry(2, loc(1, 32)));
-        index.commit(id(b'C'), entry(3, loc(1, 132)));
-        // Compaction of 1 lists B and C; both are removed (tombstones in 2), then
-        // the log rotates and their copies land in 3.
-        index.remove(id(b'B'), 4, loc(2, 32));
-        index.remove(id(b'C'), 5, loc(2, 132));
-        assert!(!index.moved(Kind::Message, id(b'B'), 2, loc(1, 32), loc(3, 32)));
-        // C's id is reused meanwhile: the copy is older than the new message.
-        index.commit(id(b'C'), entry(7, loc(2, 232)));
-        assert!(!index.moved(Kind::Message, id(b'C'), 3, loc(1, 132), loc(3, 132)));
-        assert_eq!(index.removed[&id(b'B')].pins, vec![1, 3]);
-        assert_eq!(index.messages[&id(b'C')].stale, vec![1, 3]);
-        // Deleting 1 is not enough: the copies in 3 still need the tombstone.
-        let gone = index.take_deletable();
-        assert_eq!(
-            gone.iter().map(|s| s.file.seq).collect::<Vec<_>>(),
-            vec![1, 3]
-        );
-        index.released(&[(1, gone[0].refs.clone())]);
-        assert_eq!(index.removed[&id(b'B')].pins, vec![3]);
-        assert_eq!(index.segments[&2].live, 200, "B's tombstone and C");
-        index.released(&[(3, gone[1].refs.clone())]);
-        assert!(index.removed.is_empty());
-        assert!(index.messages[&id(b'C')].stale.is_empty());
-        assert_eq!(index.segments[&2].live, 100);
     }
 
     #[test]
