@@ -57,6 +57,9 @@ fn keep_fixed(old: &Config, new: &mut Config) -> Vec<String> {
     fixed!("log.level", log_level);
     fixed!("server.admin_socket", admin_socket);
     fixed!("metrics.listen", metrics_listen);
+    // The process switched accounts at start-up; it cannot switch again.
+    fixed!("server.user / server.group", run_as);
+    fixed!("server.allow_root", allow_root);
     out
 }
 
