@@ -2,7 +2,8 @@
 binds, then switches for good — every thread's real, effective and saved
 uid and gid are the account's (/proc), no capability is left — and still
 accepts, runs its plugins, delivers to a Maildir it owns, answers `postern
-status` and `postern reload` from root and from the account. Started as root without `user`
+status` and `postern reload` from root and from the account, and tells a
+service manager (NOTIFY_SOCKET) it is ready. Started as root without `user`
 or `allow_root` it refuses to start; an unknown account is a configuration
 error at its line; a data dir the account does not own is refused by name.
 
@@ -15,6 +16,7 @@ import pwd
 import shutil
 import signal
 import smtplib
+import socket
 import subprocess
 import tempfile
 import time
@@ -63,14 +65,31 @@ def as_account(acct, *args) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=120)
 
 
+class NotifySocket:
+    """A service manager's notification socket (what systemd binds), open to
+    every user like systemd's own."""
+
+    def __init__(self, directory: Path):
+        self.path = directory / "notify.sock"
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(self.path))
+        self.path.chmod(0o777)
+        self.sock.settimeout(30)
+
+    def next(self) -> set[str]:
+        return set(self.sock.recv(4096).decode().split())
+
+
 def test_switches_user_and_still_serves(account, base):
+    notify = NotifySocket(base)
     srv = Server(base / "srv", plugins=[plugin("probe", "test-probe", config={"tag": "priv"})],
                  # [runtime]: the account's own plugin cache in its data dir
                  # (the suite's shared cache belongs to root).
                  extra="[runtime]\n[delivery]\nenabled = true\n", user=ACCOUNT, allow_root=None)
     srv.tmp.chmod(0o755)
-    srv.start()
+    srv.start(env={"NOTIFY_SOCKET": str(notify.path)})
     try:
+        assert "READY=1" in notify.next()
         uid, gid = account.pw_uid, account.pw_gid
         status = Path(f"/proc/{srv.proc.pid}/status").read_text()
         assert ids(status, "Uid") == [uid] * 4, status  # real, effective, saved, filesystem
@@ -107,6 +126,9 @@ def test_switches_user_and_still_serves(account, base):
         # The account reads the configuration and the plugins again.
         r = as_account(account, "reload", "--config", str(srv.config_path))
         assert r.returncode == 0 and "reloaded: generation 2" in r.stdout, r.stdout + r.stderr
+        reloading = notify.next()
+        assert "RELOADING=1" in reloading and any(s.startswith("MONOTONIC_USEC=") for s in reloading), reloading
+        assert "READY=1" in notify.next()
         r = srv.admin("reload")
         assert r.returncode == 0 and "reloaded: generation 3" in r.stdout, r.stdout + r.stderr
         # Changing the account needs a restart.
@@ -120,6 +142,10 @@ def test_switches_user_and_still_serves(account, base):
     finally:
         code = srv.stop()
     assert code == 0, "\n".join(srv.raw_log[-30:])
+    seen = set()
+    notify.sock.settimeout(5)
+    while "STOPPING=1" not in seen:
+        seen |= notify.next()
 
 
 def test_root_without_user_refuses_to_start(base):

@@ -12,6 +12,7 @@ mod dns;
 mod listeners;
 mod logging;
 mod metrics;
+mod notify;
 mod privilege;
 mod queue_cmd;
 mod received;

@@ -65,7 +65,12 @@ fn keep_fixed(old: &Config, new: &mut Config) -> Vec<String> {
 
 /// Reload now. Errors are also logged; the old generation keeps serving.
 pub async fn reload(shared: &Arc<Shared>, trigger: &str) -> Result<ReloadReport, String> {
+    crate::notify::reloading();
     let result = try_reload(shared, trigger).await;
+    crate::notify::reloaded(&match &result {
+        Ok(r) => format!("serving generation {}", r.generation),
+        Err(_) => "reload refused; the previous generation keeps serving".to_string(),
+    });
     crate::metrics::reload(result.is_ok());
     match &result {
         Ok(r) => tracing::info!(

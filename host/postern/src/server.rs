@@ -1,9 +1,10 @@
 //! The running server: opens the spool, reads the certificates and binds
 //! every socket, switches to `[server] user` when started as root, then
-//! builds the first plugin generation and starts accepting; reloads on
-//! SIGHUP / `postern reload` / file changes, and shuts down gracefully: stop
-//! accepting, tell idle sessions 421, let transfers finish up to
-//! `shutdown_timeout`. Input: the validated configuration (trusted).
+//! builds the first plugin generation, starts accepting and tells the
+//! service manager it is ready; reloads on SIGHUP / `postern reload` / file
+//! changes, and shuts down gracefully: stop accepting, tell idle sessions
+//! 421, let transfers finish up to `shutdown_timeout`. Input: the validated
+//! configuration (trusted).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -273,8 +274,13 @@ pub async fn serve(config: Config, overrides: Overrides, plan: Plan) -> anyhow::
     };
     let watcher = tokio::spawn(crate::reload::watch(shared.clone()));
     let sweeper = tokio::spawn(sweep_idle_instances(shared.clone()));
+    crate::notify::ready(&format!(
+        "serving generation 1 on {} listeners",
+        shared.listeners.lock().await.addresses().len()
+    ));
 
     wait_for_shutdown(&shared).await;
+    crate::notify::stopping();
     tracing::info!(
         active = shared.active_connections(),
         "shutting down: no new connections, finishing sessions"
