@@ -148,6 +148,36 @@ def test_switches_user_and_still_serves(account, base):
         seen |= notify.next()
 
 
+def test_check_and_offline_queue_as_root_write_as_the_account(account, base):
+    """`postern check` and, with no server running, `postern queue flush|delete`
+    write in the data dir (the compiled-plugin cache; the spool's log); run
+    as root with `user` set they switch first, so all of it stays the
+    account's and the server can use it afterwards."""
+    probe = [plugin("probe", "test-probe", config={"tag": "tools"})]
+    srv = Server(base / "srv", plugins=probe, extra="[runtime]\n", user=ACCOUNT, allow_root=None)
+    srv.tmp.chmod(0o755)
+    r = subprocess.run([str(BIN), "check", "--config", str(srv.config_path)], capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    cache = srv.data_dir / "cache"
+    assert any(cache.iterdir()), "check cached the compiled plugin"
+    for p in [srv.data_dir, *srv.data_dir.rglob("*")]:
+        assert p.lstat().st_uid == account.pw_uid, f"{p} is not the account's"
+    srv.start()
+    assert srv.wait_log(lambda r: r.get("message") == "plugin loaded")["compiled"] is False, "the cache was usable"
+    with smtplib.SMTP("127.0.0.1", srv.port, timeout=30) as s:
+        s.sendmail("sender@client.test", ["someone@example.test"], message())
+    assert srv.stop() == 0
+    [qid] = srv.queued()
+    for args in (["flush"], ["delete", qid]):
+        r = subprocess.run([str(BIN), "queue", *args, "--config", str(srv.config_path)],
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0 and "no server running" in r.stdout, r.stdout + r.stderr
+    assert srv.queued() == []
+    for p in [srv.data_dir, *srv.data_dir.rglob("*")]:
+        assert p.lstat().st_uid == account.pw_uid, f"{p} is not the account's"
+
+
 def test_root_without_user_refuses_to_start(base):
     srv = Server(base, allow_root=None)
     r = subprocess.run([str(BIN), "serve", "--config", str(srv.config_path)],
