@@ -93,7 +93,8 @@ $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-re
 endef
 
 # What the end-to-end tests run as real peers and probes: swaks (with TLS),
-# Postfix's smtp-sink/smtp-source, nmap's SMTP scripts, openssl s_client.
+# Postfix's smtp-sink/smtp-source, nmap's SMTP scripts, openssl s_client;
+# strace (the unit's system-call filter test).
 test-deps:
 	@need=""; \
 	command -v swaks >/dev/null || need="$$need swaks"; \
@@ -101,6 +102,7 @@ test-deps:
 	command -v smtp-sink >/dev/null || [ -x /usr/sbin/smtp-sink ] || need="$$need postfix"; \
 	command -v nmap >/dev/null || need="$$need nmap"; \
 	command -v openssl >/dev/null || need="$$need openssl"; \
+	command -v strace >/dev/null || need="$$need strace"; \
 	if [ -n "$$need" ]; then echo "== installing$$need"; $(call apt-install,$$need); fi
 
 # Postfix (smtp-source, smtp-sink, and the instance we compare with), from Debian.
