@@ -49,10 +49,20 @@ pub fn socket_path_lenient(
     dir.join("postern.sock")
 }
 
+/// Removes the socket file when dropped: when start-up fails after binding
+/// it (the server binds it before loading its plugins), and at the end.
+pub struct Unlink(PathBuf);
+
+impl Drop for Unlink {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 /// Create the socket (mode 0600), owned by `owner` (uid, gid) when the
 /// server is about to switch to that account, so that it can still be used
 /// by that account as well as by root.
-pub fn bind(config: &Config, owner: Option<(u32, u32)>) -> anyhow::Result<UnixListener> {
+pub fn bind(config: &Config, owner: Option<(u32, u32)>) -> anyhow::Result<(UnixListener, Unlink)> {
     let path = socket_path(config);
     if path.exists() {
         // A stale socket from a previous run (the spool lock guarantees no
@@ -68,7 +78,7 @@ pub fn bind(config: &Config, owner: Option<(u32, u32)>) -> anyhow::Result<UnixLi
         })?;
     }
     tracing::info!(socket = %path.display(), "admin socket ready");
-    Ok(listener)
+    Ok((listener, Unlink(path)))
 }
 
 pub fn start(shared: Arc<Shared>, listener: UnixListener) -> JoinHandle<()> {

@@ -199,7 +199,8 @@ pub async fn serve(config: Config, overrides: Overrides, plan: Plan) -> anyhow::
     // Every socket is bound while ports below 1024 may still be bound, after
     // the spool lock (which keeps a second server off this admin socket).
     let listeners = Listeners::prebind(&config).map_err(|e| anyhow::anyhow!(e))?;
-    let admin_socket = crate::admin::bind(&config, run_as.map(|r| (r.uid, r.gid)))?;
+    let (admin_socket, _unlink_admin_socket) =
+        crate::admin::bind(&config, run_as.map(|r| (r.uid, r.gid)))?;
     let metrics_socket = match config.metrics_listen {
         Some(addr) => Some(
             tokio::net::TcpListener::bind(addr)
