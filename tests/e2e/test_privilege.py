@@ -38,12 +38,14 @@ def account() -> pwd.struct_passwd:
         pass
     if not shutil.which("useradd"):
         pytest.skip("useradd is missing (Debian package passwd)")
-    r = subprocess.run(["useradd", "--system", "--user-group", "--no-create-home", "--home-dir", "/nonexistent",
-                        "--shell", "/usr/sbin/nologin", ACCOUNT], capture_output=True, text=True)
-    try:
-        return pwd.getpwnam(ACCOUNT)
-    except KeyError:
-        raise AssertionError(f"cannot create {ACCOUNT}: {r.stderr}") from None
+    for _ in range(5):  # /etc/passwd may be locked a moment (the package test's adduser)
+        r = subprocess.run(["useradd", "--system", "--user-group", "--no-create-home", "--home-dir", "/nonexistent",
+                            "--shell", "/usr/sbin/nologin", ACCOUNT], capture_output=True, text=True)
+        try:
+            return pwd.getpwnam(ACCOUNT)
+        except KeyError:
+            time.sleep(1)
+    raise AssertionError(f"cannot create {ACCOUNT}: {r.stderr}")
 
 
 @pytest.fixture
