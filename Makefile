@@ -3,6 +3,7 @@
 #   make run     build everything and start Postern on examples/postern.toml
 #   make test    build everything and run every test (what CI runs)
 #   make bench   benchmarks against Postfix and smtp-sink (not part of test)
+#   make deb     the Debian package, target/debian/postern_*.deb (after make build)
 
 SHELL := /bin/bash
 CARGO ?= cargo
@@ -22,7 +23,8 @@ RUST_PLUGINS := $(foreach t,$(RUST_PLUGIN_TOMLS),$(shell sed -n 's/^name = "\(.*
 SCRIPT_PLUGINS := $(wildcard plugins/*/build.sh) $(wildcard examples/plugins/*/build.sh)
 
 .PHONY: all build host plugins rust-plugins script-plugins run test test-rust test-e2e \
-        test-scripts test-deps venv wasm-target fmt lint clean bench bench-idle bench-deps
+        test-scripts test-deps venv wasm-target fmt lint clean bench bench-idle bench-deps \
+        deb deb-package deb-tools
 
 all: build
 
@@ -54,7 +56,7 @@ $(VENV)/.ready: tests/requirements.txt
 	$(VPY) -m pip install --quiet -r tests/requirements.txt
 	touch $@
 
-test: build venv test-deps test-rust test-scripts test-e2e
+test: build venv test-deps deb-tools test-rust test-scripts test-e2e
 
 test-rust:
 	$(CARGO) test --release --workspace
@@ -91,7 +93,8 @@ $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-re
 endef
 
 # What the end-to-end tests run as real peers and probes: swaks (with TLS),
-# Postfix's smtp-sink/smtp-source, nmap's SMTP scripts, openssl s_client.
+# Postfix's smtp-sink/smtp-source, nmap's SMTP scripts, openssl s_client;
+# strace (the unit's system-call filter test).
 test-deps:
 	@need=""; \
 	command -v swaks >/dev/null || need="$$need swaks"; \
@@ -99,6 +102,7 @@ test-deps:
 	command -v smtp-sink >/dev/null || [ -x /usr/sbin/smtp-sink ] || need="$$need postfix"; \
 	command -v nmap >/dev/null || need="$$need nmap"; \
 	command -v openssl >/dev/null || need="$$need openssl"; \
+	command -v strace >/dev/null || need="$$need strace"; \
 	if [ -n "$$need" ]; then echo "== installing$$need"; $(call apt-install,$$need); fi
 
 # Postfix (smtp-source, smtp-sink, and the instance we compare with), from Debian.
@@ -106,6 +110,34 @@ bench-deps:
 	@if ! command -v smtp-source >/dev/null && [ ! -x /usr/sbin/smtp-source ]; then \
 	  $(call apt-install,postfix); \
 	fi
+
+# The Debian package: the release build as it is (nothing is rebuilt), the
+# components and /etc/postern/postern.toml staged by packaging/stage_deb.py,
+# the unit and maintainer scripts from packaging/. DEB_FLAGS passes options to
+# cargo-deb (the package test uses --fast: lighter compression).
+CARGO_DEB_VERSION := 3.8.0
+CARGO_DEB := $(TOOLS)/bin/cargo-deb
+DEB_FLAGS ?=
+
+deb: build deb-package
+
+deb-package: deb-tools
+	$(PYTHON) packaging/stage_deb.py
+	$(CARGO_DEB) -p postern --no-build --strip $(DEB_FLAGS)
+
+# cargo-deb (into .tools/, pinned) and the Debian tools the package build and
+# its test use: dpkg-shlibdeps (dependencies), strip, adduser and
+# deb-systemd-helper (maintainer scripts), setpriv and runuser (the test).
+deb-tools:
+	@$(CARGO_DEB) --version 2>/dev/null | grep -qF ' $(CARGO_DEB_VERSION)' || \
+	  $(CARGO) install --locked --root $(TOOLS) cargo-deb --version $(CARGO_DEB_VERSION)
+	@need=""; \
+	command -v dpkg-shlibdeps >/dev/null || need="$$need dpkg-dev"; \
+	command -v strip >/dev/null || need="$$need binutils"; \
+	[ -x /usr/sbin/adduser ] || need="$$need adduser"; \
+	command -v deb-systemd-helper >/dev/null || need="$$need init-system-helpers"; \
+	command -v setpriv >/dev/null || need="$$need util-linux"; \
+	if [ -n "$$need" ]; then echo "== installing$$need"; $(call apt-install,$$need); fi
 
 fmt:
 	$(CARGO) fmt --all

@@ -52,9 +52,11 @@ def plugin(name: str, component: str | None = None, config: dict | None = None, 
 
 
 def render_config(server: dict, plugins: list[dict], extra: str = "") -> str:
+    """The file; a server setting given as None is left out."""
     lines = ["[server]"]
     for k, v in server.items():
-        lines.append(f"{k} = {toml_value(v)}")
+        if v is not None:
+            lines.append(f"{k} = {toml_value(v)}")
     for p in plugins:
         lines.append("")
         lines.append("[[plugin]]")
@@ -86,12 +88,15 @@ class Server:
 
     def write_config(self, plugins: list[dict] | None = None, extra: str = "", **server):
         """(Re)write the configuration file (e.g. before a reload); settings
-        given at construction are kept unless overridden here."""
+        given at construction are kept unless overridden here (None: left out)."""
         settings = {
             "hostname": "mx.example.test",
             "listen": ["127.0.0.1:0"],
             "local_domains": ["example.test"],
             "data_dir": str(self.data_dir),
+            # The suite runs as root on CI machines; its servers listen on
+            # loopback only. tests/e2e/test_privilege.py tests `user` instead.
+            "allow_root": True,
         }
         settings.update(self.base)
         settings.update(server)
@@ -119,12 +124,13 @@ class Server:
         raise RuntimeError("no VmRSS")
 
     # -- process control -------------------------------------------------
-    def start(self, timeout: float = 60.0) -> "Server":
+    def start(self, timeout: float = 60.0, env: dict | None = None) -> "Server":
+        """Start and wait for the first listener; `env` adds variables."""
         self.proc = subprocess.Popen(
             [str(BIN), "serve", "--config", str(self.config_path), "--log-format", "json"],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
-            env={**os.environ, "RUST_LOG": os.environ.get("POSTERN_TEST_LOG", "info")},
+            env={**os.environ, "RUST_LOG": os.environ.get("POSTERN_TEST_LOG", "info"), **(env or {})},
         )
         ready = threading.Event()
         threading.Thread(target=self._reader, args=(ready,), daemon=True).start()

@@ -59,6 +59,9 @@ def test_production_passes_check_offline(tmp_path):
         ('"/etc/postern/tls/fullchain.pem"', json.dumps(str(tmp_path / "tls" / "cert.pem"))),
         ('"/etc/postern/tls/privkey.pem"', json.dumps(str(tmp_path / "tls" / "key.pem"))),
         ('"/var/lib/postern"', json.dumps(str(tmp_path / "data"))),
+        # The postern account exists where the package is installed
+        # (tests/e2e/test_package.py checks the file there as is).
+        ('user = "postern"', "allow_root = true"),
         ('"../target/wasm32-wasip2/release/', json.dumps(str(WASM_DIR))[:-1] + "/"),
         ('"../target/plugins/', json.dumps(str(SCRIPT_WASM_DIR))[:-1] + "/"),
     ]:
@@ -80,6 +83,8 @@ def test_production_sets_up_what_it_documents():
     assert listeners["0.0.0.0:587"]["require_auth"] and listeners["0.0.0.0:587"]["tls"] == "starttls"
     assert listeners["0.0.0.0:465"]["require_auth"] and listeners["0.0.0.0:465"]["tls"] == "implicit"
     assert cfg["metrics"]["listen"].startswith("127.0.0.1:")
+    assert cfg["server"]["user"] == "postern" and "allow_root" not in cfg["server"]
+    assert cfg["server"]["data_dir"] == "/var/lib/postern"
     assert cfg["dns"]["nameservers"]
     chain = {p["name"]: p for p in cfg["plugin"]}
     assert {"dnsbl", "greylist", "header-filter", "auth-file", "envelope-check"} <= chain.keys()
@@ -92,3 +97,22 @@ def test_production_sets_up_what_it_documents():
     assert cfg["auth"]["remember_window"] != "0s"
     # No account ships.
     assert chain["auth-file"]["config"]["users"] == {}
+
+
+@pytest.mark.parametrize("path", sorted(EXAMPLES.glob("*.toml")) + sorted((ROOT / "bench").glob("*.toml")),
+                         ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_shipped_configurations_never_serve_the_internet_as_root(path):
+    """Each either switches to an account, or allows root explicitly and then
+    listens (and serves metrics) on loopback only."""
+    server = tomllib.loads(path.read_text())
+    cfg = server["server"]
+    if "user" in cfg:
+        assert not cfg.get("allow_root", False), path
+        return
+    assert cfg.get("allow_root") is True, f"{path.name}: as root it would refuse to start"
+    addresses = cfg.get("listen", []) + [entry["address"] for entry in server.get("listener", [])]
+    if "listen" in server.get("metrics", {}):
+        addresses.append(server["metrics"]["listen"])
+    for address in addresses:
+        host = address.rsplit(":", 1)[0].strip("[]")
+        assert host in ("127.0.0.1", "::1") or host.startswith("127."), f"{path.name}: {address} as root"

@@ -49,8 +49,21 @@ pub fn socket_path_lenient(
     dir.join("postern.sock")
 }
 
-pub fn start(shared: Arc<Shared>) -> anyhow::Result<JoinHandle<()>> {
-    let path = socket_path(&shared.current_config());
+/// Removes the socket file when dropped: when start-up fails after binding
+/// it (the server binds it before loading its plugins), and at the end.
+pub struct Unlink(PathBuf);
+
+impl Drop for Unlink {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Create the socket (mode 0600), owned by `owner` (uid, gid) when the
+/// server is about to switch to that account, so that it can still be used
+/// by that account as well as by root.
+pub fn bind(config: &Config, owner: Option<(u32, u32)>) -> anyhow::Result<(UnixListener, Unlink)> {
+    let path = socket_path(config);
     if path.exists() {
         // A stale socket from a previous run (the spool lock guarantees no
         // other server uses this data dir).
@@ -59,8 +72,17 @@ pub fn start(shared: Arc<Shared>) -> anyhow::Result<JoinHandle<()>> {
     let listener = UnixListener::bind(&path)
         .map_err(|e| anyhow::anyhow!("cannot create admin socket {}: {e}", path.display()))?;
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    if let Some((uid, gid)) = owner {
+        std::os::unix::fs::lchown(&path, Some(uid), Some(gid)).map_err(|e| {
+            anyhow::anyhow!("cannot hand admin socket {} over: {e}", path.display())
+        })?;
+    }
     tracing::info!(socket = %path.display(), "admin socket ready");
-    Ok(tokio::spawn(async move {
+    Ok((listener, Unlink(path)))
+}
+
+pub fn start(shared: Arc<Shared>, listener: UnixListener) -> JoinHandle<()> {
+    tokio::spawn(async move {
         loop {
             match listener.accept().await {
                 Ok((stream, _)) => {
@@ -73,7 +95,7 @@ pub fn start(shared: Arc<Shared>) -> anyhow::Result<JoinHandle<()>> {
                 }
             }
         }
-    }))
+    })
 }
 
 async fn serve(stream: UnixStream, shared: Arc<Shared>) {

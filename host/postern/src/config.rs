@@ -13,6 +13,9 @@ use toml::Spanned;
 use postern_plugin::{Mode, OnError, PluginSpec, RuntimeConfig};
 
 mod delivery;
+mod run_as;
+
+pub use run_as::RunAs;
 
 /// A configuration error, already rendered with file and line.
 #[derive(Debug, thiserror::Error)]
@@ -150,6 +153,11 @@ struct ServerSection {
     #[serde(default)]
     watch: bool,
     admin_socket: Option<String>,
+    /// The account `postern serve` switches to after binding (see `run_as`).
+    user: Option<Spanned<String>>,
+    group: Option<Spanned<String>>,
+    #[serde(default)]
+    allow_root: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -488,6 +496,11 @@ pub struct Config {
     pub watch: bool,
     /// Admin socket path (default `<data_dir>/postern.sock`).
     pub admin_socket: Option<PathBuf>,
+    /// `[server] user` / `group`: the account to switch to once the sockets
+    /// are bound (none: keep the account postern was started as).
+    pub run_as: Option<RunAs>,
+    /// `[server] allow_root`: serve as root when no `user` is set.
+    pub allow_root: bool,
     pub spool_dir: PathBuf,
     pub group_commit: bool,
     pub runtime: RuntimeConfig,
@@ -858,6 +871,7 @@ impl Config {
             });
         }
         let unknown_recipients = unknown_recipient_limits(&cx, s)?;
+        let run_as = run_as::build(&cx, s.user.as_ref(), s.group.as_ref())?;
         let delivery = delivery::build(
             &cx,
             &file.delivery,
@@ -888,6 +902,8 @@ impl Config {
             unknown_recipients,
             watch: s.watch,
             admin_socket: s.admin_socket.as_deref().map(|p| cx.resolve(p)),
+            run_as,
+            allow_root: s.allow_root,
             spool_dir,
             group_commit: file.spool.group_commit,
             runtime,

@@ -41,9 +41,27 @@ fn key(spec: &ListenerSpec) -> Key {
 #[derive(Default)]
 pub struct Listeners {
     running: HashMap<Key, Running>,
+    /// Sockets bound at start-up before the privilege switch, not yet
+    /// accepting; the first `apply` starts them.
+    prebound: HashMap<Key, TcpListener>,
 }
 
 impl Listeners {
+    /// Bind every listener of `config` without accepting yet (start-up binds
+    /// while it may still use ports below 1024, and accepts only once it runs
+    /// as the configured account).
+    pub fn prebind(config: &Config) -> Result<Listeners, String> {
+        let mut prebound = HashMap::new();
+        for spec in &config.listeners {
+            let l = bind(spec.address).map_err(|e| bind_error(spec.address, e))?;
+            prebound.insert(key(spec), l);
+        }
+        Ok(Listeners {
+            running: HashMap::new(),
+            prebound,
+        })
+    }
+
     /// Make the running set match `config.listen`. Returns a description of
     /// what changed, or an error (and changes nothing) if a bind fails.
     pub async fn apply(
@@ -56,9 +74,13 @@ impl Listeners {
             if self.running.contains_key(&key(spec)) {
                 continue;
             }
+            if let Some(l) = self.prebound.remove(&key(spec)) {
+                bound.push((spec.clone(), l));
+                continue;
+            }
             match bind(spec.address) {
                 Ok(l) => bound.push((spec.clone(), l)),
-                Err(e) => return Err(format!("cannot listen on {}: {e}", spec.address)),
+                Err(e) => return Err(bind_error(spec.address, e)),
             }
         }
         let mut changes = Vec::new();
@@ -114,6 +136,16 @@ impl Listeners {
             r.task.abort();
         }
     }
+}
+
+fn bind_error(addr: SocketAddr, e: std::io::Error) -> String {
+    let hint = if e.kind() == std::io::ErrorKind::PermissionDenied && addr.port() < 1024 {
+        " (ports below 1024 need root or CAP_NET_BIND_SERVICE; a server that switched to \
+         [server] user at start-up binds new ones only after a restart)"
+    } else {
+        ""
+    };
+    format!("cannot listen on {addr}: {e}{hint}")
 }
 
 /// A listening socket with a deep accept backlog (bursts of thousands of

@@ -13,6 +13,8 @@ mod incoming;
 mod listeners;
 mod logging;
 mod metrics;
+mod notify;
+mod privilege;
 mod queue_cmd;
 mod received;
 mod reload;
@@ -143,13 +145,20 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
+            let plan = match privilege::decide(&cfg) {
+                Ok(p) => p,
+                Err(e) => {
+                    eprintln!("postern: {e}");
+                    return ExitCode::from(2);
+                }
+            };
             let format = match log_format {
                 Some(CliLogFormat::Json) => LogFormat::Json,
                 Some(CliLogFormat::Text) => LogFormat::Text,
                 None => cfg.log_format.unwrap_or(LogFormat::Text),
             };
             let log = logging::init(format, cfg.log_level.as_deref());
-            let result = runtime().block_on(server::serve(cfg, overrides));
+            let result = runtime().block_on(server::serve(cfg, overrides, plan));
             if let Err(e) = &result {
                 tracing::error!("{e:#}");
             }
@@ -171,8 +180,24 @@ fn main() -> ExitCode {
                 }
             };
             let _log = logging::init(LogFormat::Text, Some("warn"));
+            if let Err(privilege::PrivilegeError::RootRefused { .. }) = privilege::decide(&cfg) {
+                eprintln!(
+                    "postern: note: `postern serve` started as root refuses this file: set \
+                     [server] user (or allow_root = true)"
+                );
+            }
+            // As root with `user` set: read the certificates as root, as serve
+            // does, then load the plugins as that account (the compiled-plugin
+            // cache it writes is that account's).
+            let plan = privilege::for_tool(&cfg);
             let result = runtime().block_on(async {
+                if let Some(r) = plan.run_as() {
+                    privilege::prepare(&cfg, r)?;
+                }
                 server::load_tls(&cfg).map_err(|e| anyhow::anyhow!(e))?;
+                if let Some(r) = plan.run_as() {
+                    privilege::switch(r)?;
+                }
                 let rt = postern_plugin::Runtime::new(cfg.runtime.clone())?;
                 let kv: std::sync::Arc<dyn postern_plugin::KvBackend> =
                     std::sync::Arc::new(postern_plugin::MemoryKv::default());

@@ -164,6 +164,15 @@ async fn offline(cfg: &Config, action: &QueueAction) -> Result<Value, String> {
         ));
     }
     let reads_only = matches!(action, QueueAction::List(_) | QueueAction::Show { .. });
+    // Run as root with `[server] user`: what a change writes belongs to that
+    // account, as when the server writes it (see `crate::privilege`).
+    let plan = match crate::privilege::for_tool(cfg) {
+        crate::privilege::Plan::Switch(r) if !reads_only => Some(r),
+        _ => None,
+    };
+    if let Some(r) = &plan {
+        crate::privilege::prepare(cfg, r).map_err(|e| e.to_string())?;
+    }
     let (spool, _) = Spool::open(SpoolConfig {
         group_commit: cfg.group_commit,
         read_only: reads_only,
@@ -175,6 +184,10 @@ async fn offline(cfg: &Config, action: &QueueAction) -> Result<Value, String> {
         }
         e => e.to_string(),
     })?;
+    if let Some(r) = &plan {
+        crate::privilege::adopt_spool(cfg, r).map_err(|e| e.to_string())?;
+        crate::privilege::switch(r).map_err(|e| e.to_string())?;
+    }
     let spool = Arc::new(spool);
     use postern_delivery::inspect;
     let e = |e: SpoolError| e.to_string();

@@ -57,12 +57,20 @@ fn keep_fixed(old: &Config, new: &mut Config) -> Vec<String> {
     fixed!("log.level", log_level);
     fixed!("server.admin_socket", admin_socket);
     fixed!("metrics.listen", metrics_listen);
+    // The process switched accounts at start-up; it cannot switch again.
+    fixed!("server.user / server.group", run_as);
+    fixed!("server.allow_root", allow_root);
     out
 }
 
 /// Reload now. Errors are also logged; the old generation keeps serving.
 pub async fn reload(shared: &Arc<Shared>, trigger: &str) -> Result<ReloadReport, String> {
+    crate::notify::reloading();
     let result = try_reload(shared, trigger).await;
+    crate::notify::reloaded(&match &result {
+        Ok(r) => format!("serving generation {}", r.generation),
+        Err(_) => "reload refused; the previous generation keeps serving".to_string(),
+    });
     crate::metrics::reload(result.is_ok());
     match &result {
         Ok(r) => tracing::info!(

@@ -1,8 +1,10 @@
-//! The running server: opens the spool, builds the first plugin generation,
-//! starts the listeners and the admin socket, reloads on SIGHUP / `postern
-//! reload` / file changes, and shuts down gracefully: stop accepting, tell
-//! idle sessions 421, let transfers finish up to `shutdown_timeout`. Input:
-//! the validated configuration (trusted).
+//! The running server: opens the spool, reads the certificates and binds
+//! every socket, switches to `[server] user` when started as root, then
+//! builds the first plugin generation, starts accepting and tells the
+//! service manager it is ready; reloads on SIGHUP / `postern reload` / file
+//! changes, and shuts down gracefully: stop accepting, tell idle sessions
+//! 421, let transfers finish up to `shutdown_timeout`. Input: the validated
+//! configuration (trusted).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -18,6 +20,7 @@ use tokio::sync::{Notify, watch};
 use crate::config::{Config, Overrides};
 use crate::dns::HickoryDns;
 use crate::listeners::Listeners;
+use crate::privilege::{self, Plan};
 
 /// What a new session starts with: configuration, plugin generation and TLS
 /// settings of one load, swapped together by a reload so that no session
@@ -159,15 +162,22 @@ pub fn log_plugins(generation: &Generation) {
     }
 }
 
-pub async fn serve(config: Config, overrides: Overrides) -> anyhow::Result<()> {
+pub async fn serve(config: Config, overrides: Overrides, plan: Plan) -> anyhow::Result<()> {
     let config = Arc::new(config);
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
+    let run_as = plan.run_as();
+    match run_as {
+        Some(r) => privilege::prepare(&config, r)?,
+        None => std::fs::create_dir_all(&config.data_dir)
+            .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?,
+    }
     let (spool, report) = Spool::open(SpoolConfig {
         group_commit: config.group_commit,
         ..SpoolConfig::new(&config.spool_dir)
     })
     .with_context(|| format!("cannot open spool {}", config.spool_dir.display()))?;
+    if let Some(r) = run_as {
+        privilege::adopt_spool(&config, r)?;
+    }
     tracing::info!(
         dir = %config.spool_dir.display(),
         kept = report.kept,
@@ -186,6 +196,37 @@ pub async fn serve(config: Config, overrides: Overrides) -> anyhow::Result<()> {
         tracing::error!(file = %file, reason = %reason, "spool file quarantined");
     }
     let tls = load_tls(&config).map_err(|e| anyhow::anyhow!(e))?;
+    // Every socket is bound while ports below 1024 may still be bound, after
+    // the spool lock (which keeps a second server off this admin socket).
+    let listeners = Listeners::prebind(&config).map_err(|e| anyhow::anyhow!(e))?;
+    let (admin_socket, _unlink_admin_socket) =
+        crate::admin::bind(&config, run_as.map(|r| (r.uid, r.gid)))?;
+    let metrics_socket = match config.metrics_listen {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen for metrics on {addr}"))?,
+        ),
+        None => None,
+    };
+    // Nothing below runs as root: no delivery, no plugin, no SMTP session.
+    match run_as {
+        Some(r) => {
+            privilege::switch(r)?;
+            tracing::info!(
+                user = %r.user,
+                uid = r.uid,
+                group = %r.group,
+                gid = r.gid,
+                "switched to the unprivileged account"
+            );
+            privilege::check_readable(&config, r)?;
+        }
+        None if nix::unistd::geteuid().is_root() => {
+            tracing::warn!("serving as root: server.allow_root = true and no server.user");
+        }
+        None => {}
+    }
     let spool = Arc::new(spool);
     // Started before the listeners, so it sees every commit (and resumes the queue).
     let dns = resolver(&config);
@@ -214,7 +255,7 @@ pub async fn serve(config: Config, overrides: Overrides) -> anyhow::Result<()> {
         idle: Notify::new(),
         stop: stop_rx,
         reloading: tokio::sync::Mutex::new(()),
-        listeners: tokio::sync::Mutex::new(Listeners::default()),
+        listeners: tokio::sync::Mutex::new(listeners),
         queue,
     });
     shared
@@ -224,12 +265,9 @@ pub async fn serve(config: Config, overrides: Overrides) -> anyhow::Result<()> {
         .apply(&config, &shared)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let admin = crate::admin::start(shared.clone())?;
-    let metrics = match config.metrics_listen {
-        Some(addr) => {
-            let l = tokio::net::TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("cannot listen for metrics on {addr}"))?;
+    let admin = crate::admin::start(shared.clone(), admin_socket);
+    let metrics = match metrics_socket {
+        Some(l) => {
             tracing::info!(address = %l.local_addr()?, "metrics listening");
             Some(tokio::spawn(crate::metrics::serve(l, shared.clone())))
         }
@@ -237,8 +275,13 @@ pub async fn serve(config: Config, overrides: Overrides) -> anyhow::Result<()> {
     };
     let watcher = tokio::spawn(crate::reload::watch(shared.clone()));
     let sweeper = tokio::spawn(sweep_idle_instances(shared.clone()));
+    crate::notify::ready(&format!(
+        "serving generation 1 on {} listeners",
+        shared.listeners.lock().await.addresses().len()
+    ));
 
     wait_for_shutdown(&shared).await;
+    crate::notify::stopping();
     tracing::info!(
         active = shared.active_connections(),
         "shutting down: no new connections, finishing sessions"
