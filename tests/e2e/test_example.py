@@ -7,104 +7,23 @@ every common open-relay trick), the submission listener wants STARTTLS and
 AUTH, no login ships with the example, and a user added to it may relay
 once authenticated."""
 
-import json
 import mailbox
-import os
 import re
-import secrets
-import signal
 import smtplib
 import socket
 import ssl
 import subprocess
-import threading
 import time
 
 import pytest
 import tomllib
-from harness import BIN, ROOT, Raw
-from pluginkit import hash_password, plain, reply
-
-EXAMPLE = ROOT / "examples" / "postern.toml"
-SUBMISSION = 'address = "127.0.0.1:5870"'  # the example's [[listener]] (not replaced by --listen)
-USERS = "[plugin.config.users]\n"  # auth-file's accounts: the test adds its own user
-USER, PASSWORD = "tester", secrets.token_urlsafe(16)
-
-
-class Example:
-    def __init__(self, data_dir, server: str = ""):
-        self.records = []
-        self.lock = threading.Lock()
-        self.listening = {}
-        self.data_dir = data_dir
-        # The example as shipped, but its fixed submission port made ephemeral
-        # and a user of the test's own added (the example ships none): a copy
-        # beside it, so its relative paths still resolve.
-        text = EXAMPLE.read_text()
-        assert SUBMISSION in text, "the example's submission listener moved"
-        assert text.count(USERS) == 1, "the example's auth-file users table moved"
-        text = text.replace(SUBMISSION, 'address = "127.0.0.1:0"')
-        text = text.replace(USERS, f"{USERS}{USER} = {json.dumps(hash_password(PASSWORD))}\n")
-        # Settings a test needs in [server] (lines of TOML).
-        text = text.replace("[server]\n", f"[server]\n{server}", 1)
-        self.config = EXAMPLE.with_name(f".postern-test-{os.getpid()}.toml")
-        self.config.write_text(text)
-        self.proc = subprocess.Popen(
-            [str(BIN), "serve", "--config", str(self.config), "--listen", "127.0.0.1:0", "--data-dir", str(data_dir),
-             "--log-format", "json"],
-            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-            env={**os.environ, "RUST_LOG": "info"},
-        )
-        self.ready = threading.Event()
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self):
-        for raw in self.proc.stderr:
-            line = raw.decode("utf-8", "replace").rstrip("\n")
-            try:
-                rec = json.loads(line)
-            except ValueError:
-                rec = {"message": line}
-            with self.lock:
-                self.records.append(rec)
-            if rec.get("message") == "listening":
-                self.listening[rec["listener"]] = int(rec["address"].rsplit(":", 1)[1])
-                if {"smtp", "submission"} <= self.listening.keys():
-                    self.ready.set()
-
-    def log(self):
-        with self.lock:
-            return "\n".join(json.dumps(r) for r in self.records[-40:])
-
-    def stop(self):
-        self.config.unlink(missing_ok=True)
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-
-def start_example(tmp_path_factory, server: str = ""):
-    """The body of an `example` fixture: the example started, yielded,
-    stopped; `server`: lines added to its [server] section."""
-    subprocess.run([str(BIN), "gen-cert", "--hostname", "mx.example.test", "--dir", "examples/data/tls"],
-                   cwd=ROOT, check=True, capture_output=True)
-    ex = Example(tmp_path_factory.mktemp("example"), server)
-    deadline = time.time() + 180  # a fresh data dir compiles every component
-    while not ex.ready.wait(0.1):
-        if ex.proc.poll() is not None or time.time() > deadline:
-            ex.stop()
-            pytest.fail("the example configuration did not start:\n" + ex.log(), pytrace=False)
-    yield ex
-    ex.stop()
-
+from example import EXAMPLE, PASSWORD, USER, start_example
+from harness import ROOT, Raw
+from pluginkit import plain, reply
 
 @pytest.fixture(scope="module")
 def example(tmp_path_factory):
-    yield from start_example(tmp_path_factory)
+    yield from start_example(tmp_path_factory.mktemp("example"))
 
 
 def session(port, name="client.example"):

@@ -10,108 +10,47 @@ import hashlib
 import json
 import os
 import re
-import signal
-import subprocess
 import threading
 import time
 from pathlib import Path
 
 import pytest
-from harness import BIN, CACHE_DIR, ROOT, Raw
+from example import start_example
+from harness import CACHE_DIR, Raw
 
-EXAMPLE = ROOT / "examples" / "postern.toml"
 MESSAGES = 20
 MESSAGE_MIB = 20
 PEAK_LIMIT_KIB = 150 * 1024
 BLOCK_LINES = 16 * 1024  # 76 characters + CRLF each: about 1.2 MiB per block
 
-
-def example_config(tmp: Path) -> Path:
-    """The example as shipped, with ephemeral ports, a certificate of the
-    test's own, the shared compiled-plugin cache (no compile peak inside the
-    measured process), and max_message_size raised above 20 MiB (the server's
-    and message-limits')."""
-    subprocess.run([str(BIN), "gen-cert", "--hostname", "mx.example.test", "--dir", str(tmp / "tls")],
-                   check=True, capture_output=True)
-    text = EXAMPLE.read_text()
-    edits = [
-        ('address = "127.0.0.1:5870"', 'address = "127.0.0.1:0"'),
-        ('cert = "data/tls/cert.pem"', f"cert = {json.dumps(str(tmp / 'tls' / 'cert.pem'))}"),
-        ('key = "data/tls/key.pem"', f"key = {json.dumps(str(tmp / 'tls' / 'key.pem'))}"),
-        ('# max_message_size = "25MiB"', 'max_message_size = "32MiB"'),
-        ("max_message_size = 26214400", "max_message_size = 33554432"),
-        ("[runtime]\n", f"[runtime]\ncache_dir = {json.dumps(str(CACHE_DIR))}\n"),
-    ]
-    for old, new in edits:
-        assert text.count(old) == 1, f"the example changed: {old!r}"
-        text = text.replace(old, new)
-    # Beside the example, so its relative plugin paths still resolve.
-    config = EXAMPLE.with_name(f".postern-memory-{os.getpid()}.toml")
-    config.write_text(text)
-    return config
+# The shared compiled-plugin cache (no compile peak inside the measured
+# process), and max_message_size raised above 20 MiB (the server's and
+# message-limits').
+EDITS = (
+    ('# max_message_size = "25MiB"', 'max_message_size = "32MiB"'),
+    ("max_message_size = 26214400", "max_message_size = 33554432"),
+    ("[runtime]\n", f"[runtime]\ncache_dir = {json.dumps(str(CACHE_DIR))}\n"),
+)
 
 
-class Served:
-    def __init__(self, tmp: Path):
-        self.config = example_config(tmp)
-        self.data_dir = tmp / "data"
-        self.log = []
-        self.port = None
-        self.ready = threading.Event()
-        self.proc = subprocess.Popen(
-            [str(BIN), "serve", "--config", str(self.config), "--listen", "127.0.0.1:0",
-             "--data-dir", str(self.data_dir), "--log-format", "json"],
-            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-            env={**os.environ, "RUST_LOG": "info"},
-        )
-        threading.Thread(target=self._read, daemon=True).start()
+def status(pid: int) -> dict:
+    """The kB figures of /proc/PID/status (VmRSS, VmHWM, ...)."""
+    out = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if value.strip().endswith("kB"):
+            out[key] = int(value.split()[0])
+    return out
 
-    def _read(self):
-        for raw in self.proc.stderr:
-            line = raw.decode("utf-8", "replace").rstrip("\n")
-            self.log.append(line)
-            try:
-                rec = json.loads(line)
-            except ValueError:
-                continue
-            if rec.get("message") == "listening" and rec.get("listener") == "smtp":
-                self.port = int(rec["address"].rsplit(":", 1)[1])
-                self.ready.set()
 
-    def status(self) -> dict:
-        out = {}
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if value.strip().endswith("kB"):
-                out[key] = int(value.split()[0])
-        return out
-
-    def reset_peak(self):
-        """Linux (proc(5), clear_refs): 5 resets VmHWM to the current RSS."""
-        Path(f"/proc/{self.proc.pid}/clear_refs").write_text("5")
-
-    def tail(self) -> str:
-        return "\n".join(self.log[-40:])
-
-    def stop(self):
-        self.config.unlink(missing_ok=True)
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+def reset_peak(pid: int):
+    """Linux (proc(5), clear_refs): 5 resets VmHWM to the current RSS."""
+    Path(f"/proc/{pid}/clear_refs").write_text("5")
 
 
 @pytest.fixture
 def served(tmp_path):
-    s = Served(tmp_path)
-    if not s.ready.wait(180):  # a cold plugin cache compiles every component
-        s.stop()
-        pytest.fail("the example configuration did not start:\n" + s.tail(), pytrace=False)
-    yield s
-    s.stop()
+    yield from start_example(tmp_path / "data", edits=EDITS)
 
 
 def transaction(port: int, n: int) -> Raw:
@@ -168,7 +107,7 @@ def delivered(maildir: Path) -> dict[int, str]:
 
 
 def test_parallel_large_messages_keep_memory_flat(served):
-    port = served.port
+    port = served.listening["smtp"]
     # Warm up: plugin instances, pools and the delivery path exist before the
     # measured part, as on a server that has been running for a while.
     with Raw(port, timeout=30) as c:
@@ -180,8 +119,8 @@ def test_parallel_large_messages_keep_memory_flat(served):
         c.send(b"Subject: warm-up\r\n\r\nsmall\r\n.\r\n")
         assert c.reply()[0] == 250
     time.sleep(0.5)
-    before = served.status()
-    served.reset_peak()
+    before = status(served.proc.pid)
+    reset_peak(served.proc.pid)
 
     results = {}
     threads = [threading.Thread(target=send_big, args=(port, n, results)) for n in range(MESSAGES)]
@@ -193,7 +132,7 @@ def test_parallel_large_messages_keep_memory_flat(served):
     accepted = time.time() - started
     for n in range(MESSAGES):
         code, text, _, size = results.get(n, (0, "no result", None, 0))
-        assert code == 250 and text.startswith("2.0.0 Ok: queued as "), (n, code, text, served.tail())
+        assert code == 250 and text.startswith("2.0.0 Ok: queued as "), (n, code, text, served.log())
         assert size >= MESSAGE_MIB << 20
 
     maildir = served.data_dir / "mail" / "example.test" / "someone"
@@ -203,9 +142,9 @@ def test_parallel_large_messages_keep_memory_flat(served):
         time.sleep(0.5)
         found = delivered(maildir)
     for n in range(MESSAGES):
-        assert found.get(n) == results[n][2], f"message {n} missing or altered in {maildir}\n{served.tail()}"
+        assert found.get(n) == results[n][2], f"message {n} missing or altered in {maildir}\n{served.log()}"
 
-    after = served.status()
+    after = status(served.proc.pid)
     peak = after["VmHWM"]
     print(f"\nVmRSS before {before['VmRSS'] / 1024:.1f} MiB, VmHWM with {MESSAGES} x {MESSAGE_MIB} MiB "
           f"in parallel {peak / 1024:.1f} MiB (accepted in {accepted:.1f} s, delivered in "

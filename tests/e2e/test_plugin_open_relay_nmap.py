@@ -17,7 +17,7 @@ import subprocess
 import threading
 
 import pytest
-from test_example import start_example
+from example import start_example
 
 FOREIGN = "elsewhere.example"
 NOT_OPEN = "Server doesn't seem to be an open relay, all tests failed"
@@ -29,7 +29,7 @@ def example(tmp_path_factory):
     recipients: the script asks its 16 questions in one session, and with
     the default limit the eighth refusal would end it with 421 (as it
     should: test_enumeration.py covers that)."""
-    yield from start_example(tmp_path_factory, server="max_unknown_recipients = 0\n")
+    yield from start_example(tmp_path_factory.mktemp("example"), server="max_unknown_recipients = 0\n")
 
 
 class Recorder:
