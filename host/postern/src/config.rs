@@ -252,6 +252,9 @@ struct PluginSection {
     mode: ModeSetting,
     /// None: reuse instances when the plugin exports `recycle`.
     reuse: Option<bool>,
+    /// Directories the plugin may read (read-only, same path in the sandbox).
+    #[serde(default)]
+    files: Vec<Spanned<String>>,
     #[serde(default)]
     config: toml::Table,
 }
@@ -758,6 +761,20 @@ impl Config {
                     format!("plugin {name:?}: config cannot be encoded: {e}"),
                 )
             })?;
+            let mut files = Vec::new();
+            for f in &p.files {
+                let dir = cx.resolve(f.get_ref());
+                if !dir.is_dir() {
+                    return Err(cx.at(
+                        f,
+                        format!(
+                            "plugin {name:?}: files entry {} is not a directory",
+                            dir.display()
+                        ),
+                    ));
+                }
+                files.push(dir);
+            }
             plugins.push(PluginSpec {
                 name,
                 path: cx.resolve(&p.path),
@@ -776,6 +793,7 @@ impl Config {
                     ModeSetting::Shadow => Mode::Shadow,
                 },
                 reuse: p.reuse.unwrap_or(true),
+                files,
             });
         }
         let delivery = delivery::build(

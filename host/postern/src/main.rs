@@ -11,6 +11,7 @@ mod conn_tests;
 mod dns;
 mod listeners;
 mod logging;
+mod mail_auth;
 mod metrics;
 mod queue_cmd;
 mod received;
@@ -179,7 +180,7 @@ fn main() -> ExitCode {
                     &rt,
                     &cfg,
                     0,
-                    server::services(server::resolver(&cfg), kv),
+                    server::services(&cfg, server::resolver(&cfg), kv),
                 )
                 .await?;
                 anyhow::Ok(generation.plugins())

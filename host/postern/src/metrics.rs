@@ -31,6 +31,8 @@ pub struct Metrics {
     pub auth: Family<Labels, Counter>,
     pub reloads: Family<Labels, Counter>,
     pub tls_handshakes: Family<Labels, Counter>,
+    /// Mail authentication results (method: spf, dkim, dmarc, arc).
+    pub mail_auth: Family<Labels, Counter>,
 }
 
 static METRICS: OnceLock<Metrics> = OnceLock::new();
@@ -73,6 +75,18 @@ pub fn tls_handshake(ok: bool) {
     get()
         .tls_handshakes
         .get_or_create(&vec![("result", r.to_string())])
+        .inc();
+}
+
+/// One mail-auth result: `method` is spf, dkim, dmarc or arc; `result` an
+/// RFC 8601 result name.
+pub fn mail_auth(method: &'static str, result: &'static str) {
+    get()
+        .mail_auth
+        .get_or_create(&vec![
+            ("method", method.to_string()),
+            ("result", result.to_string()),
+        ])
         .inc();
 }
 
@@ -374,6 +388,11 @@ pub fn registry(shared: &Arc<Shared>) -> Registry {
         "tls_handshakes",
         "TLS handshakes by result",
         m.tls_handshakes.clone(),
+    );
+    r.register(
+        "mail_auth",
+        "Mail authentication results (SPF, DKIM, DMARC, ARC) by method and result",
+        m.mail_auth.clone(),
     );
     r.register_collector(Box::new(StateCollector {
         shared: Arc::downgrade(shared),
