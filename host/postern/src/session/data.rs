@@ -46,6 +46,11 @@ impl Session {
             .await;
             return step;
         }
+        // RFC 8601 §5: fields claiming our authserv-id (the host name) go.
+        let body = match postern_protocol::auth_results::strip_ours(&body, &self.config.hostname) {
+            std::borrow::Cow::Borrowed(_) => body,
+            std::borrow::Cow::Owned(stripped) => stripped,
+        };
         let message = Arc::new(MessageData::new(body));
         let d = self.chain.data(&self.ctx, &message).await;
         let step = match &d.verdict {
