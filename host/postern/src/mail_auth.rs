@@ -14,7 +14,7 @@ use std::time::Duration;
 use hickory_resolver::proto::rr::RData;
 use mail_auth::common::crypto::{Ed25519Key, RsaKey, Sha256};
 use mail_auth::common::headers::HeaderWriter;
-use mail_auth::dkim::DkimSigner;
+use mail_auth::dkim::{DkimError, DkimSigner};
 use mail_auth::dmarc::Policy;
 use mail_auth::dmarc::verify::DmarcParameters;
 use mail_auth::spf::verify::SpfParameters;
@@ -64,6 +64,10 @@ impl MailAuth {
             helo_out
                 .clone()
                 .unwrap_or_else(|| SpfOutput::new(helo.to_string()))
+        } else if self.spf_records(domain_of(&ids.mail_from)).await > 1 {
+            // RFC 7208 §4.5: more than one record is a permerror (mail-auth
+            // would use the first).
+            SpfOutput::new(domain_of(&ids.mail_from).to_string()).with_result(SpfResult::PermError)
         } else {
             self.auth
                 .verify_spf(SpfParameters::verify_mail_from(
@@ -75,6 +79,26 @@ impl MailAuth {
                 .await
         };
         (helo_out, from_out)
+    }
+
+    /// Number of SPF records published at `domain` (answers come from the
+    /// resolver's cache when mail-auth asks again).
+    async fn spf_records(&self, domain: &str) -> usize {
+        let Ok(txt) = self.auth.0.txt_lookup(format!("{domain}.")).await else {
+            return 0;
+        };
+        txt.answers()
+            .iter()
+            .filter(|r| match &r.data {
+                RData::TXT(t) => {
+                    let text: Vec<u8> = t.txt_data.iter().flat_map(|s| s.iter().copied()).collect();
+                    text.len() >= 6
+                        && (text[..6].eq_ignore_ascii_case(b"v=spf1"))
+                        && (text.len() == 6 || text[6] == b' ')
+                }
+                _ => false,
+            })
+            .count()
     }
 
     async fn spf(&self, ids: Identities) -> SpfOutcome {
@@ -93,7 +117,9 @@ impl MailAuth {
             helo: helo.as_ref().map(spf_check).unwrap_or_default(),
             mail_from: spf_check(&from),
         };
-        let Some(msg) = AuthenticatedMessage::parse(message.raw()) else {
+        // Not strict: signatures with `l=` (RFC 6376 §3.5) are verified over
+        // the length they sign rather than refused.
+        let Some(msg) = AuthenticatedMessage::parse_with_opts(message.raw(), None, false) else {
             return AuthOutcome {
                 spf,
                 dmarc: DmarcOutcome {
@@ -242,6 +268,10 @@ impl MailAuthBackend for MailAuth {
     }
 }
 
+fn domain_of(address: &str) -> &str {
+    address.rsplit_once('@').map_or(address, |(_, d)| d)
+}
+
 fn is_domain(s: &str) -> bool {
     !s.is_empty() && s.contains('.') && !s.starts_with('[') && s.parse::<IpAddr>().is_err()
 }
@@ -269,6 +299,11 @@ fn spf_check(o: &SpfOutput) -> SpfCheck {
 fn dkim_result(r: &DkimResult) -> (AuthResult, Option<String>) {
     match r {
         DkimResult::Pass => (AuthResult::Pass, None),
+        // RFC 6376 §6.1.3: a body hash mismatch is a PERMFAIL, "fail" in
+        // RFC 8601 §2.7.1 terms (mail-auth reports it as neutral).
+        DkimResult::Neutral(e @ mail_auth::Error::Dkim(DkimError::FailedBodyHashMatch)) => {
+            (AuthResult::Fail, Some(e.to_string()))
+        }
         DkimResult::Neutral(e) => (AuthResult::Neutral, Some(e.to_string())),
         DkimResult::Fail(e) => (AuthResult::Fail, Some(e.to_string())),
         DkimResult::PermError(e) => (AuthResult::PermError, Some(e.to_string())),
