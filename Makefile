@@ -99,6 +99,7 @@ test-deps:
 	command -v smtp-sink >/dev/null || [ -x /usr/sbin/smtp-sink ] || need="$$need postfix"; \
 	command -v nmap >/dev/null || need="$$need nmap"; \
 	command -v openssl >/dev/null || need="$$need openssl"; \
+	command -v opendkim-testmsg >/dev/null || [ -x /usr/sbin/opendkim-testmsg ] || need="$$need opendkim-tools"; \
 	if [ -n "$$need" ]; then echo "== installing$$need"; $(call apt-install,$$need); fi
 
 # Postfix (smtp-source, smtp-sink, and the instance we compare with), from Debian.

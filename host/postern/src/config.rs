@@ -939,6 +939,13 @@ mod tests {
                 "p.toml:6",
                 "must be letters",
             ),
+            (
+                format!(
+                    "{MIN}[[plugin]]\nname = \"p\"\npath = \"x.wasm\"\nfiles = [\"/\",\n  \"/etc/postern/missing-dkim\"]\n"
+                ),
+                "p.toml:9",
+                "files entry /etc/postern/missing-dkim is not a directory",
+            ),
         ];
         for (text, at, msg) in cases {
             let e = parse(&text).unwrap_err().to_string();

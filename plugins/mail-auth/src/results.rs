@@ -89,7 +89,7 @@ pub fn dmarc_action(cfg: &DmarcConfig, outcome: &AuthOutcome, sample: u8) -> Dma
         Some(Override::Reject) => DmarcPolicy::Reject,
         None => d.policy,
     };
-    if cfg.overrides.get(&domain).is_none() && sample >= d.pct {
+    if !cfg.overrides.contains_key(&domain) && sample >= d.pct {
         policy = match policy {
             DmarcPolicy::Reject => DmarcPolicy::Quarantine,
             _ => DmarcPolicy::None,
@@ -196,5 +196,130 @@ fn policy_name(p: DmarcPolicy) -> &'static str {
         DmarcPolicy::Quarantine => "quarantine",
         DmarcPolicy::Reject => "reject",
         DmarcPolicy::Unspecified => "none",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use postern_sdk::wit::mail_auth::{ArcOutcome, DkimSignature, DmarcOutcome, SpfCheck};
+
+    fn check(result: AuthResult) -> SpfCheck {
+        SpfCheck {
+            result,
+            domain: "d.test".into(),
+            explanation: Some("not \"ours\"".into()),
+        }
+    }
+
+    fn outcome(dmarc: AuthResult, policy: DmarcPolicy, pct: u8) -> AuthOutcome {
+        AuthOutcome {
+            spf: SpfOutcome {
+                helo: check(AuthResult::None),
+                mail_from: check(AuthResult::Pass),
+            },
+            dkim: vec![DkimSignature {
+                domain: "d.test".into(),
+                selector: "s".into(),
+                algorithm: "rsa-sha256".into(),
+                result: AuthResult::Fail,
+                error: Some("body hash".into()),
+            }],
+            arc: ArcOutcome {
+                result: AuthResult::None,
+                instances: 0,
+                error: None,
+            },
+            dmarc: DmarcOutcome {
+                from_domain: "D.test".into(),
+                result: dmarc,
+                spf_aligned: false,
+                dkim_aligned: false,
+                record_found: true,
+                policy,
+                published_p: policy,
+                published_sp: policy,
+                pct,
+            },
+        }
+    }
+
+    fn code(v: &Verdict) -> u16 {
+        match v {
+            Verdict::Reject(r) | Verdict::Defer(r) => r.code,
+            _ => 0,
+        }
+    }
+
+    #[test]
+    fn spf_actions() {
+        let cfg = SpfConfig::default();
+        for (result, want) in [
+            (AuthResult::Pass, 0),
+            (AuthResult::Fail, 550),
+            (AuthResult::Softfail, 0),
+            (AuthResult::Temperror, 451),
+            (AuthResult::Permerror, 0),
+            (AuthResult::None, 0),
+        ] {
+            let spf = SpfOutcome {
+                helo: check(AuthResult::None),
+                mail_from: check(result),
+            };
+            assert_eq!(code(&spf_verdict(&cfg, &spf)), want, "{result:?}");
+        }
+    }
+
+    #[test]
+    fn dmarc_policy_pct_and_overrides() {
+        let mut cfg = DmarcConfig::default();
+        let act = |cfg: &DmarcConfig, r, p, pct, sample| match dmarc_action(
+            cfg,
+            &outcome(r, p, pct),
+            sample,
+        ) {
+            DmarcAction::Accept => "accept",
+            DmarcAction::Tag => "tag",
+            DmarcAction::Refuse(v) if code(&v) == 550 => "reject",
+            DmarcAction::Refuse(_) => "defer",
+        };
+        use {AuthResult as A, DmarcPolicy as P};
+        assert_eq!(act(&cfg, A::Pass, P::Reject, 100, 0), "accept");
+        assert_eq!(act(&cfg, A::Fail, P::Reject, 100, 99), "reject");
+        assert_eq!(act(&cfg, A::Fail, P::Reject, 50, 49), "reject");
+        assert_eq!(act(&cfg, A::Fail, P::Reject, 50, 50), "tag");
+        assert_eq!(act(&cfg, A::Fail, P::Quarantine, 100, 0), "tag");
+        assert_eq!(act(&cfg, A::Fail, P::Quarantine, 0, 0), "accept");
+        assert_eq!(act(&cfg, A::Fail, P::None, 100, 0), "accept");
+        assert_eq!(act(&cfg, A::Temperror, P::Reject, 100, 0), "accept");
+        cfg.quarantine = QuarantineAction::Defer;
+        assert_eq!(act(&cfg, A::Fail, P::Quarantine, 100, 0), "defer");
+        cfg.overrides.insert("d.test".into(), Override::None);
+        assert_eq!(act(&cfg, A::Fail, P::Reject, 100, 0), "accept");
+        cfg.overrides.insert("d.test".into(), Override::Reject);
+        assert_eq!(act(&cfg, A::Fail, P::None, 0, 99), "reject");
+        cfg.enforce = false;
+        assert_eq!(act(&cfg, A::Fail, P::Reject, 100, 0), "accept");
+    }
+
+    #[test]
+    fn authentication_results_field() {
+        let o = outcome(AuthResult::Fail, DmarcPolicy::Reject, 100);
+        assert_eq!(
+            authentication_results("mx.test", &o, "a@d.test", "h.test"),
+            "mx.test; spf=pass smtp.mailfrom=a@d.test; dkim=fail reason=\"body hash\" \
+             header.d=d.test header.s=s header.a=rsa-sha256; arc=none; \
+             dmarc=fail (p=reject) header.from=D.test"
+        );
+        let mut many = o.clone();
+        many.dkim = vec![o.dkim[0].clone(); 40];
+        let v = authentication_results("mx.test", &many, "", "h.test");
+        assert!(
+            v.len() + "Authentication-Results: ".len() <= 998,
+            "{}",
+            v.len()
+        );
+        assert!(v.starts_with("mx.test; spf=none smtp.helo=h.test; dkim=fail"));
+        assert!(v.ends_with("header.from=D.test"));
     }
 }
