@@ -103,6 +103,7 @@ test-deps:
 	command -v nmap >/dev/null || need="$$need nmap"; \
 	command -v openssl >/dev/null || need="$$need openssl"; \
 	command -v strace >/dev/null || need="$$need strace"; \
+	command -v opendkim-testmsg >/dev/null || [ -x /usr/sbin/opendkim-testmsg ] || need="$$need opendkim-tools"; \
 	if [ -n "$$need" ]; then echo "== installing$$need"; $(call apt-install,$$need); fi
 
 # Postfix (smtp-source, smtp-sink, and the instance we compare with), from Debian.

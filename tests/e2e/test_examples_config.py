@@ -54,6 +54,7 @@ def test_example_passes_check_offline():
 def test_production_passes_check_offline(tmp_path):
     subprocess.run([str(BIN), "gen-cert", "--hostname", "mx.example.org", "--dir", str(tmp_path / "tls")],
                    check=True, capture_output=True)
+    (tmp_path / "dkim").mkdir()
     text = PRODUCTION.read_text()
     for old, new in [
         ('"/etc/postern/tls/fullchain.pem"', json.dumps(str(tmp_path / "tls" / "cert.pem"))),
@@ -62,6 +63,7 @@ def test_production_passes_check_offline(tmp_path):
         # The postern account exists where the package is installed
         # (tests/e2e/test_package.py checks the file there as is).
         ('user = "postern"', "allow_root = true"),
+        ('"/etc/postern/dkim', json.dumps(str(tmp_path / "dkim"))[:-1]),  # the mail-auth files grant
         ('"../target/wasm32-wasip2/release/', json.dumps(str(WASM_DIR))[:-1] + "/"),
         ('"../target/plugins/', json.dumps(str(SCRIPT_WASM_DIR))[:-1] + "/"),
     ]:

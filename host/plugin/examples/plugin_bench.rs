@@ -52,6 +52,7 @@ fn spec(name: &str, config: &str) -> PluginSpec {
         kv_namespace: None,
         mode: Mode::Enforce,
         reuse: true,
+        files: Vec::new(),
     }
 }
 
@@ -123,6 +124,7 @@ async fn main() {
     let services = Services {
         dns: Arc::new(NoDns),
         kv: Arc::new(MemoryKv::default()),
+        mail_auth: Arc::new(postern_plugin::NoMailAuth),
     };
     let mut cases = vec![
         ("test-rcpt-only", r#"{"blocked":["x"]}"#.to_string()),

@@ -16,6 +16,7 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 pub struct Grants {
     pub dns: bool,
     pub kv: bool,
+    pub mail_auth: bool,
 }
 
 impl Grants {
@@ -26,10 +27,11 @@ impl Grants {
             match n.as_str() {
                 "dns" => g.dns = true,
                 "kv" => g.kv = true,
+                "mail-auth" => g.mail_auth = true,
                 "log" | "clock" => {}
                 other => {
                     return Err(format!(
-                        "unknown capability {other:?} (known: \"dns\", \"kv\", \"log\", \"clock\")"
+                        "unknown capability {other:?} (known: \"dns\", \"kv\", \"mail-auth\", \"log\", \"clock\")"
                     ));
                 }
             }
@@ -374,9 +376,11 @@ mod tests {
             Grants::parse(&["dns".into(), "kv".into()]).unwrap(),
             Grants {
                 dns: true,
-                kv: true
+                kv: true,
+                mail_auth: false
             }
         );
+        assert!(Grants::parse(&["mail-auth".into()]).unwrap().mail_auth);
         assert!(Grants::parse(&["network".into()]).is_err());
     }
 }

@@ -14,6 +14,7 @@ mod generation;
 mod hooks;
 mod host;
 mod load;
+mod mail_auth;
 mod message;
 mod state;
 mod stats;
@@ -29,6 +30,10 @@ pub use context::{Credentials, EnvelopeAddress, Outcome, SessionContext, TlsInfo
 pub use engine::{Runtime, RuntimeConfig};
 pub use generation::{Generation, PluginInfo};
 pub use load::{LoadError, Mode, OnError, PluginSpec};
+pub use mail_auth::{
+    ArcOutcome, AuthOutcome, AuthResult, DkimSignature, DmarcOutcome, DmarcPolicy, Identities,
+    MailAuthBackend, NoMailAuth, SignRequest, SpfCheck, SpfOutcome,
+};
 pub use message::{MessageData, Stored};
 pub use state::Services;
 pub use stats::{

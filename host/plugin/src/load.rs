@@ -69,6 +69,9 @@ pub struct PluginSpec {
     /// Hand instances on to later sessions when the plugin exports
     /// `recycle` (`reuse = false` gives every session a fresh instance).
     pub reuse: bool,
+    /// Directories the plugin may read (`files = [...]`), each visible in
+    /// the sandbox read-only at the same path; nothing else is.
+    pub files: Vec<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -262,6 +265,7 @@ impl Runtime {
             grants,
             kv_prefix: format!("{namespace}\u{1f}"),
             max_memory: spec.max_memory,
+            files: spec.files.clone(),
         });
         let idle_cap = if spec.reuse && idx.recyclable() {
             self.config.idle_instances

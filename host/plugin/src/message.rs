@@ -89,6 +89,22 @@ impl MessageData {
         }
     }
 
+    /// The whole message in memory: borrowed when it is there, read from its
+    /// spill file otherwise (for host code that needs it whole, such as DKIM
+    /// verification and signing: a transient copy of a large message).
+    pub fn whole(&self) -> io::Result<std::borrow::Cow<'_, [u8]>> {
+        match &self.content {
+            Content::Memory(raw) => Ok(std::borrow::Cow::Borrowed(raw)),
+            Content::File { file, len, .. } => {
+                use std::os::unix::fs::FileExt;
+                let len = usize::try_from(*len).map_err(|_| io::ErrorKind::InvalidInput)?;
+                let mut bytes = vec![0u8; len];
+                file.read_exact_at(&mut bytes, 0)?;
+                Ok(std::borrow::Cow::Owned(bytes))
+            }
+        }
+    }
+
     pub fn size(&self) -> u64 {
         match &self.content {
             Content::Memory(raw) => raw.len() as u64,

@@ -1,16 +1,17 @@
 //! Per-instance store data: the sandbox a plugin runs in. WASI is present only
-//! because guest toolchains link it; it grants no filesystem, network,
-//! environment or arguments, and stdout/stderr go to the log under the
-//! plugin's name.
+//! because guest toolchains link it; it grants no network, environment or
+//! arguments and no filesystem beyond the plugin's read-only `files`
+//! directories, and stdout/stderr go to the log under the plugin's name.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use wasmtime::component::ResourceTable;
 use wasmtime::{StoreLimits, StoreLimitsBuilder};
-use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use crate::capability::{DnsBackend, Grants, KvBackend};
+use crate::mail_auth::MailAuthBackend;
 use crate::stdio::LogOutput;
 
 /// Services the host lends to plugins.
@@ -18,6 +19,8 @@ use crate::stdio::LogOutput;
 pub struct Services {
     pub dns: Arc<dyn DnsBackend>,
     pub kv: Arc<dyn KvBackend>,
+    /// SPF/DKIM/ARC/DMARC checks and DKIM signing (the "mail-auth" grant).
+    pub mail_auth: Arc<dyn MailAuthBackend>,
 }
 
 /// Static facts about one loaded plugin, shared by all its instances.
@@ -28,6 +31,8 @@ pub struct PluginMeta {
     /// Prefix prepended to every kv key ("<namespace>\x1f").
     pub kv_prefix: String,
     pub max_memory: usize,
+    /// Read-only directory grants (`files = [...]`).
+    pub files: Vec<std::path::PathBuf>,
 }
 
 pub struct PluginState {
@@ -49,13 +54,26 @@ impl PluginState {
             LogOutput::new(meta.name.clone(), "stdout", session_id.clone()),
             LogOutput::new(meta.name.clone(), "stderr", session_id.clone()),
         ];
-        let wasi = WasiCtxBuilder::new()
-            .stdout(out[0].clone())
+        let mut wasi = WasiCtxBuilder::new();
+        wasi.stdout(out[0].clone())
             .stderr(out[1].clone())
             .allow_tcp(false)
             .allow_udp(false)
-            .allow_ip_name_lookup(false)
-            .build();
+            .allow_ip_name_lookup(false);
+        for dir in &meta.files {
+            // Checked to be a directory when the configuration was read; one
+            // that vanished since is simply not visible (the plugin's read
+            // fails and it answers as its configuration says).
+            if let Err(e) = wasi.preopened_dir(dir, dir.to_string_lossy(), FsPerms::ReadOnly) {
+                tracing::warn!(
+                    target: "postern::plugin",
+                    plugin = %meta.name,
+                    dir = %dir.display(),
+                    "files grant unavailable: {e:#}"
+                );
+            }
+        }
+        let wasi = wasi.build();
         let limits = StoreLimitsBuilder::new()
             .memory_size(meta.max_memory)
             .trap_on_grow_failure(true)

@@ -27,6 +27,7 @@ fn probe(name: &str, calls: serde_json::Value, report: bool, caps: &[&str]) -> P
         kv_namespace: None,
         mode: Mode::Enforce,
         reuse: true,
+        files: Vec::new(),
     }
 }
 
@@ -124,4 +125,60 @@ async fn kv_keys_are_private_unless_the_namespace_is_shared() {
     assert_eq!(mail_from(&g).await.as_deref(), Ok("kv-get(k)=none"));
     let g = load(specs(Some("shared")), services()).await;
     assert_eq!(mail_from(&g).await.as_deref(), Ok("kv-get(k)=some(from-a)"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_files_grant_is_read_only_and_nothing_else_is_visible() {
+    // Short paths: the probe's report is one reply text of at most 300 bytes.
+    let root = std::path::PathBuf::from(format!("/tmp/pf{}", std::process::id()));
+    let granted = root.join("g");
+    std::fs::create_dir_all(&granted).unwrap();
+    std::fs::write(granted.join("k"), "secret").unwrap();
+    std::fs::write(root.join("o"), "other").unwrap();
+    let (g_dir, r_dir) = (granted.display(), root.display());
+    let calls = json!([
+        {"stage": "mail-from", "op": "file-read", "arg": format!("{g_dir}/k")},
+        {"stage": "mail-from", "op": "file-read", "arg": format!("{r_dir}/o")},
+        {"stage": "mail-from", "op": "file-read", "arg": format!("{g_dir}/../o")},
+        {"stage": "mail-from", "op": "file-write", "arg": format!("{g_dir}/k"), "value": "x"},
+        {"stage": "mail-from", "op": "file-write", "arg": format!("{g_dir}/n"), "value": "x"},
+    ]);
+    let mut spec = probe("p", calls.clone(), true, &[]);
+    spec.files = vec![granted.clone()];
+    let g = load(vec![spec], services()).await;
+    let got = mail_from(&g).await.map_err(|v| format!("{v:?}")).unwrap();
+    let outcomes: Vec<&str> = got
+        .split("; ")
+        .map(|c| c.split_once('=').unwrap().1)
+        .collect();
+    assert_eq!(outcomes[0], "ok(6)", "{got}");
+    for (i, o) in outcomes.iter().enumerate().skip(1) {
+        assert!(o.starts_with("err("), "call {i}: {got}");
+    }
+    assert_eq!(
+        std::fs::read_to_string(granted.join("k")).unwrap(),
+        "secret"
+    );
+    assert!(!granted.join("n").exists());
+    // Without the grant, not even the key is visible.
+    let g = load(vec![probe("p", calls, true, &[])], services()).await;
+    assert!(mail_from(&g).await.unwrap().starts_with("file-read"));
+    assert!(!mail_from(&g).await.unwrap().contains("ok("));
+    std::fs::remove_dir_all(&root).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mail_auth_needs_its_grant() {
+    let calls = json!([{"stage": "mail-from", "op": "mail-auth-spf", "arg": "a@example.test"}]);
+    let g = load(vec![probe("p", calls.clone(), true, &[])], services()).await;
+    assert_eq!(
+        mail_from(&g).await.as_deref(),
+        Ok("mail-auth-spf(a@example.test)=denied")
+    );
+    // Granted: the (test) backend answers; NoMailAuth says temperror.
+    let g = load(vec![probe("p", calls, true, &["mail-auth"])], services()).await;
+    assert_eq!(
+        mail_from(&g).await.as_deref(),
+        Ok("mail-auth-spf(a@example.test)=ok(AuthResult::Temperror)")
+    );
 }

@@ -270,6 +270,9 @@ struct PluginSection {
     mode: ModeSetting,
     /// None: reuse instances when the plugin exports `recycle`.
     reuse: Option<bool>,
+    /// Directories the plugin may read (read-only, same path in the sandbox).
+    #[serde(default)]
+    files: Vec<Spanned<String>>,
     #[serde(default)]
     config: toml::Table,
 }
@@ -850,6 +853,20 @@ impl Config {
                     format!("plugin {name:?}: config cannot be encoded: {e}"),
                 )
             })?;
+            let mut files = Vec::new();
+            for f in &p.files {
+                let dir = cx.resolve(f.get_ref());
+                if !dir.is_dir() {
+                    return Err(cx.at(
+                        f,
+                        format!(
+                            "plugin {name:?}: files entry {} is not a directory",
+                            dir.display()
+                        ),
+                    ));
+                }
+                files.push(dir);
+            }
             plugins.push(PluginSpec {
                 name,
                 path: cx.resolve(&p.path),
@@ -868,6 +885,7 @@ impl Config {
                     ModeSetting::Shadow => Mode::Shadow,
                 },
                 reuse: p.reuse.unwrap_or(true),
+                files,
             });
         }
         let unknown_recipients = unknown_recipient_limits(&cx, s)?;
@@ -1017,6 +1035,13 @@ mod tests {
                 format!("{MIN}[[plugin]]\nname = \"bad name\"\npath = \"x.wasm\"\n"),
                 "p.toml:6",
                 "must be letters",
+            ),
+            (
+                format!(
+                    "{MIN}[[plugin]]\nname = \"p\"\npath = \"x.wasm\"\nfiles = [\"/\",\n  \"/etc/postern/missing-dkim\"]\n"
+                ),
+                "p.toml:9",
+                "files entry /etc/postern/missing-dkim is not a directory",
             ),
         ];
         for (text, at, msg) in cases {

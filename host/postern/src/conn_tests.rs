@@ -50,6 +50,7 @@ async fn harness(extra: &str) -> Harness {
     let services = Services {
         dns: Arc::new(NoDns),
         kv: Arc::new(MemoryKv::default()),
+        mail_auth: Arc::new(postern_plugin::NoMailAuth),
     };
     let generation = Generation::load(&runtime, 1, "test".into(), vec![], services)
         .await

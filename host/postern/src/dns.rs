@@ -25,31 +25,44 @@ impl HickoryDns {
     /// A resolver using `nameservers` (UDP with TCP fallback) or, when
     /// empty, the system configuration.
     pub fn new(nameservers: &[SocketAddr], timeout: Duration) -> anyhow::Result<HickoryDns> {
-        let mut builder = if nameservers.is_empty() {
-            TokioResolver::builder_tokio()
-                .map_err(|e| anyhow::anyhow!("cannot read the system DNS configuration: {e}"))?
-        } else {
-            let mut config = ResolverConfig::default();
-            for ns in nameservers {
-                let mut udp = ConnectionConfig::new(ProtocolConfig::Udp);
-                udp.port = ns.port();
-                let mut tcp = ConnectionConfig::new(ProtocolConfig::Tcp);
-                tcp.port = ns.port();
-                config.add_name_server(NameServerConfig::new(ns.ip(), true, vec![udp, tcp]));
-            }
-            TokioResolver::builder_with_config(config, TokioRuntimeProvider::default())
-        };
-        let opts: &mut ResolverOpts = builder.options_mut();
-        opts.timeout = timeout;
-        opts.attempts = 2;
-        opts.ndots = 0;
-        opts.cache_size = 4096;
-        let resolver = builder
-            .build()
-            .map_err(|e| anyhow::anyhow!("cannot build the DNS resolver: {e}"))?;
-        Ok(HickoryDns { resolver })
+        Ok(HickoryDns {
+            resolver: tokio_resolver(nameservers, timeout)?,
+        })
     }
+}
 
+/// The hickory resolver for the `[dns]` settings: `nameservers` (UDP with
+/// TCP fallback) or, when empty, the system configuration; the host's
+/// time-out. Shared by the `dns` capability, delivery and mail-auth.
+pub fn tokio_resolver(
+    nameservers: &[SocketAddr],
+    timeout: Duration,
+) -> anyhow::Result<TokioResolver> {
+    let mut builder = if nameservers.is_empty() {
+        TokioResolver::builder_tokio()
+            .map_err(|e| anyhow::anyhow!("cannot read the system DNS configuration: {e}"))?
+    } else {
+        let mut config = ResolverConfig::default();
+        for ns in nameservers {
+            let mut udp = ConnectionConfig::new(ProtocolConfig::Udp);
+            udp.port = ns.port();
+            let mut tcp = ConnectionConfig::new(ProtocolConfig::Tcp);
+            tcp.port = ns.port();
+            config.add_name_server(NameServerConfig::new(ns.ip(), true, vec![udp, tcp]));
+        }
+        TokioResolver::builder_with_config(config, TokioRuntimeProvider::default())
+    };
+    let opts: &mut ResolverOpts = builder.options_mut();
+    opts.timeout = timeout;
+    opts.attempts = 2;
+    opts.ndots = 0;
+    opts.cache_size = 4096;
+    builder
+        .build()
+        .map_err(|e| anyhow::anyhow!("cannot build the DNS resolver: {e}"))
+}
+
+impl HickoryDns {
     pub async fn query(&self, q: DnsQuery) -> Result<DnsAnswer, DnsFailure> {
         let (name, rtype) = match &q {
             DnsQuery::A(n) => (fqdn(n)?, RecordType::A),

@@ -4,8 +4,12 @@
 //! written through to a spill file of the spool (unnamed, 0600, gone when
 //! dropped) once it passes [`SPILL_AT`], so a session's memory does not grow
 //! with the message. The first [`HEAD_KEEP`] bytes stay in memory for the
-//! header look-ups of the data stage. Input: untrusted content, bounded per
-//! read by the connection loop and in total by `max_message_size`.
+//! header look-ups of the data stage. `Authentication-Results` fields claiming
+//! our authserv-id are removed from the header section before anything reads
+//! it (RFC 8601 §5): when the content is complete, or before its first spill
+//! (so a header section longer than [`SPILL_AT`] keeps those beyond it).
+//! Input: untrusted content, bounded per read by the connection loop and in
+//! total by `max_message_size`.
 
 use std::fs::File;
 use std::io::{self, Write};
@@ -31,6 +35,8 @@ pub struct Incoming {
     spool: Arc<Spool>,
     /// Spilling failed: the rest is discarded and the message refused with 451.
     failed: Option<io::Error>,
+    /// Our authserv-id (forged `Authentication-Results` claiming it go).
+    authserv_id: String,
 }
 
 struct Spill {
@@ -40,12 +46,24 @@ struct Spill {
 }
 
 impl Incoming {
-    pub fn new(spool: Arc<Spool>) -> Incoming {
+    pub fn new(spool: Arc<Spool>, authserv_id: &str) -> Incoming {
         Incoming {
             buf: Vec::with_capacity(8 * 1024),
             spill: None,
             spool,
             failed: None,
+            authserv_id: authserv_id.to_string(),
+        }
+    }
+
+    /// Remove the `Authentication-Results` fields claiming our authserv-id
+    /// from the start of the content, which `buf` holds.
+    fn strip_forged_results(&mut self) {
+        use std::borrow::Cow;
+        if let Cow::Owned(stripped) =
+            postern_protocol::auth_results::strip_ours(&self.buf, &self.authserv_id)
+        {
+            self.buf = stripped;
         }
     }
 
@@ -77,6 +95,7 @@ impl Incoming {
         let spill = match &mut self.spill {
             Some(spill) => spill,
             None => {
+                self.strip_forged_results();
                 let file = self.spool.spill_file().map_err(io::Error::other)?;
                 let head = self.buf[..HEAD_KEEP.min(self.buf.len())].to_vec();
                 self.spill.insert(Spill {
@@ -104,6 +123,7 @@ impl Incoming {
             return Err(e);
         }
         if self.spill.is_none() {
+            self.strip_forged_results();
             return Ok(MessageData::new(self.buf));
         }
         in_place(|| {
@@ -142,7 +162,7 @@ mod tests {
 
     /// Feed `content` in `chunk`-sized pieces, as the connection loop does.
     fn receive(spool: &Arc<Spool>, content: &[u8], chunk: usize) -> MessageData {
-        let mut incoming = Incoming::new(Arc::clone(spool));
+        let mut incoming = Incoming::new(Arc::clone(spool), "mx.test");
         for piece in content.chunks(chunk) {
             incoming.buf().extend_from_slice(piece);
             incoming.settle();
@@ -198,7 +218,7 @@ mod tests {
             ..SpoolConfig::new(&root)
         })
         .unwrap();
-        let mut incoming = Incoming::new(Arc::new(spool));
+        let mut incoming = Incoming::new(Arc::new(spool), "mx.test");
         for _ in 0..(2 * SPILL_AT / 4096) {
             incoming.buf().extend_from_slice(&[b'x'; 4096]);
             incoming.settle();

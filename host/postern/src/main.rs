@@ -8,10 +8,12 @@ mod config;
 mod conn;
 #[cfg(test)]
 mod conn_tests;
+mod dkim_keygen;
 mod dns;
 mod incoming;
 mod listeners;
 mod logging;
+mod mail_auth;
 mod metrics;
 mod notify;
 mod privilege;
@@ -75,6 +77,11 @@ enum Cmd {
         #[arg(long)]
         dir: PathBuf,
     },
+    /// DKIM keys for the mail-auth plugin.
+    Dkim {
+        #[command(subcommand)]
+        action: DkimAction,
+    },
     /// Hash a password for the auth-file plugin (argon2id, PHC string);
     /// reads the password from standard input.
     HashPassword,
@@ -88,6 +95,23 @@ enum Cmd {
     Queue {
         #[command(subcommand)]
         action: queue_cmd::QueueAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum DkimAction {
+    /// Write a new private key (DIR/DOMAIN.SELECTOR.pem, mode 0600) and print
+    /// the DNS TXT record to publish.
+    Keygen {
+        #[arg(long)]
+        domain: String,
+        #[arg(long)]
+        selector: String,
+        #[arg(long, value_enum, default_value = "rsa")]
+        algorithm: dkim_keygen::Algorithm,
+        /// Output directory (e.g. /etc/postern/dkim).
+        #[arg(long)]
+        dir: PathBuf,
     },
 }
 
@@ -205,7 +229,7 @@ fn main() -> ExitCode {
                     &rt,
                     &cfg,
                     0,
-                    server::services(server::resolver(&cfg), kv),
+                    server::services(&cfg, server::resolver(&cfg), kv),
                 )
                 .await?;
                 anyhow::Ok(generation.plugins())
@@ -240,6 +264,25 @@ fn main() -> ExitCode {
             }
             Ok(false) => {
                 println!("{}/cert.pem and key.pem already exist", dir.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("postern: {e:#}");
+                ExitCode::from(1)
+            }
+        },
+        Cmd::Dkim {
+            action:
+                DkimAction::Keygen {
+                    domain,
+                    selector,
+                    algorithm,
+                    dir,
+                },
+        } => match dkim_keygen::keygen(&domain, &selector, algorithm, &dir) {
+            Ok((path, record)) => {
+                eprintln!("wrote {}; publish this record:", path.display());
+                println!("{record}");
                 ExitCode::SUCCESS
             }
             Err(e) => {

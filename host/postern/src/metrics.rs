@@ -32,6 +32,8 @@ pub struct Metrics {
     pub reloads: Family<Labels, Counter>,
     pub tls_handshakes: Family<Labels, Counter>,
     pub unknown_recipients: Family<Labels, Counter>,
+    /// Mail authentication results (method: spf, dkim, dmarc, arc).
+    pub mail_auth: Family<Labels, Counter>,
 }
 
 static METRICS: OnceLock<Metrics> = OnceLock::new();
@@ -85,6 +87,18 @@ pub fn unknown_recipient(event: &'static str) {
     get()
         .unknown_recipients
         .get_or_create(&vec![("event", event.to_string())])
+        .inc();
+}
+
+/// One mail-auth result: `method` is spf, dkim, dmarc or arc; `result` an
+/// RFC 8601 result name.
+pub fn mail_auth(method: &'static str, result: &'static str) {
+    get()
+        .mail_auth
+        .get_or_create(&vec![
+            ("method", method.to_string()),
+            ("result", result.to_string()),
+        ])
         .inc();
 }
 
@@ -391,6 +405,11 @@ pub fn registry(shared: &Arc<Shared>) -> Registry {
         "unknown_recipients",
         "Recipient-enumeration limits: refused RCPTs counted, RCPTs delayed, sessions closed by the session or client limit",
         m.unknown_recipients.clone(),
+    );
+    r.register(
+        "mail_auth",
+        "Mail authentication results (SPF, DKIM, DMARC, ARC) by method and result",
+        m.mail_auth.clone(),
     );
     r.register_collector(Box::new(StateCollector {
         shared: Arc::downgrade(shared),

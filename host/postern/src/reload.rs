@@ -106,9 +106,14 @@ async fn try_reload(shared: &Arc<Shared>, trigger: &str) -> Result<ReloadReport,
     let id = shared
         .next_generation
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let generation = load_generation(&shared.runtime, &new, id, services(dns, shared.kv.clone()))
-        .await
-        .map_err(|e| format!("{e:#}"))?;
+    let generation = load_generation(
+        &shared.runtime,
+        &new,
+        id,
+        services(&new, dns, shared.kv.clone()),
+    )
+    .await
+    .map_err(|e| format!("{e:#}"))?;
     // Binding new listen addresses is the last step that may fail; when it
     // does, nothing has been changed (the listener set is updated only when
     // every new address is bound).

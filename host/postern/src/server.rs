@@ -106,10 +106,21 @@ pub fn resolver(config: &Config) -> Arc<dyn DnsBackend> {
 }
 
 /// Services for a new generation: the resolver of its configuration (shared
-/// with delivery) and the process-wide key-value store (state outlives
-/// generations).
-pub fn services(dns: Arc<dyn DnsBackend>, kv: Arc<dyn KvBackend>) -> Services {
-    Services { dns, kv }
+/// with delivery), the process-wide key-value store (state outlives
+/// generations) and mail authentication on the configuration's `[dns]`.
+pub fn services(config: &Config, dns: Arc<dyn DnsBackend>, kv: Arc<dyn KvBackend>) -> Services {
+    let mail_auth: Arc<dyn postern_plugin::MailAuthBackend> = match crate::mail_auth::MailAuth::new(
+        &config.nameservers,
+        config.dns_timeout,
+        &config.hostname,
+    ) {
+        Ok(m) => Arc::new(m),
+        Err(e) => {
+            tracing::warn!("mail authentication unavailable, checks will be temperror: {e:#}");
+            Arc::new(postern_plugin::NoMailAuth)
+        }
+    };
+    Services { dns, kv, mail_auth }
 }
 
 /// Load the TLS certificate and key named by the configuration.
@@ -235,7 +246,8 @@ pub async fn serve(config: Config, overrides: Overrides, plan: Plan) -> anyhow::
             .map_err(|e| anyhow::anyhow!("{}: {e}", config.path.display()))?;
     let runtime = Runtime::new(config.runtime.clone())?;
     let kv: Arc<dyn KvBackend> = Arc::new(MemoryKv::default());
-    let generation = load_generation(&runtime, &config, 1, services(dns, kv.clone())).await?;
+    let generation =
+        load_generation(&runtime, &config, 1, services(&config, dns, kv.clone())).await?;
     log_plugins(&generation);
     let (stop_tx, stop_rx) = watch::channel(false);
     let shared = Arc::new(Shared {

@@ -20,6 +20,7 @@
 )]
 
 pub mod address;
+pub mod auth_results;
 pub mod command;
 pub mod data;
 pub mod date;

@@ -92,7 +92,7 @@ const STAGES: &[(&str, &str, &str, &str, &str, &str, &str)] = &[
     ),
 ];
 
-const IMPORTS: &[&str] = &["types", "log", "clock", "dns", "kv", "message"];
+const IMPORTS: &[&str] = &["types", "log", "clock", "dns", "kv", "message", "mail-auth"];
 
 fn error(msg: &str) -> TokenStream {
     format!("::core::compile_error!({msg:?});").parse().unwrap()
@@ -188,7 +188,10 @@ pub fn export_plugin(input: TokenStream) -> TokenStream {
     world.push('}');
     let with: String = IMPORTS
         .iter()
-        .map(|m| format!("\"postern:policy/{m}@0.1.0\": ::postern_sdk::wit::{m},"))
+        .map(|m| {
+            let module = m.replace('-', "_");
+            format!("\"postern:policy/{m}@0.1.0\": ::postern_sdk::wit::{module},")
+        })
         .collect();
     let mut impls = String::new();
     if recycle {

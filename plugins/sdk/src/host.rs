@@ -4,6 +4,7 @@
 
 pub use crate::wit::dns;
 pub use crate::wit::kv;
+pub use crate::wit::mail_auth;
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> u64 {

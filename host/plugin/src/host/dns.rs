@@ -63,7 +63,7 @@ impl PluginState {
 /// Of the time left before the call's deadline, the share a look-up may use
 /// is all but a margin (a tenth of it, at least [`MIN_MARGIN`]) in which the
 /// plugin gets the `temporary("timeout")` and answers.
-fn lookup_budget(remaining: Duration) -> Duration {
+pub(super) fn lookup_budget(remaining: Duration) -> Duration {
     remaining.saturating_sub((remaining / 10).max(MIN_MARGIN))
 }
 

@@ -5,6 +5,7 @@
 mod dns;
 mod kv;
 mod log;
+mod mail_auth;
 mod message;
 
 use crate::bindings::postern::policy::{clock, types};

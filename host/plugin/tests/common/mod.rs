@@ -12,6 +12,7 @@ pub fn services() -> Services {
     Services {
         dns: Arc::new(NoDns),
         kv: Arc::new(MemoryKv::default()),
+        mail_auth: Arc::new(postern_plugin::NoMailAuth),
     }
 }
 

@@ -25,7 +25,7 @@ const HOPS_BLOCK: u32 = 64 << 10;
 impl Session {
     /// The content of a DATA command about to start (see `Incoming`).
     pub fn incoming(&self) -> Incoming {
-        Incoming::new(Arc::clone(&self.spool))
+        Incoming::new(Arc::clone(&self.spool), &self.config.hostname)
     }
 
     /// The message data ended (".") with `outcome`; `body` is the content.

@@ -1,5 +1,5 @@
-//! Host calls on demand: at a configured stage the probe calls the `kv` or
-//! `dns` host interface and reports exactly what it got back — the value or
+//! Host calls on demand: at a configured stage the probe calls the `kv`,
+//! `dns` or `mail-auth` host interface, or reads or writes a file, and reports exactly what it got back — the value or
 //! the error variant (`denied`, `temporary(timeout)`, ...) — so tests can
 //! prove capability denial, kv namespace isolation and DNS time-outs.
 
@@ -16,6 +16,12 @@ pub enum Op {
     DnsMx,
     DnsTxt,
     DnsPtr,
+    /// Read the file `arg` (the `files` grant): `ok(<bytes>)` or `err(<kind>)`.
+    FileRead,
+    /// Write `value` to the file `arg`: `ok` or `err(<kind>)`.
+    FileWrite,
+    /// The host's SPF check of 127.0.0.1 for the sender `arg`.
+    MailAuthSpf,
 }
 
 impl Op {
@@ -28,6 +34,9 @@ impl Op {
             Op::DnsMx => "dns-mx",
             Op::DnsTxt => "dns-txt",
             Op::DnsPtr => "dns-ptr",
+            Op::FileRead => "file-read",
+            Op::FileWrite => "file-write",
+            Op::MailAuthSpf => "mail-auth-spf",
         }
     }
 }
@@ -91,6 +100,17 @@ impl HostCall {
             })),
             Op::DnsTxt => listed(dns::lookup_txt(a)),
             Op::DnsPtr => listed(dns::lookup_ptr(a)),
+            Op::FileRead => std::fs::read(a)
+                .map(|b| format!("ok({})", b.len()))
+                .unwrap_or_else(|e| format!("err({:?})", e.kind())),
+            Op::FileWrite => std::fs::write(a, &self.value)
+                .map(|()| "ok".to_string())
+                .unwrap_or_else(|e| format!("err({:?})", e.kind())),
+            Op::MailAuthSpf => match mail_auth::check_spf("127.0.0.1", "client.test", a) {
+                Ok(o) => format!("ok({:?})", o.mail_from.result),
+                Err(mail_auth::MailAuthError::Denied) => "denied".into(),
+                Err(mail_auth::MailAuthError::Invalid(m)) => format!("invalid({m})"),
+            },
         }
     }
 
