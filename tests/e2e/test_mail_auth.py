@@ -327,3 +327,23 @@ def test_postern_signs_and_dkimpy_and_opendkim_verify(tmp_path, dns):
         assert not dkim.verify(msg.replace(b"Second line.", b"Second line!"), dnsfunc=dnsfunc)
     r = opendkim_verify(signed["out-rsa.test"], {k: chunks(v) for k, v in records.items()}, tmp_path)
     assert r.returncode == 0 and r.stdout.strip() == "", (r.returncode, r.stdout, r.stderr)
+
+
+def test_an_arc_sealed_message_is_judged_by_its_chain(verifier, keys):
+    """A forwarder (dkimpy as the ARC sealer, RFC 8617) adds its
+    Authentication-Results, ARC set and seal: arc=pass with one instance;
+    a changed byte of the body breaks the chain."""
+    import dkim  # type: ignore
+
+    c = greet(verifier.port, HELO)
+    original = make("a@signer.test", "via a list").replace(
+        b"\r\n\r\n", b"\r\nAuthentication-Results: lists.signer.test; spf=pass smtp.mailfrom=signer.test\r\n\r\n", 1)
+    sealed = b"".join(dkim.arc_sign(original, b"rsa", b"signer.test", keys["rsa"].private,
+                                    b"lists.signer.test")) + original
+    ours = lambda msg: header_values(msg, "Authentication-Results")[0]  # the forwarder's comes after
+    ar = ours(spooled(verifier, send(c, "a@signer.test", sealed)))
+    assert method(ar, "arc") == ["pass"] and "(i=1)" in ar, ar
+    broken = sealed.replace(b"Second line.", b"Second line!")
+    ar = ours(spooled(verifier, send(c, "a@signer.test", broken)))
+    assert method(ar, "arc") == ["fail"], ar
+    c.close()
