@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import urllib.request
 
 import pytest
 from authkit import (Ed25519Key, RsaKey, auth_results, chunks, dkimpy_sign, header_values, make,
@@ -150,7 +151,8 @@ def mail_auth(config: dict | None = None, **settings) -> dict:
 
 @pytest.fixture(scope="module")
 def verifier(tmp_path_factory, dns):
-    with Server(tmp_path_factory.mktemp("verify"), [mail_auth()], extra=dns.config("2s")) as srv:
+    extra = dns.config("2s") + '[metrics]\nlisten = "127.0.0.1:0"\n'
+    with Server(tmp_path_factory.mktemp("verify"), [mail_auth()], extra=extra) as srv:
         yield srv
 
 
@@ -236,6 +238,15 @@ def test_spf_and_dmarc_table_matches_pyspf(verifier, dns):
     c.close()
     assert not mismatches, mismatches
     assert len(SPF_SENDERS) + len(DMARC_CASES) >= 30
+    # Per-result counters (the whole module's traffic so far, at least this test's).
+    rec = verifier.wait_log(lambda r: r.get("message") == "metrics listening")
+    with urllib.request.urlopen(f"http://{rec['address']}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    counts = {(m, res): float(v) for m, res, v in re.findall(
+        r'^postern_mail_auth_total\{method="(\w+)",result="(\w+)"\} (\S+)$', text, re.M)}
+    for key in (("spf", "pass"), ("spf", "fail"), ("spf", "permerror"), ("spf", "temperror"),
+                ("dmarc", "pass"), ("dmarc", "fail"), ("dmarc", "none"), ("dkim", "none"), ("arc", "none")):
+        assert counts.get(key, 0) >= 1, (key, counts)
 
 
 @pytest.mark.skipif(not ipv6_loopback(), reason="no IPv6 loopback")
