@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import urllib.request
 
 import pytest
 from authkit import (Ed25519Key, RsaKey, auth_results, chunks, dkimpy_sign, header_values, make,
@@ -150,7 +151,8 @@ def mail_auth(config: dict | None = None, **settings) -> dict:
 
 @pytest.fixture(scope="module")
 def verifier(tmp_path_factory, dns):
-    with Server(tmp_path_factory.mktemp("verify"), [mail_auth()], extra=dns.config("2s")) as srv:
+    extra = dns.config("2s") + '[metrics]\nlisten = "127.0.0.1:0"\n'
+    with Server(tmp_path_factory.mktemp("verify"), [mail_auth()], extra=extra) as srv:
         yield srv
 
 
@@ -236,6 +238,15 @@ def test_spf_and_dmarc_table_matches_pyspf(verifier, dns):
     c.close()
     assert not mismatches, mismatches
     assert len(SPF_SENDERS) + len(DMARC_CASES) >= 30
+    # Per-result counters (the whole module's traffic so far, at least this test's).
+    rec = verifier.wait_log(lambda r: r.get("message") == "metrics listening")
+    with urllib.request.urlopen(f"http://{rec['address']}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    counts = {(m, res): float(v) for m, res, v in re.findall(
+        r'^postern_mail_auth_total\{method="(\w+)",result="(\w+)"\} (\S+)$', text, re.M)}
+    for key in (("spf", "pass"), ("spf", "fail"), ("spf", "permerror"), ("spf", "temperror"),
+                ("dmarc", "pass"), ("dmarc", "fail"), ("dmarc", "none"), ("dkim", "none"), ("arc", "none")):
+        assert counts.get(key, 0) >= 1, (key, counts)
 
 
 @pytest.mark.skipif(not ipv6_loopback(), reason="no IPv6 loopback")
@@ -327,3 +338,23 @@ def test_postern_signs_and_dkimpy_and_opendkim_verify(tmp_path, dns):
         assert not dkim.verify(msg.replace(b"Second line.", b"Second line!"), dnsfunc=dnsfunc)
     r = opendkim_verify(signed["out-rsa.test"], {k: chunks(v) for k, v in records.items()}, tmp_path)
     assert r.returncode == 0 and r.stdout.strip() == "", (r.returncode, r.stdout, r.stderr)
+
+
+def test_an_arc_sealed_message_is_judged_by_its_chain(verifier, keys):
+    """A forwarder (dkimpy as the ARC sealer, RFC 8617) adds its
+    Authentication-Results, ARC set and seal: arc=pass with one instance;
+    a changed byte of the body breaks the chain."""
+    import dkim  # type: ignore
+
+    c = greet(verifier.port, HELO)
+    original = make("a@signer.test", "via a list").replace(
+        b"\r\n\r\n", b"\r\nAuthentication-Results: lists.signer.test; spf=pass smtp.mailfrom=signer.test\r\n\r\n", 1)
+    sealed = b"".join(dkim.arc_sign(original, b"rsa", b"signer.test", keys["rsa"].private,
+                                    b"lists.signer.test")) + original
+    ours = lambda msg: header_values(msg, "Authentication-Results")[0]  # the forwarder's comes after
+    ar = ours(spooled(verifier, send(c, "a@signer.test", sealed)))
+    assert method(ar, "arc") == ["pass"] and "(i=1)" in ar, ar
+    broken = sealed.replace(b"Second line.", b"Second line!")
+    ar = ours(spooled(verifier, send(c, "a@signer.test", broken)))
+    assert method(ar, "arc") == ["fail"], ar
+    c.close()

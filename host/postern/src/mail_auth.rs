@@ -171,7 +171,12 @@ impl MailAuth {
                 })
                 .collect(),
             arc: {
-                let (result, error) = dkim_result(arc.result());
+                let (mut result, error) = dkim_result(arc.result());
+                // RFC 8617 §4.4: a chain validates (pass), is absent (none)
+                // or fails; mail-auth's neutral/permerror are failures.
+                if matches!(result, AuthResult::Neutral | AuthResult::PermError) {
+                    result = AuthResult::Fail;
+                }
                 ArcOutcome {
                     result,
                     instances: arc.sets().len() as u32,
