@@ -87,6 +87,9 @@ def test_package_installs_checks_and_serves(package):
         assert p["path"].startswith("/usr/lib/postern/plugins/") and Path(p["path"]).is_file(), p
     key = os.stat(cfg["tls"]["key"])
     assert (key.st_gid, stat.S_IMODE(key.st_mode)) == (account.pw_gid, 0o640)
+    # The mail-auth plugin's read-only files grant (production.toml) exists.
+    dkim = os.stat("/etc/postern/dkim")
+    assert (dkim.st_uid, dkim.st_gid, stat.S_IMODE(dkim.st_mode)) == (0, account.pw_gid, 0o750)
     assert UNIT.is_file()
     if shutil.which("systemd-analyze"):
         r = run("systemd-analyze", "verify", UNIT)
