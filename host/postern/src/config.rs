@@ -940,6 +940,17 @@ impl Config {
     }
 }
 
+/// For the section modules' tests: a minimal file plus `extra` lines.
+#[cfg(test)]
+pub(crate) fn parse_minimal(extra: &str) -> Result<Config, ConfigError> {
+    let min = "[server]\nhostname = \"mx.test\"\nlisten = [\"127.0.0.1:2525\"]\nlocal_domains = [\"example.test\"]\n";
+    Config::parse(
+        Path::new("/etc/postern/p.toml"),
+        &format!("{min}{extra}"),
+        &Overrides::default(),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

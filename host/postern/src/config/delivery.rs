@@ -163,19 +163,13 @@ pub(super) fn build(
 
 #[cfg(test)]
 mod tests {
-    use crate::config::{Config, ConfigError, Overrides};
+    use crate::config::{Config, ConfigError};
     use postern_delivery::TlsPolicy;
-    use std::path::{Path, PathBuf};
+    use std::path::PathBuf;
     use std::time::Duration;
 
-    const MIN: &str = "[server]\nhostname = \"mx.test\"\nlisten = [\"127.0.0.1:2525\"]\nlocal_domains = [\"example.test\"]\n";
-
     fn parse(extra: &str) -> Result<Config, ConfigError> {
-        Config::parse(
-            Path::new("/etc/postern/p.toml"),
-            &format!("{MIN}{extra}"),
-            &Overrides::default(),
-        )
+        crate::config::parse_minimal(extra)
     }
 
     #[test]

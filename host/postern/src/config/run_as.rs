@@ -136,17 +136,10 @@ fn primary_group_name(gid: Gid) -> String {
 
 #[cfg(test)]
 mod tests {
-    use crate::config::{Config, ConfigError, Overrides};
-    use std::path::Path;
-
-    const MIN: &str = "[server]\nhostname = \"mx.test\"\nlisten = [\"127.0.0.1:2525\"]\nlocal_domains = [\"example.test\"]\n";
+    use crate::config::{Config, ConfigError};
 
     fn parse(extra: &str) -> Result<Config, ConfigError> {
-        Config::parse(
-            Path::new("/etc/postern/p.toml"),
-            &format!("{MIN}{extra}"),
-            &Overrides::default(),
-        )
+        crate::config::parse_minimal(extra)
     }
 
     /// An unprivileged account every Debian system has.
