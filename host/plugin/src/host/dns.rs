@@ -26,12 +26,7 @@ fn to_wit(f: DnsFailure) -> DnsError {
 impl PluginState {
     async fn dns(&mut self, query: DnsQuery) -> Result<DnsAnswer, DnsError> {
         if !self.meta.grants.dns {
-            tracing::warn!(
-                target: "postern::plugin",
-                plugin = %self.meta.name,
-                session = %self.session_id,
-                "dns look-up denied: capability \"dns\" not granted"
-            );
+            self.log_denied("dns look-up", "dns");
             return Err(DnsError::Denied);
         }
         if let DnsQuery::A(n) | DnsQuery::Aaaa(n) | DnsQuery::Mx(n) | DnsQuery::Txt(n) = &query

@@ -20,12 +20,7 @@ fn to_wit(f: KvFailure) -> KvError {
 impl PluginState {
     fn kv_key(&self, key: &str) -> Result<String, KvError> {
         if !self.meta.grants.kv {
-            tracing::warn!(
-                target: "postern::plugin",
-                plugin = %self.meta.name,
-                session = %self.session_id,
-                "kv access denied: capability \"kv\" not granted"
-            );
+            self.log_denied("kv access", "kv");
             return Err(KvError::Denied);
         }
         Ok(format!("{}{key}", self.meta.kv_prefix))

@@ -95,12 +95,7 @@ impl PluginState {
         mail_from: String,
     ) -> Result<Identities, wit::MailAuthError> {
         if !self.meta.grants.mail_auth {
-            tracing::warn!(
-                target: "postern::plugin",
-                plugin = %self.meta.name,
-                session = %self.session_id,
-                "mail-auth call denied: capability \"mail-auth\" not granted"
-            );
+            self.log_denied("mail-auth call", "mail-auth");
             return Err(wit::MailAuthError::Denied);
         }
         let client_ip = client_ip.trim().parse::<IpAddr>().map_err(|_| {

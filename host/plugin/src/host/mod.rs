@@ -21,3 +21,16 @@ impl clock::Host for PluginState {
             .unwrap_or(0))
     }
 }
+
+impl PluginState {
+    /// Log a host call refused because the plugin lacks `capability`
+    /// (`what`: "dns look-up", "kv access", ...).
+    pub(super) fn log_denied(&self, what: &str, capability: &str) {
+        tracing::warn!(
+            target: "postern::plugin",
+            plugin = %self.meta.name,
+            session = %self.session_id,
+            "{what} denied: capability \"{capability}\" not granted"
+        );
+    }
+}
