@@ -4,7 +4,7 @@
 
 wasmtime::component::bindgen!({
     world: "postern:policy/all-stages",
-    path: "../../wit",
+    path: "../../wit/v0.1",
     imports: { default: async | trappable },
     exports: { default: async },
     with: {

@@ -175,7 +175,7 @@ pub fn export_plugin(input: TokenStream) -> TokenStream {
             );
         }
     };
-    let wit_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../wit");
+    let wit_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../wit/v0.1");
     let mut world = String::from(
         "package postern-plugin:generated; world plugin { include postern:policy/imports@0.1.0; export postern:policy/init@0.1.0; ",
     );

@@ -44,7 +44,7 @@
 pub mod wit {
     wit_bindgen::generate!({
         world: "postern:policy/imports@0.1.0",
-        path: "../../wit",
+        path: "../../wit/v0.1",
         generate_unused_types: true,
     });
     pub use postern::policy::*;
