@@ -13,10 +13,9 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use crate::Stage;
-use crate::context::{Credentials, EnvelopeAddress, Outcome, SessionContext};
-use crate::convert;
+use crate::context::{Credentials, EnvelopeAddress, MessageChanges, Outcome, SessionContext};
 use crate::generation::Generation;
-use crate::hooks::{self, Call, Live, Returned};
+use crate::hooks::{self, Call, Contract, DataReturn, Live, Prepared, Returned};
 use crate::load::{CallError, LoadedPlugin, Mode, OnError, WALL_GRACE, set_deadline};
 use crate::message::MessageData;
 use crate::verdict::{self, PluginReply, Verdict};
@@ -29,6 +28,9 @@ pub struct Decision {
     pub decided_by: Option<Arc<str>>,
     /// Header fields added by data-stage plugins (in chain order).
     pub headers: Vec<(String, String)>,
+    /// Envelope and header changes and quarantine asked for by data-stage
+    /// plugins (0.2), in chain order; for an accepted message only.
+    pub changes: MessageChanges,
 }
 
 impl Decision {
@@ -37,15 +39,44 @@ impl Decision {
             verdict: Verdict::Pass,
             decided_by: None,
             headers: Vec::new(),
+            changes: MessageChanges::default(),
         }
     }
 }
+
+/// The session state a stage call takes: shared (`Arc`, what the server
+/// keeps, lent to plugins without copying) or owned (tests and tools; copied
+/// into an `Arc` for the call).
+pub trait StageContext {
+    fn shared(&self) -> std::borrow::Cow<'_, Arc<SessionContext>>;
+}
+
+impl StageContext for Arc<SessionContext> {
+    fn shared(&self) -> std::borrow::Cow<'_, Arc<SessionContext>> {
+        std::borrow::Cow::Borrowed(self)
+    }
+}
+
+impl StageContext for SessionContext {
+    fn shared(&self) -> std::borrow::Cow<'_, Arc<SessionContext>> {
+        std::borrow::Cow::Owned(Arc::new(self.clone()))
+    }
+}
+
+/// Most outcomes 0.2 observers get in one call.
+pub const MAX_OUTCOME_BATCH: usize = 64;
 
 /// One session's view of a generation: its plugin instances.
 pub struct SessionChain {
     generation: Arc<Generation>,
     session_id: Arc<str>,
     live: Vec<Option<Live>>,
+    /// Outcomes waiting for the 0.2 observers, and whether the transaction
+    /// they belong to ended (the batch is due).
+    pending: Vec<Outcome>,
+    batch_due: bool,
+    /// Which contract versions observe outcomes in this generation.
+    observers: [bool; 2],
 }
 
 impl Drop for SessionChain {
@@ -74,10 +105,17 @@ fn failure_verdict(on_error: OnError) -> Verdict {
 impl SessionChain {
     pub(crate) fn new(generation: Arc<Generation>, session_id: Arc<str>) -> SessionChain {
         let n = generation.plugins.len();
+        let mut observers = [false; 2];
+        for &i in &generation.by_stage[Stage::Outcome as usize] {
+            observers[generation.plugins[i].idx.contract() as usize] = true;
+        }
         SessionChain {
             generation,
             session_id,
             live: (0..n).map(|_| None).collect(),
+            pending: Vec::new(),
+            batch_due: false,
+            observers,
         }
     }
 
@@ -107,64 +145,88 @@ impl SessionChain {
         self.live.iter().filter(|l| l.is_some()).count()
     }
 
-    pub async fn connect(&mut self, ctx: &SessionContext) -> Decision {
-        self.run(ctx, Call::Connect).await
+    pub async fn connect(&mut self, ctx: &impl StageContext) -> Decision {
+        self.run(&ctx.shared(), Call::Connect, None).await
     }
 
-    pub async fn helo(&mut self, ctx: &SessionContext, name: &str, extended: bool) -> Decision {
-        self.run(ctx, Call::Helo { name, extended }).await
+    pub async fn helo(&mut self, ctx: &impl StageContext, name: &str, extended: bool) -> Decision {
+        self.run(&ctx.shared(), Call::Helo { name, extended }, None)
+            .await
     }
 
-    pub async fn auth(&mut self, ctx: &SessionContext, credentials: &Credentials) -> Decision {
-        if !self.wants(Stage::Auth) {
-            return Decision::pass();
+    pub async fn auth(&mut self, ctx: &impl StageContext, credentials: &Credentials) -> Decision {
+        self.run(&ctx.shared(), Call::Auth(credentials), None).await
+    }
+
+    pub async fn mail_from(
+        &mut self,
+        ctx: &impl StageContext,
+        sender: &EnvelopeAddress,
+    ) -> Decision {
+        self.run(&ctx.shared(), Call::MailFrom(sender), None).await
+    }
+
+    pub async fn rcpt_to(&mut self, ctx: &impl StageContext, rcpt: &EnvelopeAddress) -> Decision {
+        self.run(&ctx.shared(), Call::RcptTo(rcpt), None).await
+    }
+
+    pub async fn data(&mut self, ctx: &impl StageContext, message: &Arc<MessageData>) -> Decision {
+        self.run(&ctx.shared(), Call::Data(message), None).await
+    }
+
+    pub async fn vrfy(&mut self, ctx: &impl StageContext, argument: &str) -> Decision {
+        self.run(&ctx.shared(), Call::Vrfy(argument), None).await
+    }
+
+    pub async fn expn(&mut self, ctx: &impl StageContext, argument: &str) -> Decision {
+        self.run(&ctx.shared(), Call::Expn(argument), None).await
+    }
+
+    /// Record how a stage ended: 0.1 observers are told now (one call per
+    /// outcome, as 0.1 promised); 0.2 observers get it in the next batch
+    /// (`deliver_outcomes`).
+    pub async fn outcome(&mut self, ctx: &Arc<SessionContext>, outcome: Outcome) {
+        if self.observers[Contract::V01 as usize] {
+            let one = std::slice::from_ref(&outcome);
+            self.run(ctx, Call::Outcomes(one), Some(Contract::V01))
+                .await;
         }
-        let c = convert::credentials(credentials);
-        self.run(ctx, Call::Auth(&c)).await
-    }
-
-    pub async fn mail_from(&mut self, ctx: &SessionContext, sender: &EnvelopeAddress) -> Decision {
-        if !self.wants(Stage::MailFrom) {
-            return Decision::pass();
+        if self.observers[Contract::V02 as usize] {
+            self.pending.push(outcome);
         }
-        let a = convert::address(sender);
-        self.run(ctx, Call::MailFrom(&a)).await
     }
 
-    pub async fn rcpt_to(&mut self, ctx: &SessionContext, rcpt: &EnvelopeAddress) -> Decision {
-        if !self.wants(Stage::RcptTo) {
-            return Decision::pass();
-        }
-        let a = convert::address(rcpt);
-        self.run(ctx, Call::RcptTo(&a)).await
+    /// The transaction ended: the outcomes recorded so far form a batch.
+    pub fn close_batch(&mut self) {
+        self.batch_due = !self.pending.is_empty();
     }
 
-    pub async fn data(&mut self, ctx: &SessionContext, message: &Arc<MessageData>) -> Decision {
-        self.run(ctx, Call::Data(message)).await
+    /// Whether a batch of outcomes should be delivered now (its transaction
+    /// ended, or it is full).
+    pub fn batch_ready(&self) -> bool {
+        self.batch_due || self.pending.len() >= MAX_OUTCOME_BATCH
     }
 
-    pub async fn vrfy(&mut self, ctx: &SessionContext, argument: &str) -> Decision {
-        self.run(ctx, Call::Vrfy(argument)).await
-    }
-
-    pub async fn expn(&mut self, ctx: &SessionContext, argument: &str) -> Decision {
-        self.run(ctx, Call::Expn(argument)).await
-    }
-
-    /// Tell observers how a stage ended (results are ignored).
-    pub async fn outcome(&mut self, ctx: &SessionContext, outcome: &Outcome) {
-        if !self.wants(Stage::Outcome) {
+    /// Hand the recorded outcomes to the 0.2 observers (in batches of at
+    /// most `MAX_OUTCOME_BATCH`). Their results cannot change anything.
+    pub async fn deliver_outcomes(&mut self, ctx: &Arc<SessionContext>) {
+        self.batch_due = false;
+        if self.pending.is_empty() {
             return;
         }
-        let o = convert::outcome(outcome);
-        self.run(ctx, Call::Outcome(&o)).await;
+        let pending = std::mem::take(&mut self.pending);
+        for batch in pending.chunks(MAX_OUTCOME_BATCH) {
+            self.run(ctx, Call::Outcomes(batch), Some(Contract::V02))
+                .await;
+        }
     }
 
     async fn call_one(
         &mut self,
         plugin: &LoadedPlugin,
         i: usize,
-        session: &crate::bindings::types::Session,
+        ctx: &Arc<SessionContext>,
+        prepared: &mut Prepared,
         call: &Call<'_>,
     ) -> Result<Returned, CallError> {
         if self.live[i].as_ref().is_some_and(|l| l.busy) {
@@ -182,7 +244,7 @@ impl SessionChain {
         live.busy = true;
         match tokio::time::timeout(
             timeout + WALL_GRACE,
-            hooks::call(live, &plugin.idx, session, call),
+            hooks::call(live, &plugin.idx, ctx, prepared, call),
         )
         .await
         {
@@ -195,29 +257,41 @@ impl SessionChain {
         }
     }
 
-    async fn run(&mut self, ctx: &SessionContext, call: Call<'_>) -> Decision {
+    /// Run a stage through the chain (only the plugins of one contract
+    /// version when `only` says so: outcomes reach 0.1 and 0.2 observers at
+    /// different times).
+    async fn run(
+        &mut self,
+        ctx: &Arc<SessionContext>,
+        call: Call<'_>,
+        only: Option<Contract>,
+    ) -> Decision {
         let stage = call.stage();
         let generation = self.generation.clone();
         let order = &generation.by_stage[stage as usize];
         if order.is_empty() {
             return Decision::pass();
         }
-        let session = convert::session(ctx);
+        let mut prepared = Prepared::default();
         let mut headers = Vec::new();
+        let mut changes = MessageChanges::default();
         for &i in order {
             let plugin = &generation.plugins[i];
+            if only.is_some_and(|c| c != plugin.idx.contract()) {
+                continue;
+            }
             let started = Instant::now();
-            let result = self.call_one(plugin, i, &session, &call).await;
+            let result = self.call_one(plugin, i, ctx, &mut prepared, &call).await;
             let stats = &plugin.stats.stages[stage as usize];
             stats.latency.observe(started.elapsed());
-            let checked = result.and_then(|r| match r {
-                Returned::Verdict(v) => verdict::validate(v)
-                    .map(|v| (v, Vec::new()))
-                    .map_err(|e| CallError::Invalid(e.to_string())),
-                Returned::Data(d) => verdict::validate(d.verdict)
-                    .and_then(|v| Ok((v, verdict::validate_headers(d.add_headers)?)))
-                    .map_err(|e| CallError::Invalid(e.to_string())),
-                Returned::Nothing => Ok((Verdict::Pass, Vec::new())),
+            let checked = result.and_then(|r| {
+                match r {
+                    Returned::Verdict(v) => verdict::validate(v).map(|v| (v, DataReturn::none())),
+                    Returned::Data(d) => verdict::validate(d.verdict.clone())
+                        .and_then(|v| Ok((v, verdict::validate_data(d)?))),
+                    Returned::Nothing => Ok((Verdict::Pass, DataReturn::none())),
+                }
+                .map_err(|e| CallError::Invalid(e.to_string()))
             });
             let (verdict, added) = match checked {
                 Ok(v) => v,
@@ -235,7 +309,7 @@ impl SessionChain {
                     if stage == Stage::Outcome {
                         continue;
                     }
-                    (failure_verdict(plugin.spec.on_error), Vec::new())
+                    (failure_verdict(plugin.spec.on_error), DataReturn::none())
                 }
             };
             if stage == Stage::Outcome {
@@ -260,23 +334,28 @@ impl SessionChain {
                 }
                 continue;
             }
-            if verdict.is_pass() {
-                headers.extend(added);
-                continue;
+            if matches!(
+                verdict,
+                Verdict::Pass | Verdict::Accept | Verdict::AcceptWith(_)
+            ) {
+                headers.extend(added.add_headers);
+                changes.extend(added.changes);
             }
-            if matches!(verdict, Verdict::Accept | Verdict::AcceptWith(_)) {
-                headers.extend(added);
+            if verdict.is_pass() {
+                continue;
             }
             return Decision {
                 verdict,
                 decided_by: Some(plugin.meta.name.clone()),
                 headers,
+                changes,
             };
         }
         Decision {
             verdict: Verdict::Pass,
             decided_by: None,
             headers,
+            changes,
         }
     }
 }

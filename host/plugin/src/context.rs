@@ -101,4 +101,83 @@ pub struct Outcome {
     pub enhanced: Option<String>,
     pub text: String,
     pub decided_by: Option<Arc<str>>,
+    /// The session's changing state when the stage was decided (0.2
+    /// observers get outcomes later, in a batch).
+    pub helo: Option<String>,
+    pub tls: Option<TlsInfo>,
+    pub auth_user: Option<String>,
+    /// The transaction's sender ("" for `<>`); none outside a transaction.
+    pub mail_from: Option<String>,
+    pub recipient_count: u32,
+}
+
+impl Outcome {
+    /// An outcome with the session's state taken from `ctx`.
+    pub fn new(
+        ctx: &SessionContext,
+        stage: Option<Stage>,
+        argument: String,
+        reply: (u16, Option<String>, String),
+        decided_by: Option<Arc<str>>,
+    ) -> Outcome {
+        let (code, enhanced, text) = reply;
+        Outcome {
+            stage,
+            argument,
+            code,
+            enhanced,
+            text,
+            decided_by,
+            helo: ctx.helo.clone(),
+            tls: ctx.tls.clone(),
+            auth_user: ctx.auth_user.clone(),
+            mail_from: ctx.mail_from.as_ref().map(|a| a.address.clone()),
+            recipient_count: ctx.recipients.len() as u32,
+        }
+    }
+}
+
+/// A change to the header section a data-stage plugin asked for (0.2).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HeaderChange {
+    /// Remove every field with this name.
+    Remove(String),
+    /// Replace the first field with this name (and drop the others), or
+    /// add it at the top when there is none.
+    Replace(String, String),
+}
+
+/// A change to the envelope a data-stage plugin asked for (0.2). Addresses
+/// are checked for shape by the chain and parsed by the session.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EnvelopeChange {
+    /// "" is the null sender.
+    SetSender(String),
+    AddRecipient(String),
+    RemoveRecipient(String),
+}
+
+/// Everything a data-stage chain asked for besides the verdict and the
+/// added fields: applied only to an accepted message, in chain order.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MessageChanges {
+    pub headers: Vec<HeaderChange>,
+    pub envelope: Vec<EnvelopeChange>,
+    /// Hold the message in the queue with this reason (the first plugin
+    /// asking decides the reason).
+    pub quarantine: Option<String>,
+}
+
+impl MessageChanges {
+    pub fn is_empty(&self) -> bool {
+        self.headers.is_empty() && self.envelope.is_empty() && self.quarantine.is_none()
+    }
+
+    pub(crate) fn extend(&mut self, other: MessageChanges) {
+        self.headers.extend(other.headers);
+        self.envelope.extend(other.envelope);
+        if self.quarantine.is_none() {
+            self.quarantine = other.quarantine;
+        }
+    }
 }

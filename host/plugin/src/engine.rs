@@ -13,7 +13,7 @@ use std::time::Duration;
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
-use crate::bindings::AllStages;
+use crate::bindings::{v01, v02};
 use crate::state::PluginState;
 use crate::stats::StatsRegistry;
 
@@ -123,8 +123,10 @@ impl Runtime {
         let mut linker: Linker<PluginState> = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .map_err(|e| anyhow::anyhow!("linking WASI: {e}"))?;
-        AllStages::add_to_linker::<_, wasmtime::component::HasSelf<_>>(&mut linker, |s| s)
-            .map_err(|e| anyhow::anyhow!("linking postern:policy: {e}"))?;
+        v01::AllStages::add_to_linker::<_, wasmtime::component::HasSelf<_>>(&mut linker, |s| s)
+            .map_err(|e| anyhow::anyhow!("linking postern:policy@0.1.0: {e}"))?;
+        v02::AllStages::add_to_linker::<_, wasmtime::component::HasSelf<_>>(&mut linker, |s| s)
+            .map_err(|e| anyhow::anyhow!("linking postern:policy@0.2.0: {e}"))?;
         let stop = Arc::new(AtomicBool::new(false));
         {
             let engine = engine.clone();

@@ -1,5 +1,6 @@
 //! Postern's policy plugin runtime: loads WebAssembly components that
-//! implement the `postern:policy@0.1.0` WIT contract (`wit/`), and runs them
+//! implement the `postern:policy` WIT contract (`wit/`: 0.2.0, and 0.1.0 in
+//! `wit/v0.1/` for components built against it), and runs them
 //! as a chain at every SMTP stage, each call sandboxed under a wall-clock
 //! deadline, a memory cap and a stack cap. Input: plugin binaries and their
 //! results are untrusted; the operator's configuration is trusted.
@@ -16,6 +17,7 @@ mod host;
 mod load;
 mod mail_auth;
 mod message;
+mod session;
 mod state;
 mod stats;
 mod stdio;
@@ -25,10 +27,14 @@ pub use capability::{
     BoxFuture, DnsAnswer, DnsBackend, DnsFailure, DnsQuery, Grants, KvBackend, KvFailure, MemoryKv,
     NoDns,
 };
-pub use chain::{Decision, SessionChain};
-pub use context::{Credentials, EnvelopeAddress, Outcome, SessionContext, TlsInfo};
+pub use chain::{Decision, MAX_OUTCOME_BATCH, SessionChain, StageContext};
+pub use context::{
+    Credentials, EnvelopeAddress, EnvelopeChange, HeaderChange, MessageChanges, Outcome,
+    SessionContext, TlsInfo,
+};
 pub use engine::{Runtime, RuntimeConfig};
 pub use generation::{Generation, PluginInfo};
+pub use hooks::Contract;
 pub use load::{LoadError, Mode, OnError, PluginSpec};
 pub use mail_auth::{
     ArcOutcome, AuthOutcome, AuthResult, DkimSignature, DmarcOutcome, DmarcPolicy, Identities,
@@ -41,9 +47,9 @@ pub use stats::{
 };
 pub use verdict::{PluginReply, Verdict};
 
-/// The WIT package version this host implements.
+/// The WIT package this host implements, in every version it serves
+/// (`Contract`).
 pub const WIT_PACKAGE: &str = "postern:policy";
-pub const WIT_VERSION: &str = "0.1.0";
 
 /// An SMTP stage a plugin can hook.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -15,10 +15,10 @@ use wasmtime::component::{Component, InstancePre};
 
 use crate::capability::Grants;
 use crate::engine::Runtime;
-use crate::hooks::{HookIndices, Live};
+use crate::hooks::{Contract, HookIndices, Live};
 use crate::state::{PluginMeta, PluginState, Services};
 use crate::stats::PluginStats;
-use crate::{Stage, WIT_PACKAGE, WIT_VERSION};
+use crate::{Stage, WIT_PACKAGE};
 
 /// What to do when a plugin fails (trap, timeout, memory, invalid reply).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -97,7 +97,7 @@ pub enum LoadError {
     },
     #[error(
         "plugin {plugin:?}: {path} uses {interface} but this Postern implements \
-         {WIT_PACKAGE}@{WIT_VERSION}"
+         {WIT_PACKAGE}@0.1.0 and {WIT_PACKAGE}@0.2.0"
     )]
     Version {
         plugin: String,
@@ -105,8 +105,19 @@ pub enum LoadError {
         interface: String,
     },
     #[error(
+        "plugin {plugin:?}: {path} mixes contract versions: {first} and {second} \
+         (a component is built against one {WIT_PACKAGE} version)"
+    )]
+    MixedVersions {
+        plugin: String,
+        path: PathBuf,
+        first: String,
+        second: String,
+    },
+    #[error(
         "plugin {plugin:?}: {path} exports no Postern stage (expected at least one of \
-         {WIT_PACKAGE}/{{connect,helo,auth,mail-from,rcpt-to,data,vrfy,expn,outcome}}-hook@{WIT_VERSION})"
+         {WIT_PACKAGE}/{{connect,helo,auth,mail-from,rcpt-to,data,vrfy,expn,outcome}}-hook@0.2.0 \
+         or @0.1.0)"
     )]
     NoStages { plugin: String, path: PathBuf },
     #[error("plugin {plugin:?}: {path} cannot be linked: {message}")]
@@ -242,7 +253,7 @@ impl Runtime {
                     path: path.clone(),
                     message: format!("{e:#}"),
                 })?;
-        self.check_versions(&component, &plugin, &path)?;
+        let contract = self.check_versions(&component, &plugin, &path)?;
         let pre = self
             .linker
             .instantiate_pre(&component)
@@ -251,7 +262,7 @@ impl Runtime {
                 path: path.clone(),
                 message: format!("{e:#}"),
             })?;
-        let idx = HookIndices::detect(&pre);
+        let idx = HookIndices::detect(&pre, contract);
         let stages: Vec<Stage> = Stage::ALL.into_iter().filter(|s| idx.exports(*s)).collect();
         if stages.is_empty() {
             return Err(LoadError::NoStages { plugin, path });
@@ -287,29 +298,48 @@ impl Runtime {
         })
     }
 
+    /// The contract version the component was built against: every
+    /// `postern:policy` interface it imports or exports must name the same
+    /// version, one this host serves. A component that names none (it uses
+    /// no Postern interface) counts as 0.2 and is refused later for
+    /// exporting no stage.
     fn check_versions(
         &self,
         component: &Component,
         plugin: &str,
         path: &std::path::Path,
-    ) -> Result<(), LoadError> {
+    ) -> Result<Contract, LoadError> {
         let ty = component.component_type();
         let names = ty
             .imports(&self.engine)
             .map(|(n, _)| n.to_string())
             .chain(ty.exports(&self.engine).map(|(n, _)| n.to_string()));
+        let mut found: Option<(Contract, String)> = None;
         for name in names {
-            if let Some((_, version)) = versioned(&name)
-                && version != WIT_VERSION
-            {
+            let Some((_, version)) = versioned(&name) else {
+                continue;
+            };
+            let Some(contract) = Contract::from_version(version) else {
                 return Err(LoadError::Version {
                     plugin: plugin.to_string(),
                     path: path.to_path_buf(),
                     interface: name,
                 });
+            };
+            match &found {
+                None => found = Some((contract, name)),
+                Some((c, first)) if *c != contract => {
+                    return Err(LoadError::MixedVersions {
+                        plugin: plugin.to_string(),
+                        path: path.to_path_buf(),
+                        first: first.clone(),
+                        second: name,
+                    });
+                }
+                Some(_) => {}
             }
         }
-        Ok(())
+        Ok(found.map_or(Contract::V02, |(c, _)| c))
     }
 }
 
@@ -331,7 +361,7 @@ impl LoadedPlugin {
                 .instantiate_async(&mut store)
                 .await
                 .map_err(|e| CallError::Instantiate(format!("{e:#}")))?;
-            let mut live = Live::new(store, instance);
+            let mut live = Live::new(store, instance, &self.idx);
             match crate::hooks::run_init(&mut live, &self.idx, &self.spec.config_json).await {
                 Ok(Ok(())) => Ok(live),
                 Ok(Err(msg)) => Err(CallError::InitRefused(msg)),

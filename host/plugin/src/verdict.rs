@@ -2,8 +2,6 @@
 //! untrusted plugins. Implements the reply rules of the WIT contract
 //! (`wit/types.wit`): RFC 5321 §4.2 reply codes, RFC 3463 enhanced codes.
 
-use crate::bindings::types as wit;
-
 /// A reply a plugin asked for, validated.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PluginReply {
@@ -71,12 +69,16 @@ pub enum InvalidReply {
     TooLong(usize),
     #[error("header {0:?}: {1}")]
     BadHeader(String, &'static str),
+    #[error("envelope address {0:?}: {1}")]
+    BadAddress(String, &'static str),
+    #[error("quarantine reason: {0}")]
+    BadReason(&'static str),
 }
 
 pub const MAX_TEXT: usize = 400;
 
 fn check_reply(
-    r: wit::Reply,
+    r: PluginReply,
     verdict: &'static str,
     expected: &'static str,
     ok: impl Fn(u16) -> bool,
@@ -111,30 +113,25 @@ fn check_reply(
     if r.text.len() > MAX_TEXT {
         return Err(InvalidReply::TooLong(r.text.len()));
     }
-    Ok(PluginReply {
-        code: r.code,
-        enhanced: r.enhanced,
-        text: r.text,
-    })
+    Ok(r)
 }
 
-/// Validate a verdict returned by a plugin.
-pub fn validate(v: wit::Verdict) -> Result<Verdict, InvalidReply> {
+/// Validate a verdict returned by a plugin (converted to host types as it
+/// came, not yet checked).
+pub fn validate(v: Verdict) -> Result<Verdict, InvalidReply> {
     Ok(match v {
-        wit::Verdict::Pass => Verdict::Pass,
-        wit::Verdict::Accept => Verdict::Accept,
-        wit::Verdict::AcceptWith(r) => {
-            Verdict::AcceptWith(check_reply(r, "accept-with", "2xx", |c| {
-                (200..300).contains(&c)
-            })?)
-        }
-        wit::Verdict::Reject(r) => Verdict::Reject(check_reply(r, "reject", "5xx", |c| {
+        Verdict::Pass => Verdict::Pass,
+        Verdict::Accept => Verdict::Accept,
+        Verdict::AcceptWith(r) => Verdict::AcceptWith(check_reply(r, "accept-with", "2xx", |c| {
+            (200..300).contains(&c)
+        })?),
+        Verdict::Reject(r) => Verdict::Reject(check_reply(r, "reject", "5xx", |c| {
             (500..600).contains(&c)
         })?),
-        wit::Verdict::Defer(r) => {
+        Verdict::Defer(r) => {
             Verdict::Defer(check_reply(r, "defer", "4xx", |c| (400..500).contains(&c))?)
         }
-        wit::Verdict::Disconnect(r) => {
+        Verdict::Disconnect(r) => {
             Verdict::Disconnect(check_reply(r, "disconnect", "4xx or 5xx", |c| {
                 (400..600).contains(&c)
             })?)
@@ -142,35 +139,98 @@ pub fn validate(v: wit::Verdict) -> Result<Verdict, InvalidReply> {
     })
 }
 
-/// Validate header fields a data-stage plugin wants to add (RFC 5322 §2.2,
-/// §2.1.1 line length).
-pub fn validate_headers(headers: Vec<wit::Header>) -> Result<Vec<(String, String)>, InvalidReply> {
-    headers
-        .into_iter()
-        .map(|h| {
-            if h.name.is_empty() || !h.name.bytes().all(|b| (33..=126).contains(&b) && b != b':') {
-                return Err(InvalidReply::BadHeader(h.name, "invalid field name"));
+/// Check a header field name a plugin gave (RFC 5322 §2.2: printable ASCII
+/// without ':').
+pub fn check_field_name(name: &str) -> Result<(), InvalidReply> {
+    if name.is_empty() || !name.bytes().all(|b| (33..=126).contains(&b) && b != b':') {
+        return Err(InvalidReply::BadHeader(
+            name.to_string(),
+            "invalid field name",
+        ));
+    }
+    Ok(())
+}
+
+/// Check one header field a plugin wants written (name, no CR/LF/NUL in the
+/// value, RFC 5322 §2.1.1 line length).
+pub fn check_field(name: &str, value: &str) -> Result<(), InvalidReply> {
+    check_field_name(name)?;
+    if value.chars().any(|c| c == '\r' || c == '\n' || c == '\0') {
+        return Err(InvalidReply::BadHeader(
+            name.to_string(),
+            "CR, LF or NUL in value",
+        ));
+    }
+    if name.len() + 2 + value.len() > 998 {
+        return Err(InvalidReply::BadHeader(
+            name.to_string(),
+            "field longer than 998 bytes",
+        ));
+    }
+    Ok(())
+}
+
+/// Check the shape of an address a plugin wants in the envelope: a mailbox
+/// `local@domain` without angle brackets, spaces or control characters (the
+/// session parses it fully when applying it); "" only for a sender.
+pub fn check_address(a: &str, may_be_empty: bool) -> Result<(), InvalidReply> {
+    let bad = |why| Err(InvalidReply::BadAddress(a.to_string(), why));
+    if a.is_empty() {
+        return if may_be_empty { Ok(()) } else { bad("empty") };
+    }
+    if a.len() > 256 {
+        return bad("longer than 256 bytes");
+    }
+    if a.chars()
+        .any(|c| c.is_control() || c == ' ' || c == '<' || c == '>')
+    {
+        return bad("space, angle bracket or control character");
+    }
+    match a.rsplit_once('@') {
+        Some((local, domain)) if !local.is_empty() && !domain.is_empty() => Ok(()),
+        _ => bad("not of the form local-part@domain"),
+    }
+}
+
+/// Validate what a data-stage plugin wants added or changed.
+pub(crate) fn validate_data(
+    d: crate::hooks::DataReturn,
+) -> Result<crate::hooks::DataReturn, InvalidReply> {
+    use crate::context::{EnvelopeChange, HeaderChange};
+    for (n, v) in &d.add_headers {
+        check_field(n, v)?;
+    }
+    for c in &d.changes.headers {
+        match c {
+            HeaderChange::Remove(n) => check_field_name(n)?,
+            HeaderChange::Replace(n, v) => check_field(n, v)?,
+        }
+    }
+    for c in &d.changes.envelope {
+        match c {
+            EnvelopeChange::SetSender(a) => check_address(a, true)?,
+            EnvelopeChange::AddRecipient(a) | EnvelopeChange::RemoveRecipient(a) => {
+                check_address(a, false)?
             }
-            if h.value.chars().any(|c| c == '\r' || c == '\n' || c == '\0') {
-                return Err(InvalidReply::BadHeader(h.name, "CR, LF or NUL in value"));
-            }
-            if h.name.len() + 2 + h.value.len() > 998 {
-                return Err(InvalidReply::BadHeader(
-                    h.name,
-                    "field longer than 998 bytes",
-                ));
-            }
-            Ok((h.name, h.value))
-        })
-        .collect()
+        }
+    }
+    if let Some(r) = &d.changes.quarantine {
+        if r.chars().any(|c| c.is_control()) {
+            return Err(InvalidReply::BadReason("control character"));
+        }
+        if r.len() > MAX_TEXT {
+            return Err(InvalidReply::BadReason("longer than 400 bytes"));
+        }
+    }
+    Ok(d)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn r(code: u16, enhanced: Option<&str>, text: &str) -> wit::Reply {
-        wit::Reply {
+    fn r(code: u16, enhanced: Option<&str>, text: &str) -> PluginReply {
+        PluginReply {
             code,
             enhanced: enhanced.map(str::to_string),
             text: text.to_string(),
@@ -179,8 +239,8 @@ mod tests {
 
     #[test]
     fn table() {
-        use wit::Verdict as V;
-        let cases: Vec<(wit::Verdict, bool)> = vec![
+        use Verdict as V;
+        let cases: Vec<(Verdict, bool)> = vec![
             (V::Pass, true),
             (V::Accept, true),
             (V::Reject(r(550, Some("5.7.1"), "no")), true),
@@ -211,15 +271,23 @@ mod tests {
 
     #[test]
     fn headers() {
-        let h = |n: &str, v: &str| wit::Header {
-            name: n.into(),
-            value: v.into(),
-        };
-        assert!(validate_headers(vec![h("X-Ok", "fine")]).is_ok());
-        assert!(validate_headers(vec![h("X Bad", "v")]).is_err());
-        assert!(validate_headers(vec![h("X:Bad", "v")]).is_err());
-        assert!(validate_headers(vec![h("", "v")]).is_err());
-        assert!(validate_headers(vec![h("X", "a\r\nInjected: yes")]).is_err());
-        assert!(validate_headers(vec![h("X", &"v".repeat(996))]).is_err());
+        assert!(check_field("X-Ok", "fine").is_ok());
+        assert!(check_field("X Bad", "v").is_err());
+        assert!(check_field("X:Bad", "v").is_err());
+        assert!(check_field("", "v").is_err());
+        assert!(check_field("X", "a\r\nInjected: yes").is_err());
+        assert!(check_field("X", &"v".repeat(996)).is_err());
+    }
+
+    #[test]
+    fn addresses() {
+        assert!(check_address("a@example.org", false).is_ok());
+        assert!(check_address("", true).is_ok());
+        assert!(check_address("", false).is_err());
+        assert!(check_address("<a@example.org>", false).is_err());
+        assert!(check_address("a b@example.org", false).is_err());
+        assert!(check_address("a@example.org\r\nRCPT TO:<x@y>", false).is_err());
+        assert!(check_address("nodomain", false).is_err());
+        assert!(check_address("@example.org", false).is_err());
     }
 }

@@ -292,6 +292,11 @@ pub async fn run<S: Io>(
             }
             out.clear();
         }
+        // Observers get a finished transaction's outcomes only now, after
+        // its replies went out: they never delay a reply.
+        if session.outcomes_ready() {
+            Box::pin(session.deliver_outcomes()).await;
+        }
         inbuf.drain(..start);
         start = 0;
         if inbuf.capacity() - inbuf.len() < READ_CHUNK / 2 {

@@ -72,6 +72,8 @@ pub(crate) struct Request {
 /// The first `len` bytes of `file`: the end of a record too large to build in memory.
 pub(crate) struct Tail {
     pub file: Arc<File>,
+    /// Where in `file` the tail starts.
+    pub offset: u64,
     pub len: u64,
 }
 
@@ -268,7 +270,7 @@ impl Committer {
             if let Some(tail) = &req.tail {
                 self.writer.append(&run)?;
                 run.clear();
-                self.writer.append_file(&tail.file, 0, tail.len)?;
+                self.writer.append_file(&tail.file, tail.offset, tail.len)?;
             }
         }
         if !run.is_empty() {

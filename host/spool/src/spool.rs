@@ -275,7 +275,21 @@ impl Spool {
         file: Arc<File>,
         len: u64,
     ) -> Result<(), SpoolError> {
-        self.commit_parts(envelope, head, Some(Tail { file, len }))
+        self.commit_file_range(envelope, head, file, 0, len).await
+    }
+
+    /// Like [`Spool::commit_file`] with the `len` bytes of `file` that start
+    /// at `offset` (e.g. the body of a spilled message whose header section
+    /// was rewritten into `head`).
+    pub async fn commit_file_range(
+        &self,
+        envelope: &Envelope,
+        head: &[&[u8]],
+        file: Arc<File>,
+        offset: u64,
+        len: u64,
+    ) -> Result<(), SpoolError> {
+        self.commit_parts(envelope, head, Some(Tail { file, offset, len }))
             .await
     }
 
@@ -303,7 +317,7 @@ impl Spool {
                 let mut crc = crc32fast::Hasher::new();
                 crc.update(&json);
                 message.iter().for_each(|part| crc.update(part));
-                checksum_file(&mut crc, &tail.file, tail.len)
+                checksum_file(&mut crc, &tail.file, tail.offset, tail.len)
                     .map_err(|e| SpoolError::io(&self.shared().paths.spill, e))?;
                 Ok::<_, SpoolError>(format::build_record_head(
                     Kind::Message,
@@ -577,7 +591,12 @@ fn run_janitor(shared: Arc<Shared>, tx: mpsc::Sender<Request>) {
 }
 
 /// Feed the first `len` bytes of `file` to `crc`, reading a bounded buffer at a time.
-fn checksum_file(crc: &mut crc32fast::Hasher, file: &File, len: u64) -> std::io::Result<()> {
+fn checksum_file(
+    crc: &mut crc32fast::Hasher,
+    file: &File,
+    offset: u64,
+    len: u64,
+) -> std::io::Result<()> {
     use std::os::unix::fs::FileExt;
     let mut buf = vec![0u8; CHECKSUM_BUFFER.min(usize::try_from(len).unwrap_or(CHECKSUM_BUFFER))];
     let mut at = 0u64;
@@ -585,7 +604,7 @@ fn checksum_file(crc: &mut crc32fast::Hasher, file: &File, len: u64) -> std::io:
         let n = buf
             .len()
             .min(usize::try_from(len - at).unwrap_or(usize::MAX));
-        file.read_exact_at(&mut buf[..n], at)?;
+        file.read_exact_at(&mut buf[..n], offset + at)?;
         crc.update(&buf[..n]);
         at += n as u64;
     }

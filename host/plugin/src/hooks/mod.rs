@@ -1,20 +1,14 @@
-//! Calling a plugin's exported stage interfaces. `HookIndices` records which
-//! interfaces a component exports (found once per load); `Live` is one
-//! session's instance of a plugin. One file per hook holds that hook's call
-//! glue. Input: untrusted components; every call's result is validated by the
-//! caller (`chain.rs`).
+//! Calling a plugin's exported interfaces, for both contract versions the
+//! host serves. The stage table (`stage_table!`) is written once and expanded
+//! in each version's module (`v01.rs`, `v02.rs`), which hold only what
+//! differs: how the session and the arguments reach the guest and how the
+//! result comes back. `HookIndices` records which interfaces a component
+//! exports (found once per load); `Live` is one session's instance of a
+//! plugin. Input: untrusted components; what they return is converted to
+//! host types here and validated by the caller (`chain.rs`).
 
-mod auth;
-mod connect;
-mod data;
-mod expn;
-mod helo;
-mod init;
-mod mail_from;
-mod outcome;
-mod rcpt_to;
-mod recycle;
-mod vrfy;
+mod v01;
+pub(crate) mod v02;
 
 use std::sync::Arc;
 
@@ -22,83 +16,200 @@ use wasmtime::Store;
 use wasmtime::component::{Instance, InstancePre};
 
 use crate::Stage;
-use crate::bindings::hooks as h;
-use crate::bindings::types as wit;
+use crate::context::{Credentials, EnvelopeAddress, MessageChanges, Outcome, SessionContext};
 use crate::message::MessageData;
 use crate::state::PluginState;
+use crate::verdict::Verdict;
 
-/// Which stage interfaces a component exports.
-pub(crate) struct HookIndices {
-    init: Option<h::init::GuestIndices>,
-    connect: Option<h::connect_hook::GuestIndices>,
-    helo: Option<h::helo_hook::GuestIndices>,
-    auth: Option<h::auth_hook::GuestIndices>,
-    mail_from: Option<h::mail_from_hook::GuestIndices>,
-    rcpt_to: Option<h::rcpt_to_hook::GuestIndices>,
-    data: Option<h::data_hook::GuestIndices>,
-    vrfy: Option<h::vrfy_hook::GuestIndices>,
-    expn: Option<h::expn_hook::GuestIndices>,
-    outcome: Option<h::outcome_hook::GuestIndices>,
-    recycle: Option<h::recycle::GuestIndices>,
+/// The contract version a component was built against.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Contract {
+    /// `postern:policy@0.1.0`: session record per call, one outcome per call.
+    V01,
+    /// `postern:policy@0.2.0`: session resource, outcomes in batches,
+    /// envelope and header changes, quarantine.
+    V02,
+}
+
+impl Contract {
+    pub const ALL: [Contract; 2] = [Contract::V01, Contract::V02];
+
+    pub fn version(self) -> &'static str {
+        match self {
+            Contract::V01 => "0.1.0",
+            Contract::V02 => "0.2.0",
+        }
+    }
+
+    pub fn from_version(v: &str) -> Option<Contract> {
+        Contract::ALL.into_iter().find(|c| c.version() == v)
+    }
+}
+
+/// Every hook interface, once: the per-version modules expand it with their
+/// own `h` (generated export bindings) in scope.
+macro_rules! stage_table {
+    () => {
+        /// Which interfaces a component exports.
+        pub(crate) struct Indices {
+            init: Option<h::init::GuestIndices>,
+            recycle: Option<h::recycle::GuestIndices>,
+            connect: Option<h::connect_hook::GuestIndices>,
+            helo: Option<h::helo_hook::GuestIndices>,
+            auth: Option<h::auth_hook::GuestIndices>,
+            mail_from: Option<h::mail_from_hook::GuestIndices>,
+            rcpt_to: Option<h::rcpt_to_hook::GuestIndices>,
+            data: Option<h::data_hook::GuestIndices>,
+            vrfy: Option<h::vrfy_hook::GuestIndices>,
+            expn: Option<h::expn_hook::GuestIndices>,
+            outcome: Option<h::outcome_hook::GuestIndices>,
+        }
+
+        impl Indices {
+            pub fn detect(pre: &InstancePre<PluginState>) -> Indices {
+                Indices {
+                    init: h::init::GuestIndices::new(pre).ok(),
+                    recycle: h::recycle::GuestIndices::new(pre).ok(),
+                    connect: h::connect_hook::GuestIndices::new(pre).ok(),
+                    helo: h::helo_hook::GuestIndices::new(pre).ok(),
+                    auth: h::auth_hook::GuestIndices::new(pre).ok(),
+                    mail_from: h::mail_from_hook::GuestIndices::new(pre).ok(),
+                    rcpt_to: h::rcpt_to_hook::GuestIndices::new(pre).ok(),
+                    data: h::data_hook::GuestIndices::new(pre).ok(),
+                    vrfy: h::vrfy_hook::GuestIndices::new(pre).ok(),
+                    expn: h::expn_hook::GuestIndices::new(pre).ok(),
+                    outcome: h::outcome_hook::GuestIndices::new(pre).ok(),
+                }
+            }
+
+            pub fn recyclable(&self) -> bool {
+                self.recycle.is_some()
+            }
+
+            pub fn exports(&self, stage: Stage) -> bool {
+                match stage {
+                    Stage::Connect => self.connect.is_some(),
+                    Stage::Helo => self.helo.is_some(),
+                    Stage::Auth => self.auth.is_some(),
+                    Stage::MailFrom => self.mail_from.is_some(),
+                    Stage::RcptTo => self.rcpt_to.is_some(),
+                    Stage::Data => self.data.is_some(),
+                    Stage::Vrfy => self.vrfy.is_some(),
+                    Stage::Expn => self.expn.is_some(),
+                    Stage::Outcome => self.outcome.is_some(),
+                }
+            }
+        }
+
+        /// Guest export handles resolved on a live instance (once each).
+        #[derive(Default)]
+        pub(crate) struct Guests {
+            connect: Option<h::connect_hook::Guest>,
+            helo: Option<h::helo_hook::Guest>,
+            auth: Option<h::auth_hook::Guest>,
+            mail_from: Option<h::mail_from_hook::Guest>,
+            rcpt_to: Option<h::rcpt_to_hook::Guest>,
+            data: Option<h::data_hook::Guest>,
+            vrfy: Option<h::vrfy_hook::Guest>,
+            expn: Option<h::expn_hook::Guest>,
+            outcome: Option<h::outcome_hook::Guest>,
+        }
+
+        /// Ask an instance that served a session whether it may serve
+        /// another: `true` lets it; no export, `false` or a trap has it
+        /// replaced by a fresh instance.
+        pub(super) async fn recycle(live: &mut Live, idx: &Indices) -> wasmtime::Result<bool> {
+            let Some(i) = &idx.recycle else {
+                return Ok(false);
+            };
+            let g = i.load(&mut live.store, &live.instance)?;
+            g.call_recycle(&mut live.store).await
+        }
+
+        /// The configuration (JSON) in, acceptance or a refusal message out.
+        /// Plugins without `init` accept.
+        pub(super) async fn init(
+            live: &mut Live,
+            idx: &Indices,
+            config: &str,
+        ) -> wasmtime::Result<Result<(), String>> {
+            let Some(i) = &idx.init else {
+                return Ok(Ok(()));
+            };
+            let g = i.load(&mut live.store, &live.instance)?;
+            g.call_init(&mut live.store, config).await
+        }
+    };
+}
+use stage_table;
+
+/// Resolve (and keep in `$guests`) the guest handle of one export.
+macro_rules! guest {
+    ($store:expr, $instance:expr, $guests:expr, $idx:expr, $field:ident) => {
+        match &$guests.$field {
+            Some(g) => g.clone(),
+            None => {
+                let i = $idx
+                    .$field
+                    .as_ref()
+                    .ok_or_else(|| wasmtime::format_err!("stage not exported"))?;
+                let g = i.load(&mut *$store, $instance)?;
+                $guests.$field = Some(g.clone());
+                g
+            }
+        }
+    };
+}
+use guest;
+
+/// Which interfaces a component exports, per contract version.
+pub(crate) enum HookIndices {
+    V01(v01::Indices),
+    V02(v02::Indices),
 }
 
 impl HookIndices {
-    pub fn detect(pre: &InstancePre<PluginState>) -> HookIndices {
-        HookIndices {
-            init: h::init::GuestIndices::new(pre).ok(),
-            connect: h::connect_hook::GuestIndices::new(pre).ok(),
-            helo: h::helo_hook::GuestIndices::new(pre).ok(),
-            auth: h::auth_hook::GuestIndices::new(pre).ok(),
-            mail_from: h::mail_from_hook::GuestIndices::new(pre).ok(),
-            rcpt_to: h::rcpt_to_hook::GuestIndices::new(pre).ok(),
-            data: h::data_hook::GuestIndices::new(pre).ok(),
-            vrfy: h::vrfy_hook::GuestIndices::new(pre).ok(),
-            expn: h::expn_hook::GuestIndices::new(pre).ok(),
-            outcome: h::outcome_hook::GuestIndices::new(pre).ok(),
-            recycle: h::recycle::GuestIndices::new(pre).ok(),
+    pub fn detect(pre: &InstancePre<PluginState>, contract: Contract) -> HookIndices {
+        match contract {
+            Contract::V01 => HookIndices::V01(v01::Indices::detect(pre)),
+            Contract::V02 => HookIndices::V02(v02::Indices::detect(pre)),
+        }
+    }
+
+    pub fn contract(&self) -> Contract {
+        match self {
+            HookIndices::V01(_) => Contract::V01,
+            HookIndices::V02(_) => Contract::V02,
         }
     }
 
     /// Whether the component exports `recycle` (its instances may serve
     /// more than one session).
     pub fn recyclable(&self) -> bool {
-        self.recycle.is_some()
+        match self {
+            HookIndices::V01(i) => i.recyclable(),
+            HookIndices::V02(i) => i.recyclable(),
+        }
     }
 
     pub fn exports(&self, stage: Stage) -> bool {
-        match stage {
-            Stage::Connect => self.connect.is_some(),
-            Stage::Helo => self.helo.is_some(),
-            Stage::Auth => self.auth.is_some(),
-            Stage::MailFrom => self.mail_from.is_some(),
-            Stage::RcptTo => self.rcpt_to.is_some(),
-            Stage::Data => self.data.is_some(),
-            Stage::Vrfy => self.vrfy.is_some(),
-            Stage::Expn => self.expn.is_some(),
-            Stage::Outcome => self.outcome.is_some(),
+        match self {
+            HookIndices::V01(i) => i.exports(stage),
+            HookIndices::V02(i) => i.exports(stage),
         }
     }
 }
 
-/// Guest export handles resolved on a live instance (resolved lazily, once).
-#[derive(Default)]
-struct GuestCache {
-    connect: Option<h::connect_hook::Guest>,
-    helo: Option<h::helo_hook::Guest>,
-    auth: Option<h::auth_hook::Guest>,
-    mail_from: Option<h::mail_from_hook::Guest>,
-    rcpt_to: Option<h::rcpt_to_hook::Guest>,
-    data: Option<h::data_hook::Guest>,
-    vrfy: Option<h::vrfy_hook::Guest>,
-    expn: Option<h::expn_hook::Guest>,
-    outcome: Option<h::outcome_hook::Guest>,
+enum GuestSet {
+    V01(v01::Guests),
+    V02(v02::Guests),
 }
 
 /// One instance of one plugin, serving one session at a time.
 pub(crate) struct Live {
     pub store: Store<PluginState>,
     pub instance: Instance,
-    cache: GuestCache,
+    guests: GuestSet,
     /// Sessions this instance has served (reuse is capped).
     pub sessions: u32,
     /// Set while a call is in flight: an instance whose call was abandoned
@@ -107,48 +218,35 @@ pub(crate) struct Live {
 }
 
 impl Live {
-    pub fn new(store: Store<PluginState>, instance: Instance) -> Live {
+    pub fn new(store: Store<PluginState>, instance: Instance, idx: &HookIndices) -> Live {
         Live {
             store,
             instance,
-            cache: GuestCache::default(),
+            guests: match idx {
+                HookIndices::V01(_) => GuestSet::V01(v01::Guests::default()),
+                HookIndices::V02(_) => GuestSet::V02(v02::Guests::default()),
+            },
             sessions: 1,
             busy: false,
         }
     }
 }
 
-/// Resolve (and cache) a guest export on a live instance.
-macro_rules! guest {
-    ($live:expr, $idx:expr, $field:ident) => {{
-        let live: &mut $crate::hooks::Live = $live;
-        match &live.cache.$field {
-            Some(g) => g.clone(),
-            None => {
-                let idx = $idx
-                    .$field
-                    .as_ref()
-                    .ok_or_else(|| wasmtime::format_err!("stage not exported"))?;
-                let g = idx.load(&mut live.store, &live.instance)?;
-                live.cache.$field = Some(g.clone());
-                g
-            }
-        }
-    }};
-}
-pub(crate) use guest;
-
-/// The arguments of one stage call, already converted to WIT types.
+/// The arguments of one stage call, in host types.
 pub(crate) enum Call<'a> {
     Connect,
-    Helo { name: &'a str, extended: bool },
-    Auth(&'a wit::Credentials),
-    MailFrom(&'a wit::EnvelopeAddress),
-    RcptTo(&'a wit::EnvelopeAddress),
+    Helo {
+        name: &'a str,
+        extended: bool,
+    },
+    Auth(&'a Credentials),
+    MailFrom(&'a EnvelopeAddress),
+    RcptTo(&'a EnvelopeAddress),
     Data(&'a Arc<MessageData>),
     Vrfy(&'a str),
     Expn(&'a str),
-    Outcome(&'a wit::Outcome),
+    /// 0.1 observers get one outcome per call, 0.2 observers a batch.
+    Outcomes(&'a [Outcome]),
 }
 
 impl Call<'_> {
@@ -162,45 +260,63 @@ impl Call<'_> {
             Call::Data(_) => Stage::Data,
             Call::Vrfy(_) => Stage::Vrfy,
             Call::Expn(_) => Stage::Expn,
-            Call::Outcome(_) => Stage::Outcome,
+            Call::Outcomes(_) => Stage::Outcome,
         }
     }
 }
 
-/// What a stage call returned, before validation.
+/// What the data stage returned, in host types, not yet validated.
+pub(crate) struct DataReturn {
+    pub verdict: Verdict,
+    pub add_headers: Vec<(String, String)>,
+    pub changes: MessageChanges,
+}
+
+impl DataReturn {
+    /// Nothing added or changed (the answer of every other stage).
+    pub fn none() -> DataReturn {
+        DataReturn {
+            verdict: Verdict::Pass,
+            add_headers: Vec::new(),
+            changes: MessageChanges::default(),
+        }
+    }
+}
+
+/// What a stage call returned, in host types, not yet validated.
 pub(crate) enum Returned {
-    Verdict(wit::Verdict),
-    Data(wit::DataResult),
+    Verdict(Verdict),
+    Data(DataReturn),
     Nothing,
+}
+
+/// One stage's arguments converted for each contract version, at most once
+/// per stage whatever the number of plugins.
+#[derive(Default)]
+pub(crate) struct Prepared {
+    v01: Option<v01::Args>,
+    v02: Option<v02::Args>,
 }
 
 pub(crate) async fn call(
     live: &mut Live,
     idx: &HookIndices,
-    session: &wit::Session,
+    ctx: &Arc<SessionContext>,
+    prepared: &mut Prepared,
     call: &Call<'_>,
 ) -> wasmtime::Result<Returned> {
-    Ok(match call {
-        Call::Connect => Returned::Verdict(connect::call(live, idx, session).await?),
-        Call::Helo { name, extended } => {
-            Returned::Verdict(helo::call(live, idx, session, name, *extended).await?)
-        }
-        Call::Auth(c) => Returned::Verdict(auth::call(live, idx, session, c).await?),
-        Call::MailFrom(a) => Returned::Verdict(mail_from::call(live, idx, session, a).await?),
-        Call::RcptTo(a) => Returned::Verdict(rcpt_to::call(live, idx, session, a).await?),
-        Call::Data(m) => Returned::Data(data::call(live, idx, session, m).await?),
-        Call::Vrfy(a) => Returned::Verdict(vrfy::call(live, idx, session, a).await?),
-        Call::Expn(a) => Returned::Verdict(expn::call(live, idx, session, a).await?),
-        Call::Outcome(o) => {
-            outcome::call(live, idx, session, o).await?;
-            Returned::Nothing
-        }
-    })
+    match idx {
+        HookIndices::V01(i) => v01::call(live, i, ctx, &mut prepared.v01, call).await,
+        HookIndices::V02(i) => v02::call(live, i, ctx, &mut prepared.v02, call).await,
+    }
 }
 
 /// Ask an instance that served a session whether it may serve another.
 pub(crate) async fn run_recycle(live: &mut Live, idx: &HookIndices) -> wasmtime::Result<bool> {
-    recycle::call(live, idx).await
+    match idx {
+        HookIndices::V01(i) => v01::recycle(live, i).await,
+        HookIndices::V02(i) => v02::recycle(live, i).await,
+    }
 }
 
 /// Run the plugin's `init` export, if it has one.
@@ -209,5 +325,8 @@ pub(crate) async fn run_init(
     idx: &HookIndices,
     config: &str,
 ) -> wasmtime::Result<Result<(), String>> {
-    init::call(live, idx, config).await
+    match idx {
+        HookIndices::V01(i) => v01::init(live, i, config).await,
+        HookIndices::V02(i) => v02::init(live, i, config).await,
+    }
 }

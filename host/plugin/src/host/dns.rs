@@ -8,31 +8,23 @@
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use crate::bindings::postern::policy::dns::{DnsError, Host, Mx};
+use super::Refused;
 use crate::capability::{DnsAnswer, DnsFailure, DnsQuery};
 use crate::state::PluginState;
 
-type Answer<T> = wasmtime::Result<Result<T, DnsError>>;
-
-fn to_wit(f: DnsFailure) -> DnsError {
-    match f {
-        DnsFailure::NxDomain => DnsError::NxDomain,
-        DnsFailure::NoRecords => DnsError::NoRecords,
-        DnsFailure::Temporary(m) => DnsError::Temporary(m),
-        DnsFailure::Invalid(m) => DnsError::Invalid(m),
-    }
-}
-
 impl PluginState {
-    async fn dns(&mut self, query: DnsQuery) -> Result<DnsAnswer, DnsError> {
+    async fn dns(&mut self, query: DnsQuery) -> Result<DnsAnswer, Refused<DnsFailure>> {
         if !self.meta.grants.dns {
             self.log_denied("dns look-up", "dns");
-            return Err(DnsError::Denied);
+            return Err(Refused::Denied);
         }
         if let DnsQuery::A(n) | DnsQuery::Aaaa(n) | DnsQuery::Mx(n) | DnsQuery::Txt(n) = &query
             && (n.is_empty() || n.len() > 253 + 1)
         {
-            return Err(DnsError::Invalid(format!("bad name length {}", n.len())));
+            return Err(Refused::Failed(DnsFailure::Invalid(format!(
+                "bad name length {}",
+                n.len()
+            ))));
         }
         let budget = lookup_budget(self.deadline.saturating_duration_since(Instant::now()));
         let answer = if budget.is_zero() {
@@ -42,16 +34,18 @@ impl PluginState {
                 .await
                 .ok()
         };
-        answer.map(|r| r.map_err(to_wit)).unwrap_or_else(|| {
-            tracing::info!(
-                target: "postern::plugin",
-                plugin = %self.meta.name,
-                session = %self.session_id,
-                budget_ms = budget.as_millis() as u64,
-                "dns look-up abandoned: the plugin call's deadline is near"
-            );
-            Err(DnsError::Temporary("timeout".into()))
-        })
+        answer
+            .map(|r| r.map_err(Refused::Failed))
+            .unwrap_or_else(|| {
+                tracing::info!(
+                    target: "postern::plugin",
+                    plugin = %self.meta.name,
+                    session = %self.session_id,
+                    budget_ms = budget.as_millis() as u64,
+                    "dns look-up abandoned: the plugin call's deadline is near"
+                );
+                Err(Refused::Failed(DnsFailure::Temporary("timeout".into())))
+            })
     }
 }
 
@@ -72,47 +66,87 @@ fn addrs(a: DnsAnswer) -> Vec<String> {
     }
 }
 
-impl Host for PluginState {
-    async fn lookup_a(&mut self, name: String) -> Answer<Vec<String>> {
-        Ok(self.dns(DnsQuery::A(name)).await.map(addrs))
-    }
+/// The `dns` interface of one contract version (the same functions in both).
+macro_rules! dns_host {
+    ($v:ident) => {
+        const _: () = {
+            use crate::bindings::$v::postern::policy::dns::{DnsError, Host, Mx};
 
-    async fn lookup_aaaa(&mut self, name: String) -> Answer<Vec<String>> {
-        Ok(self.dns(DnsQuery::Aaaa(name)).await.map(addrs))
-    }
+            type Answer<T> = wasmtime::Result<Result<T, DnsError>>;
 
-    async fn lookup_mx(&mut self, name: String) -> Answer<Vec<Mx>> {
-        Ok(self.dns(DnsQuery::Mx(name)).await.map(|a| match a {
-            DnsAnswer::Mx(v) => v
-                .into_iter()
-                .map(|(preference, exchange)| Mx {
-                    preference,
-                    exchange,
-                })
-                .collect(),
-            _ => Vec::new(),
-        }))
-    }
+            fn to_wit(f: Refused<DnsFailure>) -> DnsError {
+                match f {
+                    Refused::Denied => DnsError::Denied,
+                    Refused::Failed(DnsFailure::NxDomain) => DnsError::NxDomain,
+                    Refused::Failed(DnsFailure::NoRecords) => DnsError::NoRecords,
+                    Refused::Failed(DnsFailure::Temporary(m)) => DnsError::Temporary(m),
+                    Refused::Failed(DnsFailure::Invalid(m)) => DnsError::Invalid(m),
+                }
+            }
 
-    async fn lookup_txt(&mut self, name: String) -> Answer<Vec<String>> {
-        Ok(self.dns(DnsQuery::Txt(name)).await.map(|a| match a {
-            DnsAnswer::Txt(v) => v,
-            _ => Vec::new(),
-        }))
-    }
+            impl Host for PluginState {
+                async fn lookup_a(&mut self, name: String) -> Answer<Vec<String>> {
+                    Ok(self.dns(DnsQuery::A(name)).await.map(addrs).map_err(to_wit))
+                }
 
-    async fn lookup_ptr(&mut self, ip: String) -> Answer<Vec<String>> {
-        let Ok(addr) = ip.trim().parse::<IpAddr>() else {
-            return Ok(Err(DnsError::Invalid(format!(
-                "{ip:?} is not an IP address"
-            ))));
+                async fn lookup_aaaa(&mut self, name: String) -> Answer<Vec<String>> {
+                    Ok(self
+                        .dns(DnsQuery::Aaaa(name))
+                        .await
+                        .map(addrs)
+                        .map_err(to_wit))
+                }
+
+                async fn lookup_mx(&mut self, name: String) -> Answer<Vec<Mx>> {
+                    Ok(self
+                        .dns(DnsQuery::Mx(name))
+                        .await
+                        .map(|a| match a {
+                            DnsAnswer::Mx(v) => v
+                                .into_iter()
+                                .map(|(preference, exchange)| Mx {
+                                    preference,
+                                    exchange,
+                                })
+                                .collect(),
+                            _ => Vec::new(),
+                        })
+                        .map_err(to_wit))
+                }
+
+                async fn lookup_txt(&mut self, name: String) -> Answer<Vec<String>> {
+                    Ok(self
+                        .dns(DnsQuery::Txt(name))
+                        .await
+                        .map(|a| match a {
+                            DnsAnswer::Txt(v) => v,
+                            _ => Vec::new(),
+                        })
+                        .map_err(to_wit))
+                }
+
+                async fn lookup_ptr(&mut self, ip: String) -> Answer<Vec<String>> {
+                    let Ok(addr) = ip.trim().parse::<IpAddr>() else {
+                        return Ok(Err(DnsError::Invalid(format!(
+                            "{ip:?} is not an IP address"
+                        ))));
+                    };
+                    Ok(self
+                        .dns(DnsQuery::Ptr(addr))
+                        .await
+                        .map(|a| match a {
+                            DnsAnswer::Names(v) => v,
+                            _ => Vec::new(),
+                        })
+                        .map_err(to_wit))
+                }
+            }
         };
-        Ok(self.dns(DnsQuery::Ptr(addr)).await.map(|a| match a {
-            DnsAnswer::Names(v) => v,
-            _ => Vec::new(),
-        }))
-    }
+    };
 }
+
+dns_host!(v01);
+dns_host!(v02);
 
 #[cfg(test)]
 mod tests {

@@ -1,7 +1,6 @@
 //! `postern:policy/log`: structured plugin logging, tagged with plugin name
 //! and session id. Messages and fields are capped in size.
 
-use crate::bindings::postern::policy::log::{Host, Level};
 use crate::state::PluginState;
 
 const MAX_MESSAGE: usize = 4096;
@@ -36,42 +35,54 @@ fn render(fields: &[(String, String)]) -> String {
     out
 }
 
-impl Host for PluginState {
-    async fn log(
-        &mut self,
-        level: Level,
-        message: String,
-        fields: Vec<(String, String)>,
-    ) -> wasmtime::Result<()> {
-        let plugin = &*self.meta.name;
-        let session = &*self.session_id;
-        let message = cap(&message, MAX_MESSAGE);
-        // Fields are rendered only for a record that will be written.
-        macro_rules! emit {
-            ($lvl:expr) => {
-                if tracing::enabled!(target: "postern::plugin", $lvl) {
-                    let fields = render(&fields);
-                    tracing::event!(
-                        target: "postern::plugin",
-                        $lvl,
-                        plugin = %plugin,
-                        session = %session,
-                        fields = %fields,
-                        "{message}"
-                    )
+/// The `log` interface of one contract version (the same in both).
+macro_rules! log_host {
+    ($v:ident) => {
+        const _: () = {
+            use crate::bindings::$v::postern::policy::log::{Host, Level};
+
+            impl Host for PluginState {
+                async fn log(
+                    &mut self,
+                    level: Level,
+                    message: String,
+                    fields: Vec<(String, String)>,
+                ) -> wasmtime::Result<()> {
+                    let plugin = &*self.meta.name;
+                    let session = &*self.session_id;
+                    let message = cap(&message, MAX_MESSAGE);
+                    // Fields are rendered only for a record that will be written.
+                    macro_rules! emit {
+                                    ($lvl:expr) => {
+                                        if tracing::enabled!(target: "postern::plugin", $lvl) {
+                                            let fields = render(&fields);
+                                            tracing::event!(
+                                                target: "postern::plugin",
+                                                $lvl,
+                                                plugin = %plugin,
+                                                session = %session,
+                                                fields = %fields,
+                                                "{message}"
+                                            )
+                                        }
+                                    };
+                                }
+                    match level {
+                        Level::Trace => emit!(tracing::Level::TRACE),
+                        Level::Debug => emit!(tracing::Level::DEBUG),
+                        Level::Info => emit!(tracing::Level::INFO),
+                        Level::Warn => emit!(tracing::Level::WARN),
+                        Level::Error => emit!(tracing::Level::ERROR),
+                    }
+                    Ok(())
                 }
-            };
-        }
-        match level {
-            Level::Trace => emit!(tracing::Level::TRACE),
-            Level::Debug => emit!(tracing::Level::DEBUG),
-            Level::Info => emit!(tracing::Level::INFO),
-            Level::Warn => emit!(tracing::Level::WARN),
-            Level::Error => emit!(tracing::Level::ERROR),
-        }
-        Ok(())
-    }
+            }
+        };
+    };
 }
+
+log_host!(v01);
+log_host!(v02);
 
 #[cfg(test)]
 mod tests {

@@ -9,83 +9,10 @@ use std::time::Instant;
 
 use wasmtime::component::Resource;
 
-use crate::bindings::postern::policy::mail_auth as wit;
+use super::Refused;
 use crate::mail_auth::{self as ma, Identities, SignRequest};
 use crate::message::MessageHandle;
 use crate::state::PluginState;
-
-type Answer<T> = wasmtime::Result<Result<T, wit::MailAuthError>>;
-
-fn result(r: ma::AuthResult) -> wit::AuthResult {
-    use ma::AuthResult as A;
-    use wit::AuthResult as W;
-    match r {
-        A::None => W::None,
-        A::Pass => W::Pass,
-        A::Fail => W::Fail,
-        A::SoftFail => W::Softfail,
-        A::Neutral => W::Neutral,
-        A::TempError => W::Temperror,
-        A::PermError => W::Permerror,
-    }
-}
-
-fn policy(p: ma::DmarcPolicy) -> wit::DmarcPolicy {
-    match p {
-        ma::DmarcPolicy::None => wit::DmarcPolicy::None,
-        ma::DmarcPolicy::Quarantine => wit::DmarcPolicy::Quarantine,
-        ma::DmarcPolicy::Reject => wit::DmarcPolicy::Reject,
-        ma::DmarcPolicy::Unspecified => wit::DmarcPolicy::Unspecified,
-    }
-}
-
-fn spf_check(c: ma::SpfCheck) -> wit::SpfCheck {
-    wit::SpfCheck {
-        result: result(c.result),
-        domain: c.domain,
-        explanation: c.explanation,
-    }
-}
-
-fn spf(o: ma::SpfOutcome) -> wit::SpfOutcome {
-    wit::SpfOutcome {
-        helo: spf_check(o.helo),
-        mail_from: spf_check(o.mail_from),
-    }
-}
-
-fn outcome(o: ma::AuthOutcome) -> wit::AuthOutcome {
-    wit::AuthOutcome {
-        spf: spf(o.spf),
-        dkim: o
-            .dkim
-            .into_iter()
-            .map(|d| wit::DkimSignature {
-                domain: d.domain,
-                selector: d.selector,
-                algorithm: d.algorithm,
-                result: result(d.result),
-                error: d.error,
-            })
-            .collect(),
-        arc: wit::ArcOutcome {
-            result: result(o.arc.result),
-            instances: o.arc.instances,
-            error: o.arc.error,
-        },
-        dmarc: wit::DmarcOutcome {
-            from_domain: o.dmarc.from_domain,
-            result: result(o.dmarc.result),
-            spf_aligned: o.dmarc.spf_aligned,
-            dkim_aligned: o.dmarc.dkim_aligned,
-            record_found: o.dmarc.record_found,
-            policy: policy(o.dmarc.policy),
-            published_p: policy(o.dmarc.published_p),
-            published_sp: policy(o.dmarc.published_sp),
-            pct: o.dmarc.pct,
-        },
-    }
-}
 
 impl PluginState {
     fn mail_auth_ids(
@@ -93,16 +20,17 @@ impl PluginState {
         client_ip: &str,
         helo: String,
         mail_from: String,
-    ) -> Result<Identities, wit::MailAuthError> {
+    ) -> Result<Identities, Refused<String>> {
         if !self.meta.grants.mail_auth {
             self.log_denied("mail-auth call", "mail-auth");
-            return Err(wit::MailAuthError::Denied);
+            return Err(Refused::Denied);
         }
-        let client_ip = client_ip.trim().parse::<IpAddr>().map_err(|_| {
-            wit::MailAuthError::Invalid(format!("{client_ip:?} is not an IP address"))
-        })?;
+        let client_ip = client_ip
+            .trim()
+            .parse::<IpAddr>()
+            .map_err(|_| Refused::Failed(format!("{client_ip:?} is not an IP address")))?;
         if helo.len() > 255 || mail_from.len() > 512 {
-            return Err(wit::MailAuthError::Invalid("identity too long".into()));
+            return Err(Refused::Failed("identity too long".into()));
         }
         Ok(Identities {
             client_ip,
@@ -123,96 +51,188 @@ fn timed_out() -> ma::AuthResult {
     ma::AuthResult::TempError
 }
 
-impl wit::Host for PluginState {
-    async fn check_spf(
-        &mut self,
-        client_ip: String,
-        helo: String,
-        mail_from: String,
-    ) -> Answer<wit::SpfOutcome> {
-        let ids = match self.mail_auth_ids(&client_ip, helo, mail_from) {
-            Ok(ids) => ids,
-            Err(e) => return Ok(Err(e)),
-        };
-        let backend = self.services.mail_auth.clone();
-        let out = within(self.deadline, backend.check_spf(ids))
-            .await
-            .unwrap_or_else(|| {
-                let t = ma::SpfCheck {
-                    result: timed_out(),
-                    ..Default::default()
-                };
-                ma::SpfOutcome {
-                    helo: t.clone(),
-                    mail_from: t,
-                }
-            });
-        Ok(Ok(spf(out)))
-    }
+/// The `mail-auth` interface of one contract version (the same in both).
+macro_rules! mail_auth_host {
+    ($v:ident) => {
+        const _: () = {
+            use crate::bindings::$v::postern::policy::mail_auth as wit;
 
-    async fn authenticate(
-        &mut self,
-        message: Resource<MessageHandle>,
-        client_ip: String,
-        helo: String,
-        mail_from: String,
-    ) -> Answer<wit::AuthOutcome> {
-        let data = self.table.get(&message)?.0.clone();
-        let ids = match self.mail_auth_ids(&client_ip, helo, mail_from) {
-            Ok(ids) => ids,
-            Err(e) => return Ok(Err(e)),
-        };
-        let backend = self.services.mail_auth.clone();
-        let out = within(self.deadline, backend.authenticate(data, ids))
-            .await
-            .unwrap_or_else(|| {
-                let t = ma::SpfCheck {
-                    result: timed_out(),
-                    ..Default::default()
-                };
-                ma::AuthOutcome {
-                    spf: ma::SpfOutcome {
-                        helo: t.clone(),
-                        mail_from: t,
-                    },
-                    arc: ma::ArcOutcome {
-                        result: timed_out(),
-                        ..Default::default()
-                    },
-                    dmarc: ma::DmarcOutcome {
-                        result: timed_out(),
-                        ..Default::default()
-                    },
-                    dkim: Vec::new(),
-                }
-            });
-        Ok(Ok(outcome(out)))
-    }
+            type Answer<T> = wasmtime::Result<Result<T, wit::MailAuthError>>;
 
-    async fn dkim_sign(
-        &mut self,
-        message: Resource<MessageHandle>,
-        domain: String,
-        selector: String,
-        algorithm: String,
-        private_key_pem: String,
-        headers: Vec<String>,
-    ) -> Answer<String> {
-        if let Err(e) = self.mail_auth_ids("0.0.0.0", String::new(), String::new()) {
-            return Ok(Err(e));
-        }
-        let data = self.table.get(&message)?.0.clone();
-        let request = SignRequest {
-            domain,
-            selector,
-            algorithm,
-            private_key_pem,
-            headers,
+            fn result(r: ma::AuthResult) -> wit::AuthResult {
+                use ma::AuthResult as A;
+                use wit::AuthResult as W;
+                match r {
+                    A::None => W::None,
+                    A::Pass => W::Pass,
+                    A::Fail => W::Fail,
+                    A::SoftFail => W::Softfail,
+                    A::Neutral => W::Neutral,
+                    A::TempError => W::Temperror,
+                    A::PermError => W::Permerror,
+                }
+            }
+
+            fn policy(p: ma::DmarcPolicy) -> wit::DmarcPolicy {
+                match p {
+                    ma::DmarcPolicy::None => wit::DmarcPolicy::None,
+                    ma::DmarcPolicy::Quarantine => wit::DmarcPolicy::Quarantine,
+                    ma::DmarcPolicy::Reject => wit::DmarcPolicy::Reject,
+                    ma::DmarcPolicy::Unspecified => wit::DmarcPolicy::Unspecified,
+                }
+            }
+
+            fn spf_check(c: ma::SpfCheck) -> wit::SpfCheck {
+                wit::SpfCheck {
+                    result: result(c.result),
+                    domain: c.domain,
+                    explanation: c.explanation,
+                }
+            }
+
+            fn spf(o: ma::SpfOutcome) -> wit::SpfOutcome {
+                wit::SpfOutcome {
+                    helo: spf_check(o.helo),
+                    mail_from: spf_check(o.mail_from),
+                }
+            }
+
+            fn outcome(o: ma::AuthOutcome) -> wit::AuthOutcome {
+                wit::AuthOutcome {
+                    spf: spf(o.spf),
+                    dkim: o
+                        .dkim
+                        .into_iter()
+                        .map(|d| wit::DkimSignature {
+                            domain: d.domain,
+                            selector: d.selector,
+                            algorithm: d.algorithm,
+                            result: result(d.result),
+                            error: d.error,
+                        })
+                        .collect(),
+                    arc: wit::ArcOutcome {
+                        result: result(o.arc.result),
+                        instances: o.arc.instances,
+                        error: o.arc.error,
+                    },
+                    dmarc: wit::DmarcOutcome {
+                        from_domain: o.dmarc.from_domain,
+                        result: result(o.dmarc.result),
+                        spf_aligned: o.dmarc.spf_aligned,
+                        dkim_aligned: o.dmarc.dkim_aligned,
+                        record_found: o.dmarc.record_found,
+                        policy: policy(o.dmarc.policy),
+                        published_p: policy(o.dmarc.published_p),
+                        published_sp: policy(o.dmarc.published_sp),
+                        pct: o.dmarc.pct,
+                    },
+                }
+            }
+
+            fn error(e: Refused<String>) -> wit::MailAuthError {
+                match e {
+                    Refused::Denied => wit::MailAuthError::Denied,
+                    Refused::Failed(m) => wit::MailAuthError::Invalid(m),
+                }
+            }
+
+            impl wit::Host for PluginState {
+                async fn check_spf(
+                    &mut self,
+                    client_ip: String,
+                    helo: String,
+                    mail_from: String,
+                ) -> Answer<wit::SpfOutcome> {
+                    let ids = match self.mail_auth_ids(&client_ip, helo, mail_from) {
+                        Ok(ids) => ids,
+                        Err(e) => return Ok(Err(error(e))),
+                    };
+                    let backend = self.services.mail_auth.clone();
+                    let out = within(self.deadline, backend.check_spf(ids))
+                        .await
+                        .unwrap_or_else(|| {
+                            let t = ma::SpfCheck {
+                                result: timed_out(),
+                                ..Default::default()
+                            };
+                            ma::SpfOutcome {
+                                helo: t.clone(),
+                                mail_from: t,
+                            }
+                        });
+                    Ok(Ok(spf(out)))
+                }
+
+                async fn authenticate(
+                    &mut self,
+                    message: Resource<MessageHandle>,
+                    client_ip: String,
+                    helo: String,
+                    mail_from: String,
+                ) -> Answer<wit::AuthOutcome> {
+                    let data = self.table.get(&message)?.0.clone();
+                    let ids = match self.mail_auth_ids(&client_ip, helo, mail_from) {
+                        Ok(ids) => ids,
+                        Err(e) => return Ok(Err(error(e))),
+                    };
+                    let backend = self.services.mail_auth.clone();
+                    let out = within(self.deadline, backend.authenticate(data, ids))
+                        .await
+                        .unwrap_or_else(|| {
+                            let t = ma::SpfCheck {
+                                result: timed_out(),
+                                ..Default::default()
+                            };
+                            ma::AuthOutcome {
+                                spf: ma::SpfOutcome {
+                                    helo: t.clone(),
+                                    mail_from: t,
+                                },
+                                arc: ma::ArcOutcome {
+                                    result: timed_out(),
+                                    ..Default::default()
+                                },
+                                dmarc: ma::DmarcOutcome {
+                                    result: timed_out(),
+                                    ..Default::default()
+                                },
+                                dkim: Vec::new(),
+                            }
+                        });
+                    Ok(Ok(outcome(out)))
+                }
+
+                async fn dkim_sign(
+                    &mut self,
+                    message: Resource<MessageHandle>,
+                    domain: String,
+                    selector: String,
+                    algorithm: String,
+                    private_key_pem: String,
+                    headers: Vec<String>,
+                ) -> Answer<String> {
+                    if let Err(e) = self.mail_auth_ids("0.0.0.0", String::new(), String::new()) {
+                        return Ok(Err(error(e)));
+                    }
+                    let data = self.table.get(&message)?.0.clone();
+                    let request = SignRequest {
+                        domain,
+                        selector,
+                        algorithm,
+                        private_key_pem,
+                        headers,
+                    };
+                    Ok(self
+                        .services
+                        .mail_auth
+                        .dkim_sign(&data, request)
+                        .map_err(wit::MailAuthError::Invalid))
+                }
+            }
         };
-        Ok(self
-            .services
-            .mail_auth
-            .dkim_sign(&data, request)
-            .map_err(wit::MailAuthError::Invalid))
-    }
+    };
 }
+
+mail_auth_host!(v01);
+mail_auth_host!(v02);

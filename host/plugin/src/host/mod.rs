@@ -8,19 +8,34 @@ mod log;
 mod mail_auth;
 mod message;
 
-use crate::bindings::postern::policy::{clock, types};
 use crate::state::PluginState;
 
-impl types::Host for PluginState {}
-
-impl clock::Host for PluginState {
-    async fn now_ms(&mut self) -> wasmtime::Result<u64> {
-        Ok(std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0))
-    }
+/// A host call refused: the capability is not granted, or the call failed
+/// (each interface maps this to its own WIT error).
+pub(crate) enum Refused<F> {
+    Denied,
+    Failed(F),
 }
+
+/// `types` (nothing to call in 0.1; 0.2's `session` resource is in
+/// `crate::session`) and `clock`, for one contract version.
+macro_rules! common_host {
+    ($v:ident) => {
+        impl crate::bindings::$v::postern::policy::types::Host for PluginState {}
+
+        impl crate::bindings::$v::postern::policy::clock::Host for PluginState {
+            async fn now_ms(&mut self) -> wasmtime::Result<u64> {
+                Ok(std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_millis() as u64)
+                    .unwrap_or(0))
+            }
+        }
+    };
+}
+
+common_host!(v01);
+common_host!(v02);
 
 impl PluginState {
     /// Log a host call refused because the plugin lacks `capability`

@@ -176,7 +176,7 @@ impl Session {
         let step = match &d.verdict {
             Verdict::Accept | Verdict::AcceptWith(_) => {
                 crate::metrics::auth("ok");
-                self.ctx.auth_user = Some(creds.username.clone());
+                self.ctx_mut().auth_user = Some(creds.username.clone());
                 self.remember_authenticated(&creds.username).await;
                 tracing::info!(user = ?creds.username, mechanism = %creds.mechanism, "authenticated");
                 Step::Reply(r(235, 2, 7, 0, "Authentication successful"))

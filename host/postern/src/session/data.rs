@@ -10,10 +10,11 @@
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use postern_plugin::{MessageData, Stage, Stored, Verdict};
+use postern_plugin::{Decision, MessageData, Stage, Stored, Verdict};
 use postern_protocol::DataOutcome;
 use postern_spool::{Envelope, Recipient};
 
+use super::changes::{apply_envelope, header_section, rewrite_headers};
 use super::envelope::{raw_params, recipient_text, sender_text};
 use super::{Observed, Session, Step, refusal, replies, step_reply};
 use crate::incoming::Incoming;
@@ -58,7 +59,7 @@ impl Session {
         let d = self.chain.data(&self.ctx, &message).await;
         let step = match &d.verdict {
             Verdict::Pass | Verdict::Accept | Verdict::AcceptWith(_) => {
-                self.spool_message(&message, &d.headers).await
+                self.spool_message(&message, &d).await
             }
             v => refusal(v),
         };
@@ -126,7 +127,8 @@ impl Session {
         Ok((hops >= max).then(|| replies::too_many_hops(hops)))
     }
 
-    async fn spool_message(&mut self, message: &MessageData, added: &[(String, String)]) -> Step {
+    async fn spool_message(&mut self, message: &MessageData, d: &Decision) -> Step {
+        let added = &d.headers;
         let Some(tx) = &self.tx else {
             return Step::Reply(replies::need_mail());
         };
@@ -157,6 +159,21 @@ impl Session {
             extra.push_str(value);
             extra.push_str("\r\n");
         }
+        // What the data stage asked to change (0.2): the envelope now, the
+        // header section below.
+        if !d.changes.envelope.is_empty() {
+            let Some(tx) = self.tx.as_mut() else {
+                return Step::Reply(replies::need_mail());
+            };
+            if let Err(e) = apply_envelope(tx, &d.changes.envelope) {
+                tracing::warn!(queue_id = %id, "data-stage envelope changes refused: {e}");
+                return Step::Reply(replies::changes_failed());
+            }
+            tracing::info!(queue_id = %id, changes = d.changes.envelope.len(), "envelope changed by the data stage");
+        }
+        let Some(tx) = &self.tx else {
+            return Step::Reply(replies::need_mail());
+        };
         let envelope = Envelope {
             queue_id: id.clone(),
             received_at_unix_ms: now
@@ -180,22 +197,36 @@ impl Session {
                 .collect(),
             session_id: self.ctx.id.to_string(),
         };
-        let head: [&[u8]; 2] = [trace.as_bytes(), extra.as_bytes()];
+        // The header section as plugins changed it, and where the rest of
+        // the message starts.
+        let (section, rest_at) = if d.changes.headers.is_empty() {
+            (Vec::new(), 0)
+        } else {
+            match header_section(message) {
+                Ok(s) => (rewrite_headers(&s, &d.changes.headers), s.len()),
+                Err(e) => {
+                    tracing::error!(queue_id = %id, error = %e, "cannot read the header section");
+                    return Step::Reply(replies::storage_failure());
+                }
+            }
+        };
+        let head: [&[u8]; 3] = [trace.as_bytes(), extra.as_bytes(), &section];
         let committed = match message.stored() {
             Stored::Memory(bytes) => {
-                let parts: [&[u8]; 3] = [head[0], head[1], bytes];
+                let parts: [&[u8]; 4] = [head[0], head[1], head[2], &bytes[rest_at..]];
                 self.spool.commit(&envelope, &parts).await
             }
             Stored::File { file, len } => {
+                let at = rest_at as u64;
                 self.spool
-                    .commit_file(&envelope, &head, Arc::clone(file), len)
+                    .commit_file_range(&envelope, &head, Arc::clone(file), at, len - at)
                     .await
             }
         };
         match committed {
             Ok(()) => {
                 crate::metrics::message("queued");
-                self.ctx.messages_accepted += 1;
+                self.ctx_mut().messages_accepted += 1;
                 tracing::info!(
                     queue_id = %id,
                     from = %envelope.mail_from,

@@ -7,6 +7,7 @@
 //! (8BITMIME), RFC 6531 (SMTPUTF8), RFC 2920 (PIPELINING, with `conn.rs`).
 
 mod auth;
+mod changes;
 mod data;
 mod enumeration;
 mod envelope;
@@ -78,7 +79,10 @@ pub struct Session {
     kv: Arc<dyn KvBackend>,
     tls_available: bool,
     chain: SessionChain,
-    ctx: SessionContext,
+    /// What plugins see of the session: shared with the stage calls in
+    /// progress (0.2 lends it as a handle), copied only when changed while
+    /// shared (`ctx_mut`).
+    ctx: Arc<SessionContext>,
     phase: Phase,
     tx: Option<Transaction>,
     bad_commands: u32,
@@ -105,7 +109,7 @@ impl Session {
             kv: env.kv,
             tls_available: env.tls_available,
             chain,
-            ctx,
+            ctx: Arc::new(ctx),
             phase: Phase::Connected,
             tx: None,
             bad_commands: 0,
@@ -121,11 +125,12 @@ impl Session {
     pub fn tls_started(&mut self, info: TlsInfo) {
         tracing::info!(protocol = %info.protocol, cipher = %info.cipher, "TLS established");
         self.reset();
-        self.ctx.helo = None;
-        self.ctx.esmtp = false;
-        self.ctx.auth_user = None;
+        let ctx = self.ctx_mut();
+        ctx.helo = None;
+        ctx.esmtp = false;
+        ctx.auth_user = None;
+        ctx.tls = Some(info);
         self.exchange = None;
-        self.ctx.tls = Some(info);
         if self.phase != Phase::Refused {
             self.phase = Phase::NeedHelo;
         }
@@ -146,6 +151,12 @@ impl Session {
         &self.ctx
     }
 
+    /// The session state, to change it (copied first if a stage call still
+    /// holds the previous state).
+    fn ctx_mut(&mut self) -> &mut SessionContext {
+        Arc::make_mut(&mut self.ctx)
+    }
+
     /// Maximum DATA size for the transaction in progress.
     pub fn data_limit(&self) -> u64 {
         self.config.max_message_size
@@ -155,29 +166,43 @@ impl Session {
         if !self.chain.wants(Stage::Outcome) {
             return;
         }
-        let outcome = Outcome {
-            stage: Some(o.stage),
-            argument: o.argument.to_string(),
-            code: reply.code,
-            enhanced: reply.enhanced.map(|e| e.to_string()),
-            text: reply.lines.join(" "),
-            decided_by: o.decided_by,
-        };
-        self.chain.outcome(&self.ctx, &outcome).await;
+        let outcome = Outcome::new(
+            &self.ctx,
+            Some(o.stage),
+            o.argument.to_string(),
+            (
+                reply.code,
+                reply.enhanced.map(|e| e.to_string()),
+                reply.lines.join(" "),
+            ),
+            o.decided_by,
+        );
+        self.chain.outcome(&self.ctx, outcome).await;
     }
 
-    /// Tell observers the session ended.
+    /// Whether outcomes wait for 0.2 observers (their transaction ended):
+    /// the connection delivers them once the replies are written.
+    pub fn outcomes_ready(&self) -> bool {
+        self.chain.batch_ready()
+    }
+
+    /// Hand the waiting outcomes to the 0.2 observers.
+    pub async fn deliver_outcomes(&mut self) {
+        self.chain.deliver_outcomes(&self.ctx).await;
+    }
+
+    /// Tell observers the session ended (0.2 observers get what is left).
     pub async fn finish(&mut self) {
         if self.chain.wants(Stage::Outcome) {
-            let outcome = Outcome {
-                stage: None,
-                argument: String::new(),
-                code: 0,
-                enhanced: None,
-                text: String::new(),
-                decided_by: None,
-            };
-            self.chain.outcome(&self.ctx, &outcome).await;
+            let outcome = Outcome::new(
+                &self.ctx,
+                None,
+                String::new(),
+                (0, None, String::new()),
+                None,
+            );
+            self.chain.outcome(&self.ctx, outcome).await;
+            self.chain.deliver_outcomes(&self.ctx).await;
         }
     }
 
@@ -276,10 +301,18 @@ impl Session {
         }
     }
 
+    /// End the transaction (if any): its outcomes form a batch for 0.2
+    /// observers.
     fn reset(&mut self) {
+        if self.tx.is_some() || self.ctx.mail_from.is_some() {
+            self.chain.close_batch();
+        }
         self.tx = None;
-        self.ctx.mail_from = None;
-        self.ctx.recipients.clear();
+        if self.ctx.mail_from.is_some() || !self.ctx.recipients.is_empty() {
+            let ctx = self.ctx_mut();
+            ctx.mail_from = None;
+            ctx.recipients.clear();
+        }
     }
 
     fn starttls_offered(&self) -> bool {
@@ -316,9 +349,10 @@ impl Session {
     async fn helo(&mut self, name: String, extended: bool) -> Step {
         // RFC 5321 §4.1.4: HELO/EHLO resets any transaction.
         self.reset();
-        let previous = (self.ctx.helo.take(), self.ctx.esmtp);
-        self.ctx.helo = Some(name.clone());
-        self.ctx.esmtp = extended;
+        let ctx = self.ctx_mut();
+        let previous = (ctx.helo.take(), ctx.esmtp);
+        ctx.helo = Some(name.clone());
+        ctx.esmtp = extended;
         let d = self.chain.helo(&self.ctx, &name, extended).await;
         let accepted = matches!(
             d.verdict,
@@ -337,7 +371,8 @@ impl Session {
                 Step::Reply(replies::helo(&self.config.hostname))
             }
         } else {
-            (self.ctx.helo, self.ctx.esmtp) = previous;
+            let ctx = self.ctx_mut();
+            (ctx.helo, ctx.esmtp) = previous;
             refusal(&d.verdict)
         };
         let reply = step_reply(&step).clone();
@@ -401,8 +436,9 @@ impl Session {
     }
 
     fn open_transaction(&mut self, path: ReversePath, params: MailParams, sender: EnvelopeAddress) {
-        self.ctx.mail_from = Some(sender);
-        self.ctx.recipients.clear();
+        let ctx = self.ctx_mut();
+        ctx.mail_from = Some(sender);
+        ctx.recipients.clear();
         self.tx = Some(Transaction {
             queue_id: QueueId::generate(),
             sender: path,
@@ -459,7 +495,7 @@ impl Session {
         {
             tx.recipients
                 .push((path, envelope::raw_params(&params.all)));
-            self.ctx.recipients.push(rcpt);
+            self.ctx_mut().recipients.push(rcpt);
         }
         self.observe_decision(Stage::RcptTo, &argument, d, &step)
             .await;

@@ -248,6 +248,18 @@ pub fn client_too_many_unknown_recipients(hostname: &str) -> Reply {
         format!("{hostname} Too many unknown recipients from your address, try again later"),
     )
 }
+/// A data-stage plugin asked for changes that cannot be applied (an
+/// unparsable address, no recipient left): a policy failure, retried later.
+pub fn changes_failed() -> Reply {
+    r(
+        451,
+        4,
+        3,
+        0,
+        "Temporary policy failure, please try again later",
+    )
+}
+
 pub fn storage_failure() -> Reply {
     r(
         451,

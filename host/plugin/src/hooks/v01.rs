@@ -1,0 +1,157 @@
+//! `postern:policy@0.1.0` call glue: the session is converted to a record
+//! once per stage and copied into every call; observers get one outcome per
+//! call (at the time of the stage, as 0.1 promised); the data stage answers
+//! a verdict and added fields only.
+
+use std::sync::Arc;
+
+use wasmtime::component::{InstancePre, Resource};
+
+use super::{Call, DataReturn, GuestSet, Live, Returned, guest, stage_table};
+use crate::Stage;
+use crate::bindings::v01::hooks as h;
+use crate::bindings::v01::types as wit;
+use crate::context::{MessageChanges, Outcome, SessionContext};
+use crate::message::MessageHandle;
+use crate::state::PluginState;
+
+stage_table!();
+crate::convert::conversions!();
+
+fn session(s: &SessionContext) -> wit::Session {
+    wit::Session {
+        id: s.id.to_string(),
+        client_ip: s.client.ip().to_string(),
+        client_port: s.client.port(),
+        client_name: s.client_name.clone(),
+        local_ip: s.local.ip().to_string(),
+        local_port: s.local.port(),
+        listener: s.listener.to_string(),
+        server_name: s.server_name.to_string(),
+        helo: s.helo.clone(),
+        esmtp: s.esmtp,
+        tls: s.tls.as_ref().map(tls_info),
+        auth_user: s.auth_user.clone(),
+        mail_from: s.mail_from.as_ref().map(address),
+        recipients: s.recipients.iter().map(address).collect(),
+        messages_accepted: s.messages_accepted,
+    }
+}
+
+fn outcome(o: &Outcome) -> wit::Outcome {
+    wit::Outcome {
+        stage: stage(o.stage),
+        argument: o.argument.clone(),
+        code: o.code,
+        enhanced: o.enhanced.clone(),
+        text: o.text.clone(),
+        decided_by: o.decided_by.as_ref().map(|d| d.to_string()),
+    }
+}
+
+/// A stage's arguments as 0.1 records.
+pub(crate) struct Args {
+    session: wit::Session,
+    credentials: Option<wit::Credentials>,
+    address: Option<wit::EnvelopeAddress>,
+    outcomes: Vec<wit::Outcome>,
+}
+
+impl Args {
+    fn new(ctx: &SessionContext, call: &Call<'_>) -> Args {
+        Args {
+            session: session(ctx),
+            credentials: match call {
+                Call::Auth(c) => Some(credentials(c)),
+                _ => None,
+            },
+            address: match call {
+                Call::MailFrom(a) | Call::RcptTo(a) => Some(address(a)),
+                _ => None,
+            },
+            outcomes: match call {
+                Call::Outcomes(o) => o.iter().map(outcome).collect(),
+                _ => Vec::new(),
+            },
+        }
+    }
+}
+
+pub(super) async fn call(
+    live: &mut Live,
+    idx: &Indices,
+    ctx: &Arc<SessionContext>,
+    args: &mut Option<Args>,
+    call: &Call<'_>,
+) -> wasmtime::Result<Returned> {
+    let a = args.get_or_insert_with(|| Args::new(ctx, call));
+    let Live {
+        store,
+        instance,
+        guests,
+        ..
+    } = live;
+    let GuestSet::V01(guests) = guests else {
+        wasmtime::bail!("instance of another contract version");
+    };
+    let s = &a.session;
+    let missing = || wasmtime::format_err!("argument not prepared");
+    Ok(match call {
+        Call::Connect => {
+            let g = guest!(store, instance, guests, idx, connect);
+            Returned::Verdict(verdict(g.call_on_connect(&mut *store, s).await?))
+        }
+        Call::Helo { name, extended } => {
+            let g = guest!(store, instance, guests, idx, helo);
+            Returned::Verdict(verdict(
+                g.call_on_helo(&mut *store, s, name, *extended).await?,
+            ))
+        }
+        Call::Auth(_) => {
+            let g = guest!(store, instance, guests, idx, auth);
+            let c = a.credentials.as_ref().ok_or_else(missing)?;
+            Returned::Verdict(verdict(g.call_on_auth(&mut *store, s, c).await?))
+        }
+        Call::MailFrom(_) => {
+            let g = guest!(store, instance, guests, idx, mail_from);
+            let addr = a.address.as_ref().ok_or_else(missing)?;
+            Returned::Verdict(verdict(g.call_on_mail_from(&mut *store, s, addr).await?))
+        }
+        Call::RcptTo(_) => {
+            let g = guest!(store, instance, guests, idx, rcpt_to);
+            let addr = a.address.as_ref().ok_or_else(missing)?;
+            Returned::Verdict(verdict(g.call_on_rcpt_to(&mut *store, s, addr).await?))
+        }
+        Call::Data(message) => {
+            let g = guest!(store, instance, guests, idx, data);
+            let handle = store
+                .data_mut()
+                .table
+                .push(MessageHandle((*message).clone()))?;
+            let borrowed = Resource::<MessageHandle>::new_borrow(handle.rep());
+            let result = g.call_on_data(&mut *store, s, borrowed).await;
+            store.data_mut().table.delete(handle)?;
+            let r = result?;
+            Returned::Data(DataReturn {
+                verdict: verdict(r.verdict),
+                add_headers: headers(r.add_headers),
+                changes: MessageChanges::default(),
+            })
+        }
+        Call::Vrfy(arg) => {
+            let g = guest!(store, instance, guests, idx, vrfy);
+            Returned::Verdict(verdict(g.call_on_vrfy(&mut *store, s, arg).await?))
+        }
+        Call::Expn(arg) => {
+            let g = guest!(store, instance, guests, idx, expn);
+            Returned::Verdict(verdict(g.call_on_expn(&mut *store, s, arg).await?))
+        }
+        Call::Outcomes(_) => {
+            let g = guest!(store, instance, guests, idx, outcome);
+            for o in &a.outcomes {
+                g.call_on_outcome(&mut *store, s, o).await?;
+            }
+            Returned::Nothing
+        }
+    })
+}
