@@ -74,10 +74,13 @@ pub(super) fn header_section(message: &MessageData) -> std::io::Result<Vec<u8>> 
     Ok(out)
 }
 
-/// One field of a header section: its raw bytes (folded lines included,
-/// final CRLF included) and its name.
-fn fields(section: &[u8]) -> (Vec<(&[u8], &[u8])>, &[u8]) {
-    let mut fields: Vec<(&[u8], &[u8])> = Vec::new();
+/// A field of a header section: its raw bytes (folded lines and the final
+/// CRLF included) and its name.
+type Field<'a> = (&'a [u8], &'a [u8]);
+
+/// The fields of a header section, and what follows them (the blank line).
+fn fields(section: &[u8]) -> (Vec<Field<'_>>, &[u8]) {
+    let mut fields: Vec<Field<'_>> = Vec::new();
     let mut at = 0;
     let mut start: Option<usize> = None;
     while at < section.len() {
@@ -104,7 +107,7 @@ fn fields(section: &[u8]) -> (Vec<(&[u8], &[u8])>, &[u8]) {
     (fields, &section[at..])
 }
 
-fn field(raw: &[u8]) -> (&[u8], &[u8]) {
+fn field(raw: &[u8]) -> Field<'_> {
     let name_end = raw.iter().position(|&b| b == b':').unwrap_or(raw.len());
     (raw, raw[..name_end].trim_ascii_end())
 }
