@@ -19,8 +19,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 TARGET = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
 BIN = Path(os.environ.get("POSTERN_BIN", TARGET / "release" / "postern"))
-WASM_DIR = TARGET / "wasm32-wasip2" / "release"
-SCRIPT_WASM_DIR = ROOT / "target" / "plugins"
+# POSTERN_CONTRACT=0.1 runs the suite against the plugins built for the
+# frozen postern:policy@0.1.0 contract (`make plugins` builds both), to show
+# that 0.1 components still load and answer as their 0.2 rebuilds do.
+CONTRACT = os.environ.get("POSTERN_CONTRACT", "0.2")
+if CONTRACT == "0.1":
+    WASM_DIR = TARGET / "contract-0.1" / "wasm32-wasip2" / "release"
+    SCRIPT_WASM_DIR = ROOT / "target" / "plugins" / "contract-0.1"
+else:
+    WASM_DIR = TARGET / "wasm32-wasip2" / "release"
+    SCRIPT_WASM_DIR = ROOT / "target" / "plugins"
 CACHE_DIR = TARGET / "test-plugin-cache"
 
 

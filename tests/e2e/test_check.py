@@ -129,12 +129,35 @@ def test_truncated_component(tmp_path):
     assert code != 0 and 'plugin "bad"' in out and "does not compile" in out
 
 
+def built_version(data: bytes) -> bytes:
+    """The contract version a built component names (b"0.1.0" or b"0.2.0")."""
+    for v in (b"0.1.0", b"0.2.0"):
+        if b"policy/rcpt-to-hook@" + v in data:
+            return v
+    raise AssertionError("test-rcpt-only names no known contract version")
+
+
 def test_unsupported_wit_version(tmp_path):
-    data = wasm("test-rcpt-only").read_bytes().replace(b"policy/rcpt-to-hook@0.1.0", b"policy/rcpt-to-hook@0.9.0")
+    data = wasm("test-rcpt-only").read_bytes()
+    v = built_version(data)
     f = tmp_path / "v09.wasm"
-    f.write_bytes(data)
+    f.write_bytes(data.replace(b"policy/rcpt-to-hook@" + v, b"policy/rcpt-to-hook@0.9.0"))
     code, out, _ = check(tmp_path, plugin_cfg(f, {"blocked": []}))
-    assert code != 0 and "postern:policy/rcpt-to-hook@0.9.0" in out and "implements postern:policy@0.1.0" in out
+    assert code != 0 and "postern:policy/rcpt-to-hook@0.9.0" in out
+    assert "implements postern:policy@0.1.0 and postern:policy@0.2.0" in out
+
+
+def test_mixed_wit_versions_are_refused(tmp_path):
+    """One export of the other served version, the rest unchanged: a
+    component is built against one contract, so the mix is refused."""
+    data = wasm("test-rcpt-only").read_bytes()
+    v = built_version(data)
+    other = b"0.2.0" if v == b"0.1.0" else b"0.1.0"
+    f = tmp_path / "mixed.wasm"
+    f.write_bytes(data.replace(b"policy/rcpt-to-hook@" + v, b"policy/rcpt-to-hook@" + other))
+    code, out, _ = check(tmp_path, plugin_cfg(f, {"blocked": []}))
+    assert code != 0 and "mixes contract versions" in out, out
+    assert "rcpt-to-hook@" + other.decode() in out
 
 
 def test_init_refuses_config(tmp_path):

@@ -192,7 +192,9 @@ def broken_cases(tmp_path):
     garbage = tmp_path / "garbage.wasm"
     garbage.write_bytes(b"not wasm at all")
     newer = tmp_path / "v2.wasm"
-    newer.write_bytes(wasm("test-rcpt-only").read_bytes().replace(b"rcpt-to-hook@0.1.0", b"rcpt-to-hook@0.2.0"))
+    built = wasm("test-rcpt-only").read_bytes()
+    version = next(v for v in (b"0.1.0", b"0.2.0") if b"rcpt-to-hook@" + v in built)
+    newer.write_bytes(built.replace(b"rcpt-to-hook@" + version, b"rcpt-to-hook@0.9.0"))
     return [
         ("syntax", lambda s: s.config_path.write_text(s.config_path.read_text() + "\n[server\n"), "unclosed table"),
         ("unknown key", lambda s: s.write_config(policy("reject"), hostnme="x"), "unknown field `hostnme`"),
@@ -203,7 +205,7 @@ def broken_cases(tmp_path):
         ("init refuses", lambda s: s.write_config([plugin("gate", "test-probe", {"refuse": "bad rules"})]),
          "refused its configuration: bad rules"),
         ("wit version", lambda s: s.write_config([{"name": "gate", "path": str(newer), "config": {"blocked": []}}]),
-         "rcpt-to-hook@0.2.0"),
+         "rcpt-to-hook@0.9.0"),
     ]
 
 
