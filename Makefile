@@ -22,7 +22,7 @@ RUST_PLUGINS := $(foreach t,$(RUST_PLUGIN_TOMLS),$(shell sed -n 's/^name = "\(.*
 # first: the examples reuse their toolchains).
 SCRIPT_PLUGINS := $(wildcard plugins/*/build.sh) $(wildcard examples/plugins/*/build.sh)
 
-.PHONY: all build host plugins rust-plugins script-plugins run test test-rust test-e2e \
+.PHONY: all build host plugins rust-plugins rust-plugins-v01 script-plugins run test test-rust test-e2e test-e2e-v01 \
         test-scripts test-deps venv wasm-target fmt lint clean bench bench-idle bench-deps \
         deb deb-package deb-tools
 
@@ -36,10 +36,17 @@ wasm-target:
 host:
 	$(CARGO) build --release -p postern
 
-plugins: rust-plugins script-plugins
+plugins: rust-plugins rust-plugins-v01 script-plugins
 
 rust-plugins: wasm-target
 	$(CARGO) build --release --target $(WASM_TARGET) $(addprefix -p ,$(RUST_PLUGINS))
+
+# The same Rust plugins built for the frozen postern:policy@0.1.0 contract
+# (the SDK's contract-0-1 feature), which the host still serves: the e2e
+# plugin suites run against them too (test-e2e-v01).
+rust-plugins-v01: wasm-target
+	$(CARGO) build --release --target $(WASM_TARGET) --target-dir target/contract-0.1 \
+	  --features postern-sdk/contract-0-1 $(addprefix -p ,$(RUST_PLUGINS))
 
 script-plugins:
 	@set -e; for s in $(SCRIPT_PLUGINS); do echo "== $$s"; bash $$s; done
@@ -56,7 +63,7 @@ $(VENV)/.ready: tests/requirements.txt
 	$(VPY) -m pip install --quiet -r tests/requirements.txt
 	touch $@
 
-test: build venv test-deps deb-tools test-rust test-scripts test-e2e
+test: build venv test-deps deb-tools test-rust test-scripts test-e2e test-e2e-v01
 
 test-rust:
 	$(CARGO) test --release --workspace
@@ -69,6 +76,12 @@ test-scripts:
 
 test-e2e: venv
 	$(VPY) -m pytest -q -n 2 tests/e2e
+
+# The plugin suites again with the 0.1 builds: a 0.1 component and its 0.2
+# rebuild must give the same verdicts.
+E2E_V01 := $(wildcard tests/e2e/test_plugin_*.py) tests/e2e/test_check.py tests/e2e/test_reload.py
+test-e2e-v01: venv
+	POSTERN_CONTRACT=0.1 $(VPY) -m pytest -q -n 2 $(E2E_V01)
 
 # Throughput against Postfix and smtp-sink, plugin latency, memory (bench/README.md).
 # BENCH_ARGS passes options to bench/run.py, e.g. BENCH_ARGS=--quick or

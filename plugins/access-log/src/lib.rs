@@ -91,10 +91,11 @@ impl Plugin for AccessLog {
 
 /// `192.0.2.7:4711` or `[2001:db8::7]:4711`.
 fn client(session: &Session) -> String {
-    if session.client_ip.contains(':') {
-        format!("[{}]:{}", session.client_ip, session.client_port)
+    let ip = session.client_ip();
+    if ip.contains(':') {
+        format!("[{ip}]:{}", session.client_port())
     } else {
-        format!("{}:{}", session.client_ip, session.client_port)
+        format!("{ip}:{}", session.client_port())
     }
 }
 
@@ -106,14 +107,27 @@ impl AccessLog {
         session: &Session,
         outcome: &Outcome,
     ) -> Option<Vec<(&'static str, String)>> {
+        self.fields_of(&session.id(), &client(session), outcome)
+    }
+
+    /// `fields` with the session's id and client address read once per
+    /// batch.
+    fn fields_of(
+        &self,
+        session_id: &str,
+        client: &str,
+        outcome: &Outcome,
+    ) -> Option<Vec<(&'static str, String)>> {
         let stage = stage_index(&outcome.stage);
         if !self.enabled[stage] {
             return None;
         }
         let mut f: Vec<(&'static str, String)> = Vec::with_capacity(13);
-        f.push(("session", session.id.clone()));
-        f.push(("client", client(session)));
-        f.push(("helo", session.helo.clone().unwrap_or_default()));
+        f.push(("session", session_id.to_string()));
+        f.push(("client", client.to_string()));
+        // The session's changing state as it was when the stage was decided
+        // (outcomes arrive after the transaction).
+        f.push(("helo", outcome.helo.clone().unwrap_or_default()));
         f.push(("stage", STAGE_NAMES[stage].to_string()));
         // AUTH never logs an argument, whatever the host passed.
         if self.include_arguments && !matches!(outcome.stage, Stage::Auth) {
@@ -126,33 +140,36 @@ impl AccessLog {
             "decided_by",
             outcome.decided_by.clone().unwrap_or_else(|| "host".into()),
         ));
-        f.push(("auth_user", session.auth_user.clone().unwrap_or_default()));
+        f.push(("auth_user", outcome.auth_user.clone().unwrap_or_default()));
         f.push((
             "tls",
-            session
+            outcome
                 .tls
                 .as_ref()
                 .map_or_else(|| "none".into(), |t| format!("{} {}", t.protocol, t.cipher)),
         ));
         f.push((
             "mail_from",
-            match &session.mail_from {
+            match &outcome.mail_from {
                 None => String::new(),
-                Some(a) if a.address.is_empty() => "<>".into(),
-                Some(a) => a.address.clone(),
+                Some(a) if a.is_empty() => "<>".into(),
+                Some(a) => a.clone(),
             },
         ));
-        f.push(("rcpt_count", session.recipients.len().to_string()));
+        f.push(("rcpt_count", outcome.recipient_count.to_string()));
         Some(f)
     }
 }
 
 impl Observe for AccessLog {
-    fn on_outcome(&self, session: &Session, outcome: &Outcome) {
-        if let Some(fields) = self.fields(session, outcome) {
-            let borrowed: Vec<(&str, &str)> =
-                fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
-            log::with(Level::Info, "smtp", &borrowed);
+    fn on_outcomes(&self, session: &Session, outcomes: &[Outcome]) {
+        let (id, client) = (session.id(), client(session));
+        for outcome in outcomes {
+            if let Some(fields) = self.fields_of(&id, &client, outcome) {
+                let borrowed: Vec<(&str, &str)> =
+                    fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+                log::with(Level::Info, "smtp", &borrowed);
+            }
         }
     }
 }

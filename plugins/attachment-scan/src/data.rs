@@ -3,7 +3,7 @@
 //! scans it and turns a finding into the configured verdict. Trusts the
 //! host's size and reads; the content is hostile.
 
-use postern_sdk::{DataResult, Level, Verdict, defer, header, pass, reject};
+use postern_sdk::{DataResult, Level, Verdict, defer, pass, reject};
 
 use crate::config::{Action, OnOversize, Settings};
 use crate::scan::scan;
@@ -63,10 +63,7 @@ pub fn on_data(settings: &Settings, source: &impl Source) -> DataResult {
     );
     match settings.action {
         Action::Reject => reject(554, "5.7.0", format!("Message rejected: {reason}")).into(),
-        Action::Tag => DataResult {
-            verdict: Verdict::Pass,
-            add_headers: vec![header(TAG_HEADER, reason)],
-        },
+        Action::Tag => DataResult::verdict(Verdict::Pass).add_header(TAG_HEADER, reason),
     }
 }
 

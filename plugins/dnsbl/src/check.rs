@@ -31,11 +31,11 @@ pub enum Outcome {
 
 /// Decide on a new connection.
 pub fn on_connect(settings: &Settings, session: &Session, host: &impl Host) -> Verdict {
-    let Some(ip) = parse_ip(&session.client_ip) else {
+    let Some(ip) = parse_ip(&session.client_ip()) else {
         host.log(
             Level::Warn,
             "client address not understood; DNSBL check skipped",
-            &[("client_ip", &session.client_ip)],
+            &[("client_ip", &session.client_ip())],
         );
         return pass();
     };

@@ -48,10 +48,10 @@ impl sender::Resolver for HostDns {
 impl Helo for EnvelopeCheck {
     fn on_helo(&self, session: &Session, name: &str, _extended: bool) -> Verdict {
         let peers = helo::Peers {
-            local_ip: &session.local_ip,
-            client_ip: &session.client_ip,
+            local_ip: &session.local_ip(),
+            client_ip: &session.client_ip(),
         };
-        helo::check(&self.0.helo, &session.server_name, peers, name)
+        helo::check(&self.0.helo, &session.server_name(), peers, name)
     }
 }
 

@@ -103,7 +103,8 @@ impl IpAccess {
 
 impl Connect for IpAccess {
     fn on_connect(&self, session: &Session) -> Verdict {
-        let ip = session.client_ip.as_str();
+        let client = session.client_ip();
+        let ip = client.as_str();
         let decision = self.decide(ip);
         match &decision {
             Decision::Denied { rule } => {

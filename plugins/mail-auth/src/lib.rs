@@ -25,15 +25,15 @@ impl Plugin for MailAuthPolicy {
     }
 }
 
-fn helo(session: &Session) -> &str {
-    session.helo.as_deref().unwrap_or("")
+fn helo(session: &Session) -> String {
+    session.helo().unwrap_or_default()
 }
 
 impl MailAuthPolicy {
     /// Outbound: an authenticated session or a trusted network.
     fn outbound(&self, session: &Session) -> bool {
-        session.auth_user.is_some()
-            || postern_sdk::net::parse_client(&session.client_ip)
+        session.auth_user().is_some()
+            || postern_sdk::net::parse_client(&session.client_ip())
                 .is_some_and(|ip| self.0.trusted.contains(ip))
     }
 
@@ -72,10 +72,7 @@ impl MailAuthPolicy {
             &pem,
             &names,
         ) {
-            Ok(value) => DataResult {
-                verdict: pass(),
-                add_headers: vec![header("DKIM-Signature", value)],
-            },
+            Ok(value) => DataResult::verdict(pass()).add_header("DKIM-Signature", value),
             Err(e) => {
                 log::with(
                     Level::Error,
@@ -88,34 +85,34 @@ impl MailAuthPolicy {
     }
 
     fn verify(&self, session: &Session, message: &Message) -> DataResult {
-        let mail_from = session
-            .mail_from
-            .as_ref()
-            .map(|a| a.address.clone())
-            .unwrap_or_default();
-        let outcome =
-            match mail_auth::authenticate(message, &session.client_ip, helo(session), &mail_from) {
-                Ok(o) => o,
-                Err(e) => {
-                    log::with(
-                        Level::Error,
-                        "mail-auth unavailable",
-                        &[("error", &err_text(&e))],
-                    );
-                    return DataResult::verdict(pass());
-                }
-            };
+        let mail_from = session.mail_from().map(|a| a.address).unwrap_or_default();
+        let outcome = match mail_auth::authenticate(
+            message,
+            &session.client_ip(),
+            &helo(session),
+            &mail_from,
+        ) {
+            Ok(o) => o,
+            Err(e) => {
+                log::with(
+                    Level::Error,
+                    "mail-auth unavailable",
+                    &[("error", &err_text(&e))],
+                );
+                return DataResult::verdict(pass());
+            }
+        };
         let id = self
             .0
             .config
             .authserv_id
             .clone()
-            .unwrap_or_else(|| session.server_name.clone());
+            .unwrap_or_else(|| session.server_name());
         let mut add = vec![header(
             "Authentication-Results",
-            results::authentication_results(&id, &outcome, &mail_from, helo(session)),
+            results::authentication_results(&id, &outcome, &mail_from, &helo(session)),
         )];
-        let sample = sample(&session.id, message.size());
+        let sample = sample(&session.id(), message.size());
         match results::dmarc_action(&self.0.config.dmarc, &outcome, sample) {
             DmarcAction::Accept => {}
             DmarcAction::Tag => add.push(header(
@@ -128,8 +125,8 @@ impl MailAuthPolicy {
             DmarcAction::Refuse(v) => return DataResult::verdict(v),
         }
         DataResult {
-            verdict: pass(),
             add_headers: add,
+            ..DataResult::verdict(pass())
         }
     }
 }
@@ -166,7 +163,7 @@ impl MailFrom for MailAuthPolicy {
         if self.outbound(session) {
             return pass();
         }
-        match mail_auth::check_spf(&session.client_ip, helo(session), &sender.address) {
+        match mail_auth::check_spf(&session.client_ip(), &helo(session), &sender.address) {
             Ok(spf) => results::spf_verdict(&self.0.config.spf, &spf),
             Err(e) => {
                 log::with(

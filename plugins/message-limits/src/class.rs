@@ -40,7 +40,7 @@ pub struct Settings {
 
 /// The client address, IPv4-mapped IPv6 folded to IPv4, zone id dropped.
 pub fn client_ip(session: &Session) -> Option<IpAddr> {
-    net::parse_client(&session.client_ip)
+    net::parse_client(&session.client_ip())
 }
 
 /// The counter key part for the client: the canonical address, or the raw
@@ -49,7 +49,7 @@ pub fn client_key(session: &Session) -> String {
     match client_ip(session) {
         Some(ip) => ip.to_string(),
         None => session
-            .client_ip
+            .client_ip()
             .chars()
             .filter(|c| c.is_ascii_graphic())
             .take(64)
@@ -73,7 +73,7 @@ impl Settings {
     /// The class of this session (first match wins).
     pub fn class_of(&self, session: &Session) -> &Class {
         let ip = client_ip(session);
-        let authenticated = session.auth_user.is_some();
+        let authenticated = session.auth_user().is_some();
         self.classes
             .iter()
             .find(|c| c.matches(ip, authenticated))
@@ -106,8 +106,7 @@ mod tests {
             ("not-an-ip", None, "default"),
         ];
         for (ip, user, want) in table {
-            let mut sess = session(ip);
-            sess.auth_user = user.map(String::from);
+            let sess = crate::testutil::session_with(ip, |d| d.auth_user = user.map(String::from));
             assert_eq!(s.class_of(&sess).name, want, "{ip} {user:?}");
         }
     }

@@ -153,7 +153,7 @@ pub fn on_mail_from(
 pub fn on_rcpt_to(settings: &Settings, session: &Session) -> Verdict {
     let class = settings.class_of(session);
     match class.limits.max_recipients {
-        Some(max) if session.recipients.len() >= max as usize => defer(452, "4.5.3", RCPT_TEXT),
+        Some(max) if session.recipients().len() >= max as usize => defer(452, "4.5.3", RCPT_TEXT),
         _ => pass(),
     }
 }

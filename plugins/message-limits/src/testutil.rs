@@ -3,8 +3,7 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 
-use postern_sdk::testing;
-use postern_sdk::{EnvelopeAddress, KvError, Level, Session, Verdict};
+use postern_sdk::{EnvelopeAddress, KvError, Level, Session, SessionData, Verdict};
 
 use crate::class::Settings;
 use crate::limits::Store;
@@ -16,15 +15,25 @@ pub fn settings(json: &str) -> Settings {
 }
 
 pub fn session(ip: &str) -> Session {
-    testing::session()
-        .client_ip(ip)
-        .ehlo("client.example")
-        .build()
+    session_with(ip, |_| {})
+}
+
+/// A session from `ip`, changed by `f` first.
+pub fn session_with(ip: &str, f: impl FnOnce(&mut SessionData)) -> Session {
+    let mut d = SessionData {
+        id: "s1".into(),
+        client_ip: ip.into(),
+        helo: Some("client.example".into()),
+        esmtp: true,
+        ..SessionData::default()
+    };
+    f(&mut d);
+    d.into()
 }
 
 /// A sender with an optional SIZE= parameter.
 pub fn sender(size: Option<&str>) -> EnvelopeAddress {
-    let a = testing::address("a@example.net");
+    let a = postern_sdk::testing::address("a@example.net");
     match size {
         Some(v) => a.param("SIZE", Some(v)).build(),
         None => a.build(),

@@ -167,10 +167,10 @@ pub fn relay_tempfail(address: &str) -> Verdict {
 impl RelayControl {
     /// Whether this session may relay; `Err` when the kv look-up failed.
     pub fn authorize(&self, host: &dyn Host, session: &Session) -> Result<Option<Grant>, String> {
-        if session.auth_user.is_some() {
+        if session.auth_user().is_some() {
             return Ok(Some(Grant::Authenticated));
         }
-        if let Some(ip) = net::parse_client(&session.client_ip)
+        if let Some(ip) = net::parse_client(&session.client_ip())
             && let Some((_, rule)) = self.relay_networks.longest_match(ip)
         {
             return Ok(Some(Grant::Network(rule.to_string())));
@@ -178,7 +178,7 @@ impl RelayControl {
         if self.recent_auth_window_ms == 0 {
             return Ok(None);
         }
-        match host.kv_get(&recent_auth_key(&session.client_ip)) {
+        match host.kv_get(&recent_auth_key(&session.client_ip())) {
             Ok(Some(v)) if fresh(&v, host.now_ms(), self.recent_auth_window_ms) => {
                 Ok(Some(Grant::RecentAuth))
             }
@@ -196,10 +196,8 @@ impl RelayControl {
             Class::Remote => None,
         };
         let log = |level: Level, message: &str, extra: &[(&str, &str)]| {
-            let mut f = vec![
-                ("rcpt", rcpt.address.as_str()),
-                ("client", session.client_ip.as_str()),
-            ];
+            let client = session.client_ip();
+            let mut f = vec![("rcpt", rcpt.address.as_str()), ("client", client.as_str())];
             f.extend_from_slice(extra);
             host.log(level, message, &f);
         };

@@ -234,7 +234,7 @@ fn tricks_never_open_a_relay() {
             session("203.0.113.50", None),
         ] {
             let v = p.decide(&h, &s, &r);
-            assert_eq!(kind(&v), "pass", "{t} from {}", s.client_ip);
+            assert_eq!(kind(&v), "pass", "{t} from {}", s.client_ip());
         }
     }
     assert!(h.logged("address trick from an authorised client"));

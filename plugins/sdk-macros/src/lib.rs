@@ -7,90 +7,145 @@
 
 use proc_macro::{TokenStream, TokenTree};
 
-/// (macro stage name, WIT interface, SDK trait, method, parameters, call arguments, return type)
-const STAGES: &[(&str, &str, &str, &str, &str, &str, &str)] = &[
-    (
-        "connect",
-        "connect-hook",
-        "Connect",
-        "on_connect",
-        "session: Session",
-        "&session",
-        "Verdict",
-    ),
-    (
-        "helo",
-        "helo-hook",
-        "Helo",
-        "on_helo",
-        "session: Session, name: String, extended: bool",
-        "&session, &name, extended",
-        "Verdict",
-    ),
-    (
-        "auth",
-        "auth-hook",
-        "Auth",
-        "on_auth",
-        "session: Session, credentials: Credentials",
-        "&session, &credentials",
-        "Verdict",
-    ),
-    (
-        "mail_from",
-        "mail-from-hook",
-        "MailFrom",
-        "on_mail_from",
-        "session: Session, sender: EnvelopeAddress",
-        "&session, &sender",
-        "Verdict",
-    ),
-    (
-        "rcpt_to",
-        "rcpt-to-hook",
-        "RcptTo",
-        "on_rcpt_to",
-        "session: Session, recipient: EnvelopeAddress",
-        "&session, &recipient",
-        "Verdict",
-    ),
-    (
-        "data",
-        "data-hook",
-        "Data",
-        "on_data",
-        "session: Session, message: &Message",
-        "&session, message",
-        "DataResult",
-    ),
-    (
-        "vrfy",
-        "vrfy-hook",
-        "Vrfy",
-        "on_vrfy",
-        "session: Session, argument: String",
-        "&session, &argument",
-        "Verdict",
-    ),
-    (
-        "expn",
-        "expn-hook",
-        "Expn",
-        "on_expn",
-        "session: Session, argument: String",
-        "&session, &argument",
-        "Verdict",
-    ),
-    (
-        "outcome",
-        "outcome-hook",
-        "Observe",
-        "on_outcome",
-        "session: Session, outcome: Outcome",
-        "&session, &outcome",
-        "()",
-    ),
+/// The contract version the glue is generated for.
+#[cfg(not(feature = "contract-0-1"))]
+const VERSION: &str = "0.2.0";
+#[cfg(feature = "contract-0-1")]
+const VERSION: &str = "0.1.0";
+const V01: bool = cfg!(feature = "contract-0-1");
+
+/// One stage: macro name, WIT interface, SDK trait, SDK method, and the
+/// extra parameters after the session as (WIT parameters, arguments passed
+/// to the SDK method).
+struct StageDef {
+    name: &'static str,
+    iface: &'static str,
+    tr: &'static str,
+    method: &'static str,
+    params: &'static str,
+    args: &'static str,
+}
+
+const STAGES: &[StageDef] = &[
+    StageDef {
+        name: "connect",
+        iface: "connect-hook",
+        tr: "Connect",
+        method: "on_connect",
+        params: "",
+        args: "",
+    },
+    StageDef {
+        name: "helo",
+        iface: "helo-hook",
+        tr: "Helo",
+        method: "on_helo",
+        params: ", name: String, extended: bool",
+        args: ", &name, extended",
+    },
+    StageDef {
+        name: "auth",
+        iface: "auth-hook",
+        tr: "Auth",
+        method: "on_auth",
+        params: ", credentials: W::Credentials",
+        args: ", &credentials",
+    },
+    StageDef {
+        name: "mail_from",
+        iface: "mail-from-hook",
+        tr: "MailFrom",
+        method: "on_mail_from",
+        params: ", sender: W::EnvelopeAddress",
+        args: ", &sender",
+    },
+    StageDef {
+        name: "rcpt_to",
+        iface: "rcpt-to-hook",
+        tr: "RcptTo",
+        method: "on_rcpt_to",
+        params: ", recipient: W::EnvelopeAddress",
+        args: ", &recipient",
+    },
+    StageDef {
+        name: "data",
+        iface: "data-hook",
+        tr: "Data",
+        method: "on_data",
+        params: ", message: &::postern_sdk::Message",
+        args: ", message",
+    },
+    StageDef {
+        name: "vrfy",
+        iface: "vrfy-hook",
+        tr: "Vrfy",
+        method: "on_vrfy",
+        params: ", argument: String",
+        args: ", &argument",
+    },
+    StageDef {
+        name: "expn",
+        iface: "expn-hook",
+        tr: "Expn",
+        method: "on_expn",
+        params: ", argument: String",
+        args: ", &argument",
+    },
+    StageDef {
+        name: "outcome",
+        iface: "outcome-hook",
+        tr: "Observe",
+        method: "on_outcomes",
+        params: "",
+        args: "",
+    },
 ];
+
+/// The guest trait impl of one stage for this contract version.
+fn stage_impl(ty: &str, s: &StageDef) -> String {
+    let module = s.iface.replace('-', "_");
+    let (tr, method, params, args) = (s.tr, s.method, s.params, s.args);
+    let (session_param, session) = if V01 {
+        (
+            "session: W::Session",
+            "::postern_sdk::__glue::record(session)",
+        )
+    } else {
+        (
+            "session: &W::Session",
+            "::postern_sdk::__glue::lend(session)",
+        )
+    };
+    let body = match (s.name, V01) {
+        ("outcome", false) => format!(
+            "fn on_outcomes({session_param}, outcomes: Vec<W::Outcome>) {{
+                let s = {session};
+                let o: Vec<::postern_sdk::Outcome> = outcomes.into_iter().map(::postern_sdk::__glue::outcome).collect();
+                with_plugin(|p| <super::{ty} as ::postern_sdk::Observe>::on_outcomes(p, &s, &o))
+            }}"
+        ),
+        ("outcome", true) => format!(
+            "fn on_outcome({session_param}, outcome: W::Outcome) {{
+                let s = {session};
+                let o = ::postern_sdk::__glue::outcome(&s, outcome);
+                with_plugin(|p| <super::{ty} as ::postern_sdk::Observe>::on_outcomes(p, &s, ::std::slice::from_ref(&o)))
+            }}"
+        ),
+        ("data", _) => format!(
+            "fn {method}({session_param}{params}) -> W::DataResult {{
+                let s = {session};
+                ::postern_sdk::__glue::data_result(with_plugin(|p| <super::{ty} as ::postern_sdk::{tr}>::{method}(p, &s{args})))
+            }}"
+        ),
+        _ => format!(
+            "fn {method}({session_param}{params}) -> W::Verdict {{
+                let s = {session};
+                with_plugin(|p| <super::{ty} as ::postern_sdk::{tr}>::{method}(p, &s{args}))
+            }}"
+        ),
+    };
+    format!("impl exports::postern::policy::{module}::Guest for Adapter {{ {body} }}\n")
+}
 
 const IMPORTS: &[&str] = &["types", "log", "clock", "dns", "kv", "message", "mail-auth"];
 
@@ -136,8 +191,8 @@ pub fn export_plugin(input: TokenStream) -> TokenStream {
         match t {
             TokenTree::Ident(id) => {
                 let name = id.to_string();
-                match STAGES.iter().find(|s| s.0 == name) {
-                    Some(s) => stages.push(*s),
+                match STAGES.iter().find(|s| s.name == name) {
+                    Some(s) => stages.push(s),
                     None => {
                         return error(&format!(
                             "export_plugin!: unknown stage `{name}` (known: connect, helo, auth, mail_from, rcpt_to, data, vrfy, expn, outcome)"
@@ -175,22 +230,26 @@ pub fn export_plugin(input: TokenStream) -> TokenStream {
             );
         }
     };
-    let wit_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../wit/v0.1");
-    let mut world = String::from(
-        "package postern-plugin:generated; world plugin { include postern:policy/imports@0.1.0; export postern:policy/init@0.1.0; ",
+    let wit_dir = if V01 {
+        concat!(env!("CARGO_MANIFEST_DIR"), "/../../wit/v0.1")
+    } else {
+        concat!(env!("CARGO_MANIFEST_DIR"), "/../../wit")
+    };
+    let mut world = format!(
+        "package postern-plugin:generated; world plugin {{ include postern:policy/imports@{VERSION}; export postern:policy/init@{VERSION}; "
     );
     if recycle {
-        world.push_str("export postern:policy/recycle@0.1.0; ");
+        world.push_str(&format!("export postern:policy/recycle@{VERSION}; "));
     }
     for s in &stages {
-        world.push_str(&format!("export postern:policy/{}@0.1.0; ", s.1));
+        world.push_str(&format!("export postern:policy/{}@{VERSION}; ", s.iface));
     }
     world.push('}');
     let with: String = IMPORTS
         .iter()
         .map(|m| {
             let module = m.replace('-', "_");
-            format!("\"postern:policy/{m}@0.1.0\": ::postern_sdk::wit::{module},")
+            format!("\"postern:policy/{m}@{VERSION}\": ::postern_sdk::wit::{module},")
         })
         .collect();
     let mut impls = String::new();
@@ -203,15 +262,8 @@ pub fn export_plugin(input: TokenStream) -> TokenStream {
             }}\n"
         ));
     }
-    for (_, iface, tr, method, params, args, ret) in &stages {
-        let module = iface.replace('-', "_");
-        impls.push_str(&format!(
-            "impl exports::postern::policy::{module}::Guest for Adapter {{
-                fn {method}({params}) -> {ret} {{
-                    with_plugin(|p| <super::{ty} as ::postern_sdk::{tr}>::{method}(p, {args}))
-                }}
-            }}\n"
-        ));
+    for s in &stages {
+        impls.push_str(&stage_impl(&ty, s));
     }
     let code = format!(
         r#"
@@ -219,7 +271,7 @@ pub fn export_plugin(input: TokenStream) -> TokenStream {
 #[allow(clippy::all, unused)]
 #[cfg(target_arch = "wasm32")]
 mod __postern_plugin {{
-    use ::postern_sdk::{{Session, Verdict, Credentials, EnvelopeAddress, Message, DataResult, Outcome}};
+    use ::postern_sdk::wit::types as W;
     ::postern_sdk::__private::wit_bindgen::generate!({{
         inline: {world:?},
         path: {wit_dir:?},

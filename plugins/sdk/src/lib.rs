@@ -36,12 +36,30 @@
 //! instance may then serve one session after another (see [`Plugin`]). Input trusted by
 //! this crate: the host's calls (the host validates what plugins return).
 //!
+//! The contract is `postern:policy@0.2.0`: a stage gets a [`Session`]
+//! whose getters (`client_ip()`, `helo()`, `mail_from()`...) each ask the
+//! host, so read only what you need; observers get a transaction's
+//! [`Outcome`]s at a time ([`Observe::on_outcomes`]); the data stage may
+//! change the envelope and header section or quarantine the message
+//! ([`DataResult`]'s builder methods). With the `contract-0-1` feature the
+//! same source builds a `postern:policy@0.1.0` component (a plugin that asks
+//! for 0.2-only changes then panics, which the host treats as its error).
+//!
 //! Also here: [`net`] (client addresses and CIDR ranges from the
 //! configuration, with `ipnet` re-exported) and, in native builds only,
 //! [`testing`] (session and address builders for plugin unit tests).
 
-/// Bindings for everything the host offers (`postern:policy/imports`).
+/// Bindings for everything the host offers (`postern:policy/imports`), for
+/// the contract this build targets: `postern:policy@0.2.0` (`wit/`), or
+/// 0.1.0 (`wit/v0.1/`) with the `contract-0-1` feature.
 pub mod wit {
+    #[cfg(not(feature = "contract-0-1"))]
+    wit_bindgen::generate!({
+        world: "postern:policy/imports@0.2.0",
+        path: "../../wit",
+        generate_unused_types: true,
+    });
+    #[cfg(feature = "contract-0-1")]
     wit_bindgen::generate!({
         world: "postern:policy/imports@0.1.0",
         path: "../../wit/v0.1",
@@ -53,18 +71,21 @@ pub mod wit {
 pub mod addr;
 pub mod host;
 pub mod net;
+mod session;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod testing;
 
 pub use postern_sdk_macros::export_plugin;
 pub use serde::Deserialize;
+pub use session::{
+    DataResult, EnvelopeChange, HeaderChange, Outcome, Session, SessionData, glue as __glue,
+};
 pub use wit::dns::{DnsError, Mx};
 pub use wit::kv::KvError;
 pub use wit::log::Level;
 pub use wit::message::Message;
 pub use wit::types::{
-    Credentials, DataResult, EnvelopeAddress, EsmtpParam, Header, Outcome, Reply, Session, Stage,
-    TlsInfo, Verdict,
+    Credentials, EnvelopeAddress, EsmtpParam, Header, Reply, Stage, TlsInfo, Verdict,
 };
 
 /// Everything a plugin usually needs.
@@ -139,9 +160,11 @@ pub trait Vrfy: Plugin {
 pub trait Expn: Plugin {
     fn on_expn(&self, session: &Session, argument: &str) -> Verdict;
 }
-/// `outcome`: observe how every stage ended (and the disconnect).
+/// `outcome`: observe how every stage ended (and the disconnect): a
+/// transaction's outcomes at a time, after its replies were sent (0.2; a 0.1
+/// build gets one at a time, as each stage ends).
 pub trait Observe: Plugin {
-    fn on_outcome(&self, session: &Session, outcome: &Outcome);
+    fn on_outcomes(&self, session: &Session, outcomes: &[Outcome]);
 }
 
 /// Parse the JSON configuration the host passes to `init`.
@@ -186,22 +209,6 @@ pub fn header(name: impl Into<String>, value: impl Into<String>) -> Header {
     Header {
         name: name.into(),
         value: value.into(),
-    }
-}
-
-impl DataResult {
-    /// A data-stage answer without added headers.
-    pub fn verdict(verdict: Verdict) -> DataResult {
-        DataResult {
-            verdict,
-            add_headers: Vec::new(),
-        }
-    }
-}
-
-impl From<Verdict> for DataResult {
-    fn from(verdict: Verdict) -> DataResult {
-        DataResult::verdict(verdict)
     }
 }
 

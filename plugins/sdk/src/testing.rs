@@ -10,20 +10,20 @@
 //!     .auth_user("bob")
 //!     .recipient(testing::address("a@b.test").local(true))
 //!     .build();
-//! assert_eq!(s.recipients[0].domain, "b.test");
+//! assert_eq!(s.recipients()[0].domain, "b.test");
 //! ```
 
-use crate::{EnvelopeAddress, EsmtpParam, Reply, Session, TlsInfo, Verdict};
+use crate::{EnvelopeAddress, EsmtpParam, Reply, Session, SessionData, TlsInfo, Verdict};
 
 /// A session builder. Defaults: id `s1`, client `192.0.2.1:40000` without a
 /// name, local `192.0.2.25:25`, listener `smtp`, server `mx.example.org`, no
 /// HELO, no TLS, not authenticated, no transaction, no messages yet.
 #[derive(Debug, Clone)]
-pub struct SessionBuilder(Session);
+pub struct SessionBuilder(SessionData);
 
 /// A new [`SessionBuilder`].
 pub fn session() -> SessionBuilder {
-    SessionBuilder(Session {
+    SessionBuilder(SessionData {
         id: "s1".into(),
         client_ip: "192.0.2.1".into(),
         client_port: 40000,
@@ -133,13 +133,13 @@ impl SessionBuilder {
         self
     }
     pub fn build(self) -> Session {
-        self.0
+        self.0.into()
     }
 }
 
 impl From<SessionBuilder> for Session {
     fn from(b: SessionBuilder) -> Session {
-        b.0
+        b.0.into()
     }
 }
 
@@ -223,13 +223,13 @@ mod tests {
             .recipients(2)
             .tls("TLSv1.3", "TLS13_AES_128_GCM_SHA256")
             .build();
-        assert_eq!(s.client_ip, "2001:db8::7");
-        assert!(s.esmtp && s.helo.as_deref() == Some("client.example"));
-        assert_eq!(s.auth_user.as_deref(), Some("bob"));
-        assert_eq!(s.mail_from.as_ref().unwrap().address, "");
-        assert_eq!(s.recipients.len(), 3);
-        assert!(s.recipients[0].is_local && !s.recipients[1].is_local);
-        assert_eq!(s.tls.as_ref().unwrap().protocol, "TLSv1.3");
+        assert_eq!(s.client_ip(), "2001:db8::7");
+        assert!(s.esmtp() && s.helo().as_deref() == Some("client.example"));
+        assert_eq!(s.auth_user().as_deref(), Some("bob"));
+        assert_eq!(s.mail_from().as_ref().unwrap().address, "");
+        assert_eq!(s.recipients().len(), 3);
+        assert!(s.recipients()[0].is_local && !s.recipients()[1].is_local);
+        assert_eq!(s.tls().as_ref().unwrap().protocol, "TLSv1.3");
         let a = address("\"a@b\"@c.example")
             .param("size", Some("10"))
             .build();

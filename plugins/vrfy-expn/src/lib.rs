@@ -126,8 +126,8 @@ impl VrfyExpn {
     /// Whether this session gets real answers.
     pub fn trusted(&self, session: &Session) -> bool {
         self.mode == Mode::Trusted
-            && (session.auth_user.is_some()
-                || net::parse_client(&session.client_ip)
+            && (session.auth_user().is_some()
+                || net::parse_client(&session.client_ip())
                     .is_some_and(|ip| self.trusted.contains(ip)))
     }
 
@@ -137,7 +137,8 @@ impl VrfyExpn {
         if self.rate_limit == 0 {
             return None;
         }
-        let ip = session.client_ip.as_str();
+        let client = session.client_ip();
+        let ip = client.as_str();
         match host.kv_increment(&rate_key(ip), 1, self.rate_window_ms) {
             Ok(n) if n > i64::from(self.rate_limit) => {
                 let count = n.to_string();

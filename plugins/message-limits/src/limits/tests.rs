@@ -1,7 +1,7 @@
 //! Tests of the limits decisions against fakes of the host.
 
 use super::*;
-use crate::testutil::{FakeKv, is_pass, reply_of, sender, session, settings};
+use crate::testutil::{FakeKv, is_pass, reply_of, sender, session, session_with, settings};
 
 const CONF: &str = r#"{
     "window": 60,
@@ -85,8 +85,7 @@ fn size_at_mail_from_and_data() {
     );
     assert!(is_pass(&on_data(&s, &relay, 5000)));
     // The users class sets no size limit.
-    let mut user = session("192.0.2.9");
-    user.auth_user = Some("alice".into());
+    let user = session_with("192.0.2.9", |d| d.auth_user = Some("alice".into()));
     assert!(is_pass(&on_data(&s, &user, 1 << 40)));
 }
 
@@ -102,8 +101,7 @@ fn message_rate() {
     assert_eq!(reply_of(&v), Some((421, "4.7.0", RATE_TEXT)));
     assert!(kv.logged("rate limit exceeded"));
     // Authenticated: its own limit and window, same per-address key.
-    let mut user = session("192.0.2.77");
-    user.auth_user = Some("alice".into());
+    let user = session_with("192.0.2.77", |d| d.auth_user = Some("alice".into()));
     for _ in 0..5 {
         assert!(is_pass(&on_mail_from(&s, &user, &sender(None), &kv)));
     }
@@ -117,17 +115,16 @@ fn message_rate() {
 #[test]
 fn recipients() {
     let s = settings(CONF);
-    let mut sess = session("192.0.2.9");
+    let sess = session("192.0.2.9");
     assert!(is_pass(&on_rcpt_to(&s, &sess)));
-    sess.recipients.push(sender(None));
+    let sess = session_with("192.0.2.9", |d| d.recipients = vec![sender(None)]);
     assert!(is_pass(&on_rcpt_to(&s, &sess)));
-    sess.recipients.push(sender(None));
+    let sess = session_with("192.0.2.9", |d| d.recipients = vec![sender(None); 2]);
     let v = on_rcpt_to(&s, &sess);
     assert!(matches!(v, Verdict::Defer(_)));
     assert_eq!(reply_of(&v), Some((452, "4.5.3", RCPT_TEXT)));
     // No recipient limit for the relay class.
-    let mut relay = session("10.0.0.1");
-    relay.recipients = vec![sender(None); 100];
+    let relay = session_with("10.0.0.1", |d| d.recipients = vec![sender(None); 100]);
     assert!(is_pass(&on_rcpt_to(&s, &relay)));
 }
 

@@ -56,6 +56,26 @@ struct Config {
     /// Answer `recycle` with false: every session gets a fresh instance.
     #[serde(default)]
     refuse_recycle: bool,
+    /// Changes to ask for at the data stage (0.2).
+    #[serde(default)]
+    changes: Changes,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct Changes {
+    #[serde(default)]
+    remove_headers: Vec<String>,
+    #[serde(default)]
+    replace_headers: Vec<(String, String)>,
+    #[serde(default)]
+    set_sender: Option<String>,
+    #[serde(default)]
+    add_recipients: Vec<String>,
+    #[serde(default)]
+    remove_recipients: Vec<String>,
+    #[serde(default)]
+    quarantine: Option<String>,
 }
 
 struct Probe(Config);
@@ -83,14 +103,14 @@ fn addr(a: &EnvelopeAddress) -> Value {
 
 fn session_json(s: &Session) -> Value {
     json!({
-        "id": s.id, "client_ip": s.client_ip, "client_port": s.client_port,
-        "client_name": s.client_name, "local_ip": s.local_ip, "local_port": s.local_port,
-        "listener": s.listener, "server_name": s.server_name, "helo": s.helo, "esmtp": s.esmtp,
-        "tls": s.tls.as_ref().map(|t| json!({"protocol": t.protocol, "cipher": t.cipher,
+        "id": s.id(), "client_ip": s.client_ip(), "client_port": s.client_port(),
+        "client_name": s.client_name(), "local_ip": s.local_ip(), "local_port": s.local_port(),
+        "listener": s.listener(), "server_name": s.server_name(), "helo": s.helo(), "esmtp": s.esmtp(),
+        "tls": s.tls().as_ref().map(|t| json!({"protocol": t.protocol, "cipher": t.cipher,
             "client_certificate": t.client_certificate, "server_name": t.server_name})),
-        "auth_user": s.auth_user, "mail_from": s.mail_from.as_ref().map(addr),
-        "recipients": s.recipients.iter().map(addr).collect::<Vec<_>>(),
-        "messages_accepted": s.messages_accepted,
+        "auth_user": s.auth_user(), "mail_from": s.mail_from().as_ref().map(addr),
+        "recipients": s.recipients().iter().map(addr).collect::<Vec<_>>(),
+        "messages_accepted": s.messages_accepted(),
     })
 }
 
@@ -197,7 +217,7 @@ impl Connect for Probe {
             log::info(&format!("probe:{line}"));
         }
         self.record("connect", s, Value::Null);
-        self.decide("connect", s, &s.client_ip)
+        self.decide("connect", s, &s.client_ip())
     }
 }
 impl Helo for Probe {
@@ -238,15 +258,30 @@ impl Data for Probe {
             json!({"size": m.size(), "subject": subject, "body_start": String::from_utf8_lossy(&body),
                    "header_count": m.headers().len()}),
         );
-        DataResult {
-            verdict: self.decide("data", s, &subject),
-            add_headers: self
-                .0
-                .headers
-                .iter()
-                .map(|(n, v)| header(n.clone(), v.clone()))
-                .collect(),
+        let mut r = DataResult::verdict(self.decide("data", s, &subject));
+        for (n, v) in &self.0.headers {
+            r = r.add_header(n, v);
         }
+        let c = &self.0.changes;
+        for n in &c.remove_headers {
+            r = r.remove_header(n);
+        }
+        for (n, v) in &c.replace_headers {
+            r = r.replace_header(n, v);
+        }
+        if let Some(a) = &c.set_sender {
+            r = r.set_sender(a);
+        }
+        for a in &c.add_recipients {
+            r = r.add_recipient(a);
+        }
+        for a in &c.remove_recipients {
+            r = r.remove_recipient(a);
+        }
+        if let Some(reason) = &c.quarantine {
+            r = r.quarantine(reason);
+        }
+        r
     }
 }
 impl Vrfy for Probe {
@@ -262,13 +297,19 @@ impl Expn for Probe {
     }
 }
 impl Observe for Probe {
-    fn on_outcome(&self, s: &Session, o: &Outcome) {
-        self.record(
-            "outcome",
-            s,
-            json!({"stage": format!("{:?}", o.stage), "argument": o.argument, "code": o.code,
-                   "decided_by": o.decided_by}),
-        );
+    /// One line per outcome, with the size of the batch it came in and the
+    /// session's state when it was decided.
+    fn on_outcomes(&self, s: &Session, outcomes: &[Outcome]) {
+        for o in outcomes {
+            self.record(
+                "outcome",
+                s,
+                json!({"stage": format!("{:?}", o.stage), "argument": o.argument, "code": o.code,
+                       "decided_by": o.decided_by, "batch": outcomes.len(), "helo": o.helo,
+                       "auth_user": o.auth_user, "mail_from": o.mail_from,
+                       "recipient_count": o.recipient_count}),
+            );
+        }
     }
 }
 
