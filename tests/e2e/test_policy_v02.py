@@ -5,8 +5,12 @@ the rules that keep them safe (ignored for a refused message, checked like
 replies). Skipped when the suite runs against 0.1 builds, which cannot ask
 for any of this."""
 
+import subprocess
+import time
+
 import pytest
-from harness import CONTRACT, Raw, message, plugin
+from harness import BIN, CONTRACT, Raw, message, plugin
+from test_delivery import delivery, maildir_count, wait_until
 
 pytestmark = pytest.mark.skipif(CONTRACT == "0.1", reason="0.2 abilities")
 
@@ -115,3 +119,79 @@ def test_removing_every_recipient_is_refused(start):
     assert code == 451, text
     assert srv.queued() == []
     srv.wait_log(lambda r: "removed every recipient" in str(r.get("message")))
+
+
+def queue(srv, *args):
+    """`postern queue ARGS --config <the server's>`: (exit code, stdout + stderr)."""
+    r = subprocess.run([str(BIN), "queue", *args, "--config", str(srv.config_path)],
+                       capture_output=True, text=True, timeout=60)
+    return r.returncode, r.stdout + r.stderr
+
+
+def test_quarantine_holds_until_released(start):
+    """The client gets 250; the message waits in the queue (listed with its
+    reason, not delivered, kept across a restart) until `queue release`, then
+    it is delivered like a fresh one. A message that is not held cannot be
+    released."""
+    srv = start(plugins=[probe("p", {"quarantine": "suspicious attachment"})],
+                extra=delivery())
+    code, text = send(srv, "bob@client.test", ["alice@example.test"], message(subject="held"))
+    assert code == 250, text
+    qid = queue_id(text)
+    code, out = queue(srv, "list", "--quarantined")
+    assert code == 0 and qid in out and "quarantined: suspicious attachment" in out, out
+    time.sleep(1.5)  # delivery is on: a held message is still not delivered
+    assert maildir_count(srv, "alice@example.test") == 0
+    assert srv.queued() == [qid]
+    # The hold survives a restart.
+    srv.stop()
+    srv.start()
+    code, out = queue(srv, "show", qid)
+    assert code == 0 and "quarantine: suspicious attachment" in out and "quarantined" in out, out
+    code, out = queue(srv, "release", qid)
+    assert code == 0 and f"released {qid}" in out, out
+    wait_until(lambda: maildir_count(srv, "alice@example.test") == 1, what="released mail", srv=srv)
+    wait_until(lambda: srv.queued() == [], what="queue empty", srv=srv)
+    code, out = queue(srv, "release", qid)
+    assert code == 1 and f"no quarantined message {qid}" in out, out
+
+
+def test_quarantine_release_offline_is_durable_and_delete_drops(start):
+    """Without a server, release is journaled in the spool and honoured at the
+    next start; delete removes a held message without a bounce."""
+    srv = start(plugins=[probe("p", {"quarantine": "manual review"})], extra=delivery())
+    ids = [queue_id(send(srv, "bob@client.test", ["alice@example.test"], message(subject=s))[1])
+           for s in ("one", "two")]
+    srv.stop()
+    code, out = queue(srv, "list", "--quarantined")
+    assert code == 0 and all(i in out for i in ids) and "no server running" in out, out
+    code, out = queue(srv, "release", ids[0])
+    assert code == 0 and "delivered when the server starts" in out, out
+    code, out = queue(srv, "delete", ids[1])
+    assert code == 0, out
+    srv.start()
+    wait_until(lambda: maildir_count(srv, "alice@example.test") == 1, what="released mail", srv=srv)
+    wait_until(lambda: srv.queued() == [], what="queue empty", srv=srv)
+    # No bounce for the deleted one (bob is remote; a bounce would sit queued).
+    assert maildir_count(srv, "alice@example.test") == 1
+
+
+def test_outcomes_reach_observers_in_one_batch_per_transaction(start):
+    """0.2 observers get a transaction's outcomes in one call after its
+    replies, each with the session state of its time."""
+    srv = start(plugins=[probe("p")])
+    code, _ = send(srv, "alice@client.test", ["bob@example.test", "carol@example.test"], message())
+    assert code == 250
+    srv.wait_log(lambda r: "Stage::Disconnect" in str(r.get("message")))
+    outcomes = [x for x in srv.probe_calls("p") if x["stage"] == "outcome"]
+    stages = [o["arg"]["stage"] for o in outcomes]
+    assert stages[:6] == ["Stage::Connect", "Stage::Helo", "Stage::MailFrom", "Stage::RcptTo",
+                          "Stage::RcptTo", "Stage::Data"], stages
+    data = outcomes[5]["arg"]
+    # The transaction's four outcomes came in one call (with connect and
+    # EHLO too, unless the client paused long enough for those to go first).
+    assert len({o["arg"]["batch"] for o in outcomes[2:6]}) == 1 and data["batch"] >= 4, outcomes
+    assert data["mail_from"] == "alice@client.test" and data["recipient_count"] == 2
+    assert outcomes[1]["arg"]["helo"] == "client.test" and outcomes[0]["arg"]["helo"] is None
+    # The session handle answers for delivery time: the transaction is over.
+    assert outcomes[5]["session"]["mail_from"] is None

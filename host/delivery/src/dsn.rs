@@ -208,6 +208,7 @@ pub fn build(
             params: Vec::new(),
         }],
         session_id: format!("dsn-{}", state.id),
+        quarantine: None,
     };
     (envelope, bytes)
 }
@@ -255,6 +256,7 @@ mod tests {
                 },
             ],
             session_id: "s".into(),
+            quarantine: None,
         };
         let mut state = MessageState::new(env.queue_id.parse().unwrap(), Arc::new(env), 100);
         let reply = Reply::new(550, Some("5.1.1".parse().unwrap()), "no such user");

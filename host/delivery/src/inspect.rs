@@ -70,3 +70,17 @@ pub async fn flush(spool: &Arc<Spool>) -> Result<usize, SpoolError> {
 pub async fn delete(spool: &Spool, id: &QueueId) -> Result<bool, SpoolError> {
     spool.remove(id).await
 }
+
+/// Release a quarantined message: the release is journaled (durable before
+/// this returns) and a server delivers the message when it next starts.
+/// `Ok(false)` when no such message is held.
+pub async fn release(spool: &Spool, id: &QueueId) -> Result<bool, SpoolError> {
+    match MessageState::load(spool, id) {
+        Ok(state) if state.is_held() => {}
+        Ok(_) | Err(SpoolError::NotFound(_)) => return Ok(false),
+        Err(e) => return Err(e),
+    }
+    let at_ms = crate::now_ms();
+    journal::append(spool, id, &[Record::Released { at_ms }]).await?;
+    Ok(true)
+}

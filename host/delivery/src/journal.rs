@@ -12,6 +12,7 @@
 //! A <attempts> <next_ms>                                   attempt finished
 //! B <dsn-queue-id|-> <rcpt,rcpt,...>                       bounce committed for these
 //! N <next_ms>                                              rescheduled (queue flush)
+//! R <unix_ms>                                              released from quarantine
 //! ```
 //! `<rcpt>` indexes the envelope's recipient list (immutable once spooled).
 
@@ -48,6 +49,10 @@ pub enum Record {
     },
     Rescheduled {
         next_ms: u64,
+    },
+    /// An operator released the quarantined message.
+    Released {
+        at_ms: u64,
     },
 }
 
@@ -113,6 +118,7 @@ pub fn encode(record: &Record) -> String {
             )
         }
         Record::Rescheduled { next_ms } => format!("N {next_ms}"),
+        Record::Released { at_ms } => format!("R {at_ms}"),
     }
 }
 
@@ -179,6 +185,9 @@ pub fn parse(line: &str) -> Option<Record> {
         }
         "N" => Some(Record::Rescheduled {
             next_ms: rest.parse().ok()?,
+        }),
+        "R" => Some(Record::Released {
+            at_ms: rest.parse().ok()?,
         }),
         _ => None,
     }
@@ -286,6 +295,9 @@ mod tests {
                 rcpts: vec![],
             },
             Record::Rescheduled { next_ms: 0 },
+            Record::Released {
+                at_ms: 1_700_000_000_000,
+            },
         ]
     }
 

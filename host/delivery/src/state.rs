@@ -59,6 +59,9 @@ pub struct MessageState {
     pub next_ms: u64,
     /// Bounces committed for this message.
     pub dsns: Vec<String>,
+    /// When an operator released it from quarantine (unix ms); its queue
+    /// lifetime counts from then.
+    pub released_ms: Option<u64>,
 }
 
 /// The value of ESMTP parameter `key` (case-insensitive) in raw `KEY=VALUE` params.
@@ -92,6 +95,7 @@ impl MessageState {
             attempts: 0,
             next_ms: 0,
             dsns: Vec::new(),
+            released_ms: None,
         }
     }
 
@@ -147,11 +151,23 @@ impl MessageState {
                 self.dsns.extend(dsn.clone());
             }
             Record::Rescheduled { next_ms } => self.next_ms = *next_ms,
+            Record::Released { at_ms } => {
+                self.released_ms = Some(*at_ms);
+                self.next_ms = 0;
+            }
         }
     }
 
+    /// When the queue lifetime started: arrival, or release from
+    /// quarantine.
     pub fn arrival_ms(&self) -> u64 {
-        self.envelope.received_at_unix_ms
+        self.released_ms
+            .unwrap_or(self.envelope.received_at_unix_ms)
+    }
+
+    /// Held in quarantine: never attempted, never expired, until released.
+    pub fn is_held(&self) -> bool {
+        self.envelope.quarantine.is_some() && self.released_ms.is_none()
     }
 
     /// Indexes of recipients still owed a delivery.
@@ -232,6 +248,7 @@ pub(crate) mod tests {
                 })
                 .collect(),
             session_id: "s".into(),
+            quarantine: None,
         }
     }
 

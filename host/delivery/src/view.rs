@@ -24,8 +24,12 @@ pub struct QueueEntry {
     pub arrival_unix_ms: u64,
     pub sender: String,
     /// "active" (being delivered), "deferred" (waiting for a retry), "queued" (not
-    /// tried yet) or "hold" (delivery disabled).
+    /// tried yet), "hold" (delivery disabled) or "quarantined" (held for an
+    /// operator: `postern queue release`).
     pub state: String,
+    /// Why a data-stage plugin quarantined it (kept after a release).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quarantine: Option<String>,
     pub attempts: u32,
     pub next_attempt_unix_ms: Option<u64>,
     pub last_error: Option<String>,
@@ -53,9 +57,10 @@ pub fn entry(state: &MessageState, phase: &str) -> QueueEntry {
     QueueEntry {
         id: state.id.to_string(),
         size: state.size,
-        arrival_unix_ms: state.arrival_ms(),
+        arrival_unix_ms: state.envelope.received_at_unix_ms,
         sender: state.envelope.mail_from.clone(),
         state: phase.to_string(),
+        quarantine: state.envelope.quarantine.clone(),
         attempts: state.attempts,
         next_attempt_unix_ms: (state.attempts > 0 || state.next_ms > 0).then_some(state.next_ms),
         last_error: state.last_error().map(|d| d.to_string()),
@@ -91,7 +96,9 @@ pub fn detail(state: &MessageState, phase: &str, headers: &[u8]) -> QueueDetail 
 
 /// The phase of a message that is not being delivered right now.
 pub fn resting_phase(state: &MessageState, enabled: bool) -> &'static str {
-    if !enabled {
+    if state.is_held() {
+        "quarantined"
+    } else if !enabled {
         "hold"
     } else if state.attempts == 0
         && state

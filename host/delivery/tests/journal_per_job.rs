@@ -32,6 +32,7 @@ fn envelope(id: &QueueId, rcpts: &[&str]) -> Envelope {
             })
             .collect(),
         session_id: "s".into(),
+        quarantine: None,
     }
 }
 

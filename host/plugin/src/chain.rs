@@ -207,6 +207,11 @@ impl SessionChain {
         self.batch_due || self.pending.len() >= MAX_OUTCOME_BATCH
     }
 
+    /// Whether recorded outcomes wait for the 0.2 observers.
+    pub fn outcomes_pending(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
     /// Hand the recorded outcomes to the 0.2 observers (in batches of at
     /// most `MAX_OUTCOME_BATCH`). Their results cannot change anything.
     pub async fn deliver_outcomes(&mut self, ctx: &Arc<SessionContext>) {

@@ -311,11 +311,17 @@ pub async fn run<S: Io>(
         // pooled or fresh ones). The grace keeps them through the quick
         // back-and-forth of an active session.
         let mut ready = None;
-        if session.holds_instances() {
+        if session.holds_instances() || session.outcomes_pending() {
             let grace = timeouts.release_grace().min(deadline.remaining());
             ready = match tokio::time::timeout(grace, io.read_buf(&mut inbuf)).await {
                 Ok(r) => Some(r),
                 Err(_) => {
+                    // The client went quiet: observers get what they have
+                    // not seen yet (an idle session's outcomes are not held
+                    // back until it ends), then the instances go back.
+                    if session.outcomes_pending() {
+                        Box::pin(session.deliver_outcomes()).await;
+                    }
                     session.release_instances();
                     if inbuf.is_empty() && inbuf.capacity() > 256 {
                         inbuf = Vec::with_capacity(256);

@@ -21,7 +21,13 @@ use crate::server::Shared;
 #[derive(Subcommand)]
 pub enum QueueAction {
     /// List queued messages with their recipients and last errors.
-    List(AdminArgs),
+    List {
+        /// Only the messages held in quarantine (with their reasons).
+        #[arg(long)]
+        quarantined: bool,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
     /// Show one message: envelope, each recipient's state, bounces, headers.
     Show {
         /// The queue id.
@@ -31,6 +37,13 @@ pub enum QueueAction {
     },
     /// Retry every deferred message now.
     Flush(AdminArgs),
+    /// Release a message held in quarantine: it is delivered like a fresh one.
+    Release {
+        /// The queue id.
+        id: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
     /// Remove a message from the queue without a bounce.
     Delete {
         /// The queue id.
@@ -52,6 +65,18 @@ pub async fn serve(shared: &Arc<Shared>, line: &str) -> Value {
     let q = &shared.queue;
     let result = match words.as_slice() {
         ["queue", "list"] => q.list().await.map(|m| json!({"messages": m})),
+        ["queue", "list", "--quarantined"] => q.list().await.map(|m| {
+            let held: Vec<_> = m.into_iter().filter(|e| e.state == "quarantined").collect();
+            json!({"messages": held})
+        }),
+        ["queue", "release", id] => match parse_id(id) {
+            Ok(id) => match q.release(&id).await {
+                Ok(true) => Ok(json!({"released": id.to_string()})),
+                Ok(false) => Err(format!("no quarantined message {id}")),
+                Err(e) => Err(e),
+            },
+            Err(e) => Err(e),
+        },
         ["queue", "show", id] => match parse_id(id) {
             Ok(id) => match q.show(&id).await {
                 Ok(Some(m)) => Ok(json!({"message": m})),
@@ -69,7 +94,10 @@ pub async fn serve(shared: &Arc<Shared>, line: &str) -> Value {
             },
             Err(e) => Err(e),
         },
-        _ => Err("usage: queue list | queue show ID | queue flush | queue delete ID".to_string()),
+        _ => Err(
+            "usage: queue list [--quarantined] | queue show ID | queue flush | queue release ID | queue delete ID"
+                .to_string(),
+        ),
     };
     match result {
         Ok(Value::Object(mut map)) => {
@@ -106,7 +134,15 @@ fn locate(args: &AdminArgs) -> (PathBuf, Option<Config>) {
 /// Run a queue command; prints the outcome.
 pub fn run(action: QueueAction) -> ExitCode {
     let (args, command) = match &action {
-        QueueAction::List(a) => (a, "queue list".to_string()),
+        QueueAction::List { quarantined, admin } => (
+            admin,
+            if *quarantined {
+                "queue list --quarantined".to_string()
+            } else {
+                "queue list".to_string()
+            },
+        ),
+        QueueAction::Release { id, admin } => (admin, format!("queue release {}", id.trim())),
         QueueAction::Show { id, admin } => (admin, format!("queue show {}", id.trim())),
         QueueAction::Flush(a) => (a, "queue flush".to_string()),
         QueueAction::Delete { id, admin } => (admin, format!("queue delete {}", id.trim())),
@@ -163,7 +199,7 @@ async fn offline(cfg: &Config, action: &QueueAction) -> Result<Value, String> {
             cfg.spool_dir.display()
         ));
     }
-    let reads_only = matches!(action, QueueAction::List(_) | QueueAction::Show { .. });
+    let reads_only = matches!(action, QueueAction::List { .. } | QueueAction::Show { .. });
     // Run as root with `[server] user`: what a change writes belongs to that
     // account, as when the server writes it (see `crate::privilege`).
     let plan = match crate::privilege::for_tool(cfg) {
@@ -192,7 +228,21 @@ async fn offline(cfg: &Config, action: &QueueAction) -> Result<Value, String> {
     use postern_delivery::inspect;
     let e = |e: SpoolError| e.to_string();
     Ok(match action {
-        QueueAction::List(_) => json!({"ok": true, "messages": inspect::list(&spool).map_err(e)?}),
+        QueueAction::List { quarantined, .. } => {
+            let mut m = inspect::list(&spool).map_err(e)?;
+            if *quarantined {
+                m.retain(|e| e.state == "quarantined");
+            }
+            json!({"ok": true, "messages": m})
+        }
+        QueueAction::Release { id, .. } => {
+            let id = parse_id(id)?;
+            if inspect::release(&spool, &id).await.map_err(e)? {
+                json!({"ok": true, "released": id.to_string()})
+            } else {
+                json!({"ok": false, "error": format!("no quarantined message {id}")})
+            }
+        }
         QueueAction::Show { id, .. } => {
             let id = parse_id(id)?;
             match inspect::show(&spool, &id).map_err(e)? {
@@ -245,9 +295,14 @@ fn print(action: &QueueAction, a: &Value, offline: bool) {
         println!("(no server running: read from the spool directly)");
     }
     match action {
-        QueueAction::List(_) => {
+        QueueAction::List { .. } => {
             print_list(a["messages"].as_array().map(Vec::as_slice).unwrap_or(&[]))
         }
+        QueueAction::Release { .. } if offline => println!(
+            "released {}: it is delivered when the server starts",
+            text(a, "released")
+        ),
+        QueueAction::Release { .. } => println!("released {}", text(a, "released")),
         QueueAction::Show { .. } => print_show(&a["message"]),
         QueueAction::Flush(_) if offline => println!(
             "{} messages will be retried as soon as the server starts",
@@ -292,6 +347,9 @@ fn print_list(messages: &[Value]) {
                     .unwrap_or_default()
             );
         }
+        if let Some(reason) = m["quarantine"].as_str() {
+            println!("    quarantined: {reason}");
+        }
         for r in m["recipients"].as_array().into_iter().flatten() {
             println!("    -> {} ({})", text(r, "address"), text(r, "status"));
         }
@@ -329,6 +387,9 @@ fn print_show(m: &Value) {
         .collect();
     println!("sender:    <{}> {}", text(m, "sender"), params.join(" "));
     println!("size:      {} bytes", m["size"]);
+    if let Some(reason) = m["quarantine"].as_str() {
+        println!("quarantine: {reason}");
+    }
     for r in m["recipients"].as_array().into_iter().flatten() {
         println!("recipient: {} {}", text(r, "address"), text(r, "status"));
         if let Some(d) = r["detail"].as_str() {

@@ -64,6 +64,7 @@ fn envelope(id: &QueueId) -> Envelope {
             params: vec![],
         }],
         session_id: "bench".into(),
+        quarantine: None,
     }
 }
 

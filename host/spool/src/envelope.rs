@@ -36,4 +36,9 @@ pub struct Envelope {
     pub recipients: Vec<Recipient>,
     /// The SMTP session that accepted the message (ties logs together).
     pub session_id: String,
+    /// Held in the queue for an operator, with this reason (a data-stage
+    /// plugin's `quarantine`): not delivered until released. Absent from
+    /// records written before quarantine existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quarantine: Option<String>,
 }

@@ -91,6 +91,7 @@ mod tests {
             mail_params: vec![],
             recipients,
             session_id: "s".into(),
+            quarantine: None,
         };
         let state = MessageState::new(env.queue_id.parse().unwrap(), Arc::new(env), 1);
         let settings = Settings::new("mx.test", &["example.test".into()], Path::new("/d"));

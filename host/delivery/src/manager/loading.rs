@@ -52,7 +52,12 @@ impl Manager {
         if self.entries.contains_key(&id) {
             return;
         }
-        self.timers.insert((state.next_ms, id));
+        if state.is_held() {
+            tracing::info!(queue_id = %id, reason = state.envelope.quarantine.as_deref().unwrap_or(""),
+                "message held in quarantine");
+        } else {
+            self.timers.insert((state.next_ms, id));
+        }
         self.entries.insert(
             id,
             Entry {

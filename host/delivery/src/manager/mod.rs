@@ -61,6 +61,10 @@ pub(crate) enum Event {
     Finalized(QueueId, Finalized),
     Flush(oneshot::Sender<usize>),
     Delete(QueueId, oneshot::Sender<Result<bool, String>>),
+    /// Release a quarantined message (`Ok(false)`: not held).
+    Release(QueueId, oneshot::Sender<Result<bool, String>>),
+    /// The release was journaled.
+    Released(QueueId, u64, oneshot::Sender<Result<bool, String>>),
     List(oneshot::Sender<Vec<QueueEntry>>),
     Show(
         QueueId,
@@ -194,6 +198,12 @@ impl QueueHandle {
     /// Remove a message without a bounce (after its current attempt, if one runs).
     pub async fn delete(&self, id: &QueueId) -> Result<bool, String> {
         self.ask(|tx| Event::Delete(*id, tx)).await?
+    }
+
+    /// Release a quarantined message: journaled durably, then delivered like
+    /// a fresh one. `Ok(false)` when no such message is held.
+    pub async fn release(&self, id: &QueueId) -> Result<bool, String> {
+        self.ask(|tx| Event::Release(*id, tx)).await?
     }
 
     pub async fn stats(&self) -> Result<QueueStats, String> {
@@ -343,6 +353,17 @@ impl Manager {
                 let _ = reply.send(self.flush());
             }
             Event::Delete(id, reply) => self.delete(id, reply),
+            Event::Release(id, reply) => self.release(id, reply),
+            Event::Released(id, at_ms, reply) => {
+                if let Some(e) = self.entries.get_mut(&id) {
+                    e.state.apply(&Record::Released { at_ms });
+                    if matches!(e.phase, Phase::Waiting) {
+                        self.timers.insert((e.state.next_ms, id));
+                    }
+                    tracing::info!(queue_id = %id, "released from quarantine");
+                }
+                let _ = reply.send(Ok(true));
+            }
             Event::List(reply) => {
                 let mut list: Vec<(QueueId, QueueEntry)> = self
                     .entries
@@ -577,10 +598,33 @@ impl Manager {
         self.entries.insert(id, entry);
     }
 
+    fn release(&mut self, id: QueueId, reply: oneshot::Sender<Result<bool, String>>) {
+        match self.entries.get(&id) {
+            Some(e) if e.state.is_held() => {}
+            _ => {
+                let _ = reply.send(Ok(false));
+                return;
+            }
+        }
+        let spool = self.spool.clone();
+        let events = self.events.clone();
+        tokio::spawn(async move {
+            let at_ms = now_ms();
+            match crate::journal::append(&spool, &id, &[Record::Released { at_ms }]).await {
+                Ok(()) => {
+                    let _ = events.send(Event::Released(id, at_ms, reply));
+                }
+                Err(e) => {
+                    let _ = reply.send(Err(e.to_string()));
+                }
+            }
+        });
+    }
+
     fn flush(&mut self) -> usize {
         let mut n = 0;
         for (id, e) in self.entries.iter_mut() {
-            if matches!(e.phase, Phase::Waiting) {
+            if matches!(e.phase, Phase::Waiting) && !e.state.is_held() {
                 self.timers.remove(&(e.state.next_ms, *id));
                 e.state.next_ms = 0;
                 self.timers.insert((0, *id));

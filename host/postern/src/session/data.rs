@@ -196,6 +196,7 @@ impl Session {
                 })
                 .collect(),
             session_id: self.ctx.id.to_string(),
+            quarantine: d.changes.quarantine.clone(),
         };
         // The header section as plugins changed it, and where the rest of
         // the message starts.

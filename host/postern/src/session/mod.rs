@@ -186,6 +186,11 @@ impl Session {
         self.chain.batch_ready()
     }
 
+    /// Whether outcomes wait for 0.2 observers at all.
+    pub fn outcomes_pending(&self) -> bool {
+        self.chain.outcomes_pending()
+    }
+
     /// Hand the waiting outcomes to the 0.2 observers.
     pub async fn deliver_outcomes(&mut self) {
         self.chain.deliver_outcomes(&self.ctx).await;

@@ -28,6 +28,7 @@ pub fn envelope_for(id: &QueueId) -> Envelope {
             })
             .collect(),
         session_id: format!("sess-{id}"),
+        quarantine: None,
     }
 }
 
