@@ -385,22 +385,33 @@ async fn init_refusal_and_bad_files() {
             .unwrap();
         assert!(err.to_string().contains(want), "{err}");
     }
-    // A component targeting another version of the contract.
+    // A component naming a contract version this host does not serve, and
+    // one mixing the two it does.
     let bytes = std::fs::read(wasm("test_rcpt_only")).unwrap();
     let patched = replace_all(
         &bytes,
-        b"postern:policy/rcpt-to-hook@0.1.0",
         b"postern:policy/rcpt-to-hook@0.2.0",
+        b"postern:policy/rcpt-to-hook@0.9.0",
     );
-    let v2 = dir.join("v2.wasm");
-    std::fs::write(&v2, patched).unwrap();
-    let mut s = spec("v2", "test_rcpt_only", serde_json::json!({"blocked": []}));
-    s.path = v2;
-    let err = Generation::load(&rt, 1, "t".into(), vec![s], services())
-        .await
-        .err()
-        .unwrap();
-    assert!(err.to_string().contains("rcpt-to-hook@0.2.0"), "{err}");
+    let mixed = replace_all(
+        &bytes,
+        b"postern:policy/rcpt-to-hook@0.2.0",
+        b"postern:policy/rcpt-to-hook@0.1.0",
+    );
+    for (name, data, want) in [
+        ("v9", patched, "rcpt-to-hook@0.9.0"),
+        ("mixed", mixed, "mixes contract versions"),
+    ] {
+        let path = dir.join(format!("{name}.wasm"));
+        std::fs::write(&path, data).unwrap();
+        let mut s = spec(name, "test_rcpt_only", serde_json::json!({"blocked": []}));
+        s.path = path;
+        let err = Generation::load(&rt, 1, "t".into(), vec![s], services())
+            .await
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains(want), "{err}");
+    }
 }
 
 fn replace_all(hay: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
