@@ -82,6 +82,22 @@ enum Cmd {
         #[command(subcommand)]
         action: DkimAction,
     },
+    /// Evaluate SPF (RFC 7208) for a client as the mail-auth plugin would
+    /// see it, with the configuration's resolver (`[dns]`), and print the
+    /// MAIL FROM and HELO results.
+    Spf {
+        #[arg(short, long)]
+        config: PathBuf,
+        /// The client's address.
+        #[arg(long)]
+        ip: std::net::IpAddr,
+        /// The HELO/EHLO name.
+        #[arg(long)]
+        helo: String,
+        /// The MAIL FROM address (omit for the null sender).
+        #[arg(long, default_value = "")]
+        mail_from: String,
+    },
     /// Hash a password for the auth-file plugin (argon2id, PHC string);
     /// reads the password from standard input.
     HashPassword,
@@ -290,10 +306,60 @@ fn main() -> ExitCode {
                 ExitCode::from(1)
             }
         },
+        Cmd::Spf {
+            config,
+            ip,
+            helo,
+            mail_from,
+        } => spf_command(&config, ip, helo, mail_from),
         Cmd::HashPassword => hash_password(),
         Cmd::Reload(args) => admin_command(args, "reload"),
         Cmd::Status(args) => admin_command(args, "status"),
         Cmd::Queue { action } => queue_cmd::run(action),
+    }
+}
+
+fn spf_command(
+    config: &std::path::Path,
+    client_ip: std::net::IpAddr,
+    helo: String,
+    mail_from: String,
+) -> ExitCode {
+    let cfg = match Config::load(config, &Overrides::default()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("postern: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let _log = logging::init(LogFormat::Text, Some("warn"));
+    let ids = postern_plugin::Identities {
+        client_ip,
+        helo,
+        mail_from,
+    };
+    let out = runtime().block_on(async {
+        let auth = mail_auth::MailAuth::new(&cfg.nameservers, cfg.dns_timeout, &cfg.hostname)?;
+        anyhow::Ok(auth.spf(ids).await)
+    });
+    match out {
+        Ok(out) => {
+            for (identity, check) in [("mail-from", &out.mail_from), ("helo", &out.helo)] {
+                let mut line = format!("{identity}: {}", check.result.name());
+                if !check.domain.is_empty() {
+                    line.push_str(&format!(" ({})", check.domain));
+                }
+                if let Some(e) = &check.explanation {
+                    line.push_str(&format!(": {e}"));
+                }
+                println!("{line}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("postern: {e:#}");
+            ExitCode::from(1)
+        }
     }
 }
 

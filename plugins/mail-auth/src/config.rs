@@ -39,13 +39,16 @@ impl Default for SpfConfig {
     }
 }
 
-/// How a DMARC `quarantine` is carried out (contract 0.1 has no quarantine
-/// verdict).
+/// How a DMARC `quarantine` is carried out.
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]
 pub enum QuarantineAction {
     /// Accept and add the `quarantine_header` field.
     Tag,
+    /// Accept, add the `quarantine_header` field and hold the message in
+    /// the queue until an operator releases it (`postern queue release`);
+    /// contract 0.2's quarantine.
+    Hold,
     /// 451 4.7.1.
     Defer,
     /// 550 5.7.1.
@@ -160,6 +163,12 @@ impl Config {
                 "spf.temperror cannot be \"reject\" (a temporary error is worth a 4xx at most)"
                     .into(),
             );
+        }
+        if self.dmarc.quarantine == QuarantineAction::Hold && !postern_sdk::CAN_CHANGE_MESSAGE {
+            return Err(format!(
+                "dmarc.quarantine = \"hold\" needs postern:policy@0.2.0; this build is {}",
+                postern_sdk::CONTRACT_VERSION
+            ));
         }
         let trusted = Ranges::parse("sign.trusted_networks", &self.sign.trusted_networks)?;
         for (domain, key) in &self.sign.domains {

@@ -113,20 +113,33 @@ impl MailAuthPolicy {
             results::authentication_results(&id, &outcome, &mail_from, &helo(session)),
         )];
         let sample = sample(&session.id(), message.size());
+        let reason = format!(
+            "DMARC policy of {}",
+            results::clean(&outcome.dmarc.from_domain, 200)
+        );
+        let mut quarantine = None;
         match results::dmarc_action(&self.0.config.dmarc, &outcome, sample) {
             DmarcAction::Accept => {}
             DmarcAction::Tag => add.push(header(
                 self.0.config.dmarc.quarantine_header.clone(),
-                format!(
-                    "DMARC policy of {}",
-                    results::clean(&outcome.dmarc.from_domain, 200)
-                ),
+                reason,
             )),
+            DmarcAction::Hold => {
+                add.push(header(
+                    self.0.config.dmarc.quarantine_header.clone(),
+                    reason.clone(),
+                ));
+                quarantine = Some(reason);
+            }
             DmarcAction::Refuse(v) => return DataResult::verdict(v),
         }
-        DataResult {
+        let result = DataResult {
             add_headers: add,
             ..DataResult::verdict(pass())
+        };
+        match quarantine {
+            Some(reason) => result.quarantine(reason),
+            None => result,
         }
     }
 }

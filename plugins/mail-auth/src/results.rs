@@ -70,6 +70,8 @@ pub enum DmarcAction {
     Accept,
     /// Accept with the quarantine header.
     Tag,
+    /// Accept with the quarantine header, held in the queue.
+    Hold,
     Refuse(Verdict),
 }
 
@@ -104,6 +106,7 @@ pub fn dmarc_action(cfg: &DmarcConfig, outcome: &AuthOutcome, sample: u8) -> Dma
         )),
         DmarcPolicy::Quarantine => match cfg.quarantine {
             QuarantineAction::Tag => DmarcAction::Tag,
+            QuarantineAction::Hold => DmarcAction::Hold,
             QuarantineAction::Defer => DmarcAction::Refuse(defer(
                 451,
                 "4.7.1",
@@ -280,6 +283,7 @@ mod tests {
         ) {
             DmarcAction::Accept => "accept",
             DmarcAction::Tag => "tag",
+            DmarcAction::Hold => "hold",
             DmarcAction::Refuse(v) if code(&v) == 550 => "reject",
             DmarcAction::Refuse(_) => "defer",
         };
@@ -294,6 +298,10 @@ mod tests {
         assert_eq!(act(&cfg, A::Temperror, P::Reject, 100, 0), "accept");
         cfg.quarantine = QuarantineAction::Defer;
         assert_eq!(act(&cfg, A::Fail, P::Quarantine, 100, 0), "defer");
+        cfg.quarantine = QuarantineAction::Hold;
+        assert_eq!(act(&cfg, A::Fail, P::Quarantine, 100, 0), "hold");
+        assert_eq!(act(&cfg, A::Fail, P::Reject, 50, 50), "hold"); // sampled out
+        assert_eq!(act(&cfg, A::Fail, P::Quarantine, 0, 0), "accept");
         cfg.overrides.insert("d.test".into(), Override::None);
         assert_eq!(act(&cfg, A::Fail, P::Reject, 100, 0), "accept");
         cfg.overrides.insert("d.test".into(), Override::Reject);

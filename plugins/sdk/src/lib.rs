@@ -68,6 +68,19 @@ pub mod wit {
     pub use postern::policy::*;
 }
 
+/// The contract version this build implements ("0.2.0", or "0.1.0" with the
+/// `contract-0-1` feature). A plugin whose configuration asks for something
+/// only 0.2 can do (data-stage changes, quarantine) refuses it at `init`
+/// when built for 0.1, instead of trapping on the first message.
+#[cfg(not(feature = "contract-0-1"))]
+pub const CONTRACT_VERSION: &str = "0.2.0";
+#[cfg(feature = "contract-0-1")]
+pub const CONTRACT_VERSION: &str = "0.1.0";
+
+/// Whether [`DataResult`] may carry header and envelope changes and a
+/// quarantine in this build (contract 0.2).
+pub const CAN_CHANGE_MESSAGE: bool = cfg!(not(feature = "contract-0-1"));
+
 pub mod addr;
 pub mod host;
 pub mod net;

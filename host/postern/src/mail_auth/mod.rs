@@ -4,8 +4,12 @@
 //! It runs in the host because mail-auth does not build for wasm32-wasip2
 //! on this toolchain; plugins decide what a result means. Input: messages
 //! and identities from the network (untrusted), keys read by a plugin from
-//! its read-only files grant. RFC 7208 §4.6.4's 10-look-up and 2-void-look-up
-//! limits are mail-auth's own.
+//! its read-only files grant. RFC 7208 §4.6.4's 10-look-up limit is
+//! mail-auth's own; the 2-void-look-up limit is added here
+//! ([`void_lookups`]), as is §4.5's "more than one record" permerror for the
+//! domain checked.
+
+mod void_lookups;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -19,7 +23,8 @@ use mail_auth::dmarc::Policy;
 use mail_auth::dmarc::verify::DmarcParameters;
 use mail_auth::spf::verify::SpfParameters;
 use mail_auth::{
-    AuthenticatedMessage, DkimResult, DmarcResult, MessageAuthenticator, SpfOutput, SpfResult,
+    AuthenticatedMessage, DkimResult, DmarcResult, MessageAuthenticator, Parameters, SpfOutput,
+    SpfResult,
 };
 use postern_plugin::{
     ArcOutcome, AuthOutcome, AuthResult, BoxFuture, DkimSignature, DmarcOutcome, DmarcPolicy,
@@ -52,8 +57,7 @@ impl MailAuth {
         // RFC 7208 §2.3: the HELO identity only when it is a domain name.
         let helo_out = if is_domain(helo) {
             Some(
-                self.auth
-                    .verify_spf(SpfParameters::verify_ehlo(ip, helo, &self.host_domain))
+                self.check_host(SpfParameters::verify_ehlo(ip, helo, &self.host_domain))
                     .await,
             )
         } else {
@@ -69,16 +73,30 @@ impl MailAuth {
             // would use the first).
             SpfOutput::new(domain_of(&ids.mail_from).to_string()).with_result(SpfResult::PermError)
         } else {
-            self.auth
-                .verify_spf(SpfParameters::verify_mail_from(
-                    ip,
-                    helo,
-                    &self.host_domain,
-                    &ids.mail_from,
-                ))
-                .await
+            self.check_host(SpfParameters::verify_mail_from(
+                ip,
+                helo,
+                &self.host_domain,
+                &ids.mail_from,
+            ))
+            .await
         };
         (helo_out, from_out)
+    }
+
+    /// RFC 7208 `check_host()` for one identity, with the void-look-up
+    /// limit.
+    async fn check_host(&self, params: SpfParameters<'_>) -> SpfOutput {
+        let queries = void_lookups::Queries::default();
+        let w = queries.watches();
+        let params = Parameters::new(params)
+            .with_txt_cache(&w.txt)
+            .with_mx_cache(&w.mx)
+            .with_ipv4_cache(&w.a)
+            .with_ipv6_cache(&w.aaaa)
+            .with_ptr_cache(&w.ptr);
+        let out = self.auth.verify_spf(params).await;
+        queries.limit(out)
     }
 
     /// Number of SPF records published at `domain` (answers come from the
@@ -101,7 +119,8 @@ impl MailAuth {
             .count()
     }
 
-    async fn spf(&self, ids: Identities) -> SpfOutcome {
+    /// The SPF results for the MAIL FROM and HELO identities.
+    pub async fn spf(&self, ids: Identities) -> SpfOutcome {
         let (helo, from) = self.spf_outputs(&ids).await;
         let out = SpfOutcome {
             helo: helo.as_ref().map(spf_check).unwrap_or_default(),
