@@ -11,7 +11,7 @@ COMPONENTIZE_PY_VERSION="0.25.1"
 postern_wit_deps() { # <plugin dir> <repo root>
     rm -rf "$1/wit/deps"
     mkdir -p "$1/wit/deps/postern-policy"
-    cp "$2"/wit/v0.1/*.wit "$1/wit/deps/postern-policy/"
+    cp "$2"/wit/*.wit "$1/wit/deps/postern-policy/"
 }
 
 # True (and says so) when <out> exists and is newer than every input, unless

@@ -1,7 +1,7 @@
 """Component entry point of the greylist plugin: adapts the Postern host
 imports (kv, clock, log) and WIT types to `greylist_logic`. Built with
 componentize-py against `wit/world.wit` (world `greylist`). Input: the
-session snapshot and recipient from the host, the operator's configuration.
+session (a host resource) and recipient from the host, the operator's configuration.
 """
 
 from componentize_py_types import Err
@@ -77,11 +77,14 @@ class RcptToHook(exports.RcptToHook):
         global _config
         if _config is None:
             _config = logic.parse_config("{}")
-        sender = session.mail_from.address if session.mail_from is not None else ""
+        # The session is a host resource (postern:policy@0.2.0): each fact is
+        # a call, made only for what the decision needs.
+        mail_from = session.mail_from()
+        sender = mail_from.address if mail_from is not None else ""
         greylist = logic.Greylist(_config, _HostKv(), _log)
         v = greylist.check(
-            session.client_ip,
-            session.auth_user,
+            session.client_ip(),
+            session.auth_user(),
             sender,
             recipient.address,
             clock.now_ms(),

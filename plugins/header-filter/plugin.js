@@ -1,15 +1,19 @@
 // Component entry point of the header-filter plugin: exports
 // `postern:policy/init`, `postern:policy/data-hook` and `postern:policy/recycle`
 // (world `header-filter` in wit/world.wit) and adapts them to the binding-free logic in filter.js.
-// Built with componentize-js. Input: the session snapshot and the borrowed
-// message from the host; the operator's configuration.
+// Built with componentize-js. Input: the session and the message, both
+// borrowed from the host; the operator's configuration.
 
-import { log } from 'postern:policy/log@0.1.0';
+import { log } from 'postern:policy/log@0.2.0';
 import { ConfigError, decide, parseConfig } from './filter.js';
 
 // Per instance; set by `init`. It is all the module keeps, and it is the
 // same for every session: `recycle` lets the host reuse the instance.
 let config = null;
+
+// The data-result fields this plugin leaves empty: no changes to the fields
+// the message arrived with or to the envelope, no quarantine.
+const NO_CHANGES = { headerChanges: [], envelopeChanges: [], quarantine: undefined };
 
 export const init = {
   init(text) {
@@ -26,13 +30,16 @@ export const init = {
 export const dataHook = {
   onData(session, message) {
     if (config === null) config = parseConfig('{}');
-    const result = decide(config, session, message);
+    // The session is a host resource (postern:policy@0.2.0): filter.js takes
+    // the two facts it needs as plain values.
+    const facts = { clientIp: session.clientIp(), authUser: session.authUser() };
+    const result = decide(config, facts, message);
     if (result.reasons.length) {
       log('info', `header filter: ${result.verdict.tag === 'reject' ? 'rejected' : 'tagged'}`, [
         ['reasons', result.reasons.join(', ')],
       ]);
     }
-    return { verdict: result.verdict, addHeaders: result.addHeaders };
+    return { verdict: result.verdict, addHeaders: result.addHeaders, ...NO_CHANGES };
   },
 };
 

@@ -22,8 +22,7 @@ BIN = Path(os.environ.get("POSTERN_BIN", TARGET / "release" / "postern"))
 # POSTERN_CONTRACT=0.1 runs the suite against the plugins built for the
 # frozen postern:policy@0.1.0 contract (`make plugins` builds both), to show
 # that 0.1 components still load and answer as their 0.2 rebuilds do.
-# (The Python and JavaScript plugins are still 0.1 components: the same
-# builds serve both runs.)
+# (The Python and JavaScript plugins have one build, for 0.2, in both runs.)
 CONTRACT = os.environ.get("POSTERN_CONTRACT", "0.2")
 if CONTRACT == "0.1":
     WASM_DIR = TARGET / "contract-0.1" / "wasm32-wasip2" / "release"

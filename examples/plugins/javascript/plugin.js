@@ -5,10 +5,15 @@
 // `subject-filter` in wit/world.wit); built with componentize-js.
 // Input: the borrowed message from the host; the operator's configuration.
 
-import { log } from 'postern:policy/log@0.1.0';
+import { log } from 'postern:policy/log@0.2.0';
 
 // Per instance (every SMTP session gets a fresh one); set by `init`.
 let blocked = [];
+
+// A data-result may also change the fields the message arrived with
+// (headerChanges), the envelope (envelopeChanges) or hold the message
+// (quarantine: a reason); this plugin does none of that.
+const NO_CHANGES = { headerChanges: [], envelopeChanges: [], quarantine: undefined };
 
 export const init = {
   // `text` is `[plugin.config]` as JSON; an `err` refuses the configuration.
@@ -34,8 +39,8 @@ export const dataHook = {
     if (word !== undefined) {
       log('info', 'message refused', [['word', word]]);
       const reply = { code: 554, enhanced: '5.7.1', text: `Message refused: subject contains "${word}"` };
-      return { verdict: { tag: 'reject', val: reply }, addHeaders: [] };
+      return { verdict: { tag: 'reject', val: reply }, addHeaders: [], ...NO_CHANGES };
     }
-    return { verdict: { tag: 'pass' }, addHeaders: [{ name: 'X-Subject-Filter', value: 'checked' }] };
+    return { verdict: { tag: 'pass' }, addHeaders: [{ name: 'X-Subject-Filter', value: 'checked' }], ...NO_CHANGES };
   },
 };
