@@ -251,6 +251,16 @@ def elsewhere_zone(dns) -> None:
     dns.add("six.six.test", "AAAA", ["2001:db8::6"])
 
 
+def spf_cli(cfg, ip: str, sender: str = "") -> list[str]:
+    """`postern spf` for one client: its output lines (it must succeed)."""
+    args = [str(BIN), "spf", "--config", str(cfg), "--ip", ip, "--helo", HELO]
+    if sender:
+        args += ["--mail-from", sender]
+    run = subprocess.run(args, capture_output=True, text=True, timeout=30)
+    assert run.returncode == 0, run.stderr
+    return run.stdout.splitlines()
+
+
 def test_spf_for_other_client_addresses_matches_pyspf(tmp_path, dns):
     """ptr, %{p}, IPv6 and the void-look-up limit, by `postern spf`."""
     elsewhere_zone(dns)
@@ -258,11 +268,9 @@ def test_spf_for_other_client_addresses_matches_pyspf(tmp_path, dns):
     cfg.write_text('[server]\nhostname = "mx.test"\nlocal_domains = ["mx.test"]\nlisten = ["127.0.0.1:0"]\n' + dns.config("2s"))
     mismatches = []
     for ip, sender, want in ELSEWHERE_CASES:
-        run = subprocess.run([str(BIN), "spf", "--config", str(cfg), "--ip", ip, "--helo", HELO,
-                              "--mail-from", sender], capture_output=True, text=True, timeout=30)
-        assert run.returncode == 0, run.stderr
-        got = re.match(r"mail-from: (\w+)", run.stdout)
-        got = got.group(1) if got else run.stdout
+        out = spf_cli(cfg, ip, sender)
+        got = re.match(r"mail-from: (\w+)", out[0])
+        got = got.group(1) if got else out
         ref = pyspf_result(dns.port, ip, sender)
         if (got, ref) != (want, want):
             mismatches.append((ip, sender, want, got, ref))
@@ -272,14 +280,12 @@ def test_spf_for_other_client_addresses_matches_pyspf(tmp_path, dns):
     # name is not a valid name and the result is temperror where pyspf finds
     # pass / fail. Asserted so a fixed library shows.
     for ip, want in (("192.0.2.10", "pass"), ("192.0.2.12", "fail")):
-        run = subprocess.run([str(BIN), "spf", "--config", str(cfg), "--ip", ip, "--helo", HELO,
-                              "--mail-from", "u@ptr-macro.test"], capture_output=True, text=True, timeout=30)
-        assert run.stdout.startswith("mail-from: temperror"), run
+        out = spf_cli(cfg, ip, "u@ptr-macro.test")
+        assert out[0].startswith("mail-from: temperror"), out
         assert pyspf_result(dns.port, ip, "u@ptr-macro.test") == want
     # The HELO identity is printed too.
-    run = subprocess.run([str(BIN), "spf", "--config", str(cfg), "--ip", "127.0.0.1", "--helo", HELO],
-                         capture_output=True, text=True, timeout=30)
-    assert run.stdout.splitlines() == ["mail-from: pass (client.test)", "helo: pass (client.test)"], run
+    out = spf_cli(cfg, "127.0.0.1")
+    assert out == ["mail-from: pass (client.test)", "helo: pass (client.test)"], out
 
 
 def test_spf_and_dmarc_table_matches_pyspf(verifier, dns):

@@ -178,12 +178,9 @@ fn main() -> ExitCode {
             log_format,
         } => {
             let overrides = Overrides { listen, data_dir };
-            let cfg = match Config::load(&config, &overrides) {
+            let cfg = match load_config(&config, &overrides) {
                 Ok(c) => c,
-                Err(e) => {
-                    eprintln!("postern: {e}");
-                    return ExitCode::from(2);
-                }
+                Err(code) => return code,
             };
             let plan = match privilege::decide(&cfg) {
                 Ok(p) => p,
@@ -212,12 +209,9 @@ fn main() -> ExitCode {
             }
         }
         Cmd::Check { config } => {
-            let cfg = match Config::load(&config, &Overrides::default()) {
+            let cfg = match load_config(&config, &Overrides::default()) {
                 Ok(c) => c,
-                Err(e) => {
-                    eprintln!("postern: {e}");
-                    return ExitCode::from(2);
-                }
+                Err(code) => return code,
             };
             let _log = logging::init(LogFormat::Text, Some("warn"));
             if let Err(privilege::PrivilegeError::RootRefused { .. }) = privilege::decide(&cfg) {
@@ -319,18 +313,24 @@ fn main() -> ExitCode {
     }
 }
 
+/// The configuration, or exit code 2 after printing the error (which names
+/// the file and line).
+fn load_config(path: &std::path::Path, overrides: &Overrides) -> Result<Config, ExitCode> {
+    Config::load(path, overrides).map_err(|e| {
+        eprintln!("postern: {e}");
+        ExitCode::from(2)
+    })
+}
+
 fn spf_command(
     config: &std::path::Path,
     client_ip: std::net::IpAddr,
     helo: String,
     mail_from: String,
 ) -> ExitCode {
-    let cfg = match Config::load(config, &Overrides::default()) {
+    let cfg = match load_config(config, &Overrides::default()) {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("postern: {e}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     let _log = logging::init(LogFormat::Text, Some("warn"));
     let ids = postern_plugin::Identities {

@@ -113,33 +113,30 @@ impl MailAuthPolicy {
             results::authentication_results(&id, &outcome, &mail_from, &helo(session)),
         )];
         let sample = sample(&session.id(), message.size());
-        let reason = format!(
-            "DMARC policy of {}",
-            results::clean(&outcome.dmarc.from_domain, 200)
-        );
+        let hold = match results::dmarc_action(&self.0.config.dmarc, &outcome, sample) {
+            DmarcAction::Accept => None,
+            DmarcAction::Tag => Some(false),
+            DmarcAction::Hold => Some(true),
+            DmarcAction::Refuse(v) => return DataResult::verdict(v),
+        };
         let mut quarantine = None;
-        match results::dmarc_action(&self.0.config.dmarc, &outcome, sample) {
-            DmarcAction::Accept => {}
-            DmarcAction::Tag => add.push(header(
+        if let Some(hold) = hold {
+            let reason = format!(
+                "DMARC policy of {}",
+                results::clean(&outcome.dmarc.from_domain, 200)
+            );
+            if hold {
+                quarantine = Some(reason.clone());
+            }
+            add.push(header(
                 self.0.config.dmarc.quarantine_header.clone(),
                 reason,
-            )),
-            DmarcAction::Hold => {
-                add.push(header(
-                    self.0.config.dmarc.quarantine_header.clone(),
-                    reason.clone(),
-                ));
-                quarantine = Some(reason);
-            }
-            DmarcAction::Refuse(v) => return DataResult::verdict(v),
+            ));
         }
-        let result = DataResult {
+        DataResult {
             add_headers: add,
+            quarantine,
             ..DataResult::verdict(pass())
-        };
-        match quarantine {
-            Some(reason) => result.quarantine(reason),
-            None => result,
         }
     }
 }

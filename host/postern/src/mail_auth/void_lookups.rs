@@ -16,7 +16,7 @@
 use std::borrow::Borrow;
 use std::hash::Hash;
 use std::marker::PhantomData;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::Mutex;
 
 use mail_auth::{MX, RecordSet, ResolverCache, SpfOutput, SpfResult, Txt};
@@ -139,11 +139,6 @@ impl<'q, V> Watch<'q, V> {
             _value: PhantomData,
         }
     }
-
-    fn get_none<T>(&self) -> Option<T> {
-        self.queries.asked(self.kind);
-        None
-    }
 }
 
 /// Whether an answer holds records.
@@ -163,46 +158,27 @@ impl<T> Found for RecordSet<T> {
     }
 }
 
-impl<V: Found> ResolverCache<Box<str>, V> for Watch<'_, V> {
+/// One implementation for every key (names, and addresses for PTR): the
+/// key is never looked at.
+impl<K, V: Found> ResolverCache<K, V> for Watch<'_, V> {
     fn get<Q>(&self, _: &Q) -> Option<V>
     where
-        Box<str>: Borrow<Q>,
+        K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        self.get_none()
+        self.queries.asked(self.kind);
+        None
     }
 
     fn remove<Q>(&self, _: &Q) -> Option<V>
     where
-        Box<str>: Borrow<Q>,
+        K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
         None
     }
 
-    fn insert(&self, _: Box<str>, value: V, _: std::time::Instant) {
-        self.queries.answered(self.kind, value.found());
-    }
-}
-
-impl ResolverCache<IpAddr, RecordSet<Box<str>>> for Watch<'_, RecordSet<Box<str>>> {
-    fn get<Q>(&self, _: &Q) -> Option<RecordSet<Box<str>>>
-    where
-        IpAddr: Borrow<Q>,
-        Q: Hash + Eq + ?Sized,
-    {
-        self.get_none()
-    }
-
-    fn remove<Q>(&self, _: &Q) -> Option<RecordSet<Box<str>>>
-    where
-        IpAddr: Borrow<Q>,
-        Q: Hash + Eq + ?Sized,
-    {
-        None
-    }
-
-    fn insert(&self, _: IpAddr, value: RecordSet<Box<str>>, _: std::time::Instant) {
+    fn insert(&self, _: K, value: V, _: std::time::Instant) {
         self.queries.answered(self.kind, value.found());
     }
 }
