@@ -117,6 +117,7 @@ test-deps:
 	command -v openssl >/dev/null || need="$$need openssl"; \
 	command -v strace >/dev/null || need="$$need strace"; \
 	command -v opendkim-testmsg >/dev/null || [ -x /usr/sbin/opendkim-testmsg ] || need="$$need opendkim-tools"; \
+	command -v redis-server >/dev/null || need="$$need redis-server"; \
 	if [ -n "$$need" ]; then echo "== installing$$need"; $(call apt-install,$$need); fi
 
 # Postfix (smtp-source, smtp-sink, and the instance we compare with), from Debian.

@@ -133,7 +133,10 @@ class Server:
 
     # -- process control -------------------------------------------------
     def start(self, timeout: float = 60.0, env: dict | None = None) -> "Server":
-        """Start and wait for the first listener; `env` adds variables."""
+        """Start (or start again: ports are new) and wait for the first
+        listener; `env` adds variables."""
+        self.port = 0
+        self.addresses = []
         self.proc = subprocess.Popen(
             [str(BIN), "serve", "--config", str(self.config_path), "--log-format", "json"],
             stdout=subprocess.DEVNULL,

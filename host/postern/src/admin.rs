@@ -132,6 +132,7 @@ impl<R: tokio::io::AsyncRead> TakeLimit for R {
 pub async fn status(shared: &Arc<Shared>) -> serde_json::Value {
     let snapshot = shared.snapshot();
     let (generation, config) = (snapshot.generation.clone(), snapshot.config.clone());
+    let kv = snapshot.kv.clone();
     drop(snapshot);
     let loaded_at = generation.loaded_at;
     let spool = shared.spool.stats();
@@ -158,6 +159,7 @@ pub async fn status(shared: &Arc<Shared>) -> serde_json::Value {
         "connections": shared.active_connections(),
         "listeners": shared.listeners.lock().await.addresses().iter().map(|a| a.to_string()).collect::<Vec<_>>(),
         "spool": {"messages": spool.messages, "bytes": spool.bytes},
+        "kv": {"store": kv.describe(), "up": kv.is_up(), "timeout_ms": kv.settings.timeout.as_millis() as u64},
         "queue": shared.queue.stats().await.ok(),
     })
 }

@@ -13,8 +13,10 @@ use toml::Spanned;
 use postern_plugin::{Mode, OnError, PluginSpec, RuntimeConfig};
 
 mod delivery;
+mod kv;
 mod run_as;
 
+pub use kv::{KvSettings, KvStore};
 pub use run_as::RunAs;
 
 /// A configuration error, already rendered with file and line.
@@ -44,6 +46,8 @@ struct File {
     metrics: MetricsSection,
     #[serde(default)]
     delivery: delivery::DeliverySection,
+    #[serde(default)]
+    kv: kv::KvSection,
     #[serde(default, rename = "plugin")]
     plugins: Vec<PluginSection>,
 }
@@ -514,6 +518,8 @@ pub struct Config {
     pub plugins: Vec<PluginSpec>,
     /// `[delivery]`: the queue manager and delivery agents.
     pub delivery: postern_delivery::Settings,
+    /// `[kv]`: where plugin and host state lives.
+    pub kv: KvSettings,
 }
 
 /// Command-line overrides of the file.
@@ -897,8 +903,10 @@ impl Config {
             &local_domains,
             &data_dir,
         )?;
+        let kv = kv::build(&cx, &file.kv, &data_dir)?;
         Ok(Config {
             delivery,
+            kv,
             path: path.to_path_buf(),
             hostname: s.hostname.trim().to_string(),
             listeners,

@@ -252,6 +252,7 @@ async fn handle(
     let config = snapshot.config.clone();
     let generation = snapshot.generation.clone();
     let tls = snapshot.tls.clone();
+    let kv: Arc<dyn postern_plugin::KvBackend> = snapshot.kv.clone();
     drop(snapshot);
     let Some(_slot) = admit(&shared, &config, peer.ip()) else {
         tracing::info!(client = %peer, "connection refused: too many connections");
@@ -317,7 +318,7 @@ async fn handle(
             config,
             spool: shared.spool.clone(),
             listener,
-            kv: shared.kv.clone(),
+            kv,
             tls_available: tls.is_some(),
             shutdown: shared.stop.clone(),
         };

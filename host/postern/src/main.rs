@@ -11,6 +11,7 @@ mod conn_tests;
 mod dkim_keygen;
 mod dns;
 mod incoming;
+mod kv;
 mod listeners;
 mod logging;
 mod mail_auth;
@@ -106,6 +107,12 @@ enum Cmd {
     Reload(AdminArgs),
     /// Show the running generation, its plugins and sessions.
     Status(AdminArgs),
+    /// Export or import the key-value store's entries (JSON lines), e.g. to
+    /// move from the embedded store to Redis.
+    Kv {
+        #[command(subcommand)]
+        action: kv::KvAction,
+    },
     /// Inspect and manage the delivery queue (through the running server, or
     /// the spool directly when no server runs).
     Queue {
@@ -232,7 +239,12 @@ fn main() -> ExitCode {
                 if let Some(r) = plan.run_as() {
                     privilege::switch(r)?;
                 }
+                let store = kv::check(&cfg.kv)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{}: [kv]: {e}", cfg.path.display()))?;
                 let rt = postern_plugin::Runtime::new(cfg.runtime.clone())?;
+                // The plugins' init runs against a scratch store: checking
+                // must not touch the state of a running server.
                 let kv: std::sync::Arc<dyn postern_plugin::KvBackend> =
                     std::sync::Arc::new(postern_plugin::MemoryKv::default());
                 let generation = server::load_generation(
@@ -242,11 +254,12 @@ fn main() -> ExitCode {
                     server::services(&cfg, server::resolver(&cfg), kv),
                 )
                 .await?;
-                anyhow::Ok(generation.plugins())
+                anyhow::Ok((store, generation.plugins()))
             });
             match result {
-                Ok(plugins) => {
+                Ok((store, plugins)) => {
                     println!("{}: ok", config.display());
+                    println!("  kv store {store}");
                     for p in plugins {
                         let stages: Vec<&str> = p.stages.iter().map(|s| s.name()).collect();
                         println!(
@@ -310,6 +323,7 @@ fn main() -> ExitCode {
         Cmd::Reload(args) => admin_command(args, "reload"),
         Cmd::Status(args) => admin_command(args, "status"),
         Cmd::Queue { action } => queue_cmd::run(action),
+        Cmd::Kv { action } => kv::command(action, &runtime()),
     }
 }
 
@@ -500,6 +514,17 @@ fn print_answer(command: &str, a: &serde_json::Value) {
         "  spool: {} messages, {} bytes",
         s["spool"]["messages"], s["spool"]["bytes"]
     );
+    if s["kv"].is_object() {
+        println!(
+            "  kv: {} ({})",
+            s["kv"]["store"].as_str().unwrap_or(""),
+            if s["kv"]["up"].as_bool() == Some(false) {
+                "unavailable at the last call"
+            } else {
+                "answering"
+            }
+        );
+    }
     let q = &s["queue"];
     if q.is_object() {
         println!(

@@ -8,12 +8,14 @@
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock, Weak};
 
+use postern_plugin::KvBackend as _;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -23,7 +25,6 @@ use crate::server::Shared;
 type Labels = Vec<(&'static str, String)>;
 
 /// Counters bumped by sessions.
-#[derive(Default)]
 pub struct Metrics {
     pub sessions: Counter,
     pub replies: Family<Labels, Counter>,
@@ -34,12 +35,51 @@ pub struct Metrics {
     pub unknown_recipients: Family<Labels, Counter>,
     /// Mail authentication results (method: spf, dkim, dmarc, arc).
     pub mail_auth: Family<Labels, Counter>,
+    /// kv calls by operation and result, and their latency by operation.
+    pub kv_calls: Family<Labels, Counter>,
+    pub kv_seconds: Family<Labels, Histogram, fn() -> Histogram>,
+}
+
+fn kv_histogram() -> Histogram {
+    // 10 µs to ~1.3 s.
+    Histogram::new(exponential_buckets(0.000_01, 2.0, 18))
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            sessions: Counter::default(),
+            replies: Family::default(),
+            messages: Family::default(),
+            auth: Family::default(),
+            reloads: Family::default(),
+            tls_handshakes: Family::default(),
+            unknown_recipients: Family::default(),
+            mail_auth: Family::default(),
+            kv_calls: Family::default(),
+            kv_seconds: Family::new_with_constructor(kv_histogram),
+        }
+    }
 }
 
 static METRICS: OnceLock<Metrics> = OnceLock::new();
 
 pub fn get() -> &'static Metrics {
     METRICS.get_or_init(Metrics::default)
+}
+
+/// One kv call: `result` is ok, invalid or unavailable (time-outs included).
+pub fn kv_call(op: &'static str, result: &'static str, took: std::time::Duration) {
+    let m = get();
+    m.kv_calls
+        .get_or_create(&vec![
+            ("op", op.to_string()),
+            ("result", result.to_string()),
+        ])
+        .inc();
+    m.kv_seconds
+        .get_or_create(&vec![("op", op.to_string())])
+        .observe(took.as_secs_f64());
 }
 
 pub fn reply(code: u16) {
@@ -206,6 +246,15 @@ impl Collector for StateCollector {
             None,
             c.metric_type(),
         )?)?;
+        let kv = shared.snapshot().kv.clone();
+        let g = ConstGauge::new(kv.is_up() as i64);
+        let mut m = enc.encode_descriptor(
+            "kv_up",
+            "1 when the last kv call found the store answering, by store",
+            None,
+            g.metric_type(),
+        )?;
+        g.encode(m.encode_family(&vec![("store", kv.kind().to_string())])?)?;
         encode_delivery(&mut enc)?;
         encode_plugins(&mut enc, &shared)
     }
@@ -410,6 +459,16 @@ pub fn registry(shared: &Arc<Shared>) -> Registry {
         "mail_auth",
         "Mail authentication results (SPF, DKIM, DMARC, ARC) by method and result",
         m.mail_auth.clone(),
+    );
+    r.register(
+        "kv_calls",
+        "kv store calls by operation and result (ok, invalid, unavailable)",
+        m.kv_calls.clone(),
+    );
+    r.register(
+        "kv_call_seconds",
+        "kv store call latency by operation, deadline included",
+        m.kv_seconds.clone(),
     );
     r.register_collector(Box::new(StateCollector {
         shared: Arc::downgrade(shared),

@@ -103,17 +103,22 @@ async fn try_reload(shared: &Arc<Shared>, trigger: &str) -> Result<ReloadReport,
         .queue
         .prepare(new.delivery.clone(), dns.clone())
         .map_err(|e| format!("{}: [delivery]: {e}", new.path.display()))?;
+    // The same store unless `[kv]` changed (sessions of the old generation
+    // keep the store they started with).
+    let kv = if new.kv == old.kv {
+        shared.snapshot().kv.clone()
+    } else {
+        let kv =
+            crate::kv::open(&new.kv).map_err(|e| format!("{}: [kv]: {e}", new.path.display()))?;
+        tracing::info!(store = %kv.describe(), "kv store switched");
+        kv
+    };
     let id = shared
         .next_generation
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let generation = load_generation(
-        &shared.runtime,
-        &new,
-        id,
-        services(&new, dns, shared.kv.clone()),
-    )
-    .await
-    .map_err(|e| format!("{e:#}"))?;
+    let generation = load_generation(&shared.runtime, &new, id, services(&new, dns, kv.clone()))
+        .await
+        .map_err(|e| format!("{e:#}"))?;
     // Binding new listen addresses is the last step that may fail; when it
     // does, nothing has been changed (the listener set is updated only when
     // every new address is bound).
@@ -125,6 +130,7 @@ async fn try_reload(shared: &Arc<Shared>, trigger: &str) -> Result<ReloadReport,
         config: Arc::new(new),
         generation: generation.clone(),
         tls,
+        kv,
     });
     shared
         .runtime

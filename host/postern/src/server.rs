@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use postern_plugin::{DnsBackend, Generation, KvBackend, MemoryKv, NoDns, Runtime, Services};
+use postern_plugin::{DnsBackend, Generation, KvBackend, NoDns, Runtime, Services};
 use postern_spool::{Spool, SpoolConfig};
 use tokio::sync::{Notify, watch};
 
@@ -30,6 +30,9 @@ pub struct Snapshot {
     pub generation: Arc<Generation>,
     /// Server TLS configuration (certificates are re-read on reload).
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// The key-value store of `[kv]` (the same one across reloads unless
+    /// the section changed).
+    pub kv: Arc<crate::kv::Kv>,
 }
 
 /// State shared by every connection.
@@ -42,7 +45,6 @@ pub struct Shared {
     /// Earlier generations, kept weakly to count their remaining sessions.
     pub retired: Mutex<Vec<Weak<Generation>>>,
     pub next_generation: AtomicU64,
-    pub kv: Arc<dyn KvBackend>,
     pub per_ip: Mutex<HashMap<IpAddr, usize>>,
     pub active: Arc<AtomicUsize>,
     pub idle: Notify,
@@ -106,7 +108,7 @@ pub fn resolver(config: &Config) -> Arc<dyn DnsBackend> {
 }
 
 /// Services for a new generation: the resolver of its configuration (shared
-/// with delivery), the process-wide key-value store (state outlives
+/// with delivery), the key-value store of `[kv]` (state outlives
 /// generations) and mail authentication on the configuration's `[dns]`.
 pub fn services(config: &Config, dns: Arc<dyn DnsBackend>, kv: Arc<dyn KvBackend>) -> Services {
     let mail_auth: Arc<dyn postern_plugin::MailAuthBackend> = match crate::mail_auth::MailAuth::new(
@@ -245,7 +247,8 @@ pub async fn serve(config: Config, overrides: Overrides, plan: Plan) -> anyhow::
         postern_delivery::QueueManager::start(spool.clone(), dns.clone(), config.delivery.clone())
             .map_err(|e| anyhow::anyhow!("{}: {e}", config.path.display()))?;
     let runtime = Runtime::new(config.runtime.clone())?;
-    let kv: Arc<dyn KvBackend> = Arc::new(MemoryKv::default());
+    let kv = crate::kv::open(&config.kv).map_err(|e| anyhow::anyhow!("[kv]: {e}"))?;
+    tracing::info!(store = %kv.describe(), timeout = ?config.kv.timeout, "kv store");
     let generation =
         load_generation(&runtime, &config, 1, services(&config, dns, kv.clone())).await?;
     log_plugins(&generation);
@@ -255,13 +258,13 @@ pub async fn serve(config: Config, overrides: Overrides, plan: Plan) -> anyhow::
             config: config.clone(),
             generation: Arc::new(generation),
             tls,
+            kv,
         })),
         overrides,
         spool,
         runtime,
         retired: Mutex::new(Vec::new()),
         next_generation: AtomicU64::new(2),
-        kv,
         per_ip: Mutex::new(HashMap::new()),
         active: Arc::new(AtomicUsize::new(0)),
         idle: Notify::new(),
@@ -338,6 +341,9 @@ pub async fn serve(config: Config, overrides: Overrides, plan: Plan) -> anyhow::
         tracing::warn!(
             "deliveries still in progress at the shutdown deadline; they are retried after restart"
         );
+    }
+    if let Err(e) = shared.snapshot().kv.flush() {
+        tracing::error!("kv store not flushed at shutdown: {e}");
     }
     tracing::info!("stopped");
     Ok(())
