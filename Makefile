@@ -125,6 +125,7 @@ bench-deps:
 	@if ! command -v smtp-source >/dev/null && [ ! -x /usr/sbin/smtp-source ]; then \
 	  $(call apt-install,postfix); \
 	fi
+	@command -v redis-server >/dev/null || { $(call apt-install,redis-server); }
 
 # The Debian package: the release build as it is (nothing is rebuilt), the
 # components and /etc/postern/postern.toml staged by packaging/stage_deb.py,

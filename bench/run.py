@@ -21,6 +21,7 @@ See bench/README.md for how to read the output.
 from __future__ import annotations
 
 import argparse
+import atexit
 import datetime as dt
 import json
 import os
@@ -53,15 +54,45 @@ SENDER = "bench@client.bench"
 RCPT = f"rcpt@{DOMAIN}"
 
 TARGETS = ["smtp-sink", "postfix", "postern-default", "postern-noplugins"]
-# Also available with --targets: every shipped plugin (adds dnsbl and greylist).
-EXTRA_TARGETS = ["postern-all", "postern-mailauth"]
+# Also available with --targets: every shipped plugin (adds dnsbl and greylist),
+# mail authentication, and the default chain with its state in Redis (a
+# redis-server run.py starts on loopback) instead of the embedded store.
+EXTRA_TARGETS = ["postern-all", "postern-mailauth", "postern-redis"]
 POSTERN_CONFIGS = {
     "postern-default": BENCH / "postern-default.toml",
+    "postern-redis": BENCH / "postern-default.toml",
     "postern-noplugins": BENCH / "postern-noplugins.toml",
     "postern-all": BENCH / "postern-all.toml",
     "postern-mailauth": BENCH / "postern-mailauth.toml",
 }
 _DNS_STUB = None
+_REDIS = None
+
+
+def redis_port() -> int:
+    """A redis-server on loopback for the postern-redis target (no
+    persistence: Redis' own fsync policy is the operator's choice)."""
+    global _REDIS
+    if _REDIS is None:
+        port = free_port()
+        proc = subprocess.Popen(
+            [tool("redis-server"), "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        atexit.register(proc.kill)
+        wait_port(port, 10)
+        _REDIS = port
+    return _REDIS
+
+
+def wait_port(port: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on 127.0.0.1:{port}")
 
 
 def dns_stub_port() -> int:
@@ -250,6 +281,7 @@ def wait_smtp(port: int, timeout: float, proc: subprocess.Popen | None = None) -
 # --------------------------------------------------------------------- metrics
 
 HIST = "postern_plugin_call_duration_seconds"
+KV_HIST = "postern_kv_call_seconds"
 LINE_RE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)")
 LABEL_RE = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
 
@@ -294,21 +326,21 @@ class Histograms:
         self.corrected = False
 
     @classmethod
-    def from_samples(cls, samples) -> "Histograms":
+    def from_samples(cls, samples, family: str = HIST, labels=("plugin", "stage")) -> "Histograms":
         h = cls()
-        raw: dict[tuple[str, str], dict] = {}
+        raw: dict[tuple[str, ...], dict] = {}
         for n, l, v in samples:
-            if not n.startswith(HIST):
+            if not n.startswith(family):
                 continue
-            key = (l.get("plugin", "?"), l.get("stage", "?"))
+            key = tuple(l.get(x, "?") for x in labels)
             d = raw.setdefault(key, {"buckets": {}, "count": 0.0, "sum": 0.0})
-            if n == HIST + "_bucket":
+            if n == family + "_bucket":
                 le = l.get("le", "+Inf")
                 if le not in ("+Inf", "Inf"):
                     d["buckets"][float(le)] = v
-            elif n == HIST + "_count":
+            elif n == family + "_count":
                 d["count"] = v
-            elif n == HIST + "_sum":
+            elif n == family + "_sum":
                 d["sum"] = v
         bounds: set[float] = set()
         for d in raw.values():
@@ -618,6 +650,7 @@ class PosternTarget(Target):
         self.run_no = 0
         self.hwm = 0
         self.hist_total = Histograms()
+        self.kv_total = Histograms()
         # Plugin instances over the measured runs: created fresh, and handed
         # on from one session to another (plugins that export `recycle`).
         self.instances = {"created": 0, "reused": 0}
@@ -651,6 +684,9 @@ class PosternTarget(Target):
         text = re.sub(r'= "\.\./', f'= "{ROOT}/', text)
         if "BENCH_DNS_STUB" in text:
             text = text.replace('"127.0.0.1:1"', f'"127.0.0.1:{dns_stub_port()}"')
+        if self.name == "postern-redis":
+            text += (f'\n[kv]\nbackend = "redis"\n[kv.redis]\nurl = "redis://127.0.0.1:{redis_port()}"\n'
+                     f'prefix = "bench-{self.run_no}:"\n')
         if self.deliver:
             text, n = re.subn(r"(?m)^(\[delivery\]\s*\n(?:[^\[].*\n)*?)enabled\s*=\s*false", r"\1enabled = true", text)
             if not n:
@@ -738,7 +774,10 @@ class PosternTarget(Target):
             if v - errs_b.get(tuple(sorted(l.items())), 0)
         }
         hist = Histograms.from_samples(after).minus(Histograms.from_samples(self.before))
+        kv = Histograms.from_samples(after, KV_HIST, ("op",)).minus(
+            Histograms.from_samples(self.before, KV_HIST, ("op",)))
         if measured:
+            self.kv_total = self.kv_total.plus(kv)
             self.hist_total = self.hist_total.plus(hist)
             for key, family in (("created", "postern_plugin_instantiations_total"),
                                 ("reused", "postern_plugin_instance_reuses_total")):
@@ -1278,6 +1317,28 @@ def main() -> int:
         for r in rows[:2] + [r for r in rows if "mail-auth" in r]:
             log(r)
 
+    kv_latency = {}
+    for t in targets:
+        h = getattr(objs[t], "kv_total", None)
+        if not h or not h.data:
+            continue
+        n_msgs = args.messages * len(runs[t])
+        if not kv_latency:
+            log("")
+            log("kv call latency (wall time of one call through the host's guard, all measured runs;")
+            log("  p50/p99 interpolated inside histogram buckets)")
+            log(f"  {'target':<18} {'op':<14} {'calls':>9} {'per msg':>8} {'mean':>9} {'p50':>9} {'p99':>9}")
+        kv_latency[t] = {}
+        for key in sorted(h.data) + [None]:
+            d = h.merged([key] if key else list(h.data))
+            p50, _ = h.quantile(d, 0.50)
+            p99, _ = h.quantile(d, 0.99)
+            mean = d["sum"] / d["count"] if d["count"] else 0
+            op = key[0] if key else "(all)"
+            kv_latency[t][op] = {"calls": int(d["count"]), "mean_s": mean, "p50_s": p50, "p99_s": p99}
+            log(f"  {t:<18} {op:<14} {int(d['count']):>9} {d['count'] / n_msgs:>8.2f} {fmt_s(mean):>9} "
+                f"{fmt_s(p50):>9} {fmt_s(p99):>9}")
+
     for name, text in (perf_text or {}).items():
         if not text:
             continue
@@ -1300,6 +1361,7 @@ def main() -> int:
         "ratios": ratios,
         "goals": GOALS,
         "plugin_latency": latency,
+        "kv_latency": kv_latency,
         "plugin_instances": objs["postern-default"].instances if "postern-default" in objs else None,
         "histogram_double_accumulation_corrected": bool(
             "postern-default" in objs and objs["postern-default"].hist_total.corrected

@@ -41,6 +41,22 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def cluster_port() -> int:
+    """A free port whose cluster-bus port (+10000) is free and valid too
+    (ephemeral ports above 55535 would overflow it)."""
+    import random
+    for _ in range(200):
+        p = random.randrange(20000, 30000)
+        try:
+            with socket.socket() as a, socket.socket() as b:
+                a.bind(("127.0.0.1", p))
+                b.bind(("127.0.0.1", p + 10000))
+            return p
+        except OSError:
+            continue
+    raise RuntimeError("no free port pair for a cluster node")
+
+
 class RedisServer:
     """A throwaway redis-server on 127.0.0.1:<port>, no persistence."""
 
@@ -346,3 +362,49 @@ def test_check_says_whether_redis_answers(start, redis, tmp_path):
     srv3 = start(plugins=[limits({"default": {"max_messages": 5}, "on_kv_error": "allow"})],
                  extra=redis_kv(redis, "down:"))
     assert mail(srv3.port)[0] == 250
+
+
+def test_redis_cluster(start, tmp_path):
+    """Three masters of a Redis Cluster on loopback (redis-cli --cluster
+    create); keys spread over the slots, every operation lands on its node."""
+    nodes_, ports = [], [cluster_port() for _ in range(3)]
+    try:
+        for p in ports:
+            d = tmp_path / f"n{p}"
+            d.mkdir()
+            nodes_.append(subprocess.Popen(
+                [REDIS, "--port", str(p), "--bind", "127.0.0.1", "--cluster-enabled", "yes",
+                 "--cluster-config-file", str(d / "nodes.conf"), "--save", "", "--appendonly", "no",
+                 "--dir", str(d)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        for p in ports:
+            deadline = time.time() + 10
+            while subprocess.run(["redis-cli", "-p", str(p), "PING"], capture_output=True, text=True).stdout.strip() != "PONG":
+                assert time.time() < deadline, f"cluster node {p} did not start"
+                time.sleep(0.05)
+        r = subprocess.run(["redis-cli", "--cluster", "create", *[f"127.0.0.1:{p}" for p in ports],
+                            "--cluster-replicas", "0", "--cluster-yes"], capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stdout + r.stderr
+        deadline = time.time() + 30
+        for p in ports:   # every node knows the slot map
+            while "cluster_state:ok" not in subprocess.run(["redis-cli", "-p", str(p), "CLUSTER", "INFO"],
+                                                           capture_output=True, text=True).stdout:
+                assert time.time() < deadline, f"cluster node {p} did not reach cluster_state:ok"
+                time.sleep(0.1)
+        urls = ", ".join(f'"redis://127.0.0.1:{p}"' for p in ports)
+        kv = (f'[kv]\nbackend = "redis"\ntimeout = "1s"\n[kv.redis]\nurls = [{urls}]\ntopology = "cluster"\n'
+              f'prefix = "c:"\n')
+        a = start(plugins=[greylist(), limits({"window": 60, "default": {"max_messages": 4}})], extra=kv)
+        b = start(plugins=[greylist(), limits({"window": 60, "default": {"max_messages": 4}})], extra=kv)
+        assert rcpt(a.port, "x@client.test", "y@example.test") == greylisted(1)
+        assert rcpt(b.port, "z@client.test", "y@example.test") == greylisted(1)
+        time.sleep(1.2)
+        assert rcpt(b.port, "x@client.test", "y@example.test")[0] == 250
+        assert rcpt(a.port, "z@client.test", "y@example.test")[0] == 250
+        assert mail(b.port) == RATE_LIMITED   # the 5th MAIL FROM of this client, over both nodes
+        counts = [int(subprocess.run(["redis-cli", "-p", str(p), "DBSIZE"], capture_output=True,
+                                     text=True).stdout.strip()) for p in ports]
+        assert sum(counts) == 3, counts       # two triplets and one counter
+    finally:
+        for n in nodes_:
+            n.kill()
+            n.wait()

@@ -84,10 +84,13 @@ pub fn open(settings: &KvSettings) -> Result<Arc<Kv>, String> {
 }
 
 /// What `postern check` says of the configured store: Redis must answer
-/// PING within the deadline; an embedded file must open, or be held by a
-/// running server (which is fine).
+/// PING within the deadline; an existing embedded file must open, or be
+/// held by a running server (which is fine); a missing one is not created.
 pub async fn check(settings: &KvSettings) -> Result<String, String> {
     if let KvStore::Embedded { path, .. } = &settings.store {
+        if !path.exists() {
+            return Ok(format!("embedded {} (created at start)", path.display()));
+        }
         return match EmbeddedKv::open(path, Duration::from_secs(3600)) {
             Ok(kv) => Ok(format!("embedded {} ({} keys)", path.display(), kv.len())),
             Err(e) if e.to_string().contains("in use") => Ok(format!(
