@@ -408,3 +408,102 @@ def test_redis_cluster(start, tmp_path):
         for n in nodes_:
             n.kill()
             n.wait()
+
+
+def spawn_redis(*args) -> subprocess.Popen:
+    return subprocess.Popen([REDIS, *map(str, args)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def wait_until(pred, timeout: float, what: str):
+    deadline = time.time() + timeout
+    while not pred():
+        assert time.time() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+def cli(port, *args, tls: list[str] | None = None) -> str:
+    r = subprocess.run(["redis-cli", "-p", str(port), *(tls or []), *map(str, args)],
+                       capture_output=True, text=True, timeout=10)
+    return r.stdout.strip()
+
+
+def test_redis_sentinel_failover(start, tmp_path):
+    """A master, its replica and a Sentinel: after the master is killed and
+    the Sentinel promotes the replica, Postern finds the new master by itself
+    and the counters replicated before the failover still count."""
+    m, r, s = free_port(), free_port(), free_port()
+    procs = []
+    try:
+        procs.append(spawn_redis("--port", m, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                                 "--dir", tmp_path))
+        procs.append(spawn_redis("--port", r, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                                 "--dir", tmp_path, "--replicaof", "127.0.0.1", m))
+        wait_until(lambda: "master_link_status:up" in cli(r, "INFO", "replication"), 20, "the replica to sync")
+        conf = tmp_path / "sentinel.conf"
+        conf.write_text(f"port {s}\nbind 127.0.0.1\ndir {tmp_path}\n"
+                        f"sentinel monitor svc 127.0.0.1 {m} 1\n"
+                        "sentinel down-after-milliseconds svc 500\nsentinel failover-timeout svc 3000\n")
+        procs.append(spawn_redis(conf, "--sentinel"))
+        wait_until(lambda: str(r) in cli(s, "SENTINEL", "replicas", "svc"), 30, "the Sentinel to see the replica")
+        kv = (f'[kv]\nbackend = "redis"\ntimeout = "300ms"\noutage_log_interval = "1h"\n[kv.redis]\n'
+              f'url = "redis://127.0.0.1:{s}"\ntopology = "sentinel"\nsentinel_master = "svc"\nprefix = "s:"\n')
+        srv = start(plugins=[limits({"window": 60, "default": {"max_messages": 3}})], extra=kv)
+        assert mail(srv.port)[0] == 250
+        assert mail(srv.port)[0] == 250
+        wait_until(lambda: cli(r, "GET", cli(m, "--scan", "--pattern", "s:*")) == "2", 10, "replication")
+        procs[0].kill()
+        procs[0].wait()
+        wait_until(lambda: str(r) in cli(s, "SENTINEL", "get-master-addr-by-name", "svc"), 30, "the failover")
+        # Calls during the switch answer as on_kv_error says (tempfail), then the new master counts on.
+        wait_until(lambda: mail(srv.port)[0] == 250, 15, "Postern to reach the new master")   # message 3
+        assert mail(srv.port) == RATE_LIMITED
+        assert "role:master" in cli(r, "INFO", "replication")
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+
+
+def test_redis_over_tls_with_an_acl_user(start, tmp_path):
+    """rediss:// with a private CA (tls_ca_file) and an ACL user whose
+    password comes from password_file; a wrong password and an unknown CA
+    are named by `postern check`."""
+    def ossl(*args):
+        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=tmp_path, timeout=60)
+    ossl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem",
+         "-subj", "/CN=Postern test CA", "-days", "2")
+    ossl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "srv.key", "-out", "srv.csr", "-subj", "/CN=localhost")
+    (tmp_path / "ext").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
+    ossl("x509", "-req", "-in", "srv.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+         "-out", "srv.pem", "-days", "2", "-extfile", "ext")
+    port = free_port()
+    proc = spawn_redis("--port", 0, "--tls-port", port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                       "--dir", tmp_path, "--tls-cert-file", tmp_path / "srv.pem",
+                       "--tls-key-file", tmp_path / "srv.key", "--tls-ca-cert-file", tmp_path / "ca.pem",
+                       "--tls-auth-clients", "no", "--user", "default", "off",
+                       "--user", "postern", "on", ">s3cret", "~*", "+@all")
+    tls = ["--tls", "--cacert", str(tmp_path / "ca.pem"), "--user", "postern", "--pass", "s3cret", "--no-auth-warning"]
+    try:
+        wait_until(lambda: cli(port, "PING", tls=tls) == "PONG", 10, "redis over TLS")
+        (tmp_path / "pw").write_text("s3cret\n")
+
+        def kv(password_file="pw", ca=True):
+            return (f'[kv]\nbackend = "redis"\n[kv.redis]\nurl = "rediss://localhost:{port}"\n'
+                    f'username = "postern"\npassword_file = "{tmp_path / password_file}"\nprefix = "tls:"\n'
+                    + (f'tls_ca_file = "{tmp_path / "ca.pem"}"\n' if ca else ""))
+        srv = start(plugins=[limits({"window": 60, "default": {"max_messages": 1}})], extra=kv())
+        r = srv.admin("check")
+        assert r.returncode == 0 and f"kv store redis rediss://localhost:{port}" in r.stdout, r
+        assert mail(srv.port)[0] == 250
+        assert mail(srv.port) == RATE_LIMITED
+        assert cli(port, "--scan", "--pattern", "tls:*", tls=tls)
+        (tmp_path / "bad").write_text("wrong\n")
+        srv.write_config([], extra=kv("bad"))
+        r = srv.admin("check")
+        assert r.returncode == 1 and "[kv]" in r.stderr and "authentication failed" in r.stderr.lower(), r.stderr
+        srv.write_config([], extra=kv(ca=False))
+        r = srv.admin("check")
+        assert r.returncode == 1 and "[kv]" in r.stderr and "certificate" in r.stderr.lower(), r.stderr
+    finally:
+        proc.kill()
+        proc.wait()

@@ -19,17 +19,24 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::aio::{
+    ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection,
+};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
+use redis::sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServerType};
 use redis::{Cmd, IntoConnectionInfo, Pipeline, RedisError, RedisFuture, Value};
 
 use crate::{BoxFuture, KvBackend, KvFailure, Record, check, millis, now_ms};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RedisTopology {
     Standalone,
     Cluster,
+    /// `urls` are Sentinels; they name the master of this service.
+    Sentinel {
+        master: String,
+    },
 }
 
 /// `[kv] backend = "redis"`.
@@ -78,13 +85,21 @@ enum Conn {
         client: Box<ClusterClient>,
         conn: tokio::sync::Mutex<Option<ClusterConnection>>,
     },
+    /// The master the Sentinels name, asked again whenever the connection
+    /// to it failed or it answered as a replica (after a failover).
+    Sentinel {
+        sentinels: Box<tokio::sync::Mutex<SentinelClient>>,
+        conn: tokio::sync::Mutex<Option<MultiplexedConnection>>,
+        config: redis::AsyncConnectionConfig,
+    },
 }
 
-/// One connection of either kind, for redis-rs's typed commands.
+/// One connection of any kind, for redis-rs's typed commands.
 #[derive(Clone)]
 enum Handle {
     Standalone(ConnectionManager),
     Cluster(ClusterConnection),
+    Sentinel(MultiplexedConnection),
 }
 
 impl ConnectionLike for Handle {
@@ -92,6 +107,7 @@ impl ConnectionLike for Handle {
         match self {
             Handle::Standalone(c) => c.req_packed_command(cmd),
             Handle::Cluster(c) => c.req_packed_command(cmd),
+            Handle::Sentinel(c) => c.req_packed_command(cmd),
         }
     }
 
@@ -104,6 +120,7 @@ impl ConnectionLike for Handle {
         match self {
             Handle::Standalone(c) => c.req_packed_commands(pipeline, offset, count),
             Handle::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+            Handle::Sentinel(c) => c.req_packed_commands(pipeline, offset, count),
         }
     }
 
@@ -111,6 +128,7 @@ impl ConnectionLike for Handle {
         match self {
             Handle::Standalone(c) => c.get_db(),
             Handle::Cluster(c) => c.get_db(),
+            Handle::Sentinel(c) => c.get_db(),
         }
     }
 }
@@ -156,7 +174,7 @@ impl RedisKv {
             }
             infos.push(info.set_redis_settings(r));
         }
-        let conn = match s.topology {
+        let conn = match &s.topology {
             RedisTopology::Standalone => {
                 if infos.len() != 1 {
                     return Err(bad(
@@ -200,17 +218,49 @@ impl RedisKv {
                     conn: tokio::sync::Mutex::new(None),
                 }
             }
-        };
-        let describe = match s.topology {
-            RedisTopology::Standalone => format!("redis {}", redact(&s.urls[0])),
-            RedisTopology::Cluster => format!(
-                "redis cluster {}",
-                s.urls
+            RedisTopology::Sentinel { master } => {
+                // The user, password and database are the master's; the
+                // Sentinels are reached as their URLs say.
+                let mut node = SentinelNodeConnectionInfo::default()
+                    .set_redis_connection_info(infos[0].redis_settings().clone());
+                if s.urls[0].starts_with("rediss://") {
+                    node = node.set_tls_mode(redis::TlsMode::Secure);
+                }
+                let sentinel_infos: Vec<_> = s
+                    .urls
                     .iter()
-                    .map(|u| redact(u))
-                    .collect::<Vec<_>>()
-                    .join(",")
-            ),
+                    .map(|u| u.as_str().into_connection_info())
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| bad(e.to_string()))?;
+                let client = SentinelClient::build(
+                    sentinel_infos,
+                    master.clone(),
+                    Some(node),
+                    SentinelServerType::Master,
+                )
+                .map_err(|e| bad(e.to_string()))?;
+                Conn::Sentinel {
+                    sentinels: Box::new(tokio::sync::Mutex::new(client)),
+                    conn: tokio::sync::Mutex::new(None),
+                    config: redis::AsyncConnectionConfig::new()
+                        .set_connection_timeout(Some(s.connect_timeout))
+                        .set_response_timeout(Some(s.timeout)),
+                }
+            }
+        };
+        let urls = || {
+            s.urls
+                .iter()
+                .map(|u| redact(u))
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        let describe = match &s.topology {
+            RedisTopology::Standalone => format!("redis {}", redact(&s.urls[0])),
+            RedisTopology::Cluster => format!("redis cluster {}", urls()),
+            RedisTopology::Sentinel { master } => {
+                format!("redis sentinel {} master {master}", urls())
+            }
         };
         Ok(RedisKv {
             conn,
@@ -240,12 +290,50 @@ impl RedisKv {
                 *slot = Some(c.clone());
                 Ok(Handle::Cluster(c))
             }
+            Conn::Sentinel {
+                sentinels,
+                conn,
+                config,
+            } => {
+                let mut slot = conn.lock().await;
+                if let Some(c) = &*slot {
+                    return Ok(Handle::Sentinel(c.clone()));
+                }
+                let master = sentinels
+                    .lock()
+                    .await
+                    .async_get_client()
+                    .await
+                    .map_err(unavailable)?;
+                let c = master
+                    .get_multiplexed_async_connection_with_config(config)
+                    .await
+                    .map_err(unavailable)?;
+                *slot = Some(c.clone());
+                Ok(Handle::Sentinel(c))
+            }
         }
+    }
+
+    /// After a failed call: a Sentinel master that is gone or was demoted
+    /// is looked up again at the next call.
+    async fn after<T>(&self, r: redis::RedisResult<T>) -> Result<T, KvFailure> {
+        if let (Err(e), Conn::Sentinel { conn, .. }) = (&r, &self.conn)
+            && (e.is_io_error()
+                || e.is_connection_dropped()
+                || e.is_timeout()
+                || e.is_unrecoverable_error()
+                || e.code() == Some("READONLY"))
+        {
+            *conn.lock().await = None;
+        }
+        r.map_err(unavailable)
     }
 
     async fn query<T: redis::FromRedisValue>(&self, cmd: Cmd) -> Result<T, KvFailure> {
         let mut h = self.handle().await?;
-        cmd.query_async(&mut h).await.map_err(unavailable)
+        let r = cmd.query_async(&mut h).await;
+        self.after(r).await
     }
 
     fn key(&self, key: &str) -> String {
@@ -350,13 +438,14 @@ impl KvBackend for RedisKv {
         Box::pin(async move {
             check(&key, None)?;
             let mut h = self.handle().await?;
-            self.increment
+            let r = self
+                .increment
                 .key(self.key(&key))
                 .arg(delta)
                 .arg(millis(window))
                 .invoke_async(&mut h)
-                .await
-                .map_err(unavailable)
+                .await;
+            self.after(r).await
         })
     }
 

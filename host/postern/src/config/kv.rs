@@ -36,6 +36,7 @@ enum Topology {
     #[default]
     Standalone,
     Cluster,
+    Sentinel,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -57,6 +58,7 @@ struct RedisSection {
     urls: Option<Spanned<Vec<String>>>,
     #[serde(default)]
     topology: Topology,
+    sentinel_master: Option<Spanned<String>>,
     username: Option<String>,
     password: Option<String>,
     password_file: Option<Spanned<String>>,
@@ -188,9 +190,23 @@ fn redis(
         }
         _ => return Err(cx.at(r, "kv.redis needs url (or urls, for a cluster)")),
     };
-    let topology = match s.topology {
-        Topology::Standalone => RedisTopology::Standalone,
-        Topology::Cluster => RedisTopology::Cluster,
+    let topology = match (s.topology, &s.sentinel_master) {
+        (Topology::Standalone, None) => RedisTopology::Standalone,
+        (Topology::Cluster, None) => RedisTopology::Cluster,
+        (Topology::Sentinel, Some(m)) if !m.get_ref().trim().is_empty() => {
+            RedisTopology::Sentinel {
+                master: m.get_ref().trim().to_string(),
+            }
+        }
+        (Topology::Sentinel, _) => {
+            return Err(cx.at(
+                r,
+                "kv.redis: topology = \"sentinel\" needs sentinel_master (the monitored service's name)",
+            ));
+        }
+        (_, Some(m)) => {
+            return Err(cx.at(m, "kv.redis.sentinel_master needs topology = \"sentinel\""));
+        }
     };
     if topology == RedisTopology::Standalone && urls.len() > 1 {
         let at = s
@@ -295,6 +311,24 @@ mod tests {
     }
 
     #[test]
+    fn sentinel_settings() {
+        let c = parse_minimal(
+            "[kv]\nbackend = \"redis\"\n[kv.redis]\nurls = [\"redis://s1:26379\", \"redis://s2:26379\"]\ntopology = \"sentinel\"\nsentinel_master = \"mymaster\"\n",
+        )
+        .unwrap();
+        let KvStore::Redis(r) = &c.kv.store else {
+            panic!("{:?}", c.kv.store)
+        };
+        assert_eq!(
+            r.topology,
+            RedisTopology::Sentinel {
+                master: "mymaster".into()
+            }
+        );
+        assert_eq!(r.urls.len(), 2);
+    }
+
+    #[test]
     fn mistakes_are_named_with_their_line() {
         let e = err("[kv]\nbackend = \"redis\"\n");
         assert!(e.contains(":") && e.contains("[kv.redis]"), "{e}");
@@ -311,6 +345,10 @@ mod tests {
         );
         let e = err("[kv]\nbackend = \"redis\"\n[kv.redis]\nurl = \"http://x\"\n");
         assert!(e.contains("not a redis://"), "{e}");
+        let e = err(
+            "[kv]\nbackend = \"redis\"\n[kv.redis]\nurl = \"redis://s:26379\"\ntopology = \"sentinel\"\n",
+        );
+        assert!(e.contains("needs sentinel_master"), "{e}");
         let e = err("[kv]\ntimeout = \"0s\"\n");
         assert!(e.contains("kv.timeout must be longer than 0"), "{e}");
         let e = err("[kv]\nbackend = \"sqlite\"\n");
