@@ -17,7 +17,12 @@ DEFAULTS = {
     "pass_ttl": 36 * 86400,
     "whitelist_networks": ["127.0.0.0/8", "::1/128"],
     "skip_authenticated": True,
+    # What a failed kv call does: "tempfail" defers the recipient, "allow"
+    # passes it without greylisting (the spelling every shipped plugin uses).
+    "on_kv_error": "tempfail",
 }
+
+ON_KV_ERROR = ("tempfail", "allow")
 
 DEFER_CODE = 451
 DEFER_ENHANCED = "4.7.1"
@@ -33,12 +38,14 @@ class KvFailure(Exception):
 
 
 class Config:
-    def __init__(self, delay, retry_window, pass_ttl, whitelist, skip_authenticated):
+    def __init__(self, delay, retry_window, pass_ttl, whitelist, skip_authenticated,
+                 on_kv_error="tempfail"):
         self.delay = delay
         self.retry_window = retry_window
         self.pass_ttl = pass_ttl
         self.whitelist = whitelist
         self.skip_authenticated = skip_authenticated
+        self.on_kv_error = on_kv_error
 
 
 def _seconds(name, value, minimum):
@@ -89,7 +96,12 @@ def parse_config(text):
     skip = merged["skip_authenticated"]
     if not isinstance(skip, bool):
         raise ConfigError(f"skip_authenticated must be true or false, got {skip!r}")
-    return Config(delay, retry_window, pass_ttl, whitelist, skip)
+    on_kv_error = merged["on_kv_error"]
+    if on_kv_error not in ON_KV_ERROR:
+        raise ConfigError(
+            f"on_kv_error must be one of {', '.join(repr(v) for v in ON_KV_ERROR)}, got {on_kv_error!r}"
+        )
+    return Config(delay, retry_window, pass_ttl, whitelist, skip, on_kv_error)
 
 
 def _address(text):
@@ -157,6 +169,10 @@ class Greylist:
         try:
             return self._decide(key, now_ms)
         except KvFailure as e:
+            if c.on_kv_error == "allow":
+                self.log("warn", 'greylisting unavailable, passing (on_kv_error = "allow")',
+                         [("error", str(e)), ("key", key)])
+                return PASS
             self.log("warn", "greylisting unavailable, deferring", [("error", str(e)), ("key", key)])
             return defer(UNAVAILABLE_TEXT)
 

@@ -215,6 +215,15 @@ class GreylistTests(unittest.TestCase):
         self.assertEqual(logs[-1][0], "warn")
         self.assertEqual(logs[-1][2]["error"], "kv denied")
 
+    def test_kv_failure_with_on_kv_error_allow_passes(self):
+        gl, kv, logs = make({"on_kv_error": "allow"})
+        kv.fail = "kv unavailable: no answer within 250ms"
+        self.assertEqual(gl.check("192.0.2.7", None, "a@x", "b@y", 0), g.PASS)
+        self.assertEqual(logs[-1][0], "warn")
+        self.assertIn("passing", logs[-1][1])
+        with self.assertRaisesRegex(g.ConfigError, "on_kv_error must be one of"):
+            g.parse_config('{"on_kv_error": "ignore"}')
+
     def test_zero_delay_passes_first_sight_and_remembers(self):
         gl, kv, _ = make({"delay": 0})
         self.assertEqual(gl.check("192.0.2.7", None, "a@x", "b@y", 5), g.PASS)

@@ -357,11 +357,25 @@ def test_check_says_whether_redis_answers(start, redis, tmp_path):
     assert r.returncode == 1 and "[kv]" in r.stderr, r
     assert time.monotonic() - t < 10
     # A server with Redis down still starts (plugins answer as configured).
-    srv2 = start(plugins=[limits({"default": {"max_messages": 5}})], extra=redis_kv(redis, "down:"))
+    # Each shipped plugin's on_kv_error, the same two spellings everywhere.
+    def chain(on_kv_error):
+        return [limits({"default": {"max_messages": 5}, "on_kv_error": on_kv_error}),
+                greylist({"on_kv_error": on_kv_error}),
+                component("relay-control", {"recent_auth_window": 600, "on_kv_error": on_kv_error},
+                          capabilities=["kv"], kv_namespace="auth")]
+    srv2 = start(plugins=chain("tempfail"), extra=redis_kv(redis, "down:"))
     assert mail(srv2.port) == RATE_UNAVAILABLE
-    srv3 = start(plugins=[limits({"default": {"max_messages": 5}, "on_kv_error": "allow"})],
-                 extra=redis_kv(redis, "down:"))
+    srv2.write_config(chain("tempfail")[1:], extra=redis_kv(redis, "down:"))
+    assert srv2.admin("reload").returncode == 0
+    assert rcpt(srv2.port) == reply(451, "4.7.1", "Greylisting temporarily unavailable")
+    srv2.write_config(chain("tempfail")[2:], extra=redis_kv(redis, "down:"))
+    assert srv2.admin("reload").returncode == 0
+    assert rcpt(srv2.port, recipient="x@remote.example") == reply(
+        451, "4.3.0", "x@remote.example: Temporary relay check failure, try again later")
+    srv3 = start(plugins=chain("allow"), extra=redis_kv(redis, "down:"))
     assert mail(srv3.port)[0] == 250
+    assert rcpt(srv3.port)[0] == 250                                          # not greylisted
+    assert rcpt(srv3.port, recipient="x@remote.example")[0] == 554           # not recently authenticated
 
 
 def test_redis_cluster(start, tmp_path):

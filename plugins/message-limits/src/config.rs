@@ -7,16 +7,9 @@ use postern_sdk::net::{self, IpNet};
 
 use crate::class::{Class, Limits, Settings};
 
-/// What to do when the host KV store fails or is not granted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum OnKvError {
-    /// Refuse with a 4xx (fail safe).
-    #[default]
-    Tempfail,
-    /// Let the client through (and log).
-    Allow,
-}
+/// What to do when the host KV store fails or is not granted (the SDK's
+/// setting, shared by every shipped plugin that keeps state).
+pub use postern_sdk::OnKvError;
 
 /// Limits as written; every one optional (absent: no limit).
 #[derive(Debug, Default, Deserialize)]

@@ -9,6 +9,7 @@
 
 use std::net::IpAddr;
 
+use postern_sdk::OnKvError;
 use postern_sdk::net::{self, Ranges};
 use postern_sdk::prelude::*;
 
@@ -29,6 +30,10 @@ pub struct Config {
     pub local_literals: Vec<String>,
     #[serde(default = "yes")]
     pub deny_tricks: bool,
+    /// A failed recent-auth look-up: "tempfail" defers the recipient,
+    /// "allow" goes on as if the client had not authenticated recently.
+    #[serde(default)]
+    pub on_kv_error: OnKvError,
 }
 
 fn yes() -> bool {
@@ -86,6 +91,7 @@ pub struct RelayControl {
     recent_auth_window_ms: u64,
     local_literals: Vec<IpAddr>,
     deny_tricks: bool,
+    on_kv_error: OnKvError,
 }
 
 impl Plugin for RelayControl {
@@ -105,6 +111,7 @@ impl Plugin for RelayControl {
             recent_auth_window_ms: config.recent_auth_window.saturating_mul(1000),
             local_literals,
             deny_tricks: config.deny_tricks,
+            on_kv_error: config.on_kv_error,
         })
     }
 }
@@ -210,8 +217,27 @@ impl RelayControl {
             );
             return pass();
         }
-        match self.authorize(host, session) {
-            Ok(Some(grant)) => {
+        let granted = match self.authorize(host, session) {
+            Ok(g) => g,
+            Err(message) if self.on_kv_error == OnKvError::Allow => {
+                log(
+                    Level::Warn,
+                    "recent-auth look-up failed; going on without it (on_kv_error = \"allow\")",
+                    &[("error", &message)],
+                );
+                None
+            }
+            Err(message) => {
+                log(
+                    Level::Warn,
+                    "recent-auth look-up failed; deferring the recipient",
+                    &[("error", &message)],
+                );
+                return relay_tempfail(&rcpt.address);
+            }
+        };
+        match granted {
+            Some(grant) => {
                 let via = grant.describe();
                 if trick.is_some() {
                     log(
@@ -225,7 +251,7 @@ impl RelayControl {
                     accept()
                 }
             }
-            Ok(None) => {
+            None => {
                 let reason = if trick.is_some() {
                     trick_name
                 } else {
@@ -233,14 +259,6 @@ impl RelayControl {
                 };
                 log(Level::Info, "relay denied", &[("reason", reason)]);
                 relay_denied(&rcpt.address)
-            }
-            Err(message) => {
-                log(
-                    Level::Warn,
-                    "recent-auth look-up failed; deferring the recipient",
-                    &[("error", &message)],
-                );
-                relay_tempfail(&rcpt.address)
             }
         }
     }

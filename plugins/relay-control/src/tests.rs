@@ -383,6 +383,28 @@ fn kv_failures_defer() {
 }
 
 #[test]
+fn kv_failures_with_on_kv_error_allow_go_on_without_recent_auth() {
+    let p = plugin(
+        r#"{"recent_auth_window": 60, "relay_networks": ["10.0.0.0/8"], "on_kv_error": "allow"}"#,
+    );
+    for err in [KvError::Denied, KvError::Unavailable("timed out".into())] {
+        let mut h = Fake::new();
+        h.kv_error = Some(err);
+        let a = "user@remote.example";
+        // Not recently authenticated, as far as the plugin can tell: the
+        // normal refusal, not a deferral.
+        let v = p.decide(&h, &session("198.51.100.9", None), &rcpt(a, false));
+        assert_eq!(summary(&v), denied(a));
+        assert!(h.logged("going on without it"));
+        // Relay networks still relay.
+        let v = p.decide(&h, &session("10.1.2.3", None), &rcpt(a, false));
+        assert_eq!(kind(&v), "accept");
+    }
+    let e = config(r#"{"on_kv_error": "ignore"}"#).err().unwrap();
+    assert!(e.contains("unknown variant `ignore`"), "{e}");
+}
+
+#[test]
 fn freshness() {
     let now = 10_000_000;
     assert!(fresh(&(now - 60_000).to_string(), now, 60_000));

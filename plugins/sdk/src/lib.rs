@@ -136,6 +136,20 @@ pub trait Plugin: Sized + 'static {
     }
 }
 
+/// What a plugin does when the host's kv store fails (`unavailable`, a
+/// call past the host's `[kv] timeout`, `invalid`) or was not granted
+/// (`denied`): the `on_kv_error` setting every shipped plugin that keeps
+/// state spells the same way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnKvError {
+    /// Answer a temporary failure (4xx) and log: fail safe (the default).
+    #[default]
+    Tempfail,
+    /// Go on as if the store held nothing restrictive, and log.
+    Allow,
+}
+
 /// Configuration type for plugins that take none (accepts only `{}`).
 #[derive(Debug, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -2,13 +2,15 @@
 //! in `trusted` mode) it reveals nothing: VRFY gets 252, EXPN 502. Trusted
 //! clients (authenticated, or in `trusted_networks`) get answers from the
 //! configured directory. Every VRFY/EXPN counts against a per-client-IP rate
-//! limit in the kv store, which fails safe (4xx) when the store fails.
+//! limit in the kv store, which fails safe (4xx) when the store fails unless
+//! `on_kv_error = "allow"` (then the command goes unlimited).
 //! Input: the argument (client-controlled, never echoed), the session's
 //! `auth_user` and `client_ip` (host-computed). RFC 5321 §3.5, §4.1.1.6–7,
 //! §7.3 (VRFY/EXPN and security); RFC 2505 §2.11.
 
 use std::collections::BTreeMap;
 
+use postern_sdk::OnKvError;
 use postern_sdk::net::{self, Ranges};
 use postern_sdk::prelude::*;
 
@@ -42,6 +44,10 @@ pub struct Config {
     /// Seconds.
     #[serde(default = "default_rate_window")]
     pub rate_window: u64,
+    /// A failed rate-limit count: "tempfail" answers 451, "allow" answers
+    /// the command without counting it.
+    #[serde(default)]
+    pub on_kv_error: OnKvError,
 }
 
 fn default_rate_limit() -> u32 {
@@ -102,6 +108,7 @@ pub struct VrfyExpn {
     directory: Directory,
     rate_limit: u32,
     rate_window_ms: u64,
+    on_kv_error: OnKvError,
 }
 
 impl Plugin for VrfyExpn {
@@ -118,6 +125,7 @@ impl Plugin for VrfyExpn {
             directory,
             rate_limit: config.rate_limit,
             rate_window_ms: config.rate_window.saturating_mul(1000),
+            on_kv_error: config.on_kv_error,
         })
     }
 }
@@ -164,6 +172,14 @@ impl VrfyExpn {
                     KvError::Unavailable(m) => format!("kv unavailable: {m}"),
                     KvError::Invalid(m) => format!("kv request invalid: {m}"),
                 };
+                if self.on_kv_error == OnKvError::Allow {
+                    host.log(
+                        Level::Warn,
+                        "VRFY/EXPN rate limit check failed; answering unlimited (on_kv_error = \"allow\")",
+                        &[("client", ip), ("error", &error)],
+                    );
+                    return None;
+                }
                 host.log(
                     Level::Warn,
                     "VRFY/EXPN rate limit check failed; deferring",

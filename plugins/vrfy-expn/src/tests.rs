@@ -347,6 +347,31 @@ fn kv_failure_fails_safe() {
                 .any(|l| l.contains("rate limit check failed"))
         );
     }
+    // on_kv_error = "allow": answered as if unlimited.
+    let h = Fake {
+        kv_error: Some(KvError::Unavailable("timed out".into())),
+        ..Fake::default()
+    };
+    let p = config(
+        TRUSTED
+            .replace(
+                "\"rate_limit\": 0",
+                "\"rate_limit\": 5, \"on_kv_error\": \"allow\"",
+            )
+            .as_str(),
+    )
+    .unwrap();
+    assert_eq!(
+        summary(&p.answer(&h, &session("10.0.0.1", None), Command::Vrfy, "bob")).1,
+        250
+    );
+    assert!(
+        h.logs
+            .borrow()
+            .iter()
+            .any(|l| l.contains("answering unlimited"))
+    );
+    assert!(config(r#"{"on_kv_error": "maybe"}"#).is_err());
     // With the limit off the store is never asked.
     let h = Fake {
         kv_error: Some(KvError::Denied),
