@@ -6,11 +6,12 @@ file watching, listener changes and memory across 100 reloads."""
 import random
 import signal
 import socket
+import subprocess
 import threading
 import time
 
 import pytest
-from harness import Raw, ehlo, message, plugin, wasm
+from harness import BIN, Raw, ehlo, message, plugin, wasm
 
 
 def policy(kind: str) -> list[dict]:
@@ -327,7 +328,10 @@ def test_shadow_plugin_is_counted_not_enforced_until_a_reload_enforces_it(start)
     c.close()
     assert len(srv.queued()) == 1
     rec = srv.wait_log(lambda r: r.get("shadow_verdict") == "reject")
-    assert rec["plugin"] == "newpolicy" and "550" in rec["reply"] and "would reject" in rec["reply"]
+    assert rec["plugin"] == "newpolicy" and rec["reply"] == "550 5.7.1 would reject", rec
+    # status names the mode and counts what the shadow plugin would have changed.
+    status = srv.admin("status").stdout
+    assert "shadow" in status and "(shadow: 1 verdicts would have differed)" in status, status
     addr = srv.wait_log(lambda r: r.get("message") == "metrics listening")["address"]
 
     def shadow_rejects():
@@ -347,3 +351,57 @@ def test_shadow_plugin_is_counted_not_enforced_until_a_reload_enforces_it(start)
     c.cmd("MAIL FROM:<a@client.test>")
     assert c.cmd("RCPT TO:<flip@example.test>") == (550, "5.7.1 would reject")
     assert len(srv.queued()) == 1
+
+
+def test_refused_reloads_use_up_no_generation_and_status_pipes_into_head(start):
+    """Issue 20's smaller items: a refused reload leaves the generation
+    counter as it was (the next good reload is generation 2, not 3); and
+    `postern status` into a pipe whose reader is gone ends quietly
+    (SIGPIPE, as `| head` expects) instead of panicking on the broken pipe."""
+    srv = start(plugins=policy("allow"))
+    good = srv.config_path.read_text()
+    srv.config_path.write_text(good + "\n[server.nonsense]\n")
+    r = srv.admin("reload")
+    assert r.returncode != 0, r.stdout
+    srv.config_path.write_text(good)
+    r = srv.admin("reload")
+    assert r.returncode == 0 and "generation 2" in r.stdout, r.stdout + r.stderr
+    # `true` exits at once: status writes after the reader is gone.
+    p = subprocess.run(f"'{BIN}' status --config '{srv.config_path}' | true; "
+                       f"'{BIN}' status --config '{srv.config_path}' | head -1", shell=True,
+                       capture_output=True, text=True, timeout=30)
+    assert p.returncode == 0 and p.stdout.startswith("postern ") and "generation 2 " in p.stdout, p
+    assert "panicked" not in p.stderr and "Broken pipe" not in p.stderr, p.stderr
+
+
+def test_reload_with_another_file_switches_to_it(start, tmp_path):
+    """`postern reload --config OTHER` (OTHER reaching the same server: same
+    data dir) loads OTHER, not the server's own file, says so, and OTHER is
+    the server's file from then on (status names it; SIGHUP reloads it)."""
+    srv = start(plugins=policy("allow"))
+    other = tmp_path / "other.toml"
+    other.write_text(srv.config_path.read_text().replace('"tag" = "allow"', '"tag" = "reject"').replace(
+        '"rules" = []', '"rules" = [{ "stage" = "rcpt-to", "contains" = "flip@", "kind" = "reject", '
+                        '"code" = 550, "enhanced" = "5.7.1", "text" = "policy-reject" }]'))
+    assert '"policy-reject"' in other.read_text()
+
+    def rcpt_flip():
+        c = ehlo(srv.port)
+        c.cmd("MAIL FROM:<a@client.test>")
+        code = c.cmd("RCPT TO:<flip@example.test>")[0]
+        c.close()
+        return code
+
+    assert rcpt_flip() == 250
+    r = subprocess.run([str(BIN), "reload", "--config", str(other)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert f"generation 2 from {other}" in r.stdout and f"the server ran {srv.config_path}" in r.stdout, r.stdout
+    assert "gate " in r.stdout and " enforce" in r.stdout, r.stdout      # each plugin's mode
+    assert rcpt_flip() == 550
+    status = srv.admin("status").stdout
+    assert f"generation 2 from {other}" in status, status
+    # SIGHUP now reloads OTHER (the original file still allows flip@).
+    srv.proc.send_signal(signal.SIGHUP)
+    srv.wait_log(lambda rec: rec.get("message") == "reloaded" and rec.get("trigger") == "SIGHUP")
+    assert rcpt_flip() == 550
+    assert f"generation 3 from {other}" in srv.admin("status").stdout

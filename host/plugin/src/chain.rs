@@ -326,7 +326,10 @@ impl SessionChain {
                 if !verdict.is_pass() {
                     let reply = verdict
                         .reply()
-                        .map(|r| format!("{} {}", r.code, r.text))
+                        .map(|r| match &r.enhanced {
+                            Some(e) => format!("{} {e} {}", r.code, r.text),
+                            None => format!("{} {}", r.code, r.text),
+                        })
                         .unwrap_or_default();
                     tracing::info!(
                         plugin = %plugin.meta.name,

@@ -37,6 +37,9 @@ pub struct PluginInfo {
     pub mode: Mode,
     /// False when the compiled code came from the cache.
     pub compiled: bool,
+    /// Shadow mode: verdicts other than `pass` so far (counted by plugin
+    /// name since the server started).
+    pub shadow_differed: u64,
 }
 
 impl Generation {
@@ -121,6 +124,7 @@ impl Generation {
                 stages: p.stages.clone(),
                 mode: p.spec.mode,
                 compiled: p.compiled,
+                shadow_differed: p.stats.shadow_differed(),
             })
             .collect()
     }

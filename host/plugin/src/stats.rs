@@ -118,6 +118,18 @@ impl PluginStats {
         }
     }
 
+    /// Verdicts a shadow plugin gave that were not `pass` (that would have
+    /// changed what the client was told), over every stage.
+    pub fn shadow_differed(&self) -> u64 {
+        let pass = VERDICT_KINDS.iter().position(|k| *k == "pass");
+        self.stages
+            .iter()
+            .flat_map(|s| s.shadow_verdicts.iter().enumerate())
+            .filter(|(i, _)| Some(*i) != pass)
+            .map(|(_, n)| n.load(Ordering::Relaxed))
+            .sum()
+    }
+
     pub fn error(&self, stage: Stage, kind: &str) {
         if let Some(i) = ERROR_KINDS.iter().position(|k| *k == kind) {
             self.stages[stage as usize].errors[i].fetch_add(1, Ordering::Relaxed);

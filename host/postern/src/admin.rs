@@ -106,10 +106,18 @@ async fn serve(stream: UnixStream, shared: Arc<Shared>) {
         return;
     }
     let answer = match line.trim() {
-        "reload" => match crate::reload::reload(&shared, "admin").await {
-            Ok(report) => json!({"ok": true, "reload": report}),
-            Err(e) => json!({"ok": false, "error": e}),
-        },
+        reload if reload == "reload" || reload.starts_with("reload ") => {
+            // `reload <file>`: the file `postern reload --config` named.
+            let file = reload
+                .strip_prefix("reload")
+                .map(str::trim)
+                .filter(|f| !f.is_empty())
+                .map(PathBuf::from);
+            match crate::reload::reload(&shared, "admin", file).await {
+                Ok(report) => json!({"ok": true, "reload": report}),
+                Err(e) => json!({"ok": false, "error": e}),
+            }
+        }
         "status" => json!({"ok": true, "status": status(&shared).await}),
         queue if queue.starts_with("queue") => crate::queue_cmd::serve(&shared, queue).await,
         other => {
@@ -151,7 +159,8 @@ pub async fn status(shared: &Arc<Shared>) -> serde_json::Value {
             "path": p.path.display().to_string(),
             "sha256": p.sha256,
             "stages": p.stages.iter().map(|s| s.name()).collect::<Vec<_>>(),
-            "mode": format!("{:?}", p.mode).to_lowercase(),
+            "mode": p.mode.name(),
+            "shadow_differed": p.shadow_differed,
         })).collect::<Vec<_>>(),
         "sessions": generation.active_sessions(),
         "sessions_on_older_generations": older.iter().map(|o| o["sessions"].as_u64().unwrap_or(0)).sum::<u64>(),

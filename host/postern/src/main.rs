@@ -177,6 +177,17 @@ fn runtime() -> tokio::runtime::Runtime {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(cli.command, Cmd::Serve { .. }) {
+        // A command's output piped into `head` ends quietly when the reader
+        // goes away, as Unix tools do, instead of a panic in println!. (The
+        // server keeps Rust's ignored SIGPIPE: a client that vanishes is an
+        // error on its socket, not the end of the process.)
+        // SAFETY: restoring the default disposition of one signal, before
+        // any thread is started.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     match cli.command {
         Cmd::Serve {
             config,
@@ -420,7 +431,19 @@ fn admin_command(args: AdminArgs, command: &str) -> ExitCode {
         }
         (None, None) => unreachable!("clap requires --config or --socket"),
     };
-    let answer = match runtime().block_on(admin::request(&path, command)) {
+    // `reload --config FILE` reloads FILE, whichever file the server ran.
+    let request = match (command, &args.config) {
+        ("reload", Some(c)) => match c.canonicalize() {
+            Ok(p) if !p.to_string_lossy().contains('\n') => format!("reload {}", p.display()),
+            Ok(_) => "reload".to_string(),
+            Err(e) => {
+                eprintln!("postern: {}: {e}", c.display());
+                return ExitCode::from(2);
+            }
+        },
+        _ => command.to_string(),
+    };
+    let answer = match runtime().block_on(admin::request(&path, &request)) {
         Ok(a) => a,
         Err(e) => {
             eprintln!("postern: {e:#}");
@@ -451,9 +474,19 @@ fn print_answer(command: &str, a: &serde_json::Value) {
     if command == "reload" {
         let r = &a["reload"];
         println!(
-            "reloaded: generation {} ({} plugins compiled, {} from cache, {} ms)",
-            r["generation"], r["compiled"], r["cached"], r["took_ms"]
+            "reloaded: generation {} from {} ({} plugins compiled, {} from cache, {} ms)",
+            r["generation"],
+            r["config"].as_str().unwrap_or(""),
+            r["compiled"],
+            r["cached"],
+            r["took_ms"]
         );
+        if let Some(from) = r["switched_from"].as_str() {
+            println!(
+                "  the server ran {from} until now: this file is its configuration from now on \
+                 (SIGHUP and file watching follow it)"
+            );
+        }
         for p in r["plugins"].as_array().into_iter().flatten() {
             println!("  plugin {}", p.as_str().unwrap_or(""));
         }
@@ -495,8 +528,16 @@ fn print_answer(command: &str, a: &serde_json::Value) {
         }
     );
     for p in s["plugins"].as_array().into_iter().flatten() {
+        let shadow = if p["mode"].as_str() == Some("shadow") {
+            format!(
+                " (shadow: {} verdicts would have differed)",
+                p["shadow_differed"]
+            )
+        } else {
+            String::new()
+        };
         println!(
-            "  plugin {:<16} {} {:<8} stages: {}",
+            "  plugin {:<16} {} {:<8} stages: {}{shadow}",
             p["name"].as_str().unwrap_or(""),
             p["sha256"].as_str().unwrap_or(""),
             p["mode"].as_str().unwrap_or(""),

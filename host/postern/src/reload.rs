@@ -18,6 +18,10 @@ use crate::server::{Shared, Snapshot, load_generation, log_plugins, resolver, se
 #[derive(Debug, Serialize)]
 pub struct ReloadReport {
     pub generation: u64,
+    /// The file this generation came from (the server's file from now on).
+    pub config: String,
+    /// The file the server ran before, when the reload switched files.
+    pub switched_from: Option<String>,
     pub trigger: String,
     pub plugins: Vec<String>,
     pub compiled: usize,
@@ -63,10 +67,16 @@ fn keep_fixed(old: &Config, new: &mut Config) -> Vec<String> {
     out
 }
 
-/// Reload now. Errors are also logged; the old generation keeps serving.
-pub async fn reload(shared: &Arc<Shared>, trigger: &str) -> Result<ReloadReport, String> {
+/// Reload now, from `file` when given (the server switches to it; SIGHUP
+/// and the watcher follow it from then on), else from the server's file.
+/// Errors are also logged; the old generation keeps serving.
+pub async fn reload(
+    shared: &Arc<Shared>,
+    trigger: &str,
+    file: Option<PathBuf>,
+) -> Result<ReloadReport, String> {
     crate::notify::reloading();
-    let result = try_reload(shared, trigger).await;
+    let result = try_reload(shared, trigger, file).await;
     crate::notify::reloaded(&match &result {
         Ok(r) => format!("serving generation {}", r.generation),
         Err(_) => "reload refused; the previous generation keeps serving".to_string(),
@@ -90,11 +100,27 @@ pub async fn reload(shared: &Arc<Shared>, trigger: &str) -> Result<ReloadReport,
     result
 }
 
-async fn try_reload(shared: &Arc<Shared>, trigger: &str) -> Result<ReloadReport, String> {
+/// Whether two paths name the same file (as far as the file system says).
+fn same_file(a: &std::path::Path, b: &std::path::Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
+    }
+}
+
+async fn try_reload(
+    shared: &Arc<Shared>,
+    trigger: &str,
+    file: Option<PathBuf>,
+) -> Result<ReloadReport, String> {
     let _one_at_a_time = shared.reloading.lock().await;
     let started = Instant::now();
     let old = shared.current_config();
-    let mut new = Config::load(&old.path, &shared.overrides).map_err(|e| e.to_string())?;
+    let (path, switched_from) = match file {
+        Some(f) if !same_file(&f, &old.path) => (f, Some(old.path.display().to_string())),
+        _ => (old.path.clone(), None),
+    };
+    let mut new = Config::load(&path, &shared.overrides).map_err(|e| e.to_string())?;
     let restart_required = keep_fixed(&old, &mut new);
     // Everything that can fail is prepared before anything changes.
     let tls = crate::server::load_tls(&new)?;
@@ -113,9 +139,11 @@ async fn try_reload(shared: &Arc<Shared>, trigger: &str) -> Result<ReloadReport,
         tracing::info!(store = %kv.describe(), "kv store switched");
         kv
     };
+    // Taken for good only when the reload succeeds (reloads are serialised
+    // by `reloading`), so refused reloads use up no generation numbers.
     let id = shared
         .next_generation
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        .load(std::sync::atomic::Ordering::Relaxed);
     let generation = load_generation(&shared.runtime, &new, id, services(&new, dns, kv.clone()))
         .await
         .map_err(|e| format!("{e:#}"))?;
@@ -123,6 +151,9 @@ async fn try_reload(shared: &Arc<Shared>, trigger: &str) -> Result<ReloadReport,
     // does, nothing has been changed (the listener set is updated only when
     // every new address is bound).
     let listener_changes = shared.listeners.lock().await.apply(&new, shared).await?;
+    shared
+        .next_generation
+        .store(id + 1, std::sync::atomic::Ordering::Relaxed);
     let generation = Arc::new(generation);
     let infos = generation.plugins();
     log_plugins(&generation);
@@ -143,14 +174,19 @@ async fn try_reload(shared: &Arc<Shared>, trigger: &str) -> Result<ReloadReport,
         retired.push(Arc::downgrade(&old.generation));
     }
     drop(old);
+    if let Some(from) = &switched_from {
+        tracing::info!(from = %from, to = %path.display(), "the server now runs another configuration file");
+    }
     Ok(ReloadReport {
         generation: id,
+        config: path.display().to_string(),
+        switched_from,
         trigger: trigger.to_string(),
         compiled: infos.iter().filter(|p| p.compiled).count(),
         cached: infos.iter().filter(|p| !p.compiled).count(),
         plugins: infos
             .iter()
-            .map(|p| format!("{} {}", p.name, &p.sha256[..16]))
+            .map(|p| format!("{} {} {}", p.name, &p.sha256[..16], p.mode.name()))
             .collect(),
         listener_changes,
         restart_required,
@@ -200,7 +236,7 @@ pub async fn watch(shared: Arc<Shared>) {
             continue;
         }
         tracing::info!("configuration or plugin files changed: reloading");
-        let _ = reload(&shared, "watch").await;
+        let _ = reload(&shared, "watch", None).await;
         // Whatever the outcome, do not retry until the files change again.
         seen = Some(signature(&shared.current_config()));
     }

@@ -387,7 +387,7 @@ async fn wait_for_shutdown(shared: &Arc<Shared>) {
                 tracing::info!("SIGHUP: reloading");
                 let shared = shared.clone();
                 tokio::spawn(async move {
-                    let _ = crate::reload::reload(&shared, "SIGHUP").await;
+                    let _ = crate::reload::reload(&shared, "SIGHUP", None).await;
                 });
             }
         }
