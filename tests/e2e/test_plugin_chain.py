@@ -183,7 +183,7 @@ def test_shadow_mode_logs_but_does_not_enforce(start):
     c.cmd("MAIL FROM:<a@client.test>")
     assert c.cmd("RCPT TO:<x@example.test>")[0] == 250
     rec = srv.wait_log(lambda r: r.get("shadow_verdict") == "reject")
-    assert rec["plugin"] == "shadowy" and rec["reply"] == "550 would reject"
+    assert rec["plugin"] == "shadowy" and rec["reply"] == "550 5.7.1 would reject"
 
 
 def test_plugins_get_no_filesystem_environment_or_network_and_stdout_is_logged(start):
@@ -206,3 +206,36 @@ def test_plugins_get_no_filesystem_environment_or_network_and_stdout_is_logged(s
     for stream in ("stdout", "stderr"):
         out = srv.wait_log(lambda x: x.get("stream") == stream)
         assert out["plugin"] == "sb" and out["message"] == f"probe says hello on {stream}"
+
+
+def test_a_component_built_from_a_stale_wit_is_refused_at_load(start):
+    """tests/plugins/stale-contract names postern:policy@0.2.0 but its
+    `reply` record lacks `enhanced` (a stale copy of the WIT). It links (every
+    import it uses exists), so only a structural check of its export finds
+    it: `postern check`, a reload and a start all refuse it, naming the
+    plugin, the contract, the interface and the difference; the running
+    generation keeps serving."""
+    stale = plugin("stale", "test-stale-contract")
+    good = probe("good", [rule("vrfy", "accept-with", 250, "2.1.5", "good answer")])
+    srv = start(plugins=[good])
+
+    def vrfy():
+        c = ehlo(srv.port)
+        r = c.cmd("VRFY someone")
+        c.close()
+        return r
+
+    assert vrfy() == (250, "2.1.5 good answer")
+    srv.write_config([stale, good])
+    for command in ("check", "reload"):
+        r = srv.admin(command)
+        assert r.returncode == 1, (command, r.stdout)
+        err = r.stderr
+        assert 'plugin "stale"' in err and "does not match postern:policy@0.2.0" in err, err
+        assert "vrfy-hook" in err and "type mismatch" in err, err
+    assert vrfy() == (250, "2.1.5 good answer")     # generation 1 still serves
+    assert "generation 1 " in srv.admin("status").stdout
+    srv.stop()
+    with pytest.raises(RuntimeError) as e:
+        srv.start()
+    assert 'plugin "stale"' in str(e.value) and "vrfy-hook" in str(e.value)

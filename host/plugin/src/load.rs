@@ -52,6 +52,16 @@ pub enum Mode {
     Shadow,
 }
 
+impl Mode {
+    /// As the configuration spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Enforce => "enforce",
+            Mode::Shadow => "shadow",
+        }
+    }
+}
+
 /// One `[[plugin]]` entry of the configuration.
 #[derive(Clone, Debug)]
 pub struct PluginSpec {
@@ -134,6 +144,15 @@ pub enum LoadError {
     InitFailed { plugin: String, message: String },
     #[error("plugin {plugin:?}: {message}")]
     Settings { plugin: String, message: String },
+    #[error(
+        "plugin {plugin:?}: {path} does not match postern:policy@{version} although it names that version (built from a changed or stale copy of the WIT?): {message}"
+    )]
+    Contract {
+        plugin: String,
+        path: PathBuf,
+        version: &'static str,
+        message: String,
+    },
 }
 
 /// A compiled, checked plugin: instantiated on demand, with a pool of idle
@@ -262,7 +281,12 @@ impl Runtime {
                 path: path.clone(),
                 message: format!("{e:#}"),
             })?;
-        let idx = HookIndices::detect(&pre, contract);
+        let idx = HookIndices::detect(&pre, contract).map_err(|message| LoadError::Contract {
+            plugin: plugin.clone(),
+            path: path.clone(),
+            version: contract.version(),
+            message,
+        })?;
         let stages: Vec<Stage> = Stage::ALL.into_iter().filter(|s| idx.exports(*s)).collect();
         if stages.is_empty() {
             return Err(LoadError::NoStages { plugin, path });
@@ -483,7 +507,17 @@ impl LoadedPlugin {
     /// instance then waits in the pool for the first session, if reusable).
     pub(crate) async fn init_check(&self, services: &Services) -> Result<(), LoadError> {
         match self.instantiate("check".into(), services).await {
-            Ok(live) => {
+            Ok(mut live) => {
+                // Every export against the host's types, by structure, now
+                // rather than at the first call of each.
+                self.idx
+                    .typecheck(&mut live)
+                    .map_err(|message| LoadError::Contract {
+                        plugin: self.spec.name.clone(),
+                        path: self.spec.path.clone(),
+                        version: self.idx.contract().version(),
+                        message,
+                    })?;
                 self.give_back(live);
                 Ok(())
             }

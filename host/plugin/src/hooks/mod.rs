@@ -66,20 +66,73 @@ macro_rules! stage_table {
         }
 
         impl Indices {
-            pub fn detect(pre: &InstancePre<PluginState>) -> Indices {
-                Indices {
-                    init: h::init::GuestIndices::new(pre).ok(),
-                    recycle: h::recycle::GuestIndices::new(pre).ok(),
-                    connect: h::connect_hook::GuestIndices::new(pre).ok(),
-                    helo: h::helo_hook::GuestIndices::new(pre).ok(),
-                    auth: h::auth_hook::GuestIndices::new(pre).ok(),
-                    mail_from: h::mail_from_hook::GuestIndices::new(pre).ok(),
-                    rcpt_to: h::rcpt_to_hook::GuestIndices::new(pre).ok(),
-                    data: h::data_hook::GuestIndices::new(pre).ok(),
-                    vrfy: h::vrfy_hook::GuestIndices::new(pre).ok(),
-                    expn: h::expn_hook::GuestIndices::new(pre).ok(),
-                    outcome: h::outcome_hook::GuestIndices::new(pre).ok(),
+            /// The hook interfaces the component exports. One it exports
+            /// under the contract's name but without the functions the
+            /// contract gives it is an error naming the interface (not a
+            /// hook quietly missing).
+            pub fn detect(
+                pre: &InstancePre<PluginState>,
+                version: &str,
+            ) -> Result<Indices, String> {
+                macro_rules! find {
+                    ($m:ident, $iface:literal) => {
+                        match h::$m::GuestIndices::new(pre) {
+                            Ok(i) => Some(i),
+                            Err(e) => {
+                                let name = format!("postern:policy/{}@{version}", $iface);
+                                if pre.component().get_export_index(None, &name).is_some() {
+                                    return Err(format!("{name}: {e:#}"));
+                                }
+                                None
+                            }
+                        }
+                    };
                 }
+                Ok(Indices {
+                    init: find!(init, "init"),
+                    recycle: find!(recycle, "recycle"),
+                    connect: find!(connect_hook, "connect-hook"),
+                    helo: find!(helo_hook, "helo-hook"),
+                    auth: find!(auth_hook, "auth-hook"),
+                    mail_from: find!(mail_from_hook, "mail-from-hook"),
+                    rcpt_to: find!(rcpt_to_hook, "rcpt-to-hook"),
+                    data: find!(data_hook, "data-hook"),
+                    vrfy: find!(vrfy_hook, "vrfy-hook"),
+                    expn: find!(expn_hook, "expn-hook"),
+                    outcome: find!(outcome_hook, "outcome-hook"),
+                })
+            }
+
+            /// Resolve every export on a live instance: wasmtime compares
+            /// each function's type with the host's by structure, so a
+            /// component built from a changed WIT under the same version
+            /// string is refused at load, with the interface and the
+            /// difference, instead of failing every call.
+            pub fn typecheck(
+                &self,
+                store: &mut wasmtime::Store<PluginState>,
+                instance: &wasmtime::component::Instance,
+            ) -> Result<(), String> {
+                macro_rules! one {
+                    ($field:ident, $iface:literal) => {
+                        if let Some(i) = &self.$field {
+                            i.load(&mut *store, instance)
+                                .map_err(|e| format!("export {}: {e:#}", $iface))?;
+                        }
+                    };
+                }
+                one!(init, "init");
+                one!(recycle, "recycle");
+                one!(connect, "connect-hook");
+                one!(helo, "helo-hook");
+                one!(auth, "auth-hook");
+                one!(mail_from, "mail-from-hook");
+                one!(rcpt_to, "rcpt-to-hook");
+                one!(data, "data-hook");
+                one!(vrfy, "vrfy-hook");
+                one!(expn, "expn-hook");
+                one!(outcome, "outcome-hook");
+                Ok(())
             }
 
             pub fn recyclable(&self) -> bool {
@@ -169,10 +222,22 @@ pub(crate) enum HookIndices {
 }
 
 impl HookIndices {
-    pub fn detect(pre: &InstancePre<PluginState>, contract: Contract) -> HookIndices {
-        match contract {
-            Contract::V01 => HookIndices::V01(v01::Indices::detect(pre)),
-            Contract::V02 => HookIndices::V02(v02::Indices::detect(pre)),
+    pub fn detect(
+        pre: &InstancePre<PluginState>,
+        contract: Contract,
+    ) -> Result<HookIndices, String> {
+        let v = contract.version();
+        Ok(match contract {
+            Contract::V01 => HookIndices::V01(v01::Indices::detect(pre, v)?),
+            Contract::V02 => HookIndices::V02(v02::Indices::detect(pre, v)?),
+        })
+    }
+
+    /// See `Indices::typecheck`.
+    pub(crate) fn typecheck(&self, live: &mut Live) -> Result<(), String> {
+        match self {
+            HookIndices::V01(i) => i.typecheck(&mut live.store, &live.instance),
+            HookIndices::V02(i) => i.typecheck(&mut live.store, &live.instance),
         }
     }
 
