@@ -31,6 +31,9 @@ struct Inner {
     mem: MemoryKv,
     db: Database,
     path: PathBuf,
+    /// One flush at a time (the flusher thread, shutdown, import): two
+    /// overlapping ones could commit an older copy of a key last.
+    flushing: Mutex<()>,
 }
 
 pub struct EmbeddedKv {
@@ -64,6 +67,7 @@ impl EmbeddedKv {
             mem,
             db,
             path: path.to_path_buf(),
+            flushing: Mutex::new(()),
         });
         let stop = Arc::new((Mutex::new(false), Condvar::new()));
         let flusher = {
@@ -127,6 +131,7 @@ fn load(db: &Database, mem: &MemoryKv) -> Result<Vec<String>, redb::Error> {
 impl Inner {
     /// Write the changes since the last flush in one durable transaction.
     fn flush(&self) -> Result<usize, KvFailure> {
+        let _one = self.flushing.lock().unwrap_or_else(|p| p.into_inner());
         let changes = self.mem.take_changes();
         if changes.is_empty() {
             return Ok(0);
@@ -320,6 +325,24 @@ mod tests {
         let tx = kv.inner.db.begin_read().unwrap();
         let t = tx.open_table(TABLE).unwrap();
         assert_eq!(t.get("a").unwrap().unwrap().value(), (0, "1"));
+    }
+
+    #[tokio::test]
+    async fn overlapping_flushes_leave_the_newest_value_on_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kv.redb");
+        {
+            // The flusher runs all the time while explicit flushes overlap it.
+            let kv = EmbeddedKv::open(&path, Duration::from_millis(1)).unwrap();
+            for i in 0..3000 {
+                kv.set("k".into(), i.to_string(), None).await.unwrap();
+                if i % 7 == 0 {
+                    kv.flush().unwrap();
+                }
+            }
+        }
+        let kv = EmbeddedKv::open(&path, SLOW).unwrap();
+        assert_eq!(kv.get("k".into()).await.unwrap().as_deref(), Some("2999"));
     }
 
     #[test]
