@@ -30,8 +30,7 @@ def _log(level, message, fields):
 def _kv_error(e):
     v = e.value
     name = type(v).__name__.split("_", 1)[-1].lower()
-    detail = getattr(v, "value", None)
-    return logic.KvFailure(f"kv {name}: {detail}" if detail else f"kv {name}")
+    return logic.kv_failure(name, getattr(v, "value", None))
 
 
 class _HostKv:

@@ -37,6 +37,14 @@ class KvFailure(Exception):
     """The key-value store refused or failed (denied, unavailable, invalid)."""
 
 
+def kv_failure(kind, detail=None):
+    """The KvFailure for a host kv-error: `kind` is "denied", "unavailable" or
+    "invalid". `denied` tells the operator what to grant."""
+    if kind == "denied":
+        return KvFailure('kv denied: capability not granted (add capabilities = ["kv"])')
+    return KvFailure(f"kv {kind}: {detail}" if detail else f"kv {kind}")
+
+
 class Config:
     def __init__(self, delay, retry_window, pass_ttl, whitelist, skip_authenticated,
                  on_kv_error="tempfail"):
@@ -97,9 +105,9 @@ def parse_config(text):
     if not isinstance(skip, bool):
         raise ConfigError(f"skip_authenticated must be true or false, got {skip!r}")
     on_kv_error = merged["on_kv_error"]
-    if on_kv_error not in ON_KV_ERROR:
+    if not isinstance(on_kv_error, str) or on_kv_error not in ON_KV_ERROR:
         raise ConfigError(
-            f"on_kv_error must be one of {', '.join(repr(v) for v in ON_KV_ERROR)}, got {on_kv_error!r}"
+            'on_kv_error must be "tempfail" or "allow", got ' + json.dumps(on_kv_error)
         )
     return Config(delay, retry_window, pass_ttl, whitelist, skip, on_kv_error)
 

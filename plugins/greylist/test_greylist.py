@@ -205,24 +205,57 @@ class GreylistTests(unittest.TestCase):
         gl, _, _ = make({"skip_authenticated": False})
         self.assertEqual(gl.check("192.0.2.7", "alice", "a@x", "b@y", 0), DEFERRED_300)
 
+    KV_FAILURES = [
+        (g.kv_failure("denied"), 'add capabilities = ["kv"]'),
+        (g.kv_failure("unavailable", "no answer within 250ms"), "kv unavailable: no answer within 250ms"),
+        (g.kv_failure("invalid", "key too long"), "kv invalid: key too long"),
+    ]
+
+    def _failing(self, config, failure):
+        gl, kv, logs = make(config)
+        kv.fail = str(failure)
+        return gl, logs
+
     def test_kv_failure_defers_and_logs(self):
-        gl, kv, logs = make()
-        kv.fail = "kv denied"
-        self.assertEqual(
-            gl.check("192.0.2.7", None, "a@x", "b@y", 0),
-            ("defer", 451, "4.7.1", "Greylisting temporarily unavailable"),
-        )
-        self.assertEqual(logs[-1][0], "warn")
-        self.assertEqual(logs[-1][2]["error"], "kv denied")
+        for cfg in [{}, {"on_kv_error": "tempfail"}]:
+            for failure, said in self.KV_FAILURES:
+                with self.subTest(cfg=cfg, failure=str(failure)):
+                    gl, logs = self._failing(cfg, failure)
+                    self.assertEqual(
+                        gl.check("192.0.2.7", None, "a@x", "b@y", 0),
+                        ("defer", 451, "4.7.1", "Greylisting temporarily unavailable"),
+                    )
+                    self.assertEqual(logs[-1][:2], ("warn", "greylisting unavailable, deferring"))
+                    self.assertIn(said, logs[-1][2]["error"])
 
     def test_kv_failure_with_on_kv_error_allow_passes(self):
-        gl, kv, logs = make({"on_kv_error": "allow"})
-        kv.fail = "kv unavailable: no answer within 250ms"
-        self.assertEqual(gl.check("192.0.2.7", None, "a@x", "b@y", 0), g.PASS)
-        self.assertEqual(logs[-1][0], "warn")
-        self.assertIn("passing", logs[-1][1])
-        with self.assertRaisesRegex(g.ConfigError, "on_kv_error must be one of"):
-            g.parse_config('{"on_kv_error": "ignore"}')
+        for failure, said in self.KV_FAILURES:
+            with self.subTest(failure=str(failure)):
+                gl, logs = self._failing({"on_kv_error": "allow"}, failure)
+                # Every recipient, every retry: passed, never greylisted.
+                for rcpt in ["b@y", "c@y", "b@y"]:
+                    self.assertEqual(gl.check("192.0.2.7", None, "a@x", rcpt, 0), g.PASS)
+                self.assertEqual(logs[-1][0], "warn")
+                self.assertIn('passing (on_kv_error = "allow")', logs[-1][1])
+                self.assertIn(said, logs[-1][2]["error"])
+
+    def test_on_kv_error_values(self):
+        self.assertEqual(g.parse_config("{}").on_kv_error, "tempfail")
+        for value in ["tempfail", "allow"]:
+            self.assertEqual(g.parse_config(json.dumps({"on_kv_error": value})).on_kv_error, value)
+        for value in ["ignore", "Allow", True, None, ["allow"]]:
+            with self.subTest(value=value):
+                with self.assertRaises(g.ConfigError) as e:
+                    g.parse_config(json.dumps({"on_kv_error": value}))
+                self.assertIn('on_kv_error must be "tempfail" or "allow", got ', str(e.exception))
+
+    def test_kv_failure_messages(self):
+        self.assertEqual(
+            str(g.kv_failure("denied")),
+            'kv denied: capability not granted (add capabilities = ["kv"])',
+        )
+        self.assertEqual(str(g.kv_failure("unavailable", "down")), "kv unavailable: down")
+        self.assertEqual(str(g.kv_failure("invalid")), "kv invalid")
 
     def test_zero_delay_passes_first_sight_and_remembers(self):
         gl, kv, _ = make({"delay": 0})

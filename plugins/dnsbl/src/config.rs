@@ -284,6 +284,11 @@ mod tests {
                 r#"{"zones": [{"zone": "a.example"}], "bogus": 1}"#,
                 "unknown field `bogus`",
             ),
+            // The kv store is only a cache here: nothing for it to decide.
+            (
+                r#"{"zones": [{"zone": "a.example"}], "on_kv_error": "allow"}"#,
+                "unknown field `on_kv_error`",
+            ),
         ];
         for (json, want) in table {
             let err = parse(json).unwrap_err();

@@ -216,7 +216,14 @@ mod tests {
         let table = [
             (r#"{"bogus": 1}"#, "unknown field `bogus`"),
             (r#"{"window": 0}"#, "window must be between 1 and"),
-            (r#"{"on_kv_error": "ignore"}"#, "unknown variant `ignore`"),
+            (
+                r#"{"on_kv_error": "ignore"}"#,
+                "invalid value: string \"ignore\", expected on_kv_error = \"tempfail\" or \"allow\"",
+            ),
+            (
+                r#"{"on_kv_error": true}"#,
+                "expected on_kv_error = \"tempfail\" or \"allow\"",
+            ),
             (
                 r#"{"default": {"max_recipients": 0}}"#,
                 "default: max_recipients must be at least 1",

@@ -2,9 +2,11 @@
 //! later plugins; any other recipient — and any local one whose local part
 //! hides another destination (`%`, `!`, quoted `@`) — is granted only to
 //! authenticated sessions, clients in `relay_networks`, or clients with a
-//! recent successful AUTH recorded in the shared kv store. Input: the session
-//! and recipient (client-controlled; only `auth_user`, `client_ip` and
-//! `is_local` are host-computed) and the kv value written by the auth plugin.
+//! recent successful AUTH recorded in the shared kv store (a failed look-up
+//! defers, or with `on_kv_error = "allow"` counts as no recent AUTH).
+//! Input: the session and recipient (client-controlled; only `auth_user`,
+//! `client_ip` and `is_local` are host-computed) and the kv value written by
+//! the auth plugin.
 //! RFC 5321 §3.6 (relaying), §4.1.1.3 (RCPT), §7.1; RFC 2505 §2.1; RFC 4954.
 
 use std::net::IpAddr;

@@ -9,8 +9,8 @@ use postern_sdk::testing::{self, summary};
 use super::classify::{Trick, address_literal};
 use super::*;
 
-/// A logged message and its fields.
-type LogLine = (String, Vec<(String, String)>);
+/// A logged level, message and fields.
+type LogLine = (Level, String, Vec<(String, String)>);
 
 struct Fake {
     kv: HashMap<String, String>,
@@ -34,7 +34,18 @@ impl Fake {
         self.logs
             .borrow()
             .iter()
-            .any(|(m, _)| m.contains(message_part))
+            .any(|(_, m, _)| m.contains(message_part))
+    }
+    /// The `error` field of the warning about a failed recent-auth look-up.
+    fn kv_warning(&self) -> Option<String> {
+        let logs = self.logs.borrow();
+        let (_, _, fields) = logs.iter().find(|(level, m, _)| {
+            *level == Level::Warn && m.starts_with("recent-auth look-up failed")
+        })?;
+        fields
+            .iter()
+            .find(|(k, _)| k == "error")
+            .map(|(_, v)| v.clone())
     }
 }
 
@@ -49,8 +60,9 @@ impl Host for Fake {
     fn now_ms(&self) -> u64 {
         self.now
     }
-    fn log(&self, _level: Level, message: &str, fields: &[(&str, &str)]) {
+    fn log(&self, level: Level, message: &str, fields: &[(&str, &str)]) {
         self.logs.borrow_mut().push((
+            level,
             message.to_string(),
             fields
                 .iter()
@@ -354,29 +366,47 @@ fn recent_auth_is_off_by_default() {
     assert_eq!(*h.kv_reads.borrow(), 0);
 }
 
-#[test]
-fn kv_failures_defer() {
-    let p = plugin(r#"{"recent_auth_window": 60}"#);
-    for err in [
+/// The error a failed look-up logs: `denied` names the missing grant.
+fn assert_kv_logged(h: &Fake, err: &KvError) {
+    let error = h.kv_warning().expect("a warning about the look-up");
+    match err {
+        KvError::Denied => assert!(error.contains("capabilities = [\"kv\"]"), "{error}"),
+        KvError::Unavailable(m) | KvError::Invalid(m) => assert!(error.contains(m), "{error}"),
+    }
+}
+
+fn kv_errors() -> [KvError; 3] {
+    [
         KvError::Denied,
         KvError::Unavailable("connection refused".into()),
         KvError::Invalid("key too long".into()),
-    ] {
+    ]
+}
+
+#[test]
+fn kv_failures_defer() {
+    let p = plugin(r#"{"recent_auth_window": 60}"#);
+    assert_eq!(p.on_kv_error, OnKvError::Tempfail, "the default");
+    for err in kv_errors() {
         let mut h = Fake::new();
-        h.kv_error = Some(err);
-        let a = "user@remote.example";
-        let v = p.decide(&h, &session("198.51.100.9", None), &rcpt(a, false));
-        assert_eq!(
-            summary(&v),
-            (
-                "defer",
-                451,
-                "4.3.0".into(),
-                format!("{a}: Temporary relay check failure, try again later")
-            )
-        );
-        assert!(h.logged("recent-auth look-up failed"));
+        h.kv_error = Some(err.clone());
+        for a in ["user@remote.example", "user%other.example@local.example"] {
+            let local = a.ends_with("@local.example");
+            let v = p.decide(&h, &session("198.51.100.9", None), &rcpt(a, local));
+            assert_eq!(
+                summary(&v),
+                (
+                    "defer",
+                    451,
+                    "4.3.0".into(),
+                    format!("{a}: Temporary relay check failure, try again later")
+                )
+            );
+        }
+        assert!(h.logged("recent-auth look-up failed; deferring the recipient"));
+        assert_kv_logged(&h, &err);
         // Authenticated clients and relay networks never need the store.
+        let a = "user@remote.example";
         let v = p.decide(&h, &session("198.51.100.9", Some("alice")), &rcpt(a, false));
         assert_eq!(kind(&v), "accept");
     }
@@ -387,21 +417,50 @@ fn kv_failures_with_on_kv_error_allow_go_on_without_recent_auth() {
     let p = plugin(
         r#"{"recent_auth_window": 60, "relay_networks": ["10.0.0.0/8"], "on_kv_error": "allow"}"#,
     );
-    for err in [KvError::Denied, KvError::Unavailable("timed out".into())] {
+    for err in kv_errors() {
         let mut h = Fake::new();
-        h.kv_error = Some(err);
-        let a = "user@remote.example";
+        h.kv_error = Some(err.clone());
         // Not recently authenticated, as far as the plugin can tell: the
-        // normal refusal, not a deferral.
-        let v = p.decide(&h, &session("198.51.100.9", None), &rcpt(a, false));
-        assert_eq!(summary(&v), denied(a));
+        // normal refusal, not a deferral — for tricks as for remote domains.
+        for a in ["user@remote.example", "user%other.example@local.example"] {
+            let local = a.ends_with("@local.example");
+            let v = p.decide(&h, &session("198.51.100.9", None), &rcpt(a, local));
+            assert_eq!(summary(&v), denied(a));
+        }
         assert!(h.logged("going on without it"));
-        // Relay networks still relay.
+        assert_kv_logged(&h, &err);
+        // Local recipients still pass; relay networks and AUTH still relay.
+        let v = p.decide(
+            &h,
+            &session("198.51.100.9", None),
+            &rcpt("user@local.example", true),
+        );
+        assert_eq!(kind(&v), "pass");
+        let a = "user@remote.example";
         let v = p.decide(&h, &session("10.1.2.3", None), &rcpt(a, false));
         assert_eq!(kind(&v), "accept");
+        let v = p.decide(&h, &session("198.51.100.9", Some("alice")), &rcpt(a, false));
+        assert_eq!(kind(&v), "accept");
     }
-    let e = config(r#"{"on_kv_error": "ignore"}"#).err().unwrap();
-    assert!(e.contains("unknown variant `ignore`"), "{e}");
+}
+
+#[test]
+fn on_kv_error_values() {
+    let p = plugin(r#"{"on_kv_error": "tempfail"}"#);
+    assert_eq!(p.on_kv_error, OnKvError::Tempfail);
+    let p = plugin(r#"{"on_kv_error": "allow"}"#);
+    assert_eq!(p.on_kv_error, OnKvError::Allow);
+    for json in [
+        r#"{"on_kv_error": "ignore"}"#,
+        r#"{"on_kv_error": "Allow"}"#,
+        r#"{"on_kv_error": true}"#,
+    ] {
+        let e = config(json).err().unwrap();
+        assert!(
+            e.contains("expected on_kv_error = \"tempfail\" or \"allow\""),
+            "{json}: {e}"
+        );
+    }
 }
 
 #[test]
@@ -431,7 +490,7 @@ fn denial_logs_name_the_reason() {
         &rcpt("x!y@local.example", true),
     );
     let logs = h.logs.borrow();
-    let (msg, fields) = logs.last().unwrap();
+    let (_, msg, fields) = logs.last().unwrap();
     assert_eq!(msg, "relay denied");
     assert!(fields.contains(&("reason".into(), "bang-path".into())));
     assert!(fields.contains(&("rcpt".into(), "x!y@local.example".into())));

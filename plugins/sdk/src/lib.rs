@@ -140,14 +140,35 @@ pub trait Plugin: Sized + 'static {
 /// call past the host's `[kv] timeout`, `invalid`) or was not granted
 /// (`denied`): the `on_kv_error` setting every shipped plugin that keeps
 /// state spells the same way.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum OnKvError {
     /// Answer a temporary failure (4xx) and log: fail safe (the default).
     #[default]
     Tempfail,
     /// Go on as if the store held nothing restrictive, and log.
     Allow,
+}
+
+/// Any other value is refused naming the setting: `invalid value: string
+/// "ignore", expected on_kv_error = "tempfail" or "allow"`.
+impl<'de> serde::Deserialize<'de> for OnKvError {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Expect;
+        impl serde::de::Visitor<'_> for Expect {
+            type Value = OnKvError;
+            fn expecting(&self, f: &mut core::fmt::Formatter) -> core::fmt::Result {
+                f.write_str("on_kv_error = \"tempfail\" or \"allow\"")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<OnKvError, E> {
+                match v {
+                    "tempfail" => Ok(OnKvError::Tempfail),
+                    "allow" => Ok(OnKvError::Allow),
+                    _ => Err(E::invalid_value(serde::de::Unexpected::Str(v), &self)),
+                }
+            }
+        }
+        d.deserialize_str(Expect)
+    }
 }
 
 /// Configuration type for plugins that take none (accepts only `{}`).

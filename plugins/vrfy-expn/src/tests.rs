@@ -26,11 +26,23 @@ impl Host for Fake {
         *v += delta;
         Ok(*v)
     }
-    fn log(&self, _level: Level, message: &str, fields: &[(&str, &str)]) {
+    fn log(&self, level: Level, message: &str, fields: &[(&str, &str)]) {
         let f: Vec<String> = fields.iter().map(|(k, v)| format!("{k}={v}")).collect();
         self.logs
             .borrow_mut()
-            .push(format!("{message} {}", f.join(" ")));
+            .push(format!("{level:?} {message} {}", f.join(" ")));
+    }
+}
+
+impl Fake {
+    fn failing(e: KvError) -> Fake {
+        Fake {
+            kv_error: Some(e),
+            ..Fake::default()
+        }
+    }
+    fn logged(&self, needle: &str) -> bool {
+        self.logs.borrow().iter().any(|l| l.contains(needle))
     }
 }
 
@@ -311,77 +323,126 @@ fn default_rate_limit_is_ten_per_minute() {
     assert_eq!(h.windows.borrow()[0], 60_000);
 }
 
-#[test]
-fn kv_failure_fails_safe() {
-    for err in [
+fn kv_errors() -> [KvError; 3] {
+    [
         KvError::Denied,
         KvError::Unavailable("down".into()),
         KvError::Invalid("x".into()),
-    ] {
-        let h = Fake {
-            kv_error: Some(err),
-            ..Fake::default()
-        };
-        let p = config(
-            TRUSTED
-                .replace("\"rate_limit\": 0", "\"rate_limit\": 5")
-                .as_str(),
-        )
-        .unwrap();
-        for cmd in [Command::Vrfy, Command::Expn] {
-            let v = p.answer(&h, &session("10.0.0.1", None), cmd, "jane@example.org");
-            assert_eq!(
-                summary(&v),
-                s(
-                    "defer",
-                    451,
-                    "4.3.0",
-                    "VRFY/EXPN temporarily unavailable, try again later"
-                )
-            );
-        }
-        assert!(
-            h.logs
-                .borrow()
-                .iter()
-                .any(|l| l.contains("rate limit check failed"))
-        );
-    }
-    // on_kv_error = "allow": answered as if unlimited.
-    let h = Fake {
-        kv_error: Some(KvError::Unavailable("timed out".into())),
-        ..Fake::default()
-    };
-    let p = config(
+    ]
+}
+
+/// TRUSTED with a rate limit, plus `extra` keys.
+fn limited(extra: &str) -> VrfyExpn {
+    config(
         TRUSTED
-            .replace(
-                "\"rate_limit\": 0",
-                "\"rate_limit\": 5, \"on_kv_error\": \"allow\"",
-            )
+            .replace("\"rate_limit\": 0", &format!("\"rate_limit\": 5{extra}"))
             .as_str(),
     )
-    .unwrap();
-    assert_eq!(
-        summary(&p.answer(&h, &session("10.0.0.1", None), Command::Vrfy, "bob")).1,
-        250
-    );
-    assert!(
-        h.logs
-            .borrow()
-            .iter()
-            .any(|l| l.contains("answering unlimited"))
-    );
-    assert!(config(r#"{"on_kv_error": "maybe"}"#).is_err());
-    // With the limit off the store is never asked.
-    let h = Fake {
-        kv_error: Some(KvError::Denied),
-        ..Fake::default()
+    .unwrap()
+}
+
+/// The warning a failed count logs: `denied` names the fix.
+fn assert_kv_logged(h: &Fake, err: &KvError, message: &str) {
+    let hint = match err {
+        KvError::Denied => "add capabilities = [\"kv\"] or set rate_limit = 0",
+        KvError::Unavailable(_) => "kv unavailable: down",
+        KvError::Invalid(_) => "kv request invalid: x",
     };
+    let logs = h.logs.borrow();
+    assert!(
+        logs.iter()
+            .any(|l| l.contains("Warn") && l.contains(message) && l.contains(hint)),
+        "{logs:?}"
+    );
+}
+
+#[test]
+fn kv_failure_fails_safe() {
+    let p = limited("");
+    assert_eq!(p.on_kv_error, OnKvError::Tempfail, "the default");
+    for err in kv_errors() {
+        let h = Fake::failing(err.clone());
+        for cmd in [Command::Vrfy, Command::Expn] {
+            for who in [session("10.0.0.1", None), session("192.0.2.9", None)] {
+                let v = p.answer(&h, &who, cmd, "jane@example.org");
+                assert_eq!(
+                    summary(&v),
+                    s(
+                        "defer",
+                        451,
+                        "4.3.0",
+                        "VRFY/EXPN temporarily unavailable, try again later"
+                    )
+                );
+            }
+        }
+        assert_kv_logged(&h, &err, "rate limit check failed; deferring");
+    }
+    // With the limit off the store is never asked.
+    let h = Fake::failing(KvError::Denied);
     let p = config(TRUSTED).unwrap();
     assert_eq!(
         summary(&p.answer(&h, &session("10.0.0.1", None), Command::Vrfy, "bob")).1,
         250
     );
+    assert!(h.logs.borrow().is_empty());
+}
+
+#[test]
+fn kv_failure_with_on_kv_error_allow_answers_unlimited() {
+    let p = limited(r#", "on_kv_error": "allow""#);
+    for err in kv_errors() {
+        let h = Fake::failing(err.clone());
+        // More than rate_limit commands: none is counted, all are answered.
+        for _ in 0..10 {
+            let trusted = session("10.0.0.1", None);
+            assert_eq!(
+                summary(&p.answer(&h, &trusted, Command::Vrfy, "bob")),
+                s("accept-with", 250, "2.1.5", "<bob@example.org>")
+            );
+            assert_eq!(
+                summary(&p.answer(&h, &trusted, Command::Expn, "staff")).1,
+                250
+            );
+            // Untrusted clients still learn nothing.
+            let stranger = session("192.0.2.9", None);
+            assert_eq!(
+                summary(&p.answer(&h, &stranger, Command::Vrfy, "bob")),
+                vrfy_off_reply()
+            );
+            assert_eq!(
+                summary(&p.answer(&h, &stranger, Command::Expn, "staff")),
+                expn_off_reply()
+            );
+        }
+        assert_kv_logged(&h, &err, "answering unlimited (on_kv_error = \"allow\")");
+        assert!(!h.logged("deferring"));
+    }
+}
+
+#[test]
+fn on_kv_error_values() {
+    assert_eq!(
+        config(r#"{"on_kv_error": "tempfail"}"#)
+            .unwrap()
+            .on_kv_error,
+        OnKvError::Tempfail
+    );
+    assert_eq!(
+        config(r#"{"on_kv_error": "allow"}"#).unwrap().on_kv_error,
+        OnKvError::Allow
+    );
+    for json in [
+        r#"{"on_kv_error": "maybe"}"#,
+        r#"{"on_kv_error": "Allow"}"#,
+        r#"{"on_kv_error": 1}"#,
+    ] {
+        let e = config(json).err().unwrap();
+        assert!(
+            e.contains("expected on_kv_error = \"tempfail\" or \"allow\""),
+            "{json}: {e}"
+        );
+    }
 }
 
 #[test]

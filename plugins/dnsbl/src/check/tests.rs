@@ -262,10 +262,15 @@ fn cache_contents_and_failures() {
         Verdict::Reject(_)
     ));
     assert_eq!(h.queries().len(), 1);
-    // A failing KV only skips the cache.
-    for e in [KvError::Unavailable("down".into()), KvError::Denied] {
+    // A failing KV only skips the cache: the DNS decides, a listing still
+    // refuses and a clean client passes (no on_kv_error: never a 4xx).
+    for e in [
+        KvError::Unavailable("down".into()),
+        KvError::Invalid("bad key".into()),
+        KvError::Denied,
+    ] {
         let h = FakeHost {
-            kv_fail: Some(e),
+            kv_fail: Some(e.clone()),
             ..FakeHost::default()
         }
         .answer(Q, listed("127.0.0.2"));
@@ -273,8 +278,15 @@ fn cache_contents_and_failures() {
             on_connect(&s, &session("192.0.2.99"), &h),
             Verdict::Reject(_)
         ));
-        assert!(h.logged("DNSBL cache unavailable"));
-        assert!(h.logged("DNSBL cache not written"));
+        assert_eq!(h.queries(), [Q]);
+        assert!(h.logged("Debug DNSBL cache unavailable"));
+        assert!(h.logged("Debug DNSBL cache not written"));
+        let h = FakeHost {
+            kv_fail: Some(e),
+            ..FakeHost::default()
+        };
+        assert_eq!(reply_of(&on_connect(&s, &session("192.0.2.99"), &h)), None);
+        assert_eq!(h.queries(), [Q]);
     }
 }
 

@@ -133,7 +133,11 @@ fn kv_failures() {
     let tempfail = settings(CONF);
     let allow = settings(&CONF.replacen('{', r#"{"on_kv_error": "allow","#, 1));
     let sess = session("192.0.2.9");
-    for err in [KvError::Unavailable("down".into()), KvError::Denied] {
+    for err in [
+        KvError::Unavailable("down".into()),
+        KvError::Invalid("bad key".into()),
+        KvError::Denied,
+    ] {
         let kv = FakeKv::failing(err.clone());
         let v = on_connect(&tempfail, &sess, &kv);
         assert!(matches!(v, Verdict::Disconnect(_)));
@@ -143,9 +147,14 @@ fn kv_failures() {
         assert_eq!(reply_of(&v), Some((451, "4.3.0", KV_TEXT)));
         assert!(is_pass(&on_connect(&allow, &sess, &kv)));
         assert!(is_pass(&on_mail_from(&allow, &sess, &sender(None), &kv)));
+        // Logged in both modes: a missing grant as an error naming the
+        // fix, a store failure as a warning.
         match err {
-            KvError::Denied => assert!(kv.logged("capabilities = [\"kv\"]")),
-            _ => assert!(kv.logged("kv counter failed")),
+            KvError::Denied => {
+                assert!(kv.logged("Error message-limits needs the \"kv\" capability"));
+                assert!(kv.logged("add capabilities = [\"kv\"]"));
+            }
+            _ => assert!(kv.logged("Warn kv counter failed")),
         }
     }
 }
