@@ -108,7 +108,10 @@ def redis(tmp_path):
     r.stop()
 
 
-def redis_kv(r: RedisServer, prefix: str, timeout: str = "250ms") -> str:
+def redis_kv(r: RedisServer, prefix: str, timeout: str = "2s") -> str:
+    """[kv] for Redis `r`. The deadline is generous by default (a loaded CI
+    machine must not turn a slow first connection into a refusal); the
+    tests about the deadline set their own."""
     return (f'[kv]\nbackend = "redis"\ntimeout = "{timeout}"\noutage_log_interval = "1h"\n'
             f'[kv.redis]\nurl = "redis://127.0.0.1:{r.port}"\nprefix = "{prefix}"\n')
 
@@ -222,7 +225,7 @@ def test_embedded_state_survives_restart_and_kill9(start):
     srv.start()
     time.sleep(max(0.0, first + 1.2 - time.time()))
     assert rcpt(srv.port)[0] == 250                              # message 2; the triplet was kept
-    time.sleep(1.6)                                             # one flush interval (1 s) and a margin
+    time.sleep(2.5)                                             # one flush interval (1 s) and a margin
     srv.kill9()
     srv.start()
     assert mail(srv.port)[0] == 250                             # message 3
@@ -326,7 +329,7 @@ def test_redis_killed_under_load_then_back(start, redis):
     assert failed, "no call saw the outage"
     # The deadline (200 ms) bounds every call; scheduling on a loaded machine
     # gets a generous margin, a hang would not fit in it.
-    assert max(t for t, _ in results) < 1.5, max(t for t, _ in results)
+    assert max(t for t, _ in results) < 2.0, max(t for t, _ in results)
     outage = [r for r in srv.log_records() if r.get("message", "").startswith("kv store unavailable")]
     assert len(outage) == 1, outage   # logged once per interval, not per call
     assert "postern_kv_up{store=\"redis\"} 0" in scrape(srv)
@@ -502,7 +505,7 @@ def test_redis_over_tls_with_an_acl_user(start, tmp_path):
         (tmp_path / "pw").write_text("s3cret\n")
 
         def kv(password_file="pw", ca=True):
-            return (f'[kv]\nbackend = "redis"\n[kv.redis]\nurl = "rediss://localhost:{port}"\n'
+            return (f'[kv]\nbackend = "redis"\ntimeout = "2s"\n[kv.redis]\nurl = "rediss://localhost:{port}"\n'
                     f'username = "postern"\npassword_file = "{tmp_path / password_file}"\nprefix = "tls:"\n'
                     + (f'tls_ca_file = "{tmp_path / "ca.pem"}"\n' if ca else ""))
         srv = start(plugins=[limits({"window": 60, "default": {"max_messages": 1}})], extra=kv())

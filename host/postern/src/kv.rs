@@ -100,7 +100,13 @@ pub async fn check(settings: &KvSettings) -> Result<String, String> {
             Err(e) => Err(e.to_string()),
         };
     }
-    let kv = open(settings)?;
+    // The first call connects (TCP, TLS, AUTH): give it the connection
+    // time-out on top of the call deadline.
+    let mut patient = settings.clone();
+    if let KvStore::Redis(r) = &settings.store {
+        patient.timeout += r.connect_timeout;
+    }
+    let kv = open(&patient)?;
     kv.ping()
         .await
         .map_err(|e| format!("{}: {e}", kv.describe))?;
