@@ -158,6 +158,24 @@ fn deadline(now: u64, ttl: Option<Duration>) -> Option<u64> {
     ttl.map(|t| now.saturating_add(crate::millis(t)))
 }
 
+/// Store `value` at `key`, living `ttl` from `now` (forever when none).
+fn put(
+    m: &mut HashMap<String, Entry>,
+    key: String,
+    value: String,
+    now: u64,
+    ttl: Option<Duration>,
+) {
+    let expires_at_ms = deadline(now, ttl);
+    m.insert(
+        key,
+        Entry {
+            value,
+            expires_at_ms,
+        },
+    );
+}
+
 impl KvBackend for MemoryKv {
     fn get(&self, key: String) -> BoxFuture<'_, Result<Option<String>, KvFailure>> {
         Box::pin(async move {
@@ -180,14 +198,7 @@ impl KvBackend for MemoryKv {
         Box::pin(async move {
             check(&key, Some(&value))?;
             self.write(&key.clone(), |m, now| {
-                let expires_at_ms = deadline(now, ttl);
-                m.insert(
-                    key,
-                    Entry {
-                        value,
-                        expires_at_ms,
-                    },
-                );
+                put(m, key, value, now, ttl);
                 ((), true)
             });
             Ok(())
@@ -206,14 +217,7 @@ impl KvBackend for MemoryKv {
                 if m.get(&key).is_some_and(|e| e.live(now)) {
                     return (false, false);
                 }
-                let expires_at_ms = deadline(now, ttl);
-                m.insert(
-                    key,
-                    Entry {
-                        value,
-                        expires_at_ms,
-                    },
-                );
+                put(m, key, value, now, ttl);
                 (true, true)
             }))
         })

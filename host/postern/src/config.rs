@@ -572,6 +572,26 @@ impl Ctx<'_> {
         })
     }
 
+    /// An optional duration that must be longer than zero (`default` when
+    /// absent); `key` is the full name, e.g. "kv.timeout".
+    fn positive_duration(
+        &self,
+        v: &Option<Spanned<String>>,
+        key: &str,
+        default: Duration,
+    ) -> Result<Duration, ConfigError> {
+        match v {
+            None => Ok(default),
+            Some(s) => {
+                let d = self.duration(s, key)?;
+                if d.is_zero() {
+                    return Err(self.at(s, format!("{key} must be longer than 0")));
+                }
+                Ok(d)
+            }
+        }
+    }
+
     fn resolve(&self, p: &str) -> PathBuf {
         let p = Path::new(p);
         if p.is_absolute() {

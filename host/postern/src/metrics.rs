@@ -68,18 +68,47 @@ pub fn get() -> &'static Metrics {
     METRICS.get_or_init(Metrics::default)
 }
 
+/// The kv operations the host's guard reports, in a fixed order.
+const KV_OPS: [&str; 6] = ["get", "set", "set_if_absent", "delete", "increment", "ping"];
+const KV_RESULTS: [&str; 3] = ["ok", "invalid", "unavailable"];
+
+/// One operation's counters (by result) and latency histogram, resolved
+/// from their families once: a kv call then costs two atomic updates, not
+/// label allocations and family look-ups.
+struct KvOpMetrics {
+    calls: [Counter; 3],
+    seconds: Histogram,
+}
+
+static KV_METRICS: OnceLock<Vec<KvOpMetrics>> = OnceLock::new();
+
 /// One kv call: `result` is ok, invalid or unavailable (time-outs included).
 pub fn kv_call(op: &'static str, result: &'static str, took: std::time::Duration) {
-    let m = get();
-    m.kv_calls
-        .get_or_create(&vec![
-            ("op", op.to_string()),
-            ("result", result.to_string()),
-        ])
-        .inc();
-    m.kv_seconds
-        .get_or_create(&vec![("op", op.to_string())])
-        .observe(took.as_secs_f64());
+    let all = KV_METRICS.get_or_init(|| {
+        let m = get();
+        KV_OPS
+            .iter()
+            .map(|op| KvOpMetrics {
+                calls: KV_RESULTS.map(|r| {
+                    m.kv_calls
+                        .get_or_create(&vec![("op", op.to_string()), ("result", r.to_string())])
+                        .clone()
+                }),
+                seconds: m
+                    .kv_seconds
+                    .get_or_create(&vec![("op", op.to_string())])
+                    .clone(),
+            })
+            .collect()
+    });
+    let (Some(o), Some(r)) = (
+        KV_OPS.iter().position(|x| *x == op),
+        KV_RESULTS.iter().position(|x| *x == result),
+    ) else {
+        return;
+    };
+    all[o].calls[r].inc();
+    all[o].seconds.observe(took.as_secs_f64());
 }
 
 pub fn reply(code: u16) {

@@ -64,16 +64,7 @@ fn duration(
     key: &str,
     default: Duration,
 ) -> Result<Duration, ConfigError> {
-    match v {
-        None => Ok(default),
-        Some(s) => {
-            let d = cx.duration(s, &format!("delivery.{key}"))?;
-            if d.is_zero() {
-                return Err(cx.at(s, format!("delivery.{key} must be longer than 0")));
-            }
-            Ok(d)
-        }
-    }
+    cx.positive_duration(v, &format!("delivery.{key}"), default)
 }
 
 /// The validated delivery settings.

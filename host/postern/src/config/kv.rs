@@ -97,16 +97,7 @@ fn positive(
     key: &str,
     default: Duration,
 ) -> Result<Duration, ConfigError> {
-    match v {
-        None => Ok(default),
-        Some(s) => {
-            let d = cx.duration(s, &format!("kv.{key}"))?;
-            if d.is_zero() {
-                return Err(cx.at(s, format!("kv.{key} must be longer than 0")));
-            }
-            Ok(d)
-        }
-    }
+    cx.positive_duration(v, &format!("kv.{key}"), default)
 }
 
 pub(super) fn build(cx: &Ctx, k: &KvSection, data_dir: &Path) -> Result<KvSettings, ConfigError> {
@@ -208,33 +199,25 @@ fn redis(
             return Err(cx.at(m, "kv.redis.sentinel_master needs topology = \"sentinel\""));
         }
     };
+    // Errors about the addresses point at the line that gave them.
+    let at_urls = |msg: String| match (&s.url, &s.urls) {
+        (Some(u), _) => cx.at(u, msg),
+        (None, Some(u)) => cx.at(u, msg),
+        (None, None) => cx.at(r, msg),
+    };
     if topology == RedisTopology::Standalone && urls.len() > 1 {
-        let at = s
-            .urls
-            .as_ref()
-            .map(|u| cx.at(u, ""))
-            .unwrap_or_else(|| cx.at(r, ""));
-        return Err(ConfigError(format!(
-            "{}kv.redis: several urls are a cluster's seed nodes: add topology = \"cluster\"",
-            at.0
-        )));
+        return Err(at_urls(
+            "kv.redis: several urls are a cluster's seed nodes: add topology = \"cluster\"".into(),
+        ));
     }
-    for u in &urls {
-        if !(u.starts_with("redis://")
-            || u.starts_with("rediss://")
-            || u.starts_with("redis+unix://")
-            || u.starts_with("unix://"))
-        {
-            let span = s
-                .url
-                .as_ref()
-                .map(|x| cx.at(x, ""))
-                .unwrap_or_else(|| cx.at(r, ""));
-            return Err(ConfigError(format!(
-                "{}kv.redis: {u:?} is not a redis://, rediss:// or redis+unix:// address",
-                span.0
-            )));
-        }
+    const SCHEMES: [&str; 4] = ["redis://", "rediss://", "redis+unix://", "unix://"];
+    if let Some(u) = urls
+        .iter()
+        .find(|u| !SCHEMES.iter().any(|p| u.starts_with(p)))
+    {
+        return Err(at_urls(format!(
+            "kv.redis: {u:?} is not a redis://, rediss:// or redis+unix:// address"
+        )));
     }
     let password = match (&s.password, &s.password_file) {
         (Some(_), Some(f)) => {
