@@ -63,3 +63,44 @@ impl Data for MessageLimits {
 }
 
 export_plugin!(MessageLimits, [connect, mail_from, rcpt_to, data], recycle);
+
+/// The whole plugin against the SDK's fake host: counters in
+/// `postern:policy/kv`, windows by its clock.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use postern_sdk::testing;
+
+    fn plugin(json: &str) -> MessageLimits {
+        MessageLimits::new(postern_sdk::parse_config(json).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn connection_rate_counts_in_the_host_kv_per_window() {
+        let host = testing::host();
+        let p = plugin(r#"{"window": 10, "default": {"max_connections_rate": 2}}"#);
+        let s = testing::session().client_ip("192.0.2.7").build();
+        assert_eq!(testing::summary(&p.on_connect(&s)).0, "pass");
+        assert_eq!(testing::summary(&p.on_connect(&s)).0, "pass");
+        let over = testing::summary(&p.on_connect(&s));
+        assert_eq!(
+            (over.0, over.1, over.2.as_str()),
+            ("disconnect", 421, "4.7.0")
+        );
+        assert_eq!(host.kv_value("conn:192.0.2.7").as_deref(), Some("3"));
+        host.advance_ms(10_000);
+        assert_eq!(testing::summary(&p.on_connect(&s)).0, "pass");
+    }
+
+    #[test]
+    fn kv_outage_follows_on_kv_error() {
+        let host = testing::host();
+        host.fail_kv(Some(KvError::Unavailable("redis down".into())));
+        let s = testing::session().build();
+        let strict = plugin(r#"{"default": {"max_connections_rate": 2}}"#);
+        assert_eq!(testing::summary(&strict.on_connect(&s)).2, "4.3.0");
+        let lenient = plugin(r#"{"on_kv_error": "allow", "default": {"max_connections_rate": 2}}"#);
+        assert_eq!(testing::summary(&lenient.on_connect(&s)).0, "pass");
+        assert!(!host.logs().is_empty());
+    }
+}

@@ -47,7 +47,8 @@
 //!
 //! Also here: [`net`] (client addresses and CIDR ranges from the
 //! configuration, with `ipnet` re-exported) and, in native builds only,
-//! [`testing`] (session and address builders for plugin unit tests).
+//! [`testing`] (a fake host behind [`host`] and session and address
+//! builders, for plugin unit tests).
 
 /// Bindings for everything the host offers (`postern:policy/imports`), for
 /// the contract this build targets: `postern:policy@0.2.0` (`wit/`), or

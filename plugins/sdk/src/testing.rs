@@ -1,4 +1,6 @@
-//! Builders for plugin unit tests (native builds only): sessions and
+//! For plugin unit tests (native builds only): a fake host ([`host`]: log
+//! capture, an in-memory kv with TTLs and increments, scripted DNS answers,
+//! a settable clock) behind [`crate::host`], builders for sessions and
 //! envelope addresses with sensible defaults, and a one-line summary of a
 //! verdict. Input: test code (trusted).
 //!
@@ -12,6 +14,11 @@
 //!     .build();
 //! assert_eq!(s.recipients()[0].domain, "b.test");
 //! ```
+
+mod fake;
+
+pub use fake::{FakeHost, LogRecord, RecordType, START_MS, host};
+pub(crate) use fake::{fake_dns, fake_kv};
 
 use crate::{EnvelopeAddress, EsmtpParam, Reply, Session, SessionData, TlsInfo, Verdict};
 
@@ -253,5 +260,108 @@ mod tests {
             ("reject", 554, "5.7.1".into(), "no".into())
         );
         assert_eq!(summary(&crate::defer(451, "", "later")).2, "");
+    }
+
+    #[test]
+    fn fake_kv_follows_the_clock() {
+        use crate::host::kv;
+        let h = host();
+        kv::set("a", "1", Some(1_000)).unwrap();
+        kv::set("forever", "x", None).unwrap();
+        assert_eq!(h.kv_ttl_ms("a"), Some(1_000));
+        h.advance_ms(999);
+        assert_eq!(kv::get("a").unwrap().as_deref(), Some("1"));
+        assert!(!kv::set_if_absent("a", "2", None).unwrap());
+        h.advance_ms(1);
+        assert_eq!(kv::get("a").unwrap(), None);
+        assert!(kv::set_if_absent("a", "2", None).unwrap());
+        assert_eq!(h.kv_keys(), ["a", "forever"]);
+        assert!(kv::delete("a").unwrap() && !kv::delete("a").unwrap());
+        // A fixed window from the first increment.
+        assert_eq!(kv::increment("n", 2, 500).unwrap(), 2);
+        h.advance_ms(400);
+        assert_eq!(kv::increment("n", 3, 500).unwrap(), 5);
+        assert_eq!(h.kv_ttl_ms("n"), Some(100));
+        h.advance_ms(100);
+        assert_eq!(kv::increment("n", 1, 500).unwrap(), 1);
+        h.kv_put("word", "abc", None);
+        assert_eq!(kv::increment("word", 1, 10).unwrap(), 1);
+        assert!(matches!(kv::get(""), Err(crate::KvError::Invalid(_))));
+    }
+
+    #[test]
+    fn fake_kv_failures_and_grant() {
+        use crate::host::kv;
+        let h = host();
+        h.fail_kv(Some(crate::KvError::Unavailable("down".into())));
+        assert!(matches!(kv::get("a"), Err(crate::KvError::Unavailable(m)) if m == "down"));
+        h.fail_kv(None);
+        h.grant_kv(false);
+        assert!(matches!(
+            kv::increment("a", 1, 1),
+            Err(crate::KvError::Denied)
+        ));
+        h.reset();
+        assert_eq!(kv::get("a").unwrap(), None);
+        assert_eq!(h.now_ms(), START_MS);
+    }
+
+    #[test]
+    fn fake_dns_answers_as_scripted() {
+        use crate::DnsError;
+        use crate::host::dns;
+        let h = host();
+        h.dns_a("Mail.Example.TEST.", &["192.0.2.1", "192.0.2.2"]);
+        h.dns_mx(
+            "example.test",
+            &[(20, "b.example.test"), (10, "a.example.test")],
+        );
+        h.dns_error(
+            RecordType::Txt,
+            "example.test",
+            DnsError::Temporary("servfail".into()),
+        );
+        assert_eq!(dns::lookup_a("mail.example.test").unwrap().len(), 2);
+        let mx = dns::lookup_mx("example.test").unwrap();
+        assert_eq!(
+            (mx[0].preference, mx[0].exchange.as_str()),
+            (10, "a.example.test")
+        );
+        assert!(matches!(
+            dns::lookup_txt("example.test"),
+            Err(DnsError::Temporary(_))
+        ));
+        assert!(matches!(
+            dns::lookup_aaaa("mail.example.test"),
+            Err(DnsError::NoRecords)
+        ));
+        assert!(matches!(
+            dns::lookup_a("nowhere.test"),
+            Err(DnsError::NxDomain)
+        ));
+        assert_eq!(h.dns_queries().len(), 5);
+        assert_eq!(
+            h.dns_queries()[4],
+            (RecordType::A, "nowhere.test".to_string())
+        );
+        h.grant_dns(false);
+        assert!(matches!(
+            dns::lookup_a("mail.example.test"),
+            Err(DnsError::Denied)
+        ));
+    }
+
+    #[test]
+    fn fake_log_and_clock() {
+        use crate::host::{log, now_ms};
+        let h = host();
+        log::with(crate::Level::Warn, "over limit", &[("client", "192.0.2.1")]);
+        log::info("fine");
+        let logs = h.logs();
+        assert_eq!(logs.len(), 2);
+        assert_eq!(logs[0].field("client"), Some("192.0.2.1"));
+        assert!(h.logged("over") && !h.logged("absent"));
+        h.set_now_ms(42);
+        assert_eq!(now_ms(), 42);
     }
 }

@@ -94,4 +94,27 @@ mod tests {
     fn refuses_entries_without_at() {
         assert!(plugin(&["bob"]).unwrap_err().contains("\"bob\""));
     }
+
+    /// The stage as the host calls it; `log` goes to the SDK's fake host.
+    #[test]
+    fn refuses_at_rcpt_to_and_logs() {
+        use postern_sdk::testing;
+        let host = testing::host();
+        let p = plugin(&["@old.example.test"]).unwrap();
+        let s = testing::session().build();
+        let v = p.on_rcpt_to(&s, &testing::address("ann@OLD.example.test").build());
+        assert_eq!(
+            testing::summary(&v),
+            (
+                "reject",
+                550,
+                "5.7.1".into(),
+                "<ann@OLD.example.test>: Recipient refused by policy".into()
+            )
+        );
+        assert_eq!(host.logs()[0].field("rcpt"), Some("ann@OLD.example.test"));
+        let v = p.on_rcpt_to(&s, &testing::address("ann@new.example.test").build());
+        assert_eq!(testing::summary(&v).0, "pass");
+        assert_eq!(host.logs().len(), 1);
+    }
 }
