@@ -33,6 +33,38 @@ def test_example_config_passes():
     r = subprocess.run([str(BIN), "check", "--config", "examples/postern.toml"], capture_output=True, text=True,
                        cwd=BIN.parents[2], timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr
+    # The shipped configuration grants or declines every capability its
+    # plugins import: a first `check` prints no warning.
+    assert "warning" not in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize(
+    "capabilities,warned",
+    [([], ["dns", "kv"]), (["kv"], ["dns"]), (["kv", "-dns"], []), (["kv", "dns"], [])],
+)
+def test_imported_but_ungranted_capability_warns(tmp_path, capabilities, warned):
+    """dnsbl imports dns and kv: each it is neither granted nor declined
+    ("-dns") is named in a warning before the first call answers `denied`;
+    the configuration still passes."""
+    text = render_config(BASE, [{"name": "bl", "path": str(wasm("dnsbl")), "capabilities": capabilities,
+                                 "config": {"zones": [{"zone": "bl.example.test"}]}}])
+    code, out, _ = check(tmp_path, text)
+    assert code == 0, out
+    warnings = [line for line in out.splitlines() if line.startswith("postern: warning:")]
+    if not warned:
+        assert warnings == [], out
+        return
+    assert len(warnings) == 1, out
+    imports = ", ".join(f"postern:policy/{c}" for c in warned)
+    assert f"plugin bl imports {imports} without the capability" in warnings[0], out
+    assert "add " + ", ".join(f'"{c}"' for c in warned) + " to capabilities" in warnings[0], out
+
+
+def test_granting_and_declining_one_capability_is_refused(tmp_path):
+    text = render_config(BASE, [{"name": "bl", "path": str(wasm("dnsbl")), "capabilities": ["dns", "-dns"],
+                                 "config": {"zones": [{"zone": "bl.example.test"}]}}])
+    code, out, _ = check(tmp_path, text)
+    assert code != 0 and 'plugin "bl"' in out and 'capability "dns" both granted and declined' in out, out
 
 
 @pytest.mark.parametrize(

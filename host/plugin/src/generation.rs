@@ -40,6 +40,9 @@ pub struct PluginInfo {
     /// Shadow mode: verdicts other than `pass` so far (counted by plugin
     /// name since the server started).
     pub shadow_differed: u64,
+    /// Capabilities (`dns`, `kv`, `mail-auth`) the component imports but
+    /// was not granted: its calls there answer `denied`.
+    pub ungranted: Vec<&'static str>,
 }
 
 impl Generation {
@@ -125,6 +128,7 @@ impl Generation {
                 mode: p.spec.mode,
                 compiled: p.compiled,
                 shadow_differed: p.stats.shadow_differed(),
+                ungranted: p.ungranted.clone(),
             })
             .collect()
     }

@@ -175,6 +175,8 @@ pub(crate) struct LoadedPlugin {
     idle_ttl: Duration,
     /// Whether this load compiled the component (false: cache hit).
     pub compiled: bool,
+    /// Capabilities the component imports but was not granted.
+    pub ungranted: Vec<&'static str>,
 }
 
 /// Why a call into a plugin failed.
@@ -287,6 +289,14 @@ impl Runtime {
             version: contract.version(),
             message,
         })?;
+        let ungranted = {
+            let ty = component.component_type();
+            let imports: Vec<String> = ty
+                .imports(&self.engine)
+                .map(|(n, _)| n.to_string())
+                .collect();
+            grants.missing(imports.iter().map(String::as_str))
+        };
         let stages: Vec<Stage> = Stage::ALL.into_iter().filter(|s| idx.exports(*s)).collect();
         if stages.is_empty() {
             return Err(LoadError::NoStages { plugin, path });
@@ -319,6 +329,7 @@ impl Runtime {
             idx,
             stages,
             compiled,
+            ungranted,
         })
     }
 

@@ -271,7 +271,7 @@ fn main() -> ExitCode {
                 Ok((store, plugins)) => {
                     println!("{}: ok", config.display());
                     println!("  kv store {store}");
-                    for p in plugins {
+                    for p in &plugins {
                         let stages: Vec<&str> = p.stages.iter().map(|s| s.name()).collect();
                         println!(
                             "  plugin {:<16} {} stages: {}",
@@ -279,6 +279,9 @@ fn main() -> ExitCode {
                             &p.sha256[..16],
                             stages.join(", ")
                         );
+                    }
+                    for w in plugins.iter().filter_map(server::ungranted_warning) {
+                        eprintln!("postern: warning: {w}");
                     }
                     ExitCode::SUCCESS
                 }

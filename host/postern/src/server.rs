@@ -172,7 +172,33 @@ pub fn log_plugins(generation: &Generation) {
             compiled = p.compiled,
             "plugin loaded"
         );
+        if let Some(w) = ungranted_warning(&p) {
+            tracing::warn!(generation = generation.id, plugin = %p.name, "{w}");
+        }
     }
+}
+
+/// What `check` and the log say of a plugin that imports a capability it was
+/// not granted (a missing grant found before its first call, not after).
+pub fn ungranted_warning(p: &postern_plugin::PluginInfo) -> Option<String> {
+    if p.ungranted.is_empty() {
+        return None;
+    }
+    let imports: Vec<String> = p
+        .ungranted
+        .iter()
+        .map(|c| format!("postern:policy/{c}"))
+        .collect();
+    let names: Vec<String> = p.ungranted.iter().map(|c| format!("\"{c}\"")).collect();
+    Some(format!(
+        "plugin {} imports {} without the capability: those calls will answer `denied` \
+         (add {} to capabilities in its [[plugin]] entry, or build it against a world \
+         that does not import {})",
+        p.name,
+        imports.join(", "),
+        names.join(", "),
+        if imports.len() == 1 { "it" } else { "them" },
+    ))
 }
 
 pub async fn serve(config: Config, overrides: Overrides, plan: Plan) -> anyhow::Result<()> {
