@@ -69,8 +69,8 @@ test-rust:
 	$(CARGO) test --release --workspace
 
 test-scripts:
-	@set -e; for d in plugins/*/; do \
-	  if [ -f $$d/package.json ] && ls $$d/*.test.js >/dev/null 2>&1; then (cd $$d && node --test); fi; \
+	@set -e; for d in plugins/*/ examples/plugins/*/; do \
+	  if [ -f $$d/package.json ] && [ -n "$$(ls $$d/*.test.js $$d/*.test.mjs 2>/dev/null)" ]; then (cd $$d && node --test); fi; \
 	  if ls $$d/test_*.py >/dev/null 2>&1; then (cd $$d && $(PYTHON) -m unittest discover -p 'test_*.py'); fi; \
 	done
 
