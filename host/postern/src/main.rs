@@ -21,6 +21,7 @@ mod privilege;
 mod queue_cmd;
 mod received;
 mod reload;
+mod scaffold;
 mod server;
 mod session;
 mod tls;
@@ -118,6 +119,11 @@ enum Cmd {
     Queue {
         #[command(subcommand)]
         action: queue_cmd::QueueAction,
+    },
+    /// Plugin authoring: `postern plugin new NAME --lang rust|python|javascript`.
+    Plugin {
+        #[command(subcommand)]
+        action: scaffold::PluginAction,
     },
 }
 
@@ -291,6 +297,20 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Cmd::Plugin { action } => match scaffold::run(action) {
+            Ok(dir) => {
+                println!("wrote {}", dir.display());
+                println!(
+                    "  see {}/README.md: build, test, load (mode = \"shadow\" first)",
+                    dir.display()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("postern: plugin new: {e}");
+                ExitCode::from(2)
+            }
+        },
         Cmd::GenCert { hostname, dir } => match tls::ensure_self_signed(&hostname, &dir) {
             Ok(true) => {
                 println!(
