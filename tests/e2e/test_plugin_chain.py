@@ -239,3 +239,26 @@ def test_a_component_built_from_a_stale_wit_is_refused_at_load(start):
     with pytest.raises(RuntimeError) as e:
         srv.start()
     assert 'plugin "stale"' in str(e.value) and "vrfy-hook" in str(e.value)
+
+
+def test_a_component_importing_a_stale_interface_is_refused_at_load(start):
+    """tests/plugins/stale-import names postern:policy@0.2.0 and its export
+    matches, but its `kv.get` import returns a bare option (a stale WIT on
+    the import side). check and reload refuse it as a contract mismatch
+    naming the interface, the function and the difference; the running
+    generation keeps serving."""
+    stale = plugin("stale", "test-stale-import", capabilities=["kv"])
+    good = probe("good", [rule("vrfy", "accept-with", 250, "2.1.5", "good answer")])
+    srv = start(plugins=[good])
+    srv.write_config([stale, good])
+    for command in ("check", "reload"):
+        r = srv.admin(command)
+        assert r.returncode == 1, (command, r.stdout)
+        err = r.stderr
+        assert 'plugin "stale"' in err and "does not match postern:policy@0.2.0" in err, err
+        assert "import: component imports instance `postern:policy/kv@0.2.0`" in err, err
+        assert "`get` has the wrong type" in err and "expected `result` found `option`" in err, err
+    c = ehlo(srv.port)
+    assert c.cmd("VRFY someone") == (250, "2.1.5 good answer")
+    c.close()
+    assert "generation 1 " in srv.admin("status").stdout

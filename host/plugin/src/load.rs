@@ -275,14 +275,25 @@ impl Runtime {
                     message: format!("{e:#}"),
                 })?;
         let contract = self.check_versions(&component, &plugin, &path)?;
-        let pre = self
-            .linker
-            .instantiate_pre(&component)
-            .map_err(|e| LoadError::Link {
-                plugin: plugin.clone(),
-                path: path.clone(),
-                message: format!("{e:#}"),
-            })?;
+        let pre = self.linker.instantiate_pre(&component).map_err(|e| {
+            let message = format!("{e:#}");
+            // An import of the contract with another shape (a stale or edited
+            // WIT under the same version) is a contract mismatch, named as one.
+            if message.contains(&format!("{WIT_PACKAGE}/")) {
+                LoadError::Contract {
+                    plugin: plugin.clone(),
+                    path: path.clone(),
+                    version: contract.version(),
+                    message: format!("import: {message}"),
+                }
+            } else {
+                LoadError::Link {
+                    plugin: plugin.clone(),
+                    path: path.clone(),
+                    message,
+                }
+            }
+        })?;
         let idx = HookIndices::detect(&pre, contract).map_err(|message| LoadError::Contract {
             plugin: plugin.clone(),
             path: path.clone(),
