@@ -52,6 +52,7 @@ fn spec(name: &str, config: &str) -> PluginSpec {
         kv_namespace: None,
         mode: Mode::Enforce,
         reuse: true,
+        breaker: Default::default(),
         files: Vec::new(),
     }
 }

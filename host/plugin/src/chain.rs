@@ -13,6 +13,7 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use crate::Stage;
+use crate::breaker::{Admit, BreakerState, Transition};
 use crate::context::{Credentials, EnvelopeAddress, MessageChanges, Outcome, SessionContext};
 use crate::generation::Generation;
 use crate::hooks::{self, Call, Contract, DataReturn, Live, Prepared, Returned};
@@ -99,6 +100,36 @@ fn failure_verdict(on_error: OnError) -> Verdict {
             enhanced: Some("5.7.0".into()),
             text: "Policy check failed".into(),
         }),
+    }
+}
+
+/// Log and count a breaker's change of state.
+fn breaker_changed(plugin: &LoadedPlugin, t: &Transition) {
+    let stats = &plugin.stats;
+    stats.breaker_state.store(t.to.gauge(), Ordering::Relaxed);
+    match t.to {
+        BreakerState::Open => {
+            stats.breaker_opened.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(
+                plugin = %plugin.meta.name,
+                breaker = t.to.name(),
+                calls = t.calls,
+                failures = t.failures,
+                cool_down_ms = plugin.spec.breaker.cool_down.as_millis() as u64,
+                on_error = ?plugin.spec.on_error,
+                "circuit breaker opened: not calling the plugin for the cool-down, its on_error applies"
+            );
+        }
+        BreakerState::HalfOpen => tracing::info!(
+            plugin = %plugin.meta.name,
+            breaker = t.to.name(),
+            "circuit breaker half-open: one probe call"
+        ),
+        BreakerState::Closed => tracing::info!(
+            plugin = %plugin.meta.name,
+            breaker = t.to.name(),
+            "circuit breaker closed: the probe call succeeded"
+        ),
     }
 }
 
@@ -286,9 +317,22 @@ impl SessionChain {
                 continue;
             }
             let started = Instant::now();
-            let result = self.call_one(plugin, i, ctx, &mut prepared, &call).await;
-            let stats = &plugin.stats.stages[stage as usize];
-            stats.latency.observe(started.elapsed());
+            let (admit, probing) = plugin.breaker.admit(started);
+            if let Some(t) = probing {
+                breaker_changed(plugin, &t);
+            }
+            let health = &generation.health;
+            health.calls.fetch_add(1, Ordering::Relaxed);
+            let result = if admit == Admit::Skip {
+                plugin.stats.breaker_skipped.fetch_add(1, Ordering::Relaxed);
+                Err(CallError::BreakerOpen)
+            } else {
+                let r = self.call_one(plugin, i, ctx, &mut prepared, &call).await;
+                plugin.stats.stages[stage as usize]
+                    .latency
+                    .observe(started.elapsed());
+                r
+            };
             let checked = result.and_then(|r| {
                 match r {
                     Returned::Verdict(v) => verdict::validate(v).map(|v| (v, DataReturn::none())),
@@ -298,9 +342,23 @@ impl SessionChain {
                 }
                 .map_err(|e| CallError::Invalid(e.to_string()))
             });
+            if let Some(t) = plugin
+                .breaker
+                .record(admit, checked.is_ok(), Instant::now())
+            {
+                breaker_changed(plugin, &t);
+            }
             let (verdict, added) = match checked {
                 Ok(v) => v,
+                Err(CallError::BreakerOpen) => {
+                    health.failures.fetch_add(1, Ordering::Relaxed);
+                    if stage == Stage::Outcome {
+                        continue;
+                    }
+                    (failure_verdict(plugin.spec.on_error), DataReturn::none())
+                }
                 Err(e) => {
+                    health.failures.fetch_add(1, Ordering::Relaxed);
                     self.live[i] = None;
                     plugin.stats.error(stage, e.kind());
                     tracing::warn!(
@@ -351,6 +409,12 @@ impl SessionChain {
             }
             if verdict.is_pass() {
                 continue;
+            }
+            if let Some(k) = crate::stats::VERDICT_KINDS
+                .iter()
+                .position(|k| *k == verdict.kind())
+            {
+                health.verdicts[k].fetch_add(1, Ordering::Relaxed);
             }
             return Decision {
                 verdict,

@@ -6,7 +6,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::SystemTime;
 
 use crate::Stage;
@@ -25,6 +25,44 @@ pub struct Generation {
     pub(crate) by_stage: [Vec<usize>; Stage::COUNT],
     pub(crate) services: Services,
     pub(crate) sessions: AtomicUsize,
+    /// How its plugins fared, for canary comparison and automatic rollback.
+    pub(crate) health: HealthCounters,
+}
+
+/// Counters of one generation's plugin calls (every plugin, every stage,
+/// shadow plugins included).
+#[derive(Default)]
+pub(crate) struct HealthCounters {
+    pub calls: AtomicU64,
+    /// Calls that failed (trap, time-out, memory, invalid answer,
+    /// instantiation) plus calls an open breaker skipped.
+    pub failures: AtomicU64,
+    /// Enforced verdicts other than `pass`, by kind (`VERDICT_KINDS`).
+    pub verdicts: [AtomicU64; 6],
+    pub sessions_started: AtomicU64,
+}
+
+/// A generation's health at one moment.
+#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize)]
+pub struct Health {
+    pub sessions: u64,
+    pub calls: u64,
+    pub failures: u64,
+    pub accepts: u64,
+    pub rejects: u64,
+    pub defers: u64,
+    pub disconnects: u64,
+}
+
+impl Health {
+    /// Failures per call (0 without calls).
+    pub fn failure_rate(&self) -> f64 {
+        if self.calls == 0 {
+            0.0
+        } else {
+            self.failures as f64 / self.calls as f64
+        }
+    }
 }
 
 /// A summary of one loaded plugin, for status output.
@@ -43,6 +81,8 @@ pub struct PluginInfo {
     /// Capabilities (`dns`, `kv`, `mail-auth`) the component imports but
     /// was not granted: its calls there answer `denied`.
     pub ungranted: Vec<&'static str>,
+    /// Its circuit breaker's state in this generation.
+    pub breaker: crate::breaker::BreakerState,
 }
 
 impl Generation {
@@ -92,6 +132,7 @@ impl Generation {
             by_stage,
             services,
             sessions: AtomicUsize::new(0),
+            health: HealthCounters::default(),
         })
     }
 
@@ -104,6 +145,7 @@ impl Generation {
     /// A chain for one new session (instances are created lazily).
     pub fn session(self: &Arc<Self>, session_id: Arc<str>) -> SessionChain {
         self.sessions.fetch_add(1, Ordering::Relaxed);
+        self.health.sessions_started.fetch_add(1, Ordering::Relaxed);
         SessionChain::new(self.clone(), session_id)
     }
 
@@ -129,6 +171,7 @@ impl Generation {
                 compiled: p.compiled,
                 shadow_differed: p.stats.shadow_differed(),
                 ungranted: p.ungranted.clone(),
+                breaker: p.breaker.state(),
             })
             .collect()
     }
@@ -170,6 +213,26 @@ impl Generation {
             .iter()
             .map(|p| (p.spec.name.clone(), p.idle_instances()))
             .collect()
+    }
+
+    /// How its plugins fared since it was loaded.
+    pub fn health(&self) -> Health {
+        let h = &self.health;
+        let v = |kind: &str| {
+            crate::stats::VERDICT_KINDS
+                .iter()
+                .position(|k| *k == kind)
+                .map_or(0, |i| h.verdicts[i].load(Ordering::Relaxed))
+        };
+        Health {
+            sessions: h.sessions_started.load(Ordering::Relaxed),
+            calls: h.calls.load(Ordering::Relaxed),
+            failures: h.failures.load(Ordering::Relaxed),
+            accepts: v("accept") + v("accept-with"),
+            rejects: v("reject"),
+            defers: v("defer"),
+            disconnects: v("disconnect"),
+        }
     }
 
     pub fn services(&self) -> &Services {

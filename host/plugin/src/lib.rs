@@ -6,6 +6,7 @@
 //! results are untrusted; the operator's configuration is trusted.
 
 mod bindings;
+mod breaker;
 mod capability;
 mod chain;
 mod context;
@@ -23,6 +24,7 @@ mod stats;
 mod stdio;
 mod verdict;
 
+pub use breaker::{BreakerSettings, BreakerState};
 pub use capability::{
     BoxFuture, DnsAnswer, DnsBackend, DnsFailure, DnsQuery, Grants, KvBackend, KvFailure, MemoryKv,
     NoDns,
@@ -33,7 +35,7 @@ pub use context::{
     SessionContext, TlsInfo,
 };
 pub use engine::{Runtime, RuntimeConfig};
-pub use generation::{Generation, PluginInfo};
+pub use generation::{Generation, Health, PluginInfo};
 pub use hooks::Contract;
 pub use load::{LoadError, Mode, OnError, PluginSpec};
 pub use mail_auth::{

@@ -82,6 +82,8 @@ pub struct PluginSpec {
     /// Directories the plugin may read (`files = [...]`), each visible in
     /// the sandbox read-only at the same path; nothing else is.
     pub files: Vec<PathBuf>,
+    /// Its circuit breaker (`[breaker]`).
+    pub breaker: crate::breaker::BreakerSettings,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -177,6 +179,8 @@ pub(crate) struct LoadedPlugin {
     pub compiled: bool,
     /// Capabilities the component imports but was not granted.
     pub ungranted: Vec<&'static str>,
+    /// Stops calling the plugin for a while when it keeps failing.
+    pub breaker: crate::breaker::Breaker,
 }
 
 /// Why a call into a plugin failed.
@@ -188,6 +192,8 @@ pub(crate) enum CallError {
     Invalid(String),
     InitRefused(String),
     Instantiate(String),
+    /// Not called: its circuit breaker is open.
+    BreakerOpen,
 }
 
 impl CallError {
@@ -199,6 +205,7 @@ impl CallError {
             CallError::Invalid(_) => "invalid",
             CallError::InitRefused(_) => "init",
             CallError::Instantiate(_) => "instantiate",
+            CallError::BreakerOpen => "breaker-open",
         }
     }
 
@@ -226,6 +233,7 @@ impl std::fmt::Display for CallError {
             CallError::Invalid(m) => write!(f, "returned an invalid reply: {m}"),
             CallError::InitRefused(m) => write!(f, "refused its configuration: {m}"),
             CallError::Instantiate(m) => write!(f, "failed to instantiate: {m}"),
+            CallError::BreakerOpen => write!(f, "not called: its circuit breaker is open"),
         }
     }
 }
@@ -323,6 +331,7 @@ impl Runtime {
             max_memory: spec.max_memory,
             files: spec.files.clone(),
         });
+        let spec_breaker = spec.breaker;
         let idle_cap = if spec.reuse && idx.recyclable() {
             self.config.idle_instances
         } else {
@@ -341,6 +350,7 @@ impl Runtime {
             stages,
             compiled,
             ungranted,
+            breaker: crate::breaker::Breaker::new(spec_breaker),
         })
     }
 

@@ -103,6 +103,11 @@ pub struct PluginStats {
     /// Pooled instances discarded because `recycle` said no, trapped or
     /// timed out.
     pub recycle_refusals: AtomicU64,
+    /// The circuit breaker's last state (`BreakerState::gauge`), the times
+    /// it opened and the calls it skipped (their `on_error` applied).
+    pub breaker_state: std::sync::atomic::AtomicU8,
+    pub breaker_opened: AtomicU64,
+    pub breaker_skipped: AtomicU64,
 }
 
 impl PluginStats {

@@ -27,6 +27,7 @@ fn probe(name: &str, calls: serde_json::Value, report: bool, caps: &[&str]) -> P
         kv_namespace: None,
         mode: Mode::Enforce,
         reuse: true,
+        breaker: Default::default(),
         files: Vec::new(),
     }
 }

@@ -41,6 +41,7 @@ fn spec(name: &str, file: &str, config: serde_json::Value, kv: bool) -> PluginSp
         kv_namespace: None,
         mode: Mode::Enforce,
         reuse: true,
+        breaker: Default::default(),
         files: Vec::new(),
     }
 }

@@ -21,6 +21,7 @@ fn spec(name: &str, file: &str, config: serde_json::Value) -> PluginSpec {
         kv_namespace: None,
         mode: Mode::Enforce,
         reuse: true,
+        breaker: Default::default(),
         files: Vec::new(),
     }
 }

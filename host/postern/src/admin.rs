@@ -107,21 +107,47 @@ async fn serve(stream: UnixStream, shared: Arc<Shared>) {
     }
     let answer = match line.trim() {
         reload if reload == "reload" || reload.starts_with("reload ") => {
-            // `reload <file>`: the file `postern reload --config` named.
-            let file = reload
-                .strip_prefix("reload")
-                .map(str::trim)
-                .filter(|f| !f.is_empty())
-                .map(PathBuf::from);
-            match crate::reload::reload(&shared, "admin", file).await {
+            // `reload [--canary N] [<file>]`: the share `postern reload
+            // --canary` asked for, the file `postern reload --config` named.
+            let mut rest = reload.strip_prefix("reload").unwrap_or("").trim();
+            let mut canary = None;
+            if let Some(after) = rest.strip_prefix("--canary ") {
+                let (n, tail) = after
+                    .trim_start()
+                    .split_once(' ')
+                    .unwrap_or((after.trim(), ""));
+                match n.parse::<u8>() {
+                    Ok(p) => canary = Some(p),
+                    Err(_) => {
+                        let e = format!("--canary {n:?}: a percentage from 1 to 99");
+                        let _ = write
+                            .write_all(format!("{}\n", json!({"ok": false, "error": e})).as_bytes())
+                            .await;
+                        return;
+                    }
+                }
+                rest = tail.trim();
+            }
+            let file = (!rest.is_empty()).then(|| PathBuf::from(rest));
+            match crate::reload::reload(&shared, "admin", file, canary).await {
                 Ok(report) => json!({"ok": true, "reload": report}),
+                Err(e) => json!({"ok": false, "error": e}),
+            }
+        }
+        "promote" => match crate::rollout::promote(&shared) {
+            Ok(text) => json!({"ok": true, "message": text}),
+            Err(e) => json!({"ok": false, "error": e}),
+        },
+        "rollback" => {
+            match crate::rollout::rollback(&shared, "asked for by `postern rollback`", "manual") {
+                Ok(text) => json!({"ok": true, "message": text}),
                 Err(e) => json!({"ok": false, "error": e}),
             }
         }
         "status" => json!({"ok": true, "status": status(&shared).await}),
         queue if queue.starts_with("queue") => crate::queue_cmd::serve(&shared, queue).await,
         other => {
-            json!({"ok": false, "error": format!("unknown command {other:?} (known: reload, status, queue list|show ID|flush|delete ID)")})
+            json!({"ok": false, "error": format!("unknown command {other:?} (known: reload [--canary N] [FILE], promote, rollback, status, queue list|show ID|flush|delete ID)")})
         }
     };
     let _ = write.write_all(format!("{answer}\n").as_bytes()).await;
@@ -161,7 +187,9 @@ pub async fn status(shared: &Arc<Shared>) -> serde_json::Value {
             "stages": p.stages.iter().map(|s| s.name()).collect::<Vec<_>>(),
             "mode": p.mode.name(),
             "shadow_differed": p.shadow_differed,
+            "breaker": p.breaker.name(),
         })).collect::<Vec<_>>(),
+        "rollout": crate::rollout::status(shared),
         "sessions": generation.active_sessions(),
         "sessions_on_older_generations": older.iter().map(|o| o["sessions"].as_u64().unwrap_or(0)).sum::<u64>(),
         "older_generations": older,

@@ -14,7 +14,10 @@ use postern_plugin::{Mode, OnError, PluginSpec, RuntimeConfig};
 
 mod delivery;
 mod kv;
+mod rollout;
 mod run_as;
+
+pub use rollout::RollbackSettings;
 
 pub use kv::{KvSettings, KvStore};
 pub use run_as::RunAs;
@@ -48,6 +51,10 @@ struct File {
     delivery: delivery::DeliverySection,
     #[serde(default)]
     kv: kv::KvSection,
+    #[serde(default)]
+    breaker: rollout::BreakerSection,
+    #[serde(default)]
+    rollback: rollout::RollbackSection,
     #[serde(default, rename = "plugin")]
     plugins: Vec<PluginSection>,
 }
@@ -520,6 +527,8 @@ pub struct Config {
     pub delivery: postern_delivery::Settings,
     /// `[kv]`: where plugin and host state lives.
     pub kv: KvSettings,
+    /// `[rollback]`: watching new generations and canaries.
+    pub rollback: RollbackSettings,
 }
 
 /// Command-line overrides of the file.
@@ -855,6 +864,7 @@ impl Config {
             ..RuntimeConfig::default()
         };
         let mut plugins = Vec::new();
+        let breaker = rollout::breaker(&cx, &file.breaker)?;
         for p in &file.plugins {
             let name = p.name.get_ref().clone();
             if name.is_empty()
@@ -912,6 +922,7 @@ impl Config {
                 },
                 reuse: p.reuse.unwrap_or(true),
                 files,
+                breaker,
             });
         }
         let unknown_recipients = unknown_recipient_limits(&cx, s)?;
@@ -924,9 +935,11 @@ impl Config {
             &data_dir,
         )?;
         let kv = kv::build(&cx, &file.kv, &data_dir)?;
+        let rollback = rollout::rollback(&cx, &file.rollback)?;
         Ok(Config {
             delivery,
             kv,
+            rollback,
             path: path.to_path_buf(),
             hostname: s.hostname.trim().to_string(),
             listeners,

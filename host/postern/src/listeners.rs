@@ -247,8 +247,9 @@ async fn handle(
     // logs and kv keys always see the plain IPv4 address.
     let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
     let _ = stream.set_nodelay(true);
-    // Pin this session to the configuration and generation of this moment.
-    let snapshot = shared.snapshot();
+    // Pin this session to the configuration and generation of this moment
+    // (a canary's for its share of sessions).
+    let snapshot = shared.session_snapshot();
     let config = snapshot.config.clone();
     let generation = snapshot.generation.clone();
     let tls = snapshot.tls.clone();

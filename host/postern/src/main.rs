@@ -21,6 +21,7 @@ mod privilege;
 mod queue_cmd;
 mod received;
 mod reload;
+mod rollout;
 mod scaffold;
 mod server;
 mod session;
@@ -105,7 +106,20 @@ enum Cmd {
     HashPassword,
     /// Ask the running server to reload its configuration and plugins;
     /// prints the outcome and exits non-zero when the reload was refused.
-    Reload(AdminArgs),
+    Reload {
+        #[command(flatten)]
+        args: AdminArgs,
+        /// Load the new generation as a canary for PERCENT of new sessions
+        /// (1-99); the others keep the current one until `postern promote`
+        /// (or `postern rollback`).
+        #[arg(long, value_name = "PERCENT")]
+        canary: Option<u8>,
+    },
+    /// Make the running canary the current generation.
+    Promote(AdminArgs),
+    /// Drop the running canary, or go back to the previous generation while
+    /// it is kept (`[rollback] watch` after a reload).
+    Rollback(AdminArgs),
     /// Show the running generation, its plugins and sessions.
     Status(AdminArgs),
     /// Export or import the key-value store's entries (JSON lines), e.g. to
@@ -354,8 +368,10 @@ fn main() -> ExitCode {
             mail_from,
         } => spf_command(&config, ip, helo, mail_from),
         Cmd::HashPassword => hash_password(),
-        Cmd::Reload(args) => admin_command(args, "reload"),
-        Cmd::Status(args) => admin_command(args, "status"),
+        Cmd::Reload { args, canary } => admin_command(args, "reload", canary),
+        Cmd::Promote(args) => admin_command(args, "promote", None),
+        Cmd::Rollback(args) => admin_command(args, "rollback", None),
+        Cmd::Status(args) => admin_command(args, "status", None),
         Cmd::Queue { action } => queue_cmd::run(action),
         Cmd::Kv { action } => kv::command(action, &runtime()),
     }
@@ -437,7 +453,7 @@ fn hash_password() -> ExitCode {
     }
 }
 
-fn admin_command(args: AdminArgs, command: &str) -> ExitCode {
+fn admin_command(args: AdminArgs, command: &str, canary: Option<u8>) -> ExitCode {
     let path = match (&args.socket, &args.config) {
         (Some(s), _) => s.clone(),
         (None, Some(c)) => {
@@ -455,7 +471,7 @@ fn admin_command(args: AdminArgs, command: &str) -> ExitCode {
         (None, None) => unreachable!("clap requires --config or --socket"),
     };
     // `reload --config FILE` reloads FILE, whichever file the server ran.
-    let request = match (command, &args.config) {
+    let mut request = match (command, &args.config) {
         ("reload", Some(c)) => match c.canonicalize() {
             Ok(p) if !p.to_string_lossy().contains('\n') => format!("reload {}", p.display()),
             Ok(_) => "reload".to_string(),
@@ -466,6 +482,9 @@ fn admin_command(args: AdminArgs, command: &str) -> ExitCode {
         },
         _ => command.to_string(),
     };
+    if let Some(p) = canary {
+        request = request.replacen("reload", &format!("reload --canary {p}"), 1);
+    }
     let answer = match runtime().block_on(admin::request(&path, &request)) {
         Ok(a) => a,
         Err(e) => {
@@ -519,6 +538,17 @@ fn print_answer(command: &str, a: &serde_json::Value) {
         for s in r["restart_required"].as_array().into_iter().flatten() {
             println!("  not applied until restart: {}", s.as_str().unwrap_or(""));
         }
+        if let Some(p) = r["canary_percent"].as_u64() {
+            println!(
+                "  canary: {p}% of new sessions get generation {}; `postern status` compares it, \
+                 `postern promote` or `postern rollback` ends it",
+                r["generation"]
+            );
+        }
+        return;
+    }
+    if command == "promote" || command == "rollback" {
+        println!("{}", a["message"].as_str().unwrap_or(""));
         return;
     }
     let s = &a["status"];
@@ -559,8 +589,12 @@ fn print_answer(command: &str, a: &serde_json::Value) {
         } else {
             String::new()
         };
+        let breaker = match p["breaker"].as_str() {
+            Some(b) if b != "closed" => format!(" (circuit breaker {b})"),
+            _ => String::new(),
+        };
         println!(
-            "  plugin {:<16} {} {:<8} stages: {}{shadow}",
+            "  plugin {:<16} {} {:<8} stages: {}{shadow}{breaker}",
             p["name"].as_str().unwrap_or(""),
             p["sha256"].as_str().unwrap_or(""),
             p["mode"].as_str().unwrap_or(""),
@@ -574,6 +608,7 @@ fn print_answer(command: &str, a: &serde_json::Value) {
                 .unwrap_or_default()
         );
     }
+    print_rollout(&s["rollout"]);
     println!(
         "  spool: {} messages, {} bytes",
         s["spool"]["messages"], s["spool"]["bytes"]
@@ -602,5 +637,42 @@ fn print_answer(command: &str, a: &serde_json::Value) {
                 ""
             }
         );
+    }
+}
+
+/// The canary, the previous generation kept for rollback and the last
+/// rollout event, as `postern status` prints them.
+fn print_rollout(r: &serde_json::Value) {
+    let line = |role: &str, g: &serde_json::Value| {
+        format!(
+            "  {role} generation {}: {} sessions, {} plugin calls, {} failed ({:.1}%), \
+             {} rejects, {} defers, {} disconnects",
+            g["generation"],
+            g["sessions"],
+            g["calls"],
+            g["failures"],
+            g["failure_rate"].as_f64().unwrap_or(0.0) * 100.0,
+            g["rejects"],
+            g["defers"],
+            g["disconnects"]
+        )
+    };
+    if r["canary"].is_object() {
+        println!("{}", line("current", &r["current"]));
+        println!(
+            "{} — {}% of new sessions, for {} s",
+            line("canary ", &r["canary"]),
+            r["canary"]["percent"],
+            r["canary"]["running_s"]
+        );
+    }
+    if r["previous"].is_object() {
+        println!(
+            "  previous generation {} kept for rollback for {} s more",
+            r["previous"]["generation"], r["previous"]["kept_for_s"]
+        );
+    }
+    if let Some(t) = r["last_event"]["text"].as_str() {
+        println!("  last rollout event: {t}");
     }
 }

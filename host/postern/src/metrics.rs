@@ -38,6 +38,8 @@ pub struct Metrics {
     /// kv calls by operation and result, and their latency by operation.
     pub kv_calls: Family<Labels, Counter>,
     pub kv_seconds: Family<Labels, Histogram, fn() -> Histogram>,
+    pub rollbacks: Family<Labels, Counter>,
+    pub promotions: Counter,
 }
 
 fn kv_histogram() -> Histogram {
@@ -58,6 +60,8 @@ impl Default for Metrics {
             mail_auth: Family::default(),
             kv_calls: Family::default(),
             kv_seconds: Family::new_with_constructor(kv_histogram),
+            rollbacks: Family::default(),
+            promotions: Counter::default(),
         }
     }
 }
@@ -140,6 +144,21 @@ pub fn reload(ok: bool) {
         .inc();
 }
 
+/// A rollback: of a `canary` or of a `generation`, `manual` or `automatic`.
+pub fn rollback(kind: &'static str, trigger: &str) {
+    get()
+        .rollbacks
+        .get_or_create(&vec![
+            ("kind", kind.to_string()),
+            ("trigger", trigger.to_string()),
+        ])
+        .inc();
+}
+
+pub fn promotion() {
+    get().promotions.inc();
+}
+
 pub fn tls_handshake(ok: bool) {
     let r = if ok { "ok" } else { "failed" };
     get()
@@ -215,6 +234,7 @@ impl Collector for StateCollector {
             "Id of the running plugin generation",
             generation.id as i64,
         )?;
+        encode_rollout(&mut enc, &shared)?;
         let older: usize = shared.retired_in_use().iter().map(|(_, n)| n).sum();
         gauge(
             &mut enc,
@@ -339,6 +359,43 @@ fn encode_delivery(enc: &mut DescriptorEncoder) -> std::fmt::Result {
     )
 }
 
+/// The canary's share, and the current and canary generations' plugin
+/// calls and failures (what automatic rollback watches).
+fn encode_rollout(enc: &mut DescriptorEncoder, shared: &Shared) -> std::fmt::Result {
+    let r = crate::rollout::status(shared);
+    gauge(
+        enc,
+        "canary_percent",
+        "Share of new sessions given the canary generation (0: none runs)",
+        r["canary"]["percent"].as_i64().unwrap_or(0),
+    )?;
+    for (metric, key, help) in [
+        (
+            "generation_plugin_calls",
+            "calls",
+            "Plugin calls made by a generation, by role",
+        ),
+        (
+            "generation_plugin_failures",
+            "failures",
+            "Plugin calls of a generation that failed or were skipped by an open breaker, by role",
+        ),
+        (
+            "generation_sessions",
+            "sessions",
+            "Sessions started on a generation, by role",
+        ),
+    ] {
+        let mut m = enc.encode_descriptor(metric, help, None, MetricType::Gauge)?;
+        for role in ["current", "canary"] {
+            if let Some(v) = r[role][key].as_i64() {
+                ConstGauge::new(v).encode(m.encode_family(&vec![("role", role.to_string())])?)?;
+            }
+        }
+    }
+    Ok(())
+}
+
 fn encode_plugins(enc: &mut DescriptorEncoder, shared: &Shared) -> std::fmt::Result {
     use postern_plugin::{ERROR_KINDS, LATENCY_BUCKETS_US, Stage, VERDICT_KINDS};
     let stats = shared.runtime.stats().snapshot();
@@ -415,6 +472,34 @@ fn encode_plugins(enc: &mut DescriptorEncoder, shared: &Shared) -> std::fmt::Res
         "Pooled instances discarded because `recycle` refused, trapped or timed out",
         &refusals,
     )?;
+    let mut breaker = enc.encode_descriptor(
+        "plugin_breaker_state",
+        "Circuit breaker of each plugin: 0 closed, 1 open (not called, on_error applies), 2 half-open",
+        None,
+        MetricType::Gauge,
+    )?;
+    for (name, s) in &stats {
+        ConstGauge::new(i64::from(s.breaker_state.load(Ordering::Relaxed)))
+            .encode(breaker.encode_family(&vec![("plugin", name.clone())])?)?;
+    }
+    let rows = |f: fn(&postern_plugin::PluginStats) -> u64| -> Vec<(Labels, u64)> {
+        stats
+            .iter()
+            .map(|(name, s)| (vec![("plugin", name.clone())], f(s)))
+            .collect()
+    };
+    counter(
+        enc,
+        "plugin_breaker_opened",
+        "Times each plugin's circuit breaker opened",
+        &rows(|s| s.breaker_opened.load(Ordering::Relaxed)),
+    )?;
+    counter(
+        enc,
+        "plugin_breaker_skipped",
+        "Calls not made because the plugin's circuit breaker was open (its on_error applied)",
+        &rows(|s| s.breaker_skipped.load(Ordering::Relaxed)),
+    )?;
     let mut idle = enc.encode_descriptor(
         "plugin_idle_instances",
         "Instances of the running generation kept idle for reuse",
@@ -474,6 +559,16 @@ pub fn registry(shared: &Arc<Shared>) -> Registry {
     );
     r.register("auth", "AUTH attempts by result", m.auth.clone());
     r.register("reloads", "Reloads by result", m.reloads.clone());
+    r.register(
+        "rollbacks",
+        "Rollbacks of a canary or of a generation, manual or automatic",
+        m.rollbacks.clone(),
+    );
+    r.register(
+        "promotions",
+        "Canary generations promoted to current",
+        m.promotions.clone(),
+    );
     r.register(
         "tls_handshakes",
         "TLS handshakes by result",

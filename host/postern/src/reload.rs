@@ -30,6 +30,9 @@ pub struct ReloadReport {
     /// Settings that changed in the file but need a restart; the running
     /// values stay in force.
     pub restart_required: Vec<String>,
+    /// `--canary N`: the share of new sessions the new generation gets (the
+    /// others keep the current one until `postern promote`).
+    pub canary_percent: Option<u8>,
     pub took_ms: u128,
 }
 
@@ -74,9 +77,10 @@ pub async fn reload(
     shared: &Arc<Shared>,
     trigger: &str,
     file: Option<PathBuf>,
+    canary: Option<u8>,
 ) -> Result<ReloadReport, String> {
     crate::notify::reloading();
-    let result = try_reload(shared, trigger, file).await;
+    let result = try_reload(shared, trigger, file, canary).await;
     crate::notify::reloaded(&match &result {
         Ok(r) => format!("serving generation {}", r.generation),
         Err(_) => "reload refused; the previous generation keeps serving".to_string(),
@@ -112,9 +116,18 @@ async fn try_reload(
     shared: &Arc<Shared>,
     trigger: &str,
     file: Option<PathBuf>,
+    canary: Option<u8>,
 ) -> Result<ReloadReport, String> {
     let _one_at_a_time = shared.reloading.lock().await;
     let started = Instant::now();
+    if let Some(id) = shared.canary_running() {
+        return Err(format!(
+            "canary generation {id} is running: `postern promote` or `postern rollback` first"
+        ));
+    }
+    if canary.is_some_and(|p| p == 0 || p >= 100) {
+        return Err("--canary takes a share of sessions from 1 to 99 (percent)".into());
+    }
     let old = shared.current_config();
     let (path, switched_from) = match file {
         Some(f) if !same_file(&f, &old.path) => (f, Some(old.path.display().to_string())),
@@ -122,6 +135,26 @@ async fn try_reload(
     };
     let mut new = Config::load(&path, &shared.overrides).map_err(|e| e.to_string())?;
     let restart_required = keep_fixed(&old, &mut new);
+    if canary.is_some() {
+        // A canary changes policy for some sessions; what every session
+        // shares changes with a full reload (or at promotion, not at all).
+        let mut shared_parts = Vec::new();
+        if format!("{:?}", new.listeners) != format!("{:?}", old.listeners) {
+            shared_parts.push("listeners");
+        }
+        if new.delivery != old.delivery {
+            shared_parts.push("[delivery]");
+        }
+        if new.kv != old.kv {
+            shared_parts.push("[kv]");
+        }
+        if !shared_parts.is_empty() {
+            return Err(format!(
+                "a canary cannot change {}: they are shared by every session; reload without --canary",
+                shared_parts.join(", ")
+            ));
+        }
+    }
     // Everything that can fail is prepared before anything changes.
     let tls = crate::server::load_tls(&new)?;
     let dns = resolver(&new);
@@ -149,31 +182,35 @@ async fn try_reload(
         .map_err(|e| format!("{e:#}"))?;
     // Binding new listen addresses is the last step that may fail; when it
     // does, nothing has been changed (the listener set is updated only when
-    // every new address is bound).
-    let listener_changes = shared.listeners.lock().await.apply(&new, shared).await?;
+    // every new address is bound). A canary changes no listener.
+    let listener_changes = if canary.is_none() {
+        shared.listeners.lock().await.apply(&new, shared).await?
+    } else {
+        Vec::new()
+    };
     shared
         .next_generation
         .store(id + 1, std::sync::atomic::Ordering::Relaxed);
     let generation = Arc::new(generation);
     let infos = generation.plugins();
     log_plugins(&generation);
-    let old = shared.swap(Snapshot {
+    let snapshot = Arc::new(Snapshot {
         config: Arc::new(new),
         generation: generation.clone(),
         tls,
         kv,
     });
-    shared
-        .runtime
-        .retain_compiled(generation.component_hashes());
-    // Delivery settings apply to attempts started from now on.
-    shared.queue.apply(delivery);
-    {
-        let mut retired = shared.retired.lock().unwrap_or_else(|p| p.into_inner());
-        retired.retain(|w| w.strong_count() > 0);
-        retired.push(Arc::downgrade(&old.generation));
+    match canary {
+        Some(percent) => crate::rollout::start_canary(shared, snapshot, percent),
+        None => {
+            crate::rollout::install(shared, snapshot);
+            shared
+                .runtime
+                .retain_compiled(generation.component_hashes());
+            // Delivery settings apply to attempts started from now on.
+            shared.queue.apply(delivery);
+        }
     }
-    drop(old);
     if let Some(from) = &switched_from {
         tracing::info!(from = %from, to = %path.display(), "the server now runs another configuration file");
     }
@@ -190,6 +227,7 @@ async fn try_reload(
             .collect(),
         listener_changes,
         restart_required,
+        canary_percent: canary,
         took_ms: started.elapsed().as_millis(),
     })
 }
@@ -236,7 +274,7 @@ pub async fn watch(shared: Arc<Shared>) {
             continue;
         }
         tracing::info!("configuration or plugin files changed: reloading");
-        let _ = reload(&shared, "watch", None).await;
+        let _ = reload(&shared, "watch", None, None).await;
         // Whatever the outcome, do not retry until the files change again.
         seen = Some(signature(&shared.current_config()));
     }

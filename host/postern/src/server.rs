@@ -54,6 +54,10 @@ pub struct Shared {
     pub listeners: tokio::sync::Mutex<Listeners>,
     /// The queue manager (delivery); it learns of new messages from the spool.
     pub queue: postern_delivery::QueueHandle,
+    /// Canary, previous generation kept for rollback, last rollout event.
+    pub rollout: Mutex<crate::rollout::Rollout>,
+    /// Sessions started, for the canary's share.
+    pub session_seq: AtomicU64,
 }
 
 impl Shared {
@@ -69,14 +73,6 @@ impl Shared {
             .clone()
     }
 
-    /// Install a new snapshot; returns the one it replaced.
-    pub fn swap(&self, next: Snapshot) -> Arc<Snapshot> {
-        std::mem::replace(
-            &mut *self.current.write().unwrap_or_else(|p| p.into_inner()),
-            Arc::new(next),
-        )
-    }
-
     pub fn current_generation(&self) -> Arc<Generation> {
         self.snapshot().generation.clone()
     }
@@ -85,13 +81,18 @@ impl Shared {
         self.snapshot().config.clone()
     }
 
-    /// (generation id, live sessions) of retired generations still in use.
+    /// (generation id, live sessions) of retired generations still in use
+    /// (not counting the previous generation kept idle for rollback, which
+    /// `postern status` shows on its own line, unless sessions still run on
+    /// it).
     pub fn retired_in_use(&self) -> Vec<(u64, usize)> {
+        let kept = self.kept_for_rollback();
         let mut list = self.retired.lock().unwrap_or_else(|p| p.into_inner());
         list.retain(|w| w.strong_count() > 0);
         list.iter()
             .filter_map(|w| w.upgrade())
             .map(|g| (g.id, g.active_sessions()))
+            .filter(|(id, sessions)| Some(*id) != kept || *sessions > 0)
             .collect()
     }
 }
@@ -298,6 +299,8 @@ pub async fn serve(config: Config, overrides: Overrides, plan: Plan) -> anyhow::
         reloading: tokio::sync::Mutex::new(()),
         listeners: tokio::sync::Mutex::new(listeners),
         queue,
+        rollout: Mutex::new(crate::rollout::Rollout::default()),
+        session_seq: AtomicU64::new(0),
     });
     shared
         .listeners
@@ -315,6 +318,7 @@ pub async fn serve(config: Config, overrides: Overrides, plan: Plan) -> anyhow::
         None => None,
     };
     let watcher = tokio::spawn(crate::reload::watch(shared.clone()));
+    let rollout_monitor = tokio::spawn(crate::rollout::monitor(shared.clone()));
     let sweeper = tokio::spawn(sweep_idle_instances(shared.clone()));
     crate::notify::ready(&format!(
         "serving generation 1 on {} listeners",
@@ -343,6 +347,7 @@ pub async fn serve(config: Config, overrides: Overrides, plan: Plan) -> anyhow::
         m.abort();
     }
     watcher.abort();
+    rollout_monitor.abort();
     sweeper.abort();
     let _ = std::fs::remove_file(crate::admin::socket_path(&config));
     let deadline = tokio::time::sleep(shutdown_timeout);
@@ -413,7 +418,7 @@ async fn wait_for_shutdown(shared: &Arc<Shared>) {
                 tracing::info!("SIGHUP: reloading");
                 let shared = shared.clone();
                 tokio::spawn(async move {
-                    let _ = crate::reload::reload(&shared, "SIGHUP", None).await;
+                    let _ = crate::reload::reload(&shared, "SIGHUP", None, None).await;
                 });
             }
         }

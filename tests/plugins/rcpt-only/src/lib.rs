@@ -1,5 +1,7 @@
 //! Test plugin exporting only `rcpt-to`: rejects recipients whose local part
-//! is in `blocked`. Doubles as the SDK's "plugin in 20 lines" example.
+//! is in `blocked`, and traps on recipients containing `trap_on` (for the
+//! breaker and rollback tests: every call it gets is an RCPT TO). Doubles as
+//! the SDK's "plugin in 20 lines" example.
 
 use postern_sdk::prelude::*;
 
@@ -7,19 +9,26 @@ use postern_sdk::prelude::*;
 #[serde(deny_unknown_fields)]
 struct Config {
     blocked: Vec<String>,
+    #[serde(default)]
+    trap_on: Option<String>,
 }
 
-struct Blocker(Vec<String>);
+struct Blocker(Vec<String>, Option<String>);
 
 impl Plugin for Blocker {
     type Config = Config;
     fn new(config: Config) -> Result<Self, String> {
-        Ok(Blocker(config.blocked))
+        Ok(Blocker(config.blocked, config.trap_on))
     }
 }
 
 impl RcptTo for Blocker {
     fn on_rcpt_to(&self, _session: &Session, rcpt: &EnvelopeAddress) -> Verdict {
+        if let Some(t) = &self.1
+            && rcpt.address.contains(t.as_str())
+        {
+            panic!("rcpt-only: asked to trap on {}", rcpt.address);
+        }
         match self
             .0
             .iter()

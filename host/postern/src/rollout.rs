@@ -1,0 +1,265 @@
+//! Safe rollout around hot swap: canary generations, promotion, manual and
+//! automatic rollback. A reload installs a new generation and keeps the one
+//! it replaced for `[rollback] watch`: if the new one's plugin calls fail at
+//! `failure_rate` or more (after `min_calls`), the previous generation comes
+//! back by itself. `postern reload --canary N` instead gives the new
+//! generation to N% of new sessions; `postern promote` makes it current,
+//! `postern rollback` drops it (or, without a canary, goes back to the
+//! previous generation while it is kept); a canary that fails as above is
+//! dropped by itself. Sessions always finish on the generation they started
+//! with, so nothing here drops a session. Every change is logged, counted
+//! (`postern_rollbacks_total`, `postern_promotions_total`) and shown by
+//! `postern status`. Input: admin commands (local, trusted) and the
+//! generations' own counters.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant, SystemTime};
+
+use serde_json::json;
+
+use crate::server::{Shared, Snapshot};
+
+/// A generation a share of new sessions get.
+pub struct Canary {
+    pub snapshot: Arc<Snapshot>,
+    pub percent: u8,
+    pub started: Instant,
+}
+
+/// The generation the current one replaced, kept while the current one is
+/// watched.
+pub struct Previous {
+    pub snapshot: Arc<Snapshot>,
+    pub since: Instant,
+}
+
+#[derive(Default)]
+pub struct Rollout {
+    pub canary: Option<Canary>,
+    pub previous: Option<Previous>,
+    /// The last promotion or rollback, for `postern status`.
+    pub last_event: Option<(SystemTime, String)>,
+}
+
+impl Shared {
+    fn rollout(&self) -> std::sync::MutexGuard<'_, Rollout> {
+        self.rollout.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The snapshot a new session starts with: the canary's for `percent`
+    /// of sessions (every session whose number modulo 100 is below it, so
+    /// the share is exact), the current one otherwise.
+    pub fn session_snapshot(&self) -> Arc<Snapshot> {
+        let n = self.session_seq.fetch_add(1, Ordering::Relaxed);
+        {
+            let r = self.rollout();
+            if let Some(c) = &r.canary
+                && (n % 100) < u64::from(c.percent)
+            {
+                return c.snapshot.clone();
+            }
+        }
+        self.snapshot()
+    }
+
+    /// The generation kept for rollback, if one is.
+    pub fn kept_for_rollback(&self) -> Option<u64> {
+        self.rollout()
+            .previous
+            .as_ref()
+            .map(|p| p.snapshot.generation.id)
+    }
+
+    /// Whether a canary runs (a reload must wait for promote or rollback).
+    pub fn canary_running(&self) -> Option<u64> {
+        self.rollout()
+            .canary
+            .as_ref()
+            .map(|c| c.snapshot.generation.id)
+    }
+}
+
+fn retire(shared: &Shared, old: &Arc<Snapshot>) {
+    let mut retired = shared.retired.lock().unwrap_or_else(|p| p.into_inner());
+    retired.retain(|w| w.strong_count() > 0);
+    retired.push(Arc::downgrade(&old.generation));
+}
+
+fn event(r: &mut Rollout, text: String) {
+    r.last_event = Some((SystemTime::now(), text));
+}
+
+/// Install `next` as the current snapshot (a reload or a promotion): the
+/// one it replaces is kept for rollback while `next` is watched.
+pub fn install(shared: &Shared, next: Arc<Snapshot>) {
+    let watch = next.config.rollback.enabled;
+    let old = std::mem::replace(
+        &mut *shared.current.write().unwrap_or_else(|p| p.into_inner()),
+        next,
+    );
+    retire(shared, &old);
+    let mut r = shared.rollout();
+    r.previous = watch.then(|| Previous {
+        snapshot: old,
+        since: Instant::now(),
+    });
+}
+
+/// Start a canary (the reload checked that none runs).
+pub fn start_canary(shared: &Shared, snapshot: Arc<Snapshot>, percent: u8) {
+    let id = snapshot.generation.id;
+    let mut r = shared.rollout();
+    r.canary = Some(Canary {
+        snapshot,
+        percent,
+        started: Instant::now(),
+    });
+    tracing::info!(
+        generation = id,
+        percent,
+        "canary started: {percent}% of new sessions get generation {id}"
+    );
+}
+
+/// `postern promote`: the canary becomes the current generation.
+pub fn promote(shared: &Shared) -> Result<String, String> {
+    let canary = shared
+        .rollout()
+        .canary
+        .take()
+        .ok_or("no canary is running (start one with `postern reload --canary N`)")?;
+    let id = canary.snapshot.generation.id;
+    let from = shared.current_generation().id;
+    install(shared, canary.snapshot);
+    let text =
+        format!("generation {id} promoted from canary to current (replacing generation {from})");
+    event(&mut shared.rollout(), text.clone());
+    crate::metrics::promotion();
+    tracing::info!(generation = id, replaced = from, "{text}");
+    Ok(text)
+}
+
+/// `postern rollback` (and the automatic one): drop the canary, or go back
+/// to the previous generation while it is kept.
+pub fn rollback(shared: &Shared, why: &str, trigger: &str) -> Result<String, String> {
+    let mut r = shared.rollout();
+    if let Some(c) = r.canary.take() {
+        let id = c.snapshot.generation.id;
+        retire(shared, &c.snapshot);
+        let text = format!("canary generation {id} rolled back ({trigger}): {why}");
+        event(&mut r, text.clone());
+        drop(r);
+        crate::metrics::rollback("canary", trigger);
+        tracing::warn!(generation = id, trigger, "{text}");
+        return Ok(text);
+    }
+    let Some(prev) = r.previous.take() else {
+        return Err(
+            "nothing to roll back to: no canary runs and the previous generation is no longer kept \
+             ([rollback] watch after a reload)"
+                .into(),
+        );
+    };
+    let back = prev.snapshot.generation.id;
+    let old = std::mem::replace(
+        &mut *shared.current.write().unwrap_or_else(|p| p.into_inner()),
+        prev.snapshot,
+    );
+    let from = old.generation.id;
+    retire(shared, &old);
+    let text = format!("generation {from} rolled back to generation {back} ({trigger}): {why}");
+    event(&mut r, text.clone());
+    drop(r);
+    crate::metrics::rollback("generation", trigger);
+    tracing::warn!(generation = back, rolled_back = from, trigger, "{text}");
+    Ok(text)
+}
+
+/// Why a watched generation should go, if it should.
+fn verdict(h: postern_plugin::Health, s: &crate::config::RollbackSettings) -> Option<String> {
+    (s.enabled && h.calls >= s.min_calls && h.failure_rate() >= s.failure_rate).then(|| {
+        format!(
+            "{} of {} plugin calls failed ({:.0}% >= [rollback] failure_rate {:.0}%)",
+            h.failures,
+            h.calls,
+            h.failure_rate() * 100.0,
+            s.failure_rate * 100.0
+        )
+    })
+}
+
+/// Watch the canary and a newly installed generation; roll back by itself
+/// when one fails too often; forget the previous generation once the watch
+/// is over.
+pub async fn monitor(shared: Arc<Shared>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    loop {
+        tick.tick().await;
+        let (canary, watched) = {
+            let mut r = shared.rollout();
+            let canary = r.canary.as_ref().map(|c| c.snapshot.clone());
+            let current = shared.snapshot();
+            let watch = current.config.rollback.watch;
+            if r.previous
+                .as_ref()
+                .is_some_and(|p| p.since.elapsed() >= watch)
+            {
+                r.previous = None;
+                tracing::info!(
+                    generation = current.generation.id,
+                    "rollback watch over: the previous generation is no longer kept"
+                );
+            }
+            (canary, r.previous.is_some().then_some(current))
+        };
+        if let Some(c) = canary
+            && let Some(why) = verdict(c.generation.health(), &c.config.rollback)
+        {
+            let _ = rollback(&shared, &why, "automatic");
+            continue;
+        }
+        if let Some(cur) = watched
+            && let Some(why) = verdict(cur.generation.health(), &cur.config.rollback)
+        {
+            let _ = rollback(&shared, &why, "automatic");
+        }
+    }
+}
+
+/// The rollout part of `postern status`.
+pub fn status(shared: &Shared) -> serde_json::Value {
+    let r = shared.rollout();
+    let current = shared.snapshot();
+    let health = |s: &Snapshot| {
+        let h = s.generation.health();
+        json!({
+            "generation": s.generation.id,
+            "sessions": h.sessions,
+            "calls": h.calls,
+            "failures": h.failures,
+            "failure_rate": h.failure_rate(),
+            "accepts": h.accepts,
+            "rejects": h.rejects,
+            "defers": h.defers,
+            "disconnects": h.disconnects,
+        })
+    };
+    json!({
+        "current": health(&current),
+        "canary": r.canary.as_ref().map(|c| {
+            let mut v = health(&c.snapshot);
+            v["percent"] = json!(c.percent);
+            v["running_s"] = json!(c.started.elapsed().as_secs());
+            v
+        }),
+        "previous": r.previous.as_ref().map(|p| json!({
+            "generation": p.snapshot.generation.id,
+            "kept_for_s": current.config.rollback.watch.saturating_sub(p.since.elapsed()).as_secs(),
+        })),
+        "last_event": r.last_event.as_ref().map(|(at, text)| json!({
+            "at_unix_ms": at.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0),
+            "text": text,
+        })),
+    })
+}
