@@ -82,7 +82,8 @@ impl Grants {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum DnsQuery {
     A(String),
     Aaaa(String),
@@ -91,7 +92,8 @@ pub enum DnsQuery {
     Ptr(IpAddr),
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum DnsAnswer {
     Addrs(Vec<IpAddr>),
     Mx(Vec<(u16, String)>),
@@ -99,7 +101,8 @@ pub enum DnsAnswer {
     Names(Vec<String>),
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum DnsFailure {
     #[error("name does not exist")]
     NxDomain,

@@ -78,10 +78,15 @@ pub struct SessionChain {
     batch_due: bool,
     /// Which contract versions observe outcomes in this generation.
     observers: [bool; 2],
+    /// The session's recording, when it is one of the recorded sessions.
+    recording: Option<crate::record::Recording>,
 }
 
 impl Drop for SessionChain {
     fn drop(&mut self) {
+        if let Some(r) = self.recording.take() {
+            r.finish();
+        }
         self.release();
         self.generation.sessions.fetch_sub(1, Ordering::Relaxed);
     }
@@ -147,7 +152,20 @@ impl SessionChain {
             pending: Vec::new(),
             batch_due: false,
             observers,
+            recording: None,
         }
+    }
+
+    /// Record this session's stage calls (their state, argument and
+    /// decision; message bodies up to `max_body` bytes, no passwords) and
+    /// hand the recording to `sink` when the session ends.
+    pub fn record(&mut self, sink: Arc<dyn crate::record::RecordSink>, max_body: usize) {
+        self.recording = Some(crate::record::Recording::new(
+            sink,
+            max_body,
+            &self.session_id,
+            self.generation.id,
+        ));
     }
 
     pub fn generation(&self) -> &Arc<Generation> {
@@ -293,13 +311,28 @@ impl SessionChain {
         }
     }
 
-    /// Run a stage through the chain (only the plugins of one contract
-    /// version when `only` says so: outcomes reach 0.1 and 0.2 observers at
-    /// different times).
+    /// Run a stage through the chain, and record it when the session is
+    /// recorded.
     async fn run(
         &mut self,
         ctx: &Arc<SessionContext>,
         call: Call<'_>,
+        only: Option<Contract>,
+    ) -> Decision {
+        let d = self.run_chain(ctx, &call, only).await;
+        if let Some(r) = &mut self.recording {
+            r.push(ctx, &call, &d);
+        }
+        d
+    }
+
+    /// Run a stage through the chain (only the plugins of one contract
+    /// version when `only` says so: outcomes reach 0.1 and 0.2 observers at
+    /// different times).
+    async fn run_chain(
+        &mut self,
+        ctx: &Arc<SessionContext>,
+        call: &Call<'_>,
         only: Option<Contract>,
     ) -> Decision {
         let stage = call.stage();
@@ -327,7 +360,7 @@ impl SessionChain {
                 plugin.stats.breaker_skipped.fetch_add(1, Ordering::Relaxed);
                 Err(CallError::BreakerOpen)
             } else {
-                let r = self.call_one(plugin, i, ctx, &mut prepared, &call).await;
+                let r = self.call_one(plugin, i, ctx, &mut prepared, call).await;
                 plugin.stats.stages[stage as usize]
                     .latency
                     .observe(started.elapsed());

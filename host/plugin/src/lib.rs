@@ -18,6 +18,7 @@ mod host;
 mod load;
 mod mail_auth;
 mod message;
+pub mod record;
 mod session;
 mod state;
 mod stats;

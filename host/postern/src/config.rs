@@ -14,9 +14,11 @@ use postern_plugin::{Mode, OnError, PluginSpec, RuntimeConfig};
 
 mod delivery;
 mod kv;
+mod record;
 mod rollout;
 mod run_as;
 
+pub use record::RecordSettings;
 pub use rollout::RollbackSettings;
 
 pub use kv::{KvSettings, KvStore};
@@ -55,6 +57,8 @@ struct File {
     breaker: rollout::BreakerSection,
     #[serde(default)]
     rollback: rollout::RollbackSection,
+    #[serde(default)]
+    record: record::RecordSection,
     #[serde(default, rename = "plugin")]
     plugins: Vec<PluginSection>,
 }
@@ -529,6 +533,8 @@ pub struct Config {
     pub kv: KvSettings,
     /// `[rollback]`: watching new generations and canaries.
     pub rollback: RollbackSettings,
+    /// `[record]`: sessions recorded for `postern replay`.
+    pub record: RecordSettings,
 }
 
 /// Command-line overrides of the file.
@@ -936,10 +942,12 @@ impl Config {
         )?;
         let kv = kv::build(&cx, &file.kv, &data_dir)?;
         let rollback = rollout::rollback(&cx, &file.rollback)?;
+        let record = record::build(&cx, &file.record, &data_dir)?;
         Ok(Config {
             delivery,
             kv,
             rollback,
+            record,
             path: path.to_path_buf(),
             hostname: s.hostname.trim().to_string(),
             listeners,

@@ -306,7 +306,12 @@ async fn handle(
         } else {
             Stream::Plain(stream)
         };
-        let chain = generation.session(id.clone());
+        let mut chain = generation.session(id.clone());
+        if let Some(r) = &shared.recorder
+            && r.sample(&id)
+        {
+            chain.record(r.clone(), r.settings.max_body);
+        }
         crate::metrics::get().sessions.inc();
         tracing::info!(
             port = peer.port(),

@@ -20,7 +20,9 @@ mod notify;
 mod privilege;
 mod queue_cmd;
 mod received;
+mod record;
 mod reload;
+mod replay;
 mod rollout;
 mod scaffold;
 mod server;
@@ -117,6 +119,10 @@ enum Cmd {
     },
     /// Make the running canary the current generation.
     Promote(AdminArgs),
+    /// Run recorded sessions ([record]) through a configuration's chain
+    /// offline and report the decisions that differ (from the recording,
+    /// or from --against OLD.toml); exits 1 past the threshold.
+    Replay(replay::ReplayArgs),
     /// Drop the running canary, or go back to the previous generation while
     /// it is kept (`[rollback] watch` after a reload).
     Rollback(AdminArgs),
@@ -282,7 +288,7 @@ fn main() -> ExitCode {
                     &rt,
                     &cfg,
                     0,
-                    server::services(&cfg, server::resolver(&cfg), kv),
+                    server::services(&cfg, server::resolver(&cfg), kv, None),
                 )
                 .await?;
                 anyhow::Ok((store, generation.plugins()))
@@ -370,6 +376,7 @@ fn main() -> ExitCode {
         Cmd::HashPassword => hash_password(),
         Cmd::Reload { args, canary } => admin_command(args, "reload", canary),
         Cmd::Promote(args) => admin_command(args, "promote", None),
+        Cmd::Replay(args) => replay::run(args, &runtime()),
         Cmd::Rollback(args) => admin_command(args, "rollback", None),
         Cmd::Status(args) => admin_command(args, "status", None),
         Cmd::Queue { action } => queue_cmd::run(action),

@@ -67,6 +67,7 @@ fn keep_fixed(old: &Config, new: &mut Config) -> Vec<String> {
     // The process switched accounts at start-up; it cannot switch again.
     fixed!("server.user / server.group", run_as);
     fixed!("server.allow_root", allow_root);
+    fixed!("[record]", record);
     out
 }
 
@@ -177,9 +178,14 @@ async fn try_reload(
     let id = shared
         .next_generation
         .load(std::sync::atomic::Ordering::Relaxed);
-    let generation = load_generation(&shared.runtime, &new, id, services(&new, dns, kv.clone()))
-        .await
-        .map_err(|e| format!("{e:#}"))?;
+    let generation = load_generation(
+        &shared.runtime,
+        &new,
+        id,
+        services(&new, dns, kv.clone(), shared.recorder.as_ref()),
+    )
+    .await
+    .map_err(|e| format!("{e:#}"))?;
     // Binding new listen addresses is the last step that may fail; when it
     // does, nothing has been changed (the listener set is updated only when
     // every new address is bound). A canary changes no listener.

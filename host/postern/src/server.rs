@@ -58,6 +58,8 @@ pub struct Shared {
     pub rollout: Mutex<crate::rollout::Rollout>,
     /// Sessions started, for the canary's share.
     pub session_seq: AtomicU64,
+    /// `[record]`: the session recorder, when enabled (fixed until restart).
+    pub recorder: Option<Arc<crate::record::Recorder>>,
 }
 
 impl Shared {
@@ -111,7 +113,14 @@ pub fn resolver(config: &Config) -> Arc<dyn DnsBackend> {
 /// Services for a new generation: the resolver of its configuration (shared
 /// with delivery), the key-value store of `[kv]` (state outlives
 /// generations) and mail authentication on the configuration's `[dns]`.
-pub fn services(config: &Config, dns: Arc<dyn DnsBackend>, kv: Arc<dyn KvBackend>) -> Services {
+pub fn services(
+    config: &Config,
+    dns: Arc<dyn DnsBackend>,
+    kv: Arc<dyn KvBackend>,
+    recorder: Option<&Arc<crate::record::Recorder>>,
+) -> Services {
+    // While recording, the answers plugins get are recorded for replay.
+    let dns = crate::record::RecordingDns::wrap(dns, recorder);
     let mail_auth: Arc<dyn postern_plugin::MailAuthBackend> = match crate::mail_auth::MailAuth::new(
         &config.nameservers,
         config.dns_timeout,
@@ -276,8 +285,14 @@ pub async fn serve(config: Config, overrides: Overrides, plan: Plan) -> anyhow::
     let runtime = Runtime::new(config.runtime.clone())?;
     let kv = crate::kv::open(&config.kv).map_err(|e| anyhow::anyhow!("[kv]: {e}"))?;
     tracing::info!(store = %kv.describe(), timeout = ?config.kv.timeout, "kv store");
-    let generation =
-        load_generation(&runtime, &config, 1, services(&config, dns, kv.clone())).await?;
+    let recorder = crate::record::Recorder::start(&config.record)?;
+    let generation = load_generation(
+        &runtime,
+        &config,
+        1,
+        services(&config, dns, kv.clone(), recorder.as_ref()),
+    )
+    .await?;
     log_plugins(&generation);
     let (stop_tx, stop_rx) = watch::channel(false);
     let shared = Arc::new(Shared {
@@ -301,6 +316,7 @@ pub async fn serve(config: Config, overrides: Overrides, plan: Plan) -> anyhow::
         queue,
         rollout: Mutex::new(crate::rollout::Rollout::default()),
         session_seq: AtomicU64::new(0),
+        recorder,
     });
     shared
         .listeners
