@@ -26,6 +26,8 @@ class Received:
     helo: str
     auth: str | None
     mail_args: str = ""
+    # The BDAT chunk sizes the message came in (empty: it came by DATA).
+    chunks: list[int] = field(default_factory=list)
 
     @property
     def subject(self) -> str:
@@ -53,6 +55,7 @@ class SmtpSink:
     auth: dict | None = None
     gate: threading.Event | None = None
     pipelining: bool = True
+    chunking: bool = False
     size: int = 0
     host: str = "127.0.0.1"
     session_limit: int = 0
@@ -133,6 +136,7 @@ class SmtpSink:
         mail_args = ""
         rcpts: list[str] = []
         accepted = 0
+        chunks: list[bytes] = []
 
         def send(line: str):
             conn.sendall(line.encode() + b"\r\n")
@@ -155,6 +159,8 @@ class SmtpSink:
                 if self.pipelining:
                     caps.append("PIPELINING")
                 caps += [f"SIZE {self.size}" if self.size else "SIZE", "8BITMIME", "ENHANCEDSTATUSCODES"]
+                if self.chunking:
+                    caps.append("CHUNKING")
                 if self.tls_context is not None and not tls:
                     caps.append("STARTTLS")
                 if self.auth is not None:
@@ -241,7 +247,31 @@ class SmtpSink:
                     if self.session_limit and accepted >= self.session_limit and not self.limit_reply:
                         return  # hang up at once, as on an idle time-out
                 mail_from, rcpts = None, []
+            elif verb == "BDAT" and self.chunking:
+                words = arg.split()
+                size, last = int(words[0]), len(words) > 1 and words[1].upper() == "LAST"
+                chunk = rfile.read(size) if size else b""
+                if mail_from is None or not rcpts:
+                    send("503 5.5.1 no transaction")
+                    continue
+                chunks.append(chunk)
+                if not last:
+                    send(f"250 2.0.0 {size} octets")
+                    continue
+                got = Received(mail_from, rcpts, b"".join(chunks), tls, helo, auth_user, mail_args,
+                               [len(c) for c in chunks])
+                chunks = []
+                scripted = self.data(got) if self.data else None
+                if scripted:
+                    send(scripted)
+                else:
+                    with self.lock:
+                        self.messages.append(got)
+                    send("250 2.0.0 queued")
+                    accepted += 1
+                mail_from, rcpts = None, []
             elif verb == "RSET":
+                chunks = []
                 mail_from, rcpts = None, []
                 send("250 2.0.0 ok")
             elif verb == "NOOP":

@@ -196,6 +196,34 @@ def test_relayhost_to_postfix_smtp_sink(start, smtp_sink):
     assert len(delivered) == 10 and all(r["dest"] == "relayhost" for r in delivered)
 
 
+@pytest.mark.parametrize("pipelining", [True, False])
+def test_content_goes_in_bdat_chunks_to_a_server_offering_chunking(start, sink, pipelining):
+    """RFC 3030 on output: the message is sent in BDAT chunks (at most
+    1 MiB each, the last with LAST), not dot-stuffed, and arrives
+    byte-identical to what a DATA transfer gives; a refused LAST chunk
+    fails the recipients with its reply."""
+    chunked = sink(chunking=True, pipelining=pipelining,
+                   data=lambda m: "554 5.6.0 refused" if "refuse" in m.subject else None)
+    plain = sink(pipelining=pipelining)
+    body = ".leading dot\r\n..two dots\r\n.\r\n" + ("x" * 998 + "\r\n") * 1100   # about 1.1 MB
+    for s_, label in ((chunked, "chunked"), (plain, "plain")):
+        srv = start(plugins=[relay()], extra=delivery(relayhost=f"127.0.0.1:{s_.port}"))
+        send(srv.port, "alice@example.test", ["bob@remote.test"], "big", body)
+        wait_until(lambda: s_.count == 1, what=f"delivery to the {label} sink", srv=srv)
+    (got,) = chunked.messages
+    (ref,) = plain.messages
+    assert got.chunks[0] == 1 << 20 and len(got.chunks) == 2 and sum(got.chunks) == len(got.data)
+    assert ref.chunks == []
+    body_of = lambda d: d[d.index(b"\r\n\r\n"):]   # noqa: E731 (Received and Message-ID differ)
+    assert body_of(got.data) == body_of(ref.data) and len(body_of(got.data)) > 1 << 20
+    assert b"\r\n.leading dot\r\n..two dots\r\n.\r\n" in got.data
+    srv = start(plugins=[relay()], extra=delivery(relayhost=f"127.0.0.1:{chunked.port}"))
+    send(srv.port, "alice@example.test", ["carol@remote.test"], "please refuse")
+    rec = wait_until(lambda: next((r for r in srv.log_records() if r.get("message") == "failed"), None),
+                     what="the refused delivery", srv=srv)
+    assert "554 5.6.0 refused" in json.dumps(rec)
+
+
 def test_relayhost_auth_only_over_tls(start, sink, tmp_path):
     ca, cert, key = make_certs(tmp_path / "certs", "smart.test")
     s = sink(tls_context=server_tls(cert, key), auth={"relayuser": "s3cret"})

@@ -161,8 +161,23 @@ impl Deadline {
 
 enum Mode {
     Command,
-    Data { reader: DataReader, body: Incoming },
+    Data {
+        reader: DataReader,
+        body: Incoming,
+    },
+    /// Reading the octets of one BDAT chunk.
+    Chunk {
+        size: u64,
+        remaining: u64,
+        last: bool,
+        refusal: Option<postern_protocol::Reply>,
+    },
 }
+
+/// A message arriving in BDAT chunks: the checker and the content so far,
+/// kept from one BDAT command to the next while the session's transaction
+/// is chunking.
+type Chunks = Option<(DataReader, Incoming)>;
 
 /// How a connection ended (for the log).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -194,6 +209,7 @@ pub async fn run<S: Io>(
     let mut out: Vec<u8> = Vec::with_capacity(512);
     let mut framer = LineFramer::new(MAX_AUTH_LINE);
     let mut mode = Mode::Command;
+    let mut chunks: Chunks = None;
     let mut deadline = Deadline::command(timeouts);
 
     // The heavy calls are boxed: a connection waiting for input then keeps
@@ -233,7 +249,41 @@ pub async fn run<S: Io>(
                         Mode::Data { body, .. } => {
                             Some(Box::pin(session.data_done(body, outcome)).await)
                         }
-                        Mode::Command => None,
+                        _ => None,
+                    }
+                } else {
+                    None
+                }
+            }
+            Mode::Chunk {
+                remaining, refusal, ..
+            } => {
+                let n = usize::try_from(*remaining)
+                    .unwrap_or(usize::MAX)
+                    .min(inbuf.len() - start);
+                if refusal.is_none() {
+                    let (reader, body) = chunks.get_or_insert_with(|| {
+                        (
+                            DataReader::chunked(session.data_limit()),
+                            session.incoming(),
+                        )
+                    });
+                    reader.feed(&inbuf[start..start + n], body.buf());
+                    body.settle();
+                }
+                start += n;
+                *remaining -= n as u64;
+                if *remaining == 0 {
+                    match std::mem::replace(&mut mode, Mode::Command) {
+                        Mode::Chunk {
+                            size,
+                            last,
+                            refusal,
+                            ..
+                        } => Some(
+                            Box::pin(chunk_read(session, &mut chunks, size, last, refusal)).await,
+                        ),
+                        _ => None,
                     }
                 } else {
                     None
@@ -241,8 +291,13 @@ pub async fn run<S: Io>(
             }
         };
         if let Some(step) = step {
+            if !session.chunking() {
+                // The transaction ended (LAST, RSET, a new MAIL...): so did
+                // its chunks.
+                chunks = None;
+            }
             let starttls = matches!(step, Step::StartTls(_));
-            deadline = if matches!(step, Step::Data(_)) {
+            deadline = if matches!(step, Step::Data(_) | Step::Chunk { .. }) {
                 Deadline::data(timeouts)
             } else {
                 Deadline::command(timeouts)
@@ -302,7 +357,7 @@ pub async fn run<S: Io>(
         if inbuf.capacity() - inbuf.len() < READ_CHUNK / 2 {
             inbuf.reserve(READ_CHUNK);
         }
-        let in_data = matches!(mode, Mode::Data { .. });
+        let in_data = matches!(mode, Mode::Data { .. } | Mode::Chunk { .. });
         let before = inbuf.len();
         // About to wait for the client: if nothing arrives within a short
         // grace period, give the plugin instances back first (to their
@@ -424,8 +479,50 @@ pub async fn accept_tls<S: Io>(
     Ok((io, info))
 }
 
+/// A BDAT chunk's octets were all read: its answer.
+async fn chunk_read(
+    session: &mut Session,
+    chunks: &mut Chunks,
+    size: u64,
+    last: bool,
+    refusal: Option<postern_protocol::Reply>,
+) -> Step {
+    if let Some(r) = refusal {
+        return Step::Reply(r);
+    }
+    let (mut reader, mut body) = chunks.take().unwrap_or_else(|| {
+        (
+            DataReader::chunked(session.data_limit()),
+            session.incoming(),
+        )
+    });
+    if last {
+        let outcome = reader.finish_chunks(body.buf());
+        body.settle();
+        return session.data_done(body, outcome).await;
+    }
+    let (step, kept) = session.chunk_done(size, body, reader.outcome()).await;
+    *chunks = kept.map(|body| (reader, body));
+    step
+}
+
 /// Queue the step's reply; switch mode; tell the caller when to close.
 fn apply(step: Step, out: &mut Vec<u8>, mode: &mut Mode, session: &Session) -> Option<End> {
+    if let Step::Chunk {
+        size,
+        last,
+        refusal,
+    } = step
+    {
+        // The answer comes once the chunk's octets are read.
+        *mode = Mode::Chunk {
+            size,
+            remaining: size,
+            last,
+            refusal,
+        };
+        return None;
+    }
     step_reply(&step).write_to(out);
     crate::metrics::reply(step_reply(&step).code);
     match step {
@@ -439,5 +536,6 @@ fn apply(step: Step, out: &mut Vec<u8>, mode: &mut Mode, session: &Session) -> O
         }
         Step::Close(r) if r.code == 221 => Some(End::Quit),
         Step::Close(_) => Some(End::ClosedByServer),
+        Step::Chunk { .. } => None,
     }
 }

@@ -302,7 +302,9 @@ mod tests {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
         let last = loop {
             let all = files(&dir);
-            let newest = all.last().map(|f| std::fs::read_to_string(f).unwrap_or_default());
+            let newest = all
+                .last()
+                .map(|f| std::fs::read_to_string(f).unwrap_or_default());
             if newest.as_deref().is_some_and(|t| t.contains("\"s399\""))
                 || std::time::Instant::now() > deadline
             {
@@ -317,7 +319,10 @@ mod tests {
             use std::os::unix::fs::PermissionsExt;
             assert_eq!(meta.permissions().mode() & 0o777, 0o600);
             for line in std::fs::read_to_string(f).unwrap().lines() {
-                assert!(matches!(serde_json::from_str::<Line>(line), Ok(Line::Session(_))));
+                assert!(matches!(
+                    serde_json::from_str::<Line>(line),
+                    Ok(Line::Session(_))
+                ));
             }
         }
         let _ = std::fs::remove_dir_all(&dir);
@@ -330,7 +335,9 @@ mod tests {
             settings: sampled,
             tx,
         };
-        let n = (0..4000).filter(|i| r.sample(&format!("0HOR{i:016}"))).count();
+        let n = (0..4000)
+            .filter(|i| r.sample(&format!("0HOR{i:016}")))
+            .count();
         assert!((800..1200).contains(&n), "{n}");
     }
 }

@@ -32,6 +32,14 @@ pub enum Command {
     },
     /// `DATA`
     Data,
+    /// `BDAT chunk-size [LAST]` (RFC 3030): `size` octets of message data
+    /// follow the command line at once.
+    Bdat {
+        /// The chunk's size in octets.
+        size: u64,
+        /// This chunk ends the message.
+        last: bool,
+    },
     /// `RSET`
     Rset,
     /// `NOOP [string]` (the argument is ignored)
@@ -140,7 +148,7 @@ pub fn parse_command(line: &[u8]) -> Result<Command, CommandError> {
     let known = utf8_args
         || matches!(
             verb.as_str(),
-            "DATA" | "RSET" | "NOOP" | "QUIT" | "HELP" | "STARTTLS" | "AUTH"
+            "DATA" | "RSET" | "NOOP" | "QUIT" | "HELP" | "STARTTLS" | "AUTH" | "BDAT"
         );
     if known && !utf8_args && !args.is_ascii() {
         return Err(CommandError::NonAscii);
@@ -159,11 +167,33 @@ pub fn parse_command(line: &[u8]) -> Result<Command, CommandError> {
         "VRFY" => required(args, "Syntax: VRFY string").map(Command::Vrfy),
         "EXPN" => required(args, "Syntax: EXPN string").map(Command::Expn),
         "AUTH" => parse_auth(args),
-        "TURN" | "SEND" | "SOML" | "SAML" | "ETRN" | "ATRN" | "BDAT" => {
+        "BDAT" => parse_bdat(args),
+        "TURN" | "SEND" | "SOML" | "SAML" | "ETRN" | "ATRN" => {
             Err(CommandError::NotImplemented(verb))
         }
         _ => Err(CommandError::Unrecognized),
     }
+}
+
+/// `BDAT chunk-size [LAST]`: the size is 1 to 20 digits (RFC 3030 §3:
+/// `1*DIGIT`, bounded here to what a u64 holds).
+fn parse_bdat(args: &str) -> Result<Command, CommandError> {
+    const MSG: &str = "Syntax: BDAT chunk-size [LAST]";
+    let mut words = args.split(' ');
+    let size = words
+        .next()
+        .filter(|s| !s.is_empty() && s.len() <= 20 && s.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|s| s.parse::<u64>().ok())
+        .ok_or_else(|| syntax(MSG))?;
+    let last = match words.next() {
+        None => false,
+        Some(w) if w.eq_ignore_ascii_case("LAST") => true,
+        Some(_) => return Err(syntax(MSG)),
+    };
+    if words.next().is_some() {
+        return Err(syntax(MSG));
+    }
+    Ok(Command::Bdat { size, last })
 }
 
 fn no_args(args: &str, cmd: Command, msg: &str) -> Result<Command, CommandError> {

@@ -6,7 +6,11 @@
 //! content may carry one (RFC 5322 §2.1, RFC 6152 §3, RFC 2045 §2.8), and NUL
 //! is a known smuggling trick (`CR LF NUL . CR LF`). Implements RFC 5321
 //! §4.1.1.4 (DATA), §4.5.2 (transparency), §4.5.3.1.6 (1000-octet text lines)
-//! and §2.3.8 (CRLF-only line ends).
+//! and §2.3.8 (CRLF-only line ends). The same reader, in chunked mode,
+//! checks the content of BDAT chunks (RFC 3030): no dot-stuffing and no end
+//! marker, the same rules for the assembled message whatever the chunk
+//! boundaries (a CR ending one chunk and an LF starting the next are one
+//! CRLF).
 
 /// Longest text line in octets, CRLF included (RFC 5321 §4.5.3.1.6).
 pub const MAX_TEXT_LINE: usize = 1000;
@@ -63,6 +67,8 @@ pub struct DataReader {
     nul: bool,
     too_long: bool,
     too_big: bool,
+    /// BDAT content: no stuffing, no end marker (see `chunked`).
+    chunked: bool,
 }
 
 impl DataReader {
@@ -78,7 +84,36 @@ impl DataReader {
             nul: false,
             too_long: false,
             too_big: false,
+            chunked: false,
         }
+    }
+
+    /// A reader for the content of BDAT chunks: every octet given is
+    /// content (a "." at a line start too), `feed` consumes all of it, and
+    /// `finish_chunks` ends the message.
+    pub fn chunked(max_size: u64) -> Self {
+        Self {
+            chunked: true,
+            ..Self::new(max_size)
+        }
+    }
+
+    /// `BDAT … LAST` was read: the message ends here. A final CR without
+    /// its LF is bare; a last line without a line end gets CRLF (the
+    /// message is stored with CRLF line ends, as DATA's always are).
+    pub fn finish_chunks(&mut self, out: &mut Vec<u8>) -> DataOutcome {
+        match self.state {
+            State::Cr => self.bare = true,
+            State::Mid => {
+                for b in *b"\r\n" {
+                    self.line_octet();
+                    self.emit(b, out);
+                }
+            }
+            _ => {}
+        }
+        self.state = State::Done;
+        self.outcome()
     }
 
     /// Consume input, appending unstuffed content to `out` while the message is
@@ -179,12 +214,13 @@ impl DataReader {
 
     fn step(&mut self, b: u8, out: &mut Vec<u8>) {
         // A stuffing dot is transport framing, not part of the line's length.
-        if !(self.state == State::LineStart && b == b'.') {
+        let stuffing = !self.chunked && self.state == State::LineStart && b == b'.';
+        if !stuffing {
             self.line_octet();
         }
         self.state = match (self.state, b) {
             (State::Done, _) => State::Done,
-            (State::LineStart, b'.') => State::Dot,
+            (State::LineStart, b'.') if stuffing => State::Dot,
             (State::Dot, b'\r') => State::DotCr,
             (State::DotCr, b'\n') => State::Done,
             (State::Cr, b'\n') => {
@@ -534,5 +570,57 @@ mod tests {
                 assert_chunking_invariant(input, max);
             }
         }
+    }
+
+    /// Chunked (BDAT) content: the outcome and the content do not depend on
+    /// where the chunks split it.
+    #[test]
+    fn chunked_content_table() {
+        let cases: &[(&[u8], &[u8], DataOutcome)] = &[
+            (
+                b"Subject: x\r\n\r\nbody\r\n",
+                b"Subject: x\r\n\r\nbody\r\n",
+                DataOutcome::Complete,
+            ),
+            // No stuffing, no end marker: dots are content.
+            (
+                b"a\r\n.\r\n..b\r\n",
+                b"a\r\n.\r\n..b\r\n",
+                DataOutcome::Complete,
+            ),
+            // A last line without its line end gets CRLF.
+            (b"a\r\nno end", b"a\r\nno end\r\n", DataOutcome::Complete),
+            (b"", b"", DataOutcome::Complete),
+            (b"a\nb\r\n", b"", DataOutcome::BareLineEnding),
+            (b"a\rb\r\n", b"", DataOutcome::BareLineEnding),
+            (b"a\r\n\r", b"", DataOutcome::BareLineEnding),
+            (b"a\r\n.\n", b"", DataOutcome::BareLineEnding),
+            (b"a\0b\r\n", b"", DataOutcome::Nul),
+        ];
+        for (input, want, outcome) in cases {
+            for split in 0..=input.len() {
+                let mut r = DataReader::chunked(1000);
+                let mut out = Vec::new();
+                for part in [&input[..split], &input[split..]] {
+                    let p = r.feed(part, &mut out);
+                    assert_eq!((p.consumed, p.done), (part.len(), false));
+                }
+                assert_eq!(
+                    r.finish_chunks(&mut out),
+                    *outcome,
+                    "{input:?} split at {split}"
+                );
+                if *outcome == DataOutcome::Complete {
+                    assert_eq!(&out, want, "{input:?} split at {split}");
+                }
+            }
+        }
+        let mut r = DataReader::chunked(5);
+        let mut out = Vec::new();
+        r.feed(b"abc\r\nd", &mut out);
+        assert_eq!(r.finish_chunks(&mut out), DataOutcome::TooBig);
+        let mut r = DataReader::chunked(100_000);
+        r.feed(&[b'x'; MAX_TEXT_LINE], &mut out);
+        assert_eq!(r.finish_chunks(&mut out), DataOutcome::LineTooLong);
     }
 }

@@ -24,6 +24,9 @@ use crate::smtp::dialogue;
 use crate::smtp::ehlo::Capabilities;
 use crate::smtp::io::{Connection, IoError};
 use crate::smtp::stuff::DotStuffer;
+
+/// Largest BDAT chunk sent (most messages go in one, with LAST).
+const BDAT_CHUNK: usize = 1 << 20;
 use crate::tls::{self, TlsClient};
 
 /// What a connection needs from the queue manager.
@@ -277,13 +280,18 @@ impl Session {
         }
         let mut accepted = Vec::new();
         let data_reply;
+        // RFC 3030: a server offering CHUNKING gets the content in BDAT
+        // chunks (no dot-stuffing, no DATA round trip).
+        let chunking = self.caps.chunking;
         if self.caps.pipelining {
             // RFC 2920: MAIL, every RCPT and DATA in one write; replies in order.
             let mut batch = mail.clone();
             for (_, r) in &rcpts {
                 batch.push_str(r);
             }
-            batch.push_str("DATA\r\n");
+            if !chunking {
+                batch.push_str("DATA\r\n");
+            }
             self.conn
                 .send(batch.as_bytes(), t)
                 .await
@@ -298,6 +306,16 @@ impl Session {
                         outcomes[*k] = Some(self.outcome_of(&r));
                     }
                 }
+            }
+            if chunking {
+                if !mail_reply.is_positive() {
+                    fill(outcomes, self.outcome_of(&mail_reply));
+                }
+                if accepted.is_empty() {
+                    self.dirty = true;
+                    return Ok(());
+                }
+                return self.send_chunks(s, body, &accepted, outcomes).await;
             }
             let reply = self.reply(t, "DATA").await?;
             if !mail_reply.is_positive() {
@@ -341,6 +359,9 @@ impl Session {
                 self.dirty = true;
                 return Ok(());
             }
+            if chunking {
+                return self.send_chunks(s, body, &accepted, outcomes).await;
+            }
             data_reply = self.command("DATA\r\n", t, "DATA").await?;
         }
         if data_reply.code != 354 {
@@ -353,6 +374,19 @@ impl Session {
         }
         self.send_content(s, body).await?;
         let done = self.reply(s.data_timeout, "end of DATA").await?;
+        self.record_done(&done, &accepted, outcomes);
+        Ok(())
+    }
+
+    /// The final reply to the content (end of DATA, or the LAST chunk)
+    /// decides every recipient the server accepted.
+    fn record_done(
+        &mut self,
+        done: &Reply,
+        accepted: &[usize],
+        outcomes: &mut [Option<RcptOutcome>],
+    ) {
+        let label = &self.label;
         let o = if done.is_positive() {
             RcptOutcome::Delivered(format!(
                 "relay={}, {}",
@@ -360,15 +394,65 @@ impl Session {
                 crate::outcome::sanitize(&done.to_string())
             ))
         } else {
-            self.outcome_of(&done)
+            self.outcome_of(done)
         };
         if done.code == 421 {
             self.broken = true;
         }
-        for k in &accepted {
+        for k in accepted {
             outcomes[*k] = Some(o.clone());
         }
-        Ok(())
+    }
+
+    /// Send the message in BDAT chunks of up to [`BDAT_CHUNK`] octets, the
+    /// last one marked LAST, each answered before the next is sent; a chunk
+    /// the server refuses ends the transaction with its reply.
+    async fn send_chunks(
+        &mut self,
+        s: &Settings,
+        body: &mut (dyn AsyncRead + Unpin + Send),
+        accepted: &[usize],
+        outcomes: &mut [Option<RcptOutcome>],
+    ) -> Result<(), Failure> {
+        let mut chunk = vec![0u8; BDAT_CHUNK];
+        loop {
+            // Fill a chunk, or find the end of the message.
+            let mut n = 0;
+            let mut end = false;
+            while n < chunk.len() {
+                match body.read(&mut chunk[n..]).await {
+                    Ok(0) => {
+                        end = true;
+                        break;
+                    }
+                    Ok(k) => n += k,
+                    Err(e) => {
+                        // Never send LAST for a truncated message.
+                        self.broken = true;
+                        self.conn.shutdown().await;
+                        return Err(Failure::Lost(Diagnostic::local(
+                            code(4, 3, 0),
+                            format!("cannot read the queued message: {e}"),
+                        )));
+                    }
+                }
+            }
+            let mut out = format!("BDAT {n}{}\r\n", if end { " LAST" } else { "" }).into_bytes();
+            out.extend_from_slice(&chunk[..n]);
+            self.conn
+                .send(&out, s.command_timeout)
+                .await
+                .map_err(|e| lost(&self.label, "sending a BDAT chunk", &e))?;
+            let what = if end { "BDAT LAST" } else { "BDAT" };
+            let reply = self.reply(s.data_timeout, what).await?;
+            if end || !reply.is_positive() {
+                if !end {
+                    self.dirty = true;
+                }
+                self.record_done(&reply, accepted, outcomes);
+                return Ok(());
+            }
+        }
     }
 
     /// Stream the message, dot-stuffed, and the final ".".

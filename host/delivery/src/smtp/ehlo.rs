@@ -16,6 +16,8 @@ pub struct Capabilities {
     pub starttls: bool,
     pub smtputf8: bool,
     pub dsn: bool,
+    /// `CHUNKING` (RFC 3030): the content goes in BDAT chunks.
+    pub chunking: bool,
     /// SASL mechanisms, upper case.
     pub auth: Vec<String>,
 }
@@ -40,6 +42,7 @@ impl Capabilities {
                 "STARTTLS" => caps.starttls = true,
                 "SMTPUTF8" => caps.smtputf8 = true,
                 "DSN" => caps.dsn = true,
+                "CHUNKING" => caps.chunking = true,
                 "AUTH" => caps.add_auth(words),
                 k if k.starts_with("AUTH=") => {
                     // Pre-RFC 4954 syntax some servers still send.

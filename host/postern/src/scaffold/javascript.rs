@@ -281,7 +281,7 @@ pub fn files(plan: &Plan) -> Vec<(String, String)> {
         ),
         ("package.json".into(), package),
         ("build.mjs".into(), BUILD_MJS.replace("{{name}}", name)),
-        ("build.sh".into(), BUILD.replace("{{name}}", name)),
+        ("build.sh".into(), super::build_script(BUILD, name)),
         ("wit/world.wit".into(), plan.world()),
         ("README.md".into(), readme),
         (".gitignore".into(), "/target/\n/node_modules/\n".into()),
@@ -331,15 +331,7 @@ const BUILD: &str = r#"#!/usr/bin/env bash
 #     or this folder's (`npm install` on first use, versions in package.json);
 #     the WIT in wit/deps/ is what `postern plugin new` wrote.
 # OUT=path chooses the output; FORCE=1 rebuilds an up-to-date component.
-set -euo pipefail
-
-here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-PLUGIN={{name}}
-root="$here"
-while [ "$root" != / ] && ! { [ -f "$root/plugins/build-lib.sh" ] && [ -f "$root/wit/worlds.wit" ]; }; do
-    root="$(dirname "$root")"
-done
-has_toolchain() { [ -f "$1/node_modules/@bytecodealliance/componentize-js/package.json" ]; }
+{{find_checkout}}has_toolchain() { [ -f "$1/node_modules/@bytecodealliance/componentize-js/package.json" ]; }
 inputs=("$here/plugin.js" "$here/build.mjs" "$here/build.sh" "$here/wit/world.wit" "$here/package.json")
 if [ "$root" != / ]; then
     . "$root/plugins/build-lib.sh"
@@ -365,15 +357,7 @@ else
     fi
     inputs+=("$here"/wit/deps/postern-policy/*.wit)
 fi
-if [ "${FORCE:-0}" != 1 ] && [ -f "$out" ]; then
-    fresh=1
-    for f in "${inputs[@]}"; do [ "$f" -nt "$out" ] && fresh=0; done
-    if [ "$fresh" = 1 ]; then
-        echo "$PLUGIN: $out is up to date" >&2
-        exit 0
-    fi
-fi
-mkdir -p "$(dirname "$out")"
+{{skip_if_fresh}}mkdir -p "$(dirname "$out")"
 trap 'rm -f "$out.tmp.$$"' EXIT
 (cd "$here" && TOOLCHAIN_DIR="$TOOLCHAIN_DIR" node build.mjs "$out.tmp.$$")
 mv -f "$out.tmp.$$" "$out"

@@ -75,6 +75,38 @@ const WIT: [(&str, &str); 4] = [
 const PY_FAKE_HOST: &str = include_str!("../../../../plugins/sdk-python/postern_testing.py");
 const JS_FAKE_HOST: &str = include_str!("../../../../plugins/sdk-js/postern-testing.mjs");
 
+/// What every script plugin's build.sh does first: find the Postern
+/// checkout it is in, if any (`root` is `/` outside one).
+const BUILD_FIND_CHECKOUT: &str = r#"set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+PLUGIN={{name}}
+root="$here"
+while [ "$root" != / ] && ! { [ -f "$root/plugins/build-lib.sh" ] && [ -f "$root/wit/worlds.wit" ]; }; do
+    root="$(dirname "$root")"
+done
+"#;
+
+/// And before it builds: nothing to do when the component is newer than
+/// every input (`inputs`), unless FORCE=1.
+const BUILD_SKIP_IF_FRESH: &str = r#"if [ "${FORCE:-0}" != 1 ] && [ -f "$out" ]; then
+    fresh=1
+    for f in "${inputs[@]}"; do [ "$f" -nt "$out" ] && fresh=0; done
+    if [ "$fresh" = 1 ]; then
+        echo "$PLUGIN: $out is up to date" >&2
+        exit 0
+    fi
+fi
+"#;
+
+/// A build.sh template with the shared parts and the plugin's name filled in.
+pub fn build_script(template: &str, name: &str) -> String {
+    template
+        .replace("{{find_checkout}}", BUILD_FIND_CHECKOUT)
+        .replace("{{skip_if_fresh}}", BUILD_SKIP_IF_FRESH)
+        .replace("{{name}}", name)
+}
+
 /// What a template needs to know.
 pub struct Plan {
     pub name: String,

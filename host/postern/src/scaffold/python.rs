@@ -264,7 +264,7 @@ pub fn files(plan: &Plan) -> Vec<(String, String)> {
          def init(self, **config):\n        self.app.Init().init(json.dumps(config))\n{tests}\n\n\
          if __name__ == \"__main__\":\n    unittest.main()\n"
     );
-    let build = BUILD.replace("{{name}}", name);
+    let build = super::build_script(BUILD, name);
     let readme = plan.readme(
         super::Lang::Python,
         "./build.sh",
@@ -300,15 +300,7 @@ const BUILD: &str = r#"#!/usr/bin/env bash
 #     componentize-py on PATH, or one installed into .tools/ here on first
 #     use; the WIT in wit/deps/ is what `postern plugin new` wrote.
 # OUT=path chooses the output; FORCE=1 rebuilds an up-to-date component.
-set -euo pipefail
-
-here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-PLUGIN={{name}}
-root="$here"
-while [ "$root" != / ] && ! { [ -f "$root/plugins/build-lib.sh" ] && [ -f "$root/wit/worlds.wit" ]; }; do
-    root="$(dirname "$root")"
-done
-inputs=("$here/app.py" "$here/wit/world.wit" "$here/build.sh")
+{{find_checkout}}inputs=("$here/app.py" "$here/wit/world.wit" "$here/build.sh")
 if [ "$root" != / ]; then
     . "$root/plugins/build-lib.sh"
     out="${OUT:-$root/target/plugins/$PLUGIN.wasm}"
@@ -328,15 +320,7 @@ else
     fi
     inputs+=("$here"/wit/deps/postern-policy/*.wit)
 fi
-if [ "${FORCE:-0}" != 1 ] && [ -f "$out" ]; then
-    fresh=1
-    for f in "${inputs[@]}"; do [ "$f" -nt "$out" ] && fresh=0; done
-    if [ "$fresh" = 1 ]; then
-        echo "$PLUGIN: $out is up to date" >&2
-        exit 0
-    fi
-fi
-# Only app.py goes into the component (not the tests or the fake host).
+{{skip_if_fresh}}# Only app.py goes into the component (not the tests or the fake host).
 src="$(mktemp -d)"
 trap 'rm -rf "$src"; rm -f "$out.tmp.$$"' EXIT
 cp "$here/app.py" "$src/"

@@ -29,7 +29,23 @@ impl Session {
         Incoming::new(Arc::clone(&self.spool), &self.config.hostname)
     }
 
-    /// The message data ended (".") with `outcome`; `body` is the content.
+    /// A BDAT chunk (not the last) was read: 250, unless the message is
+    /// already refused (too big, bare line end, NUL, long line), which ends
+    /// the transaction now rather than at LAST.
+    pub async fn chunk_done(
+        &mut self,
+        size: u64,
+        body: Incoming,
+        outcome: DataOutcome,
+    ) -> (Step, Option<Incoming>) {
+        if outcome == DataOutcome::Complete {
+            return (Step::Reply(replies::chunk_received(size)), Some(body));
+        }
+        (self.data_done(body, outcome).await, None)
+    }
+
+    /// The message data ended (".", or BDAT LAST) with `outcome`; `body`
+    /// is the content.
     pub async fn data_done(&mut self, body: Incoming, outcome: DataOutcome) -> Step {
         let step = self.finish_message(body, outcome).await;
         self.reset();

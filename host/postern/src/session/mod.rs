@@ -38,6 +38,15 @@ pub enum Step {
     Data(Reply),
     /// Send the reply (220) and start the TLS handshake (RFC 3207).
     StartTls(Reply),
+    /// Read the `size` octets of a BDAT chunk (RFC 3030) that follow the
+    /// command, then answer: with `refusal` when the chunk is refused (its
+    /// octets are read and dropped), else as the message so far deserves
+    /// (`chunk_done`, or `data_done` for the LAST chunk).
+    Chunk {
+        size: u64,
+        last: bool,
+        refusal: Option<Reply>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,6 +67,8 @@ struct Transaction {
     sender: ReversePath,
     params: MailParams,
     recipients: Vec<(ForwardPath, Vec<String>)>,
+    /// BDAT chunks of this transaction's message have been received.
+    chunking: bool,
 }
 
 /// What a session needs from the server, pinned at connection time.
@@ -272,11 +283,24 @@ impl Session {
         }
         let cmd = match parse_command(line) {
             Ok(c) => c,
+            // Without a size the chunk's octets cannot be told from the
+            // commands after them: read nothing more from this client.
+            Err(_) if line.len() >= 4 && line[..4].eq_ignore_ascii_case(b"BDAT") => {
+                return Step::Close(replies::bdat_syntax());
+            }
             Err(e) => return self.bad(e.reply()),
         };
         if self.phase == Phase::Refused {
             return match cmd {
                 Command::Quit => Step::Close(replies::bye()),
+                Command::Bdat { size, last } => {
+                    self.bad_commands += 1;
+                    Step::Chunk {
+                        size,
+                        last,
+                        refusal: Some(replies::refused_only_quit()),
+                    }
+                }
                 _ => self.bad(replies::refused_only_quit()),
             };
         }
@@ -286,6 +310,7 @@ impl Session {
             Command::MailFrom { path, params } => self.mail(path, params).await,
             Command::RcptTo { path, params } => self.rcpt(path, params).await,
             Command::Data => self.data_command(),
+            Command::Bdat { size, last } => self.bdat(size, last),
             Command::Rset => {
                 self.reset();
                 Step::Reply(replies::ok())
@@ -329,6 +354,7 @@ impl Session {
             "PIPELINING".into(),
             format!("SIZE {}", self.config.max_message_size),
             "8BITMIME".into(),
+            "CHUNKING".into(),
             "ENHANCEDSTATUSCODES".into(),
             "SMTPUTF8".into(),
         ];
@@ -449,6 +475,7 @@ impl Session {
             sender: path,
             params,
             recipients: Vec::new(),
+            chunking: false,
         });
     }
 
@@ -511,8 +538,38 @@ impl Session {
         match &self.tx {
             None => self.bad(replies::need_mail()),
             Some(tx) if tx.recipients.is_empty() => Step::Reply(replies::no_valid_recipients()),
+            Some(tx) if tx.chunking => self.bad(replies::data_after_bdat()),
             Some(_) => Step::Data(replies::start_data()),
         }
+    }
+
+    /// `BDAT size [LAST]` (RFC 3030): the chunk's octets follow at once and
+    /// are read whatever the answer, so a refused chunk never reaches the
+    /// command parser. CHUNKING is offered after EHLO only.
+    fn bdat(&mut self, size: u64, last: bool) -> Step {
+        let refusal = match &mut self.tx {
+            _ if !self.ctx.esmtp => Some(replies::bdat_needs_ehlo()),
+            None => Some(replies::need_mail()),
+            Some(tx) if tx.recipients.is_empty() => Some(replies::no_valid_recipients()),
+            Some(tx) => {
+                tx.chunking = true;
+                None
+            }
+        };
+        if refusal.is_some() {
+            self.bad_commands += 1;
+        }
+        Step::Chunk {
+            size,
+            last,
+            refusal,
+        }
+    }
+
+    /// Whether a message is being received in BDAT chunks (the connection
+    /// keeps the chunks so far while this holds).
+    pub fn chunking(&self) -> bool {
+        self.tx.as_ref().is_some_and(|t| t.chunking)
     }
 
     async fn vrfy_expn(&mut self, stage: Stage, arg: String) -> Step {
@@ -556,8 +613,14 @@ fn refusal(v: &Verdict) -> Step {
 }
 
 pub fn step_reply(s: &Step) -> &Reply {
+    static CHUNK_PENDING: std::sync::LazyLock<Reply> =
+        std::sync::LazyLock::new(replies::chunk_pending);
     match s {
         Step::Reply(r) | Step::Close(r) | Step::Data(r) | Step::StartTls(r) => r,
+        Step::Chunk {
+            refusal: Some(r), ..
+        } => r,
+        Step::Chunk { refusal: None, .. } => &CHUNK_PENDING,
     }
 }
 

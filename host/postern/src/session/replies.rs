@@ -96,6 +96,41 @@ pub fn tls_already_active() -> Reply {
 pub fn nested_mail() -> Reply {
     r(503, 5, 5, 1, "Nested MAIL command")
 }
+/// A BDAT chunk was added to the message (RFC 3030 §2).
+pub fn chunk_received(size: u64) -> Reply {
+    r(250, 2, 0, 0, format!("Ok: {size} octets received"))
+}
+/// Never sent: what `step_reply` shows for a BDAT chunk still to be read.
+pub fn chunk_pending() -> Reply {
+    r(250, 2, 0, 0, "Chunk being received")
+}
+pub fn data_after_bdat() -> Reply {
+    r(
+        503,
+        5,
+        5,
+        1,
+        "DATA cannot follow BDAT in the same transaction",
+    )
+}
+pub fn bdat_syntax() -> Reply {
+    r(
+        501,
+        5,
+        5,
+        4,
+        "Syntax: BDAT chunk-size [LAST]; closing (the chunk cannot be told from commands)",
+    )
+}
+pub fn bdat_needs_ehlo() -> Reply {
+    r(
+        503,
+        5,
+        5,
+        1,
+        "BDAT needs EHLO (CHUNKING is an ESMTP extension)",
+    )
+}
 pub fn need_mail() -> Reply {
     r(503, 5, 5, 1, "Need MAIL command first")
 }

@@ -98,6 +98,18 @@ fn simple_commands_table() {
 }
 
 #[test]
+fn bdat_table() {
+    for (line, size, last) in [
+        ("BDAT 0 LAST", 0, true),
+        ("bdat 100", 100, false),
+        ("BDAT 0000000000000000042 last", 42, true),
+        ("BDAT 18446744073709551615", u64::MAX, false),
+    ] {
+        assert_eq!(parse(line), Ok(Command::Bdat { size, last }), "{line}");
+    }
+}
+
+#[test]
 fn simple_command_errors_table() {
     let cases: Vec<(&[u8], CommandError)> = vec![
         (b"", CommandError::Unrecognized),
@@ -110,9 +122,19 @@ fn simple_command_errors_table() {
             b"etrn example.com",
             CommandError::NotImplemented("ETRN".into()),
         ),
+        (b"BDAT", syn("Syntax: BDAT chunk-size [LAST]")),
+        (b"BDAT 10 LAST x", syn("Syntax: BDAT chunk-size [LAST]")),
+        (b"BDAT -1", syn("Syntax: BDAT chunk-size [LAST]")),
+        (b"BDAT 1x", syn("Syntax: BDAT chunk-size [LAST]")),
+        (b"BDAT 10 FIRST", syn("Syntax: BDAT chunk-size [LAST]")),
+        (b"BDAT 10  LAST", syn("Syntax: BDAT chunk-size [LAST]")),
         (
-            b"BDAT 100 LAST",
-            CommandError::NotImplemented("BDAT".into()),
+            b"BDAT 123456789012345678901",
+            syn("Syntax: BDAT chunk-size [LAST]"),
+        ),
+        (
+            b"BDAT 99999999999999999999",
+            syn("Syntax: BDAT chunk-size [LAST]"),
         ),
         (
             b"SEND FROM:<a@b>",
