@@ -220,3 +220,57 @@ pub fn check_data(data: &[u8]) {
         assert!(unstuffed.starts_with(&out));
     }
 }
+
+/// BDAT content (`DataReader::chunked`): split at any point, the same
+/// outcome and content; the outcome is what a direct scan of the input says
+/// (bare CR/LF first, then NUL, a line over 1000 octets, the size limit); a
+/// complete message is the input, with CRLF added when it ends mid-line.
+pub fn check_chunks(data: &[u8]) {
+    let [s0, s1, m, input @ ..] = data else {
+        return;
+    };
+    let split = usize::from(u16::from_le_bytes([*s0, *s1])) % (input.len() + 1);
+    let max = if *m == 255 {
+        u64::MAX
+    } else {
+        u64::from(*m) * 8
+    };
+    let chunked = |at: usize| {
+        let mut r = DataReader::chunked(max);
+        let mut out = Vec::new();
+        for part in [&input[..at], &input[at..]] {
+            let p = r.feed(part, &mut out);
+            assert_eq!((p.consumed, p.done), (part.len(), false));
+        }
+        let outcome = r.finish_chunks(&mut out);
+        (out, outcome)
+    };
+    let (out, outcome) = chunked(input.len());
+    assert_eq!(chunked(split), (out.clone(), outcome), "split at {split}");
+    let bare = input.iter().enumerate().any(|(i, &b)| {
+        (b == b'\r' && input.get(i + 1) != Some(&b'\n'))
+            || (b == b'\n' && (i == 0 || input[i - 1] != b'\r'))
+    });
+    let mut whole = input.to_vec();
+    if !whole.is_empty() && !whole.ends_with(b"\n") && !bare {
+        whole.extend_from_slice(b"\r\n");
+    }
+    let expected = if bare {
+        DataOutcome::BareLineEnding
+    } else if input.contains(&0) {
+        DataOutcome::Nul
+    } else if whole
+        .split_inclusive(|&b| b == b'\n')
+        .any(|l| l.len() > MAX_TEXT_LINE)
+    {
+        DataOutcome::LineTooLong
+    } else if whole.len() as u64 > max {
+        DataOutcome::TooBig
+    } else {
+        DataOutcome::Complete
+    };
+    assert_eq!(outcome, expected);
+    if expected == DataOutcome::Complete {
+        assert_eq!(out, whole);
+    }
+}

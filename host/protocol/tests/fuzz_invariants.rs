@@ -184,6 +184,7 @@ fn data_invariants_on_random_inputs() {
     for _ in 0..iterations() {
         let input = random_data(&mut rng);
         invariants::check_data(&input);
+        invariants::check_chunks(&input);
         let mut reader = DataReader::new(u64::from(input[2]) * 8);
         let done = reader.feed(&input[3..], &mut Vec::new()).done;
         let slot = match (done, reader.outcome()) {
@@ -231,5 +232,6 @@ fn invariants_accept_degenerate_inputs() {
     ] {
         invariants::check_command(input);
         invariants::check_data(input);
+        invariants::check_chunks(input);
     }
 }
