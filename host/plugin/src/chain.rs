@@ -15,7 +15,7 @@ use std::time::Instant;
 use crate::Stage;
 use crate::breaker::{Admit, BreakerState, Transition};
 use crate::context::{Credentials, EnvelopeAddress, MessageChanges, Outcome, SessionContext};
-use crate::generation::Generation;
+use crate::generation::{Generation, Member};
 use crate::hooks::{self, Call, Contract, DataReturn, Live, Prepared, Returned};
 use crate::load::{CallError, LoadedPlugin, Mode, OnError, WALL_GRACE, set_deadline};
 use crate::message::MessageData;
@@ -80,6 +80,8 @@ pub struct SessionChain {
     observers: [bool; 2],
     /// The session's recording, when it is one of the recorded sessions.
     recording: Option<crate::record::Recording>,
+    /// Its state with each milter of the generation.
+    milters: Vec<crate::milter::MilterSession>,
 }
 
 impl Drop for SessionChain {
@@ -92,7 +94,7 @@ impl Drop for SessionChain {
     }
 }
 
-fn failure_verdict(on_error: OnError) -> Verdict {
+pub(crate) fn failure_verdict(on_error: OnError) -> Verdict {
     match on_error {
         OnError::Tempfail => Verdict::Defer(PluginReply {
             code: 451,
@@ -142,13 +144,19 @@ impl SessionChain {
     pub(crate) fn new(generation: Arc<Generation>, session_id: Arc<str>) -> SessionChain {
         let n = generation.plugins.len();
         let mut observers = [false; 2];
-        for &i in &generation.by_stage[Stage::Outcome as usize] {
-            observers[generation.plugins[i].idx.contract() as usize] = true;
+        for m in &generation.by_stage[Stage::Outcome as usize] {
+            if let Member::Plugin(i) = *m {
+                observers[generation.plugins[i].idx.contract() as usize] = true;
+            }
         }
+        let milters = (0..generation.milters.len())
+            .map(|_| crate::milter::MilterSession::default())
+            .collect();
         SessionChain {
             generation,
             session_id,
             live: (0..n).map(|_| None).collect(),
+            milters,
             pending: Vec::new(),
             batch_due: false,
             observers,
@@ -344,7 +352,52 @@ impl SessionChain {
         let mut prepared = Prepared::default();
         let mut headers = Vec::new();
         let mut changes = MessageChanges::default();
-        for &i in order {
+        for &member in order {
+            let i = match member {
+                Member::Plugin(i) => i,
+                Member::Milter(j) => {
+                    let spec = &generation.milters[j];
+                    let started = Instant::now();
+                    generation.health.calls.fetch_add(1, Ordering::Relaxed);
+                    let answer = self.milters[j]
+                        .call(spec, ctx, call)
+                        .await
+                        .and_then(|(v, d)| {
+                            crate::verdict::validate_data(d)
+                                .map(|d| (v, d))
+                                .map_err(|e| format!("asked for an invalid change: {e}"))
+                        });
+                    let failed = answer.is_err();
+                    let (verdict, added) = answer.unwrap_or_else(|e| {
+                        generation.health.failures.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(
+                            milter = %spec.name,
+                            stage = stage.name(),
+                            session = %self.session_id,
+                            on_error = ?spec.on_error,
+                            "milter failed: {e}"
+                        );
+                        (failure_verdict(spec.on_error), DataReturn::none())
+                    });
+                    crate::milter::observe(&spec.name, &verdict, started.elapsed(), failed);
+                    if matches!(
+                        verdict,
+                        Verdict::Pass | Verdict::Accept | Verdict::AcceptWith(_)
+                    ) {
+                        headers.extend(added.add_headers);
+                        changes.extend(added.changes);
+                    }
+                    if verdict.is_pass() {
+                        continue;
+                    }
+                    return Decision {
+                        verdict,
+                        decided_by: Some(spec.name.as_str().into()),
+                        headers,
+                        changes,
+                    };
+                }
+            };
             let plugin = &generation.plugins[i];
             if only.is_some_and(|c| c != plugin.idx.contract()) {
                 continue;

@@ -145,6 +145,13 @@ pub enum HeaderChange {
     /// Replace the first field with this name (and drop the others), or
     /// add it at the top when there is none.
     Replace(String, String),
+    /// A milter's change: the `index`th (from 1) field called `name` gets
+    /// `value`, or is deleted (`None`); nothing when there is no such field.
+    Change {
+        name: String,
+        index: u32,
+        value: Option<String>,
+    },
 }
 
 /// A change to the envelope a data-stage plugin asked for (0.2). Addresses
@@ -166,11 +173,16 @@ pub struct MessageChanges {
     /// Hold the message in the queue with this reason (the first plugin
     /// asking decides the reason).
     pub quarantine: Option<String>,
+    /// A milter replaced the body with this (the last one asking wins).
+    pub body: Option<Vec<u8>>,
 }
 
 impl MessageChanges {
     pub fn is_empty(&self) -> bool {
-        self.headers.is_empty() && self.envelope.is_empty() && self.quarantine.is_none()
+        self.headers.is_empty()
+            && self.envelope.is_empty()
+            && self.quarantine.is_none()
+            && self.body.is_none()
     }
 
     pub(crate) fn extend(&mut self, other: MessageChanges) {
@@ -178,6 +190,9 @@ impl MessageChanges {
         self.envelope.extend(other.envelope);
         if self.quarantine.is_none() {
             self.quarantine = other.quarantine;
+        }
+        if other.body.is_some() {
+            self.body = other.body;
         }
     }
 }

@@ -22,7 +22,9 @@ pub struct Generation {
     /// Where the configuration came from (path), for `postern status`.
     pub source: String,
     pub(crate) plugins: Vec<LoadedPlugin>,
-    pub(crate) by_stage: [Vec<usize>; Stage::COUNT],
+    pub(crate) milters: Vec<crate::milter::MilterSpec>,
+    /// Each stage's chain: plugins and milters in configuration order.
+    pub(crate) by_stage: [Vec<Member>; Stage::COUNT],
     pub(crate) services: Services,
     pub(crate) sessions: AtomicUsize,
     /// How its plugins fared, for canary comparison and automatic rollback.
@@ -65,6 +67,13 @@ impl Health {
     }
 }
 
+/// A member of a stage's chain.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Member {
+    Plugin(usize),
+    Milter(usize),
+}
+
 /// A summary of one loaded plugin, for status output.
 #[derive(Clone, Debug)]
 pub struct PluginInfo {
@@ -96,6 +105,18 @@ impl Generation {
         specs: Vec<PluginSpec>,
         services: Services,
     ) -> Result<Generation, LoadError> {
+        Self::load_with_milters(runtime, id, source, specs, Vec::new(), services).await
+    }
+
+    /// `load`, with milters placed among the plugins (`MilterSpec::position`).
+    pub async fn load_with_milters(
+        runtime: &Arc<Runtime>,
+        id: u64,
+        source: String,
+        specs: Vec<PluginSpec>,
+        milters: Vec<crate::milter::MilterSpec>,
+        services: Services,
+    ) -> Result<Generation, LoadError> {
         let mut seen = std::collections::HashSet::new();
         for s in &specs {
             if !seen.insert(s.name.clone()) {
@@ -118,17 +139,31 @@ impl Generation {
             loaded.init_check(&services).await?;
             plugins.push(loaded);
         }
-        let mut by_stage: [Vec<usize>; Stage::COUNT] = Default::default();
+        // Plugins in file order, each milter before the plugin it preceded
+        // in the file (`position`), the rest at the end.
+        let mut by_stage: [Vec<Member>; Stage::COUNT] = Default::default();
+        let push_milters = |by_stage: &mut [Vec<Member>; Stage::COUNT],
+                            at: &dyn Fn(usize) -> bool| {
+            for (j, _) in milters.iter().enumerate().filter(|(_, m)| at(m.position)) {
+                for s in crate::milter::MILTER_STAGES {
+                    by_stage[s as usize].push(Member::Milter(j));
+                }
+            }
+        };
         for (i, p) in plugins.iter().enumerate() {
+            push_milters(&mut by_stage, &|pos| pos == i);
             for s in &p.stages {
-                by_stage[*s as usize].push(i);
+                by_stage[*s as usize].push(Member::Plugin(i));
             }
         }
+        let n = plugins.len();
+        push_milters(&mut by_stage, &|pos| pos >= n);
         Ok(Generation {
             id,
             loaded_at: SystemTime::now(),
             source,
             plugins,
+            milters,
             by_stage,
             services,
             sessions: AtomicUsize::new(0),

@@ -18,6 +18,7 @@ mod host;
 mod load;
 mod mail_auth;
 mod message;
+mod milter;
 pub mod record;
 mod session;
 mod state;
@@ -44,6 +45,8 @@ pub use mail_auth::{
     MailAuthBackend, NoMailAuth, SignRequest, SpfCheck, SpfOutcome,
 };
 pub use message::{MessageData, Stored};
+pub use milter::{MilterSpec, MilterStats, milter_stats};
+pub use postern_milter::{Address as MilterAddress, Timeouts as MilterTimeouts};
 pub use state::Services;
 pub use stats::{
     ERROR_KINDS, Histogram, LATENCY_BUCKETS_US, PluginStats, StatsRegistry, VERDICT_KINDS,

@@ -202,8 +202,18 @@ pub(crate) fn validate_data(
     }
     for c in &d.changes.headers {
         match c {
-            HeaderChange::Remove(n) => check_field_name(n)?,
-            HeaderChange::Replace(n, v) => check_field(n, v)?,
+            HeaderChange::Remove(n)
+            | HeaderChange::Change {
+                name: n,
+                value: None,
+                ..
+            } => check_field_name(n)?,
+            HeaderChange::Replace(n, v)
+            | HeaderChange::Change {
+                name: n,
+                value: Some(v),
+                ..
+            } => check_field(n, v)?,
         }
     }
     for c in &d.changes.envelope {

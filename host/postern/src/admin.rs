@@ -190,6 +190,17 @@ pub async fn status(shared: &Arc<Shared>) -> serde_json::Value {
             "breaker": p.breaker.name(),
         })).collect::<Vec<_>>(),
         "rollout": crate::rollout::status(shared),
+        "milters": config.milters.iter().map(|m| {
+            let s = postern_plugin::milter_stats().into_iter().find(|(n, _)| *n == m.name).map(|(_, s)| s);
+            let n = |f: fn(&postern_plugin::MilterStats) -> u64| s.as_deref().map_or(0, f);
+            json!({
+                "name": m.name,
+                "address": m.address.to_string(),
+                "on_error": format!("{:?}", m.on_error),
+                "calls": n(|s| s.calls.load(std::sync::atomic::Ordering::Relaxed)),
+                "failures": n(|s| s.failures.load(std::sync::atomic::Ordering::Relaxed)),
+            })
+        }).collect::<Vec<_>>(),
         "sessions": generation.active_sessions(),
         "sessions_on_older_generations": older.iter().map(|o| o["sessions"].as_u64().unwrap_or(0)).sum::<u64>(),
         "older_generations": older,

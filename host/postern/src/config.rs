@@ -14,6 +14,7 @@ use postern_plugin::{Mode, OnError, PluginSpec, RuntimeConfig};
 
 mod delivery;
 mod kv;
+mod milter;
 mod record;
 mod rollout;
 mod run_as;
@@ -61,6 +62,8 @@ struct File {
     record: record::RecordSection,
     #[serde(default, rename = "plugin")]
     plugins: Vec<PluginSection>,
+    #[serde(default, rename = "milter")]
+    milters: Vec<milter::MilterSection>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -535,6 +538,8 @@ pub struct Config {
     pub rollback: RollbackSettings,
     /// `[record]`: sessions recorded for `postern replay`.
     pub record: RecordSettings,
+    /// `[[milter]]`: milters in the chain, among the plugins.
+    pub milters: Vec<postern_plugin::MilterSpec>,
 }
 
 /// Command-line overrides of the file.
@@ -943,11 +948,22 @@ impl Config {
         let kv = kv::build(&cx, &file.kv, &data_dir)?;
         let rollback = rollout::rollback(&cx, &file.rollback)?;
         let record = record::build(&cx, &file.record, &data_dir)?;
+        let milters = milter::build(
+            &cx,
+            &file.milters,
+            &file
+                .plugins
+                .iter()
+                .map(|p| p.name.span().start)
+                .collect::<Vec<_>>(),
+            &plugins.iter().map(|p| p.name.clone()).collect::<Vec<_>>(),
+        )?;
         Ok(Config {
             delivery,
             kv,
             rollback,
             record,
+            milters,
             path: path.to_path_buf(),
             hostname: s.hostname.trim().to_string(),
             listeners,

@@ -615,6 +615,16 @@ fn print_answer(command: &str, a: &serde_json::Value) {
                 .unwrap_or_default()
         );
     }
+    for m in s["milters"].as_array().into_iter().flatten() {
+        println!(
+            "  milter {:<16} {} on_error {}: {} calls, {} failed",
+            m["name"].as_str().unwrap_or(""),
+            m["address"].as_str().unwrap_or(""),
+            m["on_error"].as_str().unwrap_or(""),
+            m["calls"],
+            m["failures"]
+        );
+    }
     print_rollout(&s["rollout"]);
     println!(
         "  spool: {} messages, {} bytes",

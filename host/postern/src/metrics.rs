@@ -305,6 +305,7 @@ impl Collector for StateCollector {
         )?;
         g.encode(m.encode_family(&vec![("store", kv.kind().to_string())])?)?;
         encode_delivery(&mut enc)?;
+        encode_milters(&mut enc)?;
         encode_plugins(&mut enc, &shared)
     }
 }
@@ -392,6 +393,54 @@ fn encode_rollout(enc: &mut DescriptorEncoder, shared: &Shared) -> std::fmt::Res
                 ConstGauge::new(v).encode(m.encode_family(&vec![("role", role.to_string())])?)?;
             }
         }
+    }
+    Ok(())
+}
+
+/// Per milter: calls, failures (on_error applied), verdicts.
+fn encode_milters(enc: &mut DescriptorEncoder) -> std::fmt::Result {
+    use postern_plugin::VERDICT_KINDS;
+    let stats = postern_plugin::milter_stats();
+    let rows = |f: &dyn Fn(&postern_plugin::MilterStats) -> u64| -> Vec<(Labels, u64)> {
+        stats
+            .iter()
+            .map(|(name, s)| (vec![("milter", name.clone())], f(s)))
+            .collect()
+    };
+    counter(
+        enc,
+        "milter_calls",
+        "Stage calls to each milter",
+        &rows(&|s| s.calls.load(Ordering::Relaxed)),
+    )?;
+    counter(
+        enc,
+        "milter_failures",
+        "Milter calls that failed (unreachable, time-out, protocol error): its on_error answered",
+        &rows(&|s| s.failures.load(Ordering::Relaxed)),
+    )?;
+    let mut verdicts = Vec::new();
+    for (name, s) in &stats {
+        for (i, kind) in VERDICT_KINDS.iter().enumerate() {
+            let v = s.verdicts[i].load(Ordering::Relaxed);
+            if v > 0 {
+                verdicts.push((
+                    vec![("milter", name.clone()), ("verdict", kind.to_string())],
+                    v,
+                ));
+            }
+        }
+    }
+    counter(enc, "milter_verdicts", "Verdicts by milter", &verdicts)?;
+    let mut m = enc.encode_descriptor(
+        "milter_call_duration_seconds_sum",
+        "Total wall time of each milter's calls",
+        None,
+        MetricType::Gauge,
+    )?;
+    for (name, s) in &stats {
+        let secs = s.latency.sum_us.load(Ordering::Relaxed) as f64 / 1e6;
+        ConstGauge::new(secs).encode(m.encode_family(&vec![("milter", name.clone())])?)?;
     }
     Ok(())
 }

@@ -160,11 +160,12 @@ pub async fn load_generation(
     id: u64,
     services: Services,
 ) -> anyhow::Result<Generation> {
-    Generation::load(
+    Generation::load_with_milters(
         runtime,
         id,
         config.path.display().to_string(),
         config.plugins.clone(),
+        config.milters.clone(),
         services,
     )
     .await

@@ -56,6 +56,7 @@ fn changes(r: &mut wit::DataResult) -> MessageChanges {
             })
             .collect(),
         quarantine: r.quarantine.take(),
+        body: None,
     }
 }
 

@@ -145,6 +145,24 @@ pub(super) fn rewrite_headers(section: &[u8], changes: &[HeaderChange]) -> Vec<u
                     }
                 }
             }
+            HeaderChange::Change { name, index, value } => {
+                let n = name.to_ascii_lowercase().into_bytes();
+                let at = names
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, x)| **x == n)
+                    .nth((*index as usize).saturating_sub(1))
+                    .map(|(i, _)| i);
+                match (at, value) {
+                    (Some(i), Some(v)) => out[i] = format!("{name}: {v}\r\n").into_bytes(),
+                    (Some(i), None) => {
+                        out.remove(i);
+                        names.remove(i);
+                    }
+                    // No such field: nothing to change (as in Postfix).
+                    (None, _) => {}
+                }
+            }
         }
     }
     let mut section_out = out.concat();
@@ -177,6 +195,34 @@ mod tests {
 
     #[test]
     fn remove_drops_every_field_of_the_name() {
+        let changed = rewrite_headers(
+            section(),
+            &[
+                HeaderChange::Change {
+                    name: "x-spam".into(),
+                    index: 2,
+                    value: Some("second".into()),
+                },
+                HeaderChange::Change {
+                    name: "Subject".into(),
+                    index: 1,
+                    value: None,
+                },
+                HeaderChange::Change {
+                    name: "X-Absent".into(),
+                    index: 1,
+                    value: None,
+                },
+            ],
+        );
+        let text = String::from_utf8(changed).unwrap();
+        assert!(!text.contains("Subject:"), "{text}");
+        assert_eq!(
+            text.matches("X-Spam").count() + text.matches("x-spam").count(),
+            2,
+            "{text}"
+        );
+        assert!(text.contains("x-spam: second\r\n"), "{text}");
         let out = rewrite_headers(section(), &[HeaderChange::Remove("X-SPAM".into())]);
         assert_eq!(out, b"From: a@example.org\r\nSubject: hi\r\n there\r\n\r\n");
     }

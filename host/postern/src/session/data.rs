@@ -216,10 +216,13 @@ impl Session {
         };
         // The header section as plugins changed it, and where the rest of
         // the message starts.
-        let (section, rest_at) = if d.changes.headers.is_empty() {
+        // A milter may have replaced the body: the header section, then it.
+        let replaced_body = d.changes.body.as_deref();
+        let (section, rest_at) = if d.changes.headers.is_empty() && replaced_body.is_none() {
             (Vec::new(), 0)
         } else {
             match header_section(message) {
+                Ok(s) if d.changes.headers.is_empty() => (s.clone(), s.len()),
                 Ok(s) => (rewrite_headers(&s, &d.changes.headers), s.len()),
                 Err(e) => {
                     tracing::error!(queue_id = %id, error = %e, "cannot read the header section");
@@ -229,6 +232,12 @@ impl Session {
         };
         let head: [&[u8]; 3] = [trace.as_bytes(), extra.as_bytes(), &section];
         let committed = match message.stored() {
+            _ if replaced_body.is_some() => {
+                let body = replaced_body.unwrap_or_default();
+                tracing::info!(queue_id = %id, bytes = body.len(), "body replaced by a milter");
+                let parts: [&[u8]; 4] = [head[0], head[1], head[2], body];
+                self.spool.commit(&envelope, &parts).await
+            }
             Stored::Memory(bytes) => {
                 let parts: [&[u8]; 4] = [head[0], head[1], head[2], &bytes[rest_at..]];
                 self.spool.commit(&envelope, &parts).await
