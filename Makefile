@@ -107,7 +107,9 @@ endef
 
 # What the end-to-end tests run as real peers and probes: swaks (with TLS),
 # Postfix's smtp-sink/smtp-source, nmap's SMTP scripts, openssl s_client;
-# strace (the unit's system-call filter test).
+# strace (the unit's system-call filter test); redis-server; the milters
+# (opendkim, clamav-milter with clamd, rspamd), started by the tests with
+# their own configurations and signature data (nothing is downloaded).
 test-deps:
 	@need=""; \
 	command -v swaks >/dev/null || need="$$need swaks"; \
@@ -118,6 +120,10 @@ test-deps:
 	command -v strace >/dev/null || need="$$need strace"; \
 	command -v opendkim-testmsg >/dev/null || [ -x /usr/sbin/opendkim-testmsg ] || need="$$need opendkim-tools"; \
 	command -v redis-server >/dev/null || need="$$need redis-server"; \
+	command -v opendkim >/dev/null || [ -x /usr/sbin/opendkim ] || need="$$need opendkim"; \
+	command -v clamd >/dev/null || [ -x /usr/sbin/clamd ] || need="$$need clamav-daemon"; \
+	command -v clamav-milter >/dev/null || [ -x /usr/sbin/clamav-milter ] || need="$$need clamav-milter"; \
+	command -v rspamd >/dev/null || need="$$need rspamd"; \
 	if [ -n "$$need" ]; then echo "== installing$$need"; $(call apt-install,$$need); fi
 
 # Postfix (smtp-source, smtp-sink, and the instance we compare with), from Debian.

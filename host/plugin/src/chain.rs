@@ -359,14 +359,8 @@ impl SessionChain {
                     let spec = &generation.milters[j];
                     let started = Instant::now();
                     generation.health.calls.fetch_add(1, Ordering::Relaxed);
-                    let answer = self.milters[j]
-                        .call(spec, ctx, call)
-                        .await
-                        .and_then(|(v, d)| {
-                            crate::verdict::validate_data(d)
-                                .map(|d| (v, d))
-                                .map_err(|e| format!("asked for an invalid change: {e}"))
-                        });
+                    // Its changes are checked as it returns them.
+                    let answer = self.milters[j].call(spec, ctx, call).await;
                     let failed = answer.is_err();
                     let (verdict, added) = answer.unwrap_or_else(|e| {
                         generation.health.failures.fetch_add(1, Ordering::Relaxed);

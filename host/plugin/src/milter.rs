@@ -357,31 +357,72 @@ fn client_name(ctx: &SessionContext) -> String {
         .unwrap_or_else(|| format!("[{}]", ctx.client.ip()))
 }
 
-/// End-of-message modifications as message changes.
+/// A header value as a milter sends it (folded with LF or CRLF before a
+/// space or tab, as libmilter passes them) as a field value folded with
+/// CRLF; anything else that would break the header section is refused.
+fn fold(name: &str, value: &str) -> Result<String, String> {
+    crate::verdict::check_field(name, "").map_err(|e| e.to_string())?;
+    let mut out = String::with_capacity(value.len() + 8);
+    for (i, line) in value.split('\n').enumerate() {
+        let line = line.strip_suffix('\r').unwrap_or(line);
+        if line.contains(['\r', '\0']) {
+            return Err(format!("header {name:?}: CR or NUL in value"));
+        }
+        if i > 0 {
+            if !line.starts_with([' ', '\t']) {
+                return Err(format!("header {name:?}: a line break not followed by a space"));
+            }
+            out.push_str("\r\n");
+        }
+        if line.len() > 990 {
+            return Err(format!("header {name:?}: a line longer than 998 bytes"));
+        }
+        out.push_str(line);
+    }
+    Ok(out)
+}
+
+fn address(a: &str, may_be_empty: bool) -> Result<String, String> {
+    let a = strip_angles(a);
+    crate::verdict::check_address(&a, may_be_empty).map_err(|e| e.to_string())?;
+    Ok(a)
+}
+
+/// End-of-message modifications as message changes, each checked.
 fn apply(mods: Vec<Modification>, ret: &mut DataReturn) -> Result<(), String> {
     let mut changes = MessageChanges::default();
     for m in mods {
         match m {
-            Modification::AddHeader { name, value } => ret.add_headers.push((name, value)),
+            Modification::AddHeader { name, value } => {
+                let value = fold(&name, &value)?;
+                ret.add_headers.push((name, value))
+            }
             Modification::InsertHeader { name, value, .. } => {
+                let value = fold(&name, &value)?;
                 ret.add_headers.insert(0, (name, value))
             }
             Modification::ChangeHeader { index, name, value } => {
+                let value = if value.is_empty() {
+                    None
+                } else {
+                    Some(fold(&name, value.trim_start())?)
+                };
+                crate::verdict::check_field(&name, "").map_err(|e| e.to_string())?;
                 changes.headers.push(HeaderChange::Change {
                     index: index.max(1),
-                    value: (!value.is_empty()).then(|| value.trim_start().to_string()),
+                    value,
                     name,
                 })
             }
             Modification::AddRecipient(a) => changes
                 .envelope
-                .push(EnvelopeChange::AddRecipient(strip_angles(&a))),
+                .push(EnvelopeChange::AddRecipient(address(&a, false)?)),
             Modification::DeleteRecipient(a) => changes
                 .envelope
-                .push(EnvelopeChange::RemoveRecipient(strip_angles(&a))),
+                .push(EnvelopeChange::RemoveRecipient(address(&a, false)?)),
             Modification::ChangeSender(a) => changes
                 .envelope
-                .push(EnvelopeChange::SetSender(strip_angles(&a))),
+                .push(EnvelopeChange::SetSender(address(&a, true)?)),
             Modification::Quarantine(reason) => {
                 changes
                     .quarantine
