@@ -63,7 +63,7 @@ export const DEFAULT_NOW_MS = 1_700_000_000_000;
 const MAX_KEY = 1024; // bytes, as the host's kv checks them
 const MAX_VALUE = 64 * 1024;
 const MAX_READ = 1 << 20; // message reads are capped at 1 MiB per call
-const CAPABILITIES = ['kv', 'dns', 'mail-auth'];
+const CAPABILITIES = ['kv', 'dns', 'mail-auth', 'av-scan'];
 const S64_MIN = -(1n << 63n);
 const S64_MAX = (1n << 63n) - 1n;
 
@@ -94,6 +94,7 @@ function variant(spec, cases, defaultText) {
 const KV_ERRORS = { denied: false, unavailable: true, invalid: true };
 const DNS_ERRORS = { 'nx-domain': false, 'no-records': false, temporary: true, invalid: true, denied: false };
 const MAIL_AUTH_ERRORS = { denied: false, invalid: true };
+const AV_SCAN_ERRORS = { denied: false, unavailable: true, 'too-large': false };
 const fail = (payload) => {
   throw new ComponentError(payload);
 };
@@ -185,6 +186,9 @@ class Host {
     this.mailAuth = {}; // checkSpf / authenticate / dkimSign -> answer or function
     this.mailAuthFail = undefined;
     this.mailAuthCalls = [];
+    this.avScan = undefined; // scanMessage's answer ({ tag: 'clean' } by default) or a function of the message
+    this.avScanFail = undefined; // 'unavailable', 'too-large', 'denied' or [case, text]
+    this.avScanCalls = 0;
     this.grants = new Set(CAPABILITIES);
   }
 
@@ -362,6 +366,17 @@ export function authenticate(message, clientIp, helo, mailFrom) {
 
 export function dkimSign(message, domain, selector, algorithm, privateKeyPem, headers) {
   return mailAuthCall('dkimSign', [message, domain, selector, algorithm, privateKeyPem, headers]);
+}
+
+// ---------------------------------------------------------------------------
+// postern:policy/av-scan (answers are scripted: nothing is scanned)
+
+export function scanMessage(message) {
+  host.avScanCalls += 1;
+  if (!host.grants.has('av-scan')) fail({ tag: 'denied' });
+  if (host.avScanFail !== undefined) fail(variant(host.avScanFail, AV_SCAN_ERRORS, 'injected failure'));
+  if (typeof host.avScan === 'function') return host.avScan(message);
+  return host.avScan ?? { tag: 'clean' };
 }
 
 // ---------------------------------------------------------------------------

@@ -15,7 +15,7 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import { address, exportResult, host, message, session, verdict } from './postern-testing.mjs';
 
 const fake = await import('postern:policy/kv@0.2.0');
-const { get, set, setIfAbsent, increment, nowMs, log, lookupA, lookupAaaa, lookupMx, lookupTxt, lookupPtr, checkSpf } = fake;
+const { get, set, setIfAbsent, increment, nowMs, log, lookupA, lookupAaaa, lookupMx, lookupTxt, lookupPtr, checkSpf, scanMessage } = fake;
 const kvDelete = fake.delete;
 const here = dirname(fileURLToPath(import.meta.url));
 const repo = join(here, '..', '..');
@@ -242,7 +242,7 @@ test('drift: the fake covers every import of jco guest-types', async (t) => {
     return;
   }
   const modules = importedModules(dts);
-  assert.deepEqual(Object.keys(modules).sort(), ['clock', 'dns', 'kv', 'log', 'mail-auth', 'message', 'types'].map((i) => `postern:policy/${i}@0.2.0`));
+  assert.deepEqual(Object.keys(modules).sort(), ['av-scan', 'clock', 'dns', 'kv', 'log', 'mail-auth', 'message', 'types'].map((i) => `postern:policy/${i}@0.2.0`));
   // Parameters at the top level of a signature (types may hold commas).
   const paramCount = (params) => {
     let depth = 0;
@@ -297,5 +297,9 @@ test('drift: the fake covers every import of jco guest-types', async (t) => {
   for (const { tag, hasVal } of cases('mail-auth', 'MailAuthError')) {
     host.mailAuthFail = tag;
     assert.deepEqual(thrown(() => checkSpf('192.0.2.1', 'h', '')), hasVal ? { tag, val: 'injected failure' } : { tag });
+  }
+  for (const { tag, hasVal } of cases('av-scan', 'ScanError')) {
+    host.avScanFail = tag;
+    assert.deepEqual(thrown(() => scanMessage(message('a: b\r\n\r\n'))), hasVal ? { tag, val: 'injected failure' } : { tag });
   }
 });

@@ -567,6 +567,40 @@ def _mail_auth():
 _ma = _install("wit_world.imports.mail_auth", _mail_auth())
 
 
+def _av_scan():
+    @dataclass
+    class ScanResult_Clean:
+        pass
+
+    @dataclass
+    class ScanResult_Infected:
+        value: str
+
+    ScanResult = Union[ScanResult_Clean, ScanResult_Infected]
+
+    @dataclass
+    class ScanError_Denied:
+        pass
+
+    @dataclass
+    class ScanError_Unavailable:
+        value: str
+
+    @dataclass
+    class ScanError_TooLarge:
+        pass
+
+    ScanError = Union[ScanError_Denied, ScanError_Unavailable, ScanError_TooLarge]
+
+    def scan_message(message) -> ScanResult:
+        return host._av_scan(message)
+
+    return locals()
+
+
+_av = _install("wit_world.imports.av_scan", _av_scan())
+
+
 def _exports():
     """Base classes of the hook interfaces (wit/hooks.wit), as generated."""
     types, message = _t, _msg
@@ -698,7 +732,9 @@ _DNS_ERRORS = {"nx-domain": _dns_mod.DnsError_NxDomain, "no-records": _dns_mod.D
                "temporary": _dns_mod.DnsError_Temporary, "invalid": _dns_mod.DnsError_Invalid,
                "denied": _dns_mod.DnsError_Denied}
 _MAIL_AUTH_ERRORS = {"denied": _ma.MailAuthError_Denied, "invalid": _ma.MailAuthError_Invalid}
-CAPABILITIES = frozenset({"kv", "dns", "mail-auth"})
+CAPABILITIES = frozenset({"kv", "dns", "mail-auth", "av-scan"})
+_AV_SCAN_ERRORS = {"denied": _av.ScanError_Denied, "unavailable": _av.ScanError_Unavailable,
+                   "too-large": _av.ScanError_TooLarge}
 
 
 def _dns_name(name: str) -> str:
@@ -789,6 +825,9 @@ class Host:
         self.mail_auth = {}      # "check_spf"/"authenticate"/"dkim_sign" -> answer or callable
         self.mail_auth_calls = []
         self.grants = set(CAPABILITIES)
+        self.av_scan = None      # scan_message's answer (ScanResult_Clean() by default) or a function
+        self.av_scan_fail = None  # "unavailable", "too-large", "denied" or (case, text)
+        self.av_scan_calls = 0
 
     # -- capabilities, clock, logs --
 
@@ -901,6 +940,16 @@ class Host:
         return self.dns.answer(rtype, name)
 
     # -- mail-auth (answers are scripted: nothing is verified) --
+
+    def _av_scan(self, message):
+        self.av_scan_calls += 1
+        if "av-scan" not in self.grants:
+            raise Err(_av.ScanError_Denied())
+        if self.av_scan_fail is not None:
+            raise Err(_error(_AV_SCAN_ERRORS, self.av_scan_fail, "injected failure"))
+        if callable(self.av_scan):
+            return self.av_scan(message)
+        return self.av_scan if self.av_scan is not None else _av.ScanResult_Clean()
 
     def _mail_auth(self, function, args):
         self.mail_auth_calls.append((function, args))

@@ -126,6 +126,7 @@ async fn main() {
         dns: Arc::new(NoDns),
         kv: Arc::new(MemoryKv::default()),
         mail_auth: Arc::new(postern_plugin::NoMailAuth),
+        av: Arc::new(postern_plugin::NoAv),
     };
     let mut cases = vec![
         ("test-rcpt-only", r#"{"blocked":["x"]}"#.to_string()),

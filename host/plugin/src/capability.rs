@@ -14,11 +14,12 @@ pub struct Grants {
     pub dns: bool,
     pub kv: bool,
     pub mail_auth: bool,
-    declined: [bool; 3],
+    pub av_scan: bool,
+    declined: [bool; 4],
 }
 
 /// The capabilities a grant can name, in `Grants::declined` order.
-const GRANTABLE: [&str; 3] = ["dns", "kv", "mail-auth"];
+const GRANTABLE: [&str; 4] = ["dns", "kv", "mail-auth", "av-scan"];
 
 impl Grants {
     /// Parse capability names; unknown names are an error naming them.
@@ -34,7 +35,7 @@ impl Grants {
             }
             let Some(i) = GRANTABLE.iter().position(|c| *c == name) else {
                 return Err(format!(
-                    "unknown capability {n:?} (known: \"dns\", \"kv\", \"mail-auth\", \"log\", \"clock\"; \
+                    "unknown capability {n:?} (known: \"dns\", \"kv\", \"mail-auth\", \"av-scan\", \"log\", \"clock\"; \
                      \"-dns\" and the like decline one without a warning)"
                 ));
             };
@@ -44,7 +45,8 @@ impl Grants {
                 match i {
                     0 => g.dns = true,
                     1 => g.kv = true,
-                    _ => g.mail_auth = true,
+                    2 => g.mail_auth = true,
+                    _ => g.av_scan = true,
                 }
             }
             if g.declined[i] && g.granted(i) {
@@ -55,7 +57,7 @@ impl Grants {
     }
 
     fn granted(&self, i: usize) -> bool {
-        [self.dns, self.kv, self.mail_auth][i]
+        [self.dns, self.kv, self.mail_auth, self.av_scan][i]
     }
 
     /// The capabilities a component imports (by its `postern:policy`

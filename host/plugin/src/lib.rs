@@ -5,6 +5,7 @@
 //! deadline, a memory cap and a stack cap. Input: plugin binaries and their
 //! results are untrusted; the operator's configuration is trusted.
 
+mod av;
 mod bindings;
 mod breaker;
 mod capability;
@@ -26,6 +27,7 @@ mod stats;
 mod stdio;
 mod verdict;
 
+pub use av::{AvBackend, NoAv, ScanError, ScanResult};
 pub use breaker::{BreakerSettings, BreakerState};
 pub use capability::{
     BoxFuture, DnsAnswer, DnsBackend, DnsFailure, DnsQuery, Grants, KvBackend, KvFailure, MemoryKv,

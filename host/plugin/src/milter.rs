@@ -370,7 +370,9 @@ fn fold(name: &str, value: &str) -> Result<String, String> {
         }
         if i > 0 {
             if !line.starts_with([' ', '\t']) {
-                return Err(format!("header {name:?}: a line break not followed by a space"));
+                return Err(format!(
+                    "header {name:?}: a line break not followed by a space"
+                ));
             }
             out.push_str("\r\n");
         }

@@ -21,6 +21,8 @@ pub struct Services {
     pub kv: Arc<dyn KvBackend>,
     /// SPF/DKIM/ARC/DMARC checks and DKIM signing (the "mail-auth" grant).
     pub mail_auth: Arc<dyn MailAuthBackend>,
+    /// The virus scanner (the "av-scan" grant).
+    pub av: Arc<dyn crate::av::AvBackend>,
 }
 
 /// Static facts about one loaded plugin, shared by all its instances.

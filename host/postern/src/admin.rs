@@ -190,6 +190,16 @@ pub async fn status(shared: &Arc<Shared>) -> serde_json::Value {
             "breaker": p.breaker.name(),
         })).collect::<Vec<_>>(),
         "rollout": crate::rollout::status(shared),
+        "av": config.av.clamd.as_ref().map(|a| {
+            let s = &*crate::av::STATS;
+            let n = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+            json!({
+                "clamd": format!("{a:?}"),
+                "clean": n(&s.clean),
+                "infected": n(&s.infected),
+                "errors": n(&s.errors),
+            })
+        }),
         "milters": config.milters.iter().map(|m| {
             let s = postern_plugin::milter_stats().into_iter().find(|(n, _)| *n == m.name).map(|(_, s)| s);
             let n = |f: fn(&postern_plugin::MilterStats) -> u64| s.as_deref().map_or(0, f);

@@ -12,6 +12,7 @@ use toml::Spanned;
 
 use postern_plugin::{Mode, OnError, PluginSpec, RuntimeConfig};
 
+mod av;
 mod delivery;
 mod kv;
 mod milter;
@@ -64,6 +65,8 @@ struct File {
     plugins: Vec<PluginSection>,
     #[serde(default, rename = "milter")]
     milters: Vec<milter::MilterSection>,
+    #[serde(default)]
+    av: av::AvSection,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -540,6 +543,8 @@ pub struct Config {
     pub record: RecordSettings,
     /// `[[milter]]`: milters in the chain, among the plugins.
     pub milters: Vec<postern_plugin::MilterSpec>,
+    /// `[av]`: the virus scanner for plugins granted "av-scan".
+    pub av: crate::av::AvSettings,
 }
 
 /// Command-line overrides of the file.
@@ -948,6 +953,7 @@ impl Config {
         let kv = kv::build(&cx, &file.kv, &data_dir)?;
         let rollback = rollout::rollback(&cx, &file.rollback)?;
         let record = record::build(&cx, &file.record, &data_dir)?;
+        let av = av::build(&cx, &file.av)?;
         let milters = milter::build(
             &cx,
             &file.milters,
@@ -964,6 +970,7 @@ impl Config {
             rollback,
             record,
             milters,
+            av,
             path: path.to_path_buf(),
             hostname: s.hostname.trim().to_string(),
             listeners,

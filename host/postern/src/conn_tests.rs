@@ -51,6 +51,7 @@ async fn harness(extra: &str) -> Harness {
         dns: Arc::new(NoDns),
         kv: Arc::new(MemoryKv::default()),
         mail_auth: Arc::new(postern_plugin::NoMailAuth),
+        av: Arc::new(postern_plugin::NoAv),
     };
     let generation = Generation::load(&runtime, 1, "test".into(), vec![], services)
         .await

@@ -4,6 +4,7 @@
 //! printed with the file, line or plugin concerned and exit non-zero.
 
 mod admin;
+mod av;
 mod config;
 mod conn;
 #[cfg(test)]
@@ -613,6 +614,15 @@ fn print_answer(command: &str, a: &serde_json::Value) {
                     .collect::<Vec<_>>()
                     .join(", "))
                 .unwrap_or_default()
+        );
+    }
+    if s["av"].is_object() {
+        println!(
+            "  virus scanner {}: {} clean, {} infected, {} failed",
+            s["av"]["clamd"].as_str().unwrap_or(""),
+            s["av"]["clean"],
+            s["av"]["infected"],
+            s["av"]["errors"]
         );
     }
     for m in s["milters"].as_array().into_iter().flatten() {

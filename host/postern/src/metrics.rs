@@ -306,6 +306,7 @@ impl Collector for StateCollector {
         g.encode(m.encode_family(&vec![("store", kv.kind().to_string())])?)?;
         encode_delivery(&mut enc)?;
         encode_milters(&mut enc)?;
+        encode_av(&mut enc)?;
         encode_plugins(&mut enc, &shared)
     }
 }
@@ -395,6 +396,29 @@ fn encode_rollout(enc: &mut DescriptorEncoder, shared: &Shared) -> std::fmt::Res
         }
     }
     Ok(())
+}
+
+/// The virus scanner: scans by result and their total time.
+fn encode_av(enc: &mut DescriptorEncoder) -> std::fmt::Result {
+    let s = &*crate::av::STATS;
+    let rows: Vec<(Labels, u64)> = [
+        ("clean", &s.clean),
+        ("infected", &s.infected),
+        ("error", &s.errors),
+    ]
+    .into_iter()
+    .map(|(r, n)| (vec![("result", r.to_string())], n.load(Ordering::Relaxed)))
+    .collect();
+    counter(enc, "av_scans", "Virus scans ([av] clamd) by result", &rows)?;
+    let secs = s.micros.load(Ordering::Relaxed) as f64 / 1e6;
+    let g = ConstGauge::new(secs);
+    let m = enc.encode_descriptor(
+        "av_scan_seconds_sum",
+        "Total wall time of the virus scans",
+        None,
+        g.metric_type(),
+    )?;
+    g.encode(m)
 }
 
 /// Per milter: calls, failures (on_error applied), verdicts.

@@ -153,6 +153,7 @@ async fn generation(
             dns: d.clone(),
             kv,
             mail_auth: Arc::new(postern_plugin::NoMailAuth),
+            av: Arc::new(postern_plugin::NoAv),
         },
         None => crate::server::services(cfg, crate::server::resolver(cfg), kv, None),
     };

@@ -132,7 +132,12 @@ pub fn services(
             Arc::new(postern_plugin::NoMailAuth)
         }
     };
-    Services { dns, kv, mail_auth }
+    Services {
+        dns,
+        kv,
+        mail_auth,
+        av: crate::av::backend(&config.av),
+    }
 }
 
 /// Load the TLS certificate and key named by the configuration.

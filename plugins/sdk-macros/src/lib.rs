@@ -147,7 +147,16 @@ fn stage_impl(ty: &str, s: &StageDef) -> String {
     format!("impl exports::postern::policy::{module}::Guest for Adapter {{ {body} }}\n")
 }
 
-const IMPORTS: &[&str] = &["types", "log", "clock", "dns", "kv", "message", "mail-auth"];
+const IMPORTS: &[&str] = &[
+    "types",
+    "log",
+    "clock",
+    "dns",
+    "kv",
+    "message",
+    "mail-auth",
+    "av-scan",
+];
 
 fn error(msg: &str) -> TokenStream {
     format!("::core::compile_error!({msg:?});").parse().unwrap()
@@ -247,6 +256,8 @@ pub fn export_plugin(input: TokenStream) -> TokenStream {
     world.push('}');
     let with: String = IMPORTS
         .iter()
+        // `av-scan` is a 0.2 interface.
+        .filter(|m| !(V01 && **m == "av-scan"))
         .map(|m| {
             let module = m.replace('-', "_");
             format!("\"postern:policy/{m}@{VERSION}\": ::postern_sdk::wit::{module},")

@@ -8,6 +8,42 @@
 
 pub use crate::wit::mail_auth;
 
+/// Virus scanning by the host's scanner (`postern:policy/av-scan`, contract
+/// 0.2; needs the "av-scan" capability and an `[av]` scanner in the host).
+/// A 0.1 build answers `unavailable` (0.1 has no scanner). Not faked in
+/// native tests: it needs a message the host holds.
+pub mod av_scan {
+    #[cfg(not(feature = "contract-0-1"))]
+    pub use crate::wit::av_scan::{ScanError, ScanResult};
+
+    #[cfg(feature = "contract-0-1")]
+    #[derive(Clone, Debug, PartialEq, Eq)]
+    pub enum ScanResult {
+        Clean,
+        Infected(String),
+    }
+    #[cfg(feature = "contract-0-1")]
+    #[derive(Clone, Debug, PartialEq, Eq)]
+    pub enum ScanError {
+        Denied,
+        Unavailable(String),
+        TooLarge,
+    }
+
+    /// Scan the whole message.
+    pub fn scan_message(message: &crate::Message) -> Result<ScanResult, ScanError> {
+        #[cfg(not(feature = "contract-0-1"))]
+        return crate::wit::av_scan::scan_message(message);
+        #[cfg(feature = "contract-0-1")]
+        {
+            let _ = message;
+            Err(ScanError::Unavailable(
+                "no virus scanner in contract 0.1".into(),
+            ))
+        }
+    }
+}
+
 /// Milliseconds since the Unix epoch (the fake host's clock in native builds).
 pub fn now_ms() -> u64 {
     #[cfg(target_arch = "wasm32")]

@@ -105,7 +105,7 @@ pub use wit::types::{
 /// Everything a plugin usually needs.
 pub mod prelude {
     pub use crate::addr::{domain_of, same_domain};
-    pub use crate::host::{dns, kv, log, mail_auth, now_ms};
+    pub use crate::host::{av_scan, dns, kv, log, mail_auth, now_ms};
     pub use crate::{
         Auth, Connect, Credentials, Data, DataResult, Deserialize, DnsError, EnvelopeAddress, Expn,
         Header, Helo, KvError, Level, MailFrom, Message, Mx, NoConfig, Observe, Outcome, Plugin,

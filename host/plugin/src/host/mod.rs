@@ -2,6 +2,7 @@
 //! `message`): what a plugin may call. Input: arguments from untrusted
 //! plugins; capability grants are checked on every call.
 
+mod av_scan;
 mod dns;
 mod kv;
 mod log;

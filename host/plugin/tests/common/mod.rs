@@ -13,6 +13,7 @@ pub fn services() -> Services {
         dns: Arc::new(NoDns),
         kv: Arc::new(MemoryKv::default()),
         mail_auth: Arc::new(postern_plugin::NoMailAuth),
+        av: Arc::new(postern_plugin::NoAv),
     }
 }
 
