@@ -132,6 +132,7 @@ bench-deps:
 	  $(call apt-install,postfix); \
 	fi
 	@command -v redis-server >/dev/null || { $(call apt-install,redis-server); }
+	@command -v clamd >/dev/null || [ -x /usr/sbin/clamd ] || { $(call apt-install,clamav-daemon); }
 
 # The Debian package: the release build as it is (nothing is rebuilt), the
 # components and /etc/postern/postern.toml staged by packaging/stage_deb.py,

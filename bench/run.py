@@ -55,18 +55,46 @@ RCPT = f"rcpt@{DOMAIN}"
 
 TARGETS = ["smtp-sink", "postfix", "postern-default", "postern-noplugins"]
 # Also available with --targets: every shipped plugin (adds dnsbl and greylist),
-# mail authentication, and the default chain with its state in Redis (a
-# redis-server run.py starts on loopback) instead of the embedded store.
-EXTRA_TARGETS = ["postern-all", "postern-mailauth", "postern-redis"]
+# mail authentication, the default chain with its state in Redis (a
+# redis-server run.py starts on loopback) instead of the embedded store, and
+# the default chain plus the clamav plugin scanning every message with a
+# clamd run.py starts (with a one-signature database of its own).
+EXTRA_TARGETS = ["postern-all", "postern-mailauth", "postern-redis", "postern-clamav"]
 POSTERN_CONFIGS = {
     "postern-default": BENCH / "postern-default.toml",
     "postern-redis": BENCH / "postern-default.toml",
+    "postern-clamav": BENCH / "postern-default.toml",
     "postern-noplugins": BENCH / "postern-noplugins.toml",
     "postern-all": BENCH / "postern-all.toml",
     "postern-mailauth": BENCH / "postern-mailauth.toml",
 }
 _DNS_STUB = None
 _REDIS = None
+_CLAMD = None
+
+
+def clamd_socket() -> str:
+    """A clamd for the postern-clamav target, with a database of one test
+    signature (EICAR, written here: nothing is downloaded)."""
+    global _CLAMD
+    if _CLAMD is None:
+        d = Path(tempfile.mkdtemp(prefix="bench-clamd-"))
+        (d / "db").mkdir()
+        eicar = r"X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*"
+        (d / "db" / "bench.ndb").write_text(f"Bench.EICAR:0:*:{eicar.encode().hex()}\n")
+        sock = d / "clamd.sock"
+        (d / "clamd.conf").write_text(f"LocalSocket {sock}\nDatabaseDirectory {d / 'db'}\nForeground yes\n"
+                                      f"PidFile {d / 'clamd.pid'}\nMaxThreads 20\n")
+        proc = subprocess.Popen([tool("clamd"), "-c", str(d / "clamd.conf")],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        atexit.register(proc.kill)
+        deadline = time.monotonic() + 60
+        while not sock.exists():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("clamd did not start")
+            time.sleep(0.05)
+        _CLAMD = str(sock)
+    return _CLAMD
 
 
 def redis_port() -> int:
@@ -684,6 +712,10 @@ class PosternTarget(Target):
         text = re.sub(r'= "\.\./', f'= "{ROOT}/', text)
         if "BENCH_DNS_STUB" in text:
             text = text.replace('"127.0.0.1:1"', f'"127.0.0.1:{dns_stub_port()}"')
+        if self.name == "postern-clamav":
+            text += (f'\n[av]\nclamd = "unix:{clamd_socket()}"\n\n[[plugin]]\nname = "clamav"\n'
+                     f'path = "{ROOT}/target/wasm32-wasip2/release/clamav.wasm"\ncapabilities = ["av-scan"]\n'
+                     'timeout_ms = 30000\n')
         if self.name == "postern-redis":
             text += (f'\n[kv]\nbackend = "redis"\n[kv.redis]\nurl = "redis://127.0.0.1:{redis_port()}"\n'
                      f'prefix = "bench-{self.run_no}:"\n')
