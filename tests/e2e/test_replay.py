@@ -119,6 +119,13 @@ def test_replaying_the_same_configuration_changes_nothing(recorded):
     report = json.loads(r.stdout)
     assert report["sessions"] == SESSIONS and report["differences"] == 0 and not report["threshold_crossed"]
     assert report["calls"] >= SESSIONS * 3
+    # Replay is offline: a milter in the configuration is not asked (and
+    # its unreachable socket costs nothing).
+    with_milter = tmp / "with-milter.toml"
+    with_milter.write_text(text + '\n[[milter]]\nname = "m"\naddress = "unix:/nonexistent/m.sock"\n')
+    r = replay(with_milter, rec_dir)
+    assert r.returncode == 0 and "0 differing decisions" in r.stdout, r.stdout + r.stderr
+    assert "(1 milter(s) of" in r.stdout and "not asked: replay is offline)" in r.stdout
 
 
 def test_one_changed_rule_gives_exactly_the_expected_differences(recorded):

@@ -8,7 +8,8 @@
 //! differences cross `--max-differences` / `--max-difference-rate`, so an
 //! operator's CI can run it before `postern reload`. What replay cannot
 //! reproduce: AUTH (passwords are never recorded: those calls are skipped
-//! and counted), message bodies beyond `[record] max_body`, the clock (a
+//! and counted), milters (network services: not asked), message bodies
+//! beyond `[record] max_body`, the clock (a
 //! plugin that reads the time sees today's), kv state built by sessions
 //! that were not recorded, and mail-auth checks with `--dns recorded`.
 //! Input: recording files (checked line by line: a bad line is an error
@@ -157,8 +158,12 @@ async fn generation(
         },
         None => crate::server::services(cfg, crate::server::resolver(cfg), kv, None),
     };
+    // Milters are network services: replay is offline and does not ask
+    // them (their recorded decisions show up as differences).
+    let mut offline = cfg.clone();
+    offline.milters.clear();
     Ok(Arc::new(
-        crate::server::load_generation(rt, cfg, id, services).await?,
+        crate::server::load_generation(rt, &offline, id, services).await?,
     ))
 }
 
@@ -282,6 +287,7 @@ pub fn run(args: ReplayArgs, rt: &tokio::runtime::Runtime) -> ExitCode {
             "differences": differ,
             "difference_rate": rate,
             "threshold_crossed": over,
+            "milters_not_asked": new.milters.len(),
             "stages": stages.values().map(|(name, r)| json!({
                 "stage": name,
                 "calls": r.calls,
@@ -318,6 +324,13 @@ pub fn run(args: ReplayArgs, rt: &tokio::runtime::Runtime) -> ExitCode {
                     e["now"].as_str().unwrap_or("")
                 );
             }
+        }
+        if !new.milters.is_empty() {
+            println!(
+                "  ({} milter(s) of {} not asked: replay is offline)",
+                new.milters.len(),
+                new.path.display()
+            );
         }
         let limit = match args.max_difference_rate {
             Some(r) => format!("at most {} or {:.2}%", args.max_differences, r * 100.0),
