@@ -110,6 +110,41 @@ pub(crate) fn failure_verdict(on_error: OnError) -> Verdict {
     }
 }
 
+/// A chain member's (plugin's or milter's) answer: what it adds or changes
+/// is kept when it lets the stage go on or accepts; anything but `pass`
+/// decides the stage (`Some`), counted in the generation's health.
+fn settle(
+    verdict: Verdict,
+    added: DataReturn,
+    by: Arc<str>,
+    health: &crate::generation::HealthCounters,
+    headers: &mut Vec<(String, String)>,
+    changes: &mut MessageChanges,
+) -> Option<Decision> {
+    if matches!(
+        verdict,
+        Verdict::Pass | Verdict::Accept | Verdict::AcceptWith(_)
+    ) {
+        headers.extend(added.add_headers);
+        changes.extend(added.changes);
+    }
+    if verdict.is_pass() {
+        return None;
+    }
+    if let Some(k) = crate::stats::VERDICT_KINDS
+        .iter()
+        .position(|k| *k == verdict.kind())
+    {
+        health.verdicts[k].fetch_add(1, Ordering::Relaxed);
+    }
+    Some(Decision {
+        verdict,
+        decided_by: Some(by),
+        headers: std::mem::take(headers),
+        changes: std::mem::take(changes),
+    })
+}
+
 /// Log and count a breaker's change of state.
 fn breaker_changed(plugin: &LoadedPlugin, t: &Transition) {
     let stats = &plugin.stats;
@@ -374,22 +409,18 @@ impl SessionChain {
                         (failure_verdict(spec.on_error), DataReturn::none())
                     });
                     crate::milter::observe(&spec.name, &verdict, started.elapsed(), failed);
-                    if matches!(
+                    let by: Arc<str> = spec.name.as_str().into();
+                    match settle(
                         verdict,
-                        Verdict::Pass | Verdict::Accept | Verdict::AcceptWith(_)
+                        added,
+                        by,
+                        &generation.health,
+                        &mut headers,
+                        &mut changes,
                     ) {
-                        headers.extend(added.add_headers);
-                        changes.extend(added.changes);
+                        Some(d) => return d,
+                        None => continue,
                     }
-                    if verdict.is_pass() {
-                        continue;
-                    }
-                    return Decision {
-                        verdict,
-                        decided_by: Some(spec.name.as_str().into()),
-                        headers,
-                        changes,
-                    };
                 }
             };
             let plugin = &generation.plugins[i];
@@ -480,28 +511,10 @@ impl SessionChain {
                 }
                 continue;
             }
-            if matches!(
-                verdict,
-                Verdict::Pass | Verdict::Accept | Verdict::AcceptWith(_)
-            ) {
-                headers.extend(added.add_headers);
-                changes.extend(added.changes);
+            let by = plugin.meta.name.clone();
+            if let Some(d) = settle(verdict, added, by, health, &mut headers, &mut changes) {
+                return d;
             }
-            if verdict.is_pass() {
-                continue;
-            }
-            if let Some(k) = crate::stats::VERDICT_KINDS
-                .iter()
-                .position(|k| *k == verdict.kind())
-            {
-                health.verdicts[k].fetch_add(1, Ordering::Relaxed);
-            }
-            return Decision {
-                verdict,
-                decided_by: Some(plugin.meta.name.clone()),
-                headers,
-                changes,
-            };
         }
         Decision {
             verdict: Verdict::Pass,

@@ -558,6 +558,22 @@ fn line_of(text: &str, offset: usize) -> usize {
     text[..offset.min(text.len())].matches('\n').count() + 1
 }
 
+/// A `[[plugin]]` or `[[milter]]` name: letters, digits, '-' or '_'.
+fn member_name(cx: &Ctx, name: &Spanned<String>, kind: &str) -> Result<String, ConfigError> {
+    let n = name.get_ref();
+    if n.is_empty()
+        || !n
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        return Err(cx.at(
+            name,
+            format!("{kind} name {n:?} must be letters, digits, '-' or '_'"),
+        ));
+    }
+    Ok(n.clone())
+}
+
 struct Ctx<'a> {
     path: &'a Path,
     text: &'a str,
@@ -882,17 +898,7 @@ impl Config {
         let mut plugins = Vec::new();
         let breaker = rollout::breaker(&cx, &file.breaker)?;
         for p in &file.plugins {
-            let name = p.name.get_ref().clone();
-            if name.is_empty()
-                || !name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-            {
-                return Err(cx.at(
-                    &p.name,
-                    format!("plugin name {name:?} must be letters, digits, '-' or '_'"),
-                ));
-            }
+            let name = member_name(&cx, &p.name, "plugin")?;
             if p.timeout_ms == 0 || p.timeout_ms > 60_000 {
                 return Err(cx.at(
                     &p.name,

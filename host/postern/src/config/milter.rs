@@ -44,17 +44,7 @@ pub(super) fn build(
     let d = MilterTimeouts::default();
     let mut out: Vec<MilterSpec> = Vec::new();
     for m in sections {
-        let name = m.name.get_ref().clone();
-        if name.is_empty()
-            || !name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-        {
-            return Err(cx.at(
-                &m.name,
-                format!("milter name {name:?} must be letters, digits, '-' or '_'"),
-            ));
-        }
+        let name = super::member_name(cx, &m.name, "milter")?;
         if out.iter().any(|o| o.name == name) || plugin_names.contains(&name) {
             return Err(cx.at(
                 &m.name,
