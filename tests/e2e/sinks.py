@@ -120,6 +120,18 @@ class SmtpSink:
             with self.lock:
                 self.active -= 1
 
+    def _take(self, got: Received, send) -> bool:
+        """The end of a message (DATA's "." or BDAT LAST): the scripted
+        reply, or keep it and answer 250; True when kept."""
+        scripted = self.data(got) if self.data else None
+        if scripted:
+            send(scripted)
+            return False
+        with self.lock:
+            self.messages.append(got)
+        send("250 2.0.0 queued")
+        return True
+
     def _run(self, conn: socket.socket):
         conn.settimeout(30)
         if self.gate is not None:
@@ -236,13 +248,7 @@ class SmtpSink:
                         raw = raw[1:]
                     lines.append(raw)
                 got = Received(mail_from, rcpts, b"".join(lines), tls, helo, auth_user, mail_args)
-                scripted = self.data(got) if self.data else None
-                if scripted:
-                    send(scripted)
-                else:
-                    with self.lock:
-                        self.messages.append(got)
-                    send("250 2.0.0 queued")
+                if self._take(got, send):
                     accepted += 1
                     if self.session_limit and accepted >= self.session_limit and not self.limit_reply:
                         return  # hang up at once, as on an idle time-out
@@ -261,13 +267,7 @@ class SmtpSink:
                 got = Received(mail_from, rcpts, b"".join(chunks), tls, helo, auth_user, mail_args,
                                [len(c) for c in chunks])
                 chunks = []
-                scripted = self.data(got) if self.data else None
-                if scripted:
-                    send(scripted)
-                else:
-                    with self.lock:
-                        self.messages.append(got)
-                    send("250 2.0.0 queued")
+                if self._take(got, send):
                     accepted += 1
                 mail_from, rcpts = None, []
             elif verb == "RSET":

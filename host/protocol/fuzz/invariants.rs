@@ -134,18 +134,35 @@ fn feed_split(input: &[u8], max: u64, split: usize) -> DataRun {
     )
 }
 
-/// `data` = 2 bytes split point + 1 byte size limit + input. Chunking does not
-/// matter; only CRLF.CRLF (or a leading ".CRLF") ends the data; the outcome and
-/// content match a simple reference model.
-pub fn check_data(data: &[u8]) {
+/// `data` as 2 bytes of split point, 1 byte of size limit (×8; 255: none)
+/// and the input: (split point within the input, limit, input).
+fn split_input(data: &[u8]) -> Option<(usize, u64, &[u8])> {
     let [s0, s1, m, input @ ..] = data else {
-        return;
+        return None;
     };
     let split = usize::from(u16::from_le_bytes([*s0, *s1])) % (input.len() + 1);
     let max = if *m == 255 {
         u64::MAX
     } else {
         u64::from(*m) * 8
+    };
+    Some((split, max, input))
+}
+
+/// A CR not followed by LF, or an LF not preceded by CR.
+fn has_bare_line_end(bytes: &[u8]) -> bool {
+    bytes.iter().enumerate().any(|(i, &b)| {
+        (b == b'\r' && bytes.get(i + 1) != Some(&b'\n'))
+            || (b == b'\n' && (i == 0 || bytes[i - 1] != b'\r'))
+    })
+}
+
+/// `data` = 2 bytes split point + 1 byte size limit + input. Chunking does not
+/// matter; only CRLF.CRLF (or a leading ".CRLF") ends the data; the outcome and
+/// content match a simple reference model.
+pub fn check_data(data: &[u8]) {
+    let Some((split, max, input)) = split_input(data) else {
+        return;
     };
     let whole = feed_split(input, max, input.len());
     assert_eq!(feed_split(input, max, split), whole, "split at {split}");
@@ -186,10 +203,7 @@ pub fn check_data(data: &[u8]) {
     assert!(taken == b".\r\n" || taken.ends_with(b"\r\n.\r\n"));
 
     let body = &input[..end - 3];
-    let bare = body.iter().enumerate().any(|(i, &b)| {
-        (b == b'\r' && body.get(i + 1) != Some(&b'\n'))
-            || (b == b'\n' && (i == 0 || body[i - 1] != b'\r'))
-    });
+    let bare = has_bare_line_end(body);
     if bare {
         assert_eq!(outcome, DataOutcome::BareLineEnding);
         return;
@@ -226,14 +240,8 @@ pub fn check_data(data: &[u8]) {
 /// (bare CR/LF first, then NUL, a line over 1000 octets, the size limit); a
 /// complete message is the input, with CRLF added when it ends mid-line.
 pub fn check_chunks(data: &[u8]) {
-    let [s0, s1, m, input @ ..] = data else {
+    let Some((split, max, input)) = split_input(data) else {
         return;
-    };
-    let split = usize::from(u16::from_le_bytes([*s0, *s1])) % (input.len() + 1);
-    let max = if *m == 255 {
-        u64::MAX
-    } else {
-        u64::from(*m) * 8
     };
     let chunked = |at: usize| {
         let mut r = DataReader::chunked(max);
@@ -247,10 +255,7 @@ pub fn check_chunks(data: &[u8]) {
     };
     let (out, outcome) = chunked(input.len());
     assert_eq!(chunked(split), (out.clone(), outcome), "split at {split}");
-    let bare = input.iter().enumerate().any(|(i, &b)| {
-        (b == b'\r' && input.get(i + 1) != Some(&b'\n'))
-            || (b == b'\n' && (i == 0 || input[i - 1] != b'\r'))
-    });
+    let bare = has_bare_line_end(input);
     let mut whole = input.to_vec();
     if !whole.is_empty() && !whole.ends_with(b"\n") && !bare {
         whole.extend_from_slice(b"\r\n");
