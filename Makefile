@@ -18,6 +18,10 @@ WASM_TARGET := wasm32-wasip2
 RUST_PLUGIN_TOMLS := $(shell grep -l 'cdylib' plugins/*/Cargo.toml tests/plugins/*/Cargo.toml \
                        examples/plugins/*/Cargo.toml 2>/dev/null)
 RUST_PLUGINS := $(foreach t,$(RUST_PLUGIN_TOMLS),$(shell sed -n 's/^name = "\(.*\)"/\1/p' $(t) | head -1))
+# The ones also built for contract 0.1 (a crate using 0.2-only stages says
+# `postern: contract-0.2-only` in its Cargo.toml).
+RUST_PLUGINS_V01 := $(foreach t,$(shell grep -L 'postern: contract-0.2-only' $(RUST_PLUGIN_TOMLS)),\
+                      $(shell sed -n 's/^name = "\(.*\)"/\1/p' $(t) | head -1))
 # Plugins in other languages: a folder with a build.sh (the shipped plugins
 # first: the examples reuse their toolchains).
 SCRIPT_PLUGINS := $(wildcard plugins/*/build.sh) $(wildcard examples/plugins/*/build.sh)
@@ -46,7 +50,7 @@ rust-plugins: wasm-target
 # plugin suites run against them too (test-e2e-v01).
 rust-plugins-v01: wasm-target
 	$(CARGO) build --release --target $(WASM_TARGET) --target-dir target/contract-0.1 \
-	  --features postern-sdk/contract-0-1 $(addprefix -p ,$(RUST_PLUGINS))
+	  --features postern-sdk/contract-0-1 $(addprefix -p ,$(RUST_PLUGINS_V01))
 
 script-plugins:
 	@set -e; for s in $(SCRIPT_PLUGINS); do echo "== $$s"; bash $$s; done

@@ -57,9 +57,11 @@ pub enum Record {
 }
 
 impl Record {
-    /// The record of recipient `rcpt`'s outcome, established at `at_ms`.
-    pub fn of_outcome(rcpt: usize, outcome: RcptOutcome, at_ms: u64) -> Record {
-        match outcome {
+    /// The records of recipient `rcpt`'s outcome, established at `at_ms`,
+    /// appended to `out`: one, or for a failure without a bounce the failure
+    /// and a `Bounced` record without a DSN (so none is ever sent).
+    pub fn of_outcome(out: &mut Vec<Record>, rcpt: usize, outcome: RcptOutcome, at_ms: u64) {
+        let record = match outcome {
             RcptOutcome::Delivered(detail) => Record::Delivered {
                 rcpt,
                 at_ms,
@@ -67,7 +69,27 @@ impl Record {
             },
             RcptOutcome::Failed(diag) => Record::Failed { rcpt, at_ms, diag },
             RcptOutcome::Deferred(diag) => Record::Deferred { rcpt, at_ms, diag },
+            RcptOutcome::Suppressed(diag) => {
+                out.push(Record::Failed { rcpt, at_ms, diag });
+                Record::Bounced {
+                    dsn: None,
+                    rcpts: vec![rcpt],
+                }
+            }
+        };
+        out.push(record);
+    }
+
+    /// The records of every outcome in `results`.
+    pub fn of_outcomes(
+        results: impl IntoIterator<Item = (usize, RcptOutcome)>,
+        at_ms: u64,
+    ) -> Vec<Record> {
+        let mut out = Vec::new();
+        for (rcpt, outcome) in results {
+            Record::of_outcome(&mut out, rcpt, outcome, at_ms);
         }
+        out
     }
 }
 

@@ -10,6 +10,7 @@
 //! (per-recipient state rebuilt from it), [`route`] (which agent and destination a
 //! recipient goes to), [`mailbox`] and [`maildir`] (local delivery), [`mx`]
 //! (RFC 5321 §5.1 / RFC 7505), [`tls`] (the STARTTLS policy), [`smtp`] (the client),
+//! [`policy`] (what delivery-side plugins decide: routes, failed attempts, bounces),
 //! [`dsn`] (RFC 3464 reports), [`manager`] (scheduling and concurrency) and
 //! [`inspect`] (queue commands without a running server).
 
@@ -22,6 +23,7 @@ pub mod maildir;
 pub mod manager;
 pub mod mx;
 pub mod outcome;
+pub mod policy;
 pub mod retry;
 pub mod route;
 pub mod settings;
@@ -32,6 +34,10 @@ pub mod view;
 
 pub use manager::{Prepared, QueueHandle, QueueManager};
 pub use outcome::{Diagnostic, RcptOutcome};
+pub use policy::{
+    BounceChoice, BounceFacts, DeliveryPolicy, Judgement, MessageFacts, NoPolicy, PolicyFuture,
+    RouteChoice,
+};
 pub use retry::RetrySchedule;
 pub use settings::{Relayhost, Secret, Settings, TlsPolicy};
 pub use view::{QueueDetail, QueueEntry, RecipientEntry};

@@ -112,9 +112,13 @@ pub async fn hosts_for(
             name: ip.to_string(),
             addrs: vec![*ip],
         }]),
-        Destination::Relay => {
-            let Some(relay) = &settings.relayhost else {
-                return Err(temporary(4, "no relayhost configured".into()));
+        Destination::Relay | Destination::Via(_) => {
+            let relay = match dest {
+                Destination::Via(r) => r,
+                _ => match &settings.relayhost {
+                    Some(r) => r,
+                    None => return Err(temporary(4, "no relayhost configured".into())),
+                },
             };
             if let Ok(ip) = relay.host.parse::<IpAddr>() {
                 return Ok(vec![MxHost {

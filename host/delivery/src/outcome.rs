@@ -100,6 +100,13 @@ impl Diagnostic {
         }
     }
 
+    /// The same failure, final: a class-4 status becomes class 5 (a plugin
+    /// gave up on it).
+    pub fn made_permanent(mut self) -> Diagnostic {
+        self.status.class = 5;
+        self
+    }
+
     pub fn is_permanent(&self) -> bool {
         self.status.class == 5
     }
@@ -129,6 +136,8 @@ pub enum RcptOutcome {
     Deferred(Diagnostic),
     /// Give up (and bounce).
     Failed(Diagnostic),
+    /// Give up without a bounce (a delivery-side plugin said so).
+    Suppressed(Diagnostic),
 }
 
 impl RcptOutcome {

@@ -10,7 +10,8 @@ use std::net::IpAddr;
 use postern_protocol::{Domain, EnhancedCode, Mailbox};
 
 use crate::outcome::Diagnostic;
-use crate::settings::Settings;
+use crate::policy::RouteChoice;
+use crate::settings::{Relayhost, Settings};
 
 /// Where a group of recipients is delivered; the unit of per-destination
 /// concurrency and connection reuse.
@@ -20,6 +21,9 @@ pub enum Destination {
     Local,
     /// The relayhost.
     Relay,
+    /// An SMTP host a plugin chose (`route-hook`), without MX look-up or
+    /// relayhost credentials.
+    Via(Relayhost),
     /// A recipient domain (lower case, no trailing dot): its MX hosts.
     Domain(String),
     /// An address literal.
@@ -31,9 +35,31 @@ impl fmt::Display for Destination {
         match self {
             Destination::Local => f.write_str("local"),
             Destination::Relay => f.write_str("relayhost"),
+            Destination::Via(r) => write!(f, "via {r}"),
             Destination::Domain(d) => f.write_str(d),
             Destination::Literal(ip) => write!(f, "[{ip}]"),
         }
+    }
+}
+
+/// The destination of `address` under a policy's `choice`, or the failure
+/// (permanent or temporary) it is instead.
+pub fn route_as(
+    address: &str,
+    choice: &RouteChoice,
+    settings: &Settings,
+) -> Result<Destination, Diagnostic> {
+    match choice {
+        RouteChoice::Default => route(address, settings),
+        RouteChoice::Local => Ok(Destination::Local),
+        RouteChoice::Relayhost if settings.relayhost.is_some() => Ok(Destination::Relay),
+        RouteChoice::Relayhost => Err(Diagnostic::local(
+            EnhancedCode::new(4, 3, 5),
+            "routed to the relayhost, but none is configured",
+        )),
+        RouteChoice::Relay(r) => Ok(Destination::Via(r.clone())),
+        RouteChoice::Mx(domain) => Ok(Destination::Domain(domain.clone())),
+        RouteChoice::Fail(d) => Err(d.clone()),
     }
 }
 

@@ -42,7 +42,7 @@ impl fmt::Debug for Secret {
 }
 
 /// A smarthost: every non-local recipient goes there (no MX look-up).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Relayhost {
     /// Host name or IP address (no brackets).
     pub host: String,

@@ -76,7 +76,13 @@ fn a_crash_after_one_destination_delivered_remembers_it() {
             .commit(&env, &[b"Subject: two destinations\r\n\r\nHi.\r\n"])
             .await
             .unwrap();
-        let handle = QueueManager::start(spool.clone(), Arc::new(NoDns), settings).unwrap();
+        let handle = QueueManager::start(
+            spool.clone(),
+            Arc::new(NoDns),
+            settings,
+            Arc::new(postern_delivery::NoPolicy),
+        )
+        .unwrap();
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let records = journal::read(&spool, &id).unwrap();

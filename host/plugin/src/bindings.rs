@@ -33,5 +33,6 @@ pub mod v02 {
     });
 
     pub use exports::postern::policy as hooks;
+    pub use postern::policy::delivery;
     pub use postern::policy::types;
 }

@@ -15,6 +15,7 @@ use std::time::Instant;
 use crate::Stage;
 use crate::breaker::{Admit, BreakerState, Transition};
 use crate::context::{Credentials, EnvelopeAddress, MessageChanges, Outcome, SessionContext};
+use crate::delivery::{Attempt, BounceInfo, DeliveryAnswer, QueuedMessage};
 use crate::generation::{Generation, Member};
 use crate::hooks::{self, Call, Contract, DataReturn, Live, Prepared, Returned};
 use crate::load::{CallError, LoadedPlugin, Mode, OnError, WALL_GRACE, set_deadline};
@@ -32,6 +33,9 @@ pub struct Decision {
     /// Envelope and header changes and quarantine asked for by data-stage
     /// plugins (0.2), in chain order; for an accepted message only.
     pub changes: MessageChanges,
+    /// The route or decision of a delivery-side stage, when the deciding
+    /// plugin gave one (its verdict is then `accept`).
+    pub delivery: Option<DeliveryAnswer>,
 }
 
 impl Decision {
@@ -41,6 +45,7 @@ impl Decision {
             decided_by: None,
             headers: Vec::new(),
             changes: MessageChanges::default(),
+            delivery: None,
         }
     }
 }
@@ -115,7 +120,7 @@ pub(crate) fn failure_verdict(on_error: OnError) -> Verdict {
 /// decides the stage (`Some`), counted in the generation's health.
 fn settle(
     verdict: Verdict,
-    added: DataReturn,
+    mut added: DataReturn,
     by: Arc<str>,
     health: &crate::generation::HealthCounters,
     headers: &mut Vec<(String, String)>,
@@ -125,8 +130,8 @@ fn settle(
         verdict,
         Verdict::Pass | Verdict::Accept | Verdict::AcceptWith(_)
     ) {
-        headers.extend(added.add_headers);
-        changes.extend(added.changes);
+        headers.extend(std::mem::take(&mut added.add_headers));
+        changes.extend(std::mem::take(&mut added.changes));
     }
     if verdict.is_pass() {
         return None;
@@ -142,7 +147,15 @@ fn settle(
         decided_by: Some(by),
         headers: std::mem::take(headers),
         changes: std::mem::take(changes),
+        delivery: added.delivery,
     })
+}
+
+/// Stages whose plugin failures are skipped instead of applying
+/// `on_error`: observers cannot decide anything, and a failed delivery-result
+/// judge leaves the host's own judgement.
+fn ignores_failures(stage: Stage) -> bool {
+    matches!(stage, Stage::Outcome | Stage::DeliveryResult)
 }
 
 /// Log and count a breaker's change of state.
@@ -272,6 +285,47 @@ impl SessionChain {
 
     pub async fn expn(&mut self, ctx: &impl StageContext, argument: &str) -> Decision {
         self.run(&ctx.shared(), Call::Expn(argument), None).await
+    }
+
+    /// Delivery side: where `recipient` of `message` goes. The decision's
+    /// verdict is `pass` (the host routes it), `reject`/`defer` (refuse or
+    /// defer it with the reply) or `accept` with the route in `delivery`.
+    pub async fn route(
+        &mut self,
+        ctx: &impl StageContext,
+        message: &QueuedMessage,
+        recipient: &str,
+    ) -> Decision {
+        self.run(&ctx.shared(), Call::Route { message, recipient }, None)
+            .await
+    }
+
+    /// Delivery side: what a failed attempt means (`pass`: the host's
+    /// judgement; `accept` with the decision in `delivery`).
+    pub async fn delivery_result(
+        &mut self,
+        ctx: &impl StageContext,
+        message: &QueuedMessage,
+        attempt: &Attempt,
+    ) -> Decision {
+        self.run(
+            &ctx.shared(),
+            Call::DeliveryResult { message, attempt },
+            None,
+        )
+        .await
+    }
+
+    /// Delivery side: whether a generated bounce is sent (`pass`/`accept`),
+    /// refused (`reject`/`disconnect`) or held (`defer`).
+    pub async fn bounce(
+        &mut self,
+        ctx: &impl StageContext,
+        bounce: &BounceInfo,
+        report: &Arc<MessageData>,
+    ) -> Decision {
+        self.run(&ctx.shared(), Call::Bounce { bounce, report }, None)
+            .await
     }
 
     /// Record how a stage ended: 0.1 observers are told now (one call per
@@ -463,7 +517,7 @@ impl SessionChain {
                 Ok(v) => v,
                 Err(CallError::BreakerOpen) => {
                     health.failures.fetch_add(1, Ordering::Relaxed);
-                    if stage == Stage::Outcome {
+                    if ignores_failures(stage) {
                         continue;
                     }
                     (failure_verdict(plugin.spec.on_error), DataReturn::none())
@@ -480,7 +534,7 @@ impl SessionChain {
                         on_error = ?plugin.spec.on_error,
                         "plugin {e}"
                     );
-                    if stage == Stage::Outcome {
+                    if ignores_failures(stage) {
                         continue;
                     }
                     (failure_verdict(plugin.spec.on_error), DataReturn::none())
@@ -521,6 +575,7 @@ impl SessionChain {
             decided_by: None,
             headers,
             changes,
+            delivery: None,
         }
     }
 }

@@ -46,7 +46,10 @@ macro_rules! conversions {
         fn stage(s: Option<crate::Stage>) -> wit::Stage {
             use crate::Stage;
             match s {
-                None | Some(Stage::Outcome) => wit::Stage::Disconnect,
+                None
+                | Some(Stage::Outcome | Stage::Route | Stage::DeliveryResult | Stage::Bounce) => {
+                    wit::Stage::Disconnect
+                }
                 Some(Stage::Connect) => wit::Stage::Connect,
                 Some(Stage::Helo) => wit::Stage::Helo,
                 Some(Stage::Auth) => wit::Stage::Auth,

@@ -12,6 +12,7 @@ mod capability;
 mod chain;
 mod context;
 mod convert;
+mod delivery;
 mod engine;
 mod generation;
 mod hooks;
@@ -38,6 +39,7 @@ pub use context::{
     Credentials, EnvelopeAddress, EnvelopeChange, HeaderChange, MessageChanges, Outcome,
     SessionContext, TlsInfo,
 };
+pub use delivery::{Attempt, BounceInfo, DeliveryAnswer, DeliveryDecision, QueuedMessage, Route};
 pub use engine::{Runtime, RuntimeConfig};
 pub use generation::{Generation, Health, PluginInfo};
 pub use hooks::Contract;
@@ -71,10 +73,16 @@ pub enum Stage {
     Vrfy,
     Expn,
     Outcome,
+    /// Delivery side (0.2): where a queued recipient goes.
+    Route,
+    /// Delivery side (0.2): what a failed attempt means.
+    DeliveryResult,
+    /// Delivery side (0.2): whether a generated bounce is sent.
+    Bounce,
 }
 
 impl Stage {
-    pub const COUNT: usize = 9;
+    pub const COUNT: usize = 12;
     pub const ALL: [Stage; Stage::COUNT] = [
         Stage::Connect,
         Stage::Helo,
@@ -85,6 +93,9 @@ impl Stage {
         Stage::Vrfy,
         Stage::Expn,
         Stage::Outcome,
+        Stage::Route,
+        Stage::DeliveryResult,
+        Stage::Bounce,
     ];
 
     /// The stage's name as in logs and metrics (matches the WIT names).
@@ -99,6 +110,9 @@ impl Stage {
             Stage::Vrfy => "vrfy",
             Stage::Expn => "expn",
             Stage::Outcome => "outcome",
+            Stage::Route => "route",
+            Stage::DeliveryResult => "delivery-result",
+            Stage::Bounce => "bounce",
         }
     }
 
@@ -114,7 +128,15 @@ impl Stage {
             Stage::Vrfy => "vrfy-hook",
             Stage::Expn => "expn-hook",
             Stage::Outcome => "outcome-hook",
+            Stage::Route => "route-hook",
+            Stage::DeliveryResult => "delivery-hook",
+            Stage::Bounce => "bounce-hook",
         }
+    }
+
+    /// Whether the stage belongs to the queue manager (no SMTP session).
+    pub fn is_delivery(self) -> bool {
+        matches!(self, Stage::Route | Stage::DeliveryResult | Stage::Bounce)
     }
 }
 

@@ -254,7 +254,11 @@ fn b64(bytes: &[u8]) -> String {
 impl ArgRecord {
     fn from_call(call: &Call<'_>, max_body: usize) -> ArgRecord {
         match call {
-            Call::Connect | Call::Outcomes(_) => ArgRecord::None,
+            Call::Connect
+            | Call::Outcomes(_)
+            | Call::Route { .. }
+            | Call::DeliveryResult { .. }
+            | Call::Bounce { .. } => ArgRecord::None,
             Call::Helo { name, extended } => ArgRecord::Helo {
                 name: name.to_string(),
                 extended: *extended,

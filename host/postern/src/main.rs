@@ -9,6 +9,7 @@ mod config;
 mod conn;
 #[cfg(test)]
 mod conn_tests;
+mod delivery_policy;
 mod dkim_keygen;
 mod dns;
 mod incoming;

@@ -285,9 +285,15 @@ pub async fn serve(config: Config, overrides: Overrides, plan: Plan) -> anyhow::
     let spool = Arc::new(spool);
     // Started before the listeners, so it sees every commit (and resumes the queue).
     let dns = resolver(&config);
-    let queue =
-        postern_delivery::QueueManager::start(spool.clone(), dns.clone(), config.delivery.clone())
-            .map_err(|e| anyhow::anyhow!("{}: {e}", config.path.display()))?;
+    // It starts no delivery before the plugins are loaded (`policy.install`).
+    let policy = Arc::new(crate::delivery_policy::ChainPolicy::default());
+    let queue = postern_delivery::QueueManager::start(
+        spool.clone(),
+        dns.clone(),
+        config.delivery.clone(),
+        policy.clone(),
+    )
+    .map_err(|e| anyhow::anyhow!("{}: {e}", config.path.display()))?;
     let runtime = Runtime::new(config.runtime.clone())?;
     let kv = crate::kv::open(&config.kv).map_err(|e| anyhow::anyhow!("[kv]: {e}"))?;
     tracing::info!(store = %kv.describe(), timeout = ?config.kv.timeout, "kv store");
@@ -324,6 +330,8 @@ pub async fn serve(config: Config, overrides: Overrides, plan: Plan) -> anyhow::
         session_seq: AtomicU64::new(0),
         recorder,
     });
+    policy.install(&shared);
+    shared.queue.wake();
     shared
         .listeners
         .lock()

@@ -99,7 +99,35 @@ const STAGES: &[StageDef] = &[
         params: "",
         args: "",
     },
+    // The delivery side (0.2 only): no session.
+    StageDef {
+        name: "route",
+        iface: "route-hook",
+        tr: "Router",
+        method: "on_route",
+        params: "message: D::QueuedMessage, recipient: String) -> D::Route",
+        args: "&message, &recipient",
+    },
+    StageDef {
+        name: "delivery_result",
+        iface: "delivery-hook",
+        tr: "DeliveryResult",
+        method: "on_delivery_result",
+        params: "message: D::QueuedMessage, attempt: D::Attempt) -> D::Decision",
+        args: "&message, &attempt",
+    },
+    StageDef {
+        name: "bounce",
+        iface: "bounce-hook",
+        tr: "BounceFilter",
+        method: "on_bounce",
+        params: "bounce: D::Bounce, report: &::postern_sdk::Message) -> W::Verdict",
+        args: "&bounce, report",
+    },
 ];
+
+/// Stages of the delivery side: their `params` hold the whole signature.
+const DELIVERY_STAGES: &[&str] = &["route", "delivery_result", "bounce"];
 
 /// The guest trait impl of one stage for this contract version.
 fn stage_impl(ty: &str, s: &StageDef) -> String {
@@ -117,6 +145,11 @@ fn stage_impl(ty: &str, s: &StageDef) -> String {
         )
     };
     let body = match (s.name, V01) {
+        (name, false) if DELIVERY_STAGES.contains(&name) => format!(
+            "fn {method}({params} {{
+                with_plugin(|p| <super::{ty} as ::postern_sdk::{tr}>::{method}(p, {args}))
+            }}"
+        ),
         ("outcome", false) => format!(
             "fn on_outcomes({session_param}, outcomes: Vec<W::Outcome>) {{
                 let s = {session};
@@ -156,6 +189,7 @@ const IMPORTS: &[&str] = &[
     "message",
     "mail-auth",
     "av-scan",
+    "delivery",
 ];
 
 fn error(msg: &str) -> TokenStream {
@@ -170,7 +204,9 @@ fn error(msg: &str) -> TokenStream {
 ///
 /// `MyPlugin` implements `postern_sdk::Plugin` and the SDK trait of every
 /// listed stage (`Connect`, `Helo`, `Auth`, `MailFrom`, `RcptTo`, `Data`,
-/// `Vrfy`, `Expn`, `Observe` for `outcome`). The trailing `recycle` opts in
+/// `Vrfy`, `Expn`, `Observe` for `outcome`; on the delivery side, 0.2
+/// only: `Router` for `route`, `DeliveryResult` for `delivery_result`,
+/// `BounceFilter` for `bounce`). The trailing `recycle` opts in
 /// to instance reuse: it exports `postern:policy/recycle`, answered by
 /// `Plugin::recycle`, and is the author's promise that an instance keeps
 /// nothing of one session that another could see. Without it every session
@@ -201,10 +237,16 @@ pub fn export_plugin(input: TokenStream) -> TokenStream {
             TokenTree::Ident(id) => {
                 let name = id.to_string();
                 match STAGES.iter().find(|s| s.name == name) {
+                    Some(_) if V01 && DELIVERY_STAGES.contains(&name.as_str()) => {
+                        return error(&format!(
+                            "export_plugin!: `{name}` is a postern:policy@0.2.0 stage; \
+                             this build targets 0.1.0 (the contract-0-1 feature)"
+                        ));
+                    }
                     Some(s) => stages.push(s),
                     None => {
                         return error(&format!(
-                            "export_plugin!: unknown stage `{name}` (known: connect, helo, auth, mail_from, rcpt_to, data, vrfy, expn, outcome)"
+                            "export_plugin!: unknown stage `{name}` (known: connect, helo, auth, mail_from, rcpt_to, data, vrfy, expn, outcome, route, delivery_result, bounce)"
                         ));
                     }
                 }
@@ -256,8 +298,8 @@ pub fn export_plugin(input: TokenStream) -> TokenStream {
     world.push('}');
     let with: String = IMPORTS
         .iter()
-        // `av-scan` is a 0.2 interface.
-        .filter(|m| !(V01 && **m == "av-scan"))
+        // `av-scan` and `delivery` are 0.2 interfaces.
+        .filter(|m| !(V01 && matches!(**m, "av-scan" | "delivery")))
         .map(|m| {
             let module = m.replace('-', "_");
             format!("\"postern:policy/{m}@{VERSION}\": ::postern_sdk::wit::{module},")
@@ -276,6 +318,11 @@ pub fn export_plugin(input: TokenStream) -> TokenStream {
     for s in &stages {
         impls.push_str(&stage_impl(&ty, s));
     }
+    let delivery_use = if V01 {
+        ""
+    } else {
+        "use ::postern_sdk::wit::delivery as D;"
+    };
     let code = format!(
         r#"
 #[doc(hidden)]
@@ -283,6 +330,7 @@ pub fn export_plugin(input: TokenStream) -> TokenStream {
 #[cfg(target_arch = "wasm32")]
 mod __postern_plugin {{
     use ::postern_sdk::wit::types as W;
+    {delivery_use}
     ::postern_sdk::__private::wit_bindgen::generate!({{
         inline: {world:?},
         path: {wit_dir:?},

@@ -94,6 +94,8 @@ pub use serde::Deserialize;
 pub use session::{
     DataResult, EnvelopeChange, HeaderChange, Outcome, Session, SessionData, glue as __glue,
 };
+#[cfg(not(feature = "contract-0-1"))]
+pub use wit::delivery::{Attempt, Bounce, Decision, QueuedMessage, Route};
 pub use wit::dns::{DnsError, Mx};
 pub use wit::kv::KvError;
 pub use wit::log::Level;
@@ -106,6 +108,10 @@ pub use wit::types::{
 pub mod prelude {
     pub use crate::addr::{domain_of, same_domain};
     pub use crate::host::{av_scan, dns, kv, log, mail_auth, now_ms};
+    #[cfg(not(feature = "contract-0-1"))]
+    pub use crate::{
+        Attempt, Bounce, BounceFilter, Decision, DeliveryResult, QueuedMessage, Route, Router,
+    };
     pub use crate::{
         Auth, Connect, Credentials, Data, DataResult, Deserialize, DnsError, EnvelopeAddress, Expn,
         Header, Helo, KvError, Level, MailFrom, Message, Mx, NoConfig, Observe, Outcome, Plugin,
@@ -214,6 +220,28 @@ pub trait Expn: Plugin {
 /// build gets one at a time, as each stage ends).
 pub trait Observe: Plugin {
     fn on_outcomes(&self, session: &Session, outcomes: &[Outcome]);
+}
+
+/// `route` (delivery side, 0.2): where a queued recipient goes, asked before
+/// each delivery attempt. `Route::Default` leaves it to the host.
+#[cfg(not(feature = "contract-0-1"))]
+pub trait Router: Plugin {
+    fn on_route(&self, message: &QueuedMessage, recipient: &str) -> Route;
+}
+
+/// `delivery_result` (delivery side, 0.2): what a recipient's failed
+/// attempt means (retry, give up, give up without a bounce).
+#[cfg(not(feature = "contract-0-1"))]
+pub trait DeliveryResult: Plugin {
+    fn on_delivery_result(&self, message: &QueuedMessage, attempt: &Attempt) -> Decision;
+}
+
+/// `bounce` (delivery side, 0.2): whether a bounce Postern generated is
+/// sent (`pass`/`accept`), refused (`reject`) or held (`defer`); `report`
+/// is the whole RFC 3464 message.
+#[cfg(not(feature = "contract-0-1"))]
+pub trait BounceFilter: Plugin {
+    fn on_bounce(&self, bounce: &Bounce, report: &Message) -> Verdict;
 }
 
 /// Parse the JSON configuration the host passes to `init`.

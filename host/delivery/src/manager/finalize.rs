@@ -17,6 +17,7 @@ use postern_spool::{Spool, SpoolError};
 use crate::counters::{self, COUNTERS};
 use crate::journal::{self, Record};
 use crate::outcome::Diagnostic;
+use crate::policy::{BounceChoice, BounceFacts, DeliveryPolicy};
 use crate::settings::Settings;
 use crate::state::MessageState;
 use crate::{dsn, now_ms};
@@ -59,22 +60,52 @@ async fn append(
         .map_err(|e| format!("cannot write the delivery journal: {e}"))
 }
 
-/// Commit a bounce for `failed`; its queue id.
+/// What became of a bounce.
+enum Bounce {
+    /// Committed, with its queue id.
+    Queued(String),
+    /// A delivery-side plugin refused it (`bounce-hook`): not sent.
+    Refused(String),
+}
+
+/// Build a bounce for `failed`, let the delivery policy screen it, and
+/// commit it unless refused. `Err` leaves it owed (the spool failed, or a
+/// plugin held it).
 async fn bounce(
     spool: &Arc<Spool>,
     settings: &Settings,
+    policy: &dyn DeliveryPolicy,
     state: &MessageState,
     failed: &[usize],
     now: u64,
-) -> Result<String, SpoolError> {
+) -> Result<Bounce, String> {
     let s = spool.clone();
     let id = state.id;
     let headers = tokio::task::spawn_blocking(move || dsn::original_headers(&s, &id))
         .await
-        .map_err(|e| SpoolError::Worker(e.to_string()))??;
+        .map_err(|e| e.to_string())?
+        .map_err(|e: SpoolError| e.to_string())?;
     let (envelope, bytes) = dsn::build(state, failed, &headers, settings, now);
-    spool.commit(&envelope, &[&bytes]).await?;
-    Ok(envelope.queue_id)
+    if policy.screens_bounces() {
+        let facts = BounceFacts {
+            queue_id: state.id.to_string(),
+            recipient: state.envelope.mail_from.clone(),
+            failed: failed
+                .iter()
+                .map(|&i| state.rcpts[i].address.clone())
+                .collect(),
+        };
+        match policy.bounce(&facts, &bytes).await {
+            BounceChoice::Send => {}
+            BounceChoice::Refuse(why) => return Ok(Bounce::Refused(why)),
+            BounceChoice::Hold(why) => return Err(format!("bounce held: {why}")),
+        }
+    }
+    spool
+        .commit(&envelope, &[&bytes])
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(Bounce::Queued(envelope.queue_id))
 }
 
 async fn remove(spool: &Arc<Spool>, mut state: MessageState) -> Finalized {
@@ -96,6 +127,7 @@ async fn remove(spool: &Arc<Spool>, mut state: MessageState) -> Finalized {
 pub(crate) async fn run(
     spool: Arc<Spool>,
     settings: Arc<Settings>,
+    policy: &dyn DeliveryPolicy,
     mut state: MessageState,
     fresh: Vec<Record>,
     written: Vec<Record>,
@@ -160,15 +192,22 @@ pub(crate) async fn run(
         return Finalized::Failed(Box::new(state), e);
     }
     if !failed.is_empty() {
-        match bounce(&spool, &settings, &state, &failed, now).await {
-            Ok(dsn_id) => {
-                counters::add(&COUNTERS.bounces, 1);
-                tracing::info!(queue_id = %state.id, dsn = %dsn_id, to = %state.envelope.mail_from,
-                    recipients = failed.len(), "bounce queued");
-                let r = Record::Bounced {
-                    dsn: Some(dsn_id),
-                    rcpts: failed,
+        match bounce(&spool, &settings, policy, &state, &failed, now).await {
+            Ok(done) => {
+                let dsn = match done {
+                    Bounce::Queued(dsn_id) => {
+                        counters::add(&COUNTERS.bounces, 1);
+                        tracing::info!(queue_id = %state.id, dsn = %dsn_id, to = %state.envelope.mail_from,
+                            recipients = failed.len(), "bounce queued");
+                        Some(dsn_id)
+                    }
+                    Bounce::Refused(why) => {
+                        tracing::info!(queue_id = %state.id, to = %state.envelope.mail_from,
+                            recipients = failed.len(), reason = %why, "bounce refused by plugin; not sent");
+                        None
+                    }
                 };
+                let r = Record::Bounced { dsn, rcpts: failed };
                 if let Err(e) = append(&spool, &state, vec![r.clone()]).await {
                     // The bounce is queued; at worst it is sent twice after a crash.
                     tracing::warn!(queue_id = %state.id, error = %e, "cannot record the bounce");

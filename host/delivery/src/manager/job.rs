@@ -9,7 +9,8 @@ use std::sync::Arc;
 use postern_spool::{Envelope, QueueId};
 
 use crate::outcome::RcptOutcome;
-use crate::route::{Destination, route};
+use crate::policy::RouteChoice;
+use crate::route::{Destination, route, route_as};
 use crate::settings::Settings;
 use crate::state::MessageState;
 
@@ -23,6 +24,8 @@ pub struct Job {
     pub envelope: Arc<Envelope>,
     /// Message size in bytes.
     pub size: u64,
+    /// Attempts of the message finished before this one.
+    pub attempts: u32,
     /// Indexes into `envelope.recipients`.
     pub rcpts: Vec<usize>,
 }
@@ -30,14 +33,26 @@ pub struct Job {
 /// Outcomes of recipients by envelope index.
 pub type Outcomes = Vec<(usize, RcptOutcome)>;
 
-/// The jobs of an attempt, and outcomes already known (unroutable recipients).
-pub fn plan(state: &MessageState, settings: &Settings) -> (Vec<(Destination, Job)>, Outcomes) {
+/// The jobs of an attempt, and outcomes already known (unroutable
+/// recipients, and those a plugin refused or deferred). `choices` are the
+/// delivery policy's routes for the pending recipients, when it routes.
+pub fn plan(
+    state: &MessageState,
+    settings: &Settings,
+    choices: Option<&[(usize, RouteChoice)]>,
+) -> (Vec<(Destination, Job)>, Outcomes) {
     let mut groups: BTreeMap<Destination, Vec<usize>> = BTreeMap::new();
     let mut known = Vec::new();
     for i in state.pending() {
-        match route(&state.rcpts[i].address, settings) {
+        let address = &state.rcpts[i].address;
+        let chosen = choices.and_then(|c| c.iter().find(|(r, _)| *r == i).map(|(_, c)| c));
+        let routed = match chosen {
+            Some(choice) => route_as(address, choice, settings),
+            None => route(address, settings),
+        };
+        match routed {
             Ok(dest) => groups.entry(dest).or_default().push(i),
-            Err(d) => known.push((i, RcptOutcome::Failed(d))),
+            Err(d) => known.push((i, RcptOutcome::from_diagnostic(d))),
         }
     }
     let mut jobs = Vec::new();
@@ -49,6 +64,7 @@ pub fn plan(state: &MessageState, settings: &Settings) -> (Vec<(Destination, Job
                     id: state.id,
                     envelope: state.envelope.clone(),
                     size: state.size,
+                    attempts: state.attempts,
                     rcpts: chunk.to_vec(),
                 },
             ));
@@ -95,7 +111,7 @@ mod tests {
         };
         let state = MessageState::new(env.queue_id.parse().unwrap(), Arc::new(env), 1);
         let settings = Settings::new("mx.test", &["example.test".into()], Path::new("/d"));
-        let (jobs, known) = plan(&state, &settings);
+        let (jobs, known) = plan(&state, &settings, None);
         let summary: Vec<(String, usize)> = jobs
             .iter()
             .map(|(d, j)| (d.to_string(), j.rcpts.len()))

@@ -26,6 +26,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::journal::Record;
 use crate::now_ms;
 use crate::outcome::{Diagnostic, RcptOutcome};
+use crate::policy::{DeliveryPolicy, MessageFacts, RouteChoice};
 use crate::route::Destination;
 use crate::settings::Settings;
 use crate::smtp::ClientCtx;
@@ -59,6 +60,10 @@ pub(crate) enum Event {
         error: Option<String>,
     },
     Finalized(QueueId, Finalized),
+    /// The delivery policy's routes for an attempt's pending recipients.
+    Planned(QueueId, Vec<(usize, RouteChoice)>),
+    /// Something outside changed (the policy became ready): look again.
+    Wake,
     Flush(oneshot::Sender<usize>),
     Delete(QueueId, oneshot::Sender<Result<bool, String>>),
     /// Release a quarantined message (`Ok(false)`: not held).
@@ -94,6 +99,8 @@ pub struct QueueStats {
 
 enum Phase {
     Waiting,
+    /// The delivery policy is choosing routes for an attempt.
+    Planning,
     Running {
         /// Jobs not finished yet.
         outstanding: usize,
@@ -125,16 +132,21 @@ pub struct QueueManager;
 impl QueueManager {
     /// Subscribe to the spool's commits, scan the queue, and start delivering.
     /// Must be called inside a tokio runtime.
+    /// `policy` decides routes, failed attempts and bounces where plugins
+    /// do (`NoPolicy` leaves everything to the settings); no attempt starts
+    /// before it is `ready` (`QueueHandle::wake` when it becomes so).
     pub fn start(
         spool: Arc<Spool>,
         dns: Arc<dyn DnsBackend>,
         settings: Settings,
+        policy: Arc<dyn DeliveryPolicy>,
     ) -> Result<QueueHandle, String> {
         let tls = TlsClient::new(&settings)?;
         let commits = spool.subscribe();
         let initial = spool.list().map_err(|e| e.to_string())?;
         let (tx, rx) = mpsc::unbounded_channel();
         let mut manager = Manager::new(spool.clone(), dns, Arc::new(settings), tls, tx.clone());
+        manager.policy = policy;
         tracing::info!(queued = initial.len(), enabled = manager.settings.enabled,
             relayhost = ?manager.settings.relayhost.as_ref().map(|r| r.to_string()),
             tls = manager.settings.tls.name(), "queue manager started");
@@ -188,6 +200,11 @@ impl QueueHandle {
             Err(SpoolError::NotFound(_)) => Ok(None),
             Err(e) => Err(e.to_string()),
         }
+    }
+
+    /// Look at the queue again (the delivery policy became ready).
+    pub fn wake(&self) {
+        let _ = self.tx.send(Event::Wake);
     }
 
     /// Make every waiting message due now; how many.
@@ -245,6 +262,7 @@ impl QueueHandle {
 
 struct Manager {
     spool: Arc<Spool>,
+    policy: Arc<dyn DeliveryPolicy>,
     dns: Arc<dyn DnsBackend>,
     settings: Arc<Settings>,
     tls: TlsClient,
@@ -276,6 +294,7 @@ impl Manager {
     ) -> Manager {
         Manager {
             spool,
+            policy: Arc::new(crate::policy::NoPolicy),
             dns,
             settings,
             tls,
@@ -326,11 +345,12 @@ impl Manager {
         if self.stopping {
             return None;
         }
-        let due = if self.settings.enabled && self.running < MAX_ACTIVE_MESSAGES {
-            self.timers.first().map(|(at, _)| *at)
-        } else {
-            None
-        };
+        let due =
+            if self.settings.enabled && self.running < MAX_ACTIVE_MESSAGES && self.policy.ready() {
+                self.timers.first().map(|(at, _)| *at)
+            } else {
+                None
+            };
         let reload = self.reloads.first().map(|(at, _)| *at);
         due.into_iter().chain(reload).min()
     }
@@ -349,6 +369,8 @@ impl Manager {
             } => self.job_done(dest, id, results, dest_failure, next),
             Event::Recorded { id, records, error } => self.recorded(id, records, error),
             Event::Finalized(id, outcome) => self.finalized(id, outcome),
+            Event::Planned(id, choices) => self.planned(id, Some(&choices)),
+            Event::Wake => {}
             Event::Flush(reply) => {
                 let _ = reply.send(self.flush());
             }
@@ -419,7 +441,7 @@ impl Manager {
 
     /// Start attempts of every due message.
     fn run_due(&mut self) {
-        if self.stopping || !self.settings.enabled {
+        if self.stopping || !self.settings.enabled || !self.policy.ready() {
             return;
         }
         let now = now_ms();
@@ -439,18 +461,49 @@ impl Manager {
         let Some(entry) = self.entries.get_mut(&id) else {
             return;
         };
-        let (jobs, known) = job::plan(&entry.state, &self.settings);
-        let at = now_ms();
+        self.running += 1;
+        if !self.policy.routes() {
+            self.planned(id, None);
+            return;
+        }
+        // Plugins choose the routes (off the manager's task); the attempt
+        // goes on when they have answered (`Event::Planned`).
+        entry.phase = Phase::Planning;
+        let facts = MessageFacts::of(&entry.state);
+        let pending = entry.state.pending();
+        let addresses: Vec<String> = pending
+            .iter()
+            .map(|&i| entry.state.rcpts[i].address.clone())
+            .collect();
+        let policy = self.policy.clone();
+        let events = self.events.clone();
+        tokio::spawn(async move {
+            let choices = policy.route(&facts, &addresses).await;
+            let _ = events.send(Event::Planned(
+                id,
+                pending.into_iter().zip(choices).collect(),
+            ));
+        });
+    }
+
+    /// Plan the attempt of `id` (counted in `running` already) and queue its
+    /// jobs.
+    fn planned(&mut self, id: QueueId, choices: Option<&[(usize, RouteChoice)]>) {
+        let Some(entry) = self.entries.get_mut(&id) else {
+            return;
+        };
+        let (jobs, known) = if entry.delete {
+            (Vec::new(), Vec::new())
+        } else {
+            job::plan(&entry.state, &self.settings, choices)
+        };
+        worker::log_results(&id, &entry.state.envelope, &"policy", &known);
         entry.phase = Phase::Running {
             outstanding: jobs.len(),
             writing: 0,
-            fresh: known
-                .into_iter()
-                .map(|(rcpt, outcome)| Record::of_outcome(rcpt, outcome, at))
-                .collect(),
+            fresh: Record::of_outcomes(known, now_ms()),
             written: Vec::new(),
         };
-        self.running += 1;
         let none = jobs.is_empty();
         for (dest, job) in jobs {
             self.dests.entry(dest).or_default().pending.push_back(job);
@@ -479,6 +532,7 @@ impl Manager {
                 self.workers += 1;
                 let ctx = WorkerCtx {
                     spool: self.spool.clone(),
+                    policy: self.policy.clone(),
                     dns: self.dns.clone(),
                     client: ClientCtx {
                         settings: self.settings.clone(),
@@ -568,8 +622,10 @@ impl Manager {
         let state = entry.state.clone();
         let delete = entry.delete;
         let events = self.events.clone();
+        let policy = self.policy.clone();
         tokio::spawn(async move {
-            let outcome = finalize::run(spool, settings, state, fresh, written, delete).await;
+            let outcome =
+                finalize::run(spool, settings, &*policy, state, fresh, written, delete).await;
             let _ = events.send(Event::Finalized(id, outcome));
         });
     }

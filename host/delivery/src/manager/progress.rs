@@ -31,10 +31,7 @@ impl Manager {
             return;
         };
         let at = now_ms();
-        let records: Vec<Record> = results
-            .into_iter()
-            .map(|(rcpt, outcome)| Record::of_outcome(rcpt, outcome, at))
-            .collect();
+        let records = Record::of_outcomes(results, at);
         *outstanding = outstanding.saturating_sub(1);
         if *outstanding == 0 || records.is_empty() || delete {
             fresh.extend(records);

@@ -14,6 +14,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::Event;
 use super::job::Job;
 use crate::outcome::{Diagnostic, RcptOutcome};
+use crate::policy::{DeliveryPolicy, MessageFacts, judge_results};
 use crate::route::Destination;
 use crate::settings::Settings;
 use crate::smtp::{ClientCtx, Outgoing, Session, Stale};
@@ -24,6 +25,7 @@ use postern_protocol::EnhancedCode;
 #[derive(Clone)]
 pub(crate) struct WorkerCtx {
     pub spool: Arc<Spool>,
+    pub policy: Arc<dyn DeliveryPolicy>,
     pub dns: Arc<dyn DnsBackend>,
     pub client: ClientCtx,
 }
@@ -43,11 +45,22 @@ pub(crate) async fn run(
 ) {
     let mut session: Option<Session> = None;
     loop {
-        let (results, dest_failure) = match &dest {
+        let (mut results, dest_failure) = match &dest {
             Destination::Local => (local_job(&ctx, &job).await, None),
             _ => smtp_job(&ctx, &dest, &job, &mut session).await,
         };
-        log_results(&job, &dest, &results);
+        if ctx.policy.judges() {
+            let facts = MessageFacts::new(&job.id, &job.envelope, job.size, job.attempts);
+            let env = &job.envelope;
+            let address = |i: usize| {
+                env.recipients
+                    .get(i)
+                    .map(|r| r.address.clone())
+                    .unwrap_or_default()
+            };
+            judge_results(&*ctx.policy, &facts, address, &mut results).await;
+        }
+        log_results(&job.id, &job.envelope, &dest, &results);
         let (tx, rx) = oneshot::channel();
         let done = Event::JobDone {
             dest: dest.clone(),
@@ -69,23 +82,33 @@ pub(crate) async fn run(
     }
 }
 
-fn log_results(job: &Job, dest: &Destination, results: &[(usize, RcptOutcome)]) {
+/// One log line per recipient outcome (`dest`: where it went, or "policy"
+/// for one decided before any delivery).
+pub(super) fn log_results(
+    id: &postern_spool::QueueId,
+    envelope: &postern_spool::Envelope,
+    dest: &dyn std::fmt::Display,
+    results: &[(usize, RcptOutcome)],
+) {
     for (i, outcome) in results {
-        let to = job
-            .envelope
+        let to = envelope
             .recipients
             .get(*i)
             .map(|r| r.address.as_str())
             .unwrap_or("?");
         match outcome {
             RcptOutcome::Delivered(detail) => {
-                tracing::info!(queue_id = %job.id, to, %dest, %detail, "delivered")
+                tracing::info!(queue_id = %id, to, %dest, %detail, "delivered")
             }
             RcptOutcome::Deferred(d) => {
-                tracing::info!(queue_id = %job.id, to, %dest, status = %d.status, reason = %d, "deferred")
+                tracing::info!(queue_id = %id, to, %dest, status = %d.status, reason = %d, "deferred")
             }
             RcptOutcome::Failed(d) => {
-                tracing::info!(queue_id = %job.id, to, %dest, status = %d.status, reason = %d, "failed")
+                tracing::info!(queue_id = %id, to, %dest, status = %d.status, reason = %d, "failed")
+            }
+            RcptOutcome::Suppressed(d) => {
+                tracing::info!(queue_id = %id, to, %dest, status = %d.status, reason = %d,
+                    "failed; no bounce (plugin)")
             }
         }
     }
@@ -148,6 +171,7 @@ async fn connect(ctx: &WorkerCtx, dest: &Destination) -> Result<Session, Diagnos
     let hosts = mx::hosts_for(dest, settings, &*ctx.dns).await?;
     let port = match (dest, &settings.relayhost) {
         (Destination::Relay, Some(r)) => r.port,
+        (Destination::Via(r), _) => r.port,
         _ => settings.smtp_port,
     };
     let relay = matches!(dest, Destination::Relay);

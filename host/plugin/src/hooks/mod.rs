@@ -17,6 +17,7 @@ use wasmtime::component::{Instance, InstancePre};
 
 use crate::Stage;
 use crate::context::{Credentials, EnvelopeAddress, MessageChanges, Outcome, SessionContext};
+use crate::delivery::{Attempt, BounceInfo, DeliveryAnswer, QueuedMessage};
 use crate::message::MessageData;
 use crate::state::PluginState;
 use crate::verdict::Verdict;
@@ -46,23 +47,39 @@ impl Contract {
     }
 }
 
-/// Every hook interface, once: the per-version modules expand it with their
-/// own `h` (generated export bindings) in scope.
+/// The hook interfaces, once, in chain-stage order: `field: binding module =
+/// "interface" => Stage`. Each version's module expands `stage_table!`
+/// through this list, adding the interfaces only it has
+/// (`with_stages!(stage_table; extra entries)`).
+macro_rules! with_stages {
+    ($table:ident; $($extra:tt)*) => {
+        $table! {
+            connect: connect_hook = "connect-hook" => Connect,
+            helo: helo_hook = "helo-hook" => Helo,
+            auth: auth_hook = "auth-hook" => Auth,
+            mail_from: mail_from_hook = "mail-from-hook" => MailFrom,
+            rcpt_to: rcpt_to_hook = "rcpt-to-hook" => RcptTo,
+            data: data_hook = "data-hook" => Data,
+            vrfy: vrfy_hook = "vrfy-hook" => Vrfy,
+            expn: expn_hook = "expn-hook" => Expn,
+            outcome: outcome_hook = "outcome-hook" => Outcome,
+            $($extra)*
+        }
+    };
+}
+use with_stages;
+
+/// What a version's module generates from the hook list: which interfaces a
+/// component exports, their type check, and the guest handles of a live
+/// instance. The per-version modules expand it with their own `h`
+/// (generated export bindings) in scope.
 macro_rules! stage_table {
-    () => {
+    ($($field:ident : $m:ident = $iface:literal => $stage:ident),* $(,)?) => {
         /// Which interfaces a component exports.
         pub(crate) struct Indices {
             init: Option<h::init::GuestIndices>,
             recycle: Option<h::recycle::GuestIndices>,
-            connect: Option<h::connect_hook::GuestIndices>,
-            helo: Option<h::helo_hook::GuestIndices>,
-            auth: Option<h::auth_hook::GuestIndices>,
-            mail_from: Option<h::mail_from_hook::GuestIndices>,
-            rcpt_to: Option<h::rcpt_to_hook::GuestIndices>,
-            data: Option<h::data_hook::GuestIndices>,
-            vrfy: Option<h::vrfy_hook::GuestIndices>,
-            expn: Option<h::expn_hook::GuestIndices>,
-            outcome: Option<h::outcome_hook::GuestIndices>,
+            $($field: Option<h::$m::GuestIndices>,)*
         }
 
         impl Indices {
@@ -75,11 +92,11 @@ macro_rules! stage_table {
                 version: &str,
             ) -> Result<Indices, String> {
                 macro_rules! find {
-                    ($m:ident, $iface:literal) => {
-                        match h::$m::GuestIndices::new(pre) {
+                    ($mm:ident, $name:literal) => {
+                        match h::$mm::GuestIndices::new(pre) {
                             Ok(i) => Some(i),
                             Err(e) => {
-                                let name = format!("postern:policy/{}@{version}", $iface);
+                                let name = format!("postern:policy/{}@{version}", $name);
                                 if pre.component().get_export_index(None, &name).is_some() {
                                     return Err(format!("{name}: {e:#}"));
                                 }
@@ -91,15 +108,7 @@ macro_rules! stage_table {
                 Ok(Indices {
                     init: find!(init, "init"),
                     recycle: find!(recycle, "recycle"),
-                    connect: find!(connect_hook, "connect-hook"),
-                    helo: find!(helo_hook, "helo-hook"),
-                    auth: find!(auth_hook, "auth-hook"),
-                    mail_from: find!(mail_from_hook, "mail-from-hook"),
-                    rcpt_to: find!(rcpt_to_hook, "rcpt-to-hook"),
-                    data: find!(data_hook, "data-hook"),
-                    vrfy: find!(vrfy_hook, "vrfy-hook"),
-                    expn: find!(expn_hook, "expn-hook"),
-                    outcome: find!(outcome_hook, "outcome-hook"),
+                    $($field: find!($m, $iface),)*
                 })
             }
 
@@ -114,24 +123,16 @@ macro_rules! stage_table {
                 instance: &wasmtime::component::Instance,
             ) -> Result<(), String> {
                 macro_rules! one {
-                    ($field:ident, $iface:literal) => {
-                        if let Some(i) = &self.$field {
+                    ($f:ident, $name:literal) => {
+                        if let Some(i) = &self.$f {
                             i.load(&mut *store, instance)
-                                .map_err(|e| format!("export {}: {e:#}", $iface))?;
+                                .map_err(|e| format!("export {}: {e:#}", $name))?;
                         }
                     };
                 }
                 one!(init, "init");
                 one!(recycle, "recycle");
-                one!(connect, "connect-hook");
-                one!(helo, "helo-hook");
-                one!(auth, "auth-hook");
-                one!(mail_from, "mail-from-hook");
-                one!(rcpt_to, "rcpt-to-hook");
-                one!(data, "data-hook");
-                one!(vrfy, "vrfy-hook");
-                one!(expn, "expn-hook");
-                one!(outcome, "outcome-hook");
+                $(one!($field, $iface);)*
                 Ok(())
             }
 
@@ -140,16 +141,10 @@ macro_rules! stage_table {
             }
 
             pub fn exports(&self, stage: Stage) -> bool {
+                #[allow(unreachable_patterns)]
                 match stage {
-                    Stage::Connect => self.connect.is_some(),
-                    Stage::Helo => self.helo.is_some(),
-                    Stage::Auth => self.auth.is_some(),
-                    Stage::MailFrom => self.mail_from.is_some(),
-                    Stage::RcptTo => self.rcpt_to.is_some(),
-                    Stage::Data => self.data.is_some(),
-                    Stage::Vrfy => self.vrfy.is_some(),
-                    Stage::Expn => self.expn.is_some(),
-                    Stage::Outcome => self.outcome.is_some(),
+                    $(Stage::$stage => self.$field.is_some(),)*
+                    _ => false,
                 }
             }
         }
@@ -157,15 +152,7 @@ macro_rules! stage_table {
         /// Guest export handles resolved on a live instance (once each).
         #[derive(Default)]
         pub(crate) struct Guests {
-            connect: Option<h::connect_hook::Guest>,
-            helo: Option<h::helo_hook::Guest>,
-            auth: Option<h::auth_hook::Guest>,
-            mail_from: Option<h::mail_from_hook::Guest>,
-            rcpt_to: Option<h::rcpt_to_hook::Guest>,
-            data: Option<h::data_hook::Guest>,
-            vrfy: Option<h::vrfy_hook::Guest>,
-            expn: Option<h::expn_hook::Guest>,
-            outcome: Option<h::outcome_hook::Guest>,
+            $($field: Option<h::$m::Guest>,)*
         }
 
         /// Ask an instance that served a session whether it may serve
@@ -312,6 +299,19 @@ pub(crate) enum Call<'a> {
     Expn(&'a str),
     /// 0.1 observers get one outcome per call, 0.2 observers a batch.
     Outcomes(&'a [Outcome]),
+    /// Delivery side (0.2 only).
+    Route {
+        message: &'a QueuedMessage,
+        recipient: &'a str,
+    },
+    DeliveryResult {
+        message: &'a QueuedMessage,
+        attempt: &'a Attempt,
+    },
+    Bounce {
+        bounce: &'a BounceInfo,
+        report: &'a Arc<MessageData>,
+    },
 }
 
 impl Call<'_> {
@@ -326,6 +326,9 @@ impl Call<'_> {
             Call::Vrfy(_) => Stage::Vrfy,
             Call::Expn(_) => Stage::Expn,
             Call::Outcomes(_) => Stage::Outcome,
+            Call::Route { .. } => Stage::Route,
+            Call::DeliveryResult { .. } => Stage::DeliveryResult,
+            Call::Bounce { .. } => Stage::Bounce,
         }
     }
 }
@@ -335,6 +338,8 @@ pub(crate) struct DataReturn {
     pub verdict: Verdict,
     pub add_headers: Vec<(String, String)>,
     pub changes: MessageChanges,
+    /// A delivery-side stage's route or decision (`DeliveryAnswer`).
+    pub delivery: Option<DeliveryAnswer>,
 }
 
 impl DataReturn {
@@ -344,6 +349,16 @@ impl DataReturn {
             verdict: Verdict::Pass,
             add_headers: Vec::new(),
             changes: MessageChanges::default(),
+            delivery: None,
+        }
+    }
+
+    /// A delivery-side answer: its verdict, and what goes with it.
+    pub fn delivery(verdict: Verdict, answer: Option<DeliveryAnswer>) -> DataReturn {
+        DataReturn {
+            verdict,
+            delivery: answer,
+            ..DataReturn::none()
         }
     }
 }

@@ -15,7 +15,7 @@ use crate::context::{MessageChanges, Outcome, SessionContext};
 use crate::message::MessageHandle;
 use crate::state::PluginState;
 
-stage_table!();
+super::with_stages!(stage_table;);
 crate::convert::conversions!();
 
 fn session(s: &SessionContext) -> wit::Session {
@@ -136,6 +136,7 @@ pub(super) async fn call(
                 verdict: verdict(r.verdict),
                 add_headers: headers(r.add_headers),
                 changes: MessageChanges::default(),
+                delivery: None,
             })
         }
         Call::Vrfy(arg) => {
@@ -152,6 +153,9 @@ pub(super) async fn call(
                 g.call_on_outcome(&mut *store, s, o).await?;
             }
             Returned::Nothing
+        }
+        Call::Route { .. } | Call::DeliveryResult { .. } | Call::Bounce { .. } => {
+            wasmtime::bail!("delivery-side hooks are not part of contract 0.1")
         }
     })
 }

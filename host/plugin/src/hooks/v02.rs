@@ -10,14 +10,20 @@ use wasmtime::component::{InstancePre, Resource};
 
 use super::{Call, DataReturn, GuestSet, Live, Returned, guest, stage_table};
 use crate::Stage;
+use crate::bindings::v02::delivery as dw;
 use crate::bindings::v02::hooks as h;
 use crate::bindings::v02::types as wit;
 use crate::context::{EnvelopeChange, HeaderChange, MessageChanges, Outcome, SessionContext};
+use crate::delivery::{Attempt, DeliveryDecision, QueuedMessage, Route};
 use crate::message::MessageHandle;
 use crate::session::SessionHandle;
 use crate::state::PluginState;
 
-stage_table!();
+super::with_stages!(stage_table;
+    route: route_hook = "route-hook" => Route,
+    delivery: delivery_hook = "delivery-hook" => DeliveryResult,
+    bounce: bounce_hook = "bounce-hook" => Bounce,
+);
 crate::convert::conversions!();
 
 fn outcome(o: &Outcome) -> wit::Outcome {
@@ -57,6 +63,49 @@ fn changes(r: &mut wit::DataResult) -> MessageChanges {
             .collect(),
         quarantine: r.quarantine.take(),
         body: None,
+    }
+}
+
+fn queued(m: &QueuedMessage) -> dw::QueuedMessage {
+    dw::QueuedMessage {
+        queue_id: m.queue_id.clone(),
+        sender: m.sender.clone(),
+        size: m.size,
+        received_ms: m.received_ms,
+        attempts: m.attempts,
+        client_ip: m.client_ip.clone(),
+        auth_user: m.auth_user.clone(),
+    }
+}
+
+fn attempt_of(a: &Attempt) -> dw::Attempt {
+    dw::Attempt {
+        recipient: a.recipient.clone(),
+        permanent: a.permanent,
+        status: a.status.clone(),
+        text: a.text.clone(),
+        remote_host: a.remote_host.clone(),
+    }
+}
+
+fn route(r: dw::Route) -> Route {
+    match r {
+        dw::Route::Default => Route::Default,
+        dw::Route::Local => Route::Local,
+        dw::Route::Relayhost => Route::Relayhost,
+        dw::Route::Relay(h) => Route::Relay(h),
+        dw::Route::Mx(d) => Route::Mx(d),
+        dw::Route::Refuse(r) => Route::Refuse(reply(r)),
+        dw::Route::Defer(r) => Route::Defer(reply(r)),
+    }
+}
+
+fn decision(d: dw::Decision) -> DeliveryDecision {
+    match d {
+        dw::Decision::Default => DeliveryDecision::Default,
+        dw::Decision::Retry => DeliveryDecision::Retry,
+        dw::Decision::GiveUp => DeliveryDecision::GiveUp,
+        dw::Decision::SuppressBounce => DeliveryDecision::SuppressBounce,
     }
 }
 
@@ -149,6 +198,7 @@ pub(super) async fn call(
                     verdict: verdict(r.verdict),
                     add_headers: headers(r.add_headers),
                     changes,
+                    delivery: None,
                 })
             }
             Call::Vrfy(arg) => {
@@ -163,6 +213,38 @@ pub(super) async fn call(
                 let g = guest!(store, instance, guests, idx, outcome);
                 g.call_on_outcomes(&mut *store, s(), &a.outcomes).await?;
                 Returned::Nothing
+            }
+            Call::Route { message, recipient } => {
+                let g = guest!(store, instance, guests, idx, route);
+                let m = queued(message);
+                let (v, answer) =
+                    route(g.call_on_route(&mut *store, &m, recipient).await?).into_verdict();
+                Returned::Data(DataReturn::delivery(v, answer))
+            }
+            Call::DeliveryResult { message, attempt } => {
+                let g = guest!(store, instance, guests, idx, delivery);
+                let m = queued(message);
+                let d = g
+                    .call_on_delivery_result(&mut *store, &m, &attempt_of(attempt))
+                    .await?;
+                let (v, answer) = decision(d).into_verdict();
+                Returned::Data(DataReturn::delivery(v, answer))
+            }
+            Call::Bounce { bounce, report } => {
+                let g = guest!(store, instance, guests, idx, bounce);
+                let b = dw::Bounce {
+                    queue_id: bounce.queue_id.clone(),
+                    recipient: bounce.recipient.clone(),
+                    failed: bounce.failed.clone(),
+                };
+                let r = store
+                    .data_mut()
+                    .table
+                    .push(MessageHandle((*report).clone()))?;
+                let borrowed = Resource::<MessageHandle>::new_borrow(r.rep());
+                let result = g.call_on_bounce(&mut *store, &b, borrowed).await;
+                store.data_mut().table.delete(r)?;
+                Returned::Verdict(verdict(result?))
             }
         })
     }

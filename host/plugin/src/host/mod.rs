@@ -38,6 +38,9 @@ macro_rules! common_host {
 common_host!(v01);
 common_host!(v02);
 
+/// `delivery` (0.2) only defines the delivery-side hooks' types.
+impl crate::bindings::v02::postern::policy::delivery::Host for PluginState {}
+
 impl PluginState {
     /// Log a host call refused because the plugin lacks `capability`
     /// (`what`: "dns look-up", "kv access", ...).
