@@ -87,10 +87,13 @@ E2E_V01 := $(wildcard tests/e2e/test_plugin_*.py) tests/e2e/test_check.py tests/
 test-e2e-v01: venv
 	POSTERN_CONTRACT=0.1 $(VPY) -m pytest -q -n 2 $(E2E_V01)
 
-# Throughput against Postfix and smtp-sink, plugin latency, memory (bench/README.md).
-# BENCH_ARGS passes options to bench/run.py, e.g. BENCH_ARGS=--quick or
-# BENCH_ARGS="--messages 50000 --rounds 5 --perf"; BENCH_MESSAGES, BENCH_ROUNDS,
-# BENCH_SESSIONS also work. The idle-connection check: `make bench-idle`.
+# Throughput against Postfix and smtp-sink, plugin latency, memory (bench/README.md):
+# the receive job (accept and store) and the relay job (accept and relay to
+# one SMTP sink, timed until the sink has every message), with the ratios of both.
+# BENCH_ARGS passes options to bench/run.py, e.g. BENCH_ARGS=--quick,
+# BENCH_ARGS="--jobs relay" or BENCH_ARGS="--messages 50000 --rounds 5 --perf";
+# BENCH_MESSAGES, BENCH_ROUNDS, BENCH_SESSIONS, BENCH_JOBS also work. The
+# idle-connection check: `make bench-idle`.
 BENCH_ARGS ?=
 
 bench: build bench-deps

@@ -1,18 +1,28 @@
 #!/usr/bin/env python3
 """Throughput benchmark: Postern against Postfix and smtp-sink (`make bench`).
 
-Starts, each on its own loopback port:
+Two jobs (--jobs, default both):
+
+receive  starts, each on its own loopback port:
   smtp-sink          Postfix's no-op SMTP server (nothing stored): the ceiling;
   postfix            a private Postfix instance (bench/postfix/*.cf) with its
                      normal fsync'd queue and the discard transport;
   postern-default    Postern with the default plugin chain (bench/postern-default.toml);
   postern-noplugins  Postern without plugins (bench/postern-noplugins.toml);
-drives each in turn with Postfix's smtp-source (N messages, S parallel
-sessions, one connection per message unless --reuse), alternating targets
-run by run for --rounds rounds, checks that every message was accepted, and
-prints messages per second, the ratios between targets, per-stage plugin
-latency (from Postern's Prometheus histograms) and peak memory. All numbers
-also go to bench/results/latest.json.
+  and times until the load generator has its last reply.
+relay    starts one counting SMTP sink (smtp-sink -c) and:
+  smtp-sink          the load generator straight into that sink: the ceiling;
+  postfix            the private instance relaying to the sink with its smtp
+                     transport (bench/postfix/relay-*.cf on top of *.cf);
+  postern-default    the default chain relaying to the sink (bench/postern-relay.toml);
+  and times until the sink has counted every message.
+
+Each job drives its targets in turn with Postfix's smtp-source (N messages, S
+parallel sessions, one connection per message unless --reuse), alternating
+targets run by run for --rounds rounds, checks that every message was
+accepted (and, relaying, delivered), and prints messages per second, the
+ratios between targets, per-stage plugin latency (from Postern's Prometheus
+histograms) and peak memory. All numbers also go to bench/results/latest.json.
 
 Python 3.11+, standard library only. Run as root (Postfix's master must be).
 See bench/README.md for how to read the output.
@@ -23,6 +33,7 @@ from __future__ import annotations
 import argparse
 import atexit
 import datetime as dt
+import fcntl
 import json
 import os
 import platform
@@ -52,8 +63,18 @@ DOMAIN = "bench.test"
 HELO = "client.bench"
 SENDER = "bench@client.bench"
 RCPT = f"rcpt@{DOMAIN}"
+# The relay job's recipient: not a local domain of any MTA (Postern's
+# local_domains and Postfix's mydestination are bench.test only), so each
+# relays it (the client is in its relay networks) to the sink.
+RELAY_RCPT = f"rcpt@relay.{DOMAIN}"
 
+JOBS = ["receive", "relay"]
 TARGETS = ["smtp-sink", "postfix", "postern-default", "postern-noplugins"]
+# The relay job's targets, in their order (of --targets, only these run in
+# it): postern-noplugins cannot relay (the host grants relay only through a
+# plugin), the extra targets are receive variants.
+RELAY_TARGETS = ["smtp-sink", "postfix", "postern-default"]
+RELAY_CONFIG = BENCH / "postern-relay.toml"
 # Also available with --targets: every shipped plugin (adds dnsbl and greylist),
 # mail authentication, the default chain with its state in Redis (a
 # redis-server run.py starts on loopback) instead of the embedded store, and
@@ -132,11 +153,23 @@ def dns_stub_port() -> int:
 
         _DNS_STUB = DnsStub({"client.bench": "v=spf1 ip4:127.0.0.1 -all"})
     return _DNS_STUB.port
-# The goals the issue sets for later (shown, never enforced here).
+# The goals the issue sets for later (shown, never enforced here), by job.
 GOALS = {
-    "postern-default / postfix": 2.0,
-    "postern-default / smtp-sink": 0.5,
-    "postern-default / postern-noplugins": 0.9,
+    "receive": {
+        "postern-default / postfix": 2.0,
+        "postern-default / smtp-sink": 0.5,
+        "postern-default / postern-noplugins": 0.9,
+    },
+    "relay": {
+        "postern-default / postfix": 3.5,
+    },
+}
+# The ratios printed for each job (numerator, denominator), when both ran.
+RATIOS = {
+    "receive": [("postern-default", "postfix"), ("postern-default", "smtp-sink"),
+                ("postern-default", "postern-noplugins"), ("postern-noplugins", "postfix"),
+                ("postern-noplugins", "smtp-sink"), ("postfix", "smtp-sink")],
+    "relay": [("postern-default", "postfix"), ("postern-default", "smtp-sink"), ("postfix", "smtp-sink")],
 }
 
 
@@ -499,6 +532,127 @@ class SinkTarget(Target):
             self.proc.wait(10)
 
 
+class CountingSink(Target):
+    """The relay job's SMTP sink: Postfix's smtp-sink with its running
+    counter (-c) on a pipe. Every MTA of the relay job delivers to it, and
+    as a target of its own (smtp-source straight into it) it is the job's
+    ceiling. One process serves the whole job (started and stopped with it).
+
+    smtp-sink rewrites the counter line `sess=N quit=N mesg=N` (each ended by
+    a carriage return) whenever a session ends, a QUIT arrives or a message's
+    final "." does, before it sends the reply to it. A reader thread keeps
+    the last `mesg` and notes the moment it reaches the total a run waits
+    for. smtp-sink offers PIPELINING and 8BITMIME but not CHUNKING, so both
+    MTAs send the content with DATA (Postfix's smtp client has no BDAT)."""
+
+    name = "smtp-sink"
+    COUNTER_RE = re.compile(rb"mesg=(\d+)")
+
+    def __init__(self, base: Path):
+        self.base = base
+        self.proc: subprocess.Popen | None = None
+        self.hwm = 0
+        self.cond = threading.Condition()
+        self.count = 0            # messages received so far (the counter's mesg)
+        self.expected = 0         # messages sent to it so far, by the runs' accounts
+        self.run_base = 0         # `expected` when the current run began
+        self.reached_at: float | None = None  # monotonic time `count` reached `expected`
+        self.eof = False
+
+    def start(self) -> None:
+        if self.proc is not None:
+            return
+        self.port = free_port()
+        cmd = [tool("smtp-sink"), "-c"]
+        if os.geteuid() == 0:
+            cmd += ["-u", "postfix"]
+        cmd += [f"127.0.0.1:{self.port}", "256"]
+        self.log = open(self.base / "smtp-sink-relay.log", "wb")
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self.log)
+        try:
+            # Room for a few seconds of counter lines (~30 bytes, up to three
+            # per message): the sink must never wait for the reader thread.
+            fcntl.fcntl(self.proc.stdout.fileno(), fcntl.F_SETPIPE_SZ, 1 << 20)
+        except OSError:
+            pass
+        threading.Thread(target=self._read, name="sink-counter", daemon=True).start()
+        wait_smtp(self.port, 10, self.proc)
+
+    def _read(self) -> None:
+        fd = self.proc.stdout.fileno()
+        buf = b""
+        while True:
+            try:
+                data = os.read(fd, 65536)
+            except OSError:
+                data = b""
+            if not data:
+                with self.cond:
+                    self.eof = True
+                    self.cond.notify_all()
+                return
+            buf += data
+            end = buf.rfind(b"\r")
+            if end < 0:
+                continue
+            m = self.COUNTER_RE.search(buf, buf.rfind(b"\r", 0, end) + 1, end)
+            buf = buf[end + 1:]
+            if not m:
+                continue
+            with self.cond:
+                self.count = int(m.group(1))
+                if self.reached_at is None and self.count >= self.expected:
+                    self.reached_at = time.monotonic()
+                    self.cond.notify_all()
+
+    def expect(self, messages: int) -> None:
+        """A run is about to send `messages` more (through an MTA or not)."""
+        with self.cond:
+            self.run_base = self.expected
+            self.expected += messages
+            self.reached_at = None
+
+    def wait_done(self, timeout: float) -> float | None:
+        """The monotonic time at which the sink had every message of the
+        run (None: not within `timeout` seconds, or the sink exited)."""
+        with self.cond:
+            self.cond.wait_for(lambda: self.reached_at is not None or self.eof, timeout)
+            return self.reached_at
+
+    def settle(self, messages: int) -> list[str]:
+        """After a run (the MTA drained): check that the sink got exactly the
+        run's messages, none missing and none extra (a bounce to the
+        sender's remote domain would come here too); resynchronise the
+        totals either way."""
+        time.sleep(0.2)  # anything extra still on its way
+        with self.cond:
+            got = self.count - self.run_base
+            self.expected = self.count
+        if got != messages:
+            return [f"the sink received {got} messages, expected {messages}"]
+        return []
+
+    def cpu_seconds(self) -> float:
+        st = proc_stat(self.proc.pid) if self.proc else None
+        return st[2] if st else 0.0
+
+    def server_pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    def after_run(self, messages: int, measured: bool = True) -> dict:
+        self.hwm = max(self.hwm, proc_status(self.proc.pid).get("VmHWM", 0))
+        return {"ok": True, "problems": []}
+
+    def memory(self) -> dict:
+        return {"peak_rss_kib": self.hwm, "measured": "VmHWM of the smtp-sink process"}
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.hwm = max(self.hwm, proc_status(self.proc.pid).get("VmHWM", 0))
+            self.proc.terminate()
+            self.proc.wait(10)
+
+
 def run_with_tty_stderr(cmd: list[str], timeout: float = 120) -> tuple[int, str]:
     """Run a Postfix command with a terminal as stderr: Postfix tools print
     their diagnostics only to a tty (otherwise only to syslog)."""
@@ -525,15 +679,35 @@ def run_with_tty_stderr(cmd: list[str], timeout: float = 120) -> tuple[int, str]
         os.close(master)
 
 
+def override_parameters(main_cf: str, overrides: str) -> str:
+    """main.cf text with the parameters `overrides` sets removed (each with
+    its continuation lines) and `overrides` appended: Postfix would take the
+    last of two settings too, but warn about each."""
+    names = set(re.findall(r"(?m)^([A-Za-z0-9_]+)\s*=", overrides))
+    out, skipping = [], False
+    for line in main_cf.splitlines(keepends=True):
+        if line[:1] in (" ", "\t") and line.strip() and not line.lstrip().startswith("#"):
+            if not skipping:
+                out.append(line)
+            continue
+        m = re.match(r"([A-Za-z0-9_]+)\s*=", line)
+        skipping = bool(m and m.group(1) in names)
+        if not skipping:
+            out.append(line)
+    return "".join(out).rstrip("\n") + "\n\n" + overrides
+
+
 class PostfixTarget(Target):
     """A private Postfix instance. Only ever addressed with `postfix -c <our
     config dir>`: the system's default instance (/etc/postfix) is not read
-    or changed."""
+    or changed. With `sink` (the relay job) its smtp transport delivers
+    everything to that sink (bench/postfix/relay-*.cf applied on top)."""
 
     name = "postfix"
 
-    def __init__(self, base: Path):
-        self.dir = base / "postfix"
+    def __init__(self, base: Path, sink: CountingSink | None = None):
+        self.sink = sink
+        self.dir = base / ("postfix-relay" if sink else "postfix")
         self.conf = self.dir / "conf"
         self.queue = self.dir / "queue"
         self.data = self.dir / "data"
@@ -564,9 +738,14 @@ class PostfixTarget(Target):
             "@BASE_DIR@": str(self.dir),
             "@DOMAIN@": DOMAIN,
             "@LISTEN@": f"127.0.0.1:{self.port}",
+            "@SINK@": str(self.sink.port) if self.sink else "",
         }
         for f in ("main.cf", "master.cf"):
             text = (BENCH / "postfix" / f).read_text()
+            if self.sink and f == "main.cf":
+                text = override_parameters(text, (BENCH / "postfix" / "relay-main.cf").read_text())
+            elif self.sink:
+                text += "\n" + (BENCH / "postfix" / "relay-master.cf").read_text()
             for k, v in subst.items():
                 text = text.replace(k, v)
             (self.conf / f).write_text(text)
@@ -670,10 +849,17 @@ class PostfixTarget(Target):
 
 
 class PosternTarget(Target):
+    """Postern, started afresh (empty spool) for every measured run. With
+    `deliver` it delivers to Maildirs; with `sink` (the relay job, whose
+    config names a relayhost) it relays to that sink. Either way a run ends
+    only when its spool is empty again."""
+
     per_run_process = True
 
-    def __init__(self, name: str, config: Path, base: Path, keep: bool, deliver: bool = False):
+    def __init__(self, name: str, config: Path, base: Path, keep: bool, deliver: bool = False,
+                 sink: CountingSink | None = None):
         self.name, self.config, self.base, self.keep, self.deliver = name, config, base, keep, deliver
+        self.sink = sink
         self.proc: subprocess.Popen | None = None
         self.run_no = 0
         self.hwm = 0
@@ -686,7 +872,7 @@ class PosternTarget(Target):
 
     def start(self) -> None:
         self.run_no += 1
-        self.dir = self.base / f"{self.name}-{self.run_no}"
+        self.dir = self.base / f"{self.name}{'-relay' if self.sink else ''}-{self.run_no}"
         self.dir.mkdir(parents=True)
         self.logfile = self.dir / "postern.log"
         cmd = [
@@ -707,9 +893,13 @@ class PosternTarget(Target):
     def render_config(self) -> Path:
         """A copy of the configuration in the run directory: relative paths
         (written relative to bench/) made absolute, delivery switched on for
-        --deliver."""
+        --deliver, the relay job's sink port put into `relayhost`."""
         text = self.config.read_text()
         text = re.sub(r'= "\.\./', f'= "{ROOT}/', text)
+        if self.sink:
+            text, n = re.subn(r'(?m)^(relayhost\s*=\s*)"\[127\.0\.0\.1\]:1"', rf'\1"[127.0.0.1]:{self.sink.port}"', text)
+            if not n:
+                raise RuntimeError(f'{self.config}: no relayhost = "[127.0.0.1]:1" (BENCH_SINK) to point at the sink')
         if "BENCH_DNS_STUB" in text:
             text = text.replace('"127.0.0.1:1"', f'"127.0.0.1:{dns_stub_port()}"')
         if self.name == "postern-clamav":
@@ -775,9 +965,11 @@ class PosternTarget(Target):
                 break
             time.sleep(0.05)
         drain = None
-        if self.deliver:
+        if self.deliver or self.sink:
             # Delivery runs behind reception: wait until the spool is empty
-            # again, so the next run does not compete with this one's backlog.
+            # again, so the next run does not compete with this one's backlog
+            # (relaying, the sink has every message by now, but the spool
+            # records of the last deliveries may still be being finalized).
             t0 = time.monotonic()
             while time.monotonic() - t0 < 600:
                 if metric(self.scrape(), "postern_spool_messages") == 0:
@@ -827,6 +1019,17 @@ class PosternTarget(Target):
         if bad_log:
             problems.append(f"{len(bad_log)} WARN/ERROR log lines, first ones:")
             problems += bad_log[:15]
+        relayed = {}
+        if self.sink:
+            # Every recipient delivered to the sink at the first attempt.
+            relayed = {r: int(metric(after, "postern_delivery_recipients_total", result=r)
+                              - metric(self.before, "postern_delivery_recipients_total", result=r))
+                       for r in ("delivered", "deferred", "failed", "expired")}
+            if relayed["delivered"] != messages or any(v for r, v in relayed.items() if r != "delivered"):
+                problems.append(f"delivery outcomes {relayed}, expected {messages} delivered and nothing else")
+            left = metric(after, "postern_spool_messages")
+            if left:
+                problems.append(f"{int(left)} messages still in the spool {drain:.0f}s after the run")
         return {
             "ok": not problems,
             "problems": problems,
@@ -834,6 +1037,7 @@ class PosternTarget(Target):
             "replies": replies,
             "plugin_errors": plugin_errors,
             **({"drain_after_s": drain, "delivered_maildir": count_files(self.dir / "data" / "mail")} if self.deliver else {}),
+            **({"drain_after_s": drain, "delivery_recipients": relayed} if self.sink else {}),
             "spool_syncs": int(metric(after, "postern_spool_syncs_total") - metric(self.before, "postern_spool_syncs_total")),
             "spool_commits": int(metric(after, "postern_spool_commits_total") - metric(self.before, "postern_spool_commits_total")),
         }
@@ -875,7 +1079,11 @@ def raise_nofile() -> None:
 # --------------------------------------------------------------------- load
 
 
-def smtp_source(port: int, args, messages: int) -> dict:
+def smtp_source(port: int, args, messages: int, rcpt: str = RCPT, sink: CountingSink | None = None) -> dict:
+    """One run of the load generator against 127.0.0.1:port. The clock
+    starts just before smtp-source (its first connection) and stops when it
+    exits, or, with `sink` (the relay job), when the sink has counted the
+    run's every message, whichever way round the two come."""
     cmd = [
         tool("smtp-source"),
         "-s", str(args.sessions),
@@ -883,23 +1091,39 @@ def smtp_source(port: int, args, messages: int) -> dict:
         "-l", str(args.size),
         "-M", HELO,
         "-f", SENDER,
-        "-t", RCPT,
+        "-t", rcpt,
     ]
     if args.reuse:
         cmd.insert(1, "-d")
     if args.counter:
         cmd.insert(1, "-c")
     cmd.append(f"127.0.0.1:{port}")
+    if sink:
+        sink.expect(messages)
     ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    self0 = resource.getrusage(resource.RUSAGE_SELF)
+    sink_cpu0 = sink.cpu_seconds() if sink else 0.0
     busy0, total0 = cpu_jiffies()
     t0 = time.monotonic()
     p = subprocess.run(
         cmd, stdout=None if args.counter else subprocess.DEVNULL, stderr=subprocess.PIPE,
         timeout=max(900, messages / 5),
     )
-    elapsed = time.monotonic() - t0
+    gen_end = end = time.monotonic()
+    extra = {}
+    if sink:
+        reached = sink.wait_done(max(300, messages / 20))
+        end = reached if reached is not None else time.monotonic()
+        extra = {"loadgen_elapsed_s": round(gen_end - t0, 3), "sink_complete": reached is not None}
+    elapsed = end - t0
     busy1, total1 = cpu_jiffies()
     ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if sink:
+        # What the sink and run.py (its counter reader) used meanwhile: not
+        # "other" work disturbing the run.
+        self1 = resource.getrusage(resource.RUSAGE_SELF)
+        extra["sink_cpu_s"] = round(sink.cpu_seconds() - sink_cpu0, 3)
+        extra["harness_cpu_s"] = round((self1.ru_utime + self1.ru_stime) - (self0.ru_utime + self0.ru_stime), 3)
     stderr = p.stderr.decode("utf-8", "replace").strip().splitlines()
     return {
         "command": " ".join(cmd),
@@ -907,6 +1131,7 @@ def smtp_source(port: int, args, messages: int) -> dict:
         "stderr": stderr[:20],
         "stderr_lines": len(stderr),
         "elapsed_s": round(elapsed, 3),
+        **extra,
         "msgs_per_s": round(messages / elapsed, 1),
         "cpu_busy_pct": round(100.0 * (busy1 - busy0) / max(1, total1 - total0), 1),
         "_busy_s": (busy1 - busy0) / os.sysconf("SC_CLK_TCK"),
@@ -928,25 +1153,36 @@ def wait_quiet(max_wait: float, threshold: float = 15.0) -> float:
             return busy
 
 
-def one_run(t: Target, args, messages: int) -> dict:
-    """Warm up (once per server process), then one measured run."""
+def one_run(t: Target, args, messages: int, sink: CountingSink | None = None) -> dict:
+    """Warm up (once per server process), then one measured run. With `sink`
+    (the relay job) the load goes to the relay domain and the run lasts
+    until the sink has every message."""
+    rcpt = RELAY_RCPT if sink else RCPT
     if t.per_run_process:
         t.start()
     try:
         if t.per_run_process or not getattr(t, "warmed", False):
             t.before_run()
-            w = smtp_source(t.port, args, args.warmup)
+            w = smtp_source(t.port, args, args.warmup, rcpt, sink)
             wv = t.after_run(args.warmup, measured=False)
-            if w["rc"] != 0 or w["stderr_lines"] or not wv["ok"]:
+            if sink:
+                wv["problems"] += sink.settle(args.warmup)
+            if w["rc"] != 0 or w["stderr_lines"] or not wv["ok"] or wv["problems"]:
                 raise RuntimeError(f"{t.name}: warm-up run failed: {w['stderr'][:5]} {wv['problems'][:20]}")
             t.warmed = True
         idle_before = wait_quiet(args.quiet_wait) if args.quiet_wait > 0 else None
         t.before_run()
         c0 = t.cpu_seconds()
-        r = smtp_source(t.port, args, messages)
+        r = smtp_source(t.port, args, messages, rcpt, sink)
         c_mid = t.cpu_seconds()
         v = t.after_run(messages, measured=True)
         c_end = t.cpu_seconds()
+        if sink:
+            v["problems"] += sink.settle(messages)
+            if not r["sink_complete"]:
+                v["problems"].insert(0, f"the sink did not count every message within "
+                                        f"{max(300, messages / 20):.0f}s of smtp-source's end")
+            v["ok"] = not v["problems"]
     finally:
         if t.per_run_process:
             t.stop()
@@ -958,6 +1194,8 @@ def one_run(t: Target, args, messages: int) -> dict:
     r["server_cpu_ms_per_msg"] = round(1000 * (c_end - c0) / messages, 3)
     ncpu = os.cpu_count() or 1
     foreign = r.pop("_busy_s") - (c_mid - c0) - r["loadgen_cpu_s"]
+    if sink:
+        foreign -= r["harness_cpu_s"] + (0.0 if t is sink else r["sink_cpu_s"])
     r["other_cpu_pct"] = round(max(0.0, 100.0 * foreign / (r["elapsed_s"] * ncpu)), 1)
     if r["rc"] != 0:
         r["ok"] = False
@@ -1110,25 +1348,246 @@ def latency_table(h: Histograms, messages: int) -> tuple[list[str], list[dict]]:
     return rows, out
 
 
+def check_relay_config(default_cfg: Path, relay_cfg: Path) -> list[str]:
+    """The relay job's config must be the receive job's but for [delivery]
+    and relay-control's relay_networks: the same chain with the same
+    settings, so the two jobs measure the same Postern."""
+    try:
+        d = tomllib.loads(default_cfg.read_text())
+        r = tomllib.loads(relay_cfg.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        return [f"cannot compare {relay_cfg.name} with {default_cfg.name}: {e}"]
+    problems = []
+    delivery = r.get("delivery", {})
+    if delivery.get("enabled") is False or "relayhost" not in delivery:
+        problems.append(f"{relay_cfg.name}: [delivery] must be enabled and name a relayhost")
+    for cfg in (d, r):
+        cfg.pop("delivery", None)
+        for p in cfg.get("plugin", []):
+            if p.get("name") == "relay-control":
+                p.get("config", {}).pop("relay_networks", None)
+    if d != r:
+        differ = sorted(k for k in set(d) | set(r) if k != "plugin" and d.get(k) != r.get(k))
+        dp = {p.get("name"): p for p in d.get("plugin", [])}
+        rp = {p.get("name"): p for p in r.get("plugin", [])}
+        differ += sorted(f"plugin {n}" for n in set(dp) | set(rp) if dp.get(n) != rp.get(n))
+        if not differ:
+            differ = ["the plugin order"]
+        problems.append(f"{relay_cfg.name} differs from {default_cfg.name} beyond [delivery] and "
+                        f"relay-control's relay_networks: {', '.join(differ)}")
+    return problems
+
+
+def job_targets(job: str, targets: list[str]) -> list[str]:
+    """The targets of --targets that run in a job, in their order."""
+    return targets if job == "receive" else [t for t in targets if t in RELAY_TARGETS]
+
+
+def make_targets(job: str, names: list[str], base: Path, args) -> tuple[dict[str, Target], CountingSink | None]:
+    """The job's targets, and the relay job's sink (which is also its
+    `smtp-sink` target when that is one of `names`)."""
+    objs: dict[str, Target] = {}
+    if job == "relay":
+        sink = CountingSink(base)
+        for t in names:
+            if t == "smtp-sink":
+                objs[t] = sink
+            elif t == "postfix":
+                objs[t] = PostfixTarget(base, sink)
+            else:
+                objs[t] = PosternTarget(t, RELAY_CONFIG, base, args.keep, sink=sink)
+        return objs, sink
+    for t in names:
+        if t == "smtp-sink":
+            objs[t] = SinkTarget(base)
+        elif t == "postfix":
+            objs[t] = PostfixTarget(base)
+        else:
+            objs[t] = PosternTarget(t, POSTERN_CONFIGS[t], base, args.keep, args.deliver)
+    return objs, None
+
+
+def run_job(job: str, objs: dict[str, Target], sink: CountingSink | None, args, base: Path) -> dict:
+    """Start the job's long-lived servers, run its rounds, stop everything
+    (also on an interruption, which is passed on). Returns the runs by
+    target, whether any failed and, with --perf, the profiles."""
+    runs: dict[str, list[dict]] = {t: [] for t in objs}
+    failed = False
+    perf_text = None
+    try:
+        if sink:
+            log(f"starting the {job} job's sink (smtp-sink -c) ...")
+            sink.start()
+        for t, o in objs.items():
+            if not o.per_run_process and o is not sink:
+                log(f"starting {t} ({job} job) ...")
+                o.start()
+        # Compile (or load from the cache) every plugin once before timing anything.
+        for t, o in objs.items():
+            if o.per_run_process:
+                log(f"checking {t} ({o.config.name}; compiles plugins into the cache the first time) ...")
+                c = subprocess.run([str(POSTERN), "check", "--config", str(o.config)],
+                                   capture_output=True, text=True, timeout=900)
+                if c.returncode != 0:
+                    raise RuntimeError(f"postern check {o.config} failed:\n{c.stdout}{c.stderr}")
+        for rnd in range(1, args.rounds + 1):
+            for t, o in objs.items():
+                r = one_run(o, args, args.messages, sink)
+                r["round"] = rnd
+                runs[t].append(r)
+                extra = f", server CPU {r['server_cpu_ms_per_msg']:.2f} ms/msg, other CPU {r['other_cpu_pct']:.0f}%"
+                if "loadgen_elapsed_s" in r:
+                    extra += f", smtp-source done after {r['loadgen_elapsed_s']:.2f}s"
+                if "drain_after_s" in r:
+                    extra += f", queue drained {r['drain_after_s']:.1f}s after"
+                log(f"  {job} round {rnd} {t:<18} {r['msgs_per_s']:>9.1f} msg/s  ({r['elapsed_s']:.2f}s, "
+                    f"CPU busy {r['cpu_busy_pct']:.0f}%, smtp-source CPU {r['loadgen_cpu_s']:.2f}s{extra})"
+                    + ("" if r["ok"] else "  FAILED"))
+                if not r["ok"]:
+                    failed = True
+                    for p in r["problems"]:
+                        log(f"      {p}")
+                for w in r.get("warnings", [])[:3]:
+                    log(f"      note: {w}")
+        if args.perf:
+            perf_text = {}
+            for t, o in objs.items():
+                if isinstance(o, PosternTarget):
+                    perf_text[t] = profile(o, args, base, sink)
+    finally:
+        for t, o in objs.items():
+            try:
+                o.stop()
+            except Exception as e:  # noqa: BLE001 - best effort cleanup
+                log(f"warning: stopping {t}: {e}")
+        if sink:
+            sink.stop()
+    return {"runs": runs, "failed": failed, "perf_text": perf_text}
+
+
+def summarize(objs: dict[str, Target], runs: dict[str, list[dict]], args) -> dict[str, dict]:
+    """Per target: medians (of the runs that passed, if any did), min, max,
+    CPU, machine load and memory."""
+    summary: dict[str, dict] = {}
+    for t, o in objs.items():
+        ok = [r["msgs_per_s"] for r in runs[t] if r["ok"]]
+        allr = [r["msgs_per_s"] for r in runs[t]]
+        vals = ok or allr
+        summary[t] = {
+            "median_msgs_per_s": statistics.median(vals) if vals else 0,
+            "min_msgs_per_s": min(vals) if vals else 0,
+            "max_msgs_per_s": max(vals) if vals else 0,
+            "runs_ok": len(ok),
+            "runs": len(allr),
+            "memory": o.memory(),
+        }
+        cpu = [r["server_cpu_ms_per_msg"] for r in runs[t] if "server_cpu_ms_per_msg" in r]
+        if cpu:
+            summary[t]["server_cpu_ms_per_msg_median"] = statistics.median(cpu)
+        busy = [r["cpu_busy_pct"] for r in runs[t]]
+        summary[t]["cpu_busy_pct_median"] = statistics.median(busy) if busy else 0
+        other = [r["other_cpu_pct"] for r in runs[t]]
+        summary[t]["other_cpu_pct_max"] = max(other) if other else 0
+        lg = [1000 * r["loadgen_cpu_s"] / args.messages for r in runs[t]]
+        summary[t]["loadgen_cpu_ms_per_msg_median"] = statistics.median(lg) if lg else 0
+        sink_cpu = [1000 * r["sink_cpu_s"] / args.messages for r in runs[t] if "sink_cpu_s" in r]
+        if sink_cpu and not isinstance(o, CountingSink):
+            summary[t]["sink_cpu_ms_per_msg_median"] = statistics.median(sink_cpu)
+        gen = [r["loadgen_elapsed_s"] for r in runs[t] if "loadgen_elapsed_s" in r]
+        if gen:
+            summary[t]["loadgen_elapsed_s_median"] = statistics.median(gen)
+        if isinstance(o, PosternTarget) and o.startup_s:
+            summary[t]["startup_s_median"] = round(statistics.median(o.startup_s), 2)
+    return summary
+
+
+def job_ratios(job: str, summary: dict[str, dict]) -> dict[str, float]:
+    def med(t):
+        return summary.get(t, {}).get("median_msgs_per_s")
+
+    return {f"{a} / {b}": round(med(a) / med(b), 3) for a, b in RATIOS[job] if med(a) and med(b)}
+
+
+def print_job(job: str, objs: dict[str, Target], runs: dict[str, list[dict]], summary: dict[str, dict],
+              args, mode: str) -> None:
+    """The job's throughput table and the notes under it."""
+    log("")
+    log(f"{job.capitalize()} throughput ({args.sessions} sessions, {args.messages} × {args.size}-byte messages "
+        f"per run, {mode}; median of {args.rounds} run(s))")
+    hdr = (f"  {'target':<18} {'msg/s':>9} {'min':>9} {'max':>9} {'ok':>5} {'srv CPU/msg':>12} "
+           f"{'gen CPU/msg':>12} {'busy':>5} {'other':>6} {'peak memory':>12}")
+    log(hdr)
+    log("  " + "-" * (len(hdr) - 2))
+    for t in objs:
+        s = summary[t]
+        mem = s["memory"].get("peak_rss_kib", 0)
+        cpu = s.get("server_cpu_ms_per_msg_median")
+        log(f"  {t:<18} {s['median_msgs_per_s']:>9.1f} {s['min_msgs_per_s']:>9.1f} {s['max_msgs_per_s']:>9.1f} "
+            f"{s['runs_ok']:>2}/{s['runs']:<2} {(f'{cpu:.3f} ms' if cpu is not None else '-'):>12} "
+            f"{s['loadgen_cpu_ms_per_msg_median']:>9.3f} ms {s['cpu_busy_pct_median']:>4.0f}% {s['other_cpu_pct_max']:>5.0f}% "
+            f"{mem / 1024:>8.1f} MiB")
+    if job == "relay":
+        log("  msg/s: messages / time from smtp-source's start until the sink had counted every one of them")
+        log("  srv CPU/msg: user+sys time of the server's processes per message (median; postfix: master and all")
+        log("  children, including its smtp deliveries; smtp-sink: the sink itself); gen: smtp-source's; busy: whole")
+        log("  machine during the runs (median); other: the largest share of the machine used by anything but")
+        log("  server, smtp-source, sink and run.py during a run (noise);")
+    else:
+        log("  srv CPU/msg: user+sys time of the server's processes per message (median; postfix: master and all")
+        log("  children, including its discard deliveries); gen: smtp-source's; busy: whole machine during the")
+        log("  runs (median); other: the largest share of the machine used by anything else during a run (noise);")
+    log("  peak memory: postern and smtp-sink VmHWM; postfix: peak Pss summed over master and all children")
+    for t in objs:
+        e = summary[t]["memory"].get("at_end_of_last_run_kib")
+        if e:
+            log(f"  {t}: at the end of its last run VmRSS {e.get('VmRSS', 0) / 1024:.1f} MiB = anon "
+                f"{e.get('RssAnon', 0) / 1024:.1f} + file {e.get('RssFile', 0) / 1024:.1f} + shmem "
+                f"{e.get('RssShmem', 0) / 1024:.1f}; Pss {e.get('Pss', 0) / 1024:.1f} MiB")
+    if job == "relay":
+        parts = [f"{t} {summary[t]['sink_cpu_ms_per_msg_median']:.3f} ms" for t in objs
+                 if "sink_cpu_ms_per_msg_median" in summary[t]]
+        if parts:
+            log(f"  the sink's CPU per message (median) behind: {', '.join(parts)}")
+        parts = [f"{t} {summary[t]['loadgen_elapsed_s_median']:.2f}s" for t in objs
+                 if "loadgen_elapsed_s_median" in summary[t]]
+        log(f"  smtp-source itself was done after (median): {', '.join(parts)}")
+    noisy = [f"{t} round {r['round']} ({r['other_cpu_pct']:.0f}%)" for t in objs for r in runs[t]
+             if r["other_cpu_pct"] > 10]
+    if noisy:
+        log(f"  DISTURBED: other processes used more than 10% of the machine during: {', '.join(noisy)}")
+    if "postfix" in objs:
+        m = summary["postfix"]["memory"]
+        progs = ", ".join(f"{k} {v / 1024:.1f}" for k, v in sorted(m.get("by_program_hwm_kib", {}).items()))
+        after = "the sink had every message" if job == "relay" else "smtp-source finished"
+        log(f"  postfix per program, largest single-process VmHWM in MiB: {progs}")
+        log(f"  postfix: peak VmRSS sum {m.get('peak_rss_sum_kib', 0) / 1024:.1f} MiB over up to {m.get('peak_processes', 0)} processes; "
+            f"queue drained {statistics.median([r.get('drain_after_s', 0) for r in runs['postfix']] or [0]):.2f}s (median) after {after}")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     env = os.environ.get
     ap.add_argument("--quick", action="store_true", help="development run: 3000 messages, 1 round")
+    ap.add_argument("--jobs", default=env("BENCH_JOBS", ",".join(JOBS)),
+                    help="comma-separated, from " + ",".join(JOBS) + " (default: both, in that order)")
     ap.add_argument("--sessions", "-s", type=int, default=int(env("BENCH_SESSIONS", 20)))
     ap.add_argument("--messages", "-m", type=int, default=None, help="messages per measured run (default 20000, BENCH_MESSAGES)")
     ap.add_argument("--rounds", "-r", type=int, default=None, help="rounds (default 3, BENCH_ROUNDS)")
     ap.add_argument("--size", "-l", type=int, default=int(env("BENCH_SIZE", 4096)), help="message body length, bytes")
     ap.add_argument("--warmup", type=int, default=None, help="messages of the warm-up run (default: 10 per session, at least 300)")
     ap.add_argument("--targets", default=env("BENCH_TARGETS", ",".join(TARGETS)),
-                    help="comma-separated, from " + ",".join(TARGETS + EXTRA_TARGETS) + " (default: the first four)")
+                    help="comma-separated, from " + ",".join(TARGETS + EXTRA_TARGETS) + " (default: the first four); "
+                         "the relay job runs those of " + ",".join(RELAY_TARGETS))
     ap.add_argument("--deliver", action="store_true",
-                    help="Postern delivers what it accepts to Maildirs ([delivery] enabled) instead of holding it")
+                    help="receive job: Postern delivers what it accepts to Maildirs ([delivery] enabled) instead of holding it")
     ap.add_argument("--allow-chain-drift", action="store_true",
-                    help="run even if bench/postern-default.toml no longer has the example's plugin chain")
+                    help="run even if bench/postern-default.toml no longer has the example's plugin chain "
+                         "(or postern-relay.toml no longer postern-default.toml's)")
     ap.add_argument("--reuse", action="store_true", help="smtp-source -d: several messages per connection (default: one connection per message)")
     ap.add_argument("--counter", action="store_true", help="smtp-source -c: show its running counter")
     ap.add_argument("--perf", action="store_true",
-                    help="also profile one more run of each postern target with perf record (bench/results/perf-<target>.txt)")
+                    help="also profile one more run of each postern target of each job with perf record "
+                         "(bench/results/perf-<target>.txt, perf-<target>-relay.txt)")
     ap.add_argument("--quiet-wait", type=float, default=float(env("BENCH_QUIET_WAIT", 120)),
                     help="before each run, wait up to this many seconds for the machine to be idle (0: don't)")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory (configs, logs, spools)")
@@ -1141,13 +1600,25 @@ def main() -> int:
         args.rounds = int(env("BENCH_ROUNDS", 1 if args.quick else 3))
     if args.warmup is None:
         args.warmup = max(300, 10 * args.sessions)
+    jobs = [j.strip() for j in args.jobs.split(",") if j.strip()]
+    for j in jobs:
+        if j not in JOBS:
+            ap.error(f"unknown job {j!r} (known: {', '.join(JOBS)})")
     targets = [t.strip() for t in args.targets.split(",") if t.strip()]
     for t in targets:
         if t not in TARGETS + EXTRA_TARGETS:
             ap.error(f"unknown target {t!r} (known: {', '.join(TARGETS + EXTRA_TARGETS)})")
-    if os.geteuid() != 0 and "postfix" in targets:
+    plan = {j: job_targets(j, targets) for j in jobs}
+    for j in jobs:
+        if not plan[j]:
+            log(f"note: none of the targets runs in the {j} job; skipping it")
+    plan = {j: ts for j, ts in plan.items() if ts}
+    if not plan:
+        ap.error("nothing to run")
+    wanted = {t for ts in plan.values() for t in ts}
+    if os.geteuid() != 0 and "postfix" in wanted:
         sys.exit("bench: Postfix's master must start as root; run as root or drop the postfix target (--targets)")
-    if any(t.startswith("postern") for t in targets) and not POSTERN.exists():
+    if any(t.startswith("postern") for t in wanted) and not POSTERN.exists():
         sys.exit(f"bench: {POSTERN} is missing; run `make build` first")
     tool("smtp-source")
 
@@ -1156,26 +1627,23 @@ def main() -> int:
     os.chmod(base, 0o755)  # Postfix's unprivileged daemons walk into it
     facts = machine_facts(base)
     warnings = check_chain(BENCH / "postern-default.toml")
+    if "postern-default" in plan.get("relay", []):
+        warnings += check_relay_config(BENCH / "postern-default.toml", RELAY_CONFIG)
     for w in warnings:
         log(f"note: {w}")
-    if warnings and "postern-default" in targets and not args.allow_chain_drift:
+    if warnings and "postern-default" in wanted and not args.allow_chain_drift:
         shutil.rmtree(base, ignore_errors=True)
-        sys.exit("bench: update bench/postern-default.toml to the example's default chain "
-                 "(or pass --allow-chain-drift)")
+        sys.exit("bench: update bench/postern-default.toml to the example's default chain, and "
+                 "bench/postern-relay.toml to postern-default.toml (or pass --allow-chain-drift)")
 
-    objs: dict[str, Target] = {}
-    for t in targets:
-        if t == "smtp-sink":
-            objs[t] = SinkTarget(base)
-        elif t == "postfix":
-            objs[t] = PostfixTarget(base)
-        else:
-            objs[t] = PosternTarget(t, POSTERN_CONFIGS[t], base, args.keep, args.deliver)
-
-    mode = "several messages per connection (-d)" if args.reuse else "one connection per message"
-    mode += "; postern delivers to Maildirs" if args.deliver else "; postern holds what it accepts (no delivery)"
+    conn = "several messages per connection (-d)" if args.reuse else "one connection per message"
+    modes = {
+        "receive": conn + ("; postern delivers to Maildirs" if args.deliver
+                           else "; postern holds what it accepts (no delivery)"),
+        "relay": conn + f"; to {RELAY_RCPT}, relayed to one smtp-sink, timed until it has every message",
+    }
     log(f"Postern benchmark: {args.sessions} sessions, {args.messages} messages of {args.size} bytes per run, "
-        f"{args.rounds} round(s), {mode}")
+        f"{args.rounds} round(s); jobs: " + "; ".join(f"{j} ({', '.join(ts)})" for j, ts in plan.items()))
     fs = facts["tmp_filesystem"]
     log(f"machine: {facts['nproc']} CPUs ({facts['cpu_model']}), {facts['mem_total']}, kernel {facts['kernel']}, "
         f"temp dir {base} on {fs['type']} ({fs['device']}"
@@ -1186,150 +1654,48 @@ def main() -> int:
         f"p90 {fp['write_4k_fdatasync_p90_us']} µs; directory fsync {fp['dir_fsync_us']} µs")
     log(f"work dir: {base}")
 
-    runs: dict[str, list[dict]] = {t: [] for t in targets}
-    failed = False
-    perf_text = None
-    stopping = False
-
     def on_signal(signum, frame):
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_signal)
-    try:
-        for t in targets:
-            if not objs[t].per_run_process:
-                log(f"starting {t} ...")
-                objs[t].start()
-        if any(objs[t].per_run_process for t in targets):
-            # Compile (or load from the cache) every plugin once before timing anything.
-            for t in targets:
-                if objs[t].per_run_process:
-                    log(f"checking {t} (compiles plugins into the cache the first time) ...")
-                    c = subprocess.run([str(POSTERN), "check", "--config", str(objs[t].config)],
-                                       capture_output=True, text=True, timeout=900)
-                    if c.returncode != 0:
-                        raise RuntimeError(f"postern check {objs[t].config} failed:\n{c.stdout}{c.stderr}")
-        for rnd in range(1, args.rounds + 1):
-            for t in targets:
-                r = one_run(objs[t], args, args.messages)
-                r["round"] = rnd
-                runs[t].append(r)
-                extra = f", server CPU {r['server_cpu_ms_per_msg']:.2f} ms/msg, other CPU {r['other_cpu_pct']:.0f}%"
-                if "drain_after_s" in r:
-                    extra += f", queue drained {r['drain_after_s']:.1f}s after"
-                log(f"  round {rnd} {t:<18} {r['msgs_per_s']:>9.1f} msg/s  ({r['elapsed_s']:.2f}s, "
-                    f"CPU busy {r['cpu_busy_pct']:.0f}%, smtp-source CPU {r['loadgen_cpu_s']:.2f}s{extra})"
-                    + ("" if r["ok"] else "  FAILED"))
-                if not r["ok"]:
-                    failed = True
-                    for p in r["problems"]:
-                        log(f"      {p}")
-                for w in r.get("warnings", [])[:3]:
-                    log(f"      note: {w}")
-        if args.perf:
-            perf_text = {}
-            for t in targets:
-                if isinstance(objs[t], PosternTarget):
-                    perf_text[t] = profile(objs[t], args, base)
-    except KeyboardInterrupt:
-        stopping = True
-        log("interrupted")
-    finally:
-        for t in targets:
-            try:
-                objs[t].stop()
-            except Exception as e:  # noqa: BLE001 - best effort cleanup
-                log(f"warning: stopping {t}: {e}")
-    if stopping:
-        return 130
+    done: dict[str, dict] = {}
+    for job, names in plan.items():
+        log("")
+        log(f"{job} job: {modes[job]}")
+        objs, sink = make_targets(job, names, base, args)
+        try:
+            done[job] = run_job(job, objs, sink, args, base)
+        except KeyboardInterrupt:
+            log("interrupted")
+            return 130
+        done[job]["objs"] = objs
 
     # ----------------------------------------------------------------- report
-    summary: dict[str, dict] = {}
-    for t in targets:
-        ok = [r["msgs_per_s"] for r in runs[t] if r["ok"]]
-        allr = [r["msgs_per_s"] for r in runs[t]]
-        vals = ok or allr
-        summary[t] = {
-            "median_msgs_per_s": statistics.median(vals) if vals else 0,
-            "min_msgs_per_s": min(vals) if vals else 0,
-            "max_msgs_per_s": max(vals) if vals else 0,
-            "runs_ok": len(ok),
-            "runs": len(allr),
-            "memory": objs[t].memory(),
-        }
-        cpu = [r["server_cpu_ms_per_msg"] for r in runs[t] if "server_cpu_ms_per_msg" in r]
-        if cpu:
-            summary[t]["server_cpu_ms_per_msg_median"] = statistics.median(cpu)
-        busy = [r["cpu_busy_pct"] for r in runs[t]]
-        summary[t]["cpu_busy_pct_median"] = statistics.median(busy) if busy else 0
-        other = [r["other_cpu_pct"] for r in runs[t]]
-        summary[t]["other_cpu_pct_max"] = max(other) if other else 0
-        lg = [1000 * r["loadgen_cpu_s"] / args.messages for r in runs[t]]
-        summary[t]["loadgen_cpu_ms_per_msg_median"] = statistics.median(lg) if lg else 0
-        if isinstance(objs[t], PosternTarget) and objs[t].startup_s:
-            summary[t]["startup_s_median"] = round(statistics.median(objs[t].startup_s), 2)
+    failed = any(d["failed"] for d in done.values())
+    for job, d in done.items():
+        d["summary"] = summarize(d["objs"], d["runs"], args)
+        d["ratios"] = job_ratios(job, d["summary"])
+        print_job(job, d["objs"], d["runs"], d["summary"], args, modes[job])
 
-    def med(t):
-        return summary.get(t, {}).get("median_msgs_per_s")
+    if any(d["ratios"] for d in done.values()):
+        log("")
+        log("Ratios (of the medians)")
+    for job, d in done.items():
+        for k, v in d["ratios"].items():
+            goal = GOALS[job].get(k)
+            mark = "" if goal is None else f"   goal ≥ {goal:g}: {'met' if v >= goal else 'not met'}"
+            log(f"  {job + ':':<9}{k:<38} {v:>7.3f}{mark}")
 
-    ratios = {}
-    for a, b in [("postern-default", "postfix"), ("postern-default", "smtp-sink"),
-                 ("postern-default", "postern-noplugins"), ("postern-noplugins", "postfix"),
-                 ("postern-noplugins", "smtp-sink"), ("postfix", "smtp-sink")]:
-        if med(a) and med(b):
-            ratios[f"{a} / {b}"] = round(med(a) / med(b), 3)
-
-    log("")
-    log(f"Throughput ({args.sessions} sessions, {args.messages} × {args.size}-byte messages per run, {mode}; "
-        f"median of {args.rounds} run(s))")
-    hdr = (f"  {'target':<18} {'msg/s':>9} {'min':>9} {'max':>9} {'ok':>5} {'srv CPU/msg':>12} "
-           f"{'gen CPU/msg':>12} {'busy':>5} {'other':>6} {'peak memory':>12}")
-    log(hdr)
-    log("  " + "-" * (len(hdr) - 2))
-    for t in targets:
-        s = summary[t]
-        mem = s["memory"].get("peak_rss_kib", 0)
-        cpu = s.get("server_cpu_ms_per_msg_median")
-        log(f"  {t:<18} {s['median_msgs_per_s']:>9.1f} {s['min_msgs_per_s']:>9.1f} {s['max_msgs_per_s']:>9.1f} "
-            f"{s['runs_ok']:>2}/{s['runs']:<2} {(f'{cpu:.3f} ms' if cpu is not None else '-'):>12} "
-            f"{s['loadgen_cpu_ms_per_msg_median']:>9.3f} ms {s['cpu_busy_pct_median']:>4.0f}% {s['other_cpu_pct_max']:>5.0f}% "
-            f"{mem / 1024:>8.1f} MiB")
-    log("  srv CPU/msg: user+sys time of the server's processes per message (median; postfix: master and all")
-    log("  children, including its discard deliveries); gen: smtp-source's; busy: whole machine during the")
-    log("  runs (median); other: the largest share of the machine used by anything else during a run (noise);")
-    log("  peak memory: postern and smtp-sink VmHWM; postfix: peak Pss summed over master and all children")
-    for t in targets:
-        e = summary[t]["memory"].get("at_end_of_last_run_kib")
-        if e:
-            log(f"  {t}: at the end of its last run VmRSS {e.get('VmRSS', 0) / 1024:.1f} MiB = anon "
-                f"{e.get('RssAnon', 0) / 1024:.1f} + file {e.get('RssFile', 0) / 1024:.1f} + shmem "
-                f"{e.get('RssShmem', 0) / 1024:.1f}; Pss {e.get('Pss', 0) / 1024:.1f} MiB")
-    noisy = [f"{t} round {r['round']} ({r['other_cpu_pct']:.0f}%)" for t in targets for r in runs[t]
-             if r["other_cpu_pct"] > 10]
-    if noisy:
-        log(f"  DISTURBED: other processes used more than 10% of the machine during: {', '.join(noisy)}")
-    if "postfix" in objs:
-        m = summary["postfix"]["memory"]
-        progs = ", ".join(f"{k} {v / 1024:.1f}" for k, v in sorted(m.get("by_program_hwm_kib", {}).items()))
-        log(f"  postfix per program, largest single-process VmHWM in MiB: {progs}")
-        log(f"  postfix: peak VmRSS sum {m.get('peak_rss_sum_kib', 0) / 1024:.1f} MiB over up to {m.get('peak_processes', 0)} processes; "
-            f"queue drained {statistics.median([r.get('drain_after_s', 0) for r in runs['postfix']] or [0]):.2f}s (median) after smtp-source finished")
-
-    log("")
-    log("Ratios (of the medians)")
-    for k, v in ratios.items():
-        goal = GOALS.get(k)
-        mark = "" if goal is None else f"   goal ≥ {goal:g}: {'met' if v >= goal else 'not met'}"
-        log(f"  {k:<38} {v:>7.3f}{mark}")
-
+    receive = done.get("receive", {"objs": {}, "runs": {}})
+    objs, runs = receive["objs"], receive["runs"]
     latency = None
     if "postern-default" in objs and objs["postern-default"].hist_total.data:
         h = objs["postern-default"].hist_total
         n_msgs = args.messages * len(runs["postern-default"])
         rows, latency = latency_table(h, n_msgs)
         log("")
-        log(f"Plugin call latency, postern-default (all measured runs: {n_msgs} messages; wall time of one call,")
-        log("  instantiation included when it happens; p50/p99 interpolated inside histogram buckets;")
+        log(f"Plugin call latency, postern-default, receive job (all measured runs: {n_msgs} messages; wall time")
+        log("  of one call, instantiation included when it happens; p50/p99 interpolated inside histogram buckets;")
         log("  'per msg' = total time in that plugin/stage divided by messages)")
         for r in rows:
             log(r)
@@ -1350,14 +1716,14 @@ def main() -> int:
             log(r)
 
     kv_latency = {}
-    for t in targets:
-        h = getattr(objs[t], "kv_total", None)
+    for t, o in objs.items():
+        h = getattr(o, "kv_total", None)
         if not h or not h.data:
             continue
         n_msgs = args.messages * len(runs[t])
         if not kv_latency:
             log("")
-            log("kv call latency (wall time of one call through the host's guard, all measured runs;")
+            log("kv call latency, receive job (wall time of one call through the host's guard, all measured runs;")
             log("  p50/p99 interpolated inside histogram buckets)")
             log(f"  {'target':<18} {'op':<14} {'calls':>9} {'per msg':>8} {'mean':>9} {'p50':>9} {'p99':>9}")
         kv_latency[t] = {}
@@ -1371,34 +1737,39 @@ def main() -> int:
             log(f"  {t:<18} {op:<14} {int(d['count']):>9} {d['count'] / n_msgs:>8.2f} {fmt_s(mean):>9} "
                 f"{fmt_s(p50):>9} {fmt_s(p99):>9}")
 
-    for name, text in (perf_text or {}).items():
-        if not text:
-            continue
-        log("")
-        log(f"perf ({name}, one more run; bench/results/perf-{name}.txt has the full report)")
-        for line in text.splitlines()[:45]:
-            log("  " + line[:150].rstrip())
+    for job, d in done.items():
+        for name, text in (d.get("perf_text") or {}).items():
+            if not text:
+                continue
+            label = name + ("-relay" if job == "relay" else "")
+            log("")
+            log(f"perf ({name}, {job} job, one more run; bench/results/perf-{label}.txt has the full report)")
+            for line in text.splitlines()[:45]:
+                log("  " + line[:150].rstrip())
 
     result = {
         "when": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "machine": facts,
         "params": {
             "sessions": args.sessions, "messages": args.messages, "size": args.size, "rounds": args.rounds,
-            "warmup": args.warmup, "reuse_connections": args.reuse, "targets": targets,
+            "warmup": args.warmup, "reuse_connections": args.reuse, "jobs": list(plan), "targets": targets,
             "postern_delivery": "maildir" if args.deliver else "held",
-            "helo": HELO, "sender": SENDER, "recipient": RCPT,
+            "helo": HELO, "sender": SENDER, "recipient": RCPT, "relay_recipient": RELAY_RCPT,
         },
         "notes": warnings,
-        "summary": summary,
-        "ratios": ratios,
-        "goals": GOALS,
+        "ratios": {job: d["ratios"] for job, d in done.items()},
+        "goals": {job: GOALS[job] for job in done},
+        "jobs": {
+            job: {"mode": modes[job], "targets": list(d["objs"]), "summary": d["summary"],
+                  "ratios": d["ratios"], "runs": d["runs"]}
+            for job, d in done.items()
+        },
         "plugin_latency": latency,
         "kv_latency": kv_latency,
         "plugin_instances": objs["postern-default"].instances if "postern-default" in objs else None,
         "histogram_double_accumulation_corrected": bool(
             "postern-default" in objs and objs["postern-default"].hist_total.corrected
         ),
-        "runs": runs,
     }
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -1415,25 +1786,34 @@ def main() -> int:
     return 0
 
 
-def profile(t: PosternTarget, args, base: Path) -> str | None:
-    """One more run of a Postern target under `perf record`; returns the report."""
+def profile(t: PosternTarget, args, base: Path, sink: CountingSink | None = None) -> str | None:
+    """One more run of a Postern target under `perf record` (with `sink`: a
+    relay run, recorded until the sink has every message); returns the
+    report, also written to bench/results/perf-<target>[-relay].txt."""
     perf = shutil.which("perf")
     if not perf:
         log("note: perf not installed (apt-get install linux-perf); skipping --perf")
         return None
+    rcpt = RELAY_RCPT if sink else RCPT
+    label = t.name + ("-relay" if sink else "")
     t.start()
     try:
-        w = smtp_source(t.port, args, args.warmup)
-        if w["rc"] != 0:
+        w = smtp_source(t.port, args, args.warmup, rcpt, sink)
+        if sink:
+            w["stderr"] += sink.settle(args.warmup)
+        if w["rc"] != 0 or w["stderr"]:
             raise RuntimeError(f"warm-up failed: {w}")
-        data = base / f"perf-{t.name}.data"
+        data = base / f"perf-{label}.data"
         rec = subprocess.Popen([perf, "record", "-F", "499", "-g", "-p", str(t.proc.pid), "-o", str(data)],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(1)
-        r = smtp_source(t.port, args, min(args.messages, 5000))
+        n = min(args.messages, 5000)
+        r = smtp_source(t.port, args, n, rcpt, sink)
         rec.send_signal(signal.SIGINT)
         rec.wait(120)
-        log(f"  perf run, {t.name}: {r['msgs_per_s']:.1f} msg/s (under perf)")
+        if sink:
+            sink.settle(n)
+        log(f"  perf run, {label}: {r['msgs_per_s']:.1f} msg/s (under perf)")
     finally:
         t.stop()
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -1460,7 +1840,7 @@ def profile(t: PosternTarget, args, base: Path) -> str | None:
         if rec.get("message") == "plugin loaded" and rec.get("sha256"):
             text = re.sub(rf"\b{re.escape(rec['sha256'])}[0-9a-f]*-[0-9a-f]+\.cwasm",
                           f"plugin:{rec['plugin']}", text)
-    (RESULTS / f"perf-{t.name}.txt").write_text(text + "\n")
+    (RESULTS / f"perf-{label}.txt").write_text(text + "\n")
     return text
 
 
