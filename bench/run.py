@@ -1704,7 +1704,7 @@ def main() -> int:
             f" ({inst['created'] / n_msgs:.3f} and {inst['reused'] / n_msgs:.2f} per message)")
         if h.corrected:
             log("  note: the exposed histogram buckets were accumulated twice (bucket counts above _count);")
-            log("        corrected here. Bug in host/postern/src/metrics.rs: encode_histogram() wants per-bucket counts.")
+            log("        corrected here. Bug in host/postern/src/server/metrics.rs: encode_histogram() wants per-bucket counts.")
 
     if "postern-mailauth" in objs and objs["postern-mailauth"].hist_total.data:
         n_msgs = args.messages * len(runs["postern-mailauth"])

@@ -544,7 +544,7 @@ pub struct Config {
     /// `[[milter]]`: milters in the chain, among the plugins.
     pub milters: Vec<postern_plugin::MilterSpec>,
     /// `[av]`: the virus scanner for plugins granted "av-scan".
-    pub av: crate::av::AvSettings,
+    pub av: crate::server::av::AvSettings,
 }
 
 /// Command-line overrides of the file.

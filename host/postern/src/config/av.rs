@@ -7,7 +7,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::{ByteSize, ConfigError, Ctx};
-use crate::av::{AvSettings, ClamdAddress};
+use crate::server::av::{AvSettings, ClamdAddress};
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]

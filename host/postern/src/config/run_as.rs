@@ -1,5 +1,5 @@
 //! `[server] user` and `group`: the unprivileged account `postern serve`
-//! switches to once its sockets are bound (see `crate::privilege`). Input:
+//! switches to once its sockets are bound (see `crate::server::privilege`). Input:
 //! account names from the operator's file, looked up in the system's user and
 //! group databases (getpwnam_r / getgrnam_r through `nix`, so NSS sources
 //! count too); an unknown name is a configuration error at its line. POSIX

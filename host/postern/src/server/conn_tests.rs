@@ -13,8 +13,8 @@ use postern_spool::{Spool, SpoolConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 
 use crate::config::{Config, Overrides};
-use crate::conn::{self, End, Stream, Timeouts};
-use crate::session::{Session, SessionEnv};
+use crate::server::conn::{self, End, Stream, Timeouts};
+use crate::server::session::{Session, SessionEnv};
 
 struct Harness {
     dir: PathBuf,
@@ -250,7 +250,7 @@ async fn a_large_message_is_spooled_from_its_spill_file_intact() {
     let h = harness("").await;
     let (mut c, task) = connect(&h);
     replies(&mut c, 1).await;
-    let message = large_message(3 * crate::incoming::SPILL_AT, 1);
+    let message = large_message(3 * crate::server::incoming::SPILL_AT, 1);
     let r = send_data(&mut c, &message).await;
     assert!(r[0].starts_with("250 2.0.0 Ok: queued as "), "{r:?}");
     c.write_all(b"QUIT\r\n").await.unwrap();

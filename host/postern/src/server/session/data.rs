@@ -17,8 +17,8 @@ use postern_spool::{Envelope, Recipient};
 use super::changes::{apply_envelope, header_section, rewrite_headers};
 use super::envelope::{raw_params, recipient_text, sender_text};
 use super::{Observed, Session, Step, refusal, replies, step_reply};
-use crate::incoming::Incoming;
-use crate::received::{ReceivedCounter, Trace, count_received, received};
+use crate::server::incoming::Incoming;
+use crate::server::received::{ReceivedCounter, Trace, count_received, received};
 
 /// Block read at a time while counting the trace fields of a spilled message.
 const HOPS_BLOCK: u32 = 64 << 10;
@@ -56,7 +56,7 @@ impl Session {
         let message = match self.accept_content(body, outcome) {
             Ok(message) => message,
             Err(reply) => {
-                crate::metrics::message("refused");
+                crate::server::metrics::events::message("refused");
                 tracing::info!(outcome = ?outcome, "message refused: {}", reply);
                 let step = Step::Reply(reply);
                 self.observe(
@@ -80,7 +80,7 @@ impl Session {
             v => refusal(v),
         };
         if !step_reply(&step).is_positive() {
-            crate::metrics::message("refused");
+            crate::server::metrics::events::message("refused");
             tracing::info!(decided_by = ?d.decided_by, "message refused: {}", step_reply(&step));
         }
         let reply = step_reply(&step).clone();
@@ -251,7 +251,7 @@ impl Session {
         };
         match committed {
             Ok(()) => {
-                crate::metrics::message("queued");
+                crate::server::metrics::events::message("queued");
                 self.ctx_mut().messages_accepted += 1;
                 tracing::info!(
                     queue_id = %id,

@@ -129,23 +129,29 @@ async fn serve(stream: UnixStream, shared: Arc<Shared>) {
                 rest = tail.trim();
             }
             let file = (!rest.is_empty()).then(|| PathBuf::from(rest));
-            match crate::reload::reload(&shared, "admin", file, canary).await {
+            match crate::server::reload::reload(&shared, "admin", file, canary).await {
                 Ok(report) => json!({"ok": true, "reload": report}),
                 Err(e) => json!({"ok": false, "error": e}),
             }
         }
-        "promote" => match crate::rollout::promote(&shared) {
+        "promote" => match crate::server::rollout::promote(&shared) {
             Ok(text) => json!({"ok": true, "message": text}),
             Err(e) => json!({"ok": false, "error": e}),
         },
         "rollback" => {
-            match crate::rollout::rollback(&shared, "asked for by `postern rollback`", "manual") {
+            match crate::server::rollout::rollback(
+                &shared,
+                "asked for by `postern rollback`",
+                "manual",
+            ) {
                 Ok(text) => json!({"ok": true, "message": text}),
                 Err(e) => json!({"ok": false, "error": e}),
             }
         }
         "status" => json!({"ok": true, "status": status(&shared).await}),
-        queue if queue.starts_with("queue") => crate::queue_cmd::serve(&shared, queue).await,
+        queue if queue.starts_with("queue") => {
+            crate::server::queue_admin::serve(&shared.queue, queue).await
+        }
         other => {
             json!({"ok": false, "error": format!("unknown command {other:?} (known: reload [--canary N] [FILE], promote, rollback, status, queue list|show ID|flush|delete ID)")})
         }
@@ -189,9 +195,9 @@ pub async fn status(shared: &Arc<Shared>) -> serde_json::Value {
             "shadow_differed": p.shadow_differed,
             "breaker": p.breaker.name(),
         })).collect::<Vec<_>>(),
-        "rollout": crate::rollout::status(shared),
+        "rollout": crate::server::rollout::status(shared),
         "av": config.av.clamd.as_ref().map(|a| {
-            let s = &*crate::av::STATS;
+            let s = &*crate::server::av::STATS;
             let n = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
             json!({
                 "clamd": format!("{a:?}"),
@@ -220,18 +226,4 @@ pub async fn status(shared: &Arc<Shared>) -> serde_json::Value {
         "kv": {"store": kv.describe(), "up": kv.is_up(), "timeout_ms": kv.settings.timeout.as_millis() as u64},
         "queue": shared.queue.stats().await.ok(),
     })
-}
-
-/// Client side: send `command`, return the JSON answer.
-pub async fn request(path: &std::path::Path, command: &str) -> anyhow::Result<serde_json::Value> {
-    let mut stream = UnixStream::connect(path).await.map_err(|e| {
-        anyhow::anyhow!(
-            "cannot reach the running server at {}: {e} (is `postern serve` running with this configuration?)",
-            path.display()
-        )
-    })?;
-    stream.write_all(format!("{command}\n").as_bytes()).await?;
-    let mut line = String::new();
-    BufReader::new(stream).read_line(&mut line).await?;
-    Ok(serde_json::from_str(&line)?)
 }

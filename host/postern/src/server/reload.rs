@@ -80,13 +80,13 @@ pub async fn reload(
     file: Option<PathBuf>,
     canary: Option<u8>,
 ) -> Result<ReloadReport, String> {
-    crate::notify::reloading();
+    crate::server::notify::reloading();
     let result = try_reload(shared, trigger, file, canary).await;
-    crate::notify::reloaded(&match &result {
+    crate::server::notify::reloaded(&match &result {
         Ok(r) => format!("serving generation {}", r.generation),
         Err(_) => "reload refused; the previous generation keeps serving".to_string(),
     });
-    crate::metrics::reload(result.is_ok());
+    crate::server::metrics::events::reload(result.is_ok());
     match &result {
         Ok(r) => tracing::info!(
             generation = r.generation,
@@ -168,8 +168,8 @@ async fn try_reload(
     let kv = if new.kv == old.kv {
         shared.snapshot().kv.clone()
     } else {
-        let kv =
-            crate::kv::open(&new.kv).map_err(|e| format!("{}: [kv]: {e}", new.path.display()))?;
+        let kv = crate::server::kv::open(&new.kv)
+            .map_err(|e| format!("{}: [kv]: {e}", new.path.display()))?;
         tracing::info!(store = %kv.describe(), "kv store switched");
         kv
     };
@@ -207,9 +207,9 @@ async fn try_reload(
         kv,
     });
     match canary {
-        Some(percent) => crate::rollout::start_canary(shared, snapshot, percent),
+        Some(percent) => crate::server::rollout::start_canary(shared, snapshot, percent),
         None => {
-            crate::rollout::install(shared, snapshot);
+            crate::server::rollout::install(shared, snapshot);
             shared
                 .runtime
                 .retain_compiled(generation.component_hashes());

@@ -20,9 +20,9 @@ use tokio::task::JoinHandle;
 use tracing::Instrument;
 
 use crate::config::{Config, ListenerSpec, TlsMode};
-use crate::conn::{self, Stream, Timeouts};
 use crate::server::Shared;
-use crate::session::{Session, SessionEnv, replies};
+use crate::server::conn::{self, Stream, Timeouts};
+use crate::server::session::{Session, SessionEnv, replies};
 
 struct Running {
     actual: SocketAddr,
@@ -206,21 +206,8 @@ impl Drop for Slot {
     }
 }
 
-/// The unit `max_connections_per_ip` counts: an IPv4 address, or an IPv6 /64
-/// (one site's subnet: a client holding a /64 must not get a fresh allowance
-/// for each of its 2^64 addresses).
-pub(crate) fn limit_key(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V4(_) => ip,
-        IpAddr::V6(v6) => {
-            let prefix = u128::from(v6) & !((1u128 << 64) - 1);
-            IpAddr::V6(prefix.into())
-        }
-    }
-}
-
 fn admit(shared: &Arc<Shared>, config: &Config, ip: IpAddr) -> Option<Slot> {
-    let ip = limit_key(ip);
+    let ip = crate::server::session::enumeration::limit_key(ip);
     let mut map = shared.per_ip.lock().unwrap_or_else(|p| p.into_inner());
     if shared.active.load(Ordering::Acquire) >= config.max_connections {
         return None;
@@ -312,7 +299,7 @@ async fn handle(
         {
             chain.record(r.clone(), r.settings.max_body);
         }
-        crate::metrics::get().sessions.inc();
+        crate::server::metrics::events::get().sessions.inc();
         tracing::info!(
             port = peer.port(),
             local = %local,
@@ -339,7 +326,7 @@ async fn handle(
 
 #[cfg(test)]
 mod tests {
-    use super::limit_key;
+    use crate::server::session::enumeration::limit_key;
     use std::net::IpAddr;
 
     #[test]

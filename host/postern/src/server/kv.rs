@@ -142,7 +142,7 @@ impl Kv {
             Err(KvFailure::Invalid(_)) => "invalid",
             Err(KvFailure::Unavailable(_)) => "unavailable",
         };
-        crate::metrics::kv_call(op, result, start.elapsed());
+        crate::server::metrics::events::kv_call(op, result, start.elapsed());
         match &r {
             Err(KvFailure::Unavailable(m)) => self.failed(m),
             _ if !self.is_up() => self.recovered(),

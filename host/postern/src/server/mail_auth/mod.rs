@@ -46,7 +46,7 @@ impl MailAuth {
         host_domain: &str,
     ) -> anyhow::Result<MailAuth> {
         Ok(MailAuth {
-            auth: MessageAuthenticator(crate::dns::tokio_resolver(nameservers, timeout)?),
+            auth: MessageAuthenticator(crate::server::dns::tokio_resolver(nameservers, timeout)?),
             host_domain: host_domain.to_string(),
         })
     }
@@ -126,7 +126,7 @@ impl MailAuth {
             helo: helo.as_ref().map(spf_check).unwrap_or_default(),
             mail_from: spf_check(&from),
         };
-        crate::metrics::mail_auth("spf", out.mail_from.result.name());
+        crate::server::metrics::events::mail_auth("spf", out.mail_from.result.name());
         out
     }
 
@@ -204,15 +204,15 @@ impl MailAuth {
             },
             dmarc: dmarc_out,
         };
-        crate::metrics::mail_auth("spf", out.spf.mail_from.result.name());
+        crate::server::metrics::events::mail_auth("spf", out.spf.mail_from.result.name());
         for d in &out.dkim {
-            crate::metrics::mail_auth("dkim", d.result.name());
+            crate::server::metrics::events::mail_auth("dkim", d.result.name());
         }
         if out.dkim.is_empty() {
-            crate::metrics::mail_auth("dkim", AuthResult::None.name());
+            crate::server::metrics::events::mail_auth("dkim", AuthResult::None.name());
         }
-        crate::metrics::mail_auth("arc", out.arc.result.name());
-        crate::metrics::mail_auth("dmarc", out.dmarc.result.name());
+        crate::server::metrics::events::mail_auth("arc", out.arc.result.name());
+        crate::server::metrics::events::mail_auth("dmarc", out.dmarc.result.name());
         out
     }
 

@@ -65,15 +65,15 @@ pub const STAGES: [&str; 9] = [
 /// The `postern:policy` package this binary serves, written into
 /// `wit/deps/postern-policy/` of a new script plugin.
 const WIT: [(&str, &str); 4] = [
-    ("hooks.wit", include_str!("../../../../wit/hooks.wit")),
-    ("host.wit", include_str!("../../../../wit/host.wit")),
-    ("types.wit", include_str!("../../../../wit/types.wit")),
-    ("worlds.wit", include_str!("../../../../wit/worlds.wit")),
+    ("hooks.wit", include_str!("../../../../../wit/hooks.wit")),
+    ("host.wit", include_str!("../../../../../wit/host.wit")),
+    ("types.wit", include_str!("../../../../../wit/types.wit")),
+    ("worlds.wit", include_str!("../../../../../wit/worlds.wit")),
 ];
 
 /// The fake hosts the script plugins' tests import, copied next to them.
-const PY_FAKE_HOST: &str = include_str!("../../../../plugins/sdk-python/postern_testing.py");
-const JS_FAKE_HOST: &str = include_str!("../../../../plugins/sdk-js/postern-testing.mjs");
+const PY_FAKE_HOST: &str = include_str!("../../../../../plugins/sdk-python/postern_testing.py");
+const JS_FAKE_HOST: &str = include_str!("../../../../../plugins/sdk-js/postern-testing.mjs");
 
 /// What every script plugin's build.sh does first: find the Postern
 /// checkout it is in, if any (`root` is `/` outside one).

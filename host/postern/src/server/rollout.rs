@@ -135,7 +135,7 @@ pub fn promote(shared: &Shared) -> Result<String, String> {
     let text =
         format!("generation {id} promoted from canary to current (replacing generation {from})");
     event(&mut shared.rollout(), text.clone());
-    crate::metrics::promotion();
+    crate::server::metrics::events::promotion();
     tracing::info!(generation = id, replaced = from, "{text}");
     Ok(text)
 }
@@ -150,7 +150,7 @@ pub fn rollback(shared: &Shared, why: &str, trigger: &str) -> Result<String, Str
         let text = format!("canary generation {id} rolled back ({trigger}): {why}");
         event(&mut r, text.clone());
         drop(r);
-        crate::metrics::rollback("canary", trigger);
+        crate::server::metrics::events::rollback("canary", trigger);
         tracing::warn!(generation = id, trigger, "{text}");
         return Ok(text);
     }
@@ -171,7 +171,7 @@ pub fn rollback(shared: &Shared, why: &str, trigger: &str) -> Result<String, Str
     let text = format!("generation {from} rolled back to generation {back} ({trigger}): {why}");
     event(&mut r, text.clone());
     drop(r);
-    crate::metrics::rollback("generation", trigger);
+    crate::server::metrics::events::rollback("generation", trigger);
     tracing::warn!(generation = back, rolled_back = from, trigger, "{text}");
     Ok(text)
 }

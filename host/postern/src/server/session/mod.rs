@@ -9,7 +9,7 @@
 mod auth;
 mod changes;
 mod data;
-mod enumeration;
+pub mod enumeration;
 mod envelope;
 pub mod replies;
 

@@ -21,8 +21,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::incoming::Incoming;
-use crate::session::{Session, Step, step_reply};
+use crate::server::incoming::Incoming;
+use crate::server::session::{Session, Step, step_reply};
 
 /// A bidirectional byte stream (TCP, or anything in tests).
 pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
@@ -410,13 +410,13 @@ async fn handle_wake<S: Io>(wake: Wake, io: &mut Stream<S>, session: &mut Sessio
         Wake::Read(Ok(Err(_))) => Some(End::IoError),
         Wake::Read(Err(_)) => {
             let step = session.timed_out();
-            crate::metrics::reply(step_reply(&step).code);
+            crate::server::metrics::events::reply(step_reply(&step).code);
             let _ = io.write_all(&step_reply(&step).to_bytes()).await;
             Some(End::Timeout)
         }
         Wake::Shutdown => {
             let step = session.shutdown();
-            crate::metrics::reply(step_reply(&step).code);
+            crate::server::metrics::events::reply(step_reply(&step).code);
             let _ = io.write_all(&step_reply(&step).to_bytes()).await;
             Some(End::Shutdown)
         }
@@ -452,17 +452,17 @@ async fn upgrade<S: Io>(
     let acceptor = tokio_rustls::TlsAcceptor::from(config);
     match tokio::time::timeout(limit, acceptor.accept(plain)).await {
         Ok(Ok(tls)) => {
-            crate::metrics::tls_handshake(true);
-            let info = crate::tls::info(tls.get_ref().1);
+            crate::server::metrics::events::tls_handshake(true);
+            let info = crate::server::tls::info(tls.get_ref().1);
             *io = Stream::Tls(Box::new(tls));
             Ok(info)
         }
         Ok(Err(e)) => {
-            crate::metrics::tls_handshake(false);
+            crate::server::metrics::events::tls_handshake(false);
             Err(e.to_string())
         }
         Err(_) => {
-            crate::metrics::tls_handshake(false);
+            crate::server::metrics::events::tls_handshake(false);
             Err("handshake timed out".into())
         }
     }
@@ -524,7 +524,7 @@ fn apply(step: Step, out: &mut Vec<u8>, mode: &mut Mode, session: &Session) -> O
         return None;
     }
     step_reply(&step).write_to(out);
-    crate::metrics::reply(step_reply(&step).code);
+    crate::server::metrics::events::reply(step_reply(&step).code);
     match step {
         Step::Reply(_) | Step::StartTls(_) => None,
         Step::Data(_) => {

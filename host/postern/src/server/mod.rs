@@ -5,6 +5,36 @@
 //! changes, and shuts down gracefully: stop accepting, tell idle sessions
 //! 421, let transfers finish up to `shutdown_timeout`. Input: the validated
 //! configuration (trusted).
+//!
+//! Its parts: sessions (`listeners` accept, `conn` runs the I/O of one
+//! connection, `session` decides every reply), `reload` and `rollout` (plugin
+//! generations), `admin` and `queue_admin` (the admin socket), `metrics`,
+//! `notify` (systemd), `privilege` (dropping root), `record` (session
+//! recordings), the host services plugins call (`dns`, `kv`, `mail_auth`,
+//! `av`) and `delivery_policy` (the plugins' say on the delivery side).
+
+pub mod admin;
+pub mod av;
+pub mod conn;
+#[cfg(test)]
+mod conn_tests;
+pub mod delivery_policy;
+pub mod dns;
+pub mod incoming;
+pub mod kv;
+pub mod listeners;
+pub mod logging;
+pub mod mail_auth;
+pub mod metrics;
+pub mod notify;
+pub mod privilege;
+pub mod queue_admin;
+pub mod received;
+pub mod record;
+pub mod reload;
+pub mod rollout;
+pub mod session;
+pub mod tls;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -18,9 +48,9 @@ use postern_spool::{Spool, SpoolConfig};
 use tokio::sync::{Notify, watch};
 
 use crate::config::{Config, Overrides};
-use crate::dns::HickoryDns;
-use crate::listeners::Listeners;
-use crate::privilege::{self, Plan};
+use crate::server::dns::HickoryDns;
+use crate::server::listeners::Listeners;
+use privilege::Plan;
 
 /// What a new session starts with: configuration, plugin generation and TLS
 /// settings of one load, swapped together by a reload so that no session
@@ -32,7 +62,7 @@ pub struct Snapshot {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// The key-value store of `[kv]` (the same one across reloads unless
     /// the section changed).
-    pub kv: Arc<crate::kv::Kv>,
+    pub kv: Arc<crate::server::kv::Kv>,
 }
 
 /// State shared by every connection.
@@ -55,11 +85,11 @@ pub struct Shared {
     /// The queue manager (delivery); it learns of new messages from the spool.
     pub queue: postern_delivery::QueueHandle,
     /// Canary, previous generation kept for rollback, last rollout event.
-    pub rollout: Mutex<crate::rollout::Rollout>,
+    pub rollout: Mutex<crate::server::rollout::Rollout>,
     /// Sessions started, for the canary's share.
     pub session_seq: AtomicU64,
     /// `[record]`: the session recorder, when enabled (fixed until restart).
-    pub recorder: Option<Arc<crate::record::Recorder>>,
+    pub recorder: Option<Arc<crate::server::record::Recorder>>,
 }
 
 impl Shared {
@@ -117,26 +147,27 @@ pub fn services(
     config: &Config,
     dns: Arc<dyn DnsBackend>,
     kv: Arc<dyn KvBackend>,
-    recorder: Option<&Arc<crate::record::Recorder>>,
+    recorder: Option<&Arc<crate::server::record::Recorder>>,
 ) -> Services {
     // While recording, the answers plugins get are recorded for replay.
-    let dns = crate::record::RecordingDns::wrap(dns, recorder);
-    let mail_auth: Arc<dyn postern_plugin::MailAuthBackend> = match crate::mail_auth::MailAuth::new(
-        &config.nameservers,
-        config.dns_timeout,
-        &config.hostname,
-    ) {
-        Ok(m) => Arc::new(m),
-        Err(e) => {
-            tracing::warn!("mail authentication unavailable, checks will be temperror: {e:#}");
-            Arc::new(postern_plugin::NoMailAuth)
-        }
-    };
+    let dns = crate::server::record::RecordingDns::wrap(dns, recorder);
+    let mail_auth: Arc<dyn postern_plugin::MailAuthBackend> =
+        match crate::server::mail_auth::MailAuth::new(
+            &config.nameservers,
+            config.dns_timeout,
+            &config.hostname,
+        ) {
+            Ok(m) => Arc::new(m),
+            Err(e) => {
+                tracing::warn!("mail authentication unavailable, checks will be temperror: {e:#}");
+                Arc::new(postern_plugin::NoMailAuth)
+            }
+        };
     Services {
         dns,
         kv,
         mail_auth,
-        av: crate::av::backend(&config.av),
+        av: crate::server::av::backend(&config.av),
     }
 }
 
@@ -146,13 +177,13 @@ pub fn load_tls(config: &Config) -> Result<Option<Arc<rustls::ServerConfig>>, St
     let Some(t) = config.tls.as_ref() else {
         return Ok(None);
     };
-    crate::tls::server_config(&t.cert, &t.key, t.client_ca.as_deref())
+    crate::server::tls::server_config(&t.cert, &t.key, t.client_ca.as_deref())
         .map(Some)
         .map_err(|e| {
             let at = match e.key {
-                crate::tls::TlsKey::Cert => &t.cert_at,
-                crate::tls::TlsKey::Key => &t.key_at,
-                crate::tls::TlsKey::ClientCa => &t.client_ca_at,
+                crate::server::tls::TlsKey::Cert => &t.cert_at,
+                crate::server::tls::TlsKey::Key => &t.key_at,
+                crate::server::tls::TlsKey::ClientCa => &t.client_ca_at,
             };
             format!("{at}: {e}")
         })
@@ -255,7 +286,7 @@ pub async fn serve(config: Config, overrides: Overrides, plan: Plan) -> anyhow::
     // the spool lock (which keeps a second server off this admin socket).
     let listeners = Listeners::prebind(&config).map_err(|e| anyhow::anyhow!(e))?;
     let (admin_socket, _unlink_admin_socket) =
-        crate::admin::bind(&config, run_as.map(|r| (r.uid, r.gid)))?;
+        crate::server::admin::bind(&config, run_as.map(|r| (r.uid, r.gid)))?;
     let metrics_socket = match config.metrics_listen {
         Some(addr) => Some(
             tokio::net::TcpListener::bind(addr)
@@ -286,7 +317,7 @@ pub async fn serve(config: Config, overrides: Overrides, plan: Plan) -> anyhow::
     // Started before the listeners, so it sees every commit (and resumes the queue).
     let dns = resolver(&config);
     // It starts no delivery before the plugins are loaded (`policy.install`).
-    let policy = Arc::new(crate::delivery_policy::ChainPolicy::default());
+    let policy = Arc::new(crate::server::delivery_policy::ChainPolicy::default());
     let queue = postern_delivery::QueueManager::start(
         spool.clone(),
         dns.clone(),
@@ -295,9 +326,9 @@ pub async fn serve(config: Config, overrides: Overrides, plan: Plan) -> anyhow::
     )
     .map_err(|e| anyhow::anyhow!("{}: {e}", config.path.display()))?;
     let runtime = Runtime::new(config.runtime.clone())?;
-    let kv = crate::kv::open(&config.kv).map_err(|e| anyhow::anyhow!("[kv]: {e}"))?;
+    let kv = crate::server::kv::open(&config.kv).map_err(|e| anyhow::anyhow!("[kv]: {e}"))?;
     tracing::info!(store = %kv.describe(), timeout = ?config.kv.timeout, "kv store");
-    let recorder = crate::record::Recorder::start(&config.record)?;
+    let recorder = crate::server::record::Recorder::start(&config.record)?;
     let generation = load_generation(
         &runtime,
         &config,
@@ -326,7 +357,7 @@ pub async fn serve(config: Config, overrides: Overrides, plan: Plan) -> anyhow::
         reloading: tokio::sync::Mutex::new(()),
         listeners: tokio::sync::Mutex::new(listeners),
         queue,
-        rollout: Mutex::new(crate::rollout::Rollout::default()),
+        rollout: Mutex::new(crate::server::rollout::Rollout::default()),
         session_seq: AtomicU64::new(0),
         recorder,
     });
@@ -339,24 +370,27 @@ pub async fn serve(config: Config, overrides: Overrides, plan: Plan) -> anyhow::
         .apply(&config, &shared)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let admin = crate::admin::start(shared.clone(), admin_socket);
+    let admin = crate::server::admin::start(shared.clone(), admin_socket);
     let metrics = match metrics_socket {
         Some(l) => {
             tracing::info!(address = %l.local_addr()?, "metrics listening");
-            Some(tokio::spawn(crate::metrics::serve(l, shared.clone())))
+            Some(tokio::spawn(crate::server::metrics::serve(
+                l,
+                shared.clone(),
+            )))
         }
         None => None,
     };
-    let watcher = tokio::spawn(crate::reload::watch(shared.clone()));
-    let rollout_monitor = tokio::spawn(crate::rollout::monitor(shared.clone()));
+    let watcher = tokio::spawn(crate::server::reload::watch(shared.clone()));
+    let rollout_monitor = tokio::spawn(crate::server::rollout::monitor(shared.clone()));
     let sweeper = tokio::spawn(sweep_idle_instances(shared.clone()));
-    crate::notify::ready(&format!(
+    crate::server::notify::ready(&format!(
         "serving generation 1 on {} listeners",
         shared.listeners.lock().await.addresses().len()
     ));
 
     wait_for_shutdown(&shared).await;
-    crate::notify::stopping();
+    crate::server::notify::stopping();
     tracing::info!(
         active = shared.active_connections(),
         "shutting down: no new connections, finishing sessions"
@@ -379,7 +413,7 @@ pub async fn serve(config: Config, overrides: Overrides, plan: Plan) -> anyhow::
     watcher.abort();
     rollout_monitor.abort();
     sweeper.abort();
-    let _ = std::fs::remove_file(crate::admin::socket_path(&config));
+    let _ = std::fs::remove_file(crate::server::admin::socket_path(&config));
     let deadline = tokio::time::sleep(shutdown_timeout);
     tokio::pin!(deadline);
     loop {
@@ -448,7 +482,7 @@ async fn wait_for_shutdown(shared: &Arc<Shared>) {
                 tracing::info!("SIGHUP: reloading");
                 let shared = shared.clone();
                 tokio::spawn(async move {
-                    let _ = crate::reload::reload(&shared, "SIGHUP", None, None).await;
+                    let _ = crate::server::reload::reload(&shared, "SIGHUP", None, None).await;
                 });
             }
         }

@@ -16,6 +16,8 @@
 //! 5321 §3.8 (421 and close), RFC 3463 X.7.1. Input: the verdicts of the
 //! RCPT TO stage for an untrusted client.
 
+use std::net::IpAddr;
+
 use std::time::Duration;
 
 use super::{Session, Step, replies};
@@ -73,7 +75,7 @@ impl Session {
     fn unknown_recipient_key(&self) -> String {
         format!(
             "postern\u{1f}unknown-rcpt:{}",
-            crate::listeners::limit_key(self.ctx.client.ip())
+            limit_key(self.ctx.client.ip())
         )
     }
 
@@ -129,7 +131,7 @@ impl Session {
         if guard.exempt || !refused {
             return self.paced(guard, step).await;
         }
-        crate::metrics::unknown_recipient("refused");
+        crate::server::metrics::events::unknown_recipient("refused");
         self.unknown.refused = self.unknown.refused.saturating_add(1);
         let limits = &self.config.unknown_recipients;
         if limits.per_client > 0 {
@@ -151,7 +153,7 @@ impl Session {
             self.config.unknown_recipients.per_session,
             self.unknown.refused,
         ) {
-            crate::metrics::unknown_recipient("session_limit");
+            crate::server::metrics::events::unknown_recipient("session_limit");
             tracing::info!(
                 refused = self.unknown.refused,
                 "too many unknown recipients, closing the session"
@@ -163,7 +165,7 @@ impl Session {
     }
 
     fn client_limit_reached(&self, count: i64) -> Step {
-        crate::metrics::unknown_recipient("client_limit");
+        crate::server::metrics::events::unknown_recipient("client_limit");
         tracing::info!(
             count,
             limit = self.config.unknown_recipients.per_client,
@@ -192,7 +194,7 @@ impl Session {
         if delay.is_zero() {
             return None;
         }
-        crate::metrics::unknown_recipient("delayed");
+        crate::server::metrics::events::unknown_recipient("delayed");
         self.chain.release();
         let mut stop = self.shutdown.clone();
         let stopping = async move {
@@ -204,6 +206,19 @@ impl Session {
         tokio::select! {
             _ = tokio::time::sleep(delay) => None,
             _ = stopping => Some(self.shutdown()),
+        }
+    }
+}
+
+/// The unit `max_connections_per_ip` counts: an IPv4 address, or an IPv6 /64
+/// (one site's subnet: a client holding a /64 must not get a fresh allowance
+/// for each of its 2^64 addresses).
+pub fn limit_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => {
+            let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+            IpAddr::V6(prefix.into())
         }
     }
 }

@@ -1,5 +1,6 @@
-//! `postern queue list|show ID|flush|delete ID`: the admin-socket commands (served
-//! by the running queue manager) and the command line that prints them. When no
+//! `postern queue list|show ID|flush|release ID|delete ID`: the command line
+//! that asks the running server (`server::queue_admin` answers) and prints
+//! the answers. When no
 //! server answers on the admin socket, the command opens the spool itself — its
 //! lock guarantees no server is using it — and works on the log (a flush then
 //! takes effect when the server next starts). Input: operator arguments and queue
@@ -11,12 +12,12 @@ use std::sync::Arc;
 
 use clap::Subcommand;
 use postern_protocol::date;
-use postern_spool::{QueueId, Spool, SpoolConfig, SpoolError};
+use postern_spool::{Spool, SpoolConfig, SpoolError};
 use serde_json::{Value, json};
 
-use crate::AdminArgs;
+use super::AdminArgs;
 use crate::config::{Config, Overrides};
-use crate::server::Shared;
+use crate::server::queue_admin::parse_id;
 
 #[derive(Subcommand)]
 pub enum QueueAction {
@@ -53,62 +54,6 @@ pub enum QueueAction {
     },
 }
 
-fn parse_id(text: &str) -> Result<QueueId, String> {
-    text.trim()
-        .parse()
-        .map_err(|_| format!("{text:?} is not a queue id (20 characters of 0-9 and A-Z)"))
-}
-
-/// Answer `queue ...` on the admin socket.
-pub async fn serve(shared: &Arc<Shared>, line: &str) -> Value {
-    let words: Vec<&str> = line.split_whitespace().collect();
-    let q = &shared.queue;
-    let result = match words.as_slice() {
-        ["queue", "list"] => q.list().await.map(|m| json!({"messages": m})),
-        ["queue", "list", "--quarantined"] => q.list().await.map(|m| {
-            let held: Vec<_> = m.into_iter().filter(|e| e.state == "quarantined").collect();
-            json!({"messages": held})
-        }),
-        ["queue", "release", id] => match parse_id(id) {
-            Ok(id) => match q.release(&id).await {
-                Ok(true) => Ok(json!({"released": id.to_string()})),
-                Ok(false) => Err(format!("no quarantined message {id}")),
-                Err(e) => Err(e),
-            },
-            Err(e) => Err(e),
-        },
-        ["queue", "show", id] => match parse_id(id) {
-            Ok(id) => match q.show(&id).await {
-                Ok(Some(m)) => Ok(json!({"message": m})),
-                Ok(None) => Err(format!("no queued message {id}")),
-                Err(e) => Err(e),
-            },
-            Err(e) => Err(e),
-        },
-        ["queue", "flush"] => q.flush().await.map(|n| json!({"flushed": n})),
-        ["queue", "delete", id] => match parse_id(id) {
-            Ok(id) => match q.delete(&id).await {
-                Ok(true) => Ok(json!({"deleted": id.to_string()})),
-                Ok(false) => Err(format!("no queued message {id}")),
-                Err(e) => Err(e),
-            },
-            Err(e) => Err(e),
-        },
-        _ => Err(
-            "usage: queue list [--quarantined] | queue show ID | queue flush | queue release ID | queue delete ID"
-                .to_string(),
-        ),
-    };
-    match result {
-        Ok(Value::Object(mut map)) => {
-            map.insert("ok".into(), json!(true));
-            Value::Object(map)
-        }
-        Ok(other) => json!({"ok": true, "result": other}),
-        Err(e) => json!({"ok": false, "error": e}),
-    }
-}
-
 /// The admin socket of the configuration (or `--socket`), and the configuration
 /// when it parses (needed for offline access).
 fn locate(args: &AdminArgs) -> (PathBuf, Option<Config>) {
@@ -123,9 +68,9 @@ fn locate(args: &AdminArgs) -> (PathBuf, Option<Config>) {
         data_dir: args.data_dir.clone(),
     };
     match Config::load(c, &overrides) {
-        Ok(cfg) => (crate::admin::socket_path(&cfg), Some(cfg)),
+        Ok(cfg) => (crate::server::admin::socket_path(&cfg), Some(cfg)),
         Err(_) => (
-            crate::admin::socket_path_lenient(c, args.data_dir.as_deref()),
+            crate::server::admin::socket_path_lenient(c, args.data_dir.as_deref()),
             None,
         ),
     }
@@ -148,10 +93,10 @@ pub fn run(action: QueueAction) -> ExitCode {
         QueueAction::Delete { id, admin } => (admin, format!("queue delete {}", id.trim())),
     };
     let (socket, config) = locate(args);
-    let rt = crate::runtime();
+    let rt = super::runtime();
     let running = std::os::unix::net::UnixStream::connect(&socket).is_ok();
     let (answer, offline) = if running {
-        match rt.block_on(crate::admin::request(&socket, &command)) {
+        match rt.block_on(super::admin::request(&socket, &command)) {
             Ok(a) => (a, false),
             Err(e) => {
                 eprintln!("postern: {e:#}");
@@ -201,13 +146,13 @@ async fn offline(cfg: &Config, action: &QueueAction) -> Result<Value, String> {
     }
     let reads_only = matches!(action, QueueAction::List { .. } | QueueAction::Show { .. });
     // Run as root with `[server] user`: what a change writes belongs to that
-    // account, as when the server writes it (see `crate::privilege`).
-    let plan = match crate::privilege::for_tool(cfg) {
-        crate::privilege::Plan::Switch(r) if !reads_only => Some(r),
+    // account, as when the server writes it (see `crate::server::privilege`).
+    let plan = match crate::server::privilege::for_tool(cfg) {
+        crate::server::privilege::Plan::Switch(r) if !reads_only => Some(r),
         _ => None,
     };
     if let Some(r) = &plan {
-        crate::privilege::prepare(cfg, r).map_err(|e| e.to_string())?;
+        crate::server::privilege::prepare(cfg, r).map_err(|e| e.to_string())?;
     }
     let (spool, _) = Spool::open(SpoolConfig {
         group_commit: cfg.group_commit,
@@ -221,8 +166,8 @@ async fn offline(cfg: &Config, action: &QueueAction) -> Result<Value, String> {
         e => e.to_string(),
     })?;
     if let Some(r) = &plan {
-        crate::privilege::adopt_spool(cfg, r).map_err(|e| e.to_string())?;
-        crate::privilege::switch(r).map_err(|e| e.to_string())?;
+        crate::server::privilege::adopt_spool(cfg, r).map_err(|e| e.to_string())?;
+        crate::server::privilege::switch(r).map_err(|e| e.to_string())?;
     }
     let spool = Arc::new(spool);
     use postern_delivery::inspect;

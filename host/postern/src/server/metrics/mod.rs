@@ -5,190 +5,22 @@
 //! `[metrics] listen` (`GET /metrics`). Input: scrapes from the network
 //! (only the request line is looked at).
 
-use std::sync::atomic::Ordering;
-use std::sync::{Arc, OnceLock, Weak};
+pub mod events;
 
+use events::{Labels, get};
+
+use crate::server::Shared;
 use postern_plugin::KvBackend as _;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, NoLabelSet};
 use prometheus_client::metrics::MetricType;
-use prometheus_client::metrics::counter::{ConstCounter, Counter};
-use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
-use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
-
-use crate::server::Shared;
-
-type Labels = Vec<(&'static str, String)>;
-
-/// Counters bumped by sessions.
-pub struct Metrics {
-    pub sessions: Counter,
-    pub replies: Family<Labels, Counter>,
-    pub messages: Family<Labels, Counter>,
-    pub auth: Family<Labels, Counter>,
-    pub reloads: Family<Labels, Counter>,
-    pub tls_handshakes: Family<Labels, Counter>,
-    pub unknown_recipients: Family<Labels, Counter>,
-    /// Mail authentication results (method: spf, dkim, dmarc, arc).
-    pub mail_auth: Family<Labels, Counter>,
-    /// kv calls by operation and result, and their latency by operation.
-    pub kv_calls: Family<Labels, Counter>,
-    pub kv_seconds: Family<Labels, Histogram, fn() -> Histogram>,
-    pub rollbacks: Family<Labels, Counter>,
-    pub promotions: Counter,
-}
-
-fn kv_histogram() -> Histogram {
-    // 10 µs to ~1.3 s.
-    Histogram::new(exponential_buckets(0.000_01, 2.0, 18))
-}
-
-impl Default for Metrics {
-    fn default() -> Self {
-        Metrics {
-            sessions: Counter::default(),
-            replies: Family::default(),
-            messages: Family::default(),
-            auth: Family::default(),
-            reloads: Family::default(),
-            tls_handshakes: Family::default(),
-            unknown_recipients: Family::default(),
-            mail_auth: Family::default(),
-            kv_calls: Family::default(),
-            kv_seconds: Family::new_with_constructor(kv_histogram),
-            rollbacks: Family::default(),
-            promotions: Counter::default(),
-        }
-    }
-}
-
-static METRICS: OnceLock<Metrics> = OnceLock::new();
-
-pub fn get() -> &'static Metrics {
-    METRICS.get_or_init(Metrics::default)
-}
-
-/// The kv operations the host's guard reports, in a fixed order.
-const KV_OPS: [&str; 6] = ["get", "set", "set_if_absent", "delete", "increment", "ping"];
-const KV_RESULTS: [&str; 3] = ["ok", "invalid", "unavailable"];
-
-/// One operation's counters (by result) and latency histogram, resolved
-/// from their families once: a kv call then costs two atomic updates, not
-/// label allocations and family look-ups.
-struct KvOpMetrics {
-    calls: [Counter; 3],
-    seconds: Histogram,
-}
-
-static KV_METRICS: OnceLock<Vec<KvOpMetrics>> = OnceLock::new();
-
-/// One kv call: `result` is ok, invalid or unavailable (time-outs included).
-pub fn kv_call(op: &'static str, result: &'static str, took: std::time::Duration) {
-    let all = KV_METRICS.get_or_init(|| {
-        let m = get();
-        KV_OPS
-            .iter()
-            .map(|op| KvOpMetrics {
-                calls: KV_RESULTS.map(|r| {
-                    m.kv_calls
-                        .get_or_create(&vec![("op", op.to_string()), ("result", r.to_string())])
-                        .clone()
-                }),
-                seconds: m
-                    .kv_seconds
-                    .get_or_create(&vec![("op", op.to_string())])
-                    .clone(),
-            })
-            .collect()
-    });
-    let (Some(o), Some(r)) = (
-        KV_OPS.iter().position(|x| *x == op),
-        KV_RESULTS.iter().position(|x| *x == result),
-    ) else {
-        return;
-    };
-    all[o].calls[r].inc();
-    all[o].seconds.observe(took.as_secs_f64());
-}
-
-pub fn reply(code: u16) {
-    get()
-        .replies
-        .get_or_create(&vec![("code", code.to_string())])
-        .inc();
-}
-
-pub fn message(result: &'static str) {
-    get()
-        .messages
-        .get_or_create(&vec![("result", result.to_string())])
-        .inc();
-}
-
-pub fn auth(result: &'static str) {
-    get()
-        .auth
-        .get_or_create(&vec![("result", result.to_string())])
-        .inc();
-}
-
-pub fn reload(ok: bool) {
-    let r = if ok { "ok" } else { "refused" };
-    get()
-        .reloads
-        .get_or_create(&vec![("result", r.to_string())])
-        .inc();
-}
-
-/// A rollback: of a `canary` or of a `generation`, `manual` or `automatic`.
-pub fn rollback(kind: &'static str, trigger: &str) {
-    get()
-        .rollbacks
-        .get_or_create(&vec![
-            ("kind", kind.to_string()),
-            ("trigger", trigger.to_string()),
-        ])
-        .inc();
-}
-
-pub fn promotion() {
-    get().promotions.inc();
-}
-
-pub fn tls_handshake(ok: bool) {
-    let r = if ok { "ok" } else { "failed" };
-    get()
-        .tls_handshakes
-        .get_or_create(&vec![("result", r.to_string())])
-        .inc();
-}
-
-/// Recipient-enumeration resistance (`session/enumeration.rs`): `refused`
-/// (a refused RCPT counted against the limits), `delayed` (an RCPT answered
-/// after `unknown_recipient_delay`), `session_limit` and `client_limit`
-/// (421 and close).
-pub fn unknown_recipient(event: &'static str) {
-    get()
-        .unknown_recipients
-        .get_or_create(&vec![("event", event.to_string())])
-        .inc();
-}
-
-/// One mail-auth result: `method` is spf, dkim, dmarc or arc; `result` an
-/// RFC 8601 result name.
-pub fn mail_auth(method: &'static str, result: &'static str) {
-    get()
-        .mail_auth
-        .get_or_create(&vec![
-            ("method", method.to_string()),
-            ("result", result.to_string()),
-        ])
-        .inc();
-}
 
 /// Reads live state at scrape time.
 #[derive(Debug)]
@@ -364,7 +196,7 @@ fn encode_delivery(enc: &mut DescriptorEncoder) -> std::fmt::Result {
 /// The canary's share, and the current and canary generations' plugin
 /// calls and failures (what automatic rollback watches).
 fn encode_rollout(enc: &mut DescriptorEncoder, shared: &Shared) -> std::fmt::Result {
-    let r = crate::rollout::status(shared);
+    let r = crate::server::rollout::status(shared);
     gauge(
         enc,
         "canary_percent",
@@ -400,7 +232,7 @@ fn encode_rollout(enc: &mut DescriptorEncoder, shared: &Shared) -> std::fmt::Res
 
 /// The virus scanner: scans by result and their total time.
 fn encode_av(enc: &mut DescriptorEncoder) -> std::fmt::Result {
-    let s = &*crate::av::STATS;
+    let s = &*crate::server::av::STATS;
     let rows: Vec<(Labels, u64)> = [
         ("clean", &s.clean),
         ("infected", &s.infected),

@@ -28,7 +28,7 @@ use postern_plugin::{
 use serde_json::json;
 
 use crate::config::{Config, Overrides};
-use crate::record::{DnsLine, Line};
+use crate::server::record::{DnsLine, Line};
 
 #[derive(clap::Args)]
 pub struct ReplayArgs {
@@ -85,7 +85,7 @@ fn inputs(paths: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
     let mut out = Vec::new();
     for p in paths {
         if p.is_dir() {
-            let files = crate::record::files(p);
+            let files = crate::server::record::files(p);
             if files.is_empty() {
                 return Err(format!(
                     "{}: no sessions-*.jsonl recordings in it",
@@ -206,7 +206,7 @@ pub fn run(args: ReplayArgs, rt: &tokio::runtime::Runtime) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let _log = crate::logging::init(crate::config::LogFormat::Text, Some("warn"));
+    let _log = crate::server::logging::init(crate::config::LogFormat::Text, Some("warn"));
     let dns = (args.dns == DnsSource::Recorded).then(|| Arc::new(RecordedDns(dns_table)));
     let result = rt.block_on(async {
         let runtime = Runtime::new(new.runtime.clone())?;

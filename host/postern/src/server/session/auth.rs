@@ -175,7 +175,7 @@ impl Session {
         let d = self.chain.auth(&self.ctx, &creds).await;
         let step = match &d.verdict {
             Verdict::Accept | Verdict::AcceptWith(_) => {
-                crate::metrics::auth("ok");
+                crate::server::metrics::events::auth("ok");
                 self.ctx_mut().auth_user = Some(creds.username.clone());
                 self.remember_authenticated(&creds.username).await;
                 tracing::info!(user = ?creds.username, mechanism = %creds.mechanism, "authenticated");
@@ -207,7 +207,7 @@ impl Session {
     }
 
     async fn auth_failed(&mut self, creds: &Credentials, reply: Reply) -> Step {
-        crate::metrics::auth("failed");
+        crate::server::metrics::events::auth("failed");
         self.auth_failures += 1;
         tracing::info!(
             user = ?creds.username,
