@@ -4,15 +4,17 @@
 //! RFC 3464 bounces. Trusts the spool's verified envelopes and the operator's
 //! settings; treats every remote SMTP server and DNS answer as hostile.
 //!
-//! Modules, each single-purpose: [`settings`] (what the operator chose), [`retry`]
-//! (the schedule), [`journal`] (the per-message delivery journal, kept as state
-//! records in the spool's log), [`state`]
-//! (per-recipient state rebuilt from it), [`route`] (which agent and destination a
-//! recipient goes to), [`mailbox`] and [`maildir`] (local delivery), [`mx`]
-//! (RFC 5321 §5.1 / RFC 7505), [`tls`] (the STARTTLS policy), [`smtp`] (the client),
-//! [`policy`] (what delivery-side plugins decide: routes, failed attempts, bounces),
-//! [`dsn`] (RFC 3464 reports), [`manager`] (scheduling and concurrency) and
-//! [`inspect`] (queue commands without a running server).
+//! Modules, each single-purpose: [`settings`] (what the operator chose),
+//! [`retry`] (the schedule), [`journal`] (the per-message delivery journal,
+//! kept as state records in the spool's log), [`state`] (per-recipient state
+//! rebuilt from it), [`route`] (which agent and destination a recipient goes
+//! to), [`mailbox`] and [`maildir`] (local delivery), [`mx`] (RFC 5321 §5.1 /
+//! RFC 7505, through `postern-capability`'s `DnsBackend`: this crate does not
+//! link the plugin runtime), [`tls`] (the STARTTLS policy), [`smtp`] (the
+//! client), [`policy`] (what delivery-side plugins decide: routes, failed
+//! attempts, bounces), [`dsn`] (RFC 3464 reports), [`manager`] (scheduling
+//! and concurrency) and [`inspect`] (queue commands without a running
+//! server).
 
 pub mod counters;
 pub mod dsn;

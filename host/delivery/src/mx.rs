@@ -8,7 +8,7 @@
 
 use std::net::IpAddr;
 
-use postern_plugin::{DnsAnswer, DnsBackend, DnsFailure, DnsQuery};
+use postern_capability::{DnsAnswer, DnsBackend, DnsFailure, DnsQuery};
 use postern_protocol::EnhancedCode;
 use rand::seq::SliceRandom;
 
@@ -207,7 +207,7 @@ fn cap(mut v: Vec<IpAddr>, n: usize) -> Vec<IpAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use postern_plugin::BoxFuture;
+    use postern_capability::BoxFuture;
     use std::path::Path;
 
     #[test]

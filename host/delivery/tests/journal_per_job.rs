@@ -7,10 +7,10 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use postern_capability::NoDns;
 use postern_delivery::journal::{self, Record};
 use postern_delivery::state::{MessageState, RcptStatus};
 use postern_delivery::{QueueManager, Relayhost, Settings, TlsPolicy};
-use postern_plugin::NoDns;
 use postern_spool::{Envelope, QueueId, Recipient, Spool, SpoolConfig, SpoolError};
 
 fn envelope(id: &QueueId, rcpts: &[&str]) -> Envelope {

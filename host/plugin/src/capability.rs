@@ -1,9 +1,10 @@
 //! Host capabilities offered to plugins (DNS, key-value store) as pluggable
-//! backends. Input: keys, names and values chosen by untrusted plugins, so
+//! backends (their traits live in `postern-capability` and `postern-kv`, so
+//! the host's other crates use them without the runtime), and the grants
+//! that decide which plugin may call them. Input: keys, names and values chosen by untrusted plugins, so
 //! every backend bounds sizes and never panics.
 
-use std::net::IpAddr;
-
+pub use postern_capability::{DnsAnswer, DnsBackend, DnsFailure, DnsQuery, NoDns};
 pub use postern_kv::{BoxFuture, KvBackend, KvFailure, MemoryKv};
 
 /// What a plugin was granted in the configuration (`capabilities = [...]`),
@@ -81,52 +82,6 @@ impl Grants {
             }
         }
         missing
-    }
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum DnsQuery {
-    A(String),
-    Aaaa(String),
-    Mx(String),
-    Txt(String),
-    Ptr(IpAddr),
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum DnsAnswer {
-    Addrs(Vec<IpAddr>),
-    Mx(Vec<(u16, String)>),
-    Txt(Vec<String>),
-    Names(Vec<String>),
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum DnsFailure {
-    #[error("name does not exist")]
-    NxDomain,
-    #[error("no records of that type")]
-    NoRecords,
-    #[error("temporary DNS failure: {0}")]
-    Temporary(String),
-    #[error("invalid query: {0}")]
-    Invalid(String),
-}
-
-/// A DNS resolver the host lends to plugins (and uses itself).
-pub trait DnsBackend: Send + Sync {
-    fn lookup(&self, query: DnsQuery) -> BoxFuture<'_, Result<DnsAnswer, DnsFailure>>;
-}
-
-/// Used when no resolver is configured: every look-up is a temporary failure.
-pub struct NoDns;
-
-impl DnsBackend for NoDns {
-    fn lookup(&self, _query: DnsQuery) -> BoxFuture<'_, Result<DnsAnswer, DnsFailure>> {
-        Box::pin(async { Err(DnsFailure::Temporary("no resolver configured".into())) })
     }
 }
 

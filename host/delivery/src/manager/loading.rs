@@ -116,7 +116,7 @@ mod tests {
     use std::sync::Arc;
     use std::time::Duration;
 
-    use postern_plugin::NoDns;
+    use postern_capability::NoDns;
     use postern_spool::SpoolConfig;
     use tokio::sync::mpsc;
 

@@ -18,7 +18,7 @@ use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
-use postern_plugin::DnsBackend;
+use postern_capability::DnsBackend;
 use postern_spool::{Committed, QueueId, Spool, SpoolError};
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};

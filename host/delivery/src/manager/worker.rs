@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use postern_plugin::DnsBackend;
+use postern_capability::DnsBackend;
 use postern_spool::{Spool, SpoolError};
 use tokio::sync::{mpsc, oneshot};
 
