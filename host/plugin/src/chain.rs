@@ -152,10 +152,24 @@ fn settle(
 }
 
 /// Stages whose plugin failures are skipped instead of applying
-/// `on_error`: observers cannot decide anything, and a failed delivery-result
-/// judge leaves the host's own judgement.
+/// `on_error`: observers cannot decide anything, a failed delivery-result
+/// judge leaves the host's own judgement, and a failed bounce screen lets
+/// the bounce go (a broken filter must not lose one).
 fn ignores_failures(stage: Stage) -> bool {
-    matches!(stage, Stage::Outcome | Stage::DeliveryResult)
+    matches!(
+        stage,
+        Stage::Outcome | Stage::DeliveryResult | Stage::Bounce
+    )
+}
+
+/// What a failed plugin's stage becomes: its `on_error`, except at `route`,
+/// where it always defers the recipient (a `fail-closed` meant for SMTP
+/// stages must not fail queued mail for good).
+fn failure_of(plugin: &LoadedPlugin, stage: Stage) -> Verdict {
+    match stage {
+        Stage::Route => failure_verdict(OnError::Tempfail),
+        _ => failure_verdict(plugin.spec.on_error),
+    }
 }
 
 /// Log and count a breaker's change of state.
@@ -520,7 +534,7 @@ impl SessionChain {
                     if ignores_failures(stage) {
                         continue;
                     }
-                    (failure_verdict(plugin.spec.on_error), DataReturn::none())
+                    (failure_of(plugin, stage), DataReturn::none())
                 }
                 Err(e) => {
                     health.failures.fetch_add(1, Ordering::Relaxed);
@@ -537,7 +551,7 @@ impl SessionChain {
                     if ignores_failures(stage) {
                         continue;
                     }
-                    (failure_verdict(plugin.spec.on_error), DataReturn::none())
+                    (failure_of(plugin, stage), DataReturn::none())
                 }
             };
             if stage == Stage::Outcome {
@@ -560,6 +574,7 @@ impl SessionChain {
                         session = %self.session_id,
                         shadow_verdict = verdict.kind(),
                         reply = %reply,
+                        answer = ?added.delivery,
                         "shadow plugin would have answered {}", verdict.kind()
                     );
                 }

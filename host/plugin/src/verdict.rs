@@ -73,8 +73,6 @@ pub enum InvalidReply {
     BadAddress(String, &'static str),
     #[error("quarantine reason: {0}")]
     BadReason(&'static str),
-    #[error("route {0:?}: not a host name, host:port or [address]:port")]
-    BadRoute(String),
 }
 
 pub const MAX_TEXT: usize = 400;
@@ -233,12 +231,6 @@ pub(crate) fn validate_data(
         if r.len() > MAX_TEXT {
             return Err(InvalidReply::BadReason("longer than 400 bytes"));
         }
-    }
-    use crate::delivery::{DeliveryAnswer, Route};
-    if let Some(DeliveryAnswer::Route(Route::Relay(t) | Route::Mx(t))) = &d.delivery
-        && (t.is_empty() || t.len() > 262 || !t.bytes().all(|b| b.is_ascii_graphic()))
-    {
-        return Err(InvalidReply::BadRoute(t.clone()));
     }
     Ok(d)
 }

@@ -45,7 +45,12 @@ pub fn plan(
     let mut known = Vec::new();
     for i in state.pending() {
         let address = &state.rcpts[i].address;
-        let chosen = choices.and_then(|c| c.iter().find(|(r, _)| *r == i).map(|(_, c)| c));
+        // `choices` follow `pending()`: ascending recipient indexes.
+        let chosen = choices.and_then(|c| {
+            c.binary_search_by_key(&i, |(r, _)| *r)
+                .ok()
+                .map(|k| &c[k].1)
+        });
         let routed = match chosen {
             Some(choice) => route_as(address, choice, settings),
             None => route(address, settings),
