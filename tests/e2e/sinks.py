@@ -56,12 +56,15 @@ class SmtpSink:
     gate: threading.Event | None = None
     pipelining: bool = True
     chunking: bool = False
+    dsn: bool = False
     size: int = 0
     host: str = "127.0.0.1"
     session_limit: int = 0
     limit_reply: str | None = None
     messages: list[Received] = field(default_factory=list)
     rcpt_attempts: list[str] = field(default_factory=list)
+    # Every RCPT TO argument as sent (with its parameters).
+    rcpt_lines: list[str] = field(default_factory=list)
     sessions: int = 0
     active: int = 0
     peak: int = 0
@@ -173,6 +176,8 @@ class SmtpSink:
                 caps += [f"SIZE {self.size}" if self.size else "SIZE", "8BITMIME", "ENHANCEDSTATUSCODES"]
                 if self.chunking:
                     caps.append("CHUNKING")
+                if self.dsn:
+                    caps.append("DSN")
                 if self.tls_context is not None and not tls:
                     caps.append("STARTTLS")
                 if self.auth is not None:
@@ -223,6 +228,7 @@ class SmtpSink:
                 addr = m.group(1) if m else ""
                 with self.lock:
                     self.rcpt_attempts.append(addr)
+                    self.rcpt_lines.append(arg)
                 if mail_from is None:
                     send("503 5.5.1 need MAIL")
                     continue

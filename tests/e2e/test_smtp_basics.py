@@ -116,7 +116,9 @@ def test_command_errors_after_ehlo(start):
     assert c.cmd("MAIL FROM:<a@client.test>")[0] == 250
     assert c.cmd("MAIL FROM:<a@client.test>")[0] == 503
     assert c.cmd("DATA")[0] == 554  # no valid recipients
-    assert c.cmd("RCPT TO:<a@example.test> NOTIFY=NEVER")[0] == 555
+    assert c.cmd("RCPT TO:<a@example.test> XFOO=1")[0] == 555
+    assert c.cmd("RCPT TO:<a@example.test> NOTIFY=SOMETIMES")[0] == 501  # DSN (RFC 3461)
+    assert c.cmd("RCPT TO:<a@example.test> NOTIFY=NEVER")[0] == 250
 
 
 def test_smtputf8(start):

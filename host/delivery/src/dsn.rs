@@ -1,8 +1,11 @@
-//! Non-delivery reports: an RFC 3464 delivery status notification in an RFC 6522
+//! Delivery status notifications: an RFC 3464 report in an RFC 6522
 //! `multipart/report` — a human-readable part, the `message/delivery-status` part
-//! (Reporting-MTA, Arrival-Date, and per recipient Final-Recipient, Original-Recipient
-//! from RFC 3461 ORCPT, Action, Status, Remote-MTA, Diagnostic-Code, Last-Attempt-Date)
-//! and the original header section as `text/rfc822-headers`. The report is a new
+//! (Reporting-MTA, Original-Envelope-Id from RFC 3461 ENVID, Arrival-Date, and per
+//! recipient Final-Recipient, Original-Recipient from ORCPT, Action (`failed`,
+//! `delayed` with Will-Retry-Until, `delivered` or `relayed`), Status, Remote-MTA,
+//! Diagnostic-Code, Last-Attempt-Date) and the original header section as
+//! `text/rfc822-headers`, or the whole message as `message/rfc822` for a failure
+//! when the sender asked `RET=FULL` and it is at most [`MAX_FULL`]. The report is a new
 //! message from the null reverse-path `<>` (RFC 5321 §4.5.5, so it is never bounced
 //! itself) to the original sender, committed to the spool and delivered like any
 //! other. Input: the spooled envelope and headers (already accepted by us) and
@@ -14,11 +17,58 @@ use postern_spool::{Envelope, QueueId, Recipient, Spool, SpoolError};
 
 use crate::outcome::Diagnostic;
 use crate::settings::Settings;
-use crate::state::{MessageState, param};
+use crate::state::{MessageState, RcptStatus, param};
 use postern_protocol::date;
 
 /// Most of the original header section quoted in a report.
 pub const MAX_HEADERS: usize = 64 * 1024;
+
+/// The largest message returned whole (`RET=FULL`); a larger one is
+/// returned as its header section, as for `RET=HDRS`.
+pub const MAX_FULL: u64 = 1024 * 1024;
+
+/// The recipients one report is about, by envelope index.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Report {
+    /// Failed for good (`Action: failed`).
+    pub failed: Vec<usize>,
+    /// Still queued past the delay-warning point (`Action: delayed`).
+    pub delayed: Vec<usize>,
+    /// Delivered (`delivered` into a Maildir, `relayed` to a next hop
+    /// without DSN) and asked for with `NOTIFY=SUCCESS`.
+    pub delivered: Vec<usize>,
+}
+
+impl Report {
+    pub fn is_empty(&self) -> bool {
+        self.failed.is_empty() && self.delayed.is_empty() && self.delivered.is_empty()
+    }
+
+    /// Whether the whole message is returned (`RET=FULL` on a failure).
+    pub fn returns_full(&self, state: &MessageState) -> bool {
+        !self.failed.is_empty()
+            && state.size <= MAX_FULL
+            && param(&state.envelope.mail_params, "RET")
+                .is_some_and(|r| r.eq_ignore_ascii_case("FULL"))
+    }
+}
+
+/// What a report quotes of the original: the whole message (CRLF, as
+/// queued) when `full`, else its header section. Blocking.
+pub fn original(spool: &Spool, id: &QueueId, full: bool) -> Result<Vec<u8>, SpoolError> {
+    if !full {
+        return original_headers(spool, id);
+    }
+    let message = spool.open_message(id)?;
+    let path = message.segment_path().to_path_buf();
+    let mut bytes = Vec::new();
+    message
+        .reader()
+        .take(MAX_FULL)
+        .read_to_end(&mut bytes)
+        .map_err(|e: io::Error| SpoolError::Io { path, source: e })?;
+    Ok(bytes)
+}
 
 /// Decode RFC 3461 §4 xtext (`+XX` escapes).
 pub fn xtext_decode(text: &str) -> String {
@@ -77,6 +127,23 @@ fn address_type(address: &str) -> &'static str {
     }
 }
 
+/// The RFC 3464 action for recipient `i` of a report.
+fn action(state: &MessageState, i: usize) -> &'static str {
+    let r = &state.rcpts[i];
+    match r.status {
+        RcptStatus::Failed => "failed",
+        RcptStatus::Pending => "delayed",
+        RcptStatus::Delivered
+            if r.detail
+                .as_deref()
+                .is_some_and(|d| d.starts_with("maildir=")) =>
+        {
+            "delivered"
+        }
+        RcptStatus::Delivered => "relayed",
+    }
+}
+
 fn remote_name(d: &Diagnostic) -> Option<&str> {
     d.remote_mta
         .as_deref()
@@ -84,15 +151,18 @@ fn remote_name(d: &Diagnostic) -> Option<&str> {
         .filter(|r| !r.is_empty())
 }
 
-/// Build the report for the failed recipients `failed` of `state`: its envelope (a
-/// fresh queue id, from `<>`, to the original sender) and its content (CRLF).
+/// Build the report on `report`'s recipients of `state`: its envelope (a fresh
+/// queue id, from `<>`, to the original sender) and its content (CRLF).
+/// `original` is the header section, or the whole message when
+/// `report.returns_full(state)`.
 pub fn build(
     state: &MessageState,
-    failed: &[usize],
-    headers: &[u8],
+    report: &Report,
+    original: &[u8],
     settings: &Settings,
     now_ms: u64,
 ) -> (Envelope, Vec<u8>) {
+    let full = report.returns_full(state);
     let id = QueueId::generate();
     let host = &settings.hostname;
     let sender = &state.envelope.mail_from;
@@ -107,7 +177,13 @@ pub fn build(
         "From: Mail Delivery System <MAILER-DAEMON@{host}>"
     ));
     line(&format!("To: <{sender}>"));
-    line("Subject: Undelivered Mail Returned to Sender");
+    line(if !report.failed.is_empty() {
+        "Subject: Undelivered Mail Returned to Sender"
+    } else if !report.delayed.is_empty() {
+        "Subject: Delayed Mail (still being retried)"
+    } else {
+        "Subject: Successful Mail Delivery Report"
+    });
     line(&format!("Message-ID: <{id}.dsn@{host}>"));
     line("Auto-Submitted: auto-replied");
     line("MIME-Version: 1.0");
@@ -122,14 +198,44 @@ pub fn build(
     line("");
     line(&format!("This is the mail system at host {host}."));
     line("");
-    line("I'm sorry to have to inform you that your message could not");
-    line("be delivered to one or more recipients. It's attached below.");
-    line("");
-    for &i in failed {
-        let r = &state.rcpts[i];
-        line(&format!("<{}>:", r.address));
-        if let Some(d) = &r.last {
-            line(&format!("    {d}"));
+    if !report.failed.is_empty() {
+        line("I'm sorry to have to inform you that your message could not");
+        line("be delivered to one or more recipients. It's attached below.");
+        line("");
+        for &i in &report.failed {
+            let r = &state.rcpts[i];
+            line(&format!("<{}>:", r.address));
+            if let Some(d) = &r.last {
+                line(&format!("    {d}"));
+            }
+            line("");
+        }
+    }
+    if !report.delayed.is_empty() {
+        line("Your message could not be delivered yet to the recipients");
+        line(&format!(
+            "below. Delivery will be tried until {}.",
+            date::rfc5322(settings.retry.expires_at(state.arrival_ms()))
+        ));
+        line("");
+        for &i in &report.delayed {
+            let r = &state.rcpts[i];
+            line(&format!("<{}>:", r.address));
+            if let Some(d) = &r.last {
+                line(&format!("    {d}"));
+            }
+            line("");
+        }
+    }
+    if !report.delivered.is_empty() {
+        line("Your message was delivered to the recipients below, as you asked.");
+        line("");
+        for &i in &report.delivered {
+            line(&format!(
+                "<{}>: {}",
+                state.rcpts[i].address,
+                action(state, i)
+            ));
         }
         line("");
     }
@@ -146,7 +252,12 @@ pub fn build(
         "Arrival-Date: {}",
         date::rfc5322(state.arrival_ms())
     ));
-    for &i in failed {
+    let reported = report
+        .failed
+        .iter()
+        .chain(&report.delayed)
+        .chain(&report.delivered);
+    for &i in reported {
         let r = &state.rcpts[i];
         line("");
         line(&format!(
@@ -163,15 +274,26 @@ pub fn build(
                 xtext_decode(addr)
             ));
         }
-        line("Action: failed");
-        if let Some(d) = &r.last {
+        let action = action(state, i);
+        line(&format!("Action: {action}"));
+        if matches!(action, "delivered" | "relayed") {
+            line("Status: 2.0.0");
+        } else if let Some(d) = &r.last {
             line(&format!("Status: {}", d.status));
             if let Some(remote) = remote_name(d) {
                 line(&format!("Remote-MTA: dns; {remote}"));
             }
             line(&format!("Diagnostic-Code: {}", d.diagnostic_code()));
+        } else if action == "delayed" {
+            line("Status: 4.0.0");
         } else {
             line("Status: 5.0.0");
+        }
+        if action == "delayed" {
+            line(&format!(
+                "Will-Retry-Until: {}",
+                date::rfc5322(settings.retry.expires_at(state.arrival_ms()))
+            ));
         }
         if r.at_ms > 0 {
             line(&format!("Last-Attempt-Date: {}", date::rfc5322(r.at_ms)));
@@ -179,11 +301,19 @@ pub fn build(
     }
     line("");
     line(&format!("--{boundary}"));
-    line("Content-Description: Undelivered Message Headers");
-    line("Content-Type: text/rfc822-headers");
+    if full {
+        line("Content-Description: Undelivered Message");
+        line("Content-Type: message/rfc822");
+    } else {
+        line("Content-Description: Message Headers");
+        line("Content-Type: text/rfc822-headers");
+    }
     line("");
     let mut bytes = m.into_bytes();
-    bytes.extend_from_slice(headers);
+    bytes.extend_from_slice(original);
+    if full && !original.ends_with(b"\r\n") {
+        bytes.extend_from_slice(b"\r\n");
+    }
     bytes.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
     let mut mail_params = Vec::new();
     if !bytes.is_ascii() {
@@ -268,7 +398,10 @@ mod tests {
         let settings = Settings::new("mx.example.test", &[], Path::new("/d"));
         let (envelope, bytes) = build(
             &state,
-            &[0],
+            &Report {
+                failed: vec![0],
+                ..Report::default()
+            },
             b"Subject: hello\r\nFrom: alice@example.test\r\n",
             &settings,
             1_700_000_100_000,

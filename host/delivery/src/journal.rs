@@ -43,7 +43,14 @@ pub enum Record {
         attempts: u32,
         next_ms: u64,
     },
+    /// A report (failure, or success) was queued as `dsn` for `rcpts`, or
+    /// none is to be sent (`dsn` none).
     Bounced {
+        dsn: Option<String>,
+        rcpts: Vec<usize>,
+    },
+    /// A delay notice was queued as `dsn` for the pending `rcpts`.
+    Warned {
         dsn: Option<String>,
         rcpts: Vec<usize>,
     },
@@ -127,21 +134,37 @@ pub fn encode(record: &Record) -> String {
             format!("T {rcpt} {at_ms} {}", encode_diag(diag))
         }
         Record::Attempted { attempts, next_ms } => format!("A {attempts} {next_ms}"),
-        Record::Bounced { dsn, rcpts } => {
-            let list: Vec<String> = rcpts.iter().map(usize::to_string).collect();
-            format!(
-                "B {} {}",
-                dsn.as_deref().map(token).unwrap_or_else(|| "-".into()),
-                if list.is_empty() {
-                    "-".into()
-                } else {
-                    list.join(",")
-                }
-            )
-        }
+        Record::Bounced { dsn, rcpts } => format!("B {}", encode_report(dsn, rcpts)),
+        Record::Warned { dsn, rcpts } => format!("W {}", encode_report(dsn, rcpts)),
         Record::Rescheduled { next_ms } => format!("N {next_ms}"),
         Record::Released { at_ms } => format!("R {at_ms}"),
     }
+}
+
+/// `<dsn id or -> <rcpt,rcpt or ->` of a report record.
+fn encode_report(dsn: &Option<String>, rcpts: &[usize]) -> String {
+    let list: Vec<String> = rcpts.iter().map(usize::to_string).collect();
+    format!(
+        "{} {}",
+        dsn.as_deref().map(token).unwrap_or_else(|| "-".into()),
+        if list.is_empty() {
+            "-".into()
+        } else {
+            list.join(",")
+        }
+    )
+}
+
+fn parse_report(rest: &str) -> Option<(Option<String>, Vec<usize>)> {
+    let (dsn, list) = rest.split_once(' ')?;
+    let rcpts = if list == "-" {
+        Vec::new()
+    } else {
+        list.split(',')
+            .map(|n| n.parse().ok())
+            .collect::<Option<Vec<usize>>>()?
+    };
+    Some(((dsn != "-").then(|| dsn.to_string()), rcpts))
 }
 
 fn parse_diag(rest: &str) -> Option<Diagnostic> {
@@ -192,18 +215,12 @@ pub fn parse(line: &str) -> Option<Record> {
             })
         }
         "B" => {
-            let (dsn, list) = rest.split_once(' ')?;
-            let rcpts = if list == "-" {
-                Vec::new()
-            } else {
-                list.split(',')
-                    .map(|n| n.parse().ok())
-                    .collect::<Option<Vec<usize>>>()?
-            };
-            Some(Record::Bounced {
-                dsn: (dsn != "-").then(|| dsn.to_string()),
-                rcpts,
-            })
+            let (dsn, rcpts) = parse_report(rest)?;
+            Some(Record::Bounced { dsn, rcpts })
+        }
+        "W" => {
+            let (dsn, rcpts) = parse_report(rest)?;
+            Some(Record::Warned { dsn, rcpts })
         }
         "N" => Some(Record::Rescheduled {
             next_ms: rest.parse().ok()?,

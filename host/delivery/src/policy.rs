@@ -110,8 +110,10 @@ pub struct BounceFacts {
     pub queue_id: String,
     /// Who gets it.
     pub recipient: String,
-    /// The failed recipients it reports.
+    /// The recipients it reports as failed, delayed and delivered.
     pub failed: Vec<String>,
+    pub delayed: Vec<String>,
+    pub delivered: Vec<String>,
 }
 
 /// Whether a bounce is sent.

@@ -12,6 +12,9 @@ pub struct RetrySchedule {
     pub intervals: Vec<Duration>,
     /// A message still undelivered this long after arrival is bounced.
     pub max_age: Duration,
+    /// A recipient still undelivered this long after arrival whose `NOTIFY`
+    /// lists `DELAY` gets one delay notice (RFC 3461 §4.1); zero: never.
+    pub delay_warning: Duration,
 }
 
 impl Default for RetrySchedule {
@@ -20,6 +23,7 @@ impl Default for RetrySchedule {
         RetrySchedule {
             intervals: vec![m(1), m(5), m(15), m(30), m(60), m(120), m(240)],
             max_age: Duration::from_secs(5 * 24 * 3600),
+            delay_warning: Duration::from_secs(4 * 3600),
         }
     }
 }
@@ -72,6 +76,7 @@ mod tests {
         let r = RetrySchedule {
             intervals: vec![Duration::from_secs(3600)],
             max_age: Duration::from_secs(7200),
+            ..RetrySchedule::default()
         };
         let arrival = 1_000_000;
         assert_eq!(r.next_attempt(1, arrival, arrival), arrival + 3_600_000);

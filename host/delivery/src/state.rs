@@ -41,8 +41,11 @@ pub struct RcptState {
     pub detail: Option<String>,
     /// When the status or `last` was set (unix ms; 0 = never tried).
     pub at_ms: u64,
-    /// A bounce covering this failure was committed.
+    /// A report covering this final state (failure, or success asked for
+    /// with `NOTIFY=SUCCESS`) was committed, or none is to be sent.
     pub reported: bool,
+    /// A delay notice was committed for it.
+    pub delay_reported: bool,
 }
 
 /// Everything known about one queued message.
@@ -63,6 +66,10 @@ pub struct MessageState {
     /// lifetime counts from then.
     pub released_ms: Option<u64>,
 }
+
+/// How a delivery's detail starts when the next hop offered DSN and was
+/// handed the recipient's `NOTIFY`/`ORCPT`: success notices are then its job.
+pub const DSN_HANDED_ON: &str = "dsn=handed-on, ";
 
 /// The value of ESMTP parameter `key` (case-insensitive) in raw `KEY=VALUE` params.
 pub fn param<'a>(params: &'a [String], key: &str) -> Option<&'a str> {
@@ -85,6 +92,7 @@ impl MessageState {
                 detail: None,
                 at_ms: 0,
                 reported: false,
+                delay_reported: false,
             })
             .collect();
         MessageState {
@@ -150,6 +158,14 @@ impl MessageState {
                 }
                 self.dsns.extend(dsn.clone());
             }
+            Record::Warned { dsn, rcpts } => {
+                for i in rcpts {
+                    if let Some(r) = self.rcpts.get_mut(*i) {
+                        r.delay_reported = true;
+                    }
+                }
+                self.dsns.extend(dsn.clone());
+            }
             Record::Rescheduled { next_ms } => self.next_ms = *next_ms,
             Record::Released { at_ms } => {
                 self.released_ms = Some(*at_ms);
@@ -178,15 +194,48 @@ impl MessageState {
     /// Whether a failure of recipient `i` is to be reported to the sender: never for
     /// the null sender; with `NOTIFY=`, only if it lists `FAILURE` (RFC 3461 §4.1).
     pub fn wants_failure_report(&self, i: usize) -> bool {
+        self.notifies(i, "FAILURE", true)
+    }
+
+    /// Whether the sender asked for `kind` notices (`SUCCESS`, `DELAY`,
+    /// `FAILURE`) for recipient `i`; `default` without a `NOTIFY` parameter.
+    /// Never for the null sender (a report is never reported on).
+    pub fn notifies(&self, i: usize, kind: &str, default: bool) -> bool {
         if self.envelope.mail_from.is_empty() {
             return false;
         }
         match self.rcpts.get(i).and_then(|r| param(&r.params, "NOTIFY")) {
-            None => true,
-            Some(v) => v
-                .split(',')
-                .any(|n| n.trim().eq_ignore_ascii_case("FAILURE")),
+            None => default,
+            Some(v) => v.split(',').any(|n| n.trim().eq_ignore_ascii_case(kind)),
         }
+    }
+
+    /// Delivered recipients owed a success notice (`NOTIFY=SUCCESS`), unless
+    /// the next hop took the request over (it offered DSN: RFC 3461 §5.2.2).
+    pub fn unreported_successes(&self) -> Vec<usize> {
+        self.indexes(|r| {
+            r.status == RcptStatus::Delivered
+                && !r.reported
+                && !r
+                    .detail
+                    .as_deref()
+                    .is_some_and(|d| d.starts_with(DSN_HANDED_ON))
+        })
+        .into_iter()
+        .filter(|&i| self.notifies(i, "SUCCESS", false))
+        .collect()
+    }
+
+    /// Pending recipients owed a delay notice at `now_ms` (`NOTIFY=DELAY`,
+    /// queued longer than `warning`; one notice each).
+    pub fn due_delay_notices(&self, warning: std::time::Duration, now_ms: u64) -> Vec<usize> {
+        if warning.is_zero() || now_ms < self.arrival_ms() + warning.as_millis() as u64 {
+            return Vec::new();
+        }
+        self.indexes(|r| r.status == RcptStatus::Pending && !r.delay_reported)
+            .into_iter()
+            .filter(|&i| self.notifies(i, "DELAY", false))
+            .collect()
     }
 
     /// Failed recipients whose bounce is still owed.
@@ -199,7 +248,9 @@ impl MessageState {
 
     /// Nothing owed any more: the message may leave the queue.
     pub fn is_finished(&self) -> bool {
-        self.pending().is_empty() && self.unreported_failures().is_empty()
+        self.pending().is_empty()
+            && self.unreported_failures().is_empty()
+            && self.unreported_successes().is_empty()
     }
 
     /// The most recent failure of a pending recipient (what `queue list` shows).

@@ -69,6 +69,8 @@ pub struct BounceInfo {
     pub queue_id: String,
     pub recipient: String,
     pub failed: Vec<String>,
+    pub delayed: Vec<String>,
+    pub delivered: Vec<String>,
 }
 
 /// What decided a delivery-side stage, beyond its verdict: the chain maps

@@ -150,6 +150,59 @@ fn parse_size(p: &EsmtpParam) -> Result<u64, ParamError> {
     v.parse().map_err(|_| bad_value(p))
 }
 
+/// RFC 3461 §4: `xtext` is printable ASCII other than `+` and `=`, with
+/// `+XX` (upper-case hex) escapes for anything else.
+pub fn is_xtext(text: &str) -> bool {
+    let hex = |c: Option<u8>| c.is_some_and(|c| c.is_ascii_digit() || (b'A'..=b'F').contains(&c));
+    let mut bytes = text.bytes();
+    while let Some(c) = bytes.next() {
+        match c {
+            b'+' => {
+                if !hex(bytes.next()) || !hex(bytes.next()) {
+                    return false;
+                }
+            }
+            b'=' => return false,
+            33..=126 => {}
+            _ => return false,
+        }
+    }
+    true
+}
+
+/// A DSN parameter's value checked (RFC 3461 §4): `RET=FULL|HDRS`,
+/// `ENVID=xtext` (at most 100 characters), `NOTIFY=NEVER` or a list of
+/// `SUCCESS`, `FAILURE`, `DELAY`, `ORCPT=addr-type;xtext` (at most 500).
+fn dsn_value(p: &EsmtpParam) -> Result<String, ParamError> {
+    let v = required_value(p)?;
+    let ok = match p.keyword.to_ascii_uppercase().as_str() {
+        "RET" => v.eq_ignore_ascii_case("FULL") || v.eq_ignore_ascii_case("HDRS"),
+        "ENVID" => !v.is_empty() && v.len() <= 100 && is_xtext(&v),
+        "NOTIFY" => {
+            let words: Vec<String> = v.split(',').map(|w| w.to_ascii_uppercase()).collect();
+            let known = |w: &String| matches!(w.as_str(), "SUCCESS" | "FAILURE" | "DELAY");
+            let mut seen: Vec<&String> = Vec::new();
+            let unique = words.iter().all(|w| {
+                let fresh = !seen.contains(&w);
+                seen.push(w);
+                fresh
+            });
+            words == ["NEVER"] || (words.iter().all(known) && unique)
+        }
+        "ORCPT" => {
+            v.len() <= 500
+                && v.split_once(';').is_some_and(|(kind, addr)| {
+                    !kind.is_empty()
+                        && kind.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-')
+                        && !addr.is_empty()
+                        && is_xtext(addr)
+                })
+        }
+        _ => true,
+    };
+    if ok { Ok(v) } else { Err(bad_value(p)) }
+}
+
 fn parse_body(p: &EsmtpParam) -> Result<BodyType, ParamError> {
     let v = p.value.as_deref().unwrap_or_default();
     if v.eq_ignore_ascii_case("7BIT") {
@@ -175,8 +228,8 @@ impl MailParams {
                 "SMTPUTF8" if param.value.is_some() => return Err(bad_value(&param)),
                 "SMTPUTF8" => m.smtputf8 = true,
                 "AUTH" => m.auth = Some(required_value(&param)?),
-                "RET" => m.ret = Some(required_value(&param)?),
-                "ENVID" => m.envid = Some(required_value(&param)?),
+                "RET" => m.ret = Some(dsn_value(&param)?),
+                "ENVID" => m.envid = Some(dsn_value(&param)?),
                 _ => m.other.push(param.clone()),
             }
             m.all.push(param);
@@ -192,8 +245,8 @@ impl RcptParams {
         for param in p {
             check_duplicate(&r.all, &param)?;
             match param.keyword.to_ascii_uppercase().as_str() {
-                "NOTIFY" => r.notify = Some(required_value(&param)?),
-                "ORCPT" => r.orcpt = Some(required_value(&param)?),
+                "NOTIFY" => r.notify = Some(dsn_value(&param)?),
+                "ORCPT" => r.orcpt = Some(dsn_value(&param)?),
                 _ => r.other.push(param.clone()),
             }
             r.all.push(param);
@@ -205,6 +258,37 @@ impl RcptParams {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dsn_values_are_checked() {
+        let mail = |t: &str| parse_params(t).and_then(MailParams::from_params);
+        let rcpt = |t: &str| parse_params(t).and_then(RcptParams::from_params);
+        assert!(mail("RET=FULL ENVID=QQ314159").is_ok());
+        assert!(mail("RET=hdrs ENVID=a+2Bb").is_ok());
+        for bad in [
+            "RET=ALL",
+            "ENVID=a+2",
+            "ENVID=a+zz",
+            "ENVID=a=b",
+            &format!("ENVID={}", "x".repeat(101)),
+        ] {
+            assert!(mail(bad).is_err(), "{bad}");
+        }
+        assert!(rcpt("NOTIFY=SUCCESS,FAILURE,DELAY ORCPT=rfc822;b+2Bc@y.test").is_ok());
+        assert!(rcpt("NOTIFY=never").is_ok());
+        for bad in [
+            "NOTIFY=NEVER,SUCCESS",
+            "NOTIFY=SUCCESS,SUCCESS",
+            "NOTIFY=SOMETIMES",
+            "NOTIFY=",
+            "ORCPT=b@y.test",
+            "ORCPT=rfc 822;b@y.test",
+            "ORCPT=rfc822;",
+        ] {
+            assert!(rcpt(bad).is_err(), "{bad}");
+        }
+        assert!(is_xtext("a+2B+3Db") && !is_xtext("a b") && !is_xtext("é"));
+    }
 
     fn p(keyword: &str, value: Option<&str>) -> EsmtpParam {
         EsmtpParam {

@@ -15,12 +15,24 @@ use postern_protocol::EnhancedCode;
 use postern_spool::{Spool, SpoolError};
 
 use crate::counters::{self, COUNTERS};
+use crate::dsn::{self, Report};
 use crate::journal::{self, Record};
+use crate::now_ms;
 use crate::outcome::Diagnostic;
 use crate::policy::{BounceChoice, BounceFacts, DeliveryPolicy};
 use crate::settings::Settings;
 use crate::state::MessageState;
-use crate::{dsn, now_ms};
+
+/// The log line of a queued report, by what it reports.
+fn kind(report: &Report) -> &'static str {
+    if !report.failed.is_empty() {
+        "bounce queued"
+    } else if !report.delayed.is_empty() {
+        "delay notice queued"
+    } else {
+        "success notice queued"
+    }
+}
 
 /// How an attempt ended.
 pub(crate) enum Finalized {
@@ -66,39 +78,53 @@ enum Bounce {
     Queued(String),
     /// A delivery-side plugin refused it (`bounce-hook`): not sent.
     Refused(String),
+    /// A delivery-side plugin held it: asked again at the next attempt.
+    Held(String),
 }
 
-/// Build a bounce for `failed`, let the delivery policy screen it, and
-/// commit it unless refused. `Err` leaves it owed (the spool failed, or a
-/// plugin held it).
+/// Build the report, let the delivery policy screen it, and commit it
+/// unless refused. `Err` leaves it owed (the spool failed, or a plugin held
+/// it).
 async fn bounce(
     spool: &Arc<Spool>,
     settings: &Settings,
     policy: &dyn DeliveryPolicy,
     state: &MessageState,
-    failed: &[usize],
+    report: &Report,
     now: u64,
 ) -> Result<Bounce, String> {
     let s = spool.clone();
     let id = state.id;
-    let headers = tokio::task::spawn_blocking(move || dsn::original_headers(&s, &id))
+    let full = report.returns_full(state);
+    let original = tokio::task::spawn_blocking(move || dsn::original(&s, &id, full))
         .await
         .map_err(|e| e.to_string())?
         .map_err(|e: SpoolError| e.to_string())?;
-    let (envelope, bytes) = dsn::build(state, failed, &headers, settings, now);
+    let (envelope, bytes) = dsn::build(state, report, &original, settings, now);
     if policy.screens_bounces() {
+        let addresses = |list: &[usize]| -> Vec<String> {
+            list.iter()
+                .map(|&i| state.rcpts[i].address.clone())
+                .collect()
+        };
         let facts = BounceFacts {
             queue_id: state.id.to_string(),
             recipient: state.envelope.mail_from.clone(),
-            failed: failed
-                .iter()
-                .map(|&i| state.rcpts[i].address.clone())
-                .collect(),
+            failed: addresses(&report.failed),
+            delayed: addresses(&report.delayed),
+            delivered: addresses(&report.delivered),
         };
         match policy.bounce(&facts, &bytes).await {
             BounceChoice::Send => {}
             BounceChoice::Refuse(why) => return Ok(Bounce::Refused(why)),
-            BounceChoice::Hold(why) => return Err(format!("bounce held: {why}")),
+            // Held no longer than the message's queue lifetime: then sent.
+            BounceChoice::Hold(why) if !settings.retry.expired(state.arrival_ms(), now) => {
+                return Ok(Bounce::Held(why));
+            }
+            BounceChoice::Hold(why) => {
+                tracing::info!(queue_id = %state.id, reason = %why,
+                    "bounce held past the queue lifetime; sending it");
+            }
         }
     }
     spool
@@ -174,8 +200,12 @@ pub(crate) async fn run(
             records.push(r);
         }
     }
-    let failed = state.unreported_failures();
-    if state.pending().is_empty() && failed.is_empty() {
+    let report = Report {
+        failed: state.unreported_failures(),
+        delayed: state.due_delay_notices(settings.retry.delay_warning, now),
+        delivered: state.unreported_successes(),
+    };
+    if state.pending().is_empty() && report.is_empty() {
         return remove(&spool, state).await;
     }
     if !state.pending().is_empty() {
@@ -191,36 +221,60 @@ pub(crate) async fn run(
         state.next_ms = now + settings.retry.delay_after(1).as_millis() as u64;
         return Finalized::Failed(Box::new(state), e);
     }
-    if !failed.is_empty() {
-        match bounce(&spool, &settings, policy, &state, &failed, now).await {
-            Ok(done) => {
-                let dsn = match done {
-                    Bounce::Queued(dsn_id) => {
-                        counters::add(&COUNTERS.bounces, 1);
-                        tracing::info!(queue_id = %state.id, dsn = %dsn_id, to = %state.envelope.mail_from,
-                            recipients = failed.len(), "bounce queued");
-                        Some(dsn_id)
-                    }
-                    Bounce::Refused(why) => {
-                        tracing::info!(queue_id = %state.id, to = %state.envelope.mail_from,
-                            recipients = failed.len(), reason = %why, "bounce refused by plugin; not sent");
-                        None
-                    }
-                };
-                let r = Record::Bounced { dsn, rcpts: failed };
-                if let Err(e) = append(&spool, &state, vec![r.clone()]).await {
-                    // The bounce is queued; at worst it is sent twice after a crash.
-                    tracing::warn!(queue_id = %state.id, error = %e, "cannot record the bounce");
-                }
-                state.apply(&r);
+    if !report.is_empty() {
+        let final_rcpts: Vec<usize> = report
+            .failed
+            .iter()
+            .chain(&report.delivered)
+            .copied()
+            .collect();
+        let dsn = match bounce(&spool, &settings, policy, &state, &report, now).await {
+            Ok(Bounce::Queued(dsn_id)) => {
+                counters::add(&COUNTERS.bounces, 1);
+                tracing::info!(queue_id = %state.id, dsn = %dsn_id, to = %state.envelope.mail_from,
+                    failed = report.failed.len(), delayed = report.delayed.len(),
+                    delivered = report.delivered.len(), "{}", kind(&report));
+                Some(dsn_id)
             }
-            Err(e) => {
-                tracing::error!(queue_id = %state.id, error = %e, "cannot queue the bounce; will retry");
+            Ok(Bounce::Refused(why)) => {
+                tracing::info!(queue_id = %state.id, to = %state.envelope.mail_from,
+                    recipients = final_rcpts.len() + report.delayed.len(), reason = %why,
+                    "bounce refused by plugin; not sent");
+                None
+            }
+            held_or_failed => {
+                match held_or_failed {
+                    Ok(Bounce::Held(why)) => tracing::info!(queue_id = %state.id, reason = %why,
+                        "bounce held by plugin; asked again at the next attempt"),
+                    Err(e) => tracing::error!(queue_id = %state.id, error = %e,
+                        "cannot queue the bounce; will retry"),
+                    Ok(_) => {}
+                }
                 if state.pending().is_empty() {
                     state.next_ms = now + settings.retry.delay_after(1).as_millis() as u64;
                 }
                 return Finalized::Requeue(Box::new(state));
             }
+        };
+        let mut done = Vec::new();
+        if !final_rcpts.is_empty() {
+            done.push(Record::Bounced {
+                dsn: dsn.clone(),
+                rcpts: final_rcpts,
+            });
+        }
+        if !report.delayed.is_empty() {
+            done.push(Record::Warned {
+                dsn,
+                rcpts: report.delayed.clone(),
+            });
+        }
+        if let Err(e) = append(&spool, &state, done.clone()).await {
+            // The report is queued; at worst it is sent twice after a crash.
+            tracing::warn!(queue_id = %state.id, error = %e, "cannot record the report");
+        }
+        for r in &done {
+            state.apply(r);
         }
     }
     if state.is_finished() {

@@ -274,6 +274,8 @@ struct Manager {
     /// Entries in `Running` or `Finalizing`.
     running: usize,
     finalizing: usize,
+    /// Route questions to the delivery policy in flight.
+    planning: usize,
     loading: HashSet<QueueId>,
     /// Failed loads so far of messages that could not be read.
     load_failures: HashMap<QueueId, u32>,
@@ -304,6 +306,7 @@ impl Manager {
             workers: 0,
             running: 0,
             finalizing: 0,
+            planning: 0,
             loading: HashSet::new(),
             load_failures: HashMap::new(),
             reloads: BTreeSet::new(),
@@ -369,7 +372,10 @@ impl Manager {
             } => self.job_done(dest, id, results, dest_failure, next),
             Event::Recorded { id, records, error } => self.recorded(id, records, error),
             Event::Finalized(id, outcome) => self.finalized(id, outcome),
-            Event::Planned(id, choices) => self.planned(id, Some(&choices)),
+            Event::Planned(id, choices) => {
+                self.planning = self.planning.saturating_sub(1);
+                self.planned(id, Some(&choices))
+            }
             Event::Wake => {}
             Event::Flush(reply) => {
                 let _ = reply.send(self.flush());
@@ -477,8 +483,26 @@ impl Manager {
             .collect();
         let policy = self.policy.clone();
         let events = self.events.clone();
+        self.planning += 1;
         tokio::spawn(async move {
-            let choices = policy.route(&facts, &addresses).await;
+            let n = addresses.len();
+            // Its own task, so that a panic in it still answers.
+            let asked = tokio::spawn(async move { policy.route(&facts, &addresses).await }).await;
+            let choices = match asked {
+                Ok(c) if c.len() == n => c,
+                other => {
+                    let why = match other {
+                        Ok(c) => format!("answered {} routes for {n} recipients", c.len()),
+                        Err(e) => format!("failed: {e}"),
+                    };
+                    tracing::error!(queue_id = %id, "delivery policy {why}; deferring the attempt");
+                    let d = Diagnostic::local(
+                        postern_protocol::EnhancedCode::new(4, 3, 0),
+                        format!("the delivery policy {why}"),
+                    );
+                    vec![RouteChoice::Fail(d); n]
+                }
+            };
             let _ = events.send(Event::Planned(
                 id,
                 pending.into_iter().zip(choices).collect(),
@@ -492,6 +516,14 @@ impl Manager {
         let Some(entry) = self.entries.get_mut(&id) else {
             return;
         };
+        if self.stopping && !entry.delete {
+            // Shutting down: no new jobs; the attempt starts again after
+            // the restart.
+            entry.phase = Phase::Waiting;
+            self.running = self.running.saturating_sub(1);
+            self.timers.insert((entry.state.next_ms, id));
+            return;
+        }
         let (jobs, known) = if entry.delete {
             (Vec::new(), Vec::new())
         } else {
@@ -731,7 +763,7 @@ impl Manager {
     }
 
     fn check_stopped(&mut self) {
-        if self.stopping && self.workers == 0 && self.finalizing == 0 {
+        if self.stopping && self.workers == 0 && self.finalizing == 0 && self.planning == 0 {
             for w in self.waiters.drain(..) {
                 let _ = w.send(());
             }

@@ -389,7 +389,13 @@ impl Session {
         let label = &self.label;
         let o = if done.is_positive() {
             RcptOutcome::Delivered(format!(
-                "relay={}, {}",
+                "{}relay={}, {}",
+                // The next hop got NOTIFY/ORCPT: its success notices now.
+                if self.caps.dsn {
+                    crate::state::DSN_HANDED_ON
+                } else {
+                    ""
+                },
                 label,
                 crate::outcome::sanitize(&done.to_string())
             ))

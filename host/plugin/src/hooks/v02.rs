@@ -236,6 +236,8 @@ pub(super) async fn call(
                     queue_id: bounce.queue_id.clone(),
                     recipient: bounce.recipient.clone(),
                     failed: bounce.failed.clone(),
+                    delayed: bounce.delayed.clone(),
+                    delivered: bounce.delivered.clone(),
                 };
                 let r = store
                     .data_mut()

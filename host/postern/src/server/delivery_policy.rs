@@ -221,6 +221,8 @@ impl DeliveryPolicy for ChainPolicy {
                 queue_id: bounce.queue_id.clone(),
                 recipient: bounce.recipient.clone(),
                 failed: bounce.failed.clone(),
+                delayed: bounce.delayed.clone(),
+                delivered: bounce.delivered.clone(),
             };
             let d = chain
                 .bounce(&ctx, &info, &Arc::new(MessageData::new(report.to_vec())))

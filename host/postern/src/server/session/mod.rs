@@ -4,7 +4,9 @@
 //! files itself (the spool does). Input: hostile client commands, already
 //! framed and parsed by `postern-protocol`. Implements RFC 5321 §3–4 (command
 //! sequencing, §4.5.3.1 recipient limits), RFC 1870 (SIZE), RFC 6152
-//! (8BITMIME), RFC 6531 (SMTPUTF8), RFC 2920 (PIPELINING, with `conn.rs`).
+//! (8BITMIME), RFC 6531 (SMTPUTF8), RFC 2920 (PIPELINING, with `conn.rs`),
+//! RFC 3030 (CHUNKING), RFC 3461 (DSN: RET, ENVID, NOTIFY and ORCPT are
+//! checked by `postern-protocol` and kept with the envelope).
 
 mod auth;
 mod changes;
@@ -357,6 +359,7 @@ impl Session {
             "CHUNKING".into(),
             "ENHANCEDSTATUSCODES".into(),
             "SMTPUTF8".into(),
+            "DSN".into(),
         ];
         if self.starttls_offered() {
             k.push("STARTTLS".into());
@@ -499,7 +502,7 @@ impl Session {
         if tx.recipients.len() >= self.config.max_recipients {
             return Step::Reply(replies::too_many_recipients());
         }
-        if let Some(p) = params.all.first() {
+        if let Some(p) = params.other.first() {
             return self.bad(replies::unsupported_param(&p.keyword));
         }
         if let ForwardPath::Mailbox(m) = &path
@@ -628,12 +631,6 @@ pub fn step_reply(s: &Step) -> &Reply {
 fn unsupported_mail_param(p: &MailParams) -> Option<String> {
     if p.body == Some(BodyType::BinaryMime) {
         return Some("BODY=BINARYMIME".into());
-    }
-    if p.ret.is_some() {
-        return Some("RET".into());
-    }
-    if p.envid.is_some() {
-        return Some("ENVID".into());
     }
     p.other.first().map(|o| o.keyword.clone())
 }
