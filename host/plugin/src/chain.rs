@@ -69,6 +69,39 @@ impl StageContext for SessionContext {
     }
 }
 
+/// An SMTP stage's question to the chain, with its argument: what a session
+/// asks through [`SessionChain::ask`], its one way in.
+#[derive(Clone, Copy, Debug)]
+pub enum Ask<'a> {
+    Connect,
+    Helo { name: &'a str, extended: bool },
+    Auth(&'a Credentials),
+    MailFrom(&'a EnvelopeAddress),
+    RcptTo(&'a EnvelopeAddress),
+    Data(&'a Arc<MessageData>),
+    Vrfy(&'a str),
+    Expn(&'a str),
+}
+
+impl<'a> Ask<'a> {
+    fn call(self) -> Call<'a> {
+        match self {
+            Ask::Connect => Call::Connect,
+            Ask::Helo { name, extended } => Call::Helo { name, extended },
+            Ask::Auth(c) => Call::Auth(c),
+            Ask::MailFrom(a) => Call::MailFrom(a),
+            Ask::RcptTo(a) => Call::RcptTo(a),
+            Ask::Data(m) => Call::Data(m),
+            Ask::Vrfy(a) => Call::Vrfy(a),
+            Ask::Expn(a) => Call::Expn(a),
+        }
+    }
+
+    pub fn stage(&self) -> Stage {
+        self.call().stage()
+    }
+}
+
 /// Most outcomes 0.2 observers get in one call.
 pub const MAX_OUTCOME_BATCH: usize = 64;
 
@@ -262,6 +295,11 @@ impl SessionChain {
     /// Number of plugin instances this session holds.
     pub fn live_instances(&self) -> usize {
         self.live.iter().filter(|l| l.is_some()).count()
+    }
+
+    /// Run an SMTP stage through the chain.
+    pub async fn ask(&mut self, ctx: &impl StageContext, ask: Ask<'_>) -> Decision {
+        self.run(&ctx.shared(), ask.call(), None).await
     }
 
     pub async fn connect(&mut self, ctx: &impl StageContext) -> Decision {

@@ -34,7 +34,7 @@ pub use capability::{
     BoxFuture, DnsAnswer, DnsBackend, DnsFailure, DnsQuery, Grants, KvBackend, KvFailure, MemoryKv,
     NoDns,
 };
-pub use chain::{Decision, MAX_OUTCOME_BATCH, SessionChain, StageContext};
+pub use chain::{Ask, Decision, MAX_OUTCOME_BATCH, SessionChain, StageContext};
 pub use context::{
     Credentials, EnvelopeAddress, EnvelopeChange, HeaderChange, MessageChanges, Outcome,
     SessionContext, TlsInfo,

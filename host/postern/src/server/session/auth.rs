@@ -9,10 +9,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use postern_plugin::{Credentials, Stage, Verdict};
-use postern_protocol::{EnhancedCode, Reply};
+use postern_plugin::{Ask, Credentials, Decision, Verdict};
+use postern_protocol::Reply;
 
-use super::{Observed, Phase, Session, Step, replies, step_reply};
+use super::{Phase, Session, Step, replies};
 
 /// A SASL exchange waiting for the client's next line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,14 +20,6 @@ pub enum Exchange {
     Plain,
     LoginUser,
     LoginPassword { username: String },
-}
-
-fn r(code: u16, c: u8, s: u16, d: u16, text: &str) -> Reply {
-    Reply::new(code, Some(EnhancedCode::new(c, s, d)), text)
-}
-
-fn challenge(text: &str) -> Reply {
-    Reply::new(334, None, STANDARD.encode(text))
 }
 
 /// RFC 4616: `[authzid] NUL authcid NUL passwd`.
@@ -76,56 +68,38 @@ impl Session {
             return self.bad(replies::need_ehlo());
         }
         if !self.auth_offered() {
-            return self.bad(r(
-                538,
-                5,
-                7,
-                11,
-                "Encryption required: issue STARTTLS before AUTH",
-            ));
+            return self.bad(replies::auth_needs_tls());
         }
         if self.ctx.auth_user.is_some() {
-            return self.bad(r(503, 5, 5, 1, "Already authenticated"));
+            return self.bad(replies::already_authenticated());
         }
         if self.tx.is_some() {
-            return self.bad(r(
-                503,
-                5,
-                5,
-                1,
-                "AUTH is not allowed during a mail transaction",
-            ));
+            return self.bad(replies::auth_in_transaction());
         }
         let limit = self.config.auth.client_failure_limit as i64;
         if let Ok(Some(n)) = self.kv.get(self.client_failure_key()).await
             && n.parse::<i64>().unwrap_or(0) >= limit
         {
-            return Step::Close(r(
-                421,
-                4,
-                7,
-                0,
-                "Too many failed authentications from your address, try again later",
-            ));
+            return Step::Close(replies::auth_client_blocked());
         }
         match (mechanism.as_str(), initial) {
             ("PLAIN", Some(resp)) => self.auth_plain(&resp).await,
             ("PLAIN", None) => {
                 self.exchange = Some(Exchange::Plain);
-                Step::Reply(Reply::new(334, None, ""))
+                Step::Reply(replies::auth_continue())
             }
             ("LOGIN", Some(user)) => match decode_text(&user) {
                 Ok(username) => {
                     self.exchange = Some(Exchange::LoginPassword { username });
-                    Step::Reply(challenge("Password:"))
+                    Step::Reply(replies::auth_challenge("Password:"))
                 }
-                Err(e) => self.bad(r(501, 5, 5, 2, &format!("Cannot decode response: {e}"))),
+                Err(e) => self.bad(replies::cannot_decode(Some(e))),
             },
             ("LOGIN", None) => {
                 self.exchange = Some(Exchange::LoginUser);
-                Step::Reply(challenge("Username:"))
+                Step::Reply(replies::auth_challenge("Username:"))
             }
-            _ => self.bad(r(504, 5, 5, 4, "Unrecognized authentication mechanism")),
+            _ => self.bad(replies::unknown_mechanism()),
         }
     }
 
@@ -135,19 +109,19 @@ impl Session {
             return Step::Reply(replies::ok());
         };
         let Ok(text) = std::str::from_utf8(line) else {
-            return self.bad(r(501, 5, 5, 2, "Cannot decode response"));
+            return self.bad(replies::cannot_decode(None));
         };
         if text.trim() == "*" {
-            return Step::Reply(r(501, 5, 0, 0, "Authentication cancelled"));
+            return Step::Reply(replies::auth_cancelled());
         }
         match exchange {
             Exchange::Plain => self.auth_plain(text).await,
             Exchange::LoginUser => match decode_text(text) {
                 Ok(username) => {
                     self.exchange = Some(Exchange::LoginPassword { username });
-                    Step::Reply(challenge("Password:"))
+                    Step::Reply(replies::auth_challenge("Password:"))
                 }
-                Err(e) => self.bad(r(501, 5, 5, 2, &format!("Cannot decode response: {e}"))),
+                Err(e) => self.bad(replies::cannot_decode(Some(e))),
             },
             Exchange::LoginPassword { username } => match decode_text(text) {
                 Ok(password) => {
@@ -159,7 +133,7 @@ impl Session {
                     };
                     self.verify(creds).await
                 }
-                Err(e) => self.bad(r(501, 5, 5, 2, &format!("Cannot decode response: {e}"))),
+                Err(e) => self.bad(replies::cannot_decode(Some(e))),
             },
         }
     }
@@ -167,43 +141,26 @@ impl Session {
     async fn auth_plain(&mut self, b64: &str) -> Step {
         match decode_plain(b64) {
             Ok(creds) => self.verify(creds).await,
-            Err(e) => self.bad(r(501, 5, 5, 2, &format!("Cannot decode response: {e}"))),
+            Err(e) => self.bad(replies::cannot_decode(Some(e))),
         }
     }
 
     async fn verify(&mut self, creds: Credentials) -> Step {
-        let d = self.chain.auth(&self.ctx, &creds).await;
-        let step = match &d.verdict {
+        let argument = format!("{} {}", creds.mechanism, creds.username);
+        let decide = async |s: &mut Self, d: &Decision| match &d.verdict {
             Verdict::Accept | Verdict::AcceptWith(_) => {
                 crate::server::metrics::events::auth("ok");
-                self.ctx_mut().auth_user = Some(creds.username.clone());
-                self.remember_authenticated(&creds.username).await;
+                s.ctx_mut().auth_user = Some(creds.username.clone());
+                s.remember_authenticated(&creds.username).await;
                 tracing::info!(user = ?creds.username, mechanism = %creds.mechanism, "authenticated");
-                Step::Reply(r(235, 2, 7, 0, "Authentication successful"))
+                Step::Reply(replies::auth_ok())
             }
             Verdict::Defer(p) => Step::Reply(replies::plugin(p)),
             Verdict::Disconnect(p) => Step::Close(replies::plugin(p)),
-            Verdict::Reject(p) => self.auth_failed(&creds, replies::plugin(p)).await,
-            Verdict::Pass => {
-                self.auth_failed(
-                    &creds,
-                    r(535, 5, 7, 8, "Authentication credentials invalid"),
-                )
-                .await
-            }
+            Verdict::Reject(p) => s.auth_failed(&creds, replies::plugin(p)).await,
+            Verdict::Pass => s.auth_failed(&creds, replies::auth_invalid()).await,
         };
-        let argument = format!("{} {}", creds.mechanism, creds.username);
-        let reply = step_reply(&step).clone();
-        self.observe(
-            Observed {
-                stage: Stage::Auth,
-                argument: &argument,
-                decided_by: d.decided_by,
-            },
-            &reply,
-        )
-        .await;
-        step
+        self.stage(Ask::Auth(&creds), &argument, decide).await
     }
 
     async fn auth_failed(&mut self, creds: &Credentials, reply: Reply) -> Step {
@@ -221,13 +178,7 @@ impl Session {
             .increment(self.client_failure_key(), 1, window)
             .await;
         if self.auth_failures >= self.config.auth.max_failures {
-            return Step::Close(r(
-                421,
-                4,
-                7,
-                0,
-                "Too many failed authentication attempts, closing connection",
-            ));
+            return Step::Close(replies::auth_too_many_failures());
         }
         Step::Reply(reply)
     }

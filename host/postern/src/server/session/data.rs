@@ -10,7 +10,7 @@
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use postern_plugin::{Decision, MessageData, Stage, Stored, Verdict};
+use postern_plugin::{Ask, Decision, MessageData, Stage, Stored, Verdict};
 use postern_protocol::DataOutcome;
 use postern_spool::{Envelope, Recipient};
 
@@ -72,28 +72,20 @@ impl Session {
             }
         };
         let message = Arc::new(message);
-        let d = self.chain.data(&self.ctx, &message).await;
-        let step = match &d.verdict {
-            Verdict::Pass | Verdict::Accept | Verdict::AcceptWith(_) => {
-                self.spool_message(&message, &d).await
+        let decide = async |s: &mut Self, d: &Decision| {
+            let step = match &d.verdict {
+                Verdict::Pass | Verdict::Accept | Verdict::AcceptWith(_) => {
+                    s.spool_message(&message, d).await
+                }
+                v => refusal(v),
+            };
+            if !step_reply(&step).is_positive() {
+                crate::server::metrics::events::message("refused");
+                tracing::info!(decided_by = ?d.decided_by, "message refused: {}", step_reply(&step));
             }
-            v => refusal(v),
+            step
         };
-        if !step_reply(&step).is_positive() {
-            crate::server::metrics::events::message("refused");
-            tracing::info!(decided_by = ?d.decided_by, "message refused: {}", step_reply(&step));
-        }
-        let reply = step_reply(&step).clone();
-        self.observe(
-            Observed {
-                stage: Stage::Data,
-                argument: "",
-                decided_by: d.decided_by,
-            },
-            &reply,
-        )
-        .await;
-        step
+        self.stage(Ask::Data(&message), "", decide).await
     }
 
     /// The content as a message for the data stage, or the reply refusing it

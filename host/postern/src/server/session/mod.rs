@@ -18,8 +18,8 @@ pub mod replies;
 use std::sync::Arc;
 
 use postern_plugin::{
-    Decision, EnvelopeAddress, KvBackend, Outcome, SessionChain, SessionContext, Stage, TlsInfo,
-    Verdict,
+    Ask, Decision, EnvelopeAddress, KvBackend, Outcome, SessionChain, SessionContext, Stage,
+    TlsInfo, Verdict,
 };
 use postern_protocol::{
     BodyType, Command, ForwardPath, LineError, MailParams, Reply, ReversePath, parse_command,
@@ -226,29 +226,38 @@ impl Session {
 
     /// Run the connect stage and decide the greeting.
     pub async fn greet(&mut self) -> Step {
-        let d = self.chain.connect(&self.ctx).await;
-        let step = match &d.verdict {
-            Verdict::Pass | Verdict::Accept | Verdict::AcceptWith(_) => {
-                self.phase = Phase::NeedHelo;
-                Step::Reply(replies::greeting(&self.config.hostname))
-            }
-            Verdict::Reject(r) => {
-                self.phase = Phase::Refused;
-                Step::Reply(replies::plugin(r))
-            }
-            Verdict::Defer(r) => Step::Close(replies::connect_defer(r)),
-            Verdict::Disconnect(r) => Step::Close(replies::plugin(r)),
-        };
-        let reply = step_reply(&step).clone();
-        self.observe(
-            Observed {
-                stage: Stage::Connect,
-                argument: "",
-                decided_by: d.decided_by,
+        self.stage(
+            Ask::Connect,
+            "",
+            async |s: &mut Self, d: &Decision| match &d.verdict {
+                Verdict::Pass | Verdict::Accept | Verdict::AcceptWith(_) => {
+                    s.phase = Phase::NeedHelo;
+                    Step::Reply(replies::greeting(&s.config.hostname))
+                }
+                Verdict::Reject(r) => {
+                    s.phase = Phase::Refused;
+                    Step::Reply(replies::plugin(r))
+                }
+                Verdict::Defer(r) => Step::Close(replies::connect_defer(r)),
+                Verdict::Disconnect(r) => Step::Close(replies::plugin(r)),
             },
-            &reply,
         )
-        .await;
+        .await
+    }
+
+    /// The one path every SMTP stage takes: the chain decides, `decide`
+    /// turns the decision into the step (changing the session's state as
+    /// it goes), and observers are told the reply that goes out.
+    async fn stage(
+        &mut self,
+        ask: Ask<'_>,
+        argument: &str,
+        decide: impl AsyncFnOnce(&mut Self, &Decision) -> Step,
+    ) -> Step {
+        let stage = ask.stage();
+        let d = self.chain.ask(&self.ctx, ask).await;
+        let step = decide(self, &d).await;
+        self.observe_decision(stage, argument, d, &step).await;
         step
     }
 
@@ -387,39 +396,28 @@ impl Session {
         let previous = (ctx.helo.take(), ctx.esmtp);
         ctx.helo = Some(name.clone());
         ctx.esmtp = extended;
-        let d = self.chain.helo(&self.ctx, &name, extended).await;
-        let accepted = matches!(
-            d.verdict,
-            Verdict::Pass | Verdict::Accept | Verdict::AcceptWith(_)
-        );
-        let step = if accepted {
-            self.phase = Phase::Ready;
-            if extended {
-                let client = self.ctx.client.ip().to_string();
-                Step::Reply(replies::ehlo(
-                    &self.config.hostname,
-                    &client,
-                    self.keywords(),
-                ))
-            } else {
-                Step::Reply(replies::helo(&self.config.hostname))
-            }
-        } else {
-            let ctx = self.ctx_mut();
-            (ctx.helo, ctx.esmtp) = previous;
-            refusal(&d.verdict)
+        let ask = Ask::Helo {
+            name: &name,
+            extended,
         };
-        let reply = step_reply(&step).clone();
-        self.observe(
-            Observed {
-                stage: Stage::Helo,
-                argument: &name,
-                decided_by: d.decided_by,
-            },
-            &reply,
-        )
-        .await;
-        step
+        self.stage(ask, &name, async |s: &mut Self, d: &Decision| {
+            if !matches!(
+                d.verdict,
+                Verdict::Pass | Verdict::Accept | Verdict::AcceptWith(_)
+            ) {
+                let ctx = s.ctx_mut();
+                (ctx.helo, ctx.esmtp) = previous;
+                return refusal(&d.verdict);
+            }
+            s.phase = Phase::Ready;
+            if extended {
+                let client = s.ctx.client.ip().to_string();
+                Step::Reply(replies::ehlo(&s.config.hostname, &client, s.keywords()))
+            } else {
+                Step::Reply(replies::helo(&s.config.hostname))
+            }
+        })
+        .await
     }
 
     async fn mail(&mut self, path: ReversePath, params: MailParams) -> Step {
@@ -452,21 +450,17 @@ impl Session {
         }
         let sender = envelope::sender(&path, &params, |d| self.config.is_local_domain(d));
         let argument = sender.address.clone();
-        let d = self.chain.mail_from(&self.ctx, &sender).await;
-        let step = match &d.verdict {
-            Verdict::Pass | Verdict::Accept => {
-                self.open_transaction(path, params, sender);
-                Step::Reply(replies::sender_ok())
-            }
-            Verdict::AcceptWith(r) => {
-                self.open_transaction(path, params, sender);
-                Step::Reply(replies::plugin(r))
-            }
-            v => refusal(v),
+        let ask = Ask::MailFrom(&sender);
+        let decide = async |s: &mut Self, d: &Decision| {
+            let reply = match &d.verdict {
+                Verdict::Pass | Verdict::Accept => replies::sender_ok(),
+                Verdict::AcceptWith(r) => replies::plugin(r),
+                v => return refusal(v),
+            };
+            s.open_transaction(path, params, sender.clone());
+            Step::Reply(reply)
         };
-        self.observe_decision(Stage::MailFrom, &argument, d, &step)
-            .await;
-        step
+        self.stage(ask, &argument, decide).await
     }
 
     fn open_transaction(&mut self, path: ReversePath, params: MailParams, sender: EnvelopeAddress) {
@@ -517,24 +511,27 @@ impl Session {
             Ok(g) => g,
             Err(close) => return close,
         };
-        let d = self.chain.rcpt_to(&self.ctx, &rcpt).await;
-        let step = match &d.verdict {
-            Verdict::Pass if !rcpt.is_local => Step::Reply(replies::relay_denied(&rcpt.address)),
-            Verdict::Pass | Verdict::Accept => Step::Reply(replies::recipient_ok()),
-            Verdict::AcceptWith(r) => Step::Reply(replies::plugin(r)),
-            v => refusal(v),
+        let ask = Ask::RcptTo(&rcpt);
+        let decide = async |s: &mut Self, d: &Decision| {
+            let step = match &d.verdict {
+                Verdict::Pass if !rcpt.is_local => {
+                    Step::Reply(replies::relay_denied(&rcpt.address))
+                }
+                Verdict::Pass | Verdict::Accept => Step::Reply(replies::recipient_ok()),
+                Verdict::AcceptWith(r) => Step::Reply(replies::plugin(r)),
+                v => refusal(v),
+            };
+            let step = s.recipient_counted(guard, step).await;
+            if step_reply(&step).is_positive()
+                && let Some(tx) = &mut s.tx
+            {
+                tx.recipients
+                    .push((path, envelope::raw_params(&params.all)));
+                s.ctx_mut().recipients.push(rcpt.clone());
+            }
+            step
         };
-        let step = self.recipient_counted(guard, step).await;
-        if step_reply(&step).is_positive()
-            && let Some(tx) = &mut self.tx
-        {
-            tx.recipients
-                .push((path, envelope::raw_params(&params.all)));
-            self.ctx_mut().recipients.push(rcpt);
-        }
-        self.observe_decision(Stage::RcptTo, &argument, d, &step)
-            .await;
-        step
+        self.stage(ask, &argument, decide).await
     }
 
     fn data_command(&mut self) -> Step {
@@ -576,21 +573,22 @@ impl Session {
     }
 
     async fn vrfy_expn(&mut self, stage: Stage, arg: String) -> Step {
-        let d = if stage == Stage::Vrfy {
-            self.chain.vrfy(&self.ctx, &arg).await
+        let ask = if stage == Stage::Vrfy {
+            Ask::Vrfy(&arg)
         } else {
-            self.chain.expn(&self.ctx, &arg).await
+            Ask::Expn(&arg)
         };
-        let step = match &d.verdict {
-            Verdict::Pass | Verdict::Accept if stage == Stage::Vrfy => {
-                Step::Reply(replies::vrfy_default())
+        self.stage(ask, &arg, async |_: &mut Self, d: &Decision| {
+            match &d.verdict {
+                Verdict::Pass | Verdict::Accept if stage == Stage::Vrfy => {
+                    Step::Reply(replies::vrfy_default())
+                }
+                Verdict::Pass | Verdict::Accept => Step::Reply(replies::expn_default()),
+                Verdict::AcceptWith(r) => Step::Reply(replies::plugin(r)),
+                v => refusal(v),
             }
-            Verdict::Pass | Verdict::Accept => Step::Reply(replies::expn_default()),
-            Verdict::AcceptWith(r) => Step::Reply(replies::plugin(r)),
-            v => refusal(v),
-        };
-        self.observe_decision(stage, &arg, d, &step).await;
-        step
+        })
+        .await
     }
 
     /// The server is shutting down: say so (RFC 5321 §3.8) and close.

@@ -9,6 +9,78 @@ fn r(code: u16, class: u8, subject: u16, detail: u16, text: impl Into<String>) -
     Reply::new(code, Some(EnhancedCode::new(class, subject, detail)), text)
 }
 
+// SMTP AUTH (RFC 4954 §4, §6).
+pub fn auth_needs_tls() -> Reply {
+    r(
+        538,
+        5,
+        7,
+        11,
+        "Encryption required: issue STARTTLS before AUTH",
+    )
+}
+pub fn already_authenticated() -> Reply {
+    r(503, 5, 5, 1, "Already authenticated")
+}
+pub fn auth_in_transaction() -> Reply {
+    r(
+        503,
+        5,
+        5,
+        1,
+        "AUTH is not allowed during a mail transaction",
+    )
+}
+pub fn auth_client_blocked() -> Reply {
+    r(
+        421,
+        4,
+        7,
+        0,
+        "Too many failed authentications from your address, try again later",
+    )
+}
+pub fn auth_too_many_failures() -> Reply {
+    r(
+        421,
+        4,
+        7,
+        0,
+        "Too many failed authentication attempts, closing connection",
+    )
+}
+/// An empty `334` (PLAIN without an initial response).
+pub fn auth_continue() -> Reply {
+    Reply::new(334, None, "")
+}
+/// A `334` prompt, base64-encoded (LOGIN's "Username:", "Password:").
+pub fn auth_challenge(prompt: &str) -> Reply {
+    use base64::Engine as _;
+    Reply::new(
+        334,
+        None,
+        base64::engine::general_purpose::STANDARD.encode(prompt),
+    )
+}
+pub fn unknown_mechanism() -> Reply {
+    r(504, 5, 5, 4, "Unrecognized authentication mechanism")
+}
+pub fn cannot_decode(why: Option<&str>) -> Reply {
+    match why {
+        Some(e) => r(501, 5, 5, 2, format!("Cannot decode response: {e}")),
+        None => r(501, 5, 5, 2, "Cannot decode response"),
+    }
+}
+pub fn auth_cancelled() -> Reply {
+    r(501, 5, 0, 0, "Authentication cancelled")
+}
+pub fn auth_ok() -> Reply {
+    r(235, 2, 7, 0, "Authentication successful")
+}
+pub fn auth_invalid() -> Reply {
+    r(535, 5, 7, 8, "Authentication credentials invalid")
+}
+
 pub fn plugin(p: &PluginReply) -> Reply {
     let enhanced = p.enhanced.as_deref().and_then(|e| e.parse().ok());
     Reply::new(p.code, enhanced, p.text.clone())
