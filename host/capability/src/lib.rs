@@ -1,10 +1,13 @@
 //! The capabilities Postern lends to plugins and uses itself, as plain
 //! traits and types with no plugin runtime behind them: the delivery side
 //! resolves MX hosts through the same [`DnsBackend`] plugins call, without
-//! linking wasmtime. (The key-value store's trait is in `postern-kv` with
+//! linking wasmtime, and asks its delivery-side plugins about the
+//! [`delivery`] facts the runtime hands them. (The key-value store's trait is in `postern-kv` with
 //! its stores; AV scanning and mail authentication stay in the runtime,
 //! whose message handle they take.) Input: names chosen by untrusted
 //! plugins or remote peers, so implementations bound sizes and never panic.
+
+pub mod delivery;
 
 use std::future::Future;
 use std::net::IpAddr;

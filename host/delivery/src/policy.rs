@@ -18,39 +18,30 @@ use crate::state::MessageState;
 /// A boxed future borrowing the policy and its arguments.
 pub type PolicyFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-/// A queued message as the policy is told about it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct MessageFacts {
-    pub queue_id: String,
-    /// `""` for the null sender.
-    pub sender: String,
-    pub size: u64,
-    pub received_ms: u64,
-    pub attempts: u32,
-    pub client_ip: String,
-    pub auth_user: Option<String>,
+/// A queued message as the policy is told about it (the type the plugin
+/// runtime hands on, from `postern-capability`).
+pub use postern_capability::delivery::QueuedMessage as MessageFacts;
+
+/// The facts of `state` for the policy.
+pub fn facts_of(state: &MessageState) -> MessageFacts {
+    facts(&state.id, &state.envelope, state.size, state.attempts)
 }
 
-impl MessageFacts {
-    pub fn of(state: &MessageState) -> MessageFacts {
-        MessageFacts::new(&state.id, &state.envelope, state.size, state.attempts)
-    }
-
-    pub fn new(
-        queue_id: &postern_spool::QueueId,
-        envelope: &postern_spool::Envelope,
-        size: u64,
-        attempts: u32,
-    ) -> MessageFacts {
-        MessageFacts {
-            queue_id: queue_id.to_string(),
-            sender: envelope.mail_from.clone(),
-            size,
-            received_ms: envelope.received_at_unix_ms,
-            attempts,
-            client_ip: envelope.client_ip.clone(),
-            auth_user: envelope.auth_user.clone(),
-        }
+/// The facts of a message from its parts.
+pub fn facts(
+    queue_id: &postern_spool::QueueId,
+    envelope: &postern_spool::Envelope,
+    size: u64,
+    attempts: u32,
+) -> MessageFacts {
+    MessageFacts {
+        queue_id: queue_id.to_string(),
+        sender: envelope.mail_from.clone(),
+        size,
+        received_ms: envelope.received_at_unix_ms,
+        attempts,
+        client_ip: envelope.client_ip.clone(),
+        auth_user: envelope.auth_user.clone(),
     }
 }
 
@@ -103,18 +94,8 @@ impl Judgement {
     }
 }
 
-/// A bounce about to be queued.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct BounceFacts {
-    /// The message it reports on.
-    pub queue_id: String,
-    /// Who gets it.
-    pub recipient: String,
-    /// The recipients it reports as failed, delayed and delivered.
-    pub failed: Vec<String>,
-    pub delayed: Vec<String>,
-    pub delivered: Vec<String>,
-}
+/// A bounce about to be queued (from `postern-capability`).
+pub use postern_capability::delivery::BounceInfo as BounceFacts;
 
 /// Whether a bounce is sent.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -4,20 +4,9 @@
 //! answers. Answers are untrusted: replies are checked like any verdict
 //! (`verdict.rs`), relay and MX names by the delivery side that uses them.
 
-use crate::verdict::PluginReply;
+pub use postern_capability::delivery::{BounceInfo, QueuedMessage};
 
-/// A queued message, as the delivery hooks see it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct QueuedMessage {
-    pub queue_id: String,
-    /// `""` for the null sender.
-    pub sender: String,
-    pub size: u64,
-    pub received_ms: u64,
-    pub attempts: u32,
-    pub client_ip: String,
-    pub auth_user: Option<String>,
-}
+use crate::verdict::PluginReply;
 
 /// Where a plugin sends a recipient.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -61,16 +50,6 @@ impl DeliveryDecision {
             DeliveryDecision::SuppressBounce => "suppress-bounce",
         }
     }
-}
-
-/// A bounce about to be queued.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct BounceInfo {
-    pub queue_id: String,
-    pub recipient: String,
-    pub failed: Vec<String>,
-    pub delayed: Vec<String>,
-    pub delivered: Vec<String>,
 }
 
 /// What decided a delivery-side stage, beyond its verdict: the chain maps

@@ -26,7 +26,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::journal::Record;
 use crate::now_ms;
 use crate::outcome::{Diagnostic, RcptOutcome};
-use crate::policy::{DeliveryPolicy, MessageFacts, RouteChoice};
+use crate::policy::{DeliveryPolicy, RouteChoice, facts_of};
 use crate::route::Destination;
 use crate::settings::Settings;
 use crate::smtp::ClientCtx;
@@ -475,7 +475,7 @@ impl Manager {
         // Plugins choose the routes (off the manager's task); the attempt
         // goes on when they have answered (`Event::Planned`).
         entry.phase = Phase::Planning;
-        let facts = MessageFacts::of(&entry.state);
+        let facts = facts_of(&entry.state);
         let pending = entry.state.pending();
         let addresses: Vec<String> = pending
             .iter()

@@ -14,7 +14,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::Event;
 use super::job::Job;
 use crate::outcome::{Diagnostic, RcptOutcome};
-use crate::policy::{DeliveryPolicy, MessageFacts, judge_results};
+use crate::policy::{DeliveryPolicy, facts, judge_results};
 use crate::route::Destination;
 use crate::settings::Settings;
 use crate::smtp::{ClientCtx, Outgoing, Session, Stale};
@@ -50,7 +50,7 @@ pub(crate) async fn run(
             _ => smtp_job(&ctx, &dest, &job, &mut session).await,
         };
         if ctx.policy.judges() {
-            let facts = MessageFacts::new(&job.id, &job.envelope, job.size, job.attempts);
+            let facts = facts(&job.id, &job.envelope, job.size, job.attempts);
             let env = &job.envelope;
             let address = |i: usize| {
                 env.recipients

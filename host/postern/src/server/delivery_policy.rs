@@ -14,8 +14,8 @@ use postern_delivery::{
     Relayhost, RouteChoice,
 };
 use postern_plugin::{
-    Attempt, BounceInfo, Decision, DeliveryAnswer, DeliveryDecision, Generation, MessageData,
-    PluginReply, QueuedMessage, Route, SessionContext, Stage, Verdict,
+    Attempt, Decision, DeliveryAnswer, DeliveryDecision, Generation, MessageData, PluginReply,
+    Route, SessionContext, Stage, Verdict,
 };
 use postern_protocol::EnhancedCode;
 
@@ -54,18 +54,6 @@ fn context(what: &str, queue_id: &str) -> SessionContext {
         "delivery".into(),
         "".into(),
     )
-}
-
-fn queued(m: &MessageFacts) -> QueuedMessage {
-    QueuedMessage {
-        queue_id: m.queue_id.clone(),
-        sender: m.sender.clone(),
-        size: m.size,
-        received_ms: m.received_ms,
-        attempts: m.attempts,
-        client_ip: m.client_ip.clone(),
-        auth_user: m.auth_user.clone(),
-    }
 }
 
 /// A plugin's refusal or deferral as a delivery diagnostic: its enhanced code
@@ -162,10 +150,9 @@ impl DeliveryPolicy for ChainPolicy {
             };
             let ctx = context("route", &message.queue_id);
             let mut chain = g.session(ctx.id.clone());
-            let m = queued(message);
             let mut out = Vec::with_capacity(recipients.len());
             for r in recipients {
-                out.push(choice(chain.route(&ctx, &m, r).await));
+                out.push(choice(chain.route(&ctx, message, r).await));
             }
             out
         })
@@ -182,7 +169,6 @@ impl DeliveryPolicy for ChainPolicy {
             };
             let ctx = context("delivery", &message.queue_id);
             let mut chain = g.session(ctx.id.clone());
-            let m = queued(message);
             let mut out = Vec::with_capacity(failures.len());
             for (recipient, diag, permanent) in failures {
                 let attempt = Attempt {
@@ -192,7 +178,7 @@ impl DeliveryPolicy for ChainPolicy {
                     text: diag.text.clone(),
                     remote_host: diag.remote_mta.clone(),
                 };
-                let d = chain.delivery_result(&ctx, &m, &attempt).await;
+                let d = chain.delivery_result(&ctx, message, &attempt).await;
                 out.push(match d.delivery {
                     Some(DeliveryAnswer::Decision(DeliveryDecision::Retry)) => Judgement::Retry,
                     Some(DeliveryAnswer::Decision(DeliveryDecision::GiveUp)) => Judgement::GiveUp,
@@ -217,15 +203,8 @@ impl DeliveryPolicy for ChainPolicy {
             };
             let ctx = context("bounce", &bounce.queue_id);
             let mut chain = g.session(ctx.id.clone());
-            let info = BounceInfo {
-                queue_id: bounce.queue_id.clone(),
-                recipient: bounce.recipient.clone(),
-                failed: bounce.failed.clone(),
-                delayed: bounce.delayed.clone(),
-                delivered: bounce.delivered.clone(),
-            };
             let d = chain
-                .bounce(&ctx, &info, &Arc::new(MessageData::new(report.to_vec())))
+                .bounce(&ctx, bounce, &Arc::new(MessageData::new(report.to_vec())))
                 .await;
             let by = d.decided_by.as_deref().unwrap_or("a plugin");
             match &d.verdict {
