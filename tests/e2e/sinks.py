@@ -57,6 +57,7 @@ class SmtpSink:
     pipelining: bool = True
     chunking: bool = False
     dsn: bool = False
+    requiretls: bool = False
     size: int = 0
     host: str = "127.0.0.1"
     session_limit: int = 0
@@ -178,6 +179,8 @@ class SmtpSink:
                     caps.append("CHUNKING")
                 if self.dsn:
                     caps.append("DSN")
+                if self.requiretls and tls:
+                    caps.append("REQUIRETLS")
                 if self.tls_context is not None and not tls:
                     caps.append("STARTTLS")
                 if self.auth is not None:

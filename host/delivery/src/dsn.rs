@@ -48,6 +48,8 @@ impl Report {
     pub fn returns_full(&self, state: &MessageState) -> bool {
         !self.failed.is_empty()
             && state.size <= MAX_FULL
+            // RFC 8689 §5: a REQUIRETLS message comes back as headers only.
+            && param(&state.envelope.mail_params, "REQUIRETLS").is_none()
             && param(&state.envelope.mail_params, "RET")
                 .is_some_and(|r| r.eq_ignore_ascii_case("FULL"))
     }
@@ -322,6 +324,10 @@ pub fn build(
     if !sender.is_ascii() {
         // An internationalised address needs SMTPUTF8 on the way (RFC 6531).
         mail_params.push("SMTPUTF8".to_string());
+    }
+    if param(&state.envelope.mail_params, "REQUIRETLS").is_some() {
+        // RFC 8689 §5: the report on a REQUIRETLS message requires TLS too.
+        mail_params.push("REQUIRETLS".to_string());
     }
     let envelope = Envelope {
         queue_id: id.to_string(),

@@ -40,6 +40,8 @@ pub struct MailParams {
     pub ret: Option<String>,
     /// `ENVID=` value, raw (xtext).
     pub envid: Option<String>,
+    /// `REQUIRETLS` (RFC 8689) was given.
+    pub requiretls: bool,
     /// Parameters this library does not interpret (the session may refuse them with 555).
     pub other: Vec<EsmtpParam>,
     /// Every parameter in order, interpreted or not.
@@ -227,6 +229,8 @@ impl MailParams {
                 "BODY" => m.body = Some(parse_body(&param)?),
                 "SMTPUTF8" if param.value.is_some() => return Err(bad_value(&param)),
                 "SMTPUTF8" => m.smtputf8 = true,
+                "REQUIRETLS" if param.value.is_some() => return Err(bad_value(&param)),
+                "REQUIRETLS" => m.requiretls = true,
                 "AUTH" => m.auth = Some(required_value(&param)?),
                 "RET" => m.ret = Some(dsn_value(&param)?),
                 "ENVID" => m.envid = Some(dsn_value(&param)?),

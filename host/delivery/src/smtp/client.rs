@@ -59,6 +59,8 @@ pub struct Session {
     pub broken: bool,
     /// Transactions run on this connection.
     pub messages: usize,
+    /// Over TLS whose certificate was verified (`tls = "required"`).
+    verified: bool,
 }
 
 /// Make a diagnostic temporary (failures before MAIL never bounce).
@@ -259,9 +261,14 @@ impl Session {
             );
             return Ok(());
         }
-        if let Some(d) =
-            dialogue::precheck(&self.caps, msg.size, msg.mail_params, msg.sender, &addrs)
-        {
+        if let Some(d) = dialogue::precheck(
+            &self.caps,
+            self.verified,
+            msg.size,
+            msg.mail_params,
+            msg.sender,
+            &addrs,
+        ) {
             fill(outcomes, RcptOutcome::from_diagnostic(d));
             return Ok(());
         }
@@ -655,6 +662,7 @@ async fn open(
         auth(&mut conn, &caps, user, &password.0, t, &label).await?;
     }
     tracing::debug!(host = %label, tls = ?conn.tls_summary(), "SMTP session ready");
+    let verified = s.tls == TlsPolicy::Required && conn.is_tls();
     Ok(Session {
         conn,
         caps,
@@ -663,6 +671,7 @@ async fn open(
         dirty: false,
         broken: false,
         messages: 0,
+        verified,
     })
 }
 

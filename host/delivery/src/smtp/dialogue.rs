@@ -33,14 +33,39 @@ pub fn needs_smtputf8(mail_params: &[String], sender: &str, rcpts: &[&str]) -> b
         && (!sender.is_ascii() || rcpts.iter().any(|r| !r.is_ascii()))
 }
 
+/// Whether the message asked for REQUIRETLS (RFC 8689).
+pub fn requires_tls(mail_params: &[String]) -> bool {
+    param(mail_params, "REQUIRETLS").is_some()
+}
+
 /// A reason to give up on the message at this server before MAIL, if any.
+/// `verified`: the session runs over TLS whose certificate was verified.
 pub fn precheck(
     caps: &Capabilities,
+    verified: bool,
     size: u64,
     mail_params: &[String],
     sender: &str,
     rcpts: &[&str],
 ) -> Option<Diagnostic> {
+    if requires_tls(mail_params) {
+        // RFC 8689 §4.2.1: only over verified TLS, to a hop that offers it.
+        let why = if !verified {
+            Some(
+                "the connection is not TLS with a verified certificate (delivery.tls = \"required\")",
+            )
+        } else if !caps.requiretls {
+            Some("the server does not offer REQUIRETLS")
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            return Some(Diagnostic::local(
+                EnhancedCode::new(5, 7, 10),
+                format!("REQUIRETLS support required: {why}"),
+            ));
+        }
+    }
     if caps.too_large(size) {
         return Some(Diagnostic::local(
             EnhancedCode::new(5, 3, 4),
@@ -78,6 +103,9 @@ pub fn mail_command(
     }
     if smtputf8 && caps.smtputf8 {
         cmd.push_str(" SMTPUTF8");
+    }
+    if caps.requiretls && requires_tls(mail_params) {
+        cmd.push_str(" REQUIRETLS");
     }
     if caps.dsn {
         for key in ["RET", "ENVID"] {
@@ -189,23 +217,41 @@ mod tests {
     fn prechecks() {
         let small = caps(|c| c.size = Some(100));
         assert_eq!(
-            precheck(&small, 101, &[], "a@x", &["b@y"])
+            precheck(&small, false, 101, &[], "a@x", &["b@y"])
                 .unwrap()
                 .status
                 .to_string(),
             "5.3.4"
         );
-        assert!(precheck(&small, 100, &[], "a@x", &["b@y"]).is_none());
+        assert!(precheck(&small, false, 100, &[], "a@x", &["b@y"]).is_none());
         let utf8 = p(&["SMTPUTF8"]);
         assert_eq!(
-            precheck(&small, 1, &utf8, "a@x", &["ü@y"])
+            precheck(&small, false, 1, &utf8, "a@x", &["ü@y"])
                 .unwrap()
                 .status
                 .to_string(),
             "5.6.7"
         );
         // Requested but all-ASCII: sent without it.
-        assert!(precheck(&small, 1, &utf8, "a@x", &["b@y"]).is_none());
+        assert!(precheck(&small, false, 1, &utf8, "a@x", &["b@y"]).is_none());
+        let rtls = ["REQUIRETLS".to_string()];
+        let offers = Capabilities {
+            requiretls: true,
+            ..small.clone()
+        };
+        for (caps, verified, refused) in [
+            (&small, true, true),
+            (&offers, false, true),
+            (&offers, true, false),
+        ] {
+            let d = precheck(caps, verified, 1, &rtls, "a@x", &["b@y"]);
+            assert_eq!(d.is_some(), refused, "{caps:?} {verified}");
+            if let Some(d) = d {
+                assert_eq!(d.status.to_string(), "5.7.10");
+            }
+        }
+        assert!(mail_command("a@x", &rtls, 1, &offers, false).contains(" REQUIRETLS\r\n"));
+        assert!(!mail_command("a@x", &rtls, 1, &small, false).contains("REQUIRETLS"));
     }
 
     #[test]

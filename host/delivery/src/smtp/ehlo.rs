@@ -18,6 +18,8 @@ pub struct Capabilities {
     pub dsn: bool,
     /// `CHUNKING` (RFC 3030): the content goes in BDAT chunks.
     pub chunking: bool,
+    /// `REQUIRETLS` (RFC 8689).
+    pub requiretls: bool,
     /// SASL mechanisms, upper case.
     pub auth: Vec<String>,
 }
@@ -43,6 +45,7 @@ impl Capabilities {
                 "SMTPUTF8" => caps.smtputf8 = true,
                 "DSN" => caps.dsn = true,
                 "CHUNKING" => caps.chunking = true,
+                "REQUIRETLS" => caps.requiretls = true,
                 "AUTH" => caps.add_auth(words),
                 k if k.starts_with("AUTH=") => {
                     // Pre-RFC 4954 syntax some servers still send.

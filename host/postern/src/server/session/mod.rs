@@ -6,7 +6,8 @@
 //! sequencing, §4.5.3.1 recipient limits), RFC 1870 (SIZE), RFC 6152
 //! (8BITMIME), RFC 6531 (SMTPUTF8), RFC 2920 (PIPELINING, with `conn.rs`),
 //! RFC 3030 (CHUNKING), RFC 3461 (DSN: RET, ENVID, NOTIFY and ORCPT are
-//! checked by `postern-protocol` and kept with the envelope).
+//! checked by `postern-protocol` and kept with the envelope), RFC 8689
+//! (REQUIRETLS: offered and accepted over TLS only, kept with the envelope).
 
 mod auth;
 mod changes;
@@ -370,6 +371,10 @@ impl Session {
             "SMTPUTF8".into(),
             "DSN".into(),
         ];
+        if self.ctx.tls.is_some() {
+            // RFC 8689 §4: only where the message arrives over TLS.
+            k.push("REQUIRETLS".into());
+        }
         if self.starttls_offered() {
             k.push("STARTTLS".into());
         }
@@ -435,6 +440,10 @@ impl Session {
         }
         if let Some(p) = unsupported_mail_param(&params) {
             return self.bad(replies::unsupported_param(&p));
+        }
+        if params.requiretls && self.ctx.tls.is_none() {
+            // Not offered without TLS (RFC 8689 §4.1).
+            return self.bad(replies::unsupported_param("REQUIRETLS"));
         }
         if let ReversePath::Mailbox(m) = &path
             && !m.is_ascii()
