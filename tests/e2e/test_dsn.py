@@ -119,3 +119,23 @@ def test_notify_never_suppresses_the_bounce_and_ret_full_returns_the_message(sta
     assert "the whole body comes back" in returned.get_payload()
     fields = dict(parts[1].get_payload()[1].items())
     assert fields["Final-Recipient"] == "rfc822; gone@remote.test"
+
+
+def test_one_delay_notice_for_notify_delay_past_delay_warning(start, sink):
+    s = sink(rcpt=lambda a: "451 4.2.1 mailbox busy")
+    srv = start(plugins=[relay()], extra=delivery(relayhost=f"127.0.0.1:{s.port}",
+                                                  delay_warning="1s", max_age="1h"))
+    submit(srv, "alice@example.test", ["slow@remote.test"], "delayed", rcpt_options=["NOTIFY=DELAY,FAILURE"])
+    submit(srv, "carol@example.test", ["slow@remote.test"], "not-asked")
+    wait_until(lambda: maildir_count(srv, "alice@example.test") == 1, 30, "the delay notice", srv)
+    (dsn,) = reports(srv, "alice@example.test")
+    assert dsn["Subject"] == "Delayed Mail (still being retried)"
+    f = report_fields(dsn)
+    assert (f["Action"], f["Status"]) == ("delayed", "4.2.1")
+    assert "Will-Retry-Until" in f and "451 4.2.1 mailbox busy" in f["Diagnostic-Code"]
+    # Once only, however many attempts follow; none for a sender who did not ask.
+    first = len(s.rcpt_attempts)
+    wait_until(lambda: len(s.rcpt_attempts) >= first + 4, 30, "more attempts", srv)
+    assert maildir_count(srv, "alice@example.test") == 1
+    assert maildir_count(srv, "carol@example.test") == 0
+    assert len(srv.queued()) == 2

@@ -31,6 +31,7 @@ pub(super) struct DeliverySection {
     max_messages_per_connection: Option<Spanned<usize>>,
     retry_intervals: Option<Spanned<Vec<Spanned<String>>>>,
     max_age: Option<Spanned<String>>,
+    delay_warning: Option<Spanned<String>>,
     smtp_port: Option<Spanned<u16>>,
     relayhost: Option<Spanned<String>>,
     relayhost_username: Option<String>,
@@ -108,6 +109,10 @@ pub(super) fn build(
             .collect::<Result<_, _>>()?;
     }
     retry.max_age = duration(cx, &d.max_age, "max_age", retry.max_age)?;
+    if let Some(w) = &d.delay_warning {
+        // "0s" turns delay notices off.
+        retry.delay_warning = cx.duration(w, "delivery.delay_warning")?;
+    }
     s.retry = retry;
     if let Some(port) = &d.smtp_port {
         if *port.get_ref() == 0 {
