@@ -10,21 +10,26 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-use postern_plugin::{Mode, OnError, PluginSpec, RuntimeConfig};
+use postern_plugin::{PluginSpec, RuntimeConfig};
 
 mod av;
 mod delivery;
 mod kv;
+mod listeners;
 mod milter;
+mod plugins;
 mod record;
 mod rollout;
 mod run_as;
+mod server;
 
 pub use record::RecordSettings;
 pub use rollout::RollbackSettings;
 
 pub use kv::{KvSettings, KvStore};
+pub use listeners::{ListenerSpec, TlsFiles, TlsMode};
 pub use run_as::RunAs;
+pub use server::UnknownRecipientLimits;
 
 /// A configuration error, already rendered with file and line.
 #[derive(Debug, thiserror::Error)]
@@ -34,7 +39,7 @@ pub struct ConfigError(pub String);
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct File {
-    server: ServerSection,
+    server: server::ServerSection,
     #[serde(default)]
     spool: SpoolSection,
     #[serde(default)]
@@ -44,11 +49,11 @@ struct File {
     #[serde(default)]
     log: LogSection,
     #[serde(default)]
-    tls: Option<TlsSection>,
+    tls: Option<listeners::TlsSection>,
     #[serde(default)]
     auth: AuthSection,
     #[serde(default, rename = "listener")]
-    listeners: Vec<ListenerSection>,
+    listeners: Vec<listeners::ListenerSection>,
     #[serde(default)]
     metrics: MetricsSection,
     #[serde(default)]
@@ -62,11 +67,27 @@ struct File {
     #[serde(default)]
     record: record::RecordSection,
     #[serde(default, rename = "plugin")]
-    plugins: Vec<PluginSection>,
+    plugins: Vec<plugins::PluginSection>,
     #[serde(default, rename = "milter")]
     milters: Vec<milter::MilterSection>,
     #[serde(default)]
     av: av::AvSection,
+}
+
+impl File {
+    /// The TOML itself: its syntax, unknown keys, value types, and what
+    /// deserializing checks (sizes, enumerations). The error names the line
+    /// when the parser knows it.
+    fn from_toml(cx: &Ctx) -> Result<File, ConfigError> {
+        toml::from_str(cx.text).map_err(|e| {
+            let line = e.span().map(|s| line_of(cx.text, s.start));
+            let msg = e.message().trim().to_string();
+            match line {
+                Some(l) => ConfigError(format!("{}:{l}: {msg}", cx.path.display())),
+                None => cx.plain(msg),
+            }
+        })
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -75,12 +96,17 @@ struct MetricsSection {
     listen: Option<Spanned<String>>,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct TlsSection {
-    cert: Spanned<String>,
-    key: Spanned<String>,
-    client_ca: Option<Spanned<String>>,
+/// `[metrics] listen`, when set, must be an address:port.
+fn build_metrics(cx: &Ctx, s: &MetricsSection) -> Result<Option<SocketAddr>, ConfigError> {
+    match &s.listen {
+        Some(l) => Ok(Some(l.get_ref().parse::<SocketAddr>().map_err(|_| {
+            cx.at(
+                l,
+                format!("metrics.listen: {:?} is not an address:port", l.get_ref()),
+            )
+        })?)),
+        None => Ok(None),
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -110,75 +136,17 @@ impl Default for AuthSection {
     }
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum TlsMode {
-    /// Plain SMTP, no STARTTLS.
-    None,
-    /// STARTTLS offered (RFC 3207).
-    Starttls,
-    /// TLS from the first byte (RFC 8314 "implicit TLS", port 465 style).
-    Implicit,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ListenerSection {
-    name: Spanned<String>,
-    address: Spanned<String>,
-    tls: Option<Spanned<TlsMode>>,
-    #[serde(default)]
-    require_auth: bool,
-    #[serde(default)]
-    allow_plaintext_auth: bool,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ServerSection {
-    hostname: String,
-    #[serde(default)]
-    listen: Vec<Spanned<String>>,
-    local_domains: Vec<String>,
-    data_dir: Option<String>,
-    #[serde(default = "defaults::max_message_size")]
-    max_message_size: ByteSize,
-    #[serde(default = "defaults::max_recipients")]
-    max_recipients: usize,
-    #[serde(default = "defaults::max_connections")]
-    max_connections: usize,
-    #[serde(default = "defaults::max_connections_per_ip")]
-    max_connections_per_ip: usize,
-    #[serde(default = "defaults::max_bad_commands")]
-    max_bad_commands: u32,
-    #[serde(default = "defaults::max_hops")]
-    max_hops: usize,
-    #[serde(default = "defaults::command_timeout")]
-    command_timeout: Spanned<String>,
-    #[serde(default = "defaults::data_timeout")]
-    data_timeout: Spanned<String>,
-    #[serde(default = "defaults::min_data_rate")]
-    min_data_rate: u64,
-    #[serde(default = "defaults::shutdown_timeout")]
-    shutdown_timeout: Spanned<String>,
-    #[serde(default = "defaults::max_unknown_recipients")]
-    max_unknown_recipients: u32,
-    #[serde(default = "defaults::unknown_recipient_delay")]
-    unknown_recipient_delay: Spanned<String>,
-    #[serde(default = "defaults::client_unknown_recipient_limit")]
-    client_unknown_recipient_limit: u32,
-    #[serde(default = "defaults::client_unknown_recipient_window")]
-    client_unknown_recipient_window: Spanned<String>,
-    #[serde(default)]
-    unknown_recipient_exempt_networks: Vec<Spanned<String>>,
-    #[serde(default)]
-    watch: bool,
-    admin_socket: Option<String>,
-    /// The account `postern serve` switches to after binding (see `run_as`).
-    user: Option<Spanned<String>>,
-    group: Option<Spanned<String>>,
-    #[serde(default)]
-    allow_root: bool,
+/// `[auth]`: `client_failure_window` and then `remember_window` must be
+/// durations; the failure limits are taken as at least 1.
+fn build_auth(cx: &Ctx, s: &AuthSection) -> Result<AuthSettings, ConfigError> {
+    Ok(AuthSettings {
+        max_failures: s.max_failures.max(1),
+        client_failure_limit: s.client_failure_limit.max(1),
+        client_failure_window: cx
+            .duration(&s.client_failure_window, "auth.client_failure_window")?,
+        remember_window: cx.duration(&s.remember_window, "auth.remember_window")?,
+        remember_namespace: s.remember_namespace.clone(),
+    })
 }
 
 #[derive(Debug, Deserialize)]
@@ -196,6 +164,15 @@ impl Default for SpoolSection {
             dir: None,
             group_commit: defaults::yes(),
         }
+    }
+}
+
+/// `[spool] dir`, default `<data_dir>/spool`; `--data-dir` overrides it
+/// too. Nothing to check.
+fn build_spool_dir(cx: &Ctx, s: &SpoolSection, data_dir: &Path, overrides: &Overrides) -> PathBuf {
+    match &s.dir {
+        Some(d) if overrides.data_dir.is_none() => cx.resolve(d),
+        _ => data_dir.join("spool"),
     }
 }
 
@@ -234,6 +211,35 @@ impl Default for RuntimeSection {
     }
 }
 
+/// `[runtime]`: `idle_timeout` must be a duration longer than 0; the
+/// compilation cache, when on, defaults to `<data_dir>/cache`.
+fn build_runtime(
+    cx: &Ctx,
+    s: &RuntimeSection,
+    data_dir: &Path,
+) -> Result<RuntimeConfig, ConfigError> {
+    let idle_timeout = cx.duration(&s.idle_timeout, "runtime.idle_timeout")?;
+    if idle_timeout.is_zero() {
+        return Err(cx.at(
+            &s.idle_timeout,
+            "runtime.idle_timeout must be greater than 0 (idle_instances = 0 turns reuse off)",
+        ));
+    }
+    Ok(RuntimeConfig {
+        pooling: s.pooling,
+        max_instances: s.max_instances,
+        max_memory_ceiling: s.max_memory.0 as usize,
+        keep_resident: s.keep_resident.0 as usize,
+        idle_instances: s.idle_instances,
+        idle_timeout,
+        cache_dir: s.cache.then(|| match &s.cache_dir {
+            Some(d) => cx.resolve(d),
+            None => data_dir.join("cache"),
+        }),
+        ..RuntimeConfig::default()
+    })
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct DnsSection {
@@ -242,6 +248,34 @@ struct DnsSection {
     timeout: Option<Spanned<String>>,
 }
 
+/// `[dns]`: each nameserver an IP address (port 53) or address:port, then
+/// `timeout` a duration (default 5s).
+fn build_dns(cx: &Ctx, s: &DnsSection) -> Result<(Vec<SocketAddr>, Duration), ConfigError> {
+    let mut nameservers = Vec::new();
+    for n in &s.nameservers {
+        let v = n.get_ref();
+        let addr = v
+            .parse::<SocketAddr>()
+            .or_else(|_| {
+                v.parse::<std::net::IpAddr>()
+                    .map(|ip| SocketAddr::new(ip, 53))
+            })
+            .map_err(|_| {
+                cx.at(
+                    n,
+                    format!("dns.nameservers: {v:?} is not an IP address or address:port"),
+                )
+            })?;
+        nameservers.push(addr);
+    }
+    let timeout = match &s.timeout {
+        Some(t) => cx.duration(t, "dns.timeout")?,
+        None => Duration::from_secs(5),
+    };
+    Ok((nameservers, timeout))
+}
+
+/// `[log]`: copied as it is (`--log-format` and `RUST_LOG` may override it).
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct LogSection {
@@ -254,48 +288,6 @@ struct LogSection {
 pub enum LogFormat {
     Text,
     Json,
-}
-
-#[derive(Debug, Clone, Copy, Deserialize, Default)]
-#[serde(rename_all = "kebab-case")]
-enum OnErrorSetting {
-    #[default]
-    Tempfail,
-    FailOpen,
-    FailClosed,
-}
-
-#[derive(Debug, Clone, Copy, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-enum ModeSetting {
-    #[default]
-    Enforce,
-    Shadow,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PluginSection {
-    name: Spanned<String>,
-    path: String,
-    #[serde(default)]
-    on_error: OnErrorSetting,
-    #[serde(default = "defaults::plugin_timeout_ms")]
-    timeout_ms: u64,
-    #[serde(default = "defaults::plugin_max_memory")]
-    max_memory: ByteSize,
-    #[serde(default)]
-    capabilities: Vec<String>,
-    kv_namespace: Option<String>,
-    #[serde(default)]
-    mode: ModeSetting,
-    /// None: reuse instances when the plugin exports `recycle`.
-    reuse: Option<bool>,
-    /// Directories the plugin may read (read-only, same path in the sandbox).
-    #[serde(default)]
-    files: Vec<Spanned<String>>,
-    #[serde(default)]
-    config: toml::Table,
 }
 
 /// A size in bytes: an integer, or a string such as "25MiB", "512KiB", "10M".
@@ -434,30 +426,6 @@ mod defaults {
     }
 }
 
-/// One listening socket and how it treats clients.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ListenerSpec {
-    pub name: String,
-    pub address: SocketAddr,
-    pub tls: TlsMode,
-    /// Submission: AUTH is required before MAIL (530 5.7.0).
-    pub require_auth: bool,
-    /// Offer and accept AUTH without TLS (off by default).
-    pub allow_plaintext_auth: bool,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TlsFiles {
-    pub cert: PathBuf,
-    pub key: PathBuf,
-    pub client_ca: Option<PathBuf>,
-    /// Where each key was set ("file:line"), for errors found when the
-    /// files are loaded.
-    pub cert_at: String,
-    pub key_at: String,
-    pub client_ca_at: String,
-}
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuthSettings {
     /// Failed AUTH attempts in one session before 421 and close.
@@ -469,22 +437,6 @@ pub struct AuthSettings {
     /// the kv namespace `remember_namespace` (key `recent-auth:<ip>`).
     pub remember_window: Duration,
     pub remember_namespace: String,
-}
-
-/// Recipient-enumeration limits (`[server]`, see `session/enumeration.rs`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UnknownRecipientLimits {
-    /// Refused RCPT TO per session before every further RCPT is delayed
-    /// (and, a few refusals later, the session closed); 0: off.
-    pub per_session: u32,
-    /// How long each RCPT past `per_session` waits for its answer.
-    pub delay: Duration,
-    /// Refused RCPT TO per client address and window before its sessions
-    /// get 421 at RCPT; 0: off.
-    pub per_client: u32,
-    pub window: Duration,
-    /// Clients never counted nor limited (authenticated sessions neither).
-    pub exempt: Vec<ipnet::IpNet>,
 }
 
 /// The validated configuration.
@@ -643,46 +595,6 @@ impl Ctx<'_> {
     }
 }
 
-/// The `[server]` keys of recipient-enumeration resistance.
-fn unknown_recipient_limits(
-    cx: &Ctx<'_>,
-    s: &ServerSection,
-) -> Result<UnknownRecipientLimits, ConfigError> {
-    let window = cx.duration(
-        &s.client_unknown_recipient_window,
-        "server.client_unknown_recipient_window",
-    )?;
-    if window.is_zero() && s.client_unknown_recipient_limit > 0 {
-        return Err(cx.at(
-            &s.client_unknown_recipient_window,
-            "server.client_unknown_recipient_window must be greater than 0 (client_unknown_recipient_limit = 0 turns the limit off)",
-        ));
-    }
-    let mut exempt = Vec::new();
-    for n in &s.unknown_recipient_exempt_networks {
-        let v = n.get_ref().trim();
-        let net = v
-            .parse::<ipnet::IpNet>()
-            .or_else(|_| v.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
-            .map_err(|_| {
-                cx.at(
-                    n,
-                    format!(
-                        "server.unknown_recipient_exempt_networks: {v:?} is not a network (\"192.0.2.0/24\", \"2001:db8::/32\") or an address"
-                    ),
-                )
-            })?;
-        exempt.push(net.trunc());
-    }
-    Ok(UnknownRecipientLimits {
-        per_session: s.max_unknown_recipients,
-        delay: cx.duration(&s.unknown_recipient_delay, "server.unknown_recipient_delay")?,
-        per_client: s.client_unknown_recipient_limit,
-        window,
-        exempt,
-    })
-}
-
 impl Config {
     pub fn load(path: &Path, overrides: &Overrides) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path)
@@ -690,295 +602,42 @@ impl Config {
         Config::parse(path, &text, overrides)
     }
 
+    /// Builds the configuration section by section; where two sections are
+    /// wrong, the error of the one built first is reported.
     pub fn parse(path: &Path, text: &str, overrides: &Overrides) -> Result<Config, ConfigError> {
         let cx = Ctx { path, text };
-        let file: File = toml::from_str(text).map_err(|e| {
-            let line = e.span().map(|s| line_of(text, s.start));
-            let msg = e.message().trim().to_string();
-            match line {
-                Some(l) => ConfigError(format!("{}:{l}: {msg}", path.display())),
-                None => ConfigError(format!("{}: {msg}", path.display())),
-            }
-        })?;
+        let file = File::from_toml(&cx)?;
         let s = &file.server;
-        if s.hostname.trim().is_empty() || s.hostname.contains(char::is_whitespace) {
-            return Err(cx.plain("server.hostname must be a host name without spaces"));
-        }
-        let tls = file.tls.as_ref().map(|t| TlsFiles {
-            cert: cx.resolve(t.cert.get_ref()),
-            key: cx.resolve(t.key.get_ref()),
-            client_ca: t.client_ca.as_ref().map(|c| cx.resolve(c.get_ref())),
-            cert_at: cx.location(&t.cert),
-            key_at: cx.location(&t.key),
-            client_ca_at: t
-                .client_ca
-                .as_ref()
-                .map(|c| cx.location(c))
-                .unwrap_or_default(),
-        });
-        let default_tls = if tls.is_some() {
-            TlsMode::Starttls
-        } else {
-            TlsMode::None
-        };
-        let mut listeners = Vec::new();
-        // Where each listener's address was set (none: `--listen`).
-        let mut set_at: Vec<Option<&Spanned<String>>> = Vec::new();
-        if overrides.listen.is_empty() {
-            for l in &s.listen {
-                let address: SocketAddr = l.get_ref().parse().map_err(|_| {
-                    cx.at(
-                        l,
-                        format!(
-                            "server.listen: {:?} is not an address:port such as \"127.0.0.1:2525\"",
-                            l.get_ref()
-                        ),
-                    )
-                })?;
-                listeners.push(ListenerSpec {
-                    name: "smtp".into(),
-                    address,
-                    tls: default_tls,
-                    require_auth: false,
-                    allow_plaintext_auth: false,
-                });
-                set_at.push(Some(l));
-            }
-        } else {
-            for address in &overrides.listen {
-                listeners.push(ListenerSpec {
-                    name: "smtp".into(),
-                    address: *address,
-                    tls: default_tls,
-                    require_auth: false,
-                    allow_plaintext_auth: false,
-                });
-                set_at.push(None);
-            }
-        }
-        for l in &file.listeners {
-            let address: SocketAddr = l.address.get_ref().parse().map_err(|_| {
-                cx.at(
-                    &l.address,
-                    format!(
-                        "listener.address: {:?} is not an address:port",
-                        l.address.get_ref()
-                    ),
-                )
-            })?;
-            let mode = l.tls.as_ref().map(|t| *t.get_ref()).unwrap_or(default_tls);
-            if mode != TlsMode::None && tls.is_none() {
-                let span = l
-                    .tls
-                    .as_ref()
-                    .map(|t| cx.at(t, ""))
-                    .unwrap_or_else(|| cx.at(&l.name, ""));
-                return Err(ConfigError(format!(
-                    "{}listener {:?} uses TLS but there is no [tls] section with cert and key",
-                    span.0,
-                    l.name.get_ref()
-                )));
-            }
-            listeners.push(ListenerSpec {
-                name: l.name.get_ref().clone(),
-                address,
-                tls: mode,
-                require_auth: l.require_auth,
-                allow_plaintext_auth: l.allow_plaintext_auth,
-            });
-            set_at.push(Some(&l.address));
-        }
-        if listeners.is_empty() {
-            return Err(cx.plain("no listener: set server.listen or add a [[listener]]"));
-        }
-        let mut seen = std::collections::HashSet::new();
-        for (l, at) in listeners.iter().zip(&set_at) {
-            if l.address.port() != 0 && !seen.insert(l.address) {
-                let msg = format!("listen address {} is used twice", l.address);
-                return Err(match at {
-                    Some(span) => cx.at(span, msg),
-                    None => cx.plain(format!("{msg} (--listen)")),
-                });
-            }
-        }
-        let mut names = std::collections::HashSet::new();
-        for l in file.listeners.iter() {
-            let n = l.name.get_ref().as_str();
-            if n == "smtp" || !names.insert(n) {
-                return Err(cx.at(
-                    &l.name,
-                    format!("listener name {n:?} is used twice (\"smtp\" names the server.listen addresses)"),
-                ));
-            }
-        }
-        let metrics_listen = match &file.metrics.listen {
-            Some(l) => Some(l.get_ref().parse::<SocketAddr>().map_err(|_| {
-                cx.at(
-                    l,
-                    format!("metrics.listen: {:?} is not an address:port", l.get_ref()),
-                )
-            })?),
-            None => None,
-        };
-        let auth = AuthSettings {
-            max_failures: file.auth.max_failures.max(1),
-            client_failure_limit: file.auth.client_failure_limit.max(1),
-            client_failure_window: cx.duration(
-                &file.auth.client_failure_window,
-                "auth.client_failure_window",
-            )?,
-            remember_window: cx.duration(&file.auth.remember_window, "auth.remember_window")?,
-            remember_namespace: file.auth.remember_namespace.clone(),
-        };
-        let local_domains: Vec<String> = s
-            .local_domains
-            .iter()
-            .map(|d| d.trim().trim_end_matches('.').to_ascii_lowercase())
-            .collect();
-        if let Some(bad) = local_domains
-            .iter()
-            .find(|d| d.is_empty() || d.contains(['@', ' ']))
-        {
-            return Err(cx.plain(format!("server.local_domains: {bad:?} is not a domain")));
-        }
-        if s.max_recipients == 0 || s.max_connections == 0 || s.max_connections_per_ip == 0 {
-            return Err(cx.plain(
-                "server.max_recipients, max_connections and max_connections_per_ip must be at least 1",
-            ));
-        }
-        let data_dir = match &overrides.data_dir {
-            Some(d) => d.clone(),
-            None => cx.resolve(s.data_dir.as_deref().unwrap_or("data")),
-        };
-        let spool_dir = match &file.spool.dir {
-            Some(d) if overrides.data_dir.is_none() => cx.resolve(d),
-            _ => data_dir.join("spool"),
-        };
-        let mut nameservers = Vec::new();
-        for n in &file.dns.nameservers {
-            let v = n.get_ref();
-            let addr = v
-                .parse::<SocketAddr>()
-                .or_else(|_| {
-                    v.parse::<std::net::IpAddr>()
-                        .map(|ip| SocketAddr::new(ip, 53))
-                })
-                .map_err(|_| {
-                    cx.at(
-                        n,
-                        format!("dns.nameservers: {v:?} is not an IP address or address:port"),
-                    )
-                })?;
-            nameservers.push(addr);
-        }
-        let dns_timeout = match &file.dns.timeout {
-            Some(t) => cx.duration(t, "dns.timeout")?,
-            None => Duration::from_secs(5),
-        };
-        let idle_timeout = cx.duration(&file.runtime.idle_timeout, "runtime.idle_timeout")?;
-        if idle_timeout.is_zero() {
-            return Err(cx.at(
-                &file.runtime.idle_timeout,
-                "runtime.idle_timeout must be greater than 0 (idle_instances = 0 turns reuse off)",
-            ));
-        }
-        let runtime = RuntimeConfig {
-            pooling: file.runtime.pooling,
-            max_instances: file.runtime.max_instances,
-            max_memory_ceiling: file.runtime.max_memory.0 as usize,
-            keep_resident: file.runtime.keep_resident.0 as usize,
-            idle_instances: file.runtime.idle_instances,
-            idle_timeout,
-            cache_dir: file.runtime.cache.then(|| match &file.runtime.cache_dir {
-                Some(d) => cx.resolve(d),
-                None => data_dir.join("cache"),
-            }),
-            ..RuntimeConfig::default()
-        };
-        let mut plugins = Vec::new();
+        let hostname = server::hostname(&cx, s)?;
+        let tls = listeners::tls(&cx, file.tls.as_ref());
+        let listeners =
+            listeners::build(&cx, &s.listen, &file.listeners, tls.is_some(), overrides)?;
+        let metrics_listen = build_metrics(&cx, &file.metrics)?;
+        let auth = build_auth(&cx, &file.auth)?;
+        let local_domains = server::local_domains(&cx, s)?;
+        server::check_limits(&cx, s)?;
+        let data_dir = server::data_dir(&cx, s, overrides);
+        let spool_dir = build_spool_dir(&cx, &file.spool, &data_dir, overrides);
+        let (nameservers, dns_timeout) = build_dns(&cx, &file.dns)?;
+        let runtime = build_runtime(&cx, &file.runtime, &data_dir)?;
         let breaker = rollout::breaker(&cx, &file.breaker)?;
-        for p in &file.plugins {
-            let name = member_name(&cx, &p.name, "plugin")?;
-            if p.timeout_ms == 0 || p.timeout_ms > 60_000 {
-                return Err(cx.at(
-                    &p.name,
-                    format!("plugin {name:?}: timeout_ms must be between 1 and 60000"),
-                ));
-            }
-            let config_json = serde_json::to_string(&p.config).map_err(|e| {
-                cx.at(
-                    &p.name,
-                    format!("plugin {name:?}: config cannot be encoded: {e}"),
-                )
-            })?;
-            let mut files = Vec::new();
-            for f in &p.files {
-                let dir = cx.resolve(f.get_ref());
-                if !dir.is_dir() {
-                    return Err(cx.at(
-                        f,
-                        format!(
-                            "plugin {name:?}: files entry {} is not a directory",
-                            dir.display()
-                        ),
-                    ));
-                }
-                files.push(dir);
-            }
-            plugins.push(PluginSpec {
-                name,
-                path: cx.resolve(&p.path),
-                config_json,
-                on_error: match p.on_error {
-                    OnErrorSetting::Tempfail => OnError::Tempfail,
-                    OnErrorSetting::FailOpen => OnError::FailOpen,
-                    OnErrorSetting::FailClosed => OnError::FailClosed,
-                },
-                timeout: Duration::from_millis(p.timeout_ms),
-                max_memory: p.max_memory.0 as usize,
-                capabilities: p.capabilities.clone(),
-                kv_namespace: p.kv_namespace.clone(),
-                mode: match p.mode {
-                    ModeSetting::Enforce => Mode::Enforce,
-                    ModeSetting::Shadow => Mode::Shadow,
-                },
-                reuse: p.reuse.unwrap_or(true),
-                files,
-                breaker,
-            });
-        }
-        let unknown_recipients = unknown_recipient_limits(&cx, s)?;
-        let run_as = run_as::build(&cx, s.user.as_ref(), s.group.as_ref())?;
-        let delivery = delivery::build(
-            &cx,
-            &file.delivery,
-            s.hostname.trim(),
-            &local_domains,
-            &data_dir,
-        )?;
+        let plugins = plugins::build(&cx, &file.plugins, breaker)?;
+        let unknown_recipients = server::unknown_recipient_limits(&cx, s)?;
+        let run_as = server::run_as(&cx, s)?;
+        let delivery = delivery::build(&cx, &file.delivery, &hostname, &local_domains, &data_dir)?;
         let kv = kv::build(&cx, &file.kv, &data_dir)?;
         let rollback = rollout::rollback(&cx, &file.rollback)?;
         let record = record::build(&cx, &file.record, &data_dir)?;
         let av = av::build(&cx, &file.av)?;
-        let milters = milter::build(
-            &cx,
-            &file.milters,
-            &file
-                .plugins
-                .iter()
-                .map(|p| p.name.span().start)
-                .collect::<Vec<_>>(),
-            &plugins.iter().map(|p| p.name.clone()).collect::<Vec<_>>(),
-        )?;
+        let plugin_names: Vec<String> = plugins.iter().map(|p| p.name.clone()).collect();
+        let plugin_offsets = plugins::offsets(&file.plugins);
+        let milters = milter::build(&cx, &file.milters, &plugin_offsets, &plugin_names)?;
+        // Checked last, as they always were: another section's error is
+        // reported before theirs.
+        let timeouts = server::timeouts(&cx, s)?;
         Ok(Config {
-            delivery,
-            kv,
-            rollback,
-            record,
-            milters,
-            av,
             path: path.to_path_buf(),
-            hostname: s.hostname.trim().to_string(),
+            hostname,
             listeners,
             tls,
             auth,
@@ -991,13 +650,13 @@ impl Config {
             max_connections_per_ip: s.max_connections_per_ip,
             max_bad_commands: s.max_bad_commands,
             max_hops: s.max_hops,
-            command_timeout: cx.duration(&s.command_timeout, "server.command_timeout")?,
-            data_timeout: cx.duration(&s.data_timeout, "server.data_timeout")?,
+            command_timeout: timeouts.command,
+            data_timeout: timeouts.data,
             min_data_rate: s.min_data_rate,
-            shutdown_timeout: cx.duration(&s.shutdown_timeout, "server.shutdown_timeout")?,
+            shutdown_timeout: timeouts.shutdown,
             unknown_recipients,
             watch: s.watch,
-            admin_socket: s.admin_socket.as_deref().map(|p| cx.resolve(p)),
+            admin_socket: server::admin_socket(&cx, s),
             run_as,
             allow_root: s.allow_root,
             spool_dir,
@@ -1008,6 +667,12 @@ impl Config {
             log_format: file.log.format,
             log_level: file.log.level.clone(),
             plugins,
+            delivery,
+            kv,
+            rollback,
+            record,
+            milters,
+            av,
         })
     }
 
@@ -1032,6 +697,7 @@ pub(crate) fn parse_minimal(extra: &str) -> Result<Config, ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use postern_plugin::{Mode, OnError};
 
     const MIN: &str = "[server]\nhostname = \"mx.test\"\nlisten = [\"127.0.0.1:2525\"]\nlocal_domains = [\"Example.TEST.\"]\n";
 
