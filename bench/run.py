@@ -532,7 +532,7 @@ class SinkTarget(Target):
             self.proc.wait(10)
 
 
-class CountingSink(Target):
+class CountingSink(SinkTarget):
     """The relay job's SMTP sink: Postfix's smtp-sink with its running
     counter (-c) on a pipe. Every MTA of the relay job delivers to it, and
     as a target of its own (smtp-source straight into it) it is the job's
@@ -549,9 +549,7 @@ class CountingSink(Target):
     COUNTER_RE = re.compile(rb"mesg=(\d+)")
 
     def __init__(self, base: Path):
-        self.base = base
-        self.proc: subprocess.Popen | None = None
-        self.hwm = 0
+        super().__init__(base)
         self.cond = threading.Condition()
         self.count = 0            # messages received so far (the counter's mesg)
         self.expected = 0         # messages sent to it so far, by the runs' accounts
@@ -636,21 +634,6 @@ class CountingSink(Target):
         st = proc_stat(self.proc.pid) if self.proc else None
         return st[2] if st else 0.0
 
-    def server_pid(self) -> int | None:
-        return self.proc.pid if self.proc else None
-
-    def after_run(self, messages: int, measured: bool = True) -> dict:
-        self.hwm = max(self.hwm, proc_status(self.proc.pid).get("VmHWM", 0))
-        return {"ok": True, "problems": []}
-
-    def memory(self) -> dict:
-        return {"peak_rss_kib": self.hwm, "measured": "VmHWM of the smtp-sink process"}
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.hwm = max(self.hwm, proc_status(self.proc.pid).get("VmHWM", 0))
-            self.proc.terminate()
-            self.proc.wait(10)
 
 
 def run_with_tty_stderr(cmd: list[str], timeout: float = 120) -> tuple[int, str]:

@@ -129,6 +129,15 @@ fn address_type(address: &str) -> &'static str {
     }
 }
 
+/// Recipient `i` and its last error, for the human-readable part.
+fn explained(state: &MessageState, i: usize) -> Vec<String> {
+    let r = &state.rcpts[i];
+    let mut lines = vec![format!("<{}>:", r.address)];
+    lines.extend(r.last.as_ref().map(|d| format!("    {d}")));
+    lines.push(String::new());
+    lines
+}
+
 /// The RFC 3464 action for recipient `i` of a report.
 fn action(state: &MessageState, i: usize) -> &'static str {
     let r = &state.rcpts[i];
@@ -205,12 +214,9 @@ pub fn build(
         line("be delivered to one or more recipients. It's attached below.");
         line("");
         for &i in &report.failed {
-            let r = &state.rcpts[i];
-            line(&format!("<{}>:", r.address));
-            if let Some(d) = &r.last {
-                line(&format!("    {d}"));
+            for l in explained(state, i) {
+                line(&l);
             }
-            line("");
         }
     }
     if !report.delayed.is_empty() {
@@ -221,12 +227,9 @@ pub fn build(
         ));
         line("");
         for &i in &report.delayed {
-            let r = &state.rcpts[i];
-            line(&format!("<{}>:", r.address));
-            if let Some(d) = &r.last {
-                line(&format!("    {d}"));
+            for l in explained(state, i) {
+                line(&l);
             }
-            line("");
         }
     }
     if !report.delivered.is_empty() {

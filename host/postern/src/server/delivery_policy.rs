@@ -15,7 +15,7 @@ use postern_delivery::{
 };
 use postern_plugin::{
     Attempt, Decision, DeliveryAnswer, DeliveryDecision, Generation, MessageData, PluginReply,
-    Route, SessionContext, Stage, Verdict,
+    Route, SessionChain, SessionContext, Stage, Verdict,
 };
 use postern_protocol::EnhancedCode;
 
@@ -40,6 +40,15 @@ impl ChainPolicy {
 
     fn hooks(&self, stage: Stage) -> bool {
         self.generation().is_some_and(|g| g.hooks(stage))
+    }
+
+    /// The current generation's chain for one delivery question (`what`
+    /// names it in the logs), or none before the plugins are loaded.
+    fn chain(&self, what: &str, queue_id: &str) -> Option<(SessionContext, SessionChain)> {
+        let g = self.generation()?;
+        let ctx = context(what, queue_id);
+        let chain = g.session(ctx.id.clone());
+        Some((ctx, chain))
     }
 }
 
@@ -145,11 +154,9 @@ impl DeliveryPolicy for ChainPolicy {
         recipients: &'a [String],
     ) -> PolicyFuture<'a, Vec<RouteChoice>> {
         Box::pin(async move {
-            let Some(g) = self.generation() else {
+            let Some((ctx, mut chain)) = self.chain("route", &message.queue_id) else {
                 return vec![RouteChoice::Default; recipients.len()];
             };
-            let ctx = context("route", &message.queue_id);
-            let mut chain = g.session(ctx.id.clone());
             let mut out = Vec::with_capacity(recipients.len());
             for r in recipients {
                 out.push(choice(chain.route(&ctx, message, r).await));
@@ -164,11 +171,9 @@ impl DeliveryPolicy for ChainPolicy {
         failures: &'a [(String, &'a Diagnostic, bool)],
     ) -> PolicyFuture<'a, Vec<Judgement>> {
         Box::pin(async move {
-            let Some(g) = self.generation() else {
+            let Some((ctx, mut chain)) = self.chain("delivery", &message.queue_id) else {
                 return vec![Judgement::Default; failures.len()];
             };
-            let ctx = context("delivery", &message.queue_id);
-            let mut chain = g.session(ctx.id.clone());
             let mut out = Vec::with_capacity(failures.len());
             for (recipient, diag, permanent) in failures {
                 let attempt = Attempt {
@@ -198,11 +203,9 @@ impl DeliveryPolicy for ChainPolicy {
         report: &'a [u8],
     ) -> PolicyFuture<'a, BounceChoice> {
         Box::pin(async move {
-            let Some(g) = self.generation() else {
+            let Some((ctx, mut chain)) = self.chain("bounce", &bounce.queue_id) else {
                 return BounceChoice::Send;
             };
-            let ctx = context("bounce", &bounce.queue_id);
-            let mut chain = g.session(ctx.id.clone());
             let d = chain
                 .bounce(&ctx, bounce, &Arc::new(MessageData::new(report.to_vec())))
                 .await;
