@@ -242,7 +242,7 @@ test('drift: the fake covers every import of jco guest-types', async (t) => {
     return;
   }
   const modules = importedModules(dts);
-  assert.deepEqual(Object.keys(modules).sort(), ['av-scan', 'clock', 'dns', 'kv', 'log', 'mail-auth', 'message', 'types'].map((i) => `postern:policy/${i}@0.2.0`));
+  assert.deepEqual(Object.keys(modules).sort(), ['av-scan', 'clock', 'delivery', 'dns', 'kv', 'log', 'mail-auth', 'message', 'types'].map((i) => `postern:policy/${i}@0.2.0`));
   // Parameters at the top level of a signature (types may hold commas).
   const paramCount = (params) => {
     let depth = 0;

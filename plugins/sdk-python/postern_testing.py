@@ -601,9 +601,83 @@ def _av_scan():
 _av = _install("wit_world.imports.av_scan", _av_scan())
 
 
+def _delivery():
+    """`delivery` (types only): what the delivery-side hooks are told and answer."""
+    types = _t
+
+    @dataclass
+    class QueuedMessage:
+        queue_id: str
+        sender: str
+        size: int
+        received_ms: int
+        attempts: int
+        client_ip: str
+        auth_user: Optional[str]
+
+    @dataclass
+    class Route_Default:
+        pass
+
+    @dataclass
+    class Route_Local:
+        pass
+
+    @dataclass
+    class Route_Relayhost:
+        pass
+
+    @dataclass
+    class Route_Relay:
+        value: str
+
+    @dataclass
+    class Route_Mx:
+        value: str
+
+    @dataclass
+    class Route_Refuse:
+        value: types.Reply
+
+    @dataclass
+    class Route_Defer:
+        value: types.Reply
+
+    Route = Union[Route_Default, Route_Local, Route_Relayhost, Route_Relay, Route_Mx,
+                  Route_Refuse, Route_Defer]
+
+    @dataclass
+    class Attempt:
+        recipient: str
+        permanent: bool
+        status: str
+        text: str
+        remote_host: Optional[str]
+
+    class Decision(Enum):
+        DEFAULT = 0
+        RETRY = 1
+        GIVE_UP = 2
+        SUPPRESS_BOUNCE = 3
+
+    @dataclass
+    class Bounce:
+        queue_id: str
+        recipient: str
+        failed: List[str]
+        delayed: List[str]
+        delivered: List[str]
+
+    del types
+    return locals()
+
+
+_delivery_types = _install("wit_world.imports.delivery", _delivery())
+
+
 def _exports():
     """Base classes of the hook interfaces (wit/hooks.wit), as generated."""
-    types, message = _t, _msg
+    types, message, delivery = _t, _msg, _delivery_types
 
     class Init(Protocol):
         @abstractmethod
@@ -661,6 +735,22 @@ def _exports():
         def on_outcomes(self, session: types.Session, outcomes: List[types.Outcome]) -> None:
             raise NotImplementedError
 
+    class RouteHook(Protocol):
+        @abstractmethod
+        def on_route(self, message: delivery.QueuedMessage, recipient: str) -> delivery.Route:
+            raise NotImplementedError
+
+    class DeliveryHook(Protocol):
+        @abstractmethod
+        def on_delivery_result(self, message: delivery.QueuedMessage,
+                               attempt: delivery.Attempt) -> delivery.Decision:
+            raise NotImplementedError
+
+    class BounceHook(Protocol):
+        @abstractmethod
+        def on_bounce(self, bounce: delivery.Bounce, report: message.Message) -> types.Verdict:
+            raise NotImplementedError
+
     return locals()
 
 
@@ -668,7 +758,7 @@ _install("wit_world.exports", _exports(), package=True)
 # One (empty) module per exported interface, as generated.
 for _iface in ("init", "connect_hook", "helo_hook", "auth_hook", "mail_from_hook",
                "rcpt_to_hook", "data_hook", "vrfy_hook", "expn_hook", "outcome_hook",
-               "recycle"):
+               "route_hook", "delivery_hook", "bounce_hook", "recycle"):
     _install("wit_world.exports." + _iface, {})
 
 
