@@ -23,6 +23,15 @@ use crate::policy::{BounceChoice, BounceFacts, DeliveryPolicy};
 use crate::settings::Settings;
 use crate::state::MessageState;
 
+/// The report is still owed: try again with the next attempt, or soon when
+/// no recipient is pending.
+fn report_owed(mut state: MessageState, settings: &Settings, now: u64) -> Finalized {
+    if state.pending().is_empty() {
+        state.next_ms = now + settings.retry.delay_after(1).as_millis() as u64;
+    }
+    Finalized::Requeue(Box::new(state))
+}
+
 /// The log line of a queued report, by what it reports.
 fn kind(report: &Report) -> &'static str {
     if !report.failed.is_empty() {
@@ -242,18 +251,14 @@ pub(crate) async fn run(
                     "bounce refused by plugin; not sent");
                 None
             }
-            held_or_failed => {
-                match held_or_failed {
-                    Ok(Bounce::Held(why)) => tracing::info!(queue_id = %state.id, reason = %why,
-                        "bounce held by plugin; asked again at the next attempt"),
-                    Err(e) => tracing::error!(queue_id = %state.id, error = %e,
-                        "cannot queue the bounce; will retry"),
-                    Ok(_) => {}
-                }
-                if state.pending().is_empty() {
-                    state.next_ms = now + settings.retry.delay_after(1).as_millis() as u64;
-                }
-                return Finalized::Requeue(Box::new(state));
+            Ok(Bounce::Held(why)) => {
+                tracing::info!(queue_id = %state.id, reason = %why,
+                    "bounce held by plugin; asked again at the next attempt");
+                return report_owed(state, &settings, now);
+            }
+            Err(e) => {
+                tracing::error!(queue_id = %state.id, error = %e, "cannot queue the bounce; will retry");
+                return report_owed(state, &settings, now);
             }
         };
         let mut done = Vec::new();

@@ -529,7 +529,9 @@ impl Manager {
         } else {
             job::plan(&entry.state, &self.settings, choices)
         };
-        worker::log_results(&id, &entry.state.envelope, &"policy", &known);
+        // Unroutable, or refused or deferred by a route-hook: decided while
+        // planning, before any delivery.
+        worker::log_results(&id, &entry.state.envelope, &"planning", &known);
         entry.phase = Phase::Running {
             outstanding: jobs.len(),
             writing: 0,

@@ -82,7 +82,7 @@ pub(crate) async fn run(
     }
 }
 
-/// One log line per recipient outcome (`dest`: where it went, or "policy"
+/// One log line per recipient outcome (`dest`: where it went, or "planning"
 /// for one decided before any delivery).
 pub(super) fn log_results(
     id: &postern_spool::QueueId,
