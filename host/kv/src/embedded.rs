@@ -22,7 +22,7 @@ use std::time::Duration;
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 
 use crate::memory::{Entry, MemoryKv};
-use crate::{BoxFuture, KvBackend, KvFailure, Record, now_ms};
+use crate::{KvBackend, KvFailure, KvFuture, Record, now_ms};
 
 /// key -> (expires_at_ms, 0 for never; value)
 const TABLE: TableDefinition<&str, (u64, &str)> = TableDefinition::new("kv");
@@ -214,42 +214,27 @@ impl Drop for EmbeddedKv {
 }
 
 impl KvBackend for EmbeddedKv {
-    fn get(&self, key: String) -> BoxFuture<'_, Result<Option<String>, KvFailure>> {
+    fn get(&self, key: String) -> KvFuture<'_, Option<String>> {
         self.inner.mem.get(key)
     }
 
-    fn set(
-        &self,
-        key: String,
-        value: String,
-        ttl: Option<Duration>,
-    ) -> BoxFuture<'_, Result<(), KvFailure>> {
-        self.inner.mem.set(key, value, ttl)
+    fn set(&self, key: String, val: String, ttl: Option<Duration>) -> KvFuture<'_, ()> {
+        self.inner.mem.set(key, val, ttl)
     }
 
-    fn set_if_absent(
-        &self,
-        key: String,
-        value: String,
-        ttl: Option<Duration>,
-    ) -> BoxFuture<'_, Result<bool, KvFailure>> {
-        self.inner.mem.set_if_absent(key, value, ttl)
+    fn set_if_absent(&self, key: String, val: String, ttl: Option<Duration>) -> KvFuture<'_, bool> {
+        self.inner.mem.set_if_absent(key, val, ttl)
     }
 
-    fn delete(&self, key: String) -> BoxFuture<'_, Result<bool, KvFailure>> {
+    fn delete(&self, key: String) -> KvFuture<'_, bool> {
         self.inner.mem.delete(key)
     }
 
-    fn increment(
-        &self,
-        key: String,
-        delta: i64,
-        window: Duration,
-    ) -> BoxFuture<'_, Result<i64, KvFailure>> {
+    fn increment(&self, key: String, delta: i64, window: Duration) -> KvFuture<'_, i64> {
         self.inner.mem.increment(key, delta, window)
     }
 
-    fn export(&self) -> BoxFuture<'_, Result<Vec<Record>, KvFailure>> {
+    fn export(&self) -> KvFuture<'_, Vec<Record>> {
         Box::pin(async { Ok(self.inner.mem.records()) })
     }
 

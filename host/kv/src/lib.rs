@@ -32,6 +32,10 @@ pub use redis_store::{RedisKv, RedisSettings, RedisTopology};
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
+/// What every store operation returns: a boxed future of the answer or a
+/// [`KvFailure`].
+pub type KvFuture<'a, T> = BoxFuture<'a, Result<T, KvFailure>>;
+
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum KvFailure {
     #[error("key-value store unavailable: {0}")]
@@ -46,36 +50,21 @@ pub const MAX_VALUE: usize = 64 * 1024;
 /// A key-value store with TTLs and windowed counters. Keys arrive already
 /// namespaced by the host.
 pub trait KvBackend: Send + Sync {
-    fn get(&self, key: String) -> BoxFuture<'_, Result<Option<String>, KvFailure>>;
-    fn set(
-        &self,
-        key: String,
-        value: String,
-        ttl: Option<Duration>,
-    ) -> BoxFuture<'_, Result<(), KvFailure>>;
-    fn set_if_absent(
-        &self,
-        key: String,
-        value: String,
-        ttl: Option<Duration>,
-    ) -> BoxFuture<'_, Result<bool, KvFailure>>;
-    fn delete(&self, key: String) -> BoxFuture<'_, Result<bool, KvFailure>>;
+    fn get(&self, key: String) -> KvFuture<'_, Option<String>>;
+    fn set(&self, key: String, val: String, ttl: Option<Duration>) -> KvFuture<'_, ()>;
+    fn set_if_absent(&self, key: String, val: String, ttl: Option<Duration>) -> KvFuture<'_, bool>;
+    fn delete(&self, key: String) -> KvFuture<'_, bool>;
     /// Add `delta` to the counter at `key`; a counter that does not exist
     /// starts at 0 and expires `window` after that first increment.
-    fn increment(
-        &self,
-        key: String,
-        delta: i64,
-        window: Duration,
-    ) -> BoxFuture<'_, Result<i64, KvFailure>>;
+    fn increment(&self, key: String, delta: i64, window: Duration) -> KvFuture<'_, i64>;
 
     /// Every live entry (for `postern kv export`).
-    fn export(&self) -> BoxFuture<'_, Result<Vec<Record>, KvFailure>> {
+    fn export(&self) -> KvFuture<'_, Vec<Record>> {
         Box::pin(async { Err(KvFailure::Invalid("this store cannot be exported".into())) })
     }
 
     /// Whether the store answers (`postern check`, the health metric).
-    fn ping(&self) -> BoxFuture<'_, Result<(), KvFailure>> {
+    fn ping(&self) -> KvFuture<'_, ()> {
         Box::pin(async { Ok(()) })
     }
 

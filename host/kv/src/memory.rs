@@ -7,7 +7,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-use crate::{BoxFuture, KvBackend, KvFailure, Record, check, now_ms};
+use crate::{KvBackend, KvFuture, Record, check, now_ms};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Entry {
@@ -177,7 +177,7 @@ fn put(
 }
 
 impl KvBackend for MemoryKv {
-    fn get(&self, key: String) -> BoxFuture<'_, Result<Option<String>, KvFailure>> {
+    fn get(&self, key: String) -> KvFuture<'_, Option<String>> {
         Box::pin(async move {
             check(&key, None)?;
             let now = now_ms();
@@ -189,41 +189,31 @@ impl KvBackend for MemoryKv {
         })
     }
 
-    fn set(
-        &self,
-        key: String,
-        value: String,
-        ttl: Option<Duration>,
-    ) -> BoxFuture<'_, Result<(), KvFailure>> {
+    fn set(&self, key: String, val: String, ttl: Option<Duration>) -> KvFuture<'_, ()> {
         Box::pin(async move {
-            check(&key, Some(&value))?;
+            check(&key, Some(&val))?;
             self.write(&key.clone(), |m, now| {
-                put(m, key, value, now, ttl);
+                put(m, key, val, now, ttl);
                 ((), true)
             });
             Ok(())
         })
     }
 
-    fn set_if_absent(
-        &self,
-        key: String,
-        value: String,
-        ttl: Option<Duration>,
-    ) -> BoxFuture<'_, Result<bool, KvFailure>> {
+    fn set_if_absent(&self, key: String, val: String, ttl: Option<Duration>) -> KvFuture<'_, bool> {
         Box::pin(async move {
-            check(&key, Some(&value))?;
+            check(&key, Some(&val))?;
             Ok(self.write(&key.clone(), |m, now| {
                 if m.get(&key).is_some_and(|e| e.live(now)) {
                     return (false, false);
                 }
-                put(m, key, value, now, ttl);
+                put(m, key, val, now, ttl);
                 (true, true)
             }))
         })
     }
 
-    fn delete(&self, key: String) -> BoxFuture<'_, Result<bool, KvFailure>> {
+    fn delete(&self, key: String) -> KvFuture<'_, bool> {
         Box::pin(async move {
             check(&key, None)?;
             Ok(self.write(&key.clone(), |m, now| match m.remove(&key) {
@@ -233,12 +223,7 @@ impl KvBackend for MemoryKv {
         })
     }
 
-    fn increment(
-        &self,
-        key: String,
-        delta: i64,
-        window: Duration,
-    ) -> BoxFuture<'_, Result<i64, KvFailure>> {
+    fn increment(&self, key: String, delta: i64, window: Duration) -> KvFuture<'_, i64> {
         Box::pin(async move {
             check(&key, None)?;
             Ok(self.write(&key.clone(), |m, now| {
@@ -262,7 +247,7 @@ impl KvBackend for MemoryKv {
         })
     }
 
-    fn export(&self) -> BoxFuture<'_, Result<Vec<Record>, KvFailure>> {
+    fn export(&self) -> KvFuture<'_, Vec<Record>> {
         Box::pin(async { Ok(self.records()) })
     }
 

@@ -27,7 +27,7 @@ use redis::cluster_async::ClusterConnection;
 use redis::sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServerType};
 use redis::{Cmd, IntoConnectionInfo, Pipeline, RedisError, RedisFuture, Value};
 
-use crate::{BoxFuture, KvBackend, KvFailure, Record, check, millis, now_ms};
+use crate::{KvBackend, KvFailure, KvFuture, Record, check, millis, now_ms};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RedisTopology {
@@ -380,7 +380,7 @@ fn glob_escape(s: &str) -> String {
 }
 
 impl KvBackend for RedisKv {
-    fn get(&self, key: String) -> BoxFuture<'_, Result<Option<String>, KvFailure>> {
+    fn get(&self, key: String) -> KvFuture<'_, Option<String>> {
         Box::pin(async move {
             check(&key, None)?;
             let mut c = redis::cmd("GET");
@@ -389,37 +389,23 @@ impl KvBackend for RedisKv {
         })
     }
 
-    fn set(
-        &self,
-        key: String,
-        value: String,
-        ttl: Option<Duration>,
-    ) -> BoxFuture<'_, Result<(), KvFailure>> {
+    fn set(&self, key: String, val: String, ttl: Option<Duration>) -> KvFuture<'_, ()> {
         Box::pin(async move {
-            check(&key, Some(&value))?;
-            let _: Value = self
-                .query(set_cmd(self.key(&key), value, ttl, false))
-                .await?;
+            check(&key, Some(&val))?;
+            let _: Value = self.query(set_cmd(self.key(&key), val, ttl, false)).await?;
             Ok(())
         })
     }
 
-    fn set_if_absent(
-        &self,
-        key: String,
-        value: String,
-        ttl: Option<Duration>,
-    ) -> BoxFuture<'_, Result<bool, KvFailure>> {
+    fn set_if_absent(&self, key: String, val: String, ttl: Option<Duration>) -> KvFuture<'_, bool> {
         Box::pin(async move {
-            check(&key, Some(&value))?;
-            let r: Option<String> = self
-                .query(set_cmd(self.key(&key), value, ttl, true))
-                .await?;
+            check(&key, Some(&val))?;
+            let r: Option<String> = self.query(set_cmd(self.key(&key), val, ttl, true)).await?;
             Ok(r.is_some())
         })
     }
 
-    fn delete(&self, key: String) -> BoxFuture<'_, Result<bool, KvFailure>> {
+    fn delete(&self, key: String) -> KvFuture<'_, bool> {
         Box::pin(async move {
             check(&key, None)?;
             let mut c = redis::cmd("DEL");
@@ -429,12 +415,7 @@ impl KvBackend for RedisKv {
         })
     }
 
-    fn increment(
-        &self,
-        key: String,
-        delta: i64,
-        window: Duration,
-    ) -> BoxFuture<'_, Result<i64, KvFailure>> {
+    fn increment(&self, key: String, delta: i64, window: Duration) -> KvFuture<'_, i64> {
         Box::pin(async move {
             check(&key, None)?;
             let mut h = self.handle().await?;
@@ -449,7 +430,7 @@ impl KvBackend for RedisKv {
         })
     }
 
-    fn export(&self) -> BoxFuture<'_, Result<Vec<Record>, KvFailure>> {
+    fn export(&self) -> KvFuture<'_, Vec<Record>> {
         Box::pin(async move {
             if matches!(self.conn, Conn::Cluster { .. }) {
                 return Err(KvFailure::Invalid(
@@ -508,7 +489,7 @@ impl KvBackend for RedisKv {
         })
     }
 
-    fn ping(&self) -> BoxFuture<'_, Result<(), KvFailure>> {
+    fn ping(&self) -> KvFuture<'_, ()> {
         Box::pin(async move {
             let _: String = self.query(redis::cmd("PING")).await?;
             Ok(())

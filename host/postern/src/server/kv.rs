@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use postern_kv::{BoxFuture, EmbeddedKv, KvBackend, KvFailure, MemoryKv, Record, RedisKv};
+use postern_kv::{EmbeddedKv, KvBackend, KvFailure, KvFuture, MemoryKv, Record, RedisKv};
 
 use crate::config::{KvSettings, KvStore};
 
@@ -124,11 +124,7 @@ impl Kv {
     }
 
     /// Run one call under the deadline, and account for it.
-    async fn guard<T>(
-        &self,
-        op: &'static str,
-        call: BoxFuture<'_, Result<T, KvFailure>>,
-    ) -> Result<T, KvFailure> {
+    async fn guard<T>(&self, op: &'static str, call: KvFuture<'_, T>) -> Result<T, KvFailure> {
         let start = Instant::now();
         let r = match tokio::time::timeout(self.settings.timeout, call).await {
             Ok(r) => r,
@@ -193,46 +189,31 @@ impl Kv {
 }
 
 impl KvBackend for Kv {
-    fn get(&self, key: String) -> BoxFuture<'_, Result<Option<String>, KvFailure>> {
+    fn get(&self, key: String) -> KvFuture<'_, Option<String>> {
         Box::pin(self.guard("get", self.store.get(key)))
     }
 
-    fn set(
-        &self,
-        key: String,
-        value: String,
-        ttl: Option<Duration>,
-    ) -> BoxFuture<'_, Result<(), KvFailure>> {
-        Box::pin(self.guard("set", self.store.set(key, value, ttl)))
+    fn set(&self, key: String, val: String, ttl: Option<Duration>) -> KvFuture<'_, ()> {
+        Box::pin(self.guard("set", self.store.set(key, val, ttl)))
     }
 
-    fn set_if_absent(
-        &self,
-        key: String,
-        value: String,
-        ttl: Option<Duration>,
-    ) -> BoxFuture<'_, Result<bool, KvFailure>> {
-        Box::pin(self.guard("set_if_absent", self.store.set_if_absent(key, value, ttl)))
+    fn set_if_absent(&self, key: String, val: String, ttl: Option<Duration>) -> KvFuture<'_, bool> {
+        Box::pin(self.guard("set_if_absent", self.store.set_if_absent(key, val, ttl)))
     }
 
-    fn delete(&self, key: String) -> BoxFuture<'_, Result<bool, KvFailure>> {
+    fn delete(&self, key: String) -> KvFuture<'_, bool> {
         Box::pin(self.guard("delete", self.store.delete(key)))
     }
 
-    fn increment(
-        &self,
-        key: String,
-        delta: i64,
-        window: Duration,
-    ) -> BoxFuture<'_, Result<i64, KvFailure>> {
+    fn increment(&self, key: String, delta: i64, window: Duration) -> KvFuture<'_, i64> {
         Box::pin(self.guard("increment", self.store.increment(key, delta, window)))
     }
 
-    fn export(&self) -> BoxFuture<'_, Result<Vec<Record>, KvFailure>> {
+    fn export(&self) -> KvFuture<'_, Vec<Record>> {
         self.store.export()
     }
 
-    fn ping(&self) -> BoxFuture<'_, Result<(), KvFailure>> {
+    fn ping(&self) -> KvFuture<'_, ()> {
         Box::pin(self.guard("ping", self.store.ping()))
     }
 
