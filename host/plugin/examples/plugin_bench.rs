@@ -105,9 +105,9 @@ async fn stage_call(
         let m = Arc::new(MessageData::new(
             b"From: a@b.test\r\nSubject: hi\r\n\r\nbody\r\n".to_vec(),
         ));
-        chain.data(c, &m).await
+        chain.ask(c, Ask::Data(&m)).await
     } else {
-        chain.rcpt_to(c, r).await
+        chain.ask(c, Ask::RcptTo(r)).await
     }
 }
 

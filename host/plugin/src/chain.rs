@@ -14,16 +14,16 @@ use std::time::Instant;
 
 use crate::Stage;
 use crate::breaker::{Admit, BreakerState, Transition};
-use crate::context::{Credentials, EnvelopeAddress, MessageChanges, Outcome, SessionContext};
+use crate::context::{MessageChanges, Outcome, SessionContext};
 use crate::delivery::{Attempt, BounceInfo, DeliveryAnswer, QueuedMessage};
 use crate::generation::{Generation, Member};
-use crate::hooks::{self, Call, Contract, DataReturn, Live, Prepared, Returned};
+use crate::hooks::{self, Ask, Call, Contract, DataReturn, Live, Prepared, Returned};
 use crate::load::{CallError, LoadedPlugin, Mode, OnError, WALL_GRACE, set_deadline};
 use crate::message::MessageData;
 use crate::verdict::{self, PluginReply, Verdict};
 
 /// The chain's decision for one stage.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Decision {
     pub verdict: Verdict,
     /// The plugin whose verdict decided; none when every plugin passed.
@@ -39,14 +39,9 @@ pub struct Decision {
 }
 
 impl Decision {
+    /// No plugin had an opinion: the host's default decides.
     pub fn pass() -> Decision {
-        Decision {
-            verdict: Verdict::Pass,
-            decided_by: None,
-            headers: Vec::new(),
-            changes: MessageChanges::default(),
-            delivery: None,
-        }
+        Decision::default()
     }
 }
 
@@ -66,39 +61,6 @@ impl StageContext for Arc<SessionContext> {
 impl StageContext for SessionContext {
     fn shared(&self) -> std::borrow::Cow<'_, Arc<SessionContext>> {
         std::borrow::Cow::Owned(Arc::new(self.clone()))
-    }
-}
-
-/// An SMTP stage's question to the chain, with its argument: what a session
-/// asks through [`SessionChain::ask`], its one way in.
-#[derive(Clone, Copy, Debug)]
-pub enum Ask<'a> {
-    Connect,
-    Helo { name: &'a str, extended: bool },
-    Auth(&'a Credentials),
-    MailFrom(&'a EnvelopeAddress),
-    RcptTo(&'a EnvelopeAddress),
-    Data(&'a Arc<MessageData>),
-    Vrfy(&'a str),
-    Expn(&'a str),
-}
-
-impl<'a> Ask<'a> {
-    fn call(self) -> Call<'a> {
-        match self {
-            Ask::Connect => Call::Connect,
-            Ask::Helo { name, extended } => Call::Helo { name, extended },
-            Ask::Auth(c) => Call::Auth(c),
-            Ask::MailFrom(a) => Call::MailFrom(a),
-            Ask::RcptTo(a) => Call::RcptTo(a),
-            Ask::Data(m) => Call::Data(m),
-            Ask::Vrfy(a) => Call::Vrfy(a),
-            Ask::Expn(a) => Call::Expn(a),
-        }
-    }
-
-    pub fn stage(&self) -> Stage {
-        self.call().stage()
     }
 }
 
@@ -297,46 +259,9 @@ impl SessionChain {
         self.live.iter().filter(|l| l.is_some()).count()
     }
 
-    /// Run an SMTP stage through the chain.
+    /// Run an SMTP stage through the chain: a session's one way in.
     pub async fn ask(&mut self, ctx: &impl StageContext, ask: Ask<'_>) -> Decision {
-        self.run(&ctx.shared(), ask.call(), None).await
-    }
-
-    pub async fn connect(&mut self, ctx: &impl StageContext) -> Decision {
-        self.run(&ctx.shared(), Call::Connect, None).await
-    }
-
-    pub async fn helo(&mut self, ctx: &impl StageContext, name: &str, extended: bool) -> Decision {
-        self.run(&ctx.shared(), Call::Helo { name, extended }, None)
-            .await
-    }
-
-    pub async fn auth(&mut self, ctx: &impl StageContext, credentials: &Credentials) -> Decision {
-        self.run(&ctx.shared(), Call::Auth(credentials), None).await
-    }
-
-    pub async fn mail_from(
-        &mut self,
-        ctx: &impl StageContext,
-        sender: &EnvelopeAddress,
-    ) -> Decision {
-        self.run(&ctx.shared(), Call::MailFrom(sender), None).await
-    }
-
-    pub async fn rcpt_to(&mut self, ctx: &impl StageContext, rcpt: &EnvelopeAddress) -> Decision {
-        self.run(&ctx.shared(), Call::RcptTo(rcpt), None).await
-    }
-
-    pub async fn data(&mut self, ctx: &impl StageContext, message: &Arc<MessageData>) -> Decision {
-        self.run(&ctx.shared(), Call::Data(message), None).await
-    }
-
-    pub async fn vrfy(&mut self, ctx: &impl StageContext, argument: &str) -> Decision {
-        self.run(&ctx.shared(), Call::Vrfy(argument), None).await
-    }
-
-    pub async fn expn(&mut self, ctx: &impl StageContext, argument: &str) -> Decision {
-        self.run(&ctx.shared(), Call::Expn(argument), None).await
+        self.run(&ctx.shared(), Call::Smtp(ask), None).await
     }
 
     /// Delivery side: where `recipient` of `message` goes. The decision's
@@ -512,7 +437,7 @@ impl SessionChain {
                             on_error = ?spec.on_error,
                             "milter failed: {e}"
                         );
-                        (failure_verdict(spec.on_error), DataReturn::none())
+                        (failure_verdict(spec.on_error), DataReturn::default())
                     });
                     crate::milter::observe(&spec.name, &verdict, started.elapsed(), failed);
                     let by: Arc<str> = spec.name.as_str().into();
@@ -552,10 +477,12 @@ impl SessionChain {
             };
             let checked = result.and_then(|r| {
                 match r {
-                    Returned::Verdict(v) => verdict::validate(v).map(|v| (v, DataReturn::none())),
+                    Returned::Verdict(v) => {
+                        verdict::validate(v).map(|v| (v, DataReturn::default()))
+                    }
                     Returned::Data(d) => verdict::validate(d.verdict.clone())
                         .and_then(|v| Ok((v, verdict::validate_data(d)?))),
-                    Returned::Nothing => Ok((Verdict::Pass, DataReturn::none())),
+                    Returned::Nothing => Ok((Verdict::Pass, DataReturn::default())),
                 }
                 .map_err(|e| CallError::Invalid(e.to_string()))
             });
@@ -572,7 +499,7 @@ impl SessionChain {
                     if ignores_failures(stage) {
                         continue;
                     }
-                    (failure_of(plugin, stage), DataReturn::none())
+                    (failure_of(plugin, stage), DataReturn::default())
                 }
                 Err(e) => {
                     health.failures.fetch_add(1, Ordering::Relaxed);
@@ -589,7 +516,7 @@ impl SessionChain {
                     if ignores_failures(stage) {
                         continue;
                     }
-                    (failure_of(plugin, stage), DataReturn::none())
+                    (failure_of(plugin, stage), DataReturn::default())
                 }
             };
             if stage == Stage::Outcome {

@@ -34,7 +34,7 @@ pub use capability::{
     BoxFuture, DnsAnswer, DnsBackend, DnsFailure, DnsQuery, Grants, KvBackend, KvFailure, MemoryKv,
     NoDns,
 };
-pub use chain::{Ask, Decision, MAX_OUTCOME_BATCH, SessionChain, StageContext};
+pub use chain::{Decision, MAX_OUTCOME_BATCH, SessionChain, StageContext};
 pub use context::{
     Credentials, EnvelopeAddress, EnvelopeChange, HeaderChange, MessageChanges, Outcome,
     SessionContext, TlsInfo,
@@ -42,6 +42,7 @@ pub use context::{
 pub use delivery::{Attempt, BounceInfo, DeliveryAnswer, DeliveryDecision, QueuedMessage, Route};
 pub use engine::{Runtime, RuntimeConfig};
 pub use generation::{Generation, Health, PluginInfo};
+pub use hooks::Ask;
 pub use hooks::Contract;
 pub use load::{LoadError, Mode, OnError, PluginSpec};
 pub use mail_auth::{

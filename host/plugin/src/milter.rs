@@ -16,7 +16,7 @@ use postern_milter::{Address, Conn, Macros, Modification, Response, Timeouts};
 
 use crate::Stage;
 use crate::context::{EnvelopeChange, HeaderChange, MessageChanges, SessionContext};
-use crate::hooks::{Call, DataReturn};
+use crate::hooks::{Ask, Call, DataReturn};
 use crate::load::OnError;
 use crate::verdict::{PluginReply, Verdict};
 
@@ -211,14 +211,14 @@ impl MilterSession {
             return Err("failed earlier in this session".into());
         }
         if self.done_connection {
-            return Ok((Verdict::Pass, DataReturn::none()));
+            return Ok((Verdict::Pass, DataReturn::default()));
         }
         if stage == Stage::MailFrom {
             self.done_message = false;
             self.discard = false;
         }
         if self.done_message && matches!(stage, Stage::RcptTo | Stage::Data) {
-            let mut ret = DataReturn::none();
+            let mut ret = DataReturn::default();
             if stage == Stage::Data && self.discard {
                 ret.changes.quarantine = Some("discarded by a milter".into());
             }
@@ -272,12 +272,12 @@ impl MilterSession {
         }
         let m = macros(ctx, stage);
         let r = match call {
-            Call::Connect => conn
+            Call::Smtp(Ask::Connect) => conn
                 .connect(&m, &client_name(ctx), Some(ctx.client))
                 .await
                 .map_err(e)?,
-            Call::Helo { name, .. } => conn.helo(&m, name).await.map_err(e)?,
-            Call::MailFrom(a) => {
+            Call::Smtp(Ask::Helo { name, .. }) => conn.helo(&m, name).await.map_err(e)?,
+            Call::Smtp(Ask::MailFrom(a)) => {
                 if self.in_transaction {
                     conn.abort().await.map_err(e)?;
                 }
@@ -286,12 +286,12 @@ impl MilterSession {
                 args.extend(params(&a.params));
                 conn.mail(&m, &args).await.map_err(e)?
             }
-            Call::RcptTo(a) => {
+            Call::Smtp(Ask::RcptTo(a)) => {
                 let mut args = vec![angle(&a.address)];
                 args.extend(params(&a.params));
                 conn.rcpt(&m, &args).await.map_err(e)?
             }
-            Call::Data(message) => {
+            Call::Smtp(Ask::Data(message)) => {
                 self.in_transaction = false;
                 let headers = message.headers().to_vec();
                 let msg = Arc::clone(message);
@@ -310,7 +310,7 @@ impl MilterSession {
         r: Response,
         mods: Vec<Modification>,
     ) -> Result<(Verdict, DataReturn), String> {
-        let mut ret = DataReturn::none();
+        let mut ret = DataReturn::default();
         let v = match r {
             Response::Continue => Verdict::Pass,
             Response::Accept => {

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::Stage;
 use crate::chain::Decision;
 use crate::context::{EnvelopeAddress, SessionContext, TlsInfo};
-use crate::hooks::Call;
+use crate::hooks::{Ask, Call};
 use crate::message::MessageData;
 
 /// The recording format's version (`"v"` of every session document).
@@ -254,22 +254,24 @@ fn b64(bytes: &[u8]) -> String {
 impl ArgRecord {
     fn from_call(call: &Call<'_>, max_body: usize) -> ArgRecord {
         match call {
-            Call::Connect
+            Call::Smtp(Ask::Connect)
             | Call::Outcomes(_)
             | Call::Route { .. }
             | Call::DeliveryResult { .. }
             | Call::Bounce { .. } => ArgRecord::None,
-            Call::Helo { name, extended } => ArgRecord::Helo {
+            Call::Smtp(Ask::Helo { name, extended }) => ArgRecord::Helo {
                 name: name.to_string(),
                 extended: *extended,
             },
-            Call::Auth(c) => ArgRecord::Auth {
+            Call::Smtp(Ask::Auth(c)) => ArgRecord::Auth {
                 mechanism: c.mechanism.clone(),
                 authzid: c.authzid.clone(),
                 username: c.username.clone(),
             },
-            Call::MailFrom(a) | Call::RcptTo(a) => ArgRecord::Address(address(a)),
-            Call::Data(m) => {
+            Call::Smtp(Ask::MailFrom(a)) | Call::Smtp(Ask::RcptTo(a)) => {
+                ArgRecord::Address(address(a))
+            }
+            Call::Smtp(Ask::Data(m)) => {
                 let start = m.body_start();
                 let header = m.read(0, start as u32).unwrap_or_default();
                 let keep = (m.body_size() as usize).min(max_body);
@@ -281,7 +283,7 @@ impl ArgRecord {
                     truncated: (keep as u64) < m.body_size(),
                 }
             }
-            Call::Vrfy(a) | Call::Expn(a) => ArgRecord::Text {
+            Call::Smtp(Ask::Vrfy(a)) | Call::Smtp(Ask::Expn(a)) => ArgRecord::Text {
                 argument: a.to_string(),
             },
         }
@@ -373,23 +375,36 @@ impl crate::chain::SessionChain {
                 .find(|s| s.name() == call.stage)
                 .ok_or_else(|| format!("unknown stage {:?}", call.stage))?;
             let d = match (&call.arg, stage) {
-                (ArgRecord::None, Stage::Connect) => self.connect(&ctx).await,
+                (ArgRecord::None, Stage::Connect) => self.ask(&ctx, Ask::Connect).await,
                 (ArgRecord::Helo { name, extended }, Stage::Helo) => {
-                    self.helo(&ctx, name, *extended).await
+                    self.ask(
+                        &ctx,
+                        Ask::Helo {
+                            name,
+                            extended: *extended,
+                        },
+                    )
+                    .await
                 }
                 (ArgRecord::Auth { .. }, Stage::Auth) => {
                     out.push(Replayed::Skipped("auth: passwords are not recorded"));
                     continue;
                 }
                 (ArgRecord::Address(a), Stage::MailFrom) => {
-                    self.mail_from(&ctx, &a.to_address()).await
+                    self.ask(&ctx, Ask::MailFrom(&a.to_address())).await
                 }
-                (ArgRecord::Address(a), Stage::RcptTo) => self.rcpt_to(&ctx, &a.to_address()).await,
+                (ArgRecord::Address(a), Stage::RcptTo) => {
+                    self.ask(&ctx, Ask::RcptTo(&a.to_address())).await
+                }
                 (m @ ArgRecord::Message { .. }, Stage::Data) => {
-                    self.data(&ctx, &Arc::new(m.message()?)).await
+                    self.ask(&ctx, Ask::Data(&Arc::new(m.message()?))).await
                 }
-                (ArgRecord::Text { argument }, Stage::Vrfy) => self.vrfy(&ctx, argument).await,
-                (ArgRecord::Text { argument }, Stage::Expn) => self.expn(&ctx, argument).await,
+                (ArgRecord::Text { argument }, Stage::Vrfy) => {
+                    self.ask(&ctx, Ask::Vrfy(argument)).await
+                }
+                (ArgRecord::Text { argument }, Stage::Expn) => {
+                    self.ask(&ctx, Ask::Expn(argument)).await
+                }
                 (arg, stage) => {
                     return Err(format!("a {} call with a {arg:?} argument", stage.name()));
                 }

@@ -12,8 +12,10 @@ pub struct PluginReply {
 }
 
 /// The decision of one plugin (or of the chain) for one stage.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub enum Verdict {
+    /// No opinion: the next plugin, or the host's default, decides.
+    #[default]
     Pass,
     Accept,
     AcceptWith(PluginReply),

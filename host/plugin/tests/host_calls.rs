@@ -54,7 +54,7 @@ fn sender() -> EnvelopeAddress {
 /// The text of the MAIL FROM rejection (or the verdict, when it is not one).
 async fn mail_from(generation: &Arc<Generation>) -> Result<String, Verdict> {
     let mut chain = generation.session("s1".into());
-    match chain.mail_from(&ctx(), &sender()).await.verdict {
+    match chain.ask(&ctx(), Ask::MailFrom(&sender())).await.verdict {
         Verdict::Reject(r) if r.code == 550 => Ok(r.text),
         other => Err(other),
     }

@@ -207,12 +207,14 @@ async fn greylist_python() {
     // First sight: 451 4.7.1 for `delay` seconds, from any address of the /24.
     let c = with_sender(ctx("g1", "192.0.2.7:4000"), "Sender@Remote.TEST");
     let mut chain = generation.session("g1".into());
-    let d = chain.rcpt_to(&c, &addr("user@example.org")).await;
+    let d = chain.ask(&c, Ask::RcptTo(&addr("user@example.org"))).await;
     assert_eq!(d.decided_by.as_deref(), Some("greylist"));
     assert_eq!(defer_text(&d), "Greylisted, please try again in 1 seconds");
     let c2 = with_sender(ctx("g2", "192.0.2.200:4000"), "sender@remote.test");
     let mut chain2 = generation.session("g2".into());
-    let d = chain2.rcpt_to(&c2, &addr("USER@example.org")).await;
+    let d = chain2
+        .ask(&c2, Ask::RcptTo(&addr("USER@example.org")))
+        .await;
     assert!(defer_text(&d).starts_with("Greylisted"));
     // Whitelisted networks and authenticated sessions are never greylisted.
     for (client, user) in [
@@ -224,25 +226,32 @@ async fn greylist_python() {
         let mut c = with_sender(ctx("w", client), "a@remote.test");
         c.auth_user = user.map(String::from);
         let mut chain = generation.session("w".into());
-        let d = chain.rcpt_to(&c, &addr("user@example.org")).await;
+        let d = chain.ask(&c, Ask::RcptTo(&addr("user@example.org"))).await;
         assert_eq!(d.verdict, Verdict::Pass, "{client} {user:?}: {d:?}");
     }
     // A retry after the delay passes (pass, not accept: relay control and
     // mailbox checks still apply), in a later session as in real life.
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let mut chain = generation.session("g3".into());
-    let d = chain.rcpt_to(&c, &addr("user@example.org")).await;
+    let d = chain.ask(&c, Ask::RcptTo(&addr("user@example.org"))).await;
     assert_eq!(d.verdict, Verdict::Pass, "{d:?}");
     // ...and so does the same triplet again, immediately.
     assert_eq!(
-        chain.rcpt_to(&c, &addr("user@example.org")).await.verdict,
+        chain
+            .ask(&c, Ask::RcptTo(&addr("user@example.org")))
+            .await
+            .verdict,
         Verdict::Pass
     );
     // The null sender is its own triplet.
     let bounce = with_sender(ctx("g4", "192.0.2.7:4000"), "");
     assert!(
-        defer_text(&chain.rcpt_to(&bounce, &addr("user@example.org")).await)
-            .starts_with("Greylisted")
+        defer_text(
+            &chain
+                .ask(&bounce, Ask::RcptTo(&addr("user@example.org")))
+                .await
+        )
+        .starts_with("Greylisted")
     );
     drop((chain, chain2));
 
@@ -254,7 +263,7 @@ async fn greylist_python() {
     )
     .await;
     let mut chain = denied.session("n1".into());
-    let d = chain.rcpt_to(&c, &addr("user@example.org")).await;
+    let d = chain.ask(&c, Ask::RcptTo(&addr("user@example.org"))).await;
     assert_eq!(defer_text(&d), "Greylisting temporarily unavailable");
     drop(chain);
 
@@ -286,11 +295,11 @@ async fn greylist_python() {
         let c = with_sender(ctx("l", &format!("10.{i}.0.1:4000")), "a@remote.test");
         let mut chain = generation.session(format!("l{i}").into());
         let t = Instant::now();
-        let d = chain.rcpt_to(&c, &addr("user@example.org")).await;
+        let d = chain.ask(&c, Ask::RcptTo(&addr("user@example.org"))).await;
         lat.first.push(t.elapsed());
         assert!(matches!(d.verdict, Verdict::Defer(_)), "{d:?}");
         let t = Instant::now();
-        chain.rcpt_to(&c, &addr("other@example.org")).await;
+        chain.ask(&c, Ask::RcptTo(&addr("other@example.org"))).await;
         lat.again.push(t.elapsed());
     }
     lat.report("greylist (Python)");
@@ -303,7 +312,7 @@ async fn greylist_python() {
         let c = with_sender(ctx("m", "192.0.2.9:4000"), "a@remote.test");
         let mut chain = g.session("m".into());
         matches!(
-            chain.rcpt_to(&c, &addr("user@example.org")).await.verdict,
+            chain.ask(&c, Ask::RcptTo(&addr("user@example.org"))).await.verdict,
             Verdict::Defer(ref r) if r.enhanced.as_deref() == Some("4.7.1")
         )
     })
@@ -356,7 +365,10 @@ async fn header_filter_javascript() {
 
     // No Date, no Message-ID: tagged, passed on.
     let d = chain
-        .data(&stranger, &msg("From: a@remote.test\r\nSubject: hi\r\n"))
+        .ask(
+            &stranger,
+            Ask::Data(&msg("From: a@remote.test\r\nSubject: hi\r\n")),
+        )
         .await;
     assert_eq!(d.verdict, Verdict::Pass, "{d:?}");
     assert_eq!(
@@ -368,7 +380,7 @@ async fn header_filter_javascript() {
     );
     // A clean message: nothing added.
     let clean = format!("From: a@remote.test\r\n{GOOD_HEADERS}Subject: hi\r\n");
-    let d = chain.data(&stranger, &msg(&clean)).await;
+    let d = chain.ask(&stranger, Ask::Data(&msg(&clean))).await;
     assert_eq!(
         (d.verdict.clone(), d.headers.len()),
         (Verdict::Pass, 0),
@@ -376,7 +388,7 @@ async fn header_filter_javascript() {
     );
     // A rule with action "reject": 554 5.7.1.
     let spam = format!("From: a@remote.test\r\n{GOOD_HEADERS}Subject: BUY NOW\r\n cheap\r\n");
-    let d = chain.data(&stranger, &msg(&spam)).await;
+    let d = chain.ask(&stranger, Ask::Data(&msg(&spam))).await;
     assert_eq!(d.decided_by.as_deref(), Some("header-filter"));
     assert_eq!(
         d.verdict,
@@ -388,14 +400,14 @@ async fn header_filter_javascript() {
     );
     // A tagging rule on a folded header.
     let bulk = format!("From: a@remote.test\r\n{GOOD_HEADERS}X-Mailer: Super\r\n Bulk 2\r\n");
-    let d = chain.data(&stranger, &msg(&bulk)).await;
+    let d = chain.ask(&stranger, Ask::Data(&msg(&bulk))).await;
     assert_eq!(
         d.headers,
         vec![("X-Postern-Filter".into(), "bulk mailer".into())]
     );
     // A local From domain from an unauthenticated, untrusted client.
     let spoof = format!("From: \"The Boss\" <boss@EXAMPLE.org>\r\n{GOOD_HEADERS}Subject: pay\r\n");
-    let d = chain.data(&stranger, &msg(&spoof)).await;
+    let d = chain.ask(&stranger, Ask::Data(&msg(&spoof))).await;
     assert_eq!(d.verdict, Verdict::Pass, "{d:?}");
     assert_eq!(
         d.headers,
@@ -411,7 +423,7 @@ async fn header_filter_javascript() {
     let trusted = with_sender(ctx("h2", "198.51.100.7:4000"), "boss@example.org");
     for c in [authed, trusted] {
         let mut chain = generation.session("h2".into());
-        let d = chain.data(&c, &msg(&spoof)).await;
+        let d = chain.ask(&c, Ask::Data(&msg(&spoof))).await;
         assert_eq!(
             (d.verdict.clone(), d.headers.len()),
             (Verdict::Pass, 0),
@@ -429,7 +441,7 @@ async fn header_filter_javascript() {
     )
     .await;
     let mut chain = g2.session("h3".into());
-    let d = chain.data(&stranger, &msg(&spoof)).await;
+    let d = chain.ask(&stranger, Ask::Data(&msg(&spoof))).await;
     assert_eq!(
         d.verdict,
         Verdict::Reject(PluginReply {
@@ -471,11 +483,11 @@ async fn header_filter_javascript() {
     for i in 0..20 {
         let mut chain = generation.session(format!("l{i}").into());
         let t = Instant::now();
-        let d = chain.data(&stranger, &m).await;
+        let d = chain.ask(&stranger, Ask::Data(&m)).await;
         lat.first.push(t.elapsed());
         assert_eq!(d.headers.len(), 1, "{d:?}");
         let t = Instant::now();
-        chain.data(&stranger, &m).await;
+        chain.ask(&stranger, Ask::Data(&m)).await;
         lat.again.push(t.elapsed());
     }
     lat.report("header-filter (JavaScript)");
@@ -488,7 +500,7 @@ async fn header_filter_javascript() {
         let c = stranger.clone();
         async move {
             let mut chain = g.session("m".into());
-            chain.data(&c, &m).await.headers.len() == 1
+            chain.ask(&c, Ask::Data(&m)).await.headers.len() == 1
         }
     })
     .await;

@@ -76,19 +76,19 @@ async fn chain_order_exports_and_errors() {
     assert_eq!(infos[1].stages, session_stages);
     let mut chain = generation.session("s1".into());
     let c = ctx();
-    assert_eq!(chain.connect(&c).await.verdict, Verdict::Pass);
+    assert_eq!(chain.ask(&c, Ask::Connect).await.verdict, Verdict::Pass);
     // First plugin decides.
-    let d = chain.rcpt_to(&c, &rcpt("bad@example.org")).await;
+    let d = chain.ask(&c, Ask::RcptTo(&rcpt("bad@example.org"))).await;
     assert_eq!(d.decided_by.as_deref(), Some("blocker"));
     assert!(matches!(d.verdict, Verdict::Reject(ref r) if r.code == 550));
     // Second plugin decides.
-    let d = chain.rcpt_to(&c, &rcpt("deny@example.org")).await;
+    let d = chain.ask(&c, Ask::RcptTo(&rcpt("deny@example.org"))).await;
     assert_eq!(d.decided_by.as_deref(), Some("probe"));
     // Trap, loop and memory hog each cost a 451 and leave the chain usable.
     for what in ["trap", "loop", "alloc"] {
         let started = std::time::Instant::now();
         let d = chain
-            .rcpt_to(&c, &rcpt(&format!("{what}@example.org")))
+            .ask(&c, Ask::RcptTo(&rcpt(&format!("{what}@example.org"))))
             .await;
         assert!(
             matches!(d.verdict, Verdict::Defer(ref r) if r.code == 451),
@@ -99,7 +99,10 @@ async fn chain_order_exports_and_errors() {
             "{what} took too long"
         );
         assert_eq!(
-            chain.rcpt_to(&c, &rcpt("fine@example.org")).await.verdict,
+            chain
+                .ask(&c, Ask::RcptTo(&rcpt("fine@example.org")))
+                .await
+                .verdict,
             Verdict::Pass
         );
     }
@@ -115,7 +118,7 @@ async fn chain_order_exports_and_errors() {
     );
     // Data stage: the header is added.
     let msg = Arc::new(MessageData::new(b"Subject: hi\r\n\r\nbody\r\n".to_vec()));
-    let d = chain.data(&c, &msg).await;
+    let d = chain.ask(&c, Ask::Data(&msg)).await;
     assert_eq!(d.headers, vec![("X-Probe".to_string(), "yes".to_string())]);
     drop(chain);
     assert_eq!(generation.active_sessions(), 0);
@@ -143,8 +146,8 @@ fn counts(rt: &Runtime, plugin: &str) -> (u64, u64, u64) {
 async fn session(generation: &Arc<Generation>, id: &str, to: &str) -> Verdict {
     let mut chain = generation.session(id.into());
     let c = ctx();
-    assert_eq!(chain.connect(&c).await.verdict, Verdict::Pass);
-    chain.rcpt_to(&c, &rcpt(to)).await.verdict
+    assert_eq!(chain.ask(&c, Ask::Connect).await.verdict, Verdict::Pass);
+    chain.ask(&c, Ask::RcptTo(&rcpt(to))).await.verdict
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -195,8 +198,8 @@ async fn instances_are_recycled_only_when_allowed() {
     let mut a = generation.session("a".into());
     let mut b = generation.session("b".into());
     let c = ctx();
-    a.connect(&c).await;
-    b.connect(&c).await;
+    a.ask(&c, Ask::Connect).await;
+    b.ask(&c, Ask::Connect).await;
     assert_eq!(counts(&rt, "reused"), (2, 6, 0));
     drop((a, b));
     assert_eq!(idle(&generation)[0], 2);
@@ -204,14 +207,17 @@ async fn instances_are_recycled_only_when_allowed() {
     // A trapped instance is never handed on: the session continues on the
     // other pooled instance, and only that one goes back to the pool.
     let mut chain = generation.session("t".into());
-    chain.connect(&c).await;
-    let d = chain.rcpt_to(&c, &rcpt("trap@example.org")).await;
+    chain.ask(&c, Ask::Connect).await;
+    let d = chain.ask(&c, Ask::RcptTo(&rcpt("trap@example.org"))).await;
     assert!(
         matches!(d.verdict, Verdict::Defer(ref r) if r.code == 451),
         "{d:?}"
     );
     assert_eq!(
-        chain.rcpt_to(&c, &rcpt("ok@example.org")).await.verdict,
+        chain
+            .ask(&c, Ask::RcptTo(&rcpt("ok@example.org")))
+            .await
+            .verdict,
         Verdict::Pass
     );
     drop(chain);
@@ -270,7 +276,7 @@ async fn idle_instances_give_way_when_the_allocator_is_full() {
     let mut busy = Vec::new();
     for i in 0..15 {
         let mut chain = generation.session(format!("a{i}").into());
-        assert_eq!(chain.connect(&c).await.verdict, Verdict::Pass);
+        assert_eq!(chain.ask(&c, Ask::Connect).await.verdict, Verdict::Pass);
         busy.push(chain);
     }
     drop(busy);
@@ -280,10 +286,12 @@ async fn idle_instances_give_way_when_the_allocator_is_full() {
     let mut one = generation.session("r1".into());
     let mut two = generation.session("r2".into());
     assert_eq!(
-        one.rcpt_to(&c, &rcpt("x@example.org")).await.verdict,
+        one.ask(&c, Ask::RcptTo(&rcpt("x@example.org")))
+            .await
+            .verdict,
         Verdict::Pass
     );
-    let d = two.rcpt_to(&c, &rcpt("y@example.org")).await;
+    let d = two.ask(&c, Ask::RcptTo(&rcpt("y@example.org"))).await;
     assert_eq!(d.verdict, Verdict::Pass, "{d:?}");
     assert_eq!(generation.idle_instances()[0], ("a".to_string(), 0));
     let errors = &rt.stats().for_plugin("b").stages[Stage::RcptTo as usize].errors;
@@ -315,7 +323,7 @@ async fn idle_instances_expire_after_the_idle_timeout() {
     let mut chains = Vec::new();
     for i in 0..3 {
         let mut chain = generation.session(format!("s{i}").into());
-        assert_eq!(chain.connect(&c).await.verdict, Verdict::Pass);
+        assert_eq!(chain.ask(&c, Ask::Connect).await.verdict, Verdict::Pass);
         chains.push(chain);
     }
     drop(chains);

@@ -13,12 +13,12 @@ pub(crate) mod v02;
 use std::sync::Arc;
 
 use wasmtime::Store;
-use wasmtime::component::{Instance, InstancePre};
+use wasmtime::component::{Instance, InstancePre, Resource};
 
 use crate::Stage;
 use crate::context::{Credentials, EnvelopeAddress, MessageChanges, Outcome, SessionContext};
 use crate::delivery::{Attempt, BounceInfo, DeliveryAnswer, QueuedMessage};
-use crate::message::MessageData;
+use crate::message::{MessageData, MessageHandle};
 use crate::state::PluginState;
 use crate::verdict::Verdict;
 
@@ -284,19 +284,30 @@ impl Live {
     }
 }
 
-/// The arguments of one stage call, in host types.
-pub(crate) enum Call<'a> {
+/// An SMTP stage's question to the chain, with its argument: what a session
+/// asks through [`crate::SessionChain::ask`], its one way in.
+#[derive(Clone, Copy, Debug)]
+pub enum Ask<'a> {
     Connect,
-    Helo {
-        name: &'a str,
-        extended: bool,
-    },
+    Helo { name: &'a str, extended: bool },
     Auth(&'a Credentials),
     MailFrom(&'a EnvelopeAddress),
     RcptTo(&'a EnvelopeAddress),
     Data(&'a Arc<MessageData>),
     Vrfy(&'a str),
     Expn(&'a str),
+}
+
+impl Ask<'_> {
+    pub fn stage(&self) -> Stage {
+        Call::Smtp(*self).stage()
+    }
+}
+
+/// The arguments of one stage call, in host types.
+pub(crate) enum Call<'a> {
+    /// An SMTP stage, as a session asks it.
+    Smtp(Ask<'a>),
     /// 0.1 observers get one outcome per call, 0.2 observers a batch.
     Outcomes(&'a [Outcome]),
     /// Delivery side (0.2 only).
@@ -317,14 +328,14 @@ pub(crate) enum Call<'a> {
 impl Call<'_> {
     pub fn stage(&self) -> Stage {
         match self {
-            Call::Connect => Stage::Connect,
-            Call::Helo { .. } => Stage::Helo,
-            Call::Auth(_) => Stage::Auth,
-            Call::MailFrom(_) => Stage::MailFrom,
-            Call::RcptTo(_) => Stage::RcptTo,
-            Call::Data(_) => Stage::Data,
-            Call::Vrfy(_) => Stage::Vrfy,
-            Call::Expn(_) => Stage::Expn,
+            Call::Smtp(Ask::Connect) => Stage::Connect,
+            Call::Smtp(Ask::Helo { .. }) => Stage::Helo,
+            Call::Smtp(Ask::Auth(_)) => Stage::Auth,
+            Call::Smtp(Ask::MailFrom(_)) => Stage::MailFrom,
+            Call::Smtp(Ask::RcptTo(_)) => Stage::RcptTo,
+            Call::Smtp(Ask::Data(_)) => Stage::Data,
+            Call::Smtp(Ask::Vrfy(_)) => Stage::Vrfy,
+            Call::Smtp(Ask::Expn(_)) => Stage::Expn,
             Call::Outcomes(_) => Stage::Outcome,
             Call::Route { .. } => Stage::Route,
             Call::DeliveryResult { .. } => Stage::DeliveryResult,
@@ -333,32 +344,84 @@ impl Call<'_> {
     }
 }
 
-/// What the data stage returned, in host types, not yet validated.
+/// The arguments of one call converted into a contract version's records
+/// (credentials `C`, envelope address `A`, outcome `O`): built once per
+/// stage, then borrowed by every plugin of that version.
+pub(crate) struct Converted<C, A, O> {
+    pub credentials: Option<C>,
+    pub address: Option<A>,
+    pub outcomes: Vec<O>,
+}
+
+impl<C, A, O> Converted<C, A, O> {
+    pub fn new(
+        call: &Call<'_>,
+        credentials: fn(&Credentials) -> C,
+        address: fn(&EnvelopeAddress) -> A,
+        outcome: fn(&Outcome) -> O,
+    ) -> Self {
+        Converted {
+            credentials: match call {
+                Call::Smtp(Ask::Auth(c)) => Some(credentials(c)),
+                _ => None,
+            },
+            address: match call {
+                Call::Smtp(Ask::MailFrom(a)) | Call::Smtp(Ask::RcptTo(a)) => Some(address(a)),
+                _ => None,
+            },
+            outcomes: match call {
+                Call::Outcomes(o) => o.iter().map(outcome).collect(),
+                _ => Vec::new(),
+            },
+        }
+    }
+}
+
+/// Put `message` into the instance's table for one call: the owned handle
+/// (give it back with [`reclaim`] whatever the call returned) and the
+/// borrow the guest gets.
+pub(crate) fn lend(
+    store: &mut Store<PluginState>,
+    message: &Arc<MessageData>,
+) -> wasmtime::Result<(Resource<MessageHandle>, Resource<MessageHandle>)> {
+    let owned = store
+        .data_mut()
+        .table
+        .push(MessageHandle(message.clone()))?;
+    let borrowed = Resource::new_borrow(owned.rep());
+    Ok((owned, borrowed))
+}
+
+/// Take a lent message back out of the instance's table.
+pub(crate) fn reclaim(
+    store: &mut Store<PluginState>,
+    owned: Resource<MessageHandle>,
+) -> wasmtime::Result<()> {
+    store.data_mut().table.delete(owned)?;
+    Ok(())
+}
+
+/// What a stage returned, in host types, not yet validated. The default
+/// is a pass with nothing added or changed (the answer of every stage but
+/// data and the delivery side).
+#[derive(Default)]
 pub(crate) struct DataReturn {
     pub verdict: Verdict,
+    /// Header fields the data stage adds.
     pub add_headers: Vec<(String, String)>,
+    /// The data stage's envelope and header changes and quarantine (0.2).
     pub changes: MessageChanges,
     /// A delivery-side stage's route or decision (`DeliveryAnswer`).
     pub delivery: Option<DeliveryAnswer>,
 }
 
 impl DataReturn {
-    /// Nothing added or changed (the answer of every other stage).
-    pub fn none() -> DataReturn {
-        DataReturn {
-            verdict: Verdict::Pass,
-            add_headers: Vec::new(),
-            changes: MessageChanges::default(),
-            delivery: None,
-        }
-    }
-
     /// A delivery-side answer: its verdict, and what goes with it.
     pub fn delivery(verdict: Verdict, answer: Option<DeliveryAnswer>) -> DataReturn {
         DataReturn {
             verdict,
             delivery: answer,
-            ..DataReturn::none()
+            ..DataReturn::default()
         }
     }
 }

@@ -5,14 +5,13 @@
 
 use std::sync::Arc;
 
-use wasmtime::component::{InstancePre, Resource};
+use wasmtime::component::InstancePre;
 
-use super::{Call, DataReturn, GuestSet, Live, Returned, guest, stage_table};
+use super::{Ask, Call, DataReturn, GuestSet, Live, Returned, guest, stage_table};
 use crate::Stage;
 use crate::bindings::v01::hooks as h;
 use crate::bindings::v01::types as wit;
 use crate::context::{MessageChanges, Outcome, SessionContext};
-use crate::message::MessageHandle;
 use crate::state::PluginState;
 
 super::with_stages!(stage_table;);
@@ -49,30 +48,18 @@ fn outcome(o: &Outcome) -> wit::Outcome {
     }
 }
 
-/// A stage's arguments as 0.1 records.
+/// A stage's arguments as 0.1 records: the session is copied into every
+/// call.
 pub(crate) struct Args {
     session: wit::Session,
-    credentials: Option<wit::Credentials>,
-    address: Option<wit::EnvelopeAddress>,
-    outcomes: Vec<wit::Outcome>,
+    call: super::Converted<wit::Credentials, wit::EnvelopeAddress, wit::Outcome>,
 }
 
 impl Args {
     fn new(ctx: &SessionContext, call: &Call<'_>) -> Args {
         Args {
             session: session(ctx),
-            credentials: match call {
-                Call::Auth(c) => Some(credentials(c)),
-                _ => None,
-            },
-            address: match call {
-                Call::MailFrom(a) | Call::RcptTo(a) => Some(address(a)),
-                _ => None,
-            },
-            outcomes: match call {
-                Call::Outcomes(o) => o.iter().map(outcome).collect(),
-                _ => Vec::new(),
-            },
+            call: super::Converted::new(call, credentials, address, outcome),
         }
     }
 }
@@ -95,42 +82,39 @@ pub(super) async fn call(
         wasmtime::bail!("instance of another contract version");
     };
     let s = &a.session;
+    let a = &a.call;
     let missing = || wasmtime::format_err!("argument not prepared");
     Ok(match call {
-        Call::Connect => {
+        Call::Smtp(Ask::Connect) => {
             let g = guest!(store, instance, guests, idx, connect);
             Returned::Verdict(verdict(g.call_on_connect(&mut *store, s).await?))
         }
-        Call::Helo { name, extended } => {
+        Call::Smtp(Ask::Helo { name, extended }) => {
             let g = guest!(store, instance, guests, idx, helo);
             Returned::Verdict(verdict(
                 g.call_on_helo(&mut *store, s, name, *extended).await?,
             ))
         }
-        Call::Auth(_) => {
+        Call::Smtp(Ask::Auth(_)) => {
             let g = guest!(store, instance, guests, idx, auth);
             let c = a.credentials.as_ref().ok_or_else(missing)?;
             Returned::Verdict(verdict(g.call_on_auth(&mut *store, s, c).await?))
         }
-        Call::MailFrom(_) => {
+        Call::Smtp(Ask::MailFrom(_)) => {
             let g = guest!(store, instance, guests, idx, mail_from);
             let addr = a.address.as_ref().ok_or_else(missing)?;
             Returned::Verdict(verdict(g.call_on_mail_from(&mut *store, s, addr).await?))
         }
-        Call::RcptTo(_) => {
+        Call::Smtp(Ask::RcptTo(_)) => {
             let g = guest!(store, instance, guests, idx, rcpt_to);
             let addr = a.address.as_ref().ok_or_else(missing)?;
             Returned::Verdict(verdict(g.call_on_rcpt_to(&mut *store, s, addr).await?))
         }
-        Call::Data(message) => {
+        Call::Smtp(Ask::Data(message)) => {
             let g = guest!(store, instance, guests, idx, data);
-            let handle = store
-                .data_mut()
-                .table
-                .push(MessageHandle((*message).clone()))?;
-            let borrowed = Resource::<MessageHandle>::new_borrow(handle.rep());
+            let (owned, borrowed) = super::lend(store, message)?;
             let result = g.call_on_data(&mut *store, s, borrowed).await;
-            store.data_mut().table.delete(handle)?;
+            super::reclaim(store, owned)?;
             let r = result?;
             Returned::Data(DataReturn {
                 verdict: verdict(r.verdict),
@@ -139,11 +123,11 @@ pub(super) async fn call(
                 delivery: None,
             })
         }
-        Call::Vrfy(arg) => {
+        Call::Smtp(Ask::Vrfy(arg)) => {
             let g = guest!(store, instance, guests, idx, vrfy);
             Returned::Verdict(verdict(g.call_on_vrfy(&mut *store, s, arg).await?))
         }
-        Call::Expn(arg) => {
+        Call::Smtp(Ask::Expn(arg)) => {
             let g = guest!(store, instance, guests, idx, expn);
             Returned::Verdict(verdict(g.call_on_expn(&mut *store, s, arg).await?))
         }

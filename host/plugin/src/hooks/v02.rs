@@ -8,14 +8,13 @@ use std::sync::Arc;
 
 use wasmtime::component::{InstancePre, Resource};
 
-use super::{Call, DataReturn, GuestSet, Live, Returned, guest, stage_table};
+use super::{Ask, Call, DataReturn, GuestSet, Live, Returned, guest, stage_table};
 use crate::Stage;
 use crate::bindings::v02::delivery as dw;
 use crate::bindings::v02::hooks as h;
 use crate::bindings::v02::types as wit;
 use crate::context::{EnvelopeChange, HeaderChange, MessageChanges, Outcome, SessionContext};
 use crate::delivery::{Attempt, DeliveryDecision, QueuedMessage, Route};
-use crate::message::MessageHandle;
 use crate::session::SessionHandle;
 use crate::state::PluginState;
 
@@ -109,31 +108,9 @@ fn decision(d: dw::Decision) -> DeliveryDecision {
     }
 }
 
-/// A stage's arguments as 0.2 values (the session itself is not converted).
-pub(crate) struct Args {
-    credentials: Option<wit::Credentials>,
-    address: Option<wit::EnvelopeAddress>,
-    outcomes: Vec<wit::Outcome>,
-}
-
-impl Args {
-    fn new(call: &Call<'_>) -> Args {
-        Args {
-            credentials: match call {
-                Call::Auth(c) => Some(credentials(c)),
-                _ => None,
-            },
-            address: match call {
-                Call::MailFrom(a) | Call::RcptTo(a) => Some(address(a)),
-                _ => None,
-            },
-            outcomes: match call {
-                Call::Outcomes(o) => o.iter().map(outcome).collect(),
-                _ => Vec::new(),
-            },
-        }
-    }
-}
+/// A stage's arguments as 0.2 values (the session itself is not converted:
+/// it is lent as a handle).
+pub(crate) type Args = super::Converted<wit::Credentials, wit::EnvelopeAddress, wit::Outcome>;
 
 pub(super) async fn call(
     live: &mut Live,
@@ -142,7 +119,7 @@ pub(super) async fn call(
     args: &mut Option<Args>,
     call: &Call<'_>,
 ) -> wasmtime::Result<Returned> {
-    let a = args.get_or_insert_with(|| Args::new(call));
+    let a = args.get_or_insert_with(|| Args::new(call, credentials, address, outcome));
     let Live {
         store,
         instance,
@@ -158,40 +135,36 @@ pub(super) async fn call(
     let missing = || wasmtime::format_err!("argument not prepared");
     let result: wasmtime::Result<Returned> = async {
         Ok(match call {
-            Call::Connect => {
+            Call::Smtp(Ask::Connect) => {
                 let g = guest!(store, instance, guests, idx, connect);
                 Returned::Verdict(verdict(g.call_on_connect(&mut *store, s()).await?))
             }
-            Call::Helo { name, extended } => {
+            Call::Smtp(Ask::Helo { name, extended }) => {
                 let g = guest!(store, instance, guests, idx, helo);
                 Returned::Verdict(verdict(
                     g.call_on_helo(&mut *store, s(), name, *extended).await?,
                 ))
             }
-            Call::Auth(_) => {
+            Call::Smtp(Ask::Auth(_)) => {
                 let g = guest!(store, instance, guests, idx, auth);
                 let c = a.credentials.as_ref().ok_or_else(missing)?;
                 Returned::Verdict(verdict(g.call_on_auth(&mut *store, s(), c).await?))
             }
-            Call::MailFrom(_) => {
+            Call::Smtp(Ask::MailFrom(_)) => {
                 let g = guest!(store, instance, guests, idx, mail_from);
                 let addr = a.address.as_ref().ok_or_else(missing)?;
                 Returned::Verdict(verdict(g.call_on_mail_from(&mut *store, s(), addr).await?))
             }
-            Call::RcptTo(_) => {
+            Call::Smtp(Ask::RcptTo(_)) => {
                 let g = guest!(store, instance, guests, idx, rcpt_to);
                 let addr = a.address.as_ref().ok_or_else(missing)?;
                 Returned::Verdict(verdict(g.call_on_rcpt_to(&mut *store, s(), addr).await?))
             }
-            Call::Data(message) => {
+            Call::Smtp(Ask::Data(message)) => {
                 let g = guest!(store, instance, guests, idx, data);
-                let m = store
-                    .data_mut()
-                    .table
-                    .push(MessageHandle((*message).clone()))?;
-                let borrowed = Resource::<MessageHandle>::new_borrow(m.rep());
+                let (owned, borrowed) = super::lend(store, message)?;
                 let result = g.call_on_data(&mut *store, s(), borrowed).await;
-                store.data_mut().table.delete(m)?;
+                super::reclaim(store, owned)?;
                 let mut r = result?;
                 let changes = changes(&mut r);
                 Returned::Data(DataReturn {
@@ -201,11 +174,11 @@ pub(super) async fn call(
                     delivery: None,
                 })
             }
-            Call::Vrfy(arg) => {
+            Call::Smtp(Ask::Vrfy(arg)) => {
                 let g = guest!(store, instance, guests, idx, vrfy);
                 Returned::Verdict(verdict(g.call_on_vrfy(&mut *store, s(), arg).await?))
             }
-            Call::Expn(arg) => {
+            Call::Smtp(Ask::Expn(arg)) => {
                 let g = guest!(store, instance, guests, idx, expn);
                 Returned::Verdict(verdict(g.call_on_expn(&mut *store, s(), arg).await?))
             }
@@ -239,13 +212,9 @@ pub(super) async fn call(
                     delayed: bounce.delayed.clone(),
                     delivered: bounce.delivered.clone(),
                 };
-                let r = store
-                    .data_mut()
-                    .table
-                    .push(MessageHandle((*report).clone()))?;
-                let borrowed = Resource::<MessageHandle>::new_borrow(r.rep());
+                let (owned, borrowed) = super::lend(store, report)?;
                 let result = g.call_on_bounce(&mut *store, &b, borrowed).await;
-                store.data_mut().table.delete(r)?;
+                super::reclaim(store, owned)?;
                 Returned::Verdict(verdict(result?))
             }
         })
