@@ -48,85 +48,43 @@ fn gauge(enc: &mut DescriptorEncoder, name: &str, help: &str, v: i64) -> std::fm
     g.encode(m)
 }
 
+/// A counter kept elsewhere (the spool's, delivery's), read at scrape time.
+fn total(enc: &mut DescriptorEncoder, name: &str, help: &str, v: u64) -> std::fmt::Result {
+    let c = ConstCounter::new(v);
+    let m = enc.encode_descriptor(name, help, None, c.metric_type())?;
+    c.encode(m)
+}
+
+/// Encode a table of scraped values, one `kind "name", "help", value;` a
+/// row (`kind`: [`gauge`] or [`total`]).
+macro_rules! scrape {
+    ($enc:expr; $($kind:ident $name:literal, $help:literal, $v:expr;)*) => {
+        $($kind($enc, $name, $help, $v)?;)*
+    };
+}
+
 impl Collector for StateCollector {
     fn encode(&self, mut enc: DescriptorEncoder) -> std::fmt::Result {
         let Some(shared) = self.shared.upgrade() else {
             return Ok(());
         };
-        gauge(
-            &mut enc,
-            "sessions_active",
-            "Open SMTP sessions",
-            shared.active_connections() as i64,
-        )?;
         let generation = shared.current_generation();
-        gauge(
-            &mut enc,
-            "generation",
-            "Id of the running plugin generation",
-            generation.id as i64,
-        )?;
-        encode_rollout(&mut enc, &shared)?;
         let older: usize = shared.retired_in_use().iter().map(|(_, n)| n).sum();
-        gauge(
-            &mut enc,
-            "sessions_on_older_generations",
-            "Sessions still running on a generation replaced by a reload",
-            older as i64,
-        )?;
         let spool = shared.spool.stats();
-        gauge(
-            &mut enc,
-            "spool_messages",
-            "Messages in the spool",
-            spool.messages as i64,
-        )?;
-        gauge(
-            &mut enc,
-            "spool_bytes",
-            "Bytes in the spool",
-            spool.bytes as i64,
-        )?;
-        let c = ConstCounter::new(spool.commits);
-        c.encode(enc.encode_descriptor(
-            "spool_commits",
-            "Messages durably committed",
-            None,
-            c.metric_type(),
-        )?)?;
-        let c = ConstCounter::new(spool.syncs);
-        c.encode(enc.encode_descriptor(
-            "spool_syncs",
-            "fdatasyncs of the spool log: one per group-commit batch",
-            None,
-            c.metric_type(),
-        )?)?;
-        let c = ConstCounter::new(spool.dir_fsyncs);
-        c.encode(enc.encode_descriptor(
-            "spool_dir_fsyncs",
-            "Directory fsyncs (segments created or deleted)",
-            None,
-            c.metric_type(),
-        )?)?;
-        gauge(
-            &mut enc,
-            "spool_segments",
-            "Segment files in the spool log",
-            spool.segments as i64,
-        )?;
-        gauge(
-            &mut enc,
-            "spool_log_bytes",
-            "Bytes in the spool log's segments",
-            spool.log_bytes as i64,
-        )?;
-        let c = ConstCounter::new(spool.records_compacted);
-        c.encode(enc.encode_descriptor(
-            "spool_records_compacted",
-            "Records copied forward by compaction",
-            None,
-            c.metric_type(),
-        )?)?;
+        scrape!(&mut enc;
+            gauge "sessions_active", "Open SMTP sessions", shared.active_connections() as i64;
+            gauge "generation", "Id of the running plugin generation", generation.id as i64;
+            gauge "sessions_on_older_generations", "Sessions still running on a generation replaced by a reload", older as i64;
+            gauge "spool_messages", "Messages in the spool", spool.messages as i64;
+            gauge "spool_bytes", "Bytes in the spool", spool.bytes as i64;
+            total "spool_commits", "Messages durably committed", spool.commits;
+            total "spool_syncs", "fdatasyncs of the spool log: one per group-commit batch", spool.syncs;
+            total "spool_dir_fsyncs", "Directory fsyncs (segments created or deleted)", spool.dir_fsyncs;
+            gauge "spool_segments", "Segment files in the spool log", spool.segments as i64;
+            gauge "spool_log_bytes", "Bytes in the spool log's segments", spool.log_bytes as i64;
+            total "spool_records_compacted", "Records copied forward by compaction", spool.records_compacted;
+        );
+        encode_rollout(&mut enc, &shared)?;
         let kv = shared.snapshot().kv.clone();
         let g = ConstGauge::new(kv.is_up() as i64);
         let mut m = enc.encode_descriptor(
@@ -158,39 +116,14 @@ fn encode_delivery(enc: &mut DescriptorEncoder) -> std::fmt::Result {
             (outcome("expired"), load(&C.expired)),
         ],
     )?;
-    let c = ConstCounter::new(load(&C.attempts));
-    c.encode(enc.encode_descriptor(
-        "delivery_attempts",
-        "Delivery attempts of queued messages",
-        None,
-        c.metric_type(),
-    )?)?;
-    let c = ConstCounter::new(load(&C.retries));
-    c.encode(enc.encode_descriptor(
-        "delivery_retries",
-        "Attempts after a message's first",
-        None,
-        c.metric_type(),
-    )?)?;
-    let c = ConstCounter::new(load(&C.bounces));
-    c.encode(enc.encode_descriptor(
-        "delivery_bounces",
-        "Delivery status notifications queued",
-        None,
-        c.metric_type(),
-    )?)?;
-    gauge(
-        enc,
-        "queue_messages",
-        "Messages in the delivery queue",
-        load(&C.queued) as i64,
-    )?;
-    gauge(
-        enc,
-        "queue_active",
-        "Deliveries in progress",
-        load(&C.active) as i64,
-    )
+    scrape!(enc;
+        total "delivery_attempts", "Delivery attempts of queued messages", load(&C.attempts);
+        total "delivery_retries", "Attempts after a message's first", load(&C.retries);
+        total "delivery_bounces", "Delivery status notifications queued", load(&C.bounces);
+        gauge "queue_messages", "Messages in the delivery queue", load(&C.queued) as i64;
+        gauge "queue_active", "Deliveries in progress", load(&C.active) as i64;
+    );
+    Ok(())
 }
 
 /// The canary's share, and the current and canary generations' plugin
@@ -451,53 +384,31 @@ fn encode_plugins(enc: &mut DescriptorEncoder, shared: &Shared) -> std::fmt::Res
     Ok(())
 }
 
+/// Register each `name, help, field;` of the process-wide [`Metrics`].
+macro_rules! register {
+    ($r:ident, $m:ident; $($name:literal, $help:literal, $field:ident;)*) => {
+        $($r.register($name, $help, $m.$field.clone());)*
+    };
+}
+
 /// The registry for one server.
 pub fn registry(shared: &Arc<Shared>) -> Registry {
     let mut r = Registry::with_prefix("postern");
     let m = get();
-    r.register("sessions", "SMTP sessions accepted", m.sessions.clone());
-    r.register("replies", "SMTP replies sent, by code", m.replies.clone());
-    r.register(
-        "messages",
-        "Messages by result: queued, refused",
-        m.messages.clone(),
-    );
-    r.register("auth", "AUTH attempts by result", m.auth.clone());
-    r.register("reloads", "Reloads by result", m.reloads.clone());
-    r.register(
-        "rollbacks",
-        "Rollbacks of a canary or of a generation, manual or automatic",
-        m.rollbacks.clone(),
-    );
-    r.register(
-        "promotions",
-        "Canary generations promoted to current",
-        m.promotions.clone(),
-    );
-    r.register(
-        "tls_handshakes",
-        "TLS handshakes by result",
-        m.tls_handshakes.clone(),
-    );
-    r.register(
-        "unknown_recipients",
-        "Recipient-enumeration limits: refused RCPTs counted, RCPTs delayed, sessions closed by the session or client limit",
-        m.unknown_recipients.clone(),
-    );
-    r.register(
-        "mail_auth",
-        "Mail authentication results (SPF, DKIM, DMARC, ARC) by method and result",
-        m.mail_auth.clone(),
-    );
-    r.register(
-        "kv_calls",
-        "kv store calls by operation and result (ok, invalid, unavailable)",
-        m.kv_calls.clone(),
-    );
-    r.register(
-        "kv_call_seconds",
-        "kv store call latency by operation, deadline included",
-        m.kv_seconds.clone(),
+    // name, help, metric: one line each (rustfmt leaves the table alone).
+    register!(r, m;
+        "sessions", "SMTP sessions accepted", sessions;
+        "replies", "SMTP replies sent, by code", replies;
+        "messages", "Messages by result: queued, refused", messages;
+        "auth", "AUTH attempts by result", auth;
+        "reloads", "Reloads by result", reloads;
+        "rollbacks", "Rollbacks of a canary or of a generation, manual or automatic", rollbacks;
+        "promotions", "Canary generations promoted to current", promotions;
+        "tls_handshakes", "TLS handshakes by result", tls_handshakes;
+        "unknown_recipients", "Recipient-enumeration limits: refused RCPTs counted, RCPTs delayed, sessions closed by the session or client limit", unknown_recipients;
+        "mail_auth", "Mail authentication results (SPF, DKIM, DMARC, ARC) by method and result", mail_auth;
+        "kv_calls", "kv store calls by operation and result (ok, invalid, unavailable)", kv_calls;
+        "kv_call_seconds", "kv store call latency by operation, deadline included", kv_seconds;
     );
     r.register_collector(Box::new(StateCollector {
         shared: Arc::downgrade(shared),
