@@ -13,11 +13,11 @@ use std::sync::Arc;
 use clap::Subcommand;
 use postern_protocol::date;
 use postern_spool::{Spool, SpoolConfig, SpoolError};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::AdminArgs;
 use crate::config::{Config, Overrides};
-use crate::server::queue_admin::parse_id;
+use crate::server::queue_admin::{answer, parse_id};
 
 #[derive(Subcommand)]
 pub enum QueueAction {
@@ -174,37 +174,20 @@ async fn offline(cfg: &Config, action: &QueueAction) -> Result<Value, String> {
     let e = |e: SpoolError| e.to_string();
     Ok(match action {
         QueueAction::List { quarantined, .. } => {
-            let mut m = inspect::list(&spool).map_err(e)?;
-            if *quarantined {
-                m.retain(|e| e.state == "quarantined");
-            }
-            json!({"ok": true, "messages": m})
-        }
-        QueueAction::Release { id, .. } => {
-            let id = parse_id(id)?;
-            if inspect::release(&spool, &id).await.map_err(e)? {
-                json!({"ok": true, "released": id.to_string()})
-            } else {
-                json!({"ok": false, "error": format!("no quarantined message {id}")})
-            }
+            answer::list(inspect::list(&spool).map_err(e)?, *quarantined)
         }
         QueueAction::Show { id, .. } => {
             let id = parse_id(id)?;
-            match inspect::show(&spool, &id).map_err(e)? {
-                Some(m) => json!({"ok": true, "message": m}),
-                None => json!({"ok": false, "error": format!("no queued message {id}")}),
-            }
+            answer::show(&id, inspect::show(&spool, &id).map_err(e)?)
         }
-        QueueAction::Flush(_) => {
-            json!({"ok": true, "flushed": inspect::flush(&spool).await.map_err(e)?})
+        QueueAction::Flush(_) => answer::flush(inspect::flush(&spool).await.map_err(e)?),
+        QueueAction::Release { id, .. } => {
+            let id = parse_id(id)?;
+            answer::release(&id, inspect::release(&spool, &id).await.map_err(e)?)
         }
         QueueAction::Delete { id, .. } => {
             let id = parse_id(id)?;
-            if inspect::delete(&spool, &id).await.map_err(e)? {
-                json!({"ok": true, "deleted": id.to_string()})
-            } else {
-                json!({"ok": false, "error": format!("no queued message {id}")})
-            }
+            answer::delete(&id, inspect::delete(&spool, &id).await.map_err(e)?)
         }
     })
 }

@@ -15,51 +15,72 @@ pub fn parse_id(text: &str) -> Result<QueueId, String> {
         .map_err(|_| format!("{text:?} is not a queue id (20 characters of 0-9 and A-Z)"))
 }
 
+/// The JSON answers of the queue commands, the same whether the running
+/// queue manager answered (admin socket) or the spool was read offline
+/// (`postern queue --offline`).
+pub mod answer {
+    use postern_delivery::{QueueDetail, QueueEntry};
+    use postern_spool::QueueId;
+    use serde_json::{Value, json};
+
+    pub fn list(mut messages: Vec<QueueEntry>, quarantined_only: bool) -> Value {
+        if quarantined_only {
+            messages.retain(|e| e.state == "quarantined");
+        }
+        json!({"ok": true, "messages": messages})
+    }
+
+    pub fn show(id: &QueueId, detail: Option<QueueDetail>) -> Value {
+        match detail {
+            Some(m) => json!({"ok": true, "message": m}),
+            None => json!({"ok": false, "error": format!("no queued message {id}")}),
+        }
+    }
+
+    pub fn flush(n: usize) -> Value {
+        json!({"ok": true, "flushed": n})
+    }
+
+    pub fn release(id: &QueueId, released: bool) -> Value {
+        match released {
+            true => json!({"ok": true, "released": id.to_string()}),
+            false => json!({"ok": false, "error": format!("no quarantined message {id}")}),
+        }
+    }
+
+    pub fn delete(id: &QueueId, deleted: bool) -> Value {
+        match deleted {
+            true => json!({"ok": true, "deleted": id.to_string()}),
+            false => json!({"ok": false, "error": format!("no queued message {id}")}),
+        }
+    }
+}
+
+const USAGE: &str = "usage: queue list [--quarantined] | queue show ID | queue flush | queue release ID | queue delete ID";
+
 /// Answer `queue ...` on the admin socket.
 pub async fn serve(q: &QueueHandle, line: &str) -> Value {
     let words: Vec<&str> = line.split_whitespace().collect();
-    let result = match words.as_slice() {
-        ["queue", "list"] => q.list().await.map(|m| json!({"messages": m})),
-        ["queue", "list", "--quarantined"] => q.list().await.map(|m| {
-            let held: Vec<_> = m.into_iter().filter(|e| e.state == "quarantined").collect();
-            json!({"messages": held})
-        }),
-        ["queue", "release", id] => match parse_id(id) {
-            Ok(id) => match q.release(&id).await {
-                Ok(true) => Ok(json!({"released": id.to_string()})),
-                Ok(false) => Err(format!("no quarantined message {id}")),
-                Err(e) => Err(e),
-            },
-            Err(e) => Err(e),
-        },
-        ["queue", "show", id] => match parse_id(id) {
-            Ok(id) => match q.show(&id).await {
-                Ok(Some(m)) => Ok(json!({"message": m})),
-                Ok(None) => Err(format!("no queued message {id}")),
-                Err(e) => Err(e),
-            },
-            Err(e) => Err(e),
-        },
-        ["queue", "flush"] => q.flush().await.map(|n| json!({"flushed": n})),
-        ["queue", "delete", id] => match parse_id(id) {
-            Ok(id) => match q.delete(&id).await {
-                Ok(true) => Ok(json!({"deleted": id.to_string()})),
-                Ok(false) => Err(format!("no queued message {id}")),
-                Err(e) => Err(e),
-            },
-            Err(e) => Err(e),
-        },
-        _ => Err(
-            "usage: queue list [--quarantined] | queue show ID | queue flush | queue release ID | queue delete ID"
-                .to_string(),
-        ),
-    };
-    match result {
-        Ok(Value::Object(mut map)) => {
-            map.insert("ok".into(), json!(true));
-            Value::Object(map)
-        }
-        Ok(other) => json!({"ok": true, "result": other}),
-        Err(e) => json!({"ok": false, "error": e}),
+    let result: Result<Value, String> = async {
+        Ok(match words.as_slice() {
+            ["queue", "list"] => answer::list(q.list().await?, false),
+            ["queue", "list", "--quarantined"] => answer::list(q.list().await?, true),
+            ["queue", "show", id] => {
+                let id = parse_id(id)?;
+                answer::show(&id, q.show(&id).await?)
+            }
+            ["queue", "flush"] => answer::flush(q.flush().await?),
+            ["queue", "release", id] => {
+                let id = parse_id(id)?;
+                answer::release(&id, q.release(&id).await?)
+            }
+            ["queue", "delete", id] => {
+                let id = parse_id(id)?;
+                answer::delete(&id, q.delete(&id).await?)
+            }
+            _ => return Err(USAGE.to_string()),
+        })
     }
+    .await;
+    result.unwrap_or_else(|e| json!({"ok": false, "error": e}))
 }
