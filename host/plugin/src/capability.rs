@@ -5,7 +5,7 @@
 //! every backend bounds sizes and never panics.
 
 pub use postern_capability::{DnsAnswer, DnsBackend, DnsFailure, DnsQuery, NoDns};
-pub use postern_kv::{BoxFuture, KvBackend, KvFailure, MemoryKv};
+pub use postern_kv::{BoxFuture, KvBackend, KvFailure, KvFuture, MemoryKv};
 
 /// What a plugin was granted in the configuration (`capabilities = [...]`),
 /// and what it was knowingly refused (`"-kv"`: the component imports kv

@@ -5,30 +5,29 @@
 use std::time::Duration;
 
 use super::Refused;
-use crate::capability::KvFailure;
+use crate::capability::{KvBackend, KvFailure, KvFuture};
 use crate::state::PluginState;
 
 impl PluginState {
-    fn kv_key(&self, key: &str) -> Result<String, Refused<KvFailure>> {
+    /// Run one store operation on `key` in the plugin's namespace; a plugin
+    /// without the "kv" grant is denied (and the denial logged).
+    /// (`&mut`: the future holds the state, which is `Send` but not `Sync`.)
+    async fn on_key<T>(
+        &mut self,
+        key: &str,
+        op: impl for<'a> FnOnce(&'a dyn KvBackend, String) -> KvFuture<'a, T>,
+    ) -> Result<T, Refused<KvFailure>> {
         if !self.meta.grants.kv {
             self.log_denied("kv access", "kv");
             return Err(Refused::Denied);
         }
-        Ok(format!("{}{key}", self.meta.kv_prefix))
+        let key = format!("{}{key}", self.meta.kv_prefix);
+        op(&*self.services.kv, key).await.map_err(Refused::Failed)
     }
 }
 
 fn ttl(ms: Option<u64>) -> Option<Duration> {
     ms.map(Duration::from_millis)
-}
-
-macro_rules! key_or_deny {
-    ($self:ident, $key:expr) => {
-        match $self.kv_key(&$key) {
-            Ok(k) => k,
-            Err(e) => return Ok(Err(to_wit(e))),
-        }
-    };
 }
 
 /// The `kv` interface of one contract version (the same functions in both).
@@ -49,53 +48,38 @@ macro_rules! kv_host {
 
             impl Host for PluginState {
                 async fn get(&mut self, key: String) -> Answer<Option<String>> {
-                    let k = key_or_deny!(self, key);
-                    Ok(self
-                        .services
-                        .kv
-                        .get(k)
-                        .await
-                        .map_err(|f| to_wit(Refused::Failed(f))))
+                    Ok(self.on_key(&key, |kv, k| kv.get(k)).await.map_err(to_wit))
                 }
 
                 async fn set(
                     &mut self,
                     key: String,
-                    value: String,
+                    val: String,
                     ttl_ms: Option<u64>,
                 ) -> Answer<()> {
-                    let k = key_or_deny!(self, key);
                     Ok(self
-                        .services
-                        .kv
-                        .set(k, value, ttl(ttl_ms))
+                        .on_key(&key, |kv, k| kv.set(k, val, ttl(ttl_ms)))
                         .await
-                        .map_err(|f| to_wit(Refused::Failed(f))))
+                        .map_err(to_wit))
                 }
 
                 async fn set_if_absent(
                     &mut self,
                     key: String,
-                    value: String,
+                    val: String,
                     ttl_ms: Option<u64>,
                 ) -> Answer<bool> {
-                    let k = key_or_deny!(self, key);
                     Ok(self
-                        .services
-                        .kv
-                        .set_if_absent(k, value, ttl(ttl_ms))
+                        .on_key(&key, |kv, k| kv.set_if_absent(k, val, ttl(ttl_ms)))
                         .await
-                        .map_err(|f| to_wit(Refused::Failed(f))))
+                        .map_err(to_wit))
                 }
 
                 async fn delete(&mut self, key: String) -> Answer<bool> {
-                    let k = key_or_deny!(self, key);
                     Ok(self
-                        .services
-                        .kv
-                        .delete(k)
+                        .on_key(&key, |kv, k| kv.delete(k))
                         .await
-                        .map_err(|f| to_wit(Refused::Failed(f))))
+                        .map_err(to_wit))
                 }
 
                 async fn increment(
@@ -104,13 +88,11 @@ macro_rules! kv_host {
                     delta: i64,
                     window_ms: u64,
                 ) -> Answer<i64> {
-                    let k = key_or_deny!(self, key);
+                    let window = Duration::from_millis(window_ms.max(1));
                     Ok(self
-                        .services
-                        .kv
-                        .increment(k, delta, Duration::from_millis(window_ms.max(1)))
+                        .on_key(&key, |kv, k| kv.increment(k, delta, window))
                         .await
-                        .map_err(|f| to_wit(Refused::Failed(f))))
+                        .map_err(to_wit))
                 }
             }
         };
