@@ -209,15 +209,18 @@ pub fn build(
     line("");
     line(&format!("This is the mail system at host {host}."));
     line("");
-    if !report.failed.is_empty() {
-        line("I'm sorry to have to inform you that your message could not");
-        line("be delivered to one or more recipients. It's attached below.");
-        line("");
-        for &i in &report.failed {
+    let explain = |rcpts: &[usize], line: &mut dyn FnMut(&str)| {
+        for &i in rcpts {
             for l in explained(state, i) {
                 line(&l);
             }
         }
+    };
+    if !report.failed.is_empty() {
+        line("I'm sorry to have to inform you that your message could not");
+        line("be delivered to one or more recipients. It's attached below.");
+        line("");
+        explain(&report.failed, &mut line);
     }
     if !report.delayed.is_empty() {
         line("Your message could not be delivered yet to the recipients");
@@ -226,11 +229,7 @@ pub fn build(
             date::rfc5322(settings.retry.expires_at(state.arrival_ms()))
         ));
         line("");
-        for &i in &report.delayed {
-            for l in explained(state, i) {
-                line(&l);
-            }
-        }
+        explain(&report.delayed, &mut line);
     }
     if !report.delivered.is_empty() {
         line("Your message was delivered to the recipients below, as you asked.");

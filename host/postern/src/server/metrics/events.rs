@@ -104,33 +104,28 @@ pub fn kv_call(op: &'static str, result: &'static str, took: std::time::Duration
     all[o].seconds.observe(took.as_secs_f64());
 }
 
-pub fn reply(code: u16) {
-    get()
-        .replies
-        .get_or_create(&vec![("code", code.to_string())])
+/// Count one event of a family with a single label.
+fn bump(family: &Family<Labels, Counter>, label: &'static str, value: impl ToString) {
+    family
+        .get_or_create(&vec![(label, value.to_string())])
         .inc();
+}
+
+pub fn reply(code: u16) {
+    bump(&get().replies, "code", code);
 }
 
 pub fn message(result: &'static str) {
-    get()
-        .messages
-        .get_or_create(&vec![("result", result.to_string())])
-        .inc();
+    bump(&get().messages, "result", result);
 }
 
 pub fn auth(result: &'static str) {
-    get()
-        .auth
-        .get_or_create(&vec![("result", result.to_string())])
-        .inc();
+    bump(&get().auth, "result", result);
 }
 
 pub fn reload(ok: bool) {
     let r = if ok { "ok" } else { "refused" };
-    get()
-        .reloads
-        .get_or_create(&vec![("result", r.to_string())])
-        .inc();
+    bump(&get().reloads, "result", r);
 }
 
 /// A rollback: of a `canary` or of a `generation`, `manual` or `automatic`.
@@ -150,10 +145,7 @@ pub fn promotion() {
 
 pub fn tls_handshake(ok: bool) {
     let r = if ok { "ok" } else { "failed" };
-    get()
-        .tls_handshakes
-        .get_or_create(&vec![("result", r.to_string())])
-        .inc();
+    bump(&get().tls_handshakes, "result", r);
 }
 
 /// Recipient-enumeration resistance (`session/enumeration.rs`): `refused`
@@ -161,10 +153,7 @@ pub fn tls_handshake(ok: bool) {
 /// after `unknown_recipient_delay`), `session_limit` and `client_limit`
 /// (421 and close).
 pub fn unknown_recipient(event: &'static str) {
-    get()
-        .unknown_recipients
-        .get_or_create(&vec![("event", event.to_string())])
-        .inc();
+    bump(&get().unknown_recipients, "event", event);
 }
 
 /// One mail-auth result: `method` is spf, dkim, dmarc or arc; `result` an
