@@ -88,3 +88,21 @@ macro_rules! conversions {
     };
 }
 pub(crate) use conversions;
+
+/// A `wit::Outcome` from an [`crate::context::Outcome`]: the fields every
+/// contract version has, then the version's own (`field: value`, in 0.2 the
+/// session's state at the time of the reply).
+macro_rules! outcome_record {
+    ($o:expr $(, $field:ident: $value:expr)* $(,)?) => {
+        wit::Outcome {
+            stage: stage($o.stage),
+            argument: $o.argument.clone(),
+            code: $o.code,
+            enhanced: $o.enhanced.clone(),
+            text: $o.text.clone(),
+            decided_by: $o.decided_by.as_ref().map(|d| d.to_string()),
+            $($field: $value,)*
+        }
+    };
+}
+pub(crate) use outcome_record;

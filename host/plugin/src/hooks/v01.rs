@@ -38,14 +38,7 @@ fn session(s: &SessionContext) -> wit::Session {
 }
 
 fn outcome(o: &Outcome) -> wit::Outcome {
-    wit::Outcome {
-        stage: stage(o.stage),
-        argument: o.argument.clone(),
-        code: o.code,
-        enhanced: o.enhanced.clone(),
-        text: o.text.clone(),
-        decided_by: o.decided_by.as_ref().map(|d| d.to_string()),
-    }
+    crate::convert::outcome_record!(o)
 }
 
 /// A stage's arguments as 0.1 records: the session is copied into every

@@ -26,19 +26,13 @@ super::with_stages!(stage_table;
 crate::convert::conversions!();
 
 fn outcome(o: &Outcome) -> wit::Outcome {
-    wit::Outcome {
-        stage: stage(o.stage),
-        argument: o.argument.clone(),
-        code: o.code,
-        enhanced: o.enhanced.clone(),
-        text: o.text.clone(),
-        decided_by: o.decided_by.as_ref().map(|d| d.to_string()),
+    crate::convert::outcome_record!(o,
         helo: o.helo.clone(),
         tls: o.tls.as_ref().map(tls_info),
         auth_user: o.auth_user.clone(),
         mail_from: o.mail_from.clone(),
         recipient_count: o.recipient_count,
-    }
+    )
 }
 
 fn changes(r: &mut wit::DataResult) -> MessageChanges {
