@@ -28,17 +28,25 @@ def router_log(srv, kind: str) -> list[str]:
 
 
 def test_route_sends_each_domain_to_its_own_relay(start, sink):
-    a, b, default = sink(), sink(), sink()
+    a, b, default, unlisted = sink(), sink(), sink(), sink()
     srv = start(plugins=[relay(), router(routes={
         "a.test": f"relay:127.0.0.1:{a.port}",
         "b.test": f"relay:[127.0.0.1]:{b.port}",
+        "c.test": f"relay:127.0.0.1:{unlisted.port}",
         "closed.test": "refuse",
         "later.test": "defer",
-    })], extra=delivery(relayhost=f"127.0.0.1:{default.port}"))
+    })], extra=delivery(relayhost=f"127.0.0.1:{default.port}",
+                        route_relays=[f"[127.0.0.1]:{a.port}", f"127.0.0.1:{b.port}"]))
     send(srv.port, "alice@example.test",
-         ["x@a.test", "y@b.test", "z@other.test", "gone@closed.test", "wait@later.test"], "routed")
+         ["x@a.test", "y@b.test", "z@other.test", "gone@closed.test", "wait@later.test",
+          "u@c.test"], "routed")
     wait_until(lambda: a.count == 1 and b.count == 1 and default.count == 1,
                what="one delivery per relay", srv=srv)
+    # A relay the operator did not list in delivery.route_relays is not
+    # reached: the recipient is deferred, naming the setting.
+    rec = srv.wait_log(lambda r: r.get("message") == "deferred" and r.get("to") == "u@c.test")
+    assert rec["status"] == "4.3.5" and "not in delivery.route_relays" in rec["reason"], rec
+    assert unlisted.count == 0
     assert a.messages[0].rcpts == ["x@a.test"]
     assert b.messages[0].rcpts == ["y@b.test"]
     # A domain the plugin leaves to the host goes to the configured relayhost.

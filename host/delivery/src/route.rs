@@ -57,7 +57,14 @@ pub fn route_as(
             EnhancedCode::new(4, 3, 5),
             "routed to the relayhost, but none is configured",
         )),
-        RouteChoice::Relay(r) => Ok(Destination::Via(r.clone())),
+        RouteChoice::Relay(r) if settings.relayhost.as_ref() == Some(r) => Ok(Destination::Relay),
+        RouteChoice::Relay(r) if settings.route_relays.contains(r) => {
+            Ok(Destination::Via(r.clone()))
+        }
+        RouteChoice::Relay(r) => Err(Diagnostic::local(
+            EnhancedCode::new(4, 3, 5),
+            format!("routed to relay {r}, which is not in delivery.route_relays"),
+        )),
         RouteChoice::Mx(domain) => Ok(Destination::Domain(domain.clone())),
         RouteChoice::Fail(d) => Err(d.clone()),
     }
@@ -128,5 +135,26 @@ mod tests {
         assert_eq!(route("a@remote.test", &s), Ok(Destination::Relay));
         assert_eq!(route("a@[127.0.0.1]", &s), Ok(Destination::Relay));
         assert_eq!(route("a@example.test", &s), Ok(Destination::Local));
+    }
+
+    #[test]
+    fn a_route_hook_relays_only_where_the_operator_allows() {
+        let mut s = Settings::new("mx.test", &[], Path::new("/d"));
+        let relay = |t: &str| RouteChoice::Relay(Relayhost::parse(t).unwrap());
+        let refused = route_as("a@b.test", &relay("10.0.0.5:25"), &s).unwrap_err();
+        assert_eq!(refused.status.to_string(), "4.3.5");
+        assert!(refused.text.contains("[10.0.0.5]:25") && refused.text.contains("route_relays"));
+        s.route_relays = vec![Relayhost::parse("[10.0.0.5]:25").unwrap()];
+        assert_eq!(
+            route_as("a@b.test", &relay("10.0.0.5"), &s),
+            Ok(Destination::Via(Relayhost::parse("10.0.0.5:25").unwrap()))
+        );
+        assert!(route_as("a@b.test", &relay("10.0.0.5:26"), &s).is_err());
+        // The configured relayhost needs no listing (and keeps its credentials).
+        s.relayhost = Some(Relayhost::parse("smart.test:587").unwrap());
+        assert_eq!(
+            route_as("a@b.test", &relay("[smart.test]:587"), &s),
+            Ok(Destination::Relay)
+        );
     }
 }

@@ -117,6 +117,11 @@ pub struct Settings {
     /// Port of MX hosts (25; tests point it at a sink).
     pub smtp_port: u16,
     pub relayhost: Option<Relayhost>,
+    /// Smarthosts a route-hook may name with `relay(...)` besides the
+    /// relayhost (`[delivery] route_relays`); any other defers the recipient.
+    /// A plugin gets no network of its own, so it cannot reach a host the
+    /// operator did not list through routing either.
+    pub route_relays: Vec<Relayhost>,
     /// AUTH credentials for the relayhost.
     pub relayhost_auth: Option<(String, Secret)>,
     /// Send AUTH credentials over a connection without TLS (default false).
@@ -146,6 +151,7 @@ impl Settings {
             retry: RetrySchedule::default(),
             smtp_port: 25,
             relayhost: None,
+            route_relays: Vec::new(),
             relayhost_auth: None,
             auth_without_tls: false,
             tls: TlsPolicy::Opportunistic,

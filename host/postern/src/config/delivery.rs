@@ -34,6 +34,8 @@ pub(super) struct DeliverySection {
     delay_warning: Option<Spanned<String>>,
     smtp_port: Option<Spanned<u16>>,
     relayhost: Option<Spanned<String>>,
+    #[serde(default)]
+    route_relays: Vec<Spanned<String>>,
     relayhost_username: Option<String>,
     relayhost_password: Option<String>,
     auth_without_tls: Option<bool>,
@@ -123,6 +125,11 @@ pub(super) fn build(
     if let Some(r) = &d.relayhost {
         s.relayhost =
             Some(Relayhost::parse(r.get_ref()).map_err(|e| cx.at(r, format!("delivery.{e}")))?);
+    }
+    for r in &d.route_relays {
+        let relay = Relayhost::parse(r.get_ref())
+            .map_err(|e| cx.at(r, format!("delivery.route_relays: {e}")))?;
+        s.route_relays.push(relay);
     }
     match (&d.relayhost_username, &d.relayhost_password) {
         (None, None) => {}
@@ -240,6 +247,11 @@ mod tests {
                 "[delivery]\nrelayhost = \"a b:25\"\n",
                 "p.toml:6",
                 "relayhost",
+            ),
+            (
+                "[delivery]\nroute_relays = [\"[ok.test]:25\", \"bad host\"]\n",
+                "p.toml:6",
+                "delivery.route_relays",
             ),
             (
                 "[delivery]\ntls = \"maybe\"\n",
