@@ -2,15 +2,17 @@
 the real queue manager and the `test-router` plugin: `route-hook` sends each
 recipient domain to its own relay (or refuses or defers it), `delivery-hook`
 turns a failed attempt into a retry, a give-up or a failure without a bounce,
-and `bounce-hook` sees every bounce Postern generates and can refuse it.
+and `bounce-hook` sees every bounce Postern generates and can refuse it; a
+canary generation answers the delivery questions of its share of messages.
 Skipped against 0.1 builds (0.1 has no delivery side)."""
 
 from __future__ import annotations
 
+import subprocess
 import time
 
 import pytest
-from harness import CONTRACT, plugin
+from harness import BIN, CONTRACT, plugin
 from test_delivery import (delivery, maildir, maildir_count, queue_empty, relay, report_fields,
                            send, sink, wait_until)  # noqa: F401 (sink is a fixture)
 
@@ -146,3 +148,25 @@ def test_bounce_hook_sees_every_bounce_and_can_refuse_one(start, sink):
     assert "report multipart/report" in seen[1] and seen[1].endswith("-> pass")
     time.sleep(0.3)
     assert maildir_count(srv, "noisy@example.test") == 0
+
+
+def test_a_canary_generation_answers_delivery_questions_for_its_share(start, sink):
+    """`postern reload --canary 50` with a router that routes elsewhere: about
+    half of the messages (by queue id, each message wholly to one side) are
+    routed by the canary's router, the rest by the current one's."""
+    old, new = sink(), sink()
+    relays = delivery(route_relays=[f"127.0.0.1:{old.port}", f"127.0.0.1:{new.port}"])
+    srv = start(plugins=[relay(), router(routes={"a.test": f"relay:127.0.0.1:{old.port}"})],
+                extra=relays)
+    srv.write_config([relay(), router(routes={"a.test": f"relay:127.0.0.1:{new.port}"})], extra=relays)
+    r = subprocess.run([str(BIN), "reload", "--canary", "50", "--config", str(srv.config_path)],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "canary: 50%" in r.stdout, r.stdout + r.stderr
+    n = 40
+    for i in range(n):
+        send(srv.port, "alice@example.test", [f"r{i}@a.test", f"s{i}@a.test"], f"canary-{i}")
+    wait_until(lambda: old.count + new.count == n, what="every message relayed", srv=srv)
+    # Both recipients of a message met the same generation.
+    assert all(len(m.rcpts) == 2 for m in old.messages + new.messages)
+    # 50% of 40 messages: both sides get some (all on one side has odds 2^-39).
+    assert 6 <= new.count <= n - 6, (old.count, new.count)

@@ -14,8 +14,8 @@ use postern_delivery::{
     Relayhost, RouteChoice,
 };
 use postern_plugin::{
-    Attempt, Decision, DeliveryAnswer, DeliveryDecision, Generation, MessageData, PluginReply,
-    Route, SessionChain, SessionContext, Stage, Verdict,
+    Attempt, Decision, DeliveryAnswer, DeliveryDecision, MessageData, PluginReply, Route,
+    SessionChain, SessionContext, Stage, Verdict,
 };
 use postern_protocol::EnhancedCode;
 
@@ -34,18 +34,19 @@ impl ChainPolicy {
         let _ = self.shared.set(Arc::downgrade(shared));
     }
 
-    fn generation(&self) -> Option<Arc<Generation>> {
-        Some(self.shared.get()?.upgrade()?.current_generation())
+    fn shared(&self) -> Option<Arc<Shared>> {
+        self.shared.get()?.upgrade()
     }
 
     fn hooks(&self, stage: Stage) -> bool {
-        self.generation().is_some_and(|g| g.hooks(stage))
+        self.shared().is_some_and(|s| s.delivery_hooks(stage))
     }
 
-    /// The current generation's chain for one delivery question (`what`
-    /// names it in the logs), or none before the plugins are loaded.
+    /// The chain for one delivery question (`what` names it in the logs)
+    /// about one message: the canary's for its share of messages, the
+    /// current generation's otherwise; none before the plugins are loaded.
     fn chain(&self, what: &str, queue_id: &str) -> Option<(SessionContext, SessionChain)> {
-        let g = self.generation()?;
+        let g = self.shared()?.delivery_generation(queue_id);
         let ctx = context(what, queue_id);
         let chain = g.session(ctx.id.clone());
         Some((ctx, chain))

@@ -18,6 +18,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::json;
 
+use postern_plugin::{Generation, Stage};
+
 use crate::server::{Shared, Snapshot};
 
 /// A generation a share of new sessions get.
@@ -63,6 +65,33 @@ impl Shared {
         self.snapshot()
     }
 
+    /// The generation a delivery question about message `queue_id` goes
+    /// to: the canary's for `percent` of messages, by a stable hash of the
+    /// id (every question about one message meets the same generation), the
+    /// current one otherwise.
+    pub fn delivery_generation(&self, queue_id: &str) -> Arc<Generation> {
+        {
+            let r = self.rollout();
+            if let Some(c) = &r.canary
+                && canary_share(queue_id) < u64::from(c.percent)
+            {
+                return c.snapshot.generation.clone();
+            }
+        }
+        self.current_generation()
+    }
+
+    /// Whether a delivery question may meet a generation with a plugin on
+    /// `stage` (the current one or the canary's).
+    pub fn delivery_hooks(&self, stage: Stage) -> bool {
+        let canary = self
+            .rollout()
+            .canary
+            .as_ref()
+            .is_some_and(|c| c.snapshot.generation.hooks(stage));
+        canary || self.current_generation().hooks(stage)
+    }
+
     /// The generation kept for rollback, if one is.
     pub fn kept_for_rollback(&self) -> Option<u64> {
         self.rollout()
@@ -78,6 +107,15 @@ impl Shared {
             .as_ref()
             .map(|c| c.snapshot.generation.id)
     }
+}
+
+/// A message's place in 0..100 for the canary's share: a hash of its id
+/// (queue ids are random, so the share of messages is close to `percent`).
+fn canary_share(queue_id: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    queue_id.hash(&mut h);
+    h.finish() % 100
 }
 
 fn retire(shared: &Shared, old: &Arc<Snapshot>) {
