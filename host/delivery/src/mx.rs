@@ -136,6 +136,14 @@ pub async fn hosts_for(
             }])
         }
         Destination::Domain(domain) => domain_hosts(domain, settings, dns).await,
+        Destination::RoutedMx(domain) => {
+            domain_hosts(domain, settings, dns)
+                .await
+                .map_err(|d| match d.is_permanent() {
+                    true => temporary(4, format!("{} (the MX domain a route-hook chose)", d.text)),
+                    false => d,
+                })
+        }
     }
 }
 
@@ -317,6 +325,20 @@ mod tests {
             status(hosts_for(&dom("dangling.test"), &s, &d).await),
             "4.4.4"
         );
+        // A domain a route-hook chose: the same hosts, but no permanent
+        // failure (the plugin's answer is wrong, not the address).
+        let routed = |n: &str| Destination::RoutedMx(n.into());
+        let hosts = hosts_for(&routed("mx.test"), &s, &d).await.unwrap();
+        assert_eq!(hosts[0].name, "h1.mx.test");
+        for bad in ["nx.test", "bare.test", "null.test"] {
+            let e = hosts_for(&routed(bad), &s, &d).await.unwrap_err();
+            assert_eq!(e.status.to_string(), "4.4.4", "{bad}");
+            assert!(
+                e.text.ends_with("(the MX domain a route-hook chose)"),
+                "{}",
+                e.text
+            );
+        }
         let lit = hosts_for(&Destination::Literal(ip("::1")), &s, &d)
             .await
             .unwrap();

@@ -26,6 +26,10 @@ pub enum Destination {
     Via(Relayhost),
     /// A recipient domain (lower case, no trailing dot): its MX hosts.
     Domain(String),
+    /// The MX hosts of a domain a plugin chose (`route-hook` `mx(...)`): as
+    /// `Domain`, but a domain that does not exist defers the recipient (the
+    /// plugin's answer is wrong, not the recipient's address).
+    RoutedMx(String),
     /// An address literal.
     Literal(IpAddr),
 }
@@ -37,6 +41,7 @@ impl fmt::Display for Destination {
             Destination::Relay => f.write_str("relayhost"),
             Destination::Via(r) => write!(f, "via {r}"),
             Destination::Domain(d) => f.write_str(d),
+            Destination::RoutedMx(d) => write!(f, "mx {d}"),
             Destination::Literal(ip) => write!(f, "[{ip}]"),
         }
     }
@@ -65,7 +70,7 @@ pub fn route_as(
             EnhancedCode::new(4, 3, 5),
             format!("routed to relay {r}, which is not in delivery.route_relays"),
         )),
-        RouteChoice::Mx(domain) => Ok(Destination::Domain(domain.clone())),
+        RouteChoice::Mx(domain) => Ok(Destination::RoutedMx(domain.clone())),
         RouteChoice::Fail(d) => Err(d.clone()),
     }
 }
