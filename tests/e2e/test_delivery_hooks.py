@@ -8,7 +8,10 @@ Skipped against 0.1 builds (0.1 has no delivery side)."""
 
 from __future__ import annotations
 
+import smtplib
+import socket
 import subprocess
+import threading
 import time
 
 import pytest
@@ -170,3 +173,46 @@ def test_a_canary_generation_answers_delivery_questions_for_its_share(start, sin
     assert all(len(m.rcpts) == 2 for m in old.messages + new.messages)
     # 50% of 40 messages: both sides get some (all on one side has odds 2^-39).
     assert 6 <= new.count <= n - 6, (old.count, new.count)
+
+
+def test_jobs_drained_from_an_unreachable_destination_are_judged_too(start):
+    """A destination that fails (here: greets nobody, then hangs up) defers the
+    jobs queued behind the one that tried it without connecting again; the
+    delivery-hook judges those as well: given up at once, one connection in
+    all, three bounces."""
+    dead = socket.socket()
+    dead.bind(("127.0.0.1", 0))
+    dead.listen(16)
+    accepted = []
+
+    def serve():
+        while True:
+            try:
+                conn, _ = dead.accept()
+            except OSError:
+                return
+            accepted.append(conn)
+            time.sleep(1.0)
+            conn.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    port = dead.getsockname()[1]
+    try:
+        srv = start(plugins=[relay(), router(routes={"dead.test": f"relay:127.0.0.1:{port}"},
+                                             results={"dead.test": "give-up"})],
+                    extra=delivery(route_relays=[f"127.0.0.1:{port}"], max_per_destination=1,
+                                   connect_timeout="5s", command_timeout="5s"))
+        with smtplib.SMTP("127.0.0.1", srv.port, timeout=30) as s:
+            for i in range(3):
+                s.sendmail("alice@example.test", [f"r{i}@dead.test"],
+                           f"Subject: drained-{i}\r\n\r\nbody\r\n".encode())
+        wait_until(lambda: maildir_count(srv, "alice@example.test") == 3, what="three bounces", srv=srv)
+        judged = router_log(srv, "delivery-result")
+        for i in range(3):
+            assert any(f"r{i}@dead.test" in l and "Decision::GiveUp" in l for l in judged), judged
+        assert len(accepted) == 1, f"{len(accepted)} connections: the drained jobs tried again"
+        for dsn in maildir(srv, "alice@example.test"):
+            f = report_fields(dsn)
+            assert f["Action"] == "failed" and f["Status"].startswith("5."), f
+    finally:
+        dead.close()

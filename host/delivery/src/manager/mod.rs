@@ -53,6 +53,12 @@ pub(crate) enum Event {
         dest_failure: Option<Diagnostic>,
         next: oneshot::Sender<Option<Job>>,
     },
+    /// The delivery policy judged a job drained from an unreachable
+    /// destination (`job_done`).
+    Judged {
+        id: QueueId,
+        results: Vec<(usize, RcptOutcome)>,
+    },
     /// A finished job's records were journaled (or not: `error`).
     Recorded {
         id: QueueId,
@@ -274,8 +280,10 @@ struct Manager {
     /// Entries in `Running` or `Finalizing`.
     running: usize,
     finalizing: usize,
-    /// Route questions to the delivery policy in flight.
-    planning: usize,
+    /// Questions to the delivery policy in flight off the manager's task:
+    /// routes (`Event::Planned`) and judgements of drained jobs
+    /// (`Event::Judged`).
+    asking: usize,
     loading: HashSet<QueueId>,
     /// Failed loads so far of messages that could not be read.
     load_failures: HashMap<QueueId, u32>,
@@ -306,7 +314,7 @@ impl Manager {
             workers: 0,
             running: 0,
             finalizing: 0,
-            planning: 0,
+            asking: 0,
             loading: HashSet::new(),
             load_failures: HashMap::new(),
             reloads: BTreeSet::new(),
@@ -370,10 +378,14 @@ impl Manager {
                 dest_failure,
                 next,
             } => self.job_done(dest, id, results, dest_failure, next),
+            Event::Judged { id, results } => {
+                self.asking = self.asking.saturating_sub(1);
+                self.job_finished(id, results);
+            }
             Event::Recorded { id, records, error } => self.recorded(id, records, error),
             Event::Finalized(id, outcome) => self.finalized(id, outcome),
             Event::Planned(id, choices) => {
-                self.planning = self.planning.saturating_sub(1);
+                self.asking = self.asking.saturating_sub(1);
                 self.planned(id, Some(&choices))
             }
             Event::Wake => {}
@@ -483,7 +495,7 @@ impl Manager {
             .collect();
         let policy = self.policy.clone();
         let events = self.events.clone();
-        self.planning += 1;
+        self.asking += 1;
         tokio::spawn(async move {
             let n = addresses.len();
             // Its own task, so that a panic in it still answers.
@@ -602,8 +614,22 @@ impl Manager {
             }
             let outcome = RcptOutcome::from_diagnostic(diag.clone());
             for job in drained {
-                let results = job.rcpts.iter().map(|&i| (i, outcome.clone())).collect();
-                self.job_finished(job.id, results);
+                let results: Vec<_> = job.rcpts.iter().map(|&i| (i, outcome.clone())).collect();
+                if !self.policy.judges() {
+                    worker::log_results(&job.id, &job.envelope, &dest, &results);
+                    self.job_finished(job.id, results);
+                    continue;
+                }
+                // The delivery-hook judges these as it would an attempted
+                // job's, off the manager's task.
+                let (policy, events, dest) =
+                    (self.policy.clone(), self.events.clone(), dest.clone());
+                self.asking += 1;
+                tokio::spawn(async move {
+                    let id = job.id;
+                    let results = worker::judged(&*policy, &dest, &job, results).await;
+                    let _ = events.send(Event::Judged { id, results });
+                });
             }
         }
         let more = !self.stopping
@@ -765,7 +791,7 @@ impl Manager {
     }
 
     fn check_stopped(&mut self) {
-        if self.stopping && self.workers == 0 && self.finalizing == 0 && self.planning == 0 {
+        if self.stopping && self.workers == 0 && self.finalizing == 0 && self.asking == 0 {
             for w in self.waiters.drain(..) {
                 let _ = w.send(());
             }

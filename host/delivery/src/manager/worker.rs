@@ -45,22 +45,11 @@ pub(crate) async fn run(
 ) {
     let mut session: Option<Session> = None;
     loop {
-        let (mut results, dest_failure) = match &dest {
+        let (results, dest_failure) = match &dest {
             Destination::Local => (local_job(&ctx, &job).await, None),
             _ => smtp_job(&ctx, &dest, &job, &mut session).await,
         };
-        if ctx.policy.judges() {
-            let facts = facts(&job.id, &job.envelope, job.size, job.attempts);
-            let env = &job.envelope;
-            let address = |i: usize| {
-                env.recipients
-                    .get(i)
-                    .map(|r| r.address.clone())
-                    .unwrap_or_default()
-            };
-            judge_results(&*ctx.policy, &facts, address, &mut results).await;
-        }
-        log_results(&job.id, &job.envelope, &dest, &results);
+        let results = judged(&*ctx.policy, &dest, &job, results).await;
         let (tx, rx) = oneshot::channel();
         let done = Event::JobDone {
             dest: dest.clone(),
@@ -80,6 +69,29 @@ pub(crate) async fn run(
     if let Some(s) = session {
         s.quit().await;
     }
+}
+
+/// A job's results as the delivery policy judges them, logged one line
+/// per recipient.
+pub(super) async fn judged(
+    policy: &dyn DeliveryPolicy,
+    dest: &Destination,
+    job: &Job,
+    mut results: Vec<(usize, RcptOutcome)>,
+) -> Vec<(usize, RcptOutcome)> {
+    if policy.judges() {
+        let facts = facts(&job.id, &job.envelope, job.size, job.attempts);
+        let env = &job.envelope;
+        let address = |i: usize| {
+            env.recipients
+                .get(i)
+                .map(|r| r.address.clone())
+                .unwrap_or_default()
+        };
+        judge_results(policy, &facts, address, &mut results).await;
+    }
+    log_results(&job.id, &job.envelope, dest, &results);
+    results
 }
 
 /// One log line per recipient outcome (`dest`: where it went, or "planning"
@@ -222,7 +234,9 @@ async fn smtp_job(
     (Vec::new(), None)
 }
 
-/// Send the job's message over `s`.
+/// Send the job's message over `s`: as spooled, or — when the server does not
+/// offer 8BITMIME, or SMTPUTF8 that the message asked for — after the content
+/// check [`content::read`] makes for this server.
 async fn transmit(
     ctx: &WorkerCtx,
     job: &Job,
@@ -230,23 +244,32 @@ async fn transmit(
 ) -> Result<Vec<(usize, RcptOutcome)>, Stale> {
     let spool = ctx.spool.clone();
     let id = job.id;
+    let env = &job.envelope;
+    let check = Check::for_server(s.capabilities(), &env.mail_params);
     let opened = tokio::task::spawn_blocking(move || {
         let m = spool.open_message(&id)?;
-        let len = m.message_len;
         let path = m.segment_path().to_path_buf();
-        let file = m
-            .into_message_reader()
-            .map_err(|e| SpoolError::Io { path, source: e })?;
-        Ok::<_, SpoolError>((file.into_inner(), len))
+        let file = m.into_message_reader().map_err(|e| SpoolError::Io {
+            path: path.clone(),
+            source: e,
+        })?;
+        content::read(file, check).map_err(|e| SpoolError::Io { path, source: e })
     })
     .await;
-    let (file, len) = match opened {
+    let Content {
+        mut body,
+        size,
+        check,
+        converted,
+    } = match opened {
         Ok(Ok(v)) => v,
         Ok(Err(e)) => return Ok(all(job, vanished(&e))),
         Err(e) => return Ok(all(job, vanished(&SpoolError::Worker(e.to_string())))),
     };
-    let mut body = tokio::io::AsyncReadExt::take(tokio::fs::File::from_std(file), len);
-    let env = &job.envelope;
+    if let Some(original) = converted {
+        tracing::info!(queue_id = %job.id, host = %s.label, original, size,
+            "converted to 7 bit: the server does not offer 8BITMIME");
+    }
     let outgoing = Outgoing {
         sender: &env.mail_from,
         mail_params: &env.mail_params,
@@ -258,7 +281,8 @@ async fn transmit(
                 (i, r.address.as_str(), r.params.as_slice())
             })
             .collect(),
-        size: len,
+        size,
+        content: check,
     };
     s.deliver(ctx.settings(), &outgoing, &mut body).await
 }
