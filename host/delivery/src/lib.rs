@@ -11,12 +11,14 @@
 //! to), [`mailbox`] and [`maildir`] (local delivery), [`mx`] (RFC 5321 §5.1 /
 //! RFC 7505, through `postern-capability`'s `DnsBackend`: this crate does not
 //! link the plugin runtime), [`tls`] (the STARTTLS policy), [`smtp`] (the
-//! client), [`policy`] (what delivery-side plugins decide: routes, failed
-//! attempts, bounces), [`dsn`] (RFC 3464 reports), [`manager`] (scheduling
+//! client), [`downgrade`] (8BITMIME down-conversion for a hop without it),
+//! [`policy`] (what delivery-side plugins decide: routes, failed attempts,
+//! bounces), [`dsn`] (RFC 3464 reports), [`manager`] (scheduling
 //! and concurrency) and [`inspect`] (queue commands without a running
 //! server).
 
 pub mod counters;
+pub mod downgrade;
 pub mod dsn;
 pub mod inspect;
 pub mod journal;

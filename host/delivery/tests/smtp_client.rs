@@ -94,6 +94,7 @@ fn outgoing<'a>(rcpts: &'a [String], size: u64) -> Outgoing<'a> {
             .map(|(i, a)| (i, a.as_str(), &[][..]))
             .collect(),
         size,
+        content: Default::default(),
     }
 }
 

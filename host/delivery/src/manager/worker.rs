@@ -17,6 +17,7 @@ use crate::outcome::{Diagnostic, RcptOutcome};
 use crate::policy::{DeliveryPolicy, facts, judge_results};
 use crate::route::Destination;
 use crate::settings::Settings;
+use crate::smtp::content::{self, Check, Content};
 use crate::smtp::{ClientCtx, Outgoing, Session, Stale};
 use crate::{mailbox, maildir, mx};
 use postern_protocol::EnhancedCode;

@@ -42,7 +42,10 @@ pub struct Outgoing<'a> {
     pub sender: &'a str,
     pub mail_params: &'a [String],
     pub rcpts: Vec<(usize, &'a str, &'a [String])>,
+    /// Octets of the content as sent (after any 8BITMIME down-conversion).
     pub size: u64,
+    /// What the content check for this server found.
+    pub content: dialogue::ContentCheck,
 }
 
 /// An open, greeted (and possibly encrypted and authenticated) SMTP session.
@@ -165,6 +168,11 @@ impl Session {
         self.conn.is_tls()
     }
 
+    /// What the server offered (for deciding on a 7-bit conversion).
+    pub fn capabilities(&self) -> &Capabilities {
+        &self.caps
+    }
+
     /// Run one mail transaction: MAIL, RCPT..., DATA, the content, ".". Returns the
     /// outcome of every recipient in `msg.rcpts`, or [`Stale`] when this connection
     /// was used before and died before the MAIL FROM reply (the session is then
@@ -268,11 +276,12 @@ impl Session {
             msg.mail_params,
             msg.sender,
             &addrs,
+            &msg.content,
         ) {
             fill(outcomes, RcptOutcome::from_diagnostic(d));
             return Ok(());
         }
-        let smtputf8 = dialogue::needs_smtputf8(msg.mail_params, msg.sender, &addrs);
+        let smtputf8 = dialogue::requests_smtputf8(msg.mail_params);
         let mail =
             dialogue::mail_command(msg.sender, msg.mail_params, msg.size, &self.caps, smtputf8);
         let rcpts: Vec<(usize, String)> = msg

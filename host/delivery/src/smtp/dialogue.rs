@@ -27,10 +27,34 @@ fn safe_value(v: &str) -> bool {
     !v.is_empty() && v.len() <= 500 && v.bytes().all(|b| (33..127).contains(&b) && b != b'=')
 }
 
-/// Whether the transaction needs SMTPUTF8: requested and some address is not ASCII.
-pub fn needs_smtputf8(mail_params: &[String], sender: &str, rcpts: &[&str]) -> bool {
+/// Whether the message was submitted with SMTPUTF8 (passed on to a hop that
+/// offers it, RFC 6531 §3.4).
+pub fn requests_smtputf8(mail_params: &[String]) -> bool {
     param(mail_params, "SMTPUTF8").is_some()
-        && (!sender.is_ascii() || rcpts.iter().any(|r| !r.is_ascii()))
+}
+
+/// Whether the transaction needs SMTPUTF8 (RFC 6531 §3.2): requested, and some
+/// address or (`utf8_headers`) some header field is not ASCII.
+pub fn needs_smtputf8(
+    mail_params: &[String],
+    sender: &str,
+    rcpts: &[&str],
+    utf8_headers: bool,
+) -> bool {
+    requests_smtputf8(mail_params)
+        && (utf8_headers || !sender.is_ascii() || rcpts.iter().any(|r| !r.is_ascii()))
+}
+
+/// What the check of the message's content for this hop found (see
+/// [`crate::downgrade`]); the default, nothing, when the hop needed no check.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ContentCheck {
+    /// Some header field of the message is not ASCII (RFC 6532); looked for
+    /// when the message asked for SMTPUTF8 and the hop does not offer it.
+    pub utf8_headers: bool,
+    /// The hop does not offer 8BITMIME and the 8-bit message could not be
+    /// converted to 7 bit: why.
+    pub unconvertible: Option<String>,
 }
 
 /// Whether the message asked for REQUIRETLS (RFC 8689).
@@ -47,6 +71,7 @@ pub fn precheck(
     mail_params: &[String],
     sender: &str,
     rcpts: &[&str],
+    content: &ContentCheck,
 ) -> Option<Diagnostic> {
     if requires_tls(mail_params) {
         // RFC 8689 §4.2.1: only over verified TLS, to a hop that offers it.
@@ -75,10 +100,23 @@ pub fn precheck(
             ),
         ));
     }
-    if needs_smtputf8(mail_params, sender, rcpts) && !caps.smtputf8 {
+    if needs_smtputf8(mail_params, sender, rcpts, content.utf8_headers) && !caps.smtputf8 {
         return Some(Diagnostic::local(
             EnhancedCode::new(5, 6, 7),
-            "the message needs SMTPUTF8, which the server does not support",
+            "the message needs SMTPUTF8 (non-ASCII addresses or header fields), \
+             which the server does not support",
+        ));
+    }
+    if let Some(why) = &content.unconvertible {
+        // RFC 3463 X.6.3 "conversion required but not supported"; X.6.7 for an
+        // internationalised message (RFC 6531 §3.2).
+        let detail = if requests_smtputf8(mail_params) { 7 } else { 3 };
+        return Some(Diagnostic::local(
+            EnhancedCode::new(5, 6, detail),
+            format!(
+                "the server does not offer 8BITMIME and the message cannot be \
+                 converted to 7 bit: {why}"
+            ),
         ));
     }
     None
@@ -215,25 +253,61 @@ mod tests {
 
     #[test]
     fn prechecks() {
+        let none = ContentCheck::default();
         let small = caps(|c| c.size = Some(100));
         assert_eq!(
-            precheck(&small, false, 101, &[], "a@x", &["b@y"])
+            precheck(&small, false, 101, &[], "a@x", &["b@y"], &none)
                 .unwrap()
                 .status
                 .to_string(),
             "5.3.4"
         );
-        assert!(precheck(&small, false, 100, &[], "a@x", &["b@y"]).is_none());
+        assert!(precheck(&small, false, 100, &[], "a@x", &["b@y"], &none).is_none());
         let utf8 = p(&["SMTPUTF8"]);
         assert_eq!(
-            precheck(&small, false, 1, &utf8, "a@x", &["ü@y"])
+            precheck(&small, false, 1, &utf8, "a@x", &["ü@y"], &none)
                 .unwrap()
                 .status
                 .to_string(),
             "5.6.7"
         );
         // Requested but all-ASCII: sent without it.
-        assert!(precheck(&small, false, 1, &utf8, "a@x", &["b@y"]).is_none());
+        assert!(precheck(&small, false, 1, &utf8, "a@x", &["b@y"], &none).is_none());
+        // Non-ASCII header fields need it too (RFC 6531 §3.2).
+        let headers = ContentCheck {
+            utf8_headers: true,
+            ..ContentCheck::default()
+        };
+        let status = |d: Option<Diagnostic>| d.map(|d| d.status.to_string());
+        assert_eq!(
+            status(precheck(&small, false, 1, &utf8, "a@x", &["b@y"], &headers)),
+            Some("5.6.7".into())
+        );
+        let offers_utf8 = caps(|c| c.smtputf8 = true);
+        assert!(precheck(&offers_utf8, false, 1, &utf8, "a@x", &["b@y"], &headers).is_none());
+        // Raw UTF-8 headers without SMTPUTF8 are the downgrade's business.
+        assert!(precheck(&small, false, 1, &[], "a@x", &["b@y"], &headers).is_none());
+        // A message the hop cannot take unconverted, and that cannot be converted.
+        let stuck = ContentCheck {
+            unconvertible: Some("a header field has 8-bit characters".into()),
+            ..ContentCheck::default()
+        };
+        assert_eq!(
+            status(precheck(&small, false, 1, &[], "a@x", &["b@y"], &stuck)),
+            Some("5.6.3".into())
+        );
+        assert_eq!(
+            status(precheck(
+                &offers_utf8,
+                false,
+                1,
+                &utf8,
+                "a@x",
+                &["b@y"],
+                &stuck
+            )),
+            Some("5.6.7".into())
+        );
         let rtls = ["REQUIRETLS".to_string()];
         let offers = Capabilities {
             requiretls: true,
@@ -244,7 +318,7 @@ mod tests {
             (&offers, false, true),
             (&offers, true, false),
         ] {
-            let d = precheck(caps, verified, 1, &rtls, "a@x", &["b@y"]);
+            let d = precheck(caps, verified, 1, &rtls, "a@x", &["b@y"], &none);
             assert_eq!(d.is_some(), refused, "{caps:?} {verified}");
             if let Some(d) = d {
                 assert_eq!(d.status.to_string(), "5.7.10");

@@ -4,8 +4,11 @@
 //! building, dot-stuffing — are separate from the I/O (`io`) and the dialogue that
 //! drives it (`client`). Every remote byte is hostile: lines are bounded, every read
 //! and write has a time-out (RFC 5321 §4.5.3.2), and only CRLF is ever sent.
+//! What a server gets of the message is decided per server by `content`: as
+//! spooled, or converted to 7 bit (`crate::downgrade`) for one without 8BITMIME.
 
 pub mod client;
+pub mod content;
 pub mod dialogue;
 pub mod ehlo;
 pub mod io;
