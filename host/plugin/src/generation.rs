@@ -179,9 +179,16 @@ impl Generation {
 
     /// A chain for one new session (instances are created lazily).
     pub fn session(self: &Arc<Self>, session_id: Arc<str>) -> SessionChain {
-        self.sessions.fetch_add(1, Ordering::Relaxed);
         self.health.sessions_started.fetch_add(1, Ordering::Relaxed);
-        SessionChain::new(self.clone(), session_id)
+        self.question(session_id)
+    }
+
+    /// The chain for one delivery-side question (route, delivery result,
+    /// bounce): it holds the generation like a session, but is not counted
+    /// as an SMTP session in the generation's health.
+    pub fn question(self: &Arc<Self>, id: Arc<str>) -> SessionChain {
+        self.sessions.fetch_add(1, Ordering::Relaxed);
+        SessionChain::new(self.clone(), id)
     }
 
     /// Sessions currently running on this generation.

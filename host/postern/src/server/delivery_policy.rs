@@ -48,7 +48,7 @@ impl ChainPolicy {
     fn chain(&self, what: &str, queue_id: &str) -> Option<(SessionContext, SessionChain)> {
         let g = self.shared()?.delivery_generation(queue_id);
         let ctx = context(what, queue_id);
-        let chain = g.session(ctx.id.clone());
+        let chain = g.question(ctx.id.clone());
         Some((ctx, chain))
     }
 }
