@@ -1,6 +1,6 @@
 """SMTP sinks for delivery tests: a small threaded SMTP server on loopback
 (127.0.0.1, or ::1) that records every message it accepts, can answer scripted
-replies per RCPT / DATA, speak STARTTLS with a given certificate, require AUTH,
+replies per RCPT / DATA, offer or withhold 8BITMIME and SMTPUTF8, speak STARTTLS with a given certificate, require AUTH,
 hold its greeting until a gate opens, and hang up after a number of messages per
 session; it counts sessions, the peak of concurrent ones, and STARTTLS use.
 Plus a throwaway CA and server certificate (cryptography)."""
@@ -58,6 +58,9 @@ class SmtpSink:
     chunking: bool = False
     dsn: bool = False
     requiretls: bool = False
+    # Offer 8BITMIME / SMTPUTF8 in the EHLO reply.
+    eightbitmime: bool = True
+    smtputf8: bool = False
     size: int = 0
     host: str = "127.0.0.1"
     session_limit: int = 0
@@ -174,7 +177,12 @@ class SmtpSink:
                 caps = ["sink.test"]
                 if self.pipelining:
                     caps.append("PIPELINING")
-                caps += [f"SIZE {self.size}" if self.size else "SIZE", "8BITMIME", "ENHANCEDSTATUSCODES"]
+                caps.append(f"SIZE {self.size}" if self.size else "SIZE")
+                if self.eightbitmime:
+                    caps.append("8BITMIME")
+                if self.smtputf8:
+                    caps.append("SMTPUTF8")
+                caps.append("ENHANCEDSTATUSCODES")
                 if self.chunking:
                     caps.append("CHUNKING")
                 if self.dsn:
