@@ -11,6 +11,10 @@ Postern and Postern relays to it.
 - Postfix -> Postern: Postfix relays a client's NOTIFY=SUCCESS and ORCPT to
   Postern (Postern offers DSN); Postern delivers to a Maildir and sends the
   success notice (Action: delivered) back through Postfix.
+- Postern -> Postfix without 8BITMIME and SMTPUTF8 (smtpd_discard_ehlo_keywords,
+  issue 15): an 8-bit message arrives converted to 7-bit quoted-printable
+  (Postfix relays it on to a Python sink that keeps the bytes); an SMTPUTF8
+  message with UTF-8 headers is bounced by Postern with 5.6.7.
 
 Needs root (Postfix's master starts as root) and the postfix package (make
 test installs it); skipped otherwise, failed under CI/POSTERN_REQUIRE_PEERS."""
@@ -18,6 +22,7 @@ test installs it); skipped otherwise, failed under CI/POSTERN_REQUIRE_PEERS."""
 from __future__ import annotations
 
 import os
+import quopri
 import shutil
 import smtplib
 import subprocess
@@ -25,8 +30,10 @@ import time
 from pathlib import Path
 
 import pytest
+from test_8bitmime import TEXT, bounce_status, message
+from test_8bitmime import submit as submit_8bit
 from test_delivery import (delivery, free_port, maildir, maildir_count, relay, report_fields,
-                           wait_until, _listening)
+                           sink, wait_until, _listening)  # noqa: F401 (sink is a fixture)
 
 POSTFIX = Path("/usr/sbin/postfix")
 
@@ -83,7 +90,8 @@ postlog   unix-dgram n  -       n       -       1       postlogd
 @pytest.fixture
 def postfix():
     """Start a private Postfix relaying everything but remote.test (discarded)
-    to Postern's port; yields a function(postern_port) -> smtpd port."""
+    to Postern's port; yields a function(postern_port, main_extra="") -> smtpd
+    port, `main_extra` being main.cf lines that override the defaults."""
     if not POSTFIX.exists() or os.geteuid() != 0:
         if os.environ.get("CI") or os.environ.get("POSTERN_REQUIRE_PEERS"):
             pytest.fail("Postfix peer tests need root and the postfix package")
@@ -94,13 +102,14 @@ def postfix():
     conf, queue, data = base / "conf", base / "queue", base / "data"
     started = []
 
-    def _start(postern_port: int) -> int:
+    def _start(postern_port: int, main_extra: str = "") -> int:
         for d in (conf, queue, data):
             d.mkdir(parents=True, exist_ok=True)
         shutil.chown(data, "postfix")
         port = free_port()
         (conf / "main.cf").write_text(MAIN_CF.format(conf=conf, queue=queue, data=data, base=base,
-                                                     log=base / "maillog", postern=postern_port))
+                                                     log=base / "maillog", postern=postern_port)
+                                     + main_extra)
         (conf / "master.cf").write_text(MASTER_CF.format(port=port))
         subprocess.run([str(POSTFIX), "-c", str(conf), "check"], check=True, capture_output=True)
         subprocess.run([str(POSTFIX), "-c", str(conf), "start"], check=True, capture_output=True)
@@ -154,3 +163,38 @@ def test_dsn_parameters_pass_both_ways_with_postfix(start, postfix):
     assert rec["to"] == "carol@remote.test" and rec["delivered"] == 1
     # The notice went back out through Postfix (remote.test is discarded there).
     wait_until(lambda: "to=<carol@remote.test>" in postfix.log(), 30, "the notice at Postfix", srv)
+
+
+def test_8bitmime_and_smtputf8_towards_a_postfix_without_them(start, postfix, sink):
+    kept = sink()  # where Postfix relays remote.test, keeping the bytes
+    port = free_port()
+    pf = postfix(port, main_extra=(
+        "smtpd_discard_ehlo_keywords = 8bitmime, smtputf8\n"
+        f"transport_maps = inline:{{ remote.test=smtp:[127.0.0.1]:{kept.port} }}\n"))
+    with smtplib.SMTP("127.0.0.1", pf, timeout=30) as c:
+        c.ehlo("client.test")
+        assert not c.has_extn("8bitmime") and not c.has_extn("smtputf8")
+    srv = start(listen=[f"127.0.0.1:{port}"], plugins=[relay()],
+                extra=delivery(relayhost=f"127.0.0.1:{pf}"))
+
+    # (a) 8-bit text, BODY=8BITMIME: converted by Postern, relayed by Postfix.
+    submit_8bit(srv.port, "alice@example.test", "bob@remote.test",
+                message("alice@example.test", "bob@remote.test", "via-postfix"))
+    wait_until(lambda: kept.count == 1, 60, "the message through Postfix", srv)
+    got = kept.messages[0].data
+    assert got.isascii(), got[:400]
+    head, body = got.split(b"\r\n\r\n", 1)
+    assert b"Content-Transfer-Encoding: quoted-printable" in head, head
+    assert b"postfix.peer.test" in head  # it went through Postfix
+    assert all(len(line) <= 76 for line in body.split(b"\r\n"))
+    assert quopri.decodestring(body).decode() == TEXT
+    assert "status=sent" in postfix.log()
+
+    # (b) SMTPUTF8 with UTF-8 headers: Postfix does not offer it, Postern bounces.
+    submit_8bit(srv.port, "alice@example.test", "carol@remote.test",
+                message("alice@example.test", "carol@remote.test", "Grüße", body="hi\r\n"),
+                options=("SMTPUTF8", "BODY=8BITMIME"))
+    f = bounce_status(srv, "alice@example.test")
+    assert f["Status"] == "5.6.7" and f["Action"] == "failed", f
+    assert "carol@remote.test" not in postfix.log()
+    assert kept.count == 1
