@@ -374,9 +374,10 @@ pub async fn serve(config: Config, overrides: Overrides, plan: Plan) -> anyhow::
     let metrics = match metrics_socket {
         Some(l) => {
             tracing::info!(address = %l.local_addr()?, "metrics listening");
+            let view: Arc<dyn crate::server::metrics::ServerView> = shared.clone();
             Some(tokio::spawn(crate::server::metrics::serve(
                 l,
-                shared.clone(),
+                Arc::downgrade(&view),
             )))
         }
         None => None,

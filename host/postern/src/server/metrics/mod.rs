@@ -10,7 +10,8 @@ pub mod events;
 use events::{Labels, get};
 
 use crate::server::Shared;
-use postern_plugin::KvBackend as _;
+use postern_plugin::{Generation, KvBackend as _, PluginStats};
+use postern_spool::SpoolStats;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, NoLabelSet};
 use prometheus_client::metrics::MetricType;
@@ -22,10 +23,58 @@ use std::sync::{Arc, Weak};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
+/// What a scrape reads of the running server, and nothing more: a
+/// read-only view (the server implements it over its shared state).
+pub trait ServerView: Send + Sync {
+    /// Open SMTP sessions.
+    fn active_connections(&self) -> usize;
+    /// The generation new sessions get.
+    fn current_generation(&self) -> Arc<Generation>;
+    /// Sessions still on generations a reload replaced.
+    fn sessions_on_older_generations(&self) -> usize;
+    fn spool_stats(&self) -> SpoolStats;
+    /// `postern status`'s rollout document (canary, generations' health).
+    fn rollout_status(&self) -> serde_json::Value;
+    /// The kv store: whether it answers, and its kind.
+    fn kv_state(&self) -> (bool, &'static str);
+    /// Per-plugin statistics of the runtime.
+    fn plugin_stats(&self) -> Vec<(String, Arc<PluginStats>)>;
+}
+
+impl ServerView for Shared {
+    fn active_connections(&self) -> usize {
+        Shared::active_connections(self)
+    }
+    fn current_generation(&self) -> Arc<Generation> {
+        Shared::current_generation(self)
+    }
+    fn sessions_on_older_generations(&self) -> usize {
+        self.retired_in_use().iter().map(|(_, n)| n).sum()
+    }
+    fn spool_stats(&self) -> SpoolStats {
+        self.spool.stats()
+    }
+    fn rollout_status(&self) -> serde_json::Value {
+        crate::server::rollout::status(self)
+    }
+    fn kv_state(&self) -> (bool, &'static str) {
+        let kv = self.snapshot().kv.clone();
+        (kv.is_up(), kv.kind())
+    }
+    fn plugin_stats(&self) -> Vec<(String, Arc<PluginStats>)> {
+        self.runtime.stats().snapshot()
+    }
+}
+
 /// Reads live state at scrape time.
-#[derive(Debug)]
 struct StateCollector {
-    shared: Weak<Shared>,
+    server: Weak<dyn ServerView>,
+}
+
+impl std::fmt::Debug for StateCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StateCollector")
+    }
 }
 
 fn counter(
@@ -65,14 +114,14 @@ macro_rules! scrape {
 
 impl Collector for StateCollector {
     fn encode(&self, mut enc: DescriptorEncoder) -> std::fmt::Result {
-        let Some(shared) = self.shared.upgrade() else {
+        let Some(server) = self.server.upgrade() else {
             return Ok(());
         };
-        let generation = shared.current_generation();
-        let older: usize = shared.retired_in_use().iter().map(|(_, n)| n).sum();
-        let spool = shared.spool.stats();
+        let generation = server.current_generation();
+        let older = server.sessions_on_older_generations();
+        let spool = server.spool_stats();
         scrape!(&mut enc;
-            gauge "sessions_active", "Open SMTP sessions", shared.active_connections() as i64;
+            gauge "sessions_active", "Open SMTP sessions", server.active_connections() as i64;
             gauge "generation", "Id of the running plugin generation", generation.id as i64;
             gauge "sessions_on_older_generations", "Sessions still running on a generation replaced by a reload", older as i64;
             gauge "spool_messages", "Messages in the spool", spool.messages as i64;
@@ -84,20 +133,20 @@ impl Collector for StateCollector {
             gauge "spool_log_bytes", "Bytes in the spool log's segments", spool.log_bytes as i64;
             total "spool_records_compacted", "Records copied forward by compaction", spool.records_compacted;
         );
-        encode_rollout(&mut enc, &shared)?;
-        let kv = shared.snapshot().kv.clone();
-        let g = ConstGauge::new(kv.is_up() as i64);
+        encode_rollout(&mut enc, &*server)?;
+        let (up, kind) = server.kv_state();
+        let g = ConstGauge::new(up as i64);
         let mut m = enc.encode_descriptor(
             "kv_up",
             "1 when the last kv call found the store answering, by store",
             None,
             g.metric_type(),
         )?;
-        g.encode(m.encode_family(&vec![("store", kv.kind().to_string())])?)?;
+        g.encode(m.encode_family(&vec![("store", kind.to_string())])?)?;
         encode_delivery(&mut enc)?;
         encode_milters(&mut enc)?;
         encode_av(&mut enc)?;
-        encode_plugins(&mut enc, &shared)
+        encode_plugins(&mut enc, &*server)
     }
 }
 
@@ -128,8 +177,8 @@ fn encode_delivery(enc: &mut DescriptorEncoder) -> std::fmt::Result {
 
 /// The canary's share, and the current and canary generations' plugin
 /// calls and failures (what automatic rollback watches).
-fn encode_rollout(enc: &mut DescriptorEncoder, shared: &Shared) -> std::fmt::Result {
-    let r = crate::server::rollout::status(shared);
+fn encode_rollout(enc: &mut DescriptorEncoder, server: &dyn ServerView) -> std::fmt::Result {
+    let r = server.rollout_status();
     gauge(
         enc,
         "canary_percent",
@@ -234,9 +283,9 @@ fn encode_milters(enc: &mut DescriptorEncoder) -> std::fmt::Result {
     Ok(())
 }
 
-fn encode_plugins(enc: &mut DescriptorEncoder, shared: &Shared) -> std::fmt::Result {
+fn encode_plugins(enc: &mut DescriptorEncoder, server: &dyn ServerView) -> std::fmt::Result {
     use postern_plugin::{ERROR_KINDS, LATENCY_BUCKETS_US, Stage, VERDICT_KINDS};
-    let stats = shared.runtime.stats().snapshot();
+    let stats = server.plugin_stats();
     let mut verdicts = Vec::new();
     let mut errors = Vec::new();
     let mut inst = Vec::new();
@@ -344,7 +393,7 @@ fn encode_plugins(enc: &mut DescriptorEncoder, shared: &Shared) -> std::fmt::Res
         None,
         MetricType::Gauge,
     )?;
-    for (name, n) in shared.current_generation().idle_instances() {
+    for (name, n) in server.current_generation().idle_instances() {
         ConstGauge::new(n as i64).encode(idle.encode_family(&vec![("plugin", name)])?)?;
     }
     let mut m = enc.encode_descriptor(
@@ -392,7 +441,7 @@ macro_rules! register {
 }
 
 /// The registry for one server.
-pub fn registry(shared: &Arc<Shared>) -> Registry {
+pub fn registry(server: Weak<dyn ServerView>) -> Registry {
     let mut r = Registry::with_prefix("postern");
     let m = get();
     // name, help, metric: one line each (rustfmt leaves the table alone).
@@ -410,15 +459,13 @@ pub fn registry(shared: &Arc<Shared>) -> Registry {
         "kv_calls", "kv store calls by operation and result (ok, invalid, unavailable)", kv_calls;
         "kv_call_seconds", "kv store call latency by operation, deadline included", kv_seconds;
     );
-    r.register_collector(Box::new(StateCollector {
-        shared: Arc::downgrade(shared),
-    }));
+    r.register_collector(Box::new(StateCollector { server }));
     r
 }
 
 /// Serve `GET /metrics` on `addr` until the task is aborted.
-pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
-    let registry = Arc::new(registry(&shared));
+pub async fn serve(listener: TcpListener, server: Weak<dyn ServerView>) {
+    let registry = Arc::new(registry(server));
     loop {
         let Ok((mut stream, _)) = listener.accept().await else {
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
