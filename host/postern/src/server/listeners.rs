@@ -8,14 +8,14 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use postern_plugin::SessionContext;
 use postern_spool::QueueId;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
@@ -184,15 +184,68 @@ async fn accept_loop(
     }
 }
 
+/// Connection admission: the count of open connections, overall and per
+/// client address (or /64), against `max_connections` and
+/// `max_connections_per_ip`; notifies waiters when the last one closes.
+#[derive(Default)]
+pub struct Admission {
+    per_ip: Mutex<HashMap<IpAddr, usize>>,
+    active: Arc<AtomicUsize>,
+    idle: Notify,
+}
+
+impl Admission {
+    /// Open connections.
+    pub fn active(&self) -> usize {
+        self.active.load(Ordering::Acquire)
+    }
+
+    /// The live count itself (sessions read it for their own limits).
+    pub fn counter(&self) -> Arc<AtomicUsize> {
+        self.active.clone()
+    }
+
+    /// Wait until no connection is open (checked again after each close).
+    pub async fn idle(&self) {
+        loop {
+            let notified = self.idle.notified();
+            if self.active() == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// A place for a connection from `ip`, or none when a limit is reached.
+    fn admit(self: &Arc<Self>, config: &Config, ip: IpAddr) -> Option<Slot> {
+        let ip = crate::server::session::enumeration::limit_key(ip);
+        let mut map = self.per_ip.lock().unwrap_or_else(|p| p.into_inner());
+        if self.active() >= config.max_connections {
+            return None;
+        }
+        let n = map.entry(ip).or_insert(0);
+        if *n >= config.max_connections_per_ip {
+            return None;
+        }
+        *n += 1;
+        self.active.fetch_add(1, Ordering::AcqRel);
+        Some(Slot {
+            admission: self.clone(),
+            ip,
+        })
+    }
+}
+
 /// Holds one connection's place in the limits; released on drop.
 struct Slot {
-    shared: Arc<Shared>,
+    admission: Arc<Admission>,
     ip: IpAddr,
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        let mut map = self.shared.per_ip.lock().unwrap_or_else(|p| p.into_inner());
+        let a = &self.admission;
+        let mut map = a.per_ip.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(n) = map.get_mut(&self.ip) {
             *n -= 1;
             if *n == 0 {
@@ -200,28 +253,10 @@ impl Drop for Slot {
             }
         }
         drop(map);
-        if self.shared.active.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.shared.idle.notify_waiters();
+        if a.active.fetch_sub(1, Ordering::AcqRel) == 1 {
+            a.idle.notify_waiters();
         }
     }
-}
-
-fn admit(shared: &Arc<Shared>, config: &Config, ip: IpAddr) -> Option<Slot> {
-    let ip = crate::server::session::enumeration::limit_key(ip);
-    let mut map = shared.per_ip.lock().unwrap_or_else(|p| p.into_inner());
-    if shared.active.load(Ordering::Acquire) >= config.max_connections {
-        return None;
-    }
-    let n = map.entry(ip).or_insert(0);
-    if *n >= config.max_connections_per_ip {
-        return None;
-    }
-    *n += 1;
-    shared.active.fetch_add(1, Ordering::AcqRel);
-    Some(Slot {
-        shared: shared.clone(),
-        ip,
-    })
 }
 
 async fn handle(
@@ -242,7 +277,7 @@ async fn handle(
     let tls = snapshot.tls.clone();
     let kv: Arc<dyn postern_plugin::KvBackend> = snapshot.kv.clone();
     drop(snapshot);
-    let Some(_slot) = admit(&shared, &config, peer.ip()) else {
+    let Some(_slot) = shared.admission.admit(&config, peer.ip()) else {
         tracing::info!(client = %peer, "connection refused: too many connections");
         let mut stream = stream;
         if listener.tls != TlsMode::Implicit {
@@ -266,7 +301,7 @@ async fn handle(
             handshake: config
                 .command_timeout
                 .min(std::time::Duration::from_secs(60)),
-            connections: shared.active.clone(),
+            connections: shared.admission.counter(),
         };
         let mut ctx = SessionContext::new(
             id.clone(),

@@ -36,16 +36,14 @@ pub mod rollout;
 pub mod session;
 pub mod tls;
 
-use std::collections::HashMap;
-use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
 
 use anyhow::Context as _;
 use postern_plugin::{DnsBackend, Generation, KvBackend, NoDns, Runtime, Services};
 use postern_spool::{Spool, SpoolConfig};
-use tokio::sync::{Notify, watch};
+use tokio::sync::watch;
 
 use crate::config::{Config, Overrides};
 use crate::server::dns::HickoryDns;
@@ -75,9 +73,8 @@ pub struct Shared {
     /// Earlier generations, kept weakly to count their remaining sessions.
     pub retired: Mutex<Vec<Weak<Generation>>>,
     pub next_generation: AtomicU64,
-    pub per_ip: Mutex<HashMap<IpAddr, usize>>,
-    pub active: Arc<AtomicUsize>,
-    pub idle: Notify,
+    /// Open connections, overall and per client, against the limits.
+    pub admission: Arc<crate::server::listeners::Admission>,
     pub stop: watch::Receiver<bool>,
     /// Serialises reloads.
     pub reloading: tokio::sync::Mutex<()>,
@@ -94,7 +91,7 @@ pub struct Shared {
 
 impl Shared {
     pub fn active_connections(&self) -> usize {
-        self.active.load(Ordering::Acquire)
+        self.admission.active()
     }
 
     /// The configuration, generation and TLS settings new sessions get.
@@ -350,9 +347,7 @@ pub async fn serve(config: Config, overrides: Overrides, plan: Plan) -> anyhow::
         runtime,
         retired: Mutex::new(Vec::new()),
         next_generation: AtomicU64::new(2),
-        per_ip: Mutex::new(HashMap::new()),
-        active: Arc::new(AtomicUsize::new(0)),
-        idle: Notify::new(),
+        admission: Arc::default(),
         stop: stop_rx,
         reloading: tokio::sync::Mutex::new(()),
         listeners: tokio::sync::Mutex::new(listeners),
@@ -417,20 +412,13 @@ pub async fn serve(config: Config, overrides: Overrides, plan: Plan) -> anyhow::
     let _ = std::fs::remove_file(crate::server::admin::socket_path(&config));
     let deadline = tokio::time::sleep(shutdown_timeout);
     tokio::pin!(deadline);
-    loop {
-        let notified = shared.idle.notified();
-        if shared.active_connections() == 0 {
-            break;
-        }
-        tokio::select! {
-            _ = notified => {}
-            _ = &mut deadline => {
-                tracing::warn!(
-                    active = shared.active_connections(),
-                    "shutdown deadline reached; closing remaining sessions (none had an unanswered accepted message)"
-                );
-                break;
-            }
+    tokio::select! {
+        _ = shared.admission.idle() => {}
+        _ = &mut deadline => {
+            tracing::warn!(
+                active = shared.active_connections(),
+                "shutdown deadline reached; closing remaining sessions (none had an unanswered accepted message)"
+            );
         }
     }
     if !matches!(deliveries.await, Ok(true)) {
