@@ -7,8 +7,10 @@
 //! field replaced (or added before the blank line). Multipart and message/rfc822
 //! containers may only be labelled 7bit, 8bit or binary (RFC 2045 §6.4, RFC 2046
 //! §5.2.1): one that said 8bit or binary is relabelled 7bit, its leaves converted.
-//! Every other byte — header fields, boundaries, preambles, 7-bit parts — is kept
-//! as it is, and a message without 8-bit bytes is returned borrowed, not copied.
+//! A message without MIME-Version gets "MIME-Version: 1.0" (RFC 2045 §4: the
+//! new encoding field means nothing without it). Every other byte — header
+//! fields, boundaries, preambles, 7-bit parts — is kept as it is, and a message
+//! without 8-bit bytes is returned borrowed, not copied.
 //!
 //! What cannot be converted is refused, never guessed at: 8-bit bytes in any
 //! header field (raw UTF-8 headers, RFC 6532, need SMTPUTF8: there is no faithful
@@ -49,6 +51,24 @@ pub enum Unconvertible {
 /// Longest encoded line (RFC 2045 §6.7 rule 5, §6.8).
 pub const LINE: usize = 76;
 
+/// Most mentions of "multipart/" or "message/" a message may have to be
+/// converted: a bound on the nesting the parser and [`walk`] recurse
+/// through (a hostile message nests thousands of levels in a few hundred
+/// kilobytes, and deep enough it overflows a thread's stack).
+pub const MAX_CONTAINERS: usize = 256;
+
+/// How often "multipart/" or "message/" (any case) occurs in `raw`: at least
+/// the number of container parts, however their headers are folded.
+fn container_mentions(raw: &[u8]) -> usize {
+    let ends_with = |end: usize, word: &[u8]| {
+        end >= word.len() && raw[end - word.len()..end].eq_ignore_ascii_case(word)
+    };
+    raw.iter()
+        .enumerate()
+        .filter(|&(i, &b)| b == b'/' && (ends_with(i, b"multipart") || ends_with(i, b"message")))
+        .count()
+}
+
 /// Whether `bytes` has any byte above 127.
 pub fn has_8bit(bytes: &[u8]) -> bool {
     !bytes.is_ascii()
@@ -88,11 +108,30 @@ pub fn to_7bit(raw: &[u8]) -> Result<Cow<'_, [u8]>, Unconvertible> {
     if utf8_headers(raw) {
         return Err(Unconvertible::EightBitHeader);
     }
+    if container_mentions(raw) > MAX_CONTAINERS {
+        return Err(Unconvertible::Structure(
+            "too many multipart or message parts",
+        ));
+    }
     let message = MessageParser::new()
         .parse(raw)
         .ok_or(Unconvertible::Structure("the message cannot be parsed"))?;
     let mut edits = Vec::new();
     walk(&message, raw, &mut edits)?;
+    if let Some(top) = message.parts.first()
+        && !edits.is_empty()
+        && !top
+            .headers
+            .iter()
+            .any(|h| h.name.as_str().eq_ignore_ascii_case("MIME-Version"))
+    {
+        // The new Content-Transfer-Encoding means something only in a MIME
+        // message (RFC 2045 §4).
+        let head = &raw[top.offset_header as usize..top.offset_body as usize];
+        let mut field = b"MIME-Version: 1.0".to_vec();
+        field.extend_from_slice(eol_of(head));
+        add_field(top, raw, field, &mut edits);
+    }
     edits.sort_by_key(|e| (e.range.start, e.range.end));
     let mut out = Vec::with_capacity(raw.len() + raw.len() / 3);
     let mut at = 0;
@@ -211,21 +250,7 @@ fn set_cte(part: &MessagePart<'_>, raw: &[u8], value: &str, edits: &mut Vec<Edit
     field.extend_from_slice(eol);
     let fields = cte_fields(part, raw);
     if fields.is_empty() {
-        // Before the empty line that ends the header section (if there is one).
-        let body = part.offset_body as usize;
-        let at = if head.ends_with(b"\r\n\r\n") || head == b"\r\n" {
-            body - 2
-        } else if head.ends_with(b"\n\n") || head == b"\n" {
-            body - 1
-        } else {
-            // No empty line before the body: add the field and one.
-            field.extend_from_slice(eol);
-            body
-        };
-        edits.push(Edit {
-            range: at..at,
-            with: field,
-        });
+        add_field(part, raw, field, edits);
         return;
     }
     for (k, (range, _)) in fields.into_iter().enumerate() {
@@ -234,6 +259,25 @@ fn set_cte(part: &MessagePart<'_>, raw: &[u8], value: &str, edits: &mut Vec<Edit
             with: if k == 0 { field.clone() } else { Vec::new() },
         });
     }
+}
+
+/// Add `field` (with its line end) at the end of the part's header section,
+/// before the empty line that ends it (adding one if there is none).
+fn add_field(part: &MessagePart<'_>, raw: &[u8], mut field: Vec<u8>, edits: &mut Vec<Edit>) {
+    let head = &raw[part.offset_header as usize..part.offset_body as usize];
+    let body = part.offset_body as usize;
+    let at = if head.ends_with(b"\r\n\r\n") || head == b"\r\n" {
+        body - 2
+    } else if head.ends_with(b"\n\n") || head == b"\n" {
+        body - 1
+    } else {
+        field.extend_from_slice(eol_of(head));
+        body
+    };
+    edits.push(Edit {
+        range: at..at,
+        with: field,
+    });
 }
 
 /// A multipart or message/rfc822 whose leaves are being converted: relabel
@@ -389,7 +433,7 @@ mod tests {
         assert_eq!(
             head,
             "From: a@x.test\r\nSubject: hi\r\nContent-Type: text/plain; charset=utf-8\r\n\
-             Content-Transfer-Encoding: quoted-printable"
+             Content-Transfer-Encoding: quoted-printable\r\nMIME-Version: 1.0"
         );
         assert!(
             body.starts_with("Gr=C3=BC=C3=9Fe aus K=C3=B6ln =3D ok=20\r\n"),
@@ -414,7 +458,7 @@ mod tests {
         let out = convert(raw);
         assert_eq!(
             text(&out),
-            "Subject: x\nContent-Transfer-Encoding: quoted-printable\n\n\
+            "Subject: x\nContent-Transfer-Encoding: quoted-printable\nMIME-Version: 1.0\n\n\
              sm=C3=B6rg=C3=A5sbord\r\nline two\r\n"
         );
     }
@@ -513,6 +557,46 @@ Content-Type: text/plain\r\n\r\nx\r\n--b--\r\n";
             to_7bit(preamble.as_bytes()),
             Err(Unconvertible::Structure(_))
         ));
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_not_recursed() {
+        for multipart in [false, true] {
+            let mut raw = b"Subject: x\r\n".to_vec();
+            for i in 0..100_000 {
+                if multipart {
+                    raw.extend_from_slice(
+                        format!("Content-Type: Multipart/mixed; boundary=b{i}\r\n\r\n--b{i}\r\n")
+                            .as_bytes(),
+                    );
+                } else {
+                    raw.extend_from_slice(b"Content-Type: message/rfc822\r\n\r\n");
+                }
+            }
+            raw.extend_from_slice("Subject: y\r\n\r\nbody \u{e9}\r\n".as_bytes());
+            assert!(matches!(to_7bit(&raw), Err(Unconvertible::Structure(_))));
+        }
+        // Up to the limit, on a small (2 MiB) stack like the blocking pool's.
+        for multipart in [false, true] {
+            let mut raw = b"Subject: x\r\n".to_vec();
+            for i in 0..MAX_CONTAINERS {
+                let level = if multipart {
+                    format!("Content-Type: multipart/mixed; boundary=b{i}\r\n\r\n--b{i}\r\n")
+                } else {
+                    "Content-Type: message/rfc822\r\n\r\n".to_string()
+                };
+                raw.extend_from_slice(level.as_bytes());
+            }
+            raw.extend_from_slice("Subject: y\r\n\r\nbody \u{e9}\r\n".as_bytes());
+            let out = std::thread::Builder::new()
+                .stack_size(2 << 20)
+                .spawn(move || to_7bit(&raw).map(|c| c.into_owned()))
+                .unwrap()
+                .join()
+                .unwrap()
+                .unwrap();
+            assert!(text(&out).contains("body =C3=A9\r\n"), "{multipart}");
+        }
     }
 
     #[test]

@@ -88,12 +88,15 @@ pub fn read(mut file: std::io::Take<std::fs::File>, check: Check) -> std::io::Re
         // The header section (and whatever came with its last read).
         let mut head = Vec::new();
         let mut chunk = vec![0u8; 16 * 1024];
-        while downgrade::header_section(&head).is_none() {
+        loop {
             let n = file.read(&mut chunk)?;
             if n == 0 {
                 break;
             }
             head.extend_from_slice(&chunk[..n]);
+            if empty_line(&head, head.len() - n) {
+                break;
+            }
         }
         let rest = file.limit();
         let found = ContentCheck {
@@ -117,6 +120,16 @@ pub fn read(mut file: std::io::Take<std::fs::File>, check: Check) -> std::io::Re
         check: ContentCheck::default(),
         converted: None,
     })
+}
+
+/// Whether `bytes` has an empty line (the end of a header section) ending at
+/// or after `from` (so each read is looked at once, not the whole again).
+fn empty_line(bytes: &[u8], from: usize) -> bool {
+    let tail = &bytes[from.saturating_sub(2)..];
+    bytes.starts_with(b"\n")
+        || bytes.starts_with(b"\r\n")
+        || tail.windows(2).any(|w| w == b"\n\n")
+        || tail.windows(3).any(|w| w == b"\n\r\n")
 }
 
 #[cfg(test)]
@@ -155,6 +168,17 @@ mod tests {
 
     const EIGHT: &[u8] = "Subject: x\r\n\r\nsmörgåsbord\r\n".as_bytes();
     const UTF8_HEADER: &[u8] = "Subject: Grüße\r\n\r\nsmörgåsbord\r\n".as_bytes();
+
+    #[test]
+    fn empty_lines() {
+        assert!(empty_line(b"A: b\r\n\r\n", 0));
+        assert!(empty_line(b"A: b\r\n\r\n", 7));
+        assert!(empty_line(b"A: b\n\nx", 5));
+        assert!(empty_line(b"\r\nbody", 2));
+        assert!(!empty_line(b"A: b\r\nC: d\r\n", 0));
+        // Split across reads: "\r\n" then "\r\n".
+        assert!(empty_line(b"A: b\r\n\r\n", 6));
+    }
 
     #[test]
     fn which_check() {
