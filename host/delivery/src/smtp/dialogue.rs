@@ -3,8 +3,11 @@
 //! spooled envelope (validated at receipt, re-checked here so nothing that could
 //! break a command line reaches the wire) and the remote capabilities.
 //! RFC 5321 §4.1.1.2-3 (MAIL, RCPT), RFC 1870 (SIZE), RFC 6152 (BODY=8BITMIME),
-//! RFC 6531 §3.4 (SMTPUTF8), RFC 3461 §4 (RET, ENVID, NOTIFY, ORCPT), RFC 4954 /
-//! RFC 4616 (AUTH PLAIN).
+//! RFC 6531 §3.2, §3.4 (SMTPUTF8: passed on when offered; refused with 5.6.7
+//! when not offered and an address or header field needs it), RFC 3463 X.6.3
+//! (8-bit content a hop without 8BITMIME cannot take and that cannot be
+//! converted), RFC 3461 §4 (RET, ENVID, NOTIFY, ORCPT), RFC 4954 / RFC 4616
+//! (AUTH PLAIN).
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
