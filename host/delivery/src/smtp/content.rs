@@ -10,7 +10,7 @@
 //! server's size limit).
 
 use std::borrow::Cow;
-use std::io::Read as _;
+use std::io::{Read as _, Seek as _, SeekFrom};
 
 use tokio::io::{AsyncRead, AsyncReadExt as _};
 
@@ -51,12 +51,22 @@ pub struct Content {
 
 /// Read the spooled message (on the blocking pool) as `check` asks: streamed
 /// from the file when no check applies; its header section read first when
-/// only the headers matter; read whole — and converted to 7 bit when it has
-/// 8-bit bytes — for a server without 8BITMIME. The converted copy lives in
-/// memory for this attempt only: the spool is never changed, and the next
-/// server (or attempt) decides again.
+/// only the headers matter; for a server without 8BITMIME, scanned for 8-bit
+/// bytes and streamed when it has none, else read whole and converted to 7
+/// bit. The original and the converted copy are in memory for this attempt
+/// only (about twice and a half the message's size at the peak): the spool
+/// is never changed, and the next server (or attempt) decides again.
 pub fn read(mut file: std::io::Take<std::fs::File>, check: Check) -> std::io::Result<Content> {
     let len = file.limit();
+    if check.seven_bit && !has_8bit(&mut file, len)? {
+        // All 7 bit (so no UTF-8 header either): streamed as it is.
+        return Ok(Content {
+            body: Box::new(tokio::fs::File::from_std(file.into_inner()).take(len)),
+            size: len,
+            check: ContentCheck::default(),
+            converted: None,
+        });
+    }
     if check.seven_bit {
         let mut raw = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
         file.read_to_end(&mut raw)?;
@@ -120,6 +130,25 @@ pub fn read(mut file: std::io::Take<std::fs::File>, check: Check) -> std::io::Re
         check: ContentCheck::default(),
         converted: None,
     })
+}
+
+/// Whether the message's `len` octets have an 8-bit byte; reads up to the
+/// first one and puts the file back where it was (limited to `len` again).
+fn has_8bit(file: &mut std::io::Take<std::fs::File>, len: u64) -> std::io::Result<bool> {
+    let start = file.get_mut().stream_position()?;
+    let mut chunk = vec![0u8; 64 * 1024];
+    let found = loop {
+        let n = file.read(&mut chunk)?;
+        if n == 0 {
+            break false;
+        }
+        if downgrade::has_8bit(&chunk[..n]) {
+            break true;
+        }
+    };
+    file.get_mut().seek(SeekFrom::Start(start))?;
+    file.set_limit(len);
+    Ok(found)
 }
 
 /// Whether `bytes` has an empty line (the end of a header section) ending at
@@ -211,6 +240,11 @@ mod tests {
         assert!(String::from_utf8(out).unwrap().contains("quoted-printable"));
         assert_eq!(c.converted, Some(EIGHT.len() as u64));
         assert_eq!(c.check, ContentCheck::default());
+        // 7 bit: streamed from the file as it is, after the scan.
+        let seven = b"Subject: x\r\n\r\nplain\r\n";
+        let mut c = read(spooled(seven), check).unwrap();
+        assert_eq!(sent(&mut c).await, seven);
+        assert_eq!(c.converted, None);
         // 8-bit headers: nothing to send, the reason for precheck.
         let c = read(spooled(UTF8_HEADER), check).unwrap();
         assert!(c.check.unconvertible.is_some() && !c.check.utf8_headers);
