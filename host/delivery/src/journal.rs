@@ -392,7 +392,7 @@ mod tests {
         let (spool, _) = Spool::open(postern_spool::SpoolConfig::new(dir.path())).unwrap();
         let id = QueueId::generate();
         let mut env = crate::state::tests::envelope("a@x.test", &[("b@y.test", &[])]);
-        env.queue_id = id.to_string();
+        env.queue_id = id;
         spool.commit(&env, &[b"Subject: x\r\n\r\n"]).await.unwrap();
         assert!(read(&spool, &id).unwrap().is_empty());
         let all = samples();

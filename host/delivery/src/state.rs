@@ -282,7 +282,7 @@ pub(crate) mod tests {
 
     pub fn envelope(sender: &str, rcpts: &[(&str, &[&str])]) -> Envelope {
         Envelope {
-            queue_id: "0000000000000000000A".into(),
+            queue_id: "0000000000000000000A".parse().unwrap(),
             received_at_unix_ms: 1000,
             client_ip: "127.0.0.1".into(),
             client_port: 1,
@@ -305,7 +305,7 @@ pub(crate) mod tests {
 
     fn state(sender: &str, rcpts: &[(&str, &[&str])]) -> MessageState {
         let env = envelope(sender, rcpts);
-        MessageState::new(env.queue_id.parse().unwrap(), Arc::new(env), 10)
+        MessageState::new(env.queue_id, Arc::new(env), 10)
     }
 
     fn failed(i: usize) -> Record {

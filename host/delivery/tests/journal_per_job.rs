@@ -15,7 +15,7 @@ use postern_spool::{Envelope, QueueId, Recipient, Spool, SpoolConfig, SpoolError
 
 fn envelope(id: &QueueId, rcpts: &[&str]) -> Envelope {
     Envelope {
-        queue_id: id.to_string(),
+        queue_id: *id,
         received_at_unix_ms: postern_delivery::now_ms(),
         client_ip: "127.0.0.1".into(),
         client_port: 1,

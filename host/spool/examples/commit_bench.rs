@@ -50,7 +50,7 @@ fn parse_args() -> Result<Args, String> {
 
 fn envelope(id: &QueueId) -> Envelope {
     Envelope {
-        queue_id: id.to_string(),
+        queue_id: *id,
         received_at_unix_ms: (id.timestamp_us() / 1000) as u64,
         client_ip: "127.0.0.1".into(),
         client_port: 40000,

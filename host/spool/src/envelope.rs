@@ -5,6 +5,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::QueueId;
+
 /// One accepted RCPT TO.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Recipient {
@@ -18,7 +20,7 @@ pub struct Recipient {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Envelope {
     /// The queue id; also the id in the message's log records.
-    pub queue_id: String,
+    pub queue_id: QueueId,
     /// When the final `.` of DATA was received, unix milliseconds.
     pub received_at_unix_ms: u64,
     pub client_ip: String,

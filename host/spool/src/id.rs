@@ -95,6 +95,21 @@ impl fmt::Display for QueueId {
     }
 }
 
+/// A queue id is a string on the wire and on disk (the envelope's JSON);
+/// reading one checks it like `FromStr`.
+impl serde::Serialize for QueueId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for QueueId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 impl FromStr for QueueId {
     type Err = SpoolError;
 

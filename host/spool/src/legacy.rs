@@ -190,7 +190,7 @@ fn parse<'a>(bytes: &'a [u8], name: &str) -> Result<(&'a [u8], &'a [u8]), String
     }
     let decoded: Envelope =
         serde_json::from_slice(envelope).map_err(|e| format!("envelope is not valid JSON: {e}"))?;
-    if decoded.queue_id != name {
+    if decoded.queue_id.as_str() != name {
         return Err(format!(
             "envelope queue_id {:?} does not match file name",
             decoded.queue_id
@@ -221,30 +221,37 @@ mod tests {
 
     #[test]
     fn parse_checks_everything() {
-        let env = br#"{"queue_id":"A"}"#;
+        let env = br#"{"queue_id":"0000000000000000000A"}"#;
         let good = [
             format!("POSTERN-SPOOL 1 {} 5\n", env.len()).as_bytes(),
             env,
             b"\nhello",
         ]
         .concat();
-        assert!(parse(&good, "A").is_err(), "not a full envelope");
-        let full = br#"{"queue_id":"A","received_at_unix_ms":1,"client_ip":"::1","client_port":2,"helo":null,"auth_user":null,"tls":false,"mail_from":"","mail_params":[],"recipients":[],"session_id":"s"}"#;
+        assert!(
+            parse(&good, "0000000000000000000A").is_err(),
+            "not a full envelope"
+        );
+        let full = br#"{"queue_id":"0000000000000000000A","received_at_unix_ms":1,"client_ip":"::1","client_port":2,"helo":null,"auth_user":null,"tls":false,"mail_from":"","mail_params":[],"recipients":[],"session_id":"s"}"#;
         let good = [
             format!("POSTERN-SPOOL 1 {} 5\n", full.len()).as_bytes(),
             full,
             b"\nhello",
         ]
         .concat();
-        let (e, m) = parse(&good, "A").unwrap();
+        let (e, m) = parse(&good, "0000000000000000000A").unwrap();
         assert_eq!((e, m), (&full[..], &b"hello"[..]));
         assert!(parse(&good, "B").unwrap_err().contains("does not match"));
-        assert!(parse(&good[..good.len() - 1], "A").is_err());
+        assert!(parse(&good[..good.len() - 1], "0000000000000000000A").is_err());
         assert!(parse(b"POSTERN-SPOOL 2 1 1\n{\nx", "A").is_err());
         assert!(parse(b"garbage", "A").is_err());
         let mut no_sep = good.clone();
         let at = good.len() - 6;
         no_sep[at] = b' ';
-        assert!(parse(&no_sep, "A").unwrap_err().contains("newline"));
+        assert!(
+            parse(&no_sep, "0000000000000000000A")
+                .unwrap_err()
+                .contains("newline")
+        );
     }
 }

@@ -299,7 +299,7 @@ impl Spool {
         message: &[&[u8]],
         tail: Option<Tail>,
     ) -> Result<(), SpoolError> {
-        let id: QueueId = envelope.queue_id.parse()?;
+        let id = envelope.queue_id;
         self.sender()?;
         let json = serde_json::to_vec(envelope).map_err(|source| SpoolError::Encode {
             queue_id: id.to_string(),
@@ -426,11 +426,8 @@ impl Spool {
         };
         let envelope: Envelope = serde_json::from_slice(&json)
             .map_err(|e| corrupt(format!("envelope is not valid JSON: {e}")))?;
-        if envelope.queue_id != id.as_str() {
-            return Err(corrupt(format!(
-                "envelope names {:?}",
-                envelope.queue_id.chars().take(40).collect::<String>()
-            )));
+        if envelope.queue_id != *id {
+            return Err(corrupt(format!("envelope names {}", envelope.queue_id)));
         }
         let message_offset = envelope_offset + u64::from(envelope_len);
         Ok(QueuedMessage::new(

@@ -127,12 +127,16 @@ async fn empty_message_and_large_message_on_multi_thread() {
 async fn rejects_bad_and_duplicate_ids() {
     let dir = tempfile::tempdir().unwrap();
     let (spool, _) = Spool::open(SpoolConfig::new(dir.path())).unwrap();
-    let mut envelope = envelope_for(&QueueId::generate());
-    envelope.queue_id = "../../etc/passwd".into();
+    // A bad id cannot be committed because it cannot be made: not parsed,
+    // not read from an envelope's JSON.
     assert!(matches!(
-        spool.commit(&envelope, &[b"x"]).await,
+        "../../etc/passwd".parse::<QueueId>(),
         Err(SpoolError::BadId(_))
     ));
+    let mut json = serde_json::to_value(envelope_for(&QueueId::generate())).unwrap();
+    json["queue_id"] = "../../etc/passwd".into();
+    let err = serde_json::from_value::<postern_spool::Envelope>(json).unwrap_err();
+    assert!(err.to_string().contains("../../etc/passwd"), "{err}");
 
     let id = commit_one(&spool).await;
     let err = spool

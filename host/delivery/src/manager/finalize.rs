@@ -12,7 +12,7 @@
 use std::sync::Arc;
 
 use postern_protocol::EnhancedCode;
-use postern_spool::{Spool, SpoolError};
+use postern_spool::{QueueId, Spool, SpoolError};
 
 use crate::counters::{self, COUNTERS};
 use crate::dsn::{self, Report};
@@ -84,7 +84,7 @@ async fn append(
 /// What became of a bounce.
 enum Bounce {
     /// Committed, with its queue id.
-    Queued(String),
+    Queued(QueueId),
     /// A delivery-side plugin refused it (`bounce-hook`): not sent.
     Refused(String),
     /// A delivery-side plugin held it: asked again at the next attempt.
@@ -243,7 +243,7 @@ pub(crate) async fn run(
                 tracing::info!(queue_id = %state.id, dsn = %dsn_id, to = %state.envelope.mail_from,
                     failed = report.failed.len(), delayed = report.delayed.len(),
                     delivered = report.delivered.len(), "{}", kind(&report));
-                Some(dsn_id)
+                Some(dsn_id.to_string())
             }
             Ok(Bounce::Refused(why)) => {
                 tracing::info!(queue_id = %state.id, to = %state.envelope.mail_from,

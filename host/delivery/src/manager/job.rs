@@ -101,7 +101,7 @@ mod tests {
             });
         }
         let env = Envelope {
-            queue_id: "0000000000000000000A".into(),
+            queue_id: "0000000000000000000A".parse().unwrap(),
             received_at_unix_ms: 1,
             client_ip: "::1".into(),
             client_port: 1,
@@ -114,7 +114,7 @@ mod tests {
             session_id: "s".into(),
             quarantine: None,
         };
-        let state = MessageState::new(env.queue_id.parse().unwrap(), Arc::new(env), 1);
+        let state = MessageState::new(env.queue_id, Arc::new(env), 1);
         let settings = Settings::new("mx.test", &["example.test".into()], Path::new("/d"));
         let (jobs, known) = plan(&state, &settings, None);
         let summary: Vec<(String, usize)> = jobs

@@ -8,7 +8,7 @@ use postern_spool::{Envelope, QueueId, Recipient};
 pub fn envelope_for(id: &QueueId) -> Envelope {
     let seed = seed(id);
     Envelope {
-        queue_id: id.to_string(),
+        queue_id: *id,
         received_at_unix_ms: (id.timestamp_us() / 1000) as u64,
         client_ip: format!("192.0.2.{}", seed % 250),
         client_port: (seed % 60_000) as u16 + 1024,

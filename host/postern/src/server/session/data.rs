@@ -141,7 +141,7 @@ impl Session {
             return Step::Reply(replies::need_mail());
         };
         let now = SystemTime::now();
-        let id = tx.queue_id.to_string();
+        let id = tx.queue_id;
         let rcpts: Vec<String> = tx
             .recipients
             .iter()
@@ -156,7 +156,7 @@ impl Session {
             tls: self.ctx.tls.is_some(),
             authenticated: self.ctx.auth_user.is_some(),
             smtputf8: tx.params.smtputf8,
-            queue_id: &id,
+            queue_id: id.as_str(),
             single_recipient: (rcpts.len() == 1).then(|| rcpts[0].as_str()),
             when: now,
         });
@@ -183,7 +183,7 @@ impl Session {
             return Step::Reply(replies::need_mail());
         };
         let envelope = Envelope {
-            queue_id: id.clone(),
+            queue_id: id,
             received_at_unix_ms: now
                 .duration_since(UNIX_EPOCH)
                 .map(|d| d.as_millis() as u64)
@@ -252,7 +252,7 @@ impl Session {
                     size = message.size(),
                     "message queued"
                 );
-                Step::Reply(replies::queued(&id))
+                Step::Reply(replies::queued(id.as_str()))
             }
             Err(e) => {
                 tracing::error!(queue_id = %id, error = %e, "spool commit failed");
