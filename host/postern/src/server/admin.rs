@@ -134,13 +134,13 @@ async fn serve(stream: UnixStream, shared: Arc<Shared>) {
                 Err(e) => json!({"ok": false, "error": e}),
             }
         }
-        "promote" => match crate::server::rollout::promote(&shared) {
+        "promote" => match crate::server::rollout::promote(&shared.generations) {
             Ok(text) => json!({"ok": true, "message": text}),
             Err(e) => json!({"ok": false, "error": e}),
         },
         "rollback" => {
             match crate::server::rollout::rollback(
-                &shared,
+                &shared.generations,
                 "asked for by `postern rollback`",
                 "manual",
             ) {
@@ -177,6 +177,7 @@ pub async fn status(shared: &Arc<Shared>) -> serde_json::Value {
     let loaded_at = generation.loaded_at;
     let spool = shared.spool.stats();
     let older: Vec<serde_json::Value> = shared
+        .generations
         .retired_in_use()
         .into_iter()
         .map(|(id, sessions)| json!({"generation": id, "sessions": sessions}))
@@ -195,7 +196,7 @@ pub async fn status(shared: &Arc<Shared>) -> serde_json::Value {
             "shadow_differed": p.shadow_differed,
             "breaker": p.breaker.name(),
         })).collect::<Vec<_>>(),
-        "rollout": crate::server::rollout::status(shared),
+        "rollout": crate::server::rollout::status(&shared.generations),
         "av": config.av.clamd.as_ref().map(|a| {
             let s = &*crate::server::av::STATS;
             let n = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);

@@ -39,14 +39,15 @@ impl ChainPolicy {
     }
 
     fn hooks(&self, stage: Stage) -> bool {
-        self.shared().is_some_and(|s| s.delivery_hooks(stage))
+        self.shared()
+            .is_some_and(|s| s.generations.delivery_hooks(stage))
     }
 
     /// The chain for one delivery question (`what` names it in the logs)
     /// about one message: the canary's for its share of messages, the
     /// current generation's otherwise; none before the plugins are loaded.
     fn chain(&self, what: &str, queue_id: &str) -> Option<(SessionContext, SessionChain)> {
-        let g = self.shared()?.delivery_generation(queue_id);
+        let g = self.shared()?.generations.delivery_generation(queue_id);
         let ctx = context(what, queue_id);
         let chain = g.question(ctx.id.clone());
         Some((ctx, chain))

@@ -271,7 +271,7 @@ async fn handle(
     let _ = stream.set_nodelay(true);
     // Pin this session to the configuration and generation of this moment
     // (a canary's for its share of sessions).
-    let snapshot = shared.session_snapshot();
+    let snapshot = shared.generations.session_snapshot();
     let config = snapshot.config.clone();
     let generation = snapshot.generation.clone();
     let tls = snapshot.tls.clone();

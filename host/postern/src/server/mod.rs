@@ -36,8 +36,8 @@ pub mod rollout;
 pub mod session;
 pub mod tls;
 
+use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -65,13 +65,11 @@ pub struct Snapshot {
 
 /// State shared by every connection.
 pub struct Shared {
-    /// The snapshot new sessions start with (sessions keep theirs).
-    pub current: RwLock<Arc<Snapshot>>,
+    /// The plugin generations: current, canary, kept and retired ones.
+    pub generations: crate::server::rollout::Generations,
     pub overrides: Overrides,
     pub spool: Arc<Spool>,
     pub runtime: Arc<Runtime>,
-    /// Earlier generations, kept weakly to count their remaining sessions.
-    pub retired: Mutex<Vec<Weak<Generation>>>,
     pub next_generation: AtomicU64,
     /// Open connections, overall and per client, against the limits.
     pub admission: Arc<crate::server::listeners::Admission>,
@@ -81,10 +79,6 @@ pub struct Shared {
     pub listeners: tokio::sync::Mutex<Listeners>,
     /// The queue manager (delivery); it learns of new messages from the spool.
     pub queue: postern_delivery::QueueHandle,
-    /// Canary, previous generation kept for rollback, last rollout event.
-    pub rollout: Mutex<crate::server::rollout::Rollout>,
-    /// Sessions started, for the canary's share.
-    pub session_seq: AtomicU64,
     /// `[record]`: the session recorder, when enabled (fixed until restart).
     pub recorder: Option<Arc<crate::server::record::Recorder>>,
 }
@@ -96,10 +90,7 @@ impl Shared {
 
     /// The configuration, generation and TLS settings new sessions get.
     pub fn snapshot(&self) -> Arc<Snapshot> {
-        self.current
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.generations.snapshot()
     }
 
     pub fn current_generation(&self) -> Arc<Generation> {
@@ -108,21 +99,6 @@ impl Shared {
 
     pub fn current_config(&self) -> Arc<Config> {
         self.snapshot().config.clone()
-    }
-
-    /// (generation id, live sessions) of retired generations still in use
-    /// (not counting the previous generation kept idle for rollback, which
-    /// `postern status` shows on its own line, unless sessions still run on
-    /// it).
-    pub fn retired_in_use(&self) -> Vec<(u64, usize)> {
-        let kept = self.kept_for_rollback();
-        let mut list = self.retired.lock().unwrap_or_else(|p| p.into_inner());
-        list.retain(|w| w.strong_count() > 0);
-        list.iter()
-            .filter_map(|w| w.upgrade())
-            .map(|g| (g.id, g.active_sessions()))
-            .filter(|(id, sessions)| Some(*id) != kept || *sessions > 0)
-            .collect()
     }
 }
 
@@ -336,7 +312,7 @@ pub async fn serve(config: Config, overrides: Overrides, plan: Plan) -> anyhow::
     log_plugins(&generation);
     let (stop_tx, stop_rx) = watch::channel(false);
     let shared = Arc::new(Shared {
-        current: RwLock::new(Arc::new(Snapshot {
+        generations: crate::server::rollout::Generations::new(Arc::new(Snapshot {
             config: config.clone(),
             generation: Arc::new(generation),
             tls,
@@ -345,15 +321,12 @@ pub async fn serve(config: Config, overrides: Overrides, plan: Plan) -> anyhow::
         overrides,
         spool,
         runtime,
-        retired: Mutex::new(Vec::new()),
         next_generation: AtomicU64::new(2),
         admission: Arc::default(),
         stop: stop_rx,
         reloading: tokio::sync::Mutex::new(()),
         listeners: tokio::sync::Mutex::new(listeners),
         queue,
-        rollout: Mutex::new(crate::server::rollout::Rollout::default()),
-        session_seq: AtomicU64::new(0),
         recorder,
     });
     policy.install(&shared);

@@ -121,7 +121,7 @@ async fn try_reload(
 ) -> Result<ReloadReport, String> {
     let _one_at_a_time = shared.reloading.lock().await;
     let started = Instant::now();
-    if let Some(id) = shared.canary_running() {
+    if let Some(id) = shared.generations.canary_running() {
         return Err(format!(
             "canary generation {id} is running: `postern promote` or `postern rollback` first"
         ));
@@ -207,9 +207,11 @@ async fn try_reload(
         kv,
     });
     match canary {
-        Some(percent) => crate::server::rollout::start_canary(shared, snapshot, percent),
+        Some(percent) => {
+            crate::server::rollout::start_canary(&shared.generations, snapshot, percent)
+        }
         None => {
-            crate::server::rollout::install(shared, snapshot);
+            crate::server::rollout::install(&shared.generations, snapshot);
             shared
                 .runtime
                 .retain_compiled(generation.component_hashes());

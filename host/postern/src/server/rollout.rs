@@ -12,8 +12,8 @@
 //! `postern status`. Input: admin commands (local, trusted) and the
 //! generations' own counters.
 
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::json;
@@ -23,30 +23,79 @@ use postern_plugin::{Generation, Stage};
 use crate::server::{Shared, Snapshot};
 
 /// A generation a share of new sessions get.
-pub struct Canary {
-    pub snapshot: Arc<Snapshot>,
-    pub percent: u8,
-    pub started: Instant,
+struct Canary {
+    snapshot: Arc<Snapshot>,
+    percent: u8,
+    started: Instant,
 }
 
 /// The generation the current one replaced, kept while the current one is
 /// watched.
-pub struct Previous {
-    pub snapshot: Arc<Snapshot>,
-    pub since: Instant,
+struct Previous {
+    snapshot: Arc<Snapshot>,
+    since: Instant,
 }
 
 #[derive(Default)]
-pub struct Rollout {
-    pub canary: Option<Canary>,
-    pub previous: Option<Previous>,
+struct Rollout {
+    canary: Option<Canary>,
+    previous: Option<Previous>,
     /// The last promotion or rollback, for `postern status`.
-    pub last_event: Option<(SystemTime, String)>,
+    last_event: Option<(SystemTime, String)>,
 }
 
-impl Shared {
+/// The plugin generations of a running server: the snapshot new sessions
+/// get, the canary, the generation kept for rollback, and the earlier ones
+/// still finishing sessions. Reloads install into it; sessions, delivery
+/// questions, metrics and `postern status` read it.
+pub struct Generations {
+    /// The snapshot new sessions start with (sessions keep theirs).
+    current: RwLock<Arc<Snapshot>>,
+    /// Earlier generations, kept weakly to count their remaining sessions.
+    retired: Mutex<Vec<Weak<Generation>>>,
+    rollout: Mutex<Rollout>,
+    /// Sessions started, for the canary's share.
+    session_seq: AtomicU64,
+}
+
+impl Generations {
+    pub fn new(first: Arc<Snapshot>) -> Generations {
+        Generations {
+            current: RwLock::new(first),
+            retired: Mutex::new(Vec::new()),
+            rollout: Mutex::new(Rollout::default()),
+            session_seq: AtomicU64::new(0),
+        }
+    }
+
     fn rollout(&self) -> std::sync::MutexGuard<'_, Rollout> {
         self.rollout.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The configuration, generation and TLS settings new sessions get
+    /// (outside the canary's share).
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn current_generation(&self) -> Arc<Generation> {
+        self.snapshot().generation.clone()
+    }
+
+    /// Earlier generations still running sessions (the one kept for
+    /// rollback is listed only while it has some): (id, sessions).
+    pub fn retired_in_use(&self) -> Vec<(u64, usize)> {
+        let kept = self.kept_for_rollback();
+        let mut list = self.retired.lock().unwrap_or_else(|p| p.into_inner());
+        list.retain(|w| w.strong_count() > 0);
+        list.iter()
+            .filter_map(|w| w.upgrade())
+            .map(|g| (g.id, g.active_sessions()))
+            .filter(|(id, sessions)| Some(*id) != kept || *sessions > 0)
+            .collect()
     }
 
     /// The snapshot a new session starts with: the canary's for `percent`
@@ -118,8 +167,8 @@ fn canary_share(queue_id: &str) -> u64 {
     h.finish() % 100
 }
 
-fn retire(shared: &Shared, old: &Arc<Snapshot>) {
-    let mut retired = shared.retired.lock().unwrap_or_else(|p| p.into_inner());
+fn retire(g: &Generations, old: &Arc<Snapshot>) {
+    let mut retired = g.retired.lock().unwrap_or_else(|p| p.into_inner());
     retired.retain(|w| w.strong_count() > 0);
     retired.push(Arc::downgrade(&old.generation));
 }
@@ -130,14 +179,14 @@ fn event(r: &mut Rollout, text: String) {
 
 /// Install `next` as the current snapshot (a reload or a promotion): the
 /// one it replaces is kept for rollback while `next` is watched.
-pub fn install(shared: &Shared, next: Arc<Snapshot>) {
+pub fn install(g: &Generations, next: Arc<Snapshot>) {
     let watch = next.config.rollback.enabled;
     let old = std::mem::replace(
-        &mut *shared.current.write().unwrap_or_else(|p| p.into_inner()),
+        &mut *g.current.write().unwrap_or_else(|p| p.into_inner()),
         next,
     );
-    retire(shared, &old);
-    let mut r = shared.rollout();
+    retire(g, &old);
+    let mut r = g.rollout();
     r.previous = watch.then(|| Previous {
         snapshot: old,
         since: Instant::now(),
@@ -145,9 +194,9 @@ pub fn install(shared: &Shared, next: Arc<Snapshot>) {
 }
 
 /// Start a canary (the reload checked that none runs).
-pub fn start_canary(shared: &Shared, snapshot: Arc<Snapshot>, percent: u8) {
+pub fn start_canary(g: &Generations, snapshot: Arc<Snapshot>, percent: u8) {
     let id = snapshot.generation.id;
-    let mut r = shared.rollout();
+    let mut r = g.rollout();
     r.canary = Some(Canary {
         snapshot,
         percent,
@@ -161,18 +210,18 @@ pub fn start_canary(shared: &Shared, snapshot: Arc<Snapshot>, percent: u8) {
 }
 
 /// `postern promote`: the canary becomes the current generation.
-pub fn promote(shared: &Shared) -> Result<String, String> {
-    let canary = shared
+pub fn promote(g: &Generations) -> Result<String, String> {
+    let canary = g
         .rollout()
         .canary
         .take()
         .ok_or("no canary is running (start one with `postern reload --canary N`)")?;
     let id = canary.snapshot.generation.id;
-    let from = shared.current_generation().id;
-    install(shared, canary.snapshot);
+    let from = g.current_generation().id;
+    install(g, canary.snapshot);
     let text =
         format!("generation {id} promoted from canary to current (replacing generation {from})");
-    event(&mut shared.rollout(), text.clone());
+    event(&mut g.rollout(), text.clone());
     crate::server::metrics::events::promotion();
     tracing::info!(generation = id, replaced = from, "{text}");
     Ok(text)
@@ -180,11 +229,11 @@ pub fn promote(shared: &Shared) -> Result<String, String> {
 
 /// `postern rollback` (and the automatic one): drop the canary, or go back
 /// to the previous generation while it is kept.
-pub fn rollback(shared: &Shared, why: &str, trigger: &str) -> Result<String, String> {
-    let mut r = shared.rollout();
+pub fn rollback(g: &Generations, why: &str, trigger: &str) -> Result<String, String> {
+    let mut r = g.rollout();
     if let Some(c) = r.canary.take() {
         let id = c.snapshot.generation.id;
-        retire(shared, &c.snapshot);
+        retire(g, &c.snapshot);
         let text = format!("canary generation {id} rolled back ({trigger}): {why}");
         event(&mut r, text.clone());
         drop(r);
@@ -201,11 +250,11 @@ pub fn rollback(shared: &Shared, why: &str, trigger: &str) -> Result<String, Str
     };
     let back = prev.snapshot.generation.id;
     let old = std::mem::replace(
-        &mut *shared.current.write().unwrap_or_else(|p| p.into_inner()),
+        &mut *g.current.write().unwrap_or_else(|p| p.into_inner()),
         prev.snapshot,
     );
     let from = old.generation.id;
-    retire(shared, &old);
+    retire(g, &old);
     let text = format!("generation {from} rolled back to generation {back} ({trigger}): {why}");
     event(&mut r, text.clone());
     drop(r);
@@ -231,13 +280,14 @@ fn verdict(h: postern_plugin::Health, s: &crate::config::RollbackSettings) -> Op
 /// when one fails too often; forget the previous generation once the watch
 /// is over.
 pub async fn monitor(shared: Arc<Shared>) {
+    let g = &shared.generations;
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     loop {
         tick.tick().await;
         let (canary, watched) = {
-            let mut r = shared.rollout();
+            let mut r = g.rollout();
             let canary = r.canary.as_ref().map(|c| c.snapshot.clone());
-            let current = shared.snapshot();
+            let current = g.snapshot();
             let watch = current.config.rollback.watch;
             if r.previous
                 .as_ref()
@@ -254,21 +304,21 @@ pub async fn monitor(shared: Arc<Shared>) {
         if let Some(c) = canary
             && let Some(why) = verdict(c.generation.health(), &c.config.rollback)
         {
-            let _ = rollback(&shared, &why, "automatic");
+            let _ = rollback(g, &why, "automatic");
             continue;
         }
         if let Some(cur) = watched
             && let Some(why) = verdict(cur.generation.health(), &cur.config.rollback)
         {
-            let _ = rollback(&shared, &why, "automatic");
+            let _ = rollback(g, &why, "automatic");
         }
     }
 }
 
 /// The rollout part of `postern status`.
-pub fn status(shared: &Shared) -> serde_json::Value {
-    let r = shared.rollout();
-    let current = shared.snapshot();
+pub fn status(g: &Generations) -> serde_json::Value {
+    let r = g.rollout();
+    let current = g.snapshot();
     let health = |s: &Snapshot| {
         let h = s.generation.health();
         json!({

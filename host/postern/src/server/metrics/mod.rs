@@ -49,13 +49,17 @@ impl ServerView for Shared {
         Shared::current_generation(self)
     }
     fn sessions_on_older_generations(&self) -> usize {
-        self.retired_in_use().iter().map(|(_, n)| n).sum()
+        self.generations
+            .retired_in_use()
+            .iter()
+            .map(|(_, n)| n)
+            .sum()
     }
     fn spool_stats(&self) -> SpoolStats {
         self.spool.stats()
     }
     fn rollout_status(&self) -> serde_json::Value {
-        crate::server::rollout::status(self)
+        crate::server::rollout::status(&self.generations)
     }
     fn kv_state(&self) -> (bool, &'static str) {
         let kv = self.snapshot().kv.clone();
