@@ -26,8 +26,8 @@ impl Rng {
     fn below(&mut self, n: usize) -> usize {
         (self.next() % n as u64) as usize
     }
-    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[self.below(items.len())]
+    fn pick<T: Copy>(&mut self, items: &[T]) -> T {
+        items[self.below(items.len())]
     }
 }
 
@@ -120,7 +120,7 @@ fn entity(r: &mut Rng, depth: usize, n: &mut usize) -> Vec<u8> {
         }
         2 => {
             let boundary = format!("b{}x{}", depth, *n);
-            let sub = *r.pick(&["mixed", "alternative", "related"]);
+            let sub = r.pick(&["mixed", "alternative", "related"]);
             out.extend_from_slice(
                 format!("Content-Type: multipart/{sub}; boundary=\"{boundary}\"\r\n").as_bytes(),
             );
