@@ -266,12 +266,6 @@ pub fn files(plan: &Plan) -> Vec<(String, String)> {
          \"devDependencies\": {{\n    \"@bytecodealliance/componentize-js\": \"0.23.0\",\n    \
          \"@bytecodealliance/jco\": \"1.35.0\",\n    \"@bytecodealliance/preview2-shim\": \"0.25.0\"\n  }}\n}}\n"
     );
-    let readme = plan.readme(
-        super::Lang::Javascript,
-        "./build.sh",
-        "node --test",
-        &format!("<checkout>/target/plugins/{name}.wasm (inside a Postern checkout) or target/{name}.wasm"),
-    );
     let mut files = vec![
         ("plugin.js".into(), js),
         ("plugin.test.js".into(), test),
@@ -281,12 +275,13 @@ pub fn files(plan: &Plan) -> Vec<(String, String)> {
         ),
         ("package.json".into(), package),
         ("build.mjs".into(), BUILD_MJS.replace("{{name}}", name)),
-        ("build.sh".into(), super::build_script(BUILD, name)),
-        ("wit/world.wit".into(), plan.world()),
-        ("README.md".into(), readme),
-        (".gitignore".into(), "/target/\n/node_modules/\n".into()),
     ];
-    files.extend(super::wit_deps());
+    files.extend(plan.component_files(
+        super::Lang::Javascript,
+        BUILD,
+        "node --test",
+        "/target/\n/node_modules/\n",
+    ));
     files
 }
 

@@ -167,6 +167,34 @@ impl Plan {
         w
     }
     /// The README: what it does, how to build, test, load and try it.
+    /// What a componentized plugin (Python, JavaScript) ships besides its
+    /// sources: `build.sh` from the language's `build` template, the world,
+    /// the README (tests run by `test`), `.gitignore` (`ignore`) and the WIT
+    /// package.
+    pub fn component_files(
+        &self,
+        lang: Lang,
+        build: &str,
+        test: &str,
+        ignore: &str,
+    ) -> Vec<(String, String)> {
+        let name = &self.name;
+        let wasm = format!(
+            "<checkout>/target/plugins/{name}.wasm (inside a Postern checkout) or target/{name}.wasm"
+        );
+        let mut files = vec![
+            ("build.sh".into(), build_script(build, name)),
+            ("wit/world.wit".into(), self.world()),
+            (
+                "README.md".into(),
+                self.readme(lang, "./build.sh", test, &wasm),
+            ),
+            (".gitignore".into(), ignore.into()),
+        ];
+        files.extend(wit_deps());
+        files
+    }
+
     pub fn readme(&self, lang: Lang, build: &str, test: &str, wasm: &str) -> String {
         let name = &self.name;
         let stages = self.stages.join(", ");

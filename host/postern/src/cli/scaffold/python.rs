@@ -264,13 +264,6 @@ pub fn files(plan: &Plan) -> Vec<(String, String)> {
          def init(self, **config):\n        self.app.Init().init(json.dumps(config))\n{tests}\n\n\
          if __name__ == \"__main__\":\n    unittest.main()\n"
     );
-    let build = super::build_script(BUILD, name);
-    let readme = plan.readme(
-        super::Lang::Python,
-        "./build.sh",
-        "python3 -m unittest",
-        &format!("<checkout>/target/plugins/{name}.wasm (inside a Postern checkout) or target/{name}.wasm"),
-    );
     let mut files = vec![
         ("app.py".into(), app),
         ("test_app.py".into(), test),
@@ -278,15 +271,13 @@ pub fn files(plan: &Plan) -> Vec<(String, String)> {
             "postern_testing.py".into(),
             super::py_fake_host().to_string(),
         ),
-        ("build.sh".into(), build),
-        ("wit/world.wit".into(), plan.world()),
-        ("README.md".into(), readme),
-        (
-            ".gitignore".into(),
-            "/target/\n/.tools/\n__pycache__/\n".into(),
-        ),
     ];
-    files.extend(super::wit_deps());
+    files.extend(plan.component_files(
+        super::Lang::Python,
+        BUILD,
+        "python3 -m unittest",
+        "/target/\n/.tools/\n__pycache__/\n",
+    ));
     files
 }
 
