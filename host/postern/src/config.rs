@@ -112,10 +112,8 @@ fn build_metrics(cx: &Ctx, s: &MetricsSection) -> Result<Option<SocketAddr>, Con
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct AuthSection {
-    #[serde(default = "defaults::auth_max_failures")]
-    max_failures: u32,
-    #[serde(default = "defaults::auth_client_failure_limit")]
-    client_failure_limit: u32,
+    max_failures: Option<Spanned<u32>>,
+    client_failure_limit: Option<Spanned<u32>>,
     #[serde(default = "defaults::auth_client_failure_window")]
     client_failure_window: Spanned<String>,
     #[serde(default = "defaults::zero")]
@@ -127,8 +125,8 @@ struct AuthSection {
 impl Default for AuthSection {
     fn default() -> Self {
         AuthSection {
-            max_failures: defaults::auth_max_failures(),
-            client_failure_limit: defaults::auth_client_failure_limit(),
+            max_failures: None,
+            client_failure_limit: None,
             client_failure_window: defaults::auth_client_failure_window(),
             remember_window: defaults::zero(),
             remember_namespace: defaults::auth_namespace(),
@@ -136,12 +134,25 @@ impl Default for AuthSection {
     }
 }
 
-/// `[auth]`: `client_failure_window` and then `remember_window` must be
-/// durations; the failure limits are taken as at least 1.
+/// `[auth]`: the failure limits at least 1, then `client_failure_window`
+/// and `remember_window` durations.
 fn build_auth(cx: &Ctx, s: &AuthSection) -> Result<AuthSettings, ConfigError> {
+    let limit = |v: &Option<Spanned<u32>>, key: &str, default: u32| match v {
+        None => Ok(default),
+        Some(n) if *n.get_ref() >= 1 => Ok(*n.get_ref()),
+        Some(n) => Err(cx.at(n, format!("auth.{key} must be at least 1"))),
+    };
     Ok(AuthSettings {
-        max_failures: s.max_failures.max(1),
-        client_failure_limit: s.client_failure_limit.max(1),
+        max_failures: limit(
+            &s.max_failures,
+            "max_failures",
+            defaults::auth_max_failures(),
+        )?,
+        client_failure_limit: limit(
+            &s.client_failure_limit,
+            "client_failure_limit",
+            defaults::auth_client_failure_limit(),
+        )?,
         client_failure_window: cx
             .duration(&s.client_failure_window, "auth.client_failure_window")?,
         remember_window: cx.duration(&s.remember_window, "auth.remember_window")?,
@@ -783,6 +794,36 @@ mod tests {
                 "[server]\nhostname = \"h\"\nlocal_domains = []\nlisten = [\n  \"127.0.0.1:25\",\n  \"127.0.0.1:25\",\n]\n".to_string(),
                 "p.toml:6",
                 "is used twice",
+            ),
+            (
+                format!("{MIN}command_timeout = \"0s\"\n"),
+                "p.toml:5",
+                "server.command_timeout must be longer than 0",
+            ),
+            (
+                format!("{MIN}data_timeout = \"0s\"\n"),
+                "p.toml:5",
+                "server.data_timeout must be longer than 0",
+            ),
+            (
+                format!("{MIN}[auth]\nmax_failures = 0\n"),
+                "p.toml:6",
+                "auth.max_failures must be at least 1",
+            ),
+            (
+                format!("{MIN}[auth]\nclient_failure_limit = 0\n"),
+                "p.toml:6",
+                "auth.client_failure_limit must be at least 1",
+            ),
+            (
+                format!("{MIN}[[listener]]\nname = \"smtp\"\naddress = \"127.0.0.1:2600\"\n"),
+                "p.toml:6",
+                "listener name \"smtp\" is reserved",
+            ),
+            (
+                format!("{MIN}[[listener]]\nname = \"sub\"\naddress = \"127.0.0.1:2600\"\n[[listener]]\nname = \"sub\"\naddress = \"127.0.0.1:2601\"\n"),
+                "p.toml:9",
+                "listener name \"sub\" is used twice",
             ),
             (
                 format!("{MIN}[runtime]\nidle_timeout = \"0s\"\n"),

@@ -146,13 +146,14 @@ pub(super) fn build(
     let mut names = HashSet::new();
     for l in sections {
         let n = l.name.get_ref().as_str();
-        if n == "smtp" || !names.insert(n) {
+        if n == "smtp" {
             return Err(cx.at(
                 &l.name,
-                format!(
-                    "listener name {n:?} is used twice (\"smtp\" names the server.listen addresses)"
-                ),
+                "listener name \"smtp\" is reserved for the server.listen (and --listen) addresses",
             ));
+        }
+        if !names.insert(n) {
+            return Err(cx.at(&l.name, format!("listener name {n:?} is used twice")));
         }
     }
     Ok(listeners)

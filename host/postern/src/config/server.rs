@@ -183,11 +183,19 @@ pub(super) fn admin_socket(cx: &Ctx, s: &ServerSection) -> Option<PathBuf> {
 }
 
 /// `server.command_timeout`, `data_timeout` and `shutdown_timeout`: each a
-/// duration.
+/// duration; the first two longer than 0 (a zero one would end every
+/// session at once), `shutdown_timeout` may be 0 (do not wait).
 pub(super) fn timeouts(cx: &Ctx, s: &ServerSection) -> Result<Timeouts, ConfigError> {
+    let positive = |v: &Spanned<String>, key: &str| {
+        let d = cx.duration(v, key)?;
+        match d.is_zero() {
+            true => Err(cx.at(v, format!("{key} must be longer than 0"))),
+            false => Ok(d),
+        }
+    };
     Ok(Timeouts {
-        command: cx.duration(&s.command_timeout, "server.command_timeout")?,
-        data: cx.duration(&s.data_timeout, "server.data_timeout")?,
+        command: positive(&s.command_timeout, "server.command_timeout")?,
+        data: positive(&s.data_timeout, "server.data_timeout")?,
         shutdown: cx.duration(&s.shutdown_timeout, "server.shutdown_timeout")?,
     })
 }
