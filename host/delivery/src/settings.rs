@@ -16,6 +16,9 @@ pub enum TlsPolicy {
     /// Use STARTTLS when offered, without certificate checks (RFC 7435); fall back to
     /// plain text when it is not offered or the handshake fails.
     Opportunistic,
+    /// STARTTLS must be offered and succeed, but the certificate is not
+    /// checked (Postfix's `encrypt`); otherwise the delivery is deferred.
+    Encrypt,
     /// STARTTLS must be offered and the certificate must verify for the host name
     /// (webpki roots or `tls_ca_file`); otherwise the delivery is deferred.
     Required,
@@ -26,8 +29,14 @@ impl TlsPolicy {
         match self {
             TlsPolicy::None => "none",
             TlsPolicy::Opportunistic => "opportunistic",
+            TlsPolicy::Encrypt => "encrypt",
             TlsPolicy::Required => "required",
         }
+    }
+
+    /// Whether a session without TLS is refused.
+    pub fn requires_tls(self) -> bool {
+        matches!(self, TlsPolicy::Encrypt | TlsPolicy::Required)
     }
 }
 
@@ -127,6 +136,11 @@ pub struct Settings {
     /// Send AUTH credentials over a connection without TLS (default false).
     pub auth_without_tls: bool,
     pub tls: TlsPolicy,
+    /// Per recipient domain (`[delivery.tls_policy]`, like Postfix's
+    /// `smtp_tls_policy_maps`): `example.com` for that domain, `.example.com`
+    /// for its subdomains. Applies to MX delivery; the relayhost and
+    /// route-hook relays keep `tls`.
+    pub tls_policy: std::collections::BTreeMap<String, TlsPolicy>,
     /// PEM CA certificates for `tls = "required"` (default: the webpki roots).
     pub tls_ca_file: Option<PathBuf>,
     pub connect_timeout: Duration,
@@ -155,11 +169,28 @@ impl Settings {
             relayhost_auth: None,
             auth_without_tls: false,
             tls: TlsPolicy::Opportunistic,
+            tls_policy: std::collections::BTreeMap::new(),
             tls_ca_file: None,
             connect_timeout: Duration::from_secs(30),
             command_timeout: Duration::from_secs(300),
             data_timeout: Duration::from_secs(600),
         }
+    }
+
+    /// The STARTTLS policy for mail to `domain` (lower case, no trailing
+    /// dot): its own entry, else the nearest `.parent` entry, else `tls`.
+    pub fn tls_for_domain(&self, domain: &str) -> TlsPolicy {
+        if let Some(p) = self.tls_policy.get(domain) {
+            return *p;
+        }
+        let mut rest = domain;
+        while let Some((_, parent)) = rest.split_once('.') {
+            if let Some(p) = self.tls_policy.get(&format!(".{parent}")) {
+                return *p;
+            }
+            rest = parent;
+        }
+        self.tls
     }
 
     /// Whether `domain` (any case, optional trailing dot) is delivered locally.

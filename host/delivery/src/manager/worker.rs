@@ -188,7 +188,11 @@ async fn connect(ctx: &WorkerCtx, dest: &Destination) -> Result<Session, Diagnos
         _ => settings.smtp_port,
     };
     let relay = matches!(dest, Destination::Relay);
-    let s = Session::connect(&hosts, port, &ctx.client, relay).await?;
+    let tls = match dest {
+        Destination::Domain(d) | Destination::RoutedMx(d) => settings.tls_for_domain(d),
+        _ => settings.tls,
+    };
+    let s = Session::connect_with(&hosts, port, &ctx.client, relay, tls).await?;
     tracing::debug!(%dest, host = %s.label, tls = s.is_tls(), "connected");
     Ok(s)
 }

@@ -132,16 +132,27 @@ impl Session {
         ctx: &ClientCtx,
         authenticate: bool,
     ) -> Result<Session, Diagnostic> {
+        Session::connect_with(hosts, port, ctx, authenticate, ctx.settings.tls).await
+    }
+
+    /// `connect` under the STARTTLS policy `tls` (a recipient domain's own,
+    /// `Settings::tls_for_domain`).
+    pub async fn connect_with(
+        hosts: &[MxHost],
+        port: u16,
+        ctx: &ClientCtx,
+        authenticate: bool,
+        tls: TlsPolicy,
+    ) -> Result<Session, Diagnostic> {
         let mut last = None;
         for host in hosts {
             for ip in &host.addrs {
                 let addr = SocketAddr::new(*ip, port);
-                let try_tls = ctx.settings.tls != TlsPolicy::None;
-                let result = match open(&host.name, addr, ctx, authenticate, try_tls).await {
+                let result = match open(&host.name, addr, ctx, authenticate, tls).await {
                     Err(Attempt::RetryPlain(d)) => {
                         tracing::info!(host = %host.name, %addr, reason = %d,
                             "opportunistic TLS failed; retrying without TLS");
-                        open(&host.name, addr, ctx, authenticate, false).await
+                        open(&host.name, addr, ctx, authenticate, TlsPolicy::None).await
                     }
                     other => other,
                 };
@@ -575,7 +586,7 @@ async fn open(
     addr: SocketAddr,
     ctx: &ClientCtx,
     authenticate: bool,
-    try_tls: bool,
+    policy: TlsPolicy,
 ) -> Result<Session, Attempt> {
     let s = &ctx.settings;
     let label = format!("{name}[{}]:{}", addr.ip(), addr.port());
@@ -618,13 +629,13 @@ async fn open(
             Ok(reply) => Attempt::Failed(soften(Diagnostic::from_reply(&reply, &label))),
             Err(e) => io("sending EHLO", e),
         })?;
-    if try_tls && caps.starttls && s.tls != TlsPolicy::None {
+    if caps.starttls && policy != TlsPolicy::None {
         let r = conn
             .command("STARTTLS\r\n", t)
             .await
             .map_err(|e| io("sending STARTTLS", e))?;
         if r.code == 220 {
-            let verify = s.tls == TlsPolicy::Required;
+            let verify = policy == TlsPolicy::Required;
             let Some(server_name) = tls::server_name(name) else {
                 return Err(failed(
                     code(4, 7, 5),
@@ -636,7 +647,7 @@ async fn open(
                 .await
             {
                 let d = lost(&label, "in the TLS handshake", &e);
-                return Err(if verify {
+                return Err(if policy.requires_tls() {
                     Attempt::Failed(d)
                 } else {
                     Attempt::RetryPlain(d)
@@ -648,11 +659,11 @@ async fn open(
                     Ok(reply) => Attempt::Failed(soften(Diagnostic::from_reply(&reply, &label))),
                     Err(e) => io("sending EHLO after STARTTLS", e),
                 })?;
-        } else if s.tls == TlsPolicy::Required {
+        } else if policy.requires_tls() {
             return Err(Attempt::Failed(soften(Diagnostic::from_reply(&r, &label))));
         }
     }
-    if s.tls == TlsPolicy::Required && !conn.is_tls() {
+    if policy.requires_tls() && !conn.is_tls() {
         let _ = conn.command("QUIT\r\n", Duration::from_secs(5)).await;
         return Err(failed(
             code(4, 7, 4),
@@ -671,7 +682,7 @@ async fn open(
         auth(&mut conn, &caps, user, &password.0, t, &label).await?;
     }
     tracing::debug!(host = %label, tls = ?conn.tls_summary(), "SMTP session ready");
-    let verified = s.tls == TlsPolicy::Required && conn.is_tls();
+    let verified = policy == TlsPolicy::Required && conn.is_tls();
     Ok(Session {
         conn,
         caps,

@@ -18,6 +18,7 @@ enum TlsSetting {
     None,
     #[default]
     Opportunistic,
+    Encrypt,
     Required,
 }
 
@@ -41,6 +42,10 @@ pub(super) struct DeliverySection {
     auth_without_tls: Option<bool>,
     #[serde(default)]
     tls: TlsSetting,
+    /// `[delivery.tls_policy]`: recipient domain = "none" | "may" |
+    /// "encrypt" | "verify".
+    #[serde(default)]
+    tls_policy: std::collections::BTreeMap<String, Spanned<String>>,
     tls_ca_file: Option<String>,
     helo_name: Option<String>,
     connect_timeout: Option<Spanned<String>>,
@@ -146,8 +151,49 @@ pub(super) fn build(
     s.tls = match d.tls {
         TlsSetting::None => TlsPolicy::None,
         TlsSetting::Opportunistic => TlsPolicy::Opportunistic,
+        TlsSetting::Encrypt => TlsPolicy::Encrypt,
         TlsSetting::Required => TlsPolicy::Required,
     };
+    for (domain, level) in &d.tls_policy {
+        let key = domain.trim_end_matches('.').to_ascii_lowercase();
+        let name = key.strip_prefix('.').unwrap_or(&key);
+        let valid = !name.is_empty()
+            && name.split('.').all(|l| {
+                !l.is_empty()
+                    && l.len() <= 63
+                    && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            });
+        if !valid {
+            return Err(cx.at(
+                level,
+                format!("delivery.tls_policy: {domain:?} is not a domain (or .domain for its subdomains)"),
+            ));
+        }
+        let policy = match level.get_ref().as_str() {
+            "none" => TlsPolicy::None,
+            "may" => TlsPolicy::Opportunistic,
+            "encrypt" => TlsPolicy::Encrypt,
+            "verify" => TlsPolicy::Required,
+            "dane" | "dane-only" | "sts" => {
+                return Err(cx.at(
+                    level,
+                    format!(
+                        "delivery.tls_policy.{domain}: {:?} is not built yet (use none, may, encrypt or verify)",
+                        level.get_ref()
+                    ),
+                ));
+            }
+            other => {
+                return Err(cx.at(
+                    level,
+                    format!(
+                        "delivery.tls_policy.{domain}: unknown level {other:?} (none, may, encrypt or verify)"
+                    ),
+                ));
+            }
+        };
+        s.tls_policy.insert(key, policy);
+    }
     if let Some(ca) = &d.tls_ca_file {
         s.tls_ca_file = Some(cx.resolve(ca));
         postern_delivery::tls::TlsClient::new(&s).map_err(|e| cx.plain(e))?;
@@ -216,6 +262,29 @@ mod tests {
     }
 
     #[test]
+    fn per_domain_tls_policy() {
+        let d = parse(
+            "[delivery]\ntls = \"encrypt\"\n[delivery.tls_policy]\n\"Bank.Example.\" = \"verify\"\n\".partner.example\" = \"may\"\n\"legacy.example\" = \"none\"\n",
+        )
+        .unwrap()
+        .delivery;
+        assert_eq!(d.tls, TlsPolicy::Encrypt);
+        assert_eq!(d.tls_for_domain("bank.example"), TlsPolicy::Required);
+        assert_eq!(
+            d.tls_for_domain("mx.partner.example"),
+            TlsPolicy::Opportunistic
+        );
+        assert_eq!(
+            d.tls_for_domain("a.b.partner.example"),
+            TlsPolicy::Opportunistic
+        );
+        // `.partner.example` is its subdomains, not the domain itself.
+        assert_eq!(d.tls_for_domain("partner.example"), TlsPolicy::Encrypt);
+        assert_eq!(d.tls_for_domain("legacy.example"), TlsPolicy::None);
+        assert_eq!(d.tls_for_domain("other.example"), TlsPolicy::Encrypt);
+    }
+
+    #[test]
     fn errors_name_the_line() {
         let cases = [
             (
@@ -252,6 +321,21 @@ mod tests {
                 "[delivery]\nroute_relays = [\"[ok.test]:25\", \"bad host\"]\n",
                 "p.toml:6",
                 "delivery.route_relays",
+            ),
+            (
+                "[delivery.tls_policy]\n\"a.test\" = \"sometimes\"\n",
+                "p.toml:6",
+                "unknown level \"sometimes\"",
+            ),
+            (
+                "[delivery.tls_policy]\n\"a.test\" = \"dane\"\n",
+                "p.toml:6",
+                "not built yet",
+            ),
+            (
+                "[delivery.tls_policy]\n\"bad domain\" = \"verify\"\n",
+                "p.toml:6",
+                "is not a domain",
             ),
             (
                 "[delivery]\ntls = \"maybe\"\n",
