@@ -21,9 +21,11 @@ test installs it); skipped otherwise, failed under CI/POSTERN_REQUIRE_PEERS."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import quopri
 import shutil
+import signal
 import smtplib
 import subprocess
 import time
@@ -87,15 +89,45 @@ postlog   unix-dgram n  -       n       -       1       postlogd
 """
 
 
+def _postfix(conf: Path, *args: str, timeout: float = 60) -> None:
+    """Run `postfix -c CONF ARGS...` in its own session, without pipes: a
+    Postfix command that blocks (e.g. on a logging socket nobody reads) is
+    killed with its children after `timeout` instead of hanging the suite."""
+    p = subprocess.Popen([str(POSTFIX), "-c", str(conf), *args], stdin=subprocess.DEVNULL,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        rc = p.wait(timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(p.pid, signal.SIGKILL)
+        p.wait()
+        raise AssertionError(f"postfix {' '.join(args)} did not finish within {timeout:.0f} s")
+    if rc != 0 and args[0] != "stop":
+        raise AssertionError(f"postfix {' '.join(args)} failed with exit status {rc}")
+
+
+def _kill_master(queue: Path) -> None:
+    """Kill a private instance's master and its daemons (its process group),
+    when `postfix stop` could not."""
+    try:
+        pid = int((queue / "pid" / "master.pid").read_text().split()[0])
+        os.killpg(pid, signal.SIGKILL)
+    except (OSError, ValueError, IndexError):
+        pass
+
+
 @pytest.fixture
 def postfix():
     """Start a private Postfix relaying everything but remote.test (discarded)
     to Postern's port; yields a function(postern_port, main_extra="") -> smtpd
-    port, `main_extra` being main.cf lines that override the defaults."""
+    port, `main_extra` being main.cf lines that override the defaults. One
+    private instance at a time across pytest-xdist workers (a file lock):
+    two running at once have left Postfix's logging blocked."""
     if not POSTFIX.exists() or os.geteuid() != 0:
         if os.environ.get("CI") or os.environ.get("POSTERN_REQUIRE_PEERS"):
             pytest.fail("Postfix peer tests need root and the postfix package")
         pytest.skip("needs root and postfix")
+    lock = open("/tmp/postern-postfix-peer.lock", "w")
+    fcntl.flock(lock, fcntl.LOCK_EX)
     # Outside pytest's 0700 tmp dirs: Postfix's daemons run as postfix.
     base = Path(subprocess.check_output(["mktemp", "-d", "/tmp/postern-postfix-XXXXXX"], text=True).strip())
     os.chmod(base, 0o755)
@@ -111,17 +143,24 @@ def postfix():
                                                      log=base / "maillog", postern=postern_port)
                                      + main_extra)
         (conf / "master.cf").write_text(MASTER_CF.format(port=port))
-        subprocess.run([str(POSTFIX), "-c", str(conf), "check"], check=True, capture_output=True)
-        subprocess.run([str(POSTFIX), "-c", str(conf), "start"], check=True, capture_output=True)
+        _postfix(conf, "check")
         started.append(True)
+        _postfix(conf, "start")
         wait_until(lambda: _listening(port), 30, "postfix to listen")
         return port
 
     _start.log = lambda: (base / "maillog").read_text(errors="replace") if (base / "maillog").exists() else ""
-    yield _start
-    if started:
-        subprocess.run([str(POSTFIX), "-c", str(conf), "stop"], capture_output=True)
-    shutil.rmtree(base, ignore_errors=True)
+    try:
+        yield _start
+    finally:
+        if started:
+            try:
+                _postfix(conf, "stop", timeout=30)
+            except AssertionError:
+                _kill_master(queue)
+                raise
+        shutil.rmtree(base, ignore_errors=True)
+        lock.close()
 
 
 def submit(port, sender, rcpt, subject, mail_options=(), rcpt_options=()):
