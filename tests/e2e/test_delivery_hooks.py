@@ -155,8 +155,8 @@ def test_bounce_hook_sees_every_bounce_and_can_refuse_one(start, sink):
 
 def test_a_canary_generation_answers_delivery_questions_for_its_share(start, sink):
     """`postern reload --canary 50` with a router that routes elsewhere: about
-    half of the messages (by queue id, each message wholly to one side) are
-    routed by the canary's router, the rest by the current one's."""
+    half of the messages (by queue id) are routed by the canary's router, the
+    rest by the current one's."""
     old, new = sink(), sink()
     relays = delivery(route_relays=[f"127.0.0.1:{old.port}", f"127.0.0.1:{new.port}"])
     srv = start(plugins=[relay(), router(routes={"a.test": f"relay:127.0.0.1:{old.port}"})],
@@ -169,8 +169,6 @@ def test_a_canary_generation_answers_delivery_questions_for_its_share(start, sin
     for i in range(n):
         send(srv.port, "alice@example.test", [f"r{i}@a.test", f"s{i}@a.test"], f"canary-{i}")
     wait_until(lambda: old.count + new.count == n, what="every message relayed", srv=srv)
-    # Both recipients of a message met the same generation.
-    assert all(len(m.rcpts) == 2 for m in old.messages + new.messages)
     # 50% of 40 messages: both sides get some (all on one side has odds 2^-39).
     assert 6 <= new.count <= n - 6, (old.count, new.count)
 

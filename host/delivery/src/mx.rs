@@ -140,7 +140,10 @@ pub async fn hosts_for(
             domain_hosts(domain, settings, dns)
                 .await
                 .map_err(|d| match d.is_permanent() {
-                    true => temporary(4, format!("{} (the MX domain a route-hook chose)", d.text)),
+                    true => Diagnostic::local(
+                        EnhancedCode::new(4, d.status.subject, d.status.detail),
+                        format!("{} (the MX domain a route-hook chose)", d.text),
+                    ),
                     false => d,
                 })
         }
@@ -330,9 +333,13 @@ mod tests {
         let routed = |n: &str| Destination::RoutedMx(n.into());
         let hosts = hosts_for(&routed("mx.test"), &s, &d).await.unwrap();
         assert_eq!(hosts[0].name, "h1.mx.test");
-        for bad in ["nx.test", "bare.test", "null.test"] {
+        for (bad, status) in [
+            ("nx.test", "4.1.2"),
+            ("bare.test", "4.1.2"),
+            ("null.test", "4.1.10"),
+        ] {
             let e = hosts_for(&routed(bad), &s, &d).await.unwrap_err();
-            assert_eq!(e.status.to_string(), "4.4.4", "{bad}");
+            assert_eq!(e.status.to_string(), status, "{bad}");
             assert!(
                 e.text.ends_with("(the MX domain a route-hook chose)"),
                 "{}",

@@ -155,6 +155,12 @@ mod tests {
             Ok(Destination::Via(Relayhost::parse("10.0.0.5:25").unwrap()))
         );
         assert!(route_as("a@b.test", &relay("10.0.0.5:26"), &s).is_err());
+        // Another spelling of the same address is the same relay.
+        s.route_relays = vec![Relayhost::parse("[2001:db8::1]:25").unwrap()];
+        assert!(route_as("a@b.test", &relay("[2001:DB8:0:0::1]:25"), &s).is_ok());
+        assert!(route_as("a@b.test", &relay("[::ffff:10.0.0.5]"), &s).is_err());
+        s.route_relays = vec![Relayhost::parse("10.0.0.5").unwrap()];
+        assert!(route_as("a@b.test", &relay("[::ffff:10.0.0.5]"), &s).is_ok());
         // The configured relayhost needs no listing (and keeps its credentials).
         s.relayhost = Some(Relayhost::parse("smart.test:587").unwrap());
         assert_eq!(

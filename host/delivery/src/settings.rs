@@ -90,10 +90,12 @@ impl Relayhost {
             None => 25,
             Some(p) => p.parse::<u16>().ok().filter(|p| *p > 0).ok_or_else(bad)?,
         };
-        Ok(Relayhost {
-            host: host.trim_end_matches('.').to_ascii_lowercase(),
-            port,
-        })
+        // One spelling per address, so that lists of relays compare equal.
+        let host = match host.parse::<std::net::IpAddr>() {
+            Ok(ip) => ip.to_canonical().to_string(),
+            Err(_) => host.trim_end_matches('.').to_ascii_lowercase(),
+        };
+        Ok(Relayhost { host, port })
     }
 }
 
@@ -136,10 +138,11 @@ pub struct Settings {
     /// Send AUTH credentials over a connection without TLS (default false).
     pub auth_without_tls: bool,
     pub tls: TlsPolicy,
-    /// Per recipient domain (`[delivery.tls_policy]`, like Postfix's
+    /// Per next-hop domain (`[delivery.tls_policy]`, like Postfix's
     /// `smtp_tls_policy_maps`): `example.com` for that domain, `.example.com`
-    /// for its subdomains. Applies to MX delivery; the relayhost and
-    /// route-hook relays keep `tls`.
+    /// for its subdomains. Applies to MX delivery (the recipient's domain,
+    /// or a route-hook's `mx(...)` domain); the relayhost and route-hook
+    /// relays keep `tls`.
     pub tls_policy: std::collections::BTreeMap<String, TlsPolicy>,
     /// PEM CA certificates for `tls = "required"` (default: the webpki roots).
     pub tls_ca_file: Option<PathBuf>,

@@ -627,7 +627,17 @@ impl Manager {
                 self.asking += 1;
                 tokio::spawn(async move {
                     let id = job.id;
-                    let results = worker::judged(&*policy, &dest, &job, results).await;
+                    let unjudged = results.clone();
+                    // Its own task, so that a panic in the policy still
+                    // answers (with the results as they were).
+                    let asked = tokio::spawn(async move {
+                        worker::judged(&*policy, &dest, &job, results).await
+                    })
+                    .await;
+                    let results = asked.unwrap_or_else(|e| {
+                        tracing::error!(queue_id = %id, "delivery policy failed judging drained jobs: {e}");
+                        unjudged
+                    });
                     let _ = events.send(Event::Judged { id, results });
                 });
             }
