@@ -183,6 +183,9 @@ impl Settings {
     /// The STARTTLS policy for mail to `domain` (lower case, no trailing
     /// dot): its own entry, else the nearest `.parent` entry, else `tls`.
     pub fn tls_for_domain(&self, domain: &str) -> TlsPolicy {
+        if self.tls_policy.is_empty() {
+            return self.tls;
+        }
         if let Some(p) = self.tls_policy.get(domain) {
             return *p;
         }

@@ -494,12 +494,9 @@ impl Manager {
             .map(|&i| entry.state.rcpts[i].address.clone())
             .collect();
         let policy = self.policy.clone();
-        let events = self.events.clone();
-        self.asking += 1;
-        tokio::spawn(async move {
-            let n = addresses.len();
-            // Its own task, so that a panic in it still answers.
-            let asked = tokio::spawn(async move { policy.route(&facts, &addresses).await }).await;
+        let n = addresses.len();
+        let question = async move { policy.route(&facts, &addresses).await };
+        self.ask(question, move |asked| {
             let choices = match asked {
                 Ok(c) if c.len() == n => c,
                 other => {
@@ -515,10 +512,24 @@ impl Manager {
                     vec![RouteChoice::Fail(d); n]
                 }
             };
-            let _ = events.send(Event::Planned(
-                id,
-                pending.into_iter().zip(choices).collect(),
-            ));
+            Event::Planned(id, pending.into_iter().zip(choices).collect())
+        });
+    }
+
+    /// Ask the delivery policy off the manager's task: `question` runs in a
+    /// task of its own (so that a panic in it still answers), and `answer`
+    /// turns what came of it into the event the manager gets. Counted in
+    /// `asking` until that event.
+    fn ask<T: Send + 'static>(
+        &mut self,
+        question: impl Future<Output = T> + Send + 'static,
+        answer: impl FnOnce(Result<T, tokio::task::JoinError>) -> Event + Send + 'static,
+    ) {
+        let events = self.events.clone();
+        self.asking += 1;
+        tokio::spawn(async move {
+            let asked = tokio::spawn(question).await;
+            let _ = events.send(answer(asked));
         });
     }
 
@@ -622,23 +633,16 @@ impl Manager {
                 }
                 // The delivery-hook judges these as it would an attempted
                 // job's, off the manager's task.
-                let (policy, events, dest) =
-                    (self.policy.clone(), self.events.clone(), dest.clone());
-                self.asking += 1;
-                tokio::spawn(async move {
-                    let id = job.id;
-                    let unjudged = results.clone();
-                    // Its own task, so that a panic in the policy still
-                    // answers (with the results as they were).
-                    let asked = tokio::spawn(async move {
-                        worker::judged(&*policy, &dest, &job, results).await
-                    })
-                    .await;
+                // (A panic in the policy leaves the results as they were.)
+                let (policy, dest) = (self.policy.clone(), dest.clone());
+                let (id, unjudged) = (job.id, results.clone());
+                let question = async move { worker::judged(&*policy, &dest, &job, results).await };
+                self.ask(question, move |asked| {
                     let results = asked.unwrap_or_else(|e| {
                         tracing::error!(queue_id = %id, "delivery policy failed judging drained jobs: {e}");
                         unjudged
                     });
-                    let _ = events.send(Event::Judged { id, results });
+                    Event::Judged { id, results }
                 });
             }
         }
