@@ -301,9 +301,10 @@ class SmtpSink:
 
 
 def make_certs(directory: Path, hostname: str, ca_name: str = "Postern Test CA",
-               client: bool = False) -> tuple[Path, Path, Path]:
+               client: bool = False, also: tuple[str, ...] = ()) -> tuple[Path, Path, Path]:
     """A throwaway CA and a server (or, with `client`, a client) certificate
-    for `hostname` signed by it: (ca.pem, cert.pem, key.pem) in `directory`."""
+    for `hostname` (and the names in `also`) signed by it: (ca.pem, cert.pem,
+    key.pem) in `directory`."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
@@ -334,7 +335,7 @@ def make_certs(directory: Path, hostname: str, ca_name: str = "Postern Test CA",
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(days=1))
         .not_valid_after(now + datetime.timedelta(days=30))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(hostname)]), critical=False)
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in (hostname, *also)]), critical=False)
         .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH if client
                                               else x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         .sign(ca_key, hashes.SHA256())

@@ -33,7 +33,9 @@ pub mod route;
 pub mod settings;
 pub mod smtp;
 pub mod state;
+pub mod sts;
 pub mod tls;
+pub mod tlsrpt;
 pub mod view;
 
 pub use manager::{Prepared, QueueHandle, QueueManager};

@@ -75,7 +75,7 @@ pub fn order_mx(
 }
 
 /// A and AAAA records of `name` (IPv4 first).
-async fn addresses(dns: &dyn DnsBackend, name: &str) -> Result<Vec<IpAddr>, DnsFailure> {
+pub(crate) async fn addresses(dns: &dyn DnsBackend, name: &str) -> Result<Vec<IpAddr>, DnsFailure> {
     let (a, aaaa) = tokio::join!(
         dns.lookup(DnsQuery::A(name.to_string())),
         dns.lookup(DnsQuery::Aaaa(name.to_string()))

@@ -22,6 +22,9 @@ pub enum TlsPolicy {
     /// STARTTLS must be offered and the certificate must verify for the host name
     /// (webpki roots or `tls_ca_file`); otherwise the delivery is deferred.
     Required,
+    /// A per-domain choice, resolved before connecting: the domain's MTA-STS
+    /// policy (RFC 8461) when it publishes one, else `tls`.
+    Sts,
 }
 
 impl TlsPolicy {
@@ -31,6 +34,7 @@ impl TlsPolicy {
             TlsPolicy::Opportunistic => "opportunistic",
             TlsPolicy::Encrypt => "encrypt",
             TlsPolicy::Required => "required",
+            TlsPolicy::Sts => "sts",
         }
     }
 
@@ -146,6 +150,13 @@ pub struct Settings {
     pub tls_policy: std::collections::BTreeMap<String, TlsPolicy>,
     /// PEM CA certificates for `tls = "required"` (default: the webpki roots).
     pub tls_ca_file: Option<PathBuf>,
+    /// Honour MTA-STS (RFC 8461) for domains without a `tls_policy` entry.
+    pub mta_sts: bool,
+    /// Where MTA-STS policies are cached across restarts.
+    pub mta_sts_cache: Option<PathBuf>,
+    /// Where TLS reports (RFC 8460) are written, and each report's period.
+    pub tls_report_dir: PathBuf,
+    pub tls_report_interval: Duration,
     pub connect_timeout: Duration,
     /// Greeting, EHLO, MAIL, RCPT, DATA and each data block (RFC 5321 §4.5.3.2).
     pub command_timeout: Duration,
@@ -174,6 +185,10 @@ impl Settings {
             tls: TlsPolicy::Opportunistic,
             tls_policy: std::collections::BTreeMap::new(),
             tls_ca_file: None,
+            mta_sts: true,
+            mta_sts_cache: Some(data_dir.join("mta-sts.json")),
+            tls_report_dir: crate::tlsrpt::default_dir(data_dir),
+            tls_report_interval: Duration::from_secs(86400),
             connect_timeout: Duration::from_secs(30),
             command_timeout: Duration::from_secs(300),
             data_timeout: Duration::from_secs(600),
@@ -181,10 +196,15 @@ impl Settings {
     }
 
     /// The STARTTLS policy for mail to `domain` (lower case, no trailing
-    /// dot): its own entry, else the nearest `.parent` entry, else `tls`.
+    /// dot): its own entry, else the nearest `.parent` entry, else `Sts`
+    /// when `mta_sts` is on, else `tls`.
     pub fn tls_for_domain(&self, domain: &str) -> TlsPolicy {
+        let default = match self.mta_sts {
+            true => TlsPolicy::Sts,
+            false => self.tls,
+        };
         if self.tls_policy.is_empty() {
-            return self.tls;
+            return default;
         }
         if let Some(p) = self.tls_policy.get(domain) {
             return *p;
@@ -196,7 +216,7 @@ impl Settings {
             }
             rest = parent;
         }
-        self.tls
+        default
     }
 
     /// Whether `domain` (any case, optional trailing dot) is delivered locally.

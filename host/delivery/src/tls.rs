@@ -15,6 +15,7 @@ use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme
 use tokio_rustls::TlsConnector;
 
 use crate::settings::Settings;
+use crate::tlsrpt::ResultType;
 
 fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
@@ -81,6 +82,26 @@ impl TlsClient {
 /// The name to verify and to send as SNI: a DNS name, or an IP address.
 pub fn server_name(host: &str) -> Option<ServerName<'static>> {
     ServerName::try_from(host.trim_end_matches('.').to_string()).ok()
+}
+
+/// What was wrong with a certificate a handshake refused, as a TLS-RPT
+/// result type (RFC 8460 §4.3); `None` when the failure was not the
+/// certificate's.
+pub fn certificate_problem(e: &std::io::Error) -> Option<ResultType> {
+    use rustls::CertificateError as C;
+    let rustls::Error::InvalidCertificate(c) = e.get_ref()?.downcast_ref::<rustls::Error>()? else {
+        return None;
+    };
+    Some(match c {
+        C::NotValidForName | C::NotValidForNameContext { .. } => {
+            ResultType::CertificateHostMismatch
+        }
+        C::Expired | C::ExpiredContext { .. } | C::NotValidYet | C::NotValidYetContext { .. } => {
+            ResultType::CertificateExpired
+        }
+        C::UnknownIssuer | C::BadSignature | C::Revoked => ResultType::CertificateNotTrusted,
+        _ => ResultType::ValidationFailure,
+    })
 }
 
 /// Opportunistic TLS (RFC 7435): encryption without authentication. The handshake

@@ -31,7 +31,9 @@ use crate::route::Destination;
 use crate::settings::Settings;
 use crate::smtp::ClientCtx;
 use crate::state::MessageState;
+use crate::sts::StsCache;
 use crate::tls::TlsClient;
+use crate::tlsrpt::TlsReporter;
 use crate::view::{self, QueueDetail, QueueEntry};
 use finalize::Finalized;
 pub use job::{Job, MAX_RCPTS};
@@ -157,6 +159,7 @@ impl QueueManager {
             relayhost = ?manager.settings.relayhost.as_ref().map(|r| r.to_string()),
             tls = manager.settings.tls.name(), "queue manager started");
         manager.load_initial(initial);
+        tokio::spawn(manager.tls_report.clone().run());
         tokio::spawn(manager.run(rx, commits));
         Ok(QueueHandle { tx, spool })
     }
@@ -272,6 +275,10 @@ struct Manager {
     dns: Arc<dyn DnsBackend>,
     settings: Arc<Settings>,
     tls: TlsClient,
+    /// MTA-STS policies (RFC 8461) and TLS reports (RFC 8460), kept across
+    /// reloads: a reload changes what is enforced, not what was learnt.
+    sts: Arc<StsCache>,
+    tls_report: Arc<TlsReporter>,
     entries: HashMap<QueueId, Entry>,
     /// (due time, id) of every `Waiting` entry.
     timers: BTreeSet<(u64, QueueId)>,
@@ -306,6 +313,12 @@ impl Manager {
             spool,
             policy: Arc::new(crate::policy::NoPolicy),
             dns,
+            sts: Arc::new(StsCache::new(settings.mta_sts_cache.clone())),
+            tls_report: Arc::new(TlsReporter::new(
+                settings.tls_report_dir.clone(),
+                settings.tls_report_interval,
+                &settings.hostname,
+            )),
             settings,
             tls,
             entries: HashMap::new(),
@@ -591,6 +604,8 @@ impl Manager {
                     spool: self.spool.clone(),
                     policy: self.policy.clone(),
                     dns: self.dns.clone(),
+                    sts: self.sts.clone(),
+                    tls_report: self.tls_report.clone(),
                     client: ClientCtx {
                         settings: self.settings.clone(),
                         tls: self.tls.clone(),
@@ -806,6 +821,10 @@ impl Manager {
 
     fn check_stopped(&mut self) {
         if self.stopping && self.workers == 0 && self.finalizing == 0 && self.asking == 0 {
+            if !self.waiters.is_empty() {
+                // What this period counted so far, so a restart loses none of it.
+                self.tls_report.flush(now_ms(), true);
+            }
             for w in self.waiters.drain(..) {
                 let _ = w.send(());
             }

@@ -16,9 +16,11 @@ use super::job::Job;
 use crate::outcome::{Diagnostic, RcptOutcome};
 use crate::policy::{DeliveryPolicy, facts, judge_results};
 use crate::route::Destination;
-use crate::settings::Settings;
+use crate::settings::{Settings, TlsPolicy};
 use crate::smtp::content::{self, Check, Content};
-use crate::smtp::{ClientCtx, Outgoing, Session, Stale};
+use crate::smtp::{ClientCtx, Outgoing, Session, Stale, TlsPlan};
+use crate::sts::{Found, Mode, StsCache};
+use crate::tlsrpt::{Applied, ResultType, TlsReporter};
 use crate::{mailbox, maildir, mx};
 use postern_protocol::EnhancedCode;
 
@@ -28,6 +30,8 @@ pub(crate) struct WorkerCtx {
     pub spool: Arc<Spool>,
     pub policy: Arc<dyn DeliveryPolicy>,
     pub dns: Arc<dyn DnsBackend>,
+    pub sts: Arc<StsCache>,
+    pub tls_report: Arc<TlsReporter>,
     pub client: ClientCtx,
 }
 
@@ -181,20 +185,80 @@ async fn local_job(ctx: &WorkerCtx, job: &Job) -> Vec<(usize, RcptOutcome)> {
 /// Connect to `dest`'s hosts and set the session up.
 async fn connect(ctx: &WorkerCtx, dest: &Destination) -> Result<Session, Diagnostic> {
     let settings = ctx.settings();
-    let hosts = mx::hosts_for(dest, settings, &*ctx.dns).await?;
+    let mut hosts = mx::hosts_for(dest, settings, &*ctx.dns).await?;
     let port = match (dest, &settings.relayhost) {
         (Destination::Relay, Some(r)) => r.port,
         (Destination::Via(r), _) => r.port,
         _ => settings.smtp_port,
     };
     let relay = matches!(dest, Destination::Relay);
-    let tls = match dest {
-        Destination::Domain(d) | Destination::RoutedMx(d) => settings.tls_for_domain(d),
-        _ => settings.tls,
+    let (level, testing, applied) = match dest {
+        Destination::Domain(d) | Destination::RoutedMx(d) => match settings.tls_for_domain(d) {
+            TlsPolicy::Sts => sts(ctx, d, &mut hosts).await?,
+            level => (level, None, None),
+        },
+        _ => (settings.tls, None, None),
     };
-    let s = Session::connect_with(&hosts, port, &ctx.client, relay, tls).await?;
+    let plan = TlsPlan {
+        level,
+        testing,
+        report: applied.as_ref().map(|a| (&*ctx.tls_report, a)),
+    };
+    let s = Session::connect_with(&hosts, port, &ctx.client, relay, &plan).await?;
     tracing::debug!(%dest, host = %s.label, tls = s.is_tls(), "connected");
     Ok(s)
+}
+
+/// The TLS level for mail to `domain` under its MTA-STS policy (RFC 8461
+/// §5), the level to fall back to in `testing` mode, and the policy to count
+/// sessions under. `enforce` keeps only the MX hosts the policy lists (none
+/// left defers) and requires verified TLS; without a policy the global
+/// setting applies.
+async fn sts(
+    ctx: &WorkerCtx,
+    domain: &str,
+    hosts: &mut Vec<mx::MxHost>,
+) -> Result<(TlsPolicy, Option<TlsPolicy>, Option<Applied>), Diagnostic> {
+    let global = ctx.settings().tls;
+    let p = match ctx.sts.lookup(domain, &*ctx.dns, &ctx.client.tls).await {
+        Found::Policy(p) if p.mode != Mode::None => p,
+        Found::Policy(_) | Found::None => return Ok((global, None, None)),
+        Found::Failed(f) => {
+            // Announced but unusable, and none cached: delivered as without
+            // a policy, and reported.
+            let applied = Applied::none(domain);
+            let kind = ResultType::of_fetch(&f);
+            ctx.tls_report
+                .failure(&applied, kind, None, None, f.reason());
+            return Ok((global, None, None));
+        }
+    };
+    let applied = Applied::sts(&p);
+    let unlisted: Vec<String> = hosts
+        .iter()
+        .filter(|h| !p.matches(&h.name))
+        .map(|h| h.name.clone())
+        .collect();
+    for name in &unlisted {
+        let why = "MX host not listed in the MTA-STS policy";
+        let kind = ResultType::ValidationFailure;
+        ctx.tls_report
+            .failure(&applied, kind, Some(name), None, why);
+    }
+    if p.mode == Mode::Testing {
+        return Ok((TlsPolicy::Required, Some(global), Some(applied)));
+    }
+    hosts.retain(|h| p.matches(&h.name));
+    if hosts.is_empty() {
+        return Err(Diagnostic::local(
+            EnhancedCode::new(4, 7, 5),
+            format!(
+                "MTA-STS policy of {domain} (enforce) lists none of its MX hosts ({})",
+                unlisted.join(", ")
+            ),
+        ));
+    }
+    Ok((TlsPolicy::Required, None, Some(applied)))
 }
 
 /// One SMTP transaction for the job, connecting first if needed. The second value

@@ -28,6 +28,7 @@ use crate::smtp::stuff::DotStuffer;
 /// Largest BDAT chunk sent (most messages go in one, with LAST).
 const BDAT_CHUNK: usize = 1 << 20;
 use crate::tls::{self, TlsClient};
+use crate::tlsrpt::{Applied, ResultType, TlsReporter};
 
 /// What a connection needs from the queue manager.
 #[derive(Clone)]
@@ -121,6 +122,42 @@ enum Attempt {
     Failed(Diagnostic),
     /// Opportunistic TLS failed in the handshake: try again in plain text.
     RetryPlain(Diagnostic),
+    /// Required TLS could not be had, for the reason named (TLS-RPT's
+    /// result type).
+    Tls(ResultType, Diagnostic),
+}
+
+/// How a connection's TLS is judged: the level, and for mail under an
+/// MTA-STS evaluation, where each session's result is counted (TLS-RPT).
+#[derive(Clone, Copy)]
+pub struct TlsPlan<'a> {
+    pub level: TlsPolicy,
+    /// A policy in `testing` mode: a host that fails `level` is counted,
+    /// then used under this level instead (RFC 8461 §5).
+    pub testing: Option<TlsPolicy>,
+    pub report: Option<(&'a TlsReporter, &'a Applied)>,
+}
+
+impl TlsPlan<'_> {
+    /// A plain level, nothing reported.
+    pub fn level(level: TlsPolicy) -> TlsPlan<'static> {
+        TlsPlan {
+            level,
+            testing: None,
+            report: None,
+        }
+    }
+
+    fn count(&self, host: &str, ip: std::net::IpAddr, result: Result<(), (ResultType, &str)>) {
+        if let Some((reporter, applied)) = self.report {
+            match result {
+                Ok(()) => reporter.success(applied),
+                Err((kind, reason)) => {
+                    reporter.failure(applied, kind, Some(host), Some(ip), reason)
+                }
+            }
+        }
+    }
 }
 
 impl Session {
@@ -132,23 +169,35 @@ impl Session {
         ctx: &ClientCtx,
         authenticate: bool,
     ) -> Result<Session, Diagnostic> {
-        Session::connect_with(hosts, port, ctx, authenticate, ctx.settings.tls).await
+        let plan = TlsPlan::level(ctx.settings.tls);
+        Session::connect_with(hosts, port, ctx, authenticate, &plan).await
     }
 
-    /// `connect` under the STARTTLS policy `tls` (a recipient domain's own,
-    /// `Settings::tls_for_domain`).
+    /// `connect` under the TLS plan `tls` (a recipient domain's own level,
+    /// `Settings::tls_for_domain`, or its MTA-STS policy's).
     pub async fn connect_with(
         hosts: &[MxHost],
         port: u16,
         ctx: &ClientCtx,
         authenticate: bool,
-        tls: TlsPolicy,
+        tls: &TlsPlan<'_>,
     ) -> Result<Session, Diagnostic> {
         let mut last = None;
         for host in hosts {
             for ip in &host.addrs {
                 let addr = SocketAddr::new(*ip, port);
-                let result = match open(&host.name, addr, ctx, authenticate, tls).await {
+                let mut result = open(&host.name, addr, ctx, authenticate, tls.level).await;
+                if let Err(Attempt::Tls(kind, d)) = &result {
+                    tls.count(&host.name, *ip, Err((*kind, &d.text)));
+                    if let Some(fallback) = tls.testing {
+                        tracing::info!(host = %host.name, %addr, reason = %d,
+                            "MTA-STS policy in testing mode not met; delivering anyway");
+                        result = open(&host.name, addr, ctx, authenticate, fallback).await;
+                    }
+                } else if result.is_ok() {
+                    tls.count(&host.name, *ip, Ok(()));
+                }
+                let result = match result {
                     Err(Attempt::RetryPlain(d)) => {
                         tracing::info!(host = %host.name, %addr, reason = %d,
                             "opportunistic TLS failed; retrying without TLS");
@@ -158,7 +207,7 @@ impl Session {
                 };
                 match result {
                     Ok(s) => return Ok(s),
-                    Err(Attempt::Failed(d) | Attempt::RetryPlain(d)) => {
+                    Err(Attempt::Failed(d) | Attempt::RetryPlain(d) | Attempt::Tls(_, d)) => {
                         tracing::info!(host = %host.name, %addr, reason = %d, "host unusable");
                         last = Some(d);
                     }
@@ -648,7 +697,11 @@ async fn open(
             {
                 let d = lost(&label, "in the TLS handshake", &e);
                 return Err(if policy.requires_tls() {
-                    Attempt::Failed(d)
+                    let kind = match &e {
+                        IoError::Tls(e) => tls::certificate_problem(e),
+                        _ => None,
+                    };
+                    Attempt::Tls(kind.unwrap_or(ResultType::ValidationFailure), d)
                 } else {
                     Attempt::RetryPlain(d)
                 });
@@ -660,14 +713,21 @@ async fn open(
                     Err(e) => io("sending EHLO after STARTTLS", e),
                 })?;
         } else if policy.requires_tls() {
-            return Err(Attempt::Failed(soften(Diagnostic::from_reply(&r, &label))));
+            return Err(Attempt::Tls(
+                ResultType::StarttlsNotSupported,
+                soften(Diagnostic::from_reply(&r, &label)),
+            ));
         }
     }
     if policy.requires_tls() && !conn.is_tls() {
         let _ = conn.command("QUIT\r\n", Duration::from_secs(5)).await;
-        return Err(failed(
-            code(4, 7, 4),
-            "TLS is required, but the server did not offer STARTTLS".into(),
+        return Err(Attempt::Tls(
+            ResultType::StarttlsNotSupported,
+            Diagnostic::at_host(
+                code(4, 7, 4),
+                &label,
+                "TLS is required, but the server did not offer STARTTLS",
+            ),
         ));
     }
     if authenticate && let Some((user, password)) = &s.relayhost_auth {

@@ -43,14 +43,25 @@ pub(super) struct DeliverySection {
     #[serde(default)]
     tls: TlsSetting,
     /// `[delivery.tls_policy]`: recipient domain = "none" | "may" |
-    /// "encrypt" | "verify".
+    /// "encrypt" | "verify" | "sts".
     #[serde(default)]
     tls_policy: std::collections::BTreeMap<String, Spanned<String>>,
     tls_ca_file: Option<String>,
+    /// Honour MTA-STS for domains without a `tls_policy` entry (default true).
+    mta_sts: Option<bool>,
+    /// `[delivery.tls_report]`: where and how often TLS reports are written.
+    tls_report: Option<TlsReportSection>,
     helo_name: Option<String>,
     connect_timeout: Option<Spanned<String>>,
     command_timeout: Option<Spanned<String>>,
     data_timeout: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TlsReportSection {
+    dir: Option<String>,
+    interval: Option<Spanned<String>>,
 }
 
 fn at_least_one(
@@ -174,11 +185,12 @@ pub(super) fn build(
             "may" => TlsPolicy::Opportunistic,
             "encrypt" => TlsPolicy::Encrypt,
             "verify" => TlsPolicy::Required,
-            "dane" | "dane-only" | "sts" => {
+            "sts" => TlsPolicy::Sts,
+            "dane" | "dane-only" => {
                 return Err(cx.at(
                     level,
                     format!(
-                        "delivery.tls_policy.{domain}: {:?} is not built yet (use none, may, encrypt or verify)",
+                        "delivery.tls_policy.{domain}: {:?} is not built yet (use none, may, encrypt, verify or sts)",
                         level.get_ref()
                     ),
                 ));
@@ -187,12 +199,24 @@ pub(super) fn build(
                 return Err(cx.at(
                     level,
                     format!(
-                        "delivery.tls_policy.{domain}: unknown level {other:?} (none, may, encrypt or verify)"
+                        "delivery.tls_policy.{domain}: unknown level {other:?} (none, may, encrypt, verify or sts)"
                     ),
                 ));
             }
         };
         s.tls_policy.insert(key, policy);
+    }
+    s.mta_sts = d.mta_sts.unwrap_or(true);
+    if let Some(r) = &d.tls_report {
+        if let Some(dir) = &r.dir {
+            s.tls_report_dir = cx.resolve(dir);
+        }
+        s.tls_report_interval = duration(
+            cx,
+            &r.interval,
+            "tls_report.interval",
+            s.tls_report_interval,
+        )?;
     }
     if let Some(ca) = &d.tls_ca_file {
         s.tls_ca_file = Some(cx.resolve(ca));
@@ -264,10 +288,11 @@ mod tests {
     #[test]
     fn per_domain_tls_policy() {
         let d = parse(
-            "[delivery]\ntls = \"encrypt\"\n[delivery.tls_policy]\n\"Bank.Example.\" = \"verify\"\n\".partner.example\" = \"may\"\n\"legacy.example\" = \"none\"\n",
+            "[delivery]\ntls = \"encrypt\"\nmta_sts = false\n[delivery.tls_policy]\n\"Bank.Example.\" = \"verify\"\n\".partner.example\" = \"may\"\n\"legacy.example\" = \"none\"\n\"sts.example\" = \"sts\"\n",
         )
         .unwrap()
         .delivery;
+        assert_eq!(d.tls_for_domain("sts.example"), TlsPolicy::Sts);
         assert_eq!(d.tls, TlsPolicy::Encrypt);
         assert_eq!(d.tls_for_domain("bank.example"), TlsPolicy::Required);
         assert_eq!(
@@ -282,6 +307,14 @@ mod tests {
         assert_eq!(d.tls_for_domain("partner.example"), TlsPolicy::Encrypt);
         assert_eq!(d.tls_for_domain("legacy.example"), TlsPolicy::None);
         assert_eq!(d.tls_for_domain("other.example"), TlsPolicy::Encrypt);
+        // MTA-STS is honoured by default where no entry says otherwise.
+        let d = parse("[delivery.tls_policy]\n\"legacy.example\" = \"may\"\n[delivery.tls_report]\ndir = \"rpt\"\ninterval = \"1h\"\n")
+            .unwrap()
+            .delivery;
+        assert_eq!(d.tls_for_domain("other.example"), TlsPolicy::Sts);
+        assert_eq!(d.tls_for_domain("legacy.example"), TlsPolicy::Opportunistic);
+        assert_eq!(d.tls_report_interval, Duration::from_secs(3600));
+        assert!(d.tls_report_dir.ends_with("rpt"));
     }
 
     #[test]
@@ -331,6 +364,16 @@ mod tests {
                 "[delivery.tls_policy]\n\"a.test\" = \"dane\"\n",
                 "p.toml:6",
                 "not built yet",
+            ),
+            (
+                "[delivery.tls_report]\ninterval = \"0s\"\n",
+                "p.toml:6",
+                "delivery.tls_report.interval",
+            ),
+            (
+                "[delivery.tls_report]\nevery = \"1d\"\n",
+                "p.toml:6",
+                "unknown field `every`",
             ),
             (
                 "[delivery.tls_policy]\n\"bad domain\" = \"verify\"\n",
