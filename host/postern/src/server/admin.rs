@@ -2,21 +2,42 @@
 //! default) that answers one command per connection — `reload`, `status` or
 //! `queue ...` — with one JSON document. Used by `postern reload`, `postern
 //! status` and `postern queue`.
+//! The channel reaches the server only through [`AdminView`]: one method
+//! per command, implemented over the server's shared state in
+//! `server::status` (and faked in this module's tests).
 //! Input: commands from local users who can open the socket (file
 //! permissions are the access control).
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::UNIX_EPOCH;
 
-use serde_json::json;
+use postern_plugin::BoxFuture;
+use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::task::JoinHandle;
 
 use crate::config::Config;
-use crate::server::Shared;
+
+/// What the admin channel may ask of the running server: the commands it
+/// answers, and nothing else.
+pub trait AdminView: Send + Sync {
+    /// `reload [--canary N] [FILE]`: the reload report, or why it was refused.
+    fn reload(
+        &self,
+        file: Option<PathBuf>,
+        canary: Option<u8>,
+    ) -> BoxFuture<'_, Result<Value, String>>;
+    /// `promote`: make the canary the current generation.
+    fn promote(&self) -> Result<String, String>;
+    /// `rollback`: drop the canary.
+    fn rollback(&self) -> Result<String, String>;
+    /// `status`: the document `postern status` prints.
+    fn status(&self) -> BoxFuture<'_, Value>;
+    /// `queue ...`: the queue command's answer.
+    fn queue<'a>(&'a self, line: &'a str) -> BoxFuture<'a, Value>;
+}
 
 pub fn socket_path(config: &Config) -> PathBuf {
     config
@@ -81,13 +102,13 @@ pub fn bind(config: &Config, owner: Option<(u32, u32)>) -> anyhow::Result<(UnixL
     Ok((listener, Unlink(path)))
 }
 
-pub fn start(shared: Arc<Shared>, listener: UnixListener) -> JoinHandle<()> {
+pub fn start(view: Arc<dyn AdminView>, listener: UnixListener) -> JoinHandle<()> {
     tokio::spawn(async move {
         loop {
             match listener.accept().await {
                 Ok((stream, _)) => {
-                    let shared = shared.clone();
-                    tokio::spawn(async move { serve(stream, shared).await });
+                    let view = view.clone();
+                    tokio::spawn(async move { serve(stream, &*view).await });
                 }
                 Err(e) => {
                     tracing::warn!("admin accept failed: {e}");
@@ -98,14 +119,24 @@ pub fn start(shared: Arc<Shared>, listener: UnixListener) -> JoinHandle<()> {
     })
 }
 
-async fn serve(stream: UnixStream, shared: Arc<Shared>) {
+async fn serve(stream: UnixStream, view: &dyn AdminView) {
     let (read, mut write) = stream.into_split();
     let mut line = String::new();
     let mut reader = BufReader::new(read).take_limit();
     if reader.read_line(&mut line).await.is_err() {
         return;
     }
-    let answer = match line.trim() {
+    let answer = answer(view, line.trim()).await;
+    let _ = write.write_all(format!("{answer}\n").as_bytes()).await;
+}
+
+/// The answer to one command line.
+async fn answer(view: &dyn AdminView, line: &str) -> Value {
+    let outcome = |r: Result<String, String>| match r {
+        Ok(text) => json!({"ok": true, "message": text}),
+        Err(e) => json!({"ok": false, "error": e}),
+    };
+    match line {
         reload if reload == "reload" || reload.starts_with("reload ") => {
             // `reload [--canary N] [<file>]`: the share `postern reload
             // --canary` asked for, the file `postern reload --config` named.
@@ -120,43 +151,25 @@ async fn serve(stream: UnixStream, shared: Arc<Shared>) {
                     Ok(p) => canary = Some(p),
                     Err(_) => {
                         let e = format!("--canary {n:?}: a percentage from 1 to 99");
-                        let _ = write
-                            .write_all(format!("{}\n", json!({"ok": false, "error": e})).as_bytes())
-                            .await;
-                        return;
+                        return json!({"ok": false, "error": e});
                     }
                 }
                 rest = tail.trim();
             }
             let file = (!rest.is_empty()).then(|| PathBuf::from(rest));
-            match crate::server::reload::reload(&shared, "admin", file, canary).await {
+            match view.reload(file, canary).await {
                 Ok(report) => json!({"ok": true, "reload": report}),
                 Err(e) => json!({"ok": false, "error": e}),
             }
         }
-        "promote" => match crate::server::rollout::promote(&shared.generations) {
-            Ok(text) => json!({"ok": true, "message": text}),
-            Err(e) => json!({"ok": false, "error": e}),
-        },
-        "rollback" => {
-            match crate::server::rollout::rollback(
-                &shared.generations,
-                "asked for by `postern rollback`",
-                "manual",
-            ) {
-                Ok(text) => json!({"ok": true, "message": text}),
-                Err(e) => json!({"ok": false, "error": e}),
-            }
-        }
-        "status" => json!({"ok": true, "status": status(&shared).await}),
-        queue if queue.starts_with("queue") => {
-            crate::server::queue_admin::serve(&shared.queue, queue).await
-        }
+        "promote" => outcome(view.promote()),
+        "rollback" => outcome(view.rollback()),
+        "status" => json!({"ok": true, "status": view.status().await}),
+        queue if queue.starts_with("queue") => view.queue(queue).await,
         other => {
             json!({"ok": false, "error": format!("unknown command {other:?} (known: reload [--canary N] [FILE], promote, rollback, status, queue list|show ID|flush|delete ID)")})
         }
-    };
-    let _ = write.write_all(format!("{answer}\n").as_bytes()).await;
+    }
 }
 
 trait TakeLimit: Sized {
@@ -169,62 +182,90 @@ impl<R: tokio::io::AsyncRead> TakeLimit for R {
     }
 }
 
-pub async fn status(shared: &Arc<Shared>) -> serde_json::Value {
-    let snapshot = shared.snapshot();
-    let (generation, config) = (snapshot.generation.clone(), snapshot.config.clone());
-    let kv = snapshot.kv.clone();
-    drop(snapshot);
-    let loaded_at = generation.loaded_at;
-    let spool = shared.spool.stats();
-    let older: Vec<serde_json::Value> = shared
-        .generations
-        .retired_in_use()
-        .into_iter()
-        .map(|(id, sessions)| json!({"generation": id, "sessions": sessions}))
-        .collect();
-    json!({
-        "version": env!("CARGO_PKG_VERSION"),
-        "generation": generation.id,
-        "loaded_at_unix_ms": loaded_at.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0),
-        "config": config.path.display().to_string(),
-        "plugins": generation.plugins().iter().map(|p| json!({
-            "name": p.name,
-            "path": p.path.display().to_string(),
-            "sha256": p.sha256,
-            "stages": p.stages.iter().map(|s| s.name()).collect::<Vec<_>>(),
-            "mode": p.mode.name(),
-            "shadow_differed": p.shadow_differed,
-            "breaker": p.breaker.name(),
-        })).collect::<Vec<_>>(),
-        "rollout": crate::server::rollout::status(&shared.generations),
-        "av": config.av.clamd.as_ref().map(|a| {
-            let s = &*crate::server::av::STATS;
-            let n = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
-            json!({
-                "clamd": format!("{a:?}"),
-                "clean": n(&s.clean),
-                "infected": n(&s.infected),
-                "errors": n(&s.errors),
-            })
-        }),
-        "milters": config.milters.iter().map(|m| {
-            let s = postern_plugin::milter_stats().into_iter().find(|(n, _)| *n == m.name).map(|(_, s)| s);
-            let n = |f: fn(&postern_plugin::MilterStats) -> u64| s.as_deref().map_or(0, f);
-            json!({
-                "name": m.name,
-                "address": m.address.to_string(),
-                "on_error": format!("{:?}", m.on_error),
-                "calls": n(|s| s.calls.load(std::sync::atomic::Ordering::Relaxed)),
-                "failures": n(|s| s.failures.load(std::sync::atomic::Ordering::Relaxed)),
-            })
-        }).collect::<Vec<_>>(),
-        "sessions": generation.active_sessions(),
-        "sessions_on_older_generations": older.iter().map(|o| o["sessions"].as_u64().unwrap_or(0)).sum::<u64>(),
-        "older_generations": older,
-        "connections": shared.active_connections(),
-        "listeners": shared.listeners.lock().await.addresses().iter().map(|a| a.to_string()).collect::<Vec<_>>(),
-        "spool": {"messages": spool.messages, "bytes": spool.bytes},
-        "kv": {"store": kv.describe(), "up": kv.is_up(), "timeout_ms": kv.settings.timeout.as_millis() as u64},
-        "queue": shared.queue.stats().await.ok(),
-    })
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    /// Records what the channel asked for.
+    #[derive(Default)]
+    struct Fake {
+        asked: Mutex<Vec<String>>,
+    }
+
+    impl AdminView for Fake {
+        fn reload(
+            &self,
+            file: Option<PathBuf>,
+            canary: Option<u8>,
+        ) -> BoxFuture<'_, Result<Value, String>> {
+            self.asked
+                .lock()
+                .unwrap()
+                .push(format!("reload {file:?} {canary:?}"));
+            Box::pin(async { Ok(json!({"generation": 2})) })
+        }
+        fn promote(&self) -> Result<String, String> {
+            Err("no canary".into())
+        }
+        fn rollback(&self) -> Result<String, String> {
+            Ok("rolled back".into())
+        }
+        fn status(&self) -> BoxFuture<'_, Value> {
+            Box::pin(async { json!({"generation": 1}) })
+        }
+        fn queue<'a>(&'a self, line: &'a str) -> BoxFuture<'a, Value> {
+            Box::pin(async move { json!({"ok": true, "line": line}) })
+        }
+    }
+
+    #[tokio::test]
+    async fn each_command_reaches_its_method() {
+        let fake = Fake::default();
+        let a = answer(&fake, "reload --canary 25 /etc/p.toml").await;
+        assert_eq!(a, json!({"ok": true, "reload": {"generation": 2}}));
+        let a = answer(&fake, "reload").await;
+        assert_eq!(a["ok"], true);
+        assert_eq!(
+            *fake.asked.lock().unwrap(),
+            ["reload Some(\"/etc/p.toml\") Some(25)", "reload None None"]
+        );
+        let a = answer(&fake, "reload --canary lots").await;
+        assert_eq!(a["ok"], false);
+        assert!(a["error"].as_str().unwrap().contains("1 to 99"), "{a}");
+        assert_eq!(
+            fake.asked.lock().unwrap().len(),
+            2,
+            "a bad share reloads nothing"
+        );
+        assert_eq!(
+            answer(&fake, "promote").await,
+            json!({"ok": false, "error": "no canary"})
+        );
+        assert_eq!(answer(&fake, "rollback").await["message"], "rolled back");
+        assert_eq!(answer(&fake, "status").await["status"]["generation"], 1);
+        assert_eq!(answer(&fake, "queue list").await["line"], "queue list");
+        let a = answer(&fake, "shutdown").await;
+        assert!(
+            a["error"].as_str().unwrap().starts_with("unknown command"),
+            "{a}"
+        );
+    }
+
+    #[tokio::test]
+    async fn serves_one_command_per_connection() {
+        let (client, server) = UnixStream::pair().unwrap();
+        let fake = Fake::default();
+        let serving = serve(server, &fake);
+        let asking = async move {
+            let (read, mut write) = client.into_split();
+            write.write_all(b"status\n").await.unwrap();
+            let mut line = String::new();
+            BufReader::new(read).read_line(&mut line).await.unwrap();
+            line
+        };
+        let ((), line) = tokio::join!(serving, asking);
+        let v: Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["status"]["generation"], 1);
+    }
 }

@@ -34,6 +34,7 @@ pub mod record;
 pub mod reload;
 pub mod rollout;
 pub mod session;
+pub mod status;
 pub mod tls;
 
 use std::sync::Arc;
@@ -338,7 +339,7 @@ pub async fn serve(config: Config, overrides: Overrides, plan: Plan) -> anyhow::
         .apply(&config, &shared)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let admin = crate::server::admin::start(shared.clone(), admin_socket);
+    let admin = crate::server::admin::start(Arc::new(shared.clone()), admin_socket);
     let metrics = match metrics_socket {
         Some(l) => {
             tracing::info!(address = %l.local_addr()?, "metrics listening");
