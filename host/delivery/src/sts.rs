@@ -521,6 +521,121 @@ mod tests {
         assert_eq!(p.max_age, MAX_AGE_LIMIT);
     }
 
+    /// A resolver answering TXT records from a table (anything else: no
+    /// such name), or failing every look-up temporarily.
+    struct Txt(std::sync::Mutex<Option<Vec<String>>>, bool);
+
+    impl DnsBackend for Txt {
+        fn lookup(
+            &self,
+            q: DnsQuery,
+        ) -> postern_capability::BoxFuture<'_, Result<DnsAnswer, DnsFailure>> {
+            let answer = match (&q, self.1, self.0.lock().unwrap().clone()) {
+                (_, true, _) => Err(DnsFailure::Temporary("down".into())),
+                (DnsQuery::Txt(_), false, Some(r)) => Ok(DnsAnswer::Txt(r)),
+                _ => Err(DnsFailure::NxDomain),
+            };
+            Box::pin(async move { answer })
+        }
+    }
+
+    fn txt(records: Option<&[&str]>, down: bool) -> Txt {
+        let r = records.map(|r| r.iter().map(|s| s.to_string()).collect());
+        Txt(std::sync::Mutex::new(r), down)
+    }
+
+    fn enforce(id: &str, fetched_ms: u64) -> Policy {
+        Policy::parse(
+            "a.test",
+            id,
+            "version: STSv1\nmode: enforce\nmx: mx.a.test\nmax_age: 86400\n",
+            fetched_ms,
+        )
+        .unwrap()
+    }
+
+    /// A cache file holding `p`, and a cache read from it (as after a
+    /// restart: the TXT record is due at once).
+    fn restarted_with(p: &Policy) -> (tempfile::TempDir, StsCache) {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("mta-sts.json");
+        std::fs::write(&file, serde_json::to_vec(&[p]).unwrap()).unwrap();
+        (dir, StsCache::new(Some(file)))
+    }
+
+    fn tls() -> TlsClient {
+        TlsClient::new(&crate::Settings::new(
+            "mx.test",
+            &[],
+            std::path::Path::new("/d"),
+        ))
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_cached_policy_outlives_dns_and_fetch_failures() {
+        let p = enforce("1", now_ms());
+        // Same id in DNS: the cached policy, no fetch.
+        let (_d, cache) = restarted_with(&p);
+        let found = cache
+            .lookup("a.test", &txt(Some(&["v=STSv1; id=1"]), false), &tls())
+            .await;
+        assert!(matches!(found, Found::Policy(q) if *q == p));
+        // No TXT record any more, or DNS down: still the cached policy (§5.1).
+        let (_d, cache) = restarted_with(&p);
+        let found = cache.lookup("a.test", &txt(None, false), &tls()).await;
+        assert!(matches!(found, Found::Policy(_)));
+        let (_d, cache) = restarted_with(&p);
+        let found = cache.lookup("a.test", &txt(None, true), &tls()).await;
+        assert!(matches!(found, Found::Policy(_)));
+        // A new id whose policy cannot be fetched (mta-sts.a.test does not
+        // resolve): the cached one stays in force.
+        let (_d, cache) = restarted_with(&p);
+        let found = cache
+            .lookup("a.test", &txt(Some(&["v=STSv1; id=2"]), false), &tls())
+            .await;
+        assert!(matches!(found, Found::Policy(q) if q.id == "1"));
+    }
+
+    #[tokio::test]
+    async fn without_a_cached_policy_a_failed_fetch_is_reported_once() {
+        let cache = StsCache::new(None);
+        let dns = txt(Some(&["v=STSv1; id=7"]), false);
+        let found = cache.lookup("b.test", &dns, &tls()).await;
+        let Found::Failed(FetchFailure::Fetch(why)) = found else {
+            panic!("{found:?}")
+        };
+        assert!(why.contains("mta-sts.b.test"), "{why}");
+        // Not fetched again before RECHECK: no policy, nothing new to report.
+        assert!(matches!(
+            cache.lookup("b.test", &dns, &tls()).await,
+            Found::None
+        ));
+        // No record at all: no policy.
+        let cache = StsCache::new(None);
+        assert!(matches!(
+            cache.lookup("c.test", &txt(None, false), &tls()).await,
+            Found::None
+        ));
+    }
+
+    #[tokio::test]
+    async fn an_expired_policy_is_not_used() {
+        let mut p = enforce("1", 0);
+        p.max_age = 1;
+        let (_d, cache) = restarted_with(&p);
+        let found = cache.lookup("a.test", &txt(None, false), &tls()).await;
+        assert!(matches!(found, Found::None), "{found:?}");
+        // A damaged cache file is only a cache: ignored.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("c.json"), b"{not json").unwrap();
+        let cache = StsCache::new(Some(dir.path().join("c.json")));
+        assert!(matches!(
+            cache.lookup("a.test", &txt(None, false), &tls()).await,
+            Found::None
+        ));
+    }
+
     #[test]
     fn reads_the_txt_id() {
         let r = |v: &[&str]| txt_id(&v.iter().map(|s| s.to_string()).collect::<Vec<_>>());
