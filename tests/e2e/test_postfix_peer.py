@@ -191,7 +191,7 @@ def test_dsn_parameters_pass_both_ways_with_postfix(start, postfix):
     assert f["Original-Recipient"].replace(" ", "") == "rfc822;Bob@remote.test", f
     assert f["Action"] in ("delivered", "relayed") and f["Status"].startswith("2."), f
     delivered = srv.wait_log(lambda r: r.get("message") == "delivered" and r.get("to") == "bob@remote.test")
-    assert delivered["detail"].startswith("dsn=handed-on, relay="), delivered
+    assert delivered["handover"] == "dsn-handed-on" and delivered["detail"].startswith("relay="), delivered
     assert not [r for r in srv.log_records() if r.get("message") == "success notice queued"]
 
     # Postfix -> Postern: Postern gets NOTIFY and ORCPT and reports itself.

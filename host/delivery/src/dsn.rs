@@ -15,7 +15,7 @@ use std::io::{self, Read};
 
 use postern_spool::{Envelope, QueueId, Recipient, Spool, SpoolError};
 
-use crate::outcome::Diagnostic;
+use crate::outcome::{Diagnostic, Handover};
 use crate::settings::Settings;
 use crate::state::{MessageState, RcptStatus, param};
 use postern_protocol::date;
@@ -144,13 +144,7 @@ fn action(state: &MessageState, i: usize) -> &'static str {
     match r.status {
         RcptStatus::Failed => "failed",
         RcptStatus::Pending => "delayed",
-        RcptStatus::Delivered
-            if r.detail
-                .as_deref()
-                .is_some_and(|d| d.starts_with("maildir=")) =>
-        {
-            "delivered"
-        }
+        RcptStatus::Delivered if r.handover == Some(Handover::Mailbox) => "delivered",
         RcptStatus::Delivered => "relayed",
     }
 }

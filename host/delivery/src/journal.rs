@@ -19,7 +19,7 @@
 use postern_protocol::EnhancedCode;
 use postern_spool::{QueueId, Spool, SpoolError};
 
-use crate::outcome::{DiagKind, Diagnostic, RcptOutcome, sanitize};
+use crate::outcome::{DiagKind, Diagnostic, Handover, RcptOutcome, sanitize};
 
 /// One journal line.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -27,6 +27,7 @@ pub enum Record {
     Delivered {
         rcpt: usize,
         at_ms: u64,
+        to: Handover,
         detail: String,
     },
     Failed {
@@ -69,9 +70,10 @@ impl Record {
     /// and a `Bounced` record without a DSN (so none is ever sent).
     pub fn of_outcome(out: &mut Vec<Record>, rcpt: usize, outcome: RcptOutcome, at_ms: u64) {
         let record = match outcome {
-            RcptOutcome::Delivered(detail) => Record::Delivered {
+            RcptOutcome::Delivered(to, detail) => Record::Delivered {
                 rcpt,
                 at_ms,
+                to,
                 detail,
             },
             RcptOutcome::Failed(diag) => Record::Failed { rcpt, at_ms, diag },
@@ -127,8 +129,9 @@ pub fn encode(record: &Record) -> String {
         Record::Delivered {
             rcpt,
             at_ms,
+            to,
             detail,
-        } => format!("D {rcpt} {at_ms} {}", sanitize(detail)),
+        } => format!("D {rcpt} {at_ms} {} {}", to.token(), sanitize(detail)),
         Record::Failed { rcpt, at_ms, diag } => format!("F {rcpt} {at_ms} {}", encode_diag(diag)),
         Record::Deferred { rcpt, at_ms, diag } => {
             format!("T {rcpt} {at_ms} {}", encode_diag(diag))
@@ -180,6 +183,24 @@ fn parse_diag(rest: &str) -> Option<Diagnostic> {
     })
 }
 
+/// The hand-over and detail of a `D` line: `<hand-over> <detail>`, or a
+/// journal written before the hand-over was recorded (`<detail>`, where it
+/// was told by the detail's start).
+fn delivered(tail: &str) -> (Handover, String) {
+    if let Some((t, detail)) = tail.split_once(' ')
+        && let Some(to) = Handover::from_token(t)
+    {
+        return (to, detail.to_string());
+    }
+    if let Some(detail) = tail.strip_prefix("dsn=handed-on, ") {
+        (Handover::DsnHandedOn, detail.to_string())
+    } else if tail.starts_with("maildir=") {
+        (Handover::Mailbox, tail.to_string())
+    } else {
+        (Handover::Relayed, tail.to_string())
+    }
+}
+
 /// Parse one line (without its newline); `None` if it is malformed.
 pub fn parse(line: &str) -> Option<Record> {
     let (kind, rest) = line.split_once(' ')?;
@@ -190,11 +211,15 @@ pub fn parse(line: &str) -> Option<Record> {
             let at_ms = f.next()?.parse().ok()?;
             let tail = f.next().unwrap_or("");
             Some(match kind {
-                "D" => Record::Delivered {
-                    rcpt,
-                    at_ms,
-                    detail: tail.to_string(),
-                },
+                "D" => {
+                    let (to, detail) = delivered(tail);
+                    Record::Delivered {
+                        rcpt,
+                        at_ms,
+                        to,
+                        detail,
+                    }
+                }
                 "F" => Record::Failed {
                     rcpt,
                     at_ms,
@@ -304,7 +329,20 @@ mod tests {
             Record::Delivered {
                 rcpt: 0,
                 at_ms: 17,
+                to: Handover::Relayed,
                 detail: "relay=mx.test[127.0.0.1]:25 250 2.0.0 ok".into(),
+            },
+            Record::Delivered {
+                rcpt: 1,
+                at_ms: 17,
+                to: Handover::DsnHandedOn,
+                detail: "relay=mx.test[127.0.0.1]:25 250 ok".into(),
+            },
+            Record::Delivered {
+                rcpt: 3,
+                at_ms: 17,
+                to: Handover::Mailbox,
+                detail: "maildir=/m/new/1".into(),
             },
             Record::Failed {
                 rcpt: 2,
@@ -345,6 +383,30 @@ mod tests {
         for r in samples() {
             assert_eq!(parse(&encode(&r)), Some(r.clone()), "{}", encode(&r));
         }
+    }
+
+    #[test]
+    fn journals_from_before_the_handover_was_recorded_still_read() {
+        let read = |line: &str| match parse(line) {
+            Some(Record::Delivered { to, detail, .. }) => (to, detail),
+            other => panic!("{line}: {other:?}"),
+        };
+        assert_eq!(
+            read("D 0 5 dsn=handed-on, relay=mx.t[127.0.0.1]:25, 250 ok"),
+            (
+                Handover::DsnHandedOn,
+                "relay=mx.t[127.0.0.1]:25, 250 ok".into()
+            )
+        );
+        assert_eq!(
+            read("D 0 5 maildir=/m/new/1"),
+            (Handover::Mailbox, "maildir=/m/new/1".into())
+        );
+        assert_eq!(
+            read("D 0 5 relay=mx.t[127.0.0.1]:25, 250 ok"),
+            (Handover::Relayed, "relay=mx.t[127.0.0.1]:25, 250 ok".into())
+        );
+        assert_eq!(read("D 0 5 "), (Handover::Relayed, String::new()));
     }
 
     #[test]

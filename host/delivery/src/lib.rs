@@ -39,7 +39,7 @@ pub mod tlsrpt;
 pub mod view;
 
 pub use manager::{Prepared, QueueHandle, QueueManager};
-pub use outcome::{Diagnostic, RcptOutcome};
+pub use outcome::{Diagnostic, Handover, RcptOutcome};
 pub use policy::{
     BounceChoice, BounceFacts, DeliveryPolicy, Judgement, MessageFacts, NoPolicy, PolicyFuture,
     RouteChoice,

@@ -36,6 +36,36 @@ impl DiagKind {
     }
 }
 
+/// Where a delivered recipient went: what its success notice says (RFC 3464
+/// `Action`) and whether Postern still owes one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Handover {
+    /// Into a local mailbox (`Action: delivered`).
+    Mailbox,
+    /// To a next hop without DSN (`Action: relayed`): success notices asked
+    /// for are Postern's to send.
+    Relayed,
+    /// To a next hop that offered DSN and was handed the recipient's
+    /// `NOTIFY`/`ORCPT` (RFC 3461 §5.2.2): its success notices now.
+    DsnHandedOn,
+}
+
+impl Handover {
+    pub fn token(self) -> &'static str {
+        match self {
+            Handover::Mailbox => "mailbox",
+            Handover::Relayed => "relayed",
+            Handover::DsnHandedOn => "dsn-handed-on",
+        }
+    }
+
+    pub fn from_token(t: &str) -> Option<Handover> {
+        [Handover::Mailbox, Handover::Relayed, Handover::DsnHandedOn]
+            .into_iter()
+            .find(|h| h.token() == t)
+    }
+}
+
 /// Why a recipient was not (yet) delivered.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Diagnostic {
@@ -131,7 +161,7 @@ impl fmt::Display for Diagnostic {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RcptOutcome {
     /// Accepted by the next hop or written to the mailbox; the text says where.
-    Delivered(String),
+    Delivered(Handover, String),
     /// Try again later.
     Deferred(Diagnostic),
     /// Give up (and bounce).

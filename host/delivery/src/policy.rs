@@ -11,7 +11,7 @@
 use std::future::Future;
 use std::pin::Pin;
 
-use crate::outcome::{Diagnostic, RcptOutcome};
+use crate::outcome::{Diagnostic, Handover, RcptOutcome};
 use crate::settings::Relayhost;
 use crate::state::MessageState;
 
@@ -183,7 +183,7 @@ pub async fn judge_results(
         return;
     }
     let failed: Vec<usize> = (0..results.len())
-        .filter(|&k| !matches!(results[k].1, RcptOutcome::Delivered(_)))
+        .filter(|&k| !matches!(results[k].1, RcptOutcome::Delivered(..)))
         .collect();
     if failed.is_empty() {
         return;
@@ -196,7 +196,7 @@ pub async fn judge_results(
                 let (d, permanent) = match o {
                     RcptOutcome::Deferred(d) => (d, false),
                     RcptOutcome::Failed(d) | RcptOutcome::Suppressed(d) => (d, true),
-                    RcptOutcome::Delivered(_) => return None,
+                    RcptOutcome::Delivered(..) => return None,
                 };
                 Some((addresses(*i), d, permanent))
             })
@@ -206,7 +206,8 @@ pub async fn judge_results(
     for (k, j) in failed.into_iter().zip(judgements) {
         if j != Judgement::Default {
             let (i, o) = &mut results[k];
-            let before = std::mem::replace(o, RcptOutcome::Delivered(String::new()));
+            let before =
+                std::mem::replace(o, RcptOutcome::Delivered(Handover::Relayed, String::new()));
             *o = j.apply(before);
             tracing::info!(queue_id = %message.queue_id, to = %addresses(*i),
                 judgement = ?j, "delivery result changed by plugin");

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use postern_spool::{Envelope, QueueId, Spool, SpoolError};
 
 use crate::journal::{self, Record};
-use crate::outcome::Diagnostic;
+use crate::outcome::{Diagnostic, Handover};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RcptStatus {
@@ -37,8 +37,9 @@ pub struct RcptState {
     pub status: RcptStatus,
     /// The latest failure (deferral or final).
     pub last: Option<Diagnostic>,
-    /// Where it was delivered.
+    /// Where it was delivered, and how it was handed over.
     pub detail: Option<String>,
+    pub handover: Option<Handover>,
     /// When the status or `last` was set (unix ms; 0 = never tried).
     pub at_ms: u64,
     /// A report covering this final state (failure, or success asked for
@@ -67,10 +68,6 @@ pub struct MessageState {
     pub released_ms: Option<u64>,
 }
 
-/// How a delivery's detail starts when the next hop offered DSN and was
-/// handed the recipient's `NOTIFY`/`ORCPT`: success notices are then its job.
-pub const DSN_HANDED_ON: &str = "dsn=handed-on, ";
-
 /// The value of ESMTP parameter `key` (case-insensitive) in raw `KEY=VALUE` params.
 pub fn param<'a>(params: &'a [String], key: &str) -> Option<&'a str> {
     params.iter().find_map(|p| {
@@ -90,6 +87,7 @@ impl MessageState {
                 status: RcptStatus::Pending,
                 last: None,
                 detail: None,
+                handover: None,
                 at_ms: 0,
                 reported: false,
                 delay_reported: false,
@@ -123,11 +121,13 @@ impl MessageState {
             Record::Delivered {
                 rcpt,
                 at_ms,
+                to,
                 detail,
             } => {
                 if let Some(r) = self.rcpts.get_mut(*rcpt) {
                     r.status = RcptStatus::Delivered;
                     r.detail = Some(detail.clone());
+                    r.handover = Some(*to);
                     r.at_ms = *at_ms;
                 }
             }
@@ -216,10 +216,7 @@ impl MessageState {
         self.indexes(|r| {
             r.status == RcptStatus::Delivered
                 && !r.reported
-                && !r
-                    .detail
-                    .as_deref()
-                    .is_some_and(|d| d.starts_with(DSN_HANDED_ON))
+                && r.handover != Some(Handover::DsnHandedOn)
         })
         .into_iter()
         .filter(|&i| self.notifies(i, "SUCCESS", false))
@@ -326,6 +323,7 @@ pub(crate) mod tests {
         s.apply(&Record::Delivered {
             rcpt: 0,
             at_ms: 4,
+            to: Handover::Relayed,
             detail: "x".into(),
         });
         s.apply(&failed(1));
@@ -344,6 +342,7 @@ pub(crate) mod tests {
         s.apply(&Record::Delivered {
             rcpt: 2,
             at_ms: 9,
+            to: Handover::Mailbox,
             detail: "x".into(),
         });
         assert!(s.is_finished());
@@ -371,5 +370,32 @@ pub(crate) mod tests {
         let mut null = null;
         null.apply(&failed(0));
         assert!(null.is_finished());
+    }
+
+    #[test]
+    fn success_notices_are_owed_unless_the_next_hop_took_them_over() {
+        let mut s = state(
+            "a@x.test",
+            &[
+                ("b@y.test", &["NOTIFY=SUCCESS"]),
+                ("c@y.test", &["NOTIFY=SUCCESS"]),
+                ("d@y.test", &["NOTIFY=SUCCESS"]),
+                ("e@y.test", &[]),
+            ],
+        );
+        for (rcpt, to) in [
+            (0, Handover::Relayed),
+            (1, Handover::DsnHandedOn),
+            (2, Handover::Mailbox),
+            (3, Handover::Relayed),
+        ] {
+            s.apply(&Record::Delivered {
+                rcpt,
+                at_ms: 1,
+                to,
+                detail: "x".into(),
+            });
+        }
+        assert_eq!(s.unreported_successes(), vec![0, 2]);
     }
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 use postern_delivery::mx::MxHost;
 use postern_delivery::smtp::{ClientCtx, Outgoing, Session};
 use postern_delivery::tls::TlsClient;
-use postern_delivery::{RcptOutcome, Settings, TlsPolicy};
+use postern_delivery::{Handover, RcptOutcome, Settings, TlsPolicy};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 
@@ -141,7 +141,7 @@ async fn pipelined_transactions_over_one_connection() {
         .await
         .unwrap();
     assert!(
-        matches!(&out[0], (0, RcptOutcome::Delivered(d)) if d.contains("relay=mx.remote.test[127.0.0.1]"))
+        matches!(&out[0], (0, RcptOutcome::Delivered(Handover::Relayed, d)) if d.contains("relay=mx.remote.test[127.0.0.1]"))
     );
     assert!(matches!(&out[1], (1, RcptOutcome::Failed(d)) if d.status.to_string() == "5.1.1"));
 
@@ -161,7 +161,7 @@ async fn pipelined_transactions_over_one_connection() {
         .deliver(&ctx.settings, &outgoing(&good, 8), &mut body)
         .await
         .unwrap();
-    assert!(matches!(&out[0], (0, RcptOutcome::Delivered(_))));
+    assert!(matches!(&out[0], (0, RcptOutcome::Delivered(..))));
     assert!(session.reusable(100));
     session.quit().await;
     srv.await.unwrap();
@@ -254,7 +254,7 @@ async fn stale_after_first_message(hangup: Hangup) {
         .deliver(&ctx.settings, &outgoing(&rcpts, 5), &mut body)
         .await
         .unwrap();
-    assert!(matches!(&out[0], (0, RcptOutcome::Delivered(_))));
+    assert!(matches!(&out[0], (0, RcptOutcome::Delivered(..))));
     // Let the hang-up arrive first, as it would on an idle cached connection.
     tokio::time::sleep(Duration::from_millis(100)).await;
     let mut body: &[u8] = b"two\r\n";
@@ -274,7 +274,7 @@ async fn stale_after_first_message(hangup: Hangup) {
         .deliver(&ctx.settings, &outgoing(&rcpts, 7), &mut body)
         .await
         .unwrap();
-    assert!(matches!(&out[0], (0, RcptOutcome::Delivered(_))));
+    assert!(matches!(&out[0], (0, RcptOutcome::Delivered(..))));
     tokio::time::sleep(Duration::from_millis(100)).await;
     fresh.messages = 0; // as if new: the failure is then an ordinary deferral
     let mut body: &[u8] = b"four\r\n";

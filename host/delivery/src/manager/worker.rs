@@ -13,7 +13,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::Event;
 use super::job::Job;
-use crate::outcome::{Diagnostic, RcptOutcome};
+use crate::outcome::{Diagnostic, Handover, RcptOutcome};
 use crate::policy::{DeliveryPolicy, facts, judge_results};
 use crate::route::Destination;
 use crate::settings::{Settings, TlsPolicy};
@@ -114,8 +114,9 @@ pub(super) fn log_results(
             .map(|r| r.address.as_str())
             .unwrap_or("?");
         match outcome {
-            RcptOutcome::Delivered(detail) => {
-                tracing::info!(queue_id = %id, to, %dest, %detail, "delivered")
+            RcptOutcome::Delivered(handover, detail) => {
+                let handover = handover.token();
+                tracing::info!(queue_id = %id, to, %dest, handover, %detail, "delivered")
             }
             RcptOutcome::Deferred(d) => {
                 tracing::info!(queue_id = %id, to, %dest, status = %d.status, reason = %d, "deferred")
@@ -163,7 +164,10 @@ async fn local_job(ctx: &WorkerCtx, job: &Job) -> Vec<(usize, RcptOutcome)> {
                 };
                 let outcome =
                     match maildir::deliver(&mb, &settings.hostname, &env.mail_from, &mut reader) {
-                        Ok(path) => RcptOutcome::Delivered(format!("maildir={}", path.display())),
+                        Ok(path) => RcptOutcome::Delivered(
+                            Handover::Mailbox,
+                            format!("maildir={}", path.display()),
+                        ),
                         Err(e) => RcptOutcome::Deferred(maildir::failure(&mb, &e)),
                     };
                 (i, outcome)

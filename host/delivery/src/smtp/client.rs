@@ -18,7 +18,7 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::net::TcpStream;
 
 use crate::mx::MxHost;
-use crate::outcome::{Diagnostic, RcptOutcome};
+use crate::outcome::{Diagnostic, Handover, RcptOutcome};
 use crate::settings::{Settings, TlsPolicy};
 use crate::smtp::dialogue;
 use crate::smtp::ehlo::Capabilities;
@@ -464,17 +464,18 @@ impl Session {
     ) {
         let label = &self.label;
         let o = if done.is_positive() {
-            RcptOutcome::Delivered(format!(
-                "{}relay={}, {}",
+            RcptOutcome::Delivered(
                 // The next hop got NOTIFY/ORCPT: its success notices now.
-                if self.caps.dsn {
-                    crate::state::DSN_HANDED_ON
-                } else {
-                    ""
+                match self.caps.dsn {
+                    true => Handover::DsnHandedOn,
+                    false => Handover::Relayed,
                 },
-                label,
-                crate::outcome::sanitize(&done.to_string())
-            ))
+                format!(
+                    "relay={}, {}",
+                    label,
+                    crate::outcome::sanitize(&done.to_string())
+                ),
+            )
         } else {
             self.outcome_of(done)
         };
