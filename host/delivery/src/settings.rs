@@ -22,6 +22,13 @@ pub enum TlsPolicy {
     /// STARTTLS must be offered and the certificate must verify for the host name
     /// (webpki roots or `tls_ca_file`); otherwise the delivery is deferred.
     Required,
+    /// Opportunistic DANE (RFC 7672): hosts with a DNSSEC-validated, usable
+    /// TLSA RRset must present a matching certificate; others get
+    /// `Opportunistic`. See `dane`.
+    Dane,
+    /// Mandatory DANE: hosts without a validated, usable TLSA RRset are not
+    /// used (the delivery is deferred).
+    DaneOnly,
 }
 
 impl TlsPolicy {
@@ -31,12 +38,19 @@ impl TlsPolicy {
             TlsPolicy::Opportunistic => "opportunistic",
             TlsPolicy::Encrypt => "encrypt",
             TlsPolicy::Required => "required",
+            TlsPolicy::Dane => "dane",
+            TlsPolicy::DaneOnly => "dane-only",
         }
     }
 
     /// Whether a session without TLS is refused.
     pub fn requires_tls(self) -> bool {
         matches!(self, TlsPolicy::Encrypt | TlsPolicy::Required)
+    }
+
+    /// Whether the TLS of each host is decided by its TLSA records (`dane`).
+    pub fn is_dane(self) -> bool {
+        matches!(self, TlsPolicy::Dane | TlsPolicy::DaneOnly)
     }
 }
 

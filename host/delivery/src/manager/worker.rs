@@ -192,7 +192,16 @@ async fn connect(ctx: &WorkerCtx, dest: &Destination) -> Result<Session, Diagnos
         Destination::Domain(d) | Destination::RoutedMx(d) => settings.tls_for_domain(d),
         _ => settings.tls,
     };
-    let s = Session::connect_with(&hosts, port, &ctx.client, relay, tls).await?;
+    let s = if tls.is_dane() {
+        let mx_domain = match dest {
+            Destination::Domain(d) | Destination::RoutedMx(d) => Some(d.as_str()),
+            _ => None,
+        };
+        let planned = crate::dane::plan(tls, mx_domain, &hosts, port, &*ctx.dns).await;
+        Session::connect_planned(&planned, port, &ctx.client, relay).await?
+    } else {
+        Session::connect_with(&hosts, port, &ctx.client, relay, tls).await?
+    };
     tracing::debug!(%dest, host = %s.label, tls = s.is_tls(), "connected");
     Ok(s)
 }

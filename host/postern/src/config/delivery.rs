@@ -20,6 +20,11 @@ enum TlsSetting {
     Opportunistic,
     Encrypt,
     Required,
+    /// RFC 7672 DANE where the MX publishes validated TLSA, else opportunistic.
+    Dane,
+    /// RFC 7672 DANE or no delivery.
+    #[serde(rename = "dane-only")]
+    DaneOnly,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -153,6 +158,8 @@ pub(super) fn build(
         TlsSetting::Opportunistic => TlsPolicy::Opportunistic,
         TlsSetting::Encrypt => TlsPolicy::Encrypt,
         TlsSetting::Required => TlsPolicy::Required,
+        TlsSetting::Dane => TlsPolicy::Dane,
+        TlsSetting::DaneOnly => TlsPolicy::DaneOnly,
     };
     for (domain, level) in &d.tls_policy {
         let key = domain.trim_end_matches('.').to_ascii_lowercase();
@@ -174,11 +181,13 @@ pub(super) fn build(
             "may" => TlsPolicy::Opportunistic,
             "encrypt" => TlsPolicy::Encrypt,
             "verify" => TlsPolicy::Required,
-            "dane" | "dane-only" | "sts" => {
+            "dane" => TlsPolicy::Dane,
+            "dane-only" => TlsPolicy::DaneOnly,
+            "sts" => {
                 return Err(cx.at(
                     level,
                     format!(
-                        "delivery.tls_policy.{domain}: {:?} is not built yet (use none, may, encrypt or verify)",
+                        "delivery.tls_policy.{domain}: {:?} is not built yet (use none, may, encrypt, verify, dane or dane-only)",
                         level.get_ref()
                     ),
                 ));
@@ -187,7 +196,7 @@ pub(super) fn build(
                 return Err(cx.at(
                     level,
                     format!(
-                        "delivery.tls_policy.{domain}: unknown level {other:?} (none, may, encrypt or verify)"
+                        "delivery.tls_policy.{domain}: unknown level {other:?} (none, may, encrypt, verify, dane or dane-only)"
                     ),
                 ));
             }
@@ -285,6 +294,20 @@ mod tests {
     }
 
     #[test]
+    fn dane_levels() {
+        let d = parse(
+            "[delivery]\ntls = \"dane\"\n[delivery.tls_policy]\n\"bank.example\" = \"dane-only\"\n\".dane.example\" = \"dane\"\n",
+        )
+        .unwrap()
+        .delivery;
+        assert_eq!(d.tls, TlsPolicy::Dane);
+        assert_eq!(d.tls_for_domain("bank.example"), TlsPolicy::DaneOnly);
+        assert_eq!(d.tls_for_domain("mx.dane.example"), TlsPolicy::Dane);
+        let d = parse("[delivery]\ntls = \"dane-only\"\n").unwrap().delivery;
+        assert_eq!(d.tls, TlsPolicy::DaneOnly);
+    }
+
+    #[test]
     fn errors_name_the_line() {
         let cases = [
             (
@@ -328,9 +351,19 @@ mod tests {
                 "unknown level \"sometimes\"",
             ),
             (
-                "[delivery.tls_policy]\n\"a.test\" = \"dane\"\n",
+                "[delivery.tls_policy]\n\"a.test\" = \"sts\"\n",
                 "p.toml:6",
                 "not built yet",
+            ),
+            (
+                "[delivery.tls_policy]\n\"a.test\" = \"DANE\"\n",
+                "p.toml:6",
+                "unknown level \"DANE\"",
+            ),
+            (
+                "[delivery]\ntls = \"dane_only\"\n",
+                "p.toml:6",
+                "unknown variant",
             ),
             (
                 "[delivery.tls_policy]\n\"bad domain\" = \"verify\"\n",
