@@ -116,7 +116,9 @@ endef
 # Postfix's smtp-sink/smtp-source, nmap's SMTP scripts, openssl s_client;
 # strace (the unit's system-call filter test); redis-server; the milters
 # (opendkim, clamav-milter with clamd, rspamd), started by the tests with
-# their own configurations and signature data (nothing is downloaded).
+# their own configurations and signature data (nothing is downloaded);
+# unbound, the validating resolver of the DANE tests (run on a loopback port
+# with the test zones' trust anchors only).
 test-deps:
 	@need=""; \
 	command -v swaks >/dev/null || need="$$need swaks"; \
@@ -131,6 +133,7 @@ test-deps:
 	command -v clamd >/dev/null || [ -x /usr/sbin/clamd ] || need="$$need clamav-daemon"; \
 	command -v clamav-milter >/dev/null || [ -x /usr/sbin/clamav-milter ] || need="$$need clamav-milter"; \
 	command -v rspamd >/dev/null || need="$$need rspamd"; \
+	command -v unbound >/dev/null || [ -x /usr/sbin/unbound ] || need="$$need unbound"; \
 	if [ -n "$$need" ]; then echo "== installing$$need"; $(call apt-install,$$need); fi
 
 # Postfix (smtp-source, smtp-sink, and the instance we compare with), from Debian.

@@ -10,7 +10,7 @@
 //! rebuilt from it), [`route`] (which agent and destination a recipient goes
 //! to), [`mailbox`] and [`maildir`] (local delivery), [`mx`] (RFC 5321 §5.1 /
 //! RFC 7505, through `postern-capability`'s `DnsBackend`: this crate does not
-//! link the plugin runtime), [`tls`] (the STARTTLS policy), [`smtp`] (the
+//! link the plugin runtime), [`tls`] (the STARTTLS policy), [`dane`] (RFC 7672 DANE), [`smtp`] (the
 //! client), [`downgrade`] (8BITMIME down-conversion for a hop without it),
 //! [`policy`] (what delivery-side plugins decide: routes, failed attempts,
 //! bounces), [`dsn`] (RFC 3464 reports), [`manager`] (scheduling
@@ -18,6 +18,7 @@
 //! server).
 
 pub mod counters;
+pub mod dane;
 pub mod downgrade;
 pub mod dsn;
 pub mod inspect;

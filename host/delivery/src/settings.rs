@@ -25,6 +25,13 @@ pub enum TlsPolicy {
     /// A per-domain choice, resolved before connecting: the domain's MTA-STS
     /// policy (RFC 8461) when it publishes one, else `tls`.
     Sts,
+    /// Opportunistic DANE (RFC 7672): hosts with a DNSSEC-validated, usable
+    /// TLSA RRset must present a matching certificate; others get
+    /// `Opportunistic`. See `dane`.
+    Dane,
+    /// Mandatory DANE: hosts without a validated, usable TLSA RRset are not
+    /// used (the delivery is deferred).
+    DaneOnly,
 }
 
 impl TlsPolicy {
@@ -35,12 +42,19 @@ impl TlsPolicy {
             TlsPolicy::Encrypt => "encrypt",
             TlsPolicy::Required => "required",
             TlsPolicy::Sts => "sts",
+            TlsPolicy::Dane => "dane",
+            TlsPolicy::DaneOnly => "dane-only",
         }
     }
 
     /// Whether a session without TLS is refused.
     pub fn requires_tls(self) -> bool {
         matches!(self, TlsPolicy::Encrypt | TlsPolicy::Required)
+    }
+
+    /// Whether the TLS of each host is decided by its TLSA records (`dane`).
+    pub fn is_dane(self) -> bool {
+        matches!(self, TlsPolicy::Dane | TlsPolicy::DaneOnly)
     }
 }
 
@@ -197,9 +211,10 @@ impl Settings {
 
     /// The STARTTLS policy for mail to `domain` (lower case, no trailing
     /// dot): its own entry, else the nearest `.parent` entry, else `Sts`
-    /// when `mta_sts` is on, else `tls`.
+    /// when `mta_sts` is on (and `tls` is not DANE), else `tls`.
     pub fn tls_for_domain(&self, domain: &str) -> TlsPolicy {
-        let default = match self.mta_sts {
+        // DANE, where configured, is used instead of MTA-STS (RFC 8461 §2).
+        let default = match self.mta_sts && !self.tls.is_dane() {
             true => TlsPolicy::Sts,
             false => self.tls,
         };

@@ -208,7 +208,16 @@ async fn connect(ctx: &WorkerCtx, dest: &Destination) -> Result<Session, Diagnos
         testing,
         report: applied.as_ref().map(|a| (&*ctx.tls_report, a)),
     };
-    let s = Session::connect_with(&hosts, port, &ctx.client, relay, &plan).await?;
+    let s = if level.is_dane() {
+        let mx_domain = match dest {
+            Destination::Domain(d) | Destination::RoutedMx(d) => Some(d.as_str()),
+            _ => None,
+        };
+        let planned = crate::dane::plan(level, mx_domain, &hosts, port, &*ctx.dns).await;
+        Session::connect_planned(&planned, port, &ctx.client, relay, &plan).await?
+    } else {
+        Session::connect_with(&hosts, port, &ctx.client, relay, &plan).await?
+    };
     tracing::debug!(%dest, host = %s.label, tls = s.is_tls(), "connected");
     Ok(s)
 }

@@ -27,8 +27,10 @@ use crate::smtp::stuff::DotStuffer;
 
 /// Largest BDAT chunk sent (most messages go in one, with LAST).
 const BDAT_CHUNK: usize = 1 << 20;
+use crate::dane::HostTls;
 use crate::tls::{self, TlsClient};
 use crate::tlsrpt::{Applied, ResultType, TlsReporter};
+use tokio_rustls::TlsConnector;
 
 /// What a connection needs from the queue manager.
 #[derive(Clone)]
@@ -182,26 +184,53 @@ impl Session {
         authenticate: bool,
         tls: &TlsPlan<'_>,
     ) -> Result<Session, Diagnostic> {
+        let planned: Vec<(MxHost, HostTls)> = hosts
+            .iter()
+            .map(|h| (h.clone(), HostTls::Policy(tls.level)))
+            .collect();
+        Session::connect_planned(&planned, port, ctx, authenticate, tls).await
+    }
+
+    /// `connect` with each host's own TLS (DANE decides per host,
+    /// `dane::plan`); `plan` says how failures of required TLS are counted
+    /// and whether a `testing` policy falls back.
+    pub async fn connect_planned(
+        hosts: &[(MxHost, HostTls)],
+        port: u16,
+        ctx: &ClientCtx,
+        authenticate: bool,
+        plan: &TlsPlan<'_>,
+    ) -> Result<Session, Diagnostic> {
         let mut last = None;
-        for host in hosts {
+        for (host, host_tls) in hosts {
+            let (tls, dane) = match host_tls {
+                HostTls::Policy(p) => (*p, None),
+                // DANE: TLS is required, the chain checked against TLSA.
+                HostTls::Dane(c) => (TlsPolicy::Encrypt, Some(c)),
+                HostTls::Unusable(d) => {
+                    tracing::info!(host = %host.name, reason = %d, "host unusable");
+                    last = Some(d.clone());
+                    continue;
+                }
+            };
             for ip in &host.addrs {
                 let addr = SocketAddr::new(*ip, port);
-                let mut result = open(&host.name, addr, ctx, authenticate, tls.level).await;
+                let mut result = open(&host.name, addr, ctx, authenticate, tls, dane).await;
                 if let Err(Attempt::Tls(kind, d)) = &result {
-                    tls.count(&host.name, *ip, Err((*kind, &d.text)));
-                    if let Some(fallback) = tls.testing {
+                    plan.count(&host.name, *ip, Err((*kind, &d.text)));
+                    if let Some(fallback) = plan.testing {
                         tracing::info!(host = %host.name, %addr, reason = %d,
                             "MTA-STS policy in testing mode not met; delivering anyway");
-                        result = open(&host.name, addr, ctx, authenticate, fallback).await;
+                        result = open(&host.name, addr, ctx, authenticate, fallback, None).await;
                     }
                 } else if result.is_ok() {
-                    tls.count(&host.name, *ip, Ok(()));
+                    plan.count(&host.name, *ip, Ok(()));
                 }
                 let result = match result {
                     Err(Attempt::RetryPlain(d)) => {
                         tracing::info!(host = %host.name, %addr, reason = %d,
                             "opportunistic TLS failed; retrying without TLS");
-                        open(&host.name, addr, ctx, authenticate, TlsPolicy::None).await
+                        open(&host.name, addr, ctx, authenticate, TlsPolicy::None, None).await
                     }
                     other => other,
                 };
@@ -637,6 +666,7 @@ async fn open(
     ctx: &ClientCtx,
     authenticate: bool,
     policy: TlsPolicy,
+    dane: Option<&TlsConnector>,
 ) -> Result<Session, Attempt> {
     let s = &ctx.settings;
     let label = format!("{name}[{}]:{}", addr.ip(), addr.port());
@@ -693,7 +723,11 @@ async fn open(
                 ));
             };
             if let Err(e) = conn
-                .starttls(ctx.tls.connector(verify), server_name, t)
+                .starttls(
+                    dane.cloned().unwrap_or_else(|| ctx.tls.connector(verify)),
+                    server_name,
+                    t,
+                )
                 .await
             {
                 let d = lost(&label, "in the TLS handshake", &e);
@@ -743,7 +777,7 @@ async fn open(
         auth(&mut conn, &caps, user, &password.0, t, &label).await?;
     }
     tracing::debug!(host = %label, tls = ?conn.tls_summary(), "SMTP session ready");
-    let verified = policy == TlsPolicy::Required && conn.is_tls();
+    let verified = (policy == TlsPolicy::Required || dane.is_some()) && conn.is_tls();
     Ok(Session {
         conn,
         caps,

@@ -20,6 +20,11 @@ enum TlsSetting {
     Opportunistic,
     Encrypt,
     Required,
+    /// RFC 7672 DANE where the MX publishes validated TLSA, else opportunistic.
+    Dane,
+    /// RFC 7672 DANE or no delivery.
+    #[serde(rename = "dane-only")]
+    DaneOnly,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -43,7 +48,7 @@ pub(super) struct DeliverySection {
     #[serde(default)]
     tls: TlsSetting,
     /// `[delivery.tls_policy]`: recipient domain = "none" | "may" |
-    /// "encrypt" | "verify" | "sts".
+    /// "encrypt" | "verify" | "dane" | "dane-only" | "sts".
     #[serde(default)]
     tls_policy: std::collections::BTreeMap<String, Spanned<String>>,
     tls_ca_file: Option<String>,
@@ -164,6 +169,8 @@ pub(super) fn build(
         TlsSetting::Opportunistic => TlsPolicy::Opportunistic,
         TlsSetting::Encrypt => TlsPolicy::Encrypt,
         TlsSetting::Required => TlsPolicy::Required,
+        TlsSetting::Dane => TlsPolicy::Dane,
+        TlsSetting::DaneOnly => TlsPolicy::DaneOnly,
     };
     for (domain, level) in &d.tls_policy {
         let key = domain.trim_end_matches('.').to_ascii_lowercase();
@@ -185,21 +192,14 @@ pub(super) fn build(
             "may" => TlsPolicy::Opportunistic,
             "encrypt" => TlsPolicy::Encrypt,
             "verify" => TlsPolicy::Required,
+            "dane" => TlsPolicy::Dane,
+            "dane-only" => TlsPolicy::DaneOnly,
             "sts" => TlsPolicy::Sts,
-            "dane" | "dane-only" => {
-                return Err(cx.at(
-                    level,
-                    format!(
-                        "delivery.tls_policy.{domain}: {:?} is not built yet (use none, may, encrypt, verify or sts)",
-                        level.get_ref()
-                    ),
-                ));
-            }
             other => {
                 return Err(cx.at(
                     level,
                     format!(
-                        "delivery.tls_policy.{domain}: unknown level {other:?} (none, may, encrypt, verify or sts)"
+                        "delivery.tls_policy.{domain}: unknown level {other:?} (none, may, encrypt, verify, dane, dane-only or sts)"
                     ),
                 ));
             }
@@ -318,6 +318,20 @@ mod tests {
     }
 
     #[test]
+    fn dane_levels() {
+        let d = parse(
+            "[delivery]\ntls = \"dane\"\n[delivery.tls_policy]\n\"bank.example\" = \"dane-only\"\n\".dane.example\" = \"dane\"\n",
+        )
+        .unwrap()
+        .delivery;
+        assert_eq!(d.tls, TlsPolicy::Dane);
+        assert_eq!(d.tls_for_domain("bank.example"), TlsPolicy::DaneOnly);
+        assert_eq!(d.tls_for_domain("mx.dane.example"), TlsPolicy::Dane);
+        let d = parse("[delivery]\ntls = \"dane-only\"\n").unwrap().delivery;
+        assert_eq!(d.tls, TlsPolicy::DaneOnly);
+    }
+
+    #[test]
     fn errors_name_the_line() {
         let cases = [
             (
@@ -361,11 +375,6 @@ mod tests {
                 "unknown level \"sometimes\"",
             ),
             (
-                "[delivery.tls_policy]\n\"a.test\" = \"dane\"\n",
-                "p.toml:6",
-                "not built yet",
-            ),
-            (
                 "[delivery.tls_report]\ninterval = \"0s\"\n",
                 "p.toml:6",
                 "delivery.tls_report.interval",
@@ -374,6 +383,16 @@ mod tests {
                 "[delivery.tls_report]\nevery = \"1d\"\n",
                 "p.toml:6",
                 "unknown field `every`",
+            ),
+            (
+                "[delivery.tls_policy]\n\"a.test\" = \"DANE\"\n",
+                "p.toml:6",
+                "unknown level \"DANE\"",
+            ),
+            (
+                "[delivery]\ntls = \"dane_only\"\n",
+                "p.toml:6",
+                "unknown variant",
             ),
             (
                 "[delivery.tls_policy]\n\"bad domain\" = \"verify\"\n",

@@ -15,19 +15,42 @@ use hickory_resolver::config::{
 use hickory_resolver::net::NetError;
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::proto::rr::{RData, RecordType};
+use postern_capability::{DnssecAnswer, DnssecQuery};
 use postern_plugin::{BoxFuture, DnsAnswer, DnsBackend, DnsFailure, DnsQuery};
 
 pub struct HickoryDns {
     resolver: TokioResolver,
+    /// Where DNSSEC-aware look-ups go (`dnssec`): the same servers.
+    servers: Vec<SocketAddr>,
+    timeout: Duration,
 }
 
 impl HickoryDns {
     /// A resolver using `nameservers` (UDP with TCP fallback) or, when
     /// empty, the system configuration.
     pub fn new(nameservers: &[SocketAddr], timeout: Duration) -> anyhow::Result<HickoryDns> {
+        let servers = if nameservers.is_empty() {
+            system_nameservers()
+        } else {
+            nameservers.to_vec()
+        };
         Ok(HickoryDns {
             resolver: tokio_resolver(nameservers, timeout)?,
+            servers,
+            timeout,
         })
+    }
+}
+
+/// The system's nameservers (resolv.conf), for DNSSEC-aware look-ups.
+fn system_nameservers() -> Vec<SocketAddr> {
+    match hickory_resolver::system_conf::read_system_conf() {
+        Ok((config, _)) => config
+            .name_servers()
+            .iter()
+            .map(|ns| SocketAddr::new(ns.ip, 53))
+            .collect(),
+        Err(_) => Vec::new(),
     }
 }
 
@@ -135,6 +158,14 @@ impl HickoryDns {
 impl DnsBackend for HickoryDns {
     fn lookup(&self, query: DnsQuery) -> BoxFuture<'_, Result<DnsAnswer, DnsFailure>> {
         Box::pin(self.query(query))
+    }
+
+    fn lookup_dnssec(&self, query: DnssecQuery) -> BoxFuture<'_, Result<DnssecAnswer, DnsFailure>> {
+        Box::pin(crate::server::dnssec::lookup(
+            &self.servers,
+            self.timeout,
+            query,
+        ))
     }
 }
 

@@ -20,6 +20,7 @@ pub mod conn;
 mod conn_tests;
 pub mod delivery_policy;
 pub mod dns;
+pub mod dnssec;
 pub mod incoming;
 pub mod kv;
 pub mod listeners;
