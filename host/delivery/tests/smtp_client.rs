@@ -84,6 +84,21 @@ async fn server(listener: TcpListener, log: Arc<Mutex<Transcript>>) {
     }
 }
 
+/// Send `body` to `rcpts` over `session`, which must not be stale: what became
+/// of each recipient.
+async fn send(
+    session: &mut Session,
+    settings: &Settings,
+    rcpts: &[String],
+    body: &[u8],
+) -> Vec<(usize, RcptOutcome)> {
+    let mut reader = body;
+    session
+        .deliver(settings, &outgoing(rcpts, body.len() as u64), &mut reader)
+        .await
+        .unwrap()
+}
+
 fn outgoing<'a>(rcpts: &'a [String], size: u64) -> Outgoing<'a> {
     Outgoing {
         sender: "alice@example.test",
@@ -131,15 +146,7 @@ async fn pipelined_transactions_over_one_connection() {
         "good@remote.test".to_string(),
         "bad@remote.test".to_string(),
     ];
-    let mut body = message;
-    let out = session
-        .deliver(
-            &ctx.settings,
-            &outgoing(&rcpts, message.len() as u64),
-            &mut body,
-        )
-        .await
-        .unwrap();
+    let out = send(&mut session, &ctx.settings, &rcpts, message).await;
     assert!(
         matches!(&out[0], (0, RcptOutcome::Delivered(Handover::Relayed, d)) if d.contains("relay=mx.remote.test[127.0.0.1]"))
     );
@@ -147,20 +154,12 @@ async fn pipelined_transactions_over_one_connection() {
 
     // 2: every recipient refused; the transaction is abandoned.
     let bad = vec!["bad@remote.test".to_string()];
-    let mut body: &[u8] = b"x\r\n";
-    let out = session
-        .deliver(&ctx.settings, &outgoing(&bad, 3), &mut body)
-        .await
-        .unwrap();
+    let out = send(&mut session, &ctx.settings, &bad, b"x\r\n").await;
     assert!(matches!(&out[0], (0, RcptOutcome::Failed(_))));
 
     // 3: the same connection again, after RSET.
     let good = vec!["good2@remote.test".to_string()];
-    let mut body: &[u8] = b"second\r\n";
-    let out = session
-        .deliver(&ctx.settings, &outgoing(&good, 8), &mut body)
-        .await
-        .unwrap();
+    let out = send(&mut session, &ctx.settings, &good, b"second\r\n").await;
     assert!(matches!(&out[0], (0, RcptOutcome::Delivered(..))));
     assert!(session.reusable(100));
     session.quit().await;
@@ -249,11 +248,7 @@ async fn stale_after_first_message(hangup: Hangup) {
     let (ctx, hosts) = client_to_loopback();
     let rcpts = vec!["a@remote.test".to_string()];
     let mut session = Session::connect(&hosts, port, &ctx, false).await.unwrap();
-    let mut body: &[u8] = b"one\r\n";
-    let out = session
-        .deliver(&ctx.settings, &outgoing(&rcpts, 5), &mut body)
-        .await
-        .unwrap();
+    let out = send(&mut session, &ctx.settings, &rcpts, b"one\r\n").await;
     assert!(matches!(&out[0], (0, RcptOutcome::Delivered(..))));
     // Let the hang-up arrive first, as it would on an idle cached connection.
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -269,19 +264,11 @@ async fn stale_after_first_message(hangup: Hangup) {
 
     // A fresh connection that fails the same way defers instead: it is no cache miss.
     let mut fresh = Session::connect(&hosts, port, &ctx, false).await.unwrap();
-    let mut body: &[u8] = b"three\r\n";
-    let out = fresh
-        .deliver(&ctx.settings, &outgoing(&rcpts, 7), &mut body)
-        .await
-        .unwrap();
+    let out = send(&mut fresh, &ctx.settings, &rcpts, b"three\r\n").await;
     assert!(matches!(&out[0], (0, RcptOutcome::Delivered(..))));
     tokio::time::sleep(Duration::from_millis(100)).await;
     fresh.messages = 0; // as if new: the failure is then an ordinary deferral
-    let mut body: &[u8] = b"four\r\n";
-    let out = fresh
-        .deliver(&ctx.settings, &outgoing(&rcpts, 6), &mut body)
-        .await
-        .unwrap();
+    let out = send(&mut fresh, &ctx.settings, &rcpts, b"four\r\n").await;
     assert!(matches!(&out[0], (0, RcptOutcome::Deferred(d)) if d.status.class == 4));
     srv.await.unwrap();
 }

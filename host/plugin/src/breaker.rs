@@ -237,6 +237,7 @@ mod tests {
     fn opens_at_the_rate_then_probes_after_the_cool_down() {
         let b = Breaker::new(settings());
         let t0 = Instant::now();
+        let at = |secs| t0 + Duration::from_secs(secs);
         assert_eq!(b.record(Admit::Call, true, t0), None);
         assert_eq!(b.record(Admit::Call, false, t0), None);
         assert_eq!(b.record(Admit::Call, true, t0), None);
@@ -245,25 +246,21 @@ mod tests {
             (opened.to, opened.calls, opened.failures),
             (BreakerState::Open, 4, 2)
         );
-        assert_eq!(b.admit(t0 + Duration::from_secs(29)).0, Admit::Skip);
-        let (admit, t) = b.admit(t0 + Duration::from_secs(30));
+        assert_eq!(b.admit(at(29)).0, Admit::Skip);
+        let (admit, t) = b.admit(at(30));
         assert_eq!(
             (admit, t.unwrap().to),
             (Admit::Probe, BreakerState::HalfOpen)
         );
         // Only one probe at a time.
-        assert_eq!(b.admit(t0 + Duration::from_secs(31)).0, Admit::Skip);
-        let reopened = b
-            .record(Admit::Probe, false, t0 + Duration::from_secs(31))
-            .unwrap();
+        assert_eq!(b.admit(at(31)).0, Admit::Skip);
+        let reopened = b.record(Admit::Probe, false, at(31)).unwrap();
         assert_eq!(reopened.to, BreakerState::Open);
-        assert_eq!(b.admit(t0 + Duration::from_secs(60)).0, Admit::Skip);
-        assert_eq!(b.admit(t0 + Duration::from_secs(61)).0, Admit::Probe);
-        let closed = b
-            .record(Admit::Probe, true, t0 + Duration::from_secs(61))
-            .unwrap();
+        assert_eq!(b.admit(at(60)).0, Admit::Skip);
+        assert_eq!(b.admit(at(61)).0, Admit::Probe);
+        let closed = b.record(Admit::Probe, true, at(61)).unwrap();
         assert_eq!(closed.to, BreakerState::Closed);
-        assert_eq!(b.admit(t0 + Duration::from_secs(62)).0, Admit::Call);
+        assert_eq!(b.admit(at(62)).0, Admit::Call);
     }
 
     #[test]

@@ -61,11 +61,7 @@ async fn mail_from(generation: &Arc<Generation>) -> Result<String, Verdict> {
 }
 
 async fn load(specs: Vec<PluginSpec>, services: Services) -> Arc<Generation> {
-    Arc::new(
-        Generation::load(&runtime(), 1, "t".into(), specs, services)
-            .await
-            .unwrap(),
-    )
+    common::load(&runtime(), specs, services).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

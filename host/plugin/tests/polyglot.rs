@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use postern_plugin::*;
 
 mod common;
-use common::{runtime, services};
+use common::{load, rcpt_verdict, runtime, services};
 
 /// `target/plugins/<name>.wasm` at the repository root: build.sh writes there
 /// whatever CARGO_TARGET_DIR says.
@@ -44,14 +44,6 @@ fn spec(name: &str, file: &str, config: serde_json::Value, kv: bool) -> PluginSp
         breaker: Default::default(),
         files: Vec::new(),
     }
-}
-
-async fn load(rt: &Arc<Runtime>, specs: Vec<PluginSpec>, services: Services) -> Arc<Generation> {
-    Arc::new(
-        Generation::load(rt, 1, "polyglot".into(), specs, services)
-            .await
-            .unwrap_or_else(|e| panic!("loading failed: {e}")),
-    )
 }
 
 fn ctx(id: &str, client: &str) -> SessionContext {
@@ -237,10 +229,7 @@ async fn greylist_python() {
     assert_eq!(d.verdict, Verdict::Pass, "{d:?}");
     // ...and so does the same triplet again, immediately.
     assert_eq!(
-        chain
-            .ask(&c, Ask::RcptTo(&addr("user@example.org")))
-            .await
-            .verdict,
+        rcpt_verdict(&mut chain, &c, &addr("user@example.org")).await,
         Verdict::Pass
     );
     // The null sender is its own triplet.
@@ -312,7 +301,7 @@ async fn greylist_python() {
         let c = with_sender(ctx("m", "192.0.2.9:4000"), "a@remote.test");
         let mut chain = g.session("m".into());
         matches!(
-            chain.ask(&c, Ask::RcptTo(&addr("user@example.org"))).await.verdict,
+            rcpt_verdict(&mut chain, &c, &addr("user@example.org")).await,
             Verdict::Defer(ref r) if r.enhanced.as_deref() == Some("4.7.1")
         )
     })

@@ -7,7 +7,7 @@ use std::time::Duration;
 use postern_plugin::*;
 
 mod common;
-use common::{ctx, runtime, services, wasm};
+use common::{ctx, load, rcpt_verdict, runtime, services, wasm};
 
 fn spec(name: &str, file: &str, config: serde_json::Value) -> PluginSpec {
     PluginSpec {
@@ -61,11 +61,7 @@ async fn chain_order_exports_and_errors() {
             }),
         ),
     ];
-    let generation = Arc::new(
-        Generation::load(&rt, 1, "test".into(), specs, services())
-            .await
-            .unwrap(),
-    );
+    let generation = load(&rt, specs, services()).await;
     let infos = generation.plugins();
     assert_eq!(infos[0].stages, vec![Stage::RcptTo]);
     // The probe exports every SMTP-session stage (not the delivery side).
@@ -99,10 +95,7 @@ async fn chain_order_exports_and_errors() {
             "{what} took too long"
         );
         assert_eq!(
-            chain
-                .ask(&c, Ask::RcptTo(&rcpt("fine@example.org")))
-                .await
-                .verdict,
+            rcpt_verdict(&mut chain, &c, &rcpt("fine@example.org")).await,
             Verdict::Pass
         );
     }
@@ -147,7 +140,24 @@ async fn session(generation: &Arc<Generation>, id: &str, to: &str) -> Verdict {
     let mut chain = generation.session(id.into());
     let c = ctx();
     assert_eq!(chain.ask(&c, Ask::Connect).await.verdict, Verdict::Pass);
-    chain.ask(&c, Ask::RcptTo(&rcpt(to))).await.verdict
+    rcpt_verdict(&mut chain, &c, &rcpt(to)).await
+}
+
+/// `n` sessions open at once on `generation` (ids `{prefix}0`, `{prefix}1`…),
+/// each past connect.
+async fn connected_sessions(
+    generation: &Arc<Generation>,
+    c: &SessionContext,
+    prefix: &str,
+    n: usize,
+) -> Vec<SessionChain> {
+    let mut chains = Vec::new();
+    for i in 0..n {
+        let mut chain = generation.session(format!("{prefix}{i}").into());
+        assert_eq!(chain.ask(c, Ask::Connect).await.verdict, Verdict::Pass);
+        chains.push(chain);
+    }
+    chains
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -166,11 +176,7 @@ async fn instances_are_recycled_only_when_allowed() {
             serde_json::json!({"refuse_recycle": true}),
         ),
     ];
-    let generation = Arc::new(
-        Generation::load(&rt, 1, "test".into(), specs, services())
-            .await
-            .unwrap(),
-    );
+    let generation = load(&rt, specs, services()).await;
     // Loading instantiated each plugin once to check `init`; a reusable
     // plugin keeps that instance for the first session.
     let idle = |g: &Generation| {
@@ -214,10 +220,7 @@ async fn instances_are_recycled_only_when_allowed() {
         "{d:?}"
     );
     assert_eq!(
-        chain
-            .ask(&c, Ask::RcptTo(&rcpt("ok@example.org")))
-            .await
-            .verdict,
+        rcpt_verdict(&mut chain, &c, &rcpt("ok@example.org")).await,
         Verdict::Pass
     );
     drop(chain);
@@ -265,30 +268,18 @@ async fn idle_instances_give_way_when_the_allocator_is_full() {
         spec("a", "test_probe", serde_json::json!({})),
         spec("b", "test_rcpt_only", serde_json::json!({"blocked": []})),
     ];
-    let generation = Arc::new(
-        Generation::load(&rt, 1, "test".into(), specs, services())
-            .await
-            .unwrap(),
-    );
+    let generation = load(&rt, specs, services()).await;
     let c = ctx();
     // 15 sessions at once on "a" (only it hooks connect), then all end: 15
     // idle instances of "a" hold 15 of the 16 slots.
-    let mut busy = Vec::new();
-    for i in 0..15 {
-        let mut chain = generation.session(format!("a{i}").into());
-        assert_eq!(chain.ask(&c, Ask::Connect).await.verdict, Verdict::Pass);
-        busy.push(chain);
-    }
-    drop(busy);
+    drop(connected_sessions(&generation, &c, "a", 15).await);
     assert_eq!(generation.idle_instances()[0], ("a".to_string(), 15));
     // Two sessions at RCPT TO need "a" (pooled) and "b" (fresh) each: the
     // second "b" finds no free slot until the idle instances are dropped.
     let mut one = generation.session("r1".into());
     let mut two = generation.session("r2".into());
     assert_eq!(
-        one.ask(&c, Ask::RcptTo(&rcpt("x@example.org")))
-            .await
-            .verdict,
+        rcpt_verdict(&mut one, &c, &rcpt("x@example.org")).await,
         Verdict::Pass
     );
     let d = two.ask(&c, Ask::RcptTo(&rcpt("y@example.org"))).await;
@@ -311,22 +302,12 @@ async fn idle_instances_expire_after_the_idle_timeout() {
     })
     .unwrap();
     let specs = vec![spec("a", "test_probe", serde_json::json!({}))];
-    let generation = Arc::new(
-        Generation::load(&rt, 1, "test".into(), specs, services())
-            .await
-            .unwrap(),
-    );
+    let generation = load(&rt, specs, services()).await;
     let c = ctx();
     let idle = |g: &Generation| g.idle_instances()[0].1;
     // Three sessions at once (the first takes the init check's instance),
     // then all end: three idle instances.
-    let mut chains = Vec::new();
-    for i in 0..3 {
-        let mut chain = generation.session(format!("s{i}").into());
-        assert_eq!(chain.ask(&c, Ask::Connect).await.verdict, Verdict::Pass);
-        chains.push(chain);
-    }
-    drop(chains);
+    drop(connected_sessions(&generation, &c, "s", 3).await);
     assert_eq!(counts(&rt, "a"), (3, 1, 0));
     // The sweep leaves instances younger than the timeout alone...
     assert_eq!(generation.expire_idle(), 0);
@@ -345,41 +326,31 @@ async fn idle_instances_expire_after_the_idle_timeout() {
     assert_eq!(counts(&rt, "a"), (5, 1, 0));
 }
 
+/// Why loading the one plugin `s` fails (it must).
+async fn load_error(rt: &Arc<Runtime>, s: PluginSpec) -> LoadError {
+    Generation::load(rt, 1, "t".into(), vec![s], services())
+        .await
+        .err()
+        .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn init_refusal_and_bad_files() {
     let rt = runtime();
-    let err = Generation::load(
+    let err = load_error(
         &rt,
-        1,
-        "t".into(),
-        vec![spec(
-            "p",
-            "test_probe",
-            serde_json::json!({"refuse": "nope"}),
-        )],
-        services(),
+        spec("p", "test_probe", serde_json::json!({"refuse": "nope"})),
     )
-    .await
-    .err()
-    .unwrap();
+    .await;
     assert!(
         err.to_string().contains("refused its configuration: nope"),
         "{err}"
     );
-    let err = Generation::load(
+    let err = load_error(
         &rt,
-        1,
-        "t".into(),
-        vec![spec(
-            "b",
-            "test_rcpt_only",
-            serde_json::json!({"blockd": []}),
-        )],
-        services(),
+        spec("b", "test_rcpt_only", serde_json::json!({"blockd": []})),
     )
-    .await
-    .err()
-    .unwrap();
+    .await;
     assert!(err.to_string().contains("unknown field `blockd`"), "{err}");
     let dir = std::env::temp_dir().join(format!("postern-rt-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -393,10 +364,7 @@ async fn init_refusal_and_bad_files() {
     ] {
         let mut s = spec("x", "test_probe", serde_json::json!({}));
         s.path = file;
-        let err = Generation::load(&rt, 1, "t".into(), vec![s], services())
-            .await
-            .err()
-            .unwrap();
+        let err = load_error(&rt, s).await;
         assert!(err.to_string().contains(want), "{err}");
     }
     // A component naming a contract version this host does not serve, and
@@ -420,10 +388,7 @@ async fn init_refusal_and_bad_files() {
         std::fs::write(&path, data).unwrap();
         let mut s = spec(name, "test_rcpt_only", serde_json::json!({"blocked": []}));
         s.path = path;
-        let err = Generation::load(&rt, 1, "t".into(), vec![s], services())
-            .await
-            .err()
-            .unwrap();
+        let err = load_error(&rt, s).await;
         assert!(err.to_string().contains(want), "{err}");
     }
 }

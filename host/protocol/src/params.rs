@@ -218,26 +218,50 @@ fn parse_body(p: &EsmtpParam) -> Result<BodyType, ParamError> {
     }
 }
 
+/// A keyword-only parameter (`SMTPUTF8`, `REQUIRETLS`): given, and with no value.
+fn flag(p: &EsmtpParam) -> Result<bool, ParamError> {
+    match p.value {
+        Some(_) => Err(bad_value(p)),
+        None => Ok(true),
+    }
+}
+
+/// Walk a command's parameters in order, refusing a repeated keyword.
+/// `interpret` gets the upper-cased keyword and the parameter and says whether
+/// it knew it. Returns every parameter, then those it did not know.
+fn interpret_each(
+    p: Vec<EsmtpParam>,
+    mut interpret: impl FnMut(&str, &EsmtpParam) -> Result<bool, ParamError>,
+) -> Result<(Vec<EsmtpParam>, Vec<EsmtpParam>), ParamError> {
+    let mut all = Vec::new();
+    let mut other = Vec::new();
+    for param in p {
+        check_duplicate(&all, &param)?;
+        if !interpret(&param.keyword.to_ascii_uppercase(), &param)? {
+            other.push(param.clone());
+        }
+        all.push(param);
+    }
+    Ok((all, other))
+}
+
 impl MailParams {
     /// Interpret MAIL FROM parameters.
     pub fn from_params(p: Vec<EsmtpParam>) -> Result<MailParams, ParamError> {
         let mut m = MailParams::default();
-        for param in p {
-            check_duplicate(&m.all, &param)?;
-            match param.keyword.to_ascii_uppercase().as_str() {
-                "SIZE" => m.size = Some(parse_size(&param)?),
-                "BODY" => m.body = Some(parse_body(&param)?),
-                "SMTPUTF8" if param.value.is_some() => return Err(bad_value(&param)),
-                "SMTPUTF8" => m.smtputf8 = true,
-                "REQUIRETLS" if param.value.is_some() => return Err(bad_value(&param)),
-                "REQUIRETLS" => m.requiretls = true,
-                "AUTH" => m.auth = Some(required_value(&param)?),
-                "RET" => m.ret = Some(dsn_value(&param)?),
-                "ENVID" => m.envid = Some(dsn_value(&param)?),
-                _ => m.other.push(param.clone()),
+        (m.all, m.other) = interpret_each(p, |keyword, param| {
+            match keyword {
+                "SIZE" => m.size = Some(parse_size(param)?),
+                "BODY" => m.body = Some(parse_body(param)?),
+                "SMTPUTF8" => m.smtputf8 = flag(param)?,
+                "REQUIRETLS" => m.requiretls = flag(param)?,
+                "AUTH" => m.auth = Some(required_value(param)?),
+                "RET" => m.ret = Some(dsn_value(param)?),
+                "ENVID" => m.envid = Some(dsn_value(param)?),
+                _ => return Ok(false),
             }
-            m.all.push(param);
-        }
+            Ok(true)
+        })?;
         Ok(m)
     }
 }
@@ -246,15 +270,14 @@ impl RcptParams {
     /// Interpret RCPT TO parameters.
     pub fn from_params(p: Vec<EsmtpParam>) -> Result<RcptParams, ParamError> {
         let mut r = RcptParams::default();
-        for param in p {
-            check_duplicate(&r.all, &param)?;
-            match param.keyword.to_ascii_uppercase().as_str() {
-                "NOTIFY" => r.notify = Some(dsn_value(&param)?),
-                "ORCPT" => r.orcpt = Some(dsn_value(&param)?),
-                _ => r.other.push(param.clone()),
+        (r.all, r.other) = interpret_each(p, |keyword, param| {
+            match keyword {
+                "NOTIFY" => r.notify = Some(dsn_value(param)?),
+                "ORCPT" => r.orcpt = Some(dsn_value(param)?),
+                _ => return Ok(false),
             }
-            r.all.push(param);
-        }
+            Ok(true)
+        })?;
         Ok(r)
     }
 }

@@ -140,20 +140,33 @@ pub fn encode_segment_header(seq: u64) -> [u8; SEGMENT_HEADER_LEN] {
     h
 }
 
-/// Check a segment header and that it names segment `expected`.
-pub fn decode_segment_header(bytes: &[u8], expected: u64) -> Result<(), FormatError> {
-    if bytes.len() < SEGMENT_HEADER_LEN {
+/// What segment and record headers have in common: `len` bytes at least,
+/// starting with `magic`, and the CRC-32 of the bytes before `checksum_at`
+/// stored at `checksum_at`.
+fn check_header(
+    bytes: &[u8],
+    len: usize,
+    magic: &[u8],
+    checksum_at: usize,
+) -> Result<(), FormatError> {
+    if bytes.len() < len {
         return Err(FormatError::Truncated {
-            needed: SEGMENT_HEADER_LEN as u64,
+            needed: len as u64,
             available: bytes.len() as u64,
         });
     }
-    if bytes[0..8] != SEGMENT_MAGIC {
+    if !bytes.starts_with(magic) {
         return Err(FormatError::BadMagic);
     }
-    if crc(&bytes[0..28]) != u32_at(bytes, 28) {
+    if crc(&bytes[..checksum_at]) != u32_at(bytes, checksum_at) {
         return Err(FormatError::HeaderChecksum);
     }
+    Ok(())
+}
+
+/// Check a segment header and that it names segment `expected`.
+pub fn decode_segment_header(bytes: &[u8], expected: u64) -> Result<(), FormatError> {
+    check_header(bytes, SEGMENT_HEADER_LEN, &SEGMENT_MAGIC, 28)?;
     let version = u32_at(bytes, 8);
     if version != VERSION || u32_at(bytes, 12) != SEGMENT_HEADER_LEN as u32 {
         return Err(FormatError::UnsupportedVersion(version));
@@ -245,18 +258,7 @@ pub fn seal(record: &mut [u8], lsn: u64) {
 
 /// Decode and verify a record header (not its body).
 pub fn decode_header(bytes: &[u8]) -> Result<RecordHeader, FormatError> {
-    if bytes.len() < RECORD_HEADER_LEN {
-        return Err(FormatError::Truncated {
-            needed: RECORD_HEADER_LEN as u64,
-            available: bytes.len() as u64,
-        });
-    }
-    if bytes[0..4] != RECORD_MAGIC {
-        return Err(FormatError::BadMagic);
-    }
-    if crc(&bytes[0..52]) != u32_at(bytes, 52) {
-        return Err(FormatError::HeaderChecksum);
-    }
+    check_header(bytes, RECORD_HEADER_LEN, &RECORD_MAGIC, 52)?;
     let kind = Kind::from_byte(bytes[4]).ok_or(FormatError::BadKind(bytes[4]))?;
     let id = std::str::from_utf8(&bytes[16..16 + QUEUE_ID_LEN])
         .ok()

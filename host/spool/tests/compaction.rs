@@ -4,7 +4,9 @@
 
 mod common;
 
-use common::{assert_intact, commit_one, segments, small_config};
+use common::{
+    assert_intact, commit_one, commit_until_segments, open_small, segments, small_config,
+};
 use postern_spool::format::{self, SEGMENT_HEADER_LEN};
 use postern_spool::{QueueId, Spool};
 
@@ -63,8 +65,7 @@ async fn rotation_and_deletion_of_dead_segments() {
 async fn compaction_moves_a_long_deferred_message_and_its_state() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
-    let config = small_config(root, 40_000);
-    let (spool, _) = Spool::open(config.clone()).unwrap();
+    let (spool, config) = open_small(root, 40_000);
     let deferred = QueueId::generate();
     let body: &[u8] = b"Subject: deferred\r\n\r\nlater\r\n";
     spool
@@ -75,10 +76,7 @@ async fn compaction_moves_a_long_deferred_message_and_its_state() {
         .append_state(&deferred, b"T 0 1 first\n")
         .await
         .unwrap();
-    let mut others = Vec::new();
-    while segments(root).len() < 3 {
-        others.push(commit_one(&spool).await);
-    }
+    let others = commit_until_segments(&spool, root, 3).await;
     spool.append_state(&deferred, b"A 1 99\n").await.unwrap();
     // Everything else in the first segment is delivered.
     for id in &others {
@@ -119,10 +117,7 @@ async fn a_young_or_busy_segment_is_not_compacted() {
     config.compact_min_age = std::time::Duration::from_secs(3600);
     let (spool, _) = Spool::open(config).unwrap();
     let keep = commit_one(&spool).await;
-    let mut others = Vec::new();
-    while segments(root).len() < 2 {
-        others.push(commit_one(&spool).await);
-    }
+    let others = commit_until_segments(&spool, root, 2).await;
     for id in &others {
         spool.remove(id).await.unwrap();
     }
@@ -150,13 +145,8 @@ async fn tombstones_pinned_by_older_segments_survive() {
         .commit(&common::envelope_for(&b), &[&big])
         .await
         .unwrap();
-    while segments(root).len() < 2 {
-        commit_one(&spool).await;
-    }
-    let mut in_two = Vec::new();
-    while segments(root).len() < 3 {
-        in_two.push(commit_one(&spool).await);
-    }
+    commit_until_segments(&spool, root, 2).await;
+    let in_two = commit_until_segments(&spool, root, 3).await;
     let filler: Vec<QueueId> = spool
         .list()
         .unwrap()
@@ -172,14 +162,8 @@ async fn tombstones_pinned_by_older_segments_survive() {
     for id in &in_two {
         spool.remove(id).await.unwrap();
     }
-    let mut in_four = Vec::new();
-    while segments(root).len() < 4 {
-        in_four.push(commit_one(&spool).await);
-    }
-    let mut in_four_only: Vec<QueueId> = Vec::new();
-    while segments(root).len() < 5 {
-        in_four_only.push(commit_one(&spool).await);
-    }
+    let in_four = commit_until_segments(&spool, root, 4).await;
+    let in_four_only = commit_until_segments(&spool, root, 5).await;
     for id in in_four.iter().chain(&in_four_only) {
         spool.remove(id).await.unwrap();
     }
@@ -213,13 +197,10 @@ async fn tombstones_pinned_by_older_segments_survive() {
 async fn duplicate_copies_from_an_interrupted_compaction() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
-    let config = small_config(root, 30_000);
-    let (spool, _) = Spool::open(config.clone()).unwrap();
+    let (spool, config) = open_small(root, 30_000);
     let id = commit_one(&spool).await;
     spool.append_state(&id, b"A 1 5\n").await.unwrap();
-    while segments(root).len() < 2 {
-        commit_one(&spool).await;
-    }
+    commit_until_segments(&spool, root, 2).await;
     drop(spool);
     // Copy the first segment's first two records verbatim to the end of the log.
     let segs = segments(root);

@@ -7,7 +7,9 @@ mod common;
 use std::io::{Read, Write};
 use std::sync::Arc;
 
-use common::{assert_intact, commit_one, commit_one_file, envelope_for, segments, spill};
+use common::{
+    assert_intact, commit_one, commit_one_file, commit_spilled, envelope_for, segments, spill,
+};
 use postern_spool::{QueueId, Spool, SpoolConfig, SpoolError};
 
 /// A large pseudo-random message body (deterministic, lines of 78 octets).
@@ -48,16 +50,7 @@ async fn a_large_file_backed_message_round_trips_byte_identical() {
     let id = QueueId::generate();
     {
         let (spool, _) = Spool::open(SpoolConfig::new(&root)).unwrap();
-        let file = spill(&spool, &body);
-        spool
-            .commit_file(
-                &envelope_for(&id),
-                &[&received, &added],
-                file,
-                body.len() as u64,
-            )
-            .await
-            .unwrap();
+        commit_spilled(&spool, &id, &[&received, &added], &body).await;
         let expected = [&received[..], &added[..], &body[..]].concat();
         let (envelope, whole) = spool.read(&id).unwrap(); // checksum verified
         assert_eq!(envelope, envelope_for(&id));
@@ -176,16 +169,7 @@ async fn a_copy_cut_short_by_a_crash_is_a_torn_tail_that_recovery_cuts() {
         let (spool, _) = Spool::open(SpoolConfig::new(dir.path())).unwrap();
         let kept = commit_one(&spool).await;
         let torn = QueueId::generate();
-        let file = spill(&spool, &body);
-        spool
-            .commit_file(
-                &envelope_for(&torn),
-                &[b"R: x\r\n"],
-                file,
-                body.len() as u64,
-            )
-            .await
-            .unwrap();
+        commit_spilled(&spool, &torn, &[b"R: x\r\n"], &body).await;
         (kept, torn)
     };
     // What a crash in the middle of copying the body in would leave behind.

@@ -7,7 +7,10 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{assert_intact, commit_one, envelope_for, message_for, segments, small_config};
+use common::{
+    assert_intact, commit_one, commit_until_segments, envelope_for, message_for, open_small,
+    segments,
+};
 use postern_spool::format::{self, Kind, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN};
 use postern_spool::{QueueId, Spool, SpoolConfig, SpoolError};
 
@@ -35,6 +38,18 @@ async fn commit_small(spool: &Spool) -> QueueId {
         .await
         .unwrap();
     id
+}
+
+/// Commit `n` messages (as [`commit_one`]) to a fresh spool at `root` and close
+/// it: their ids, and the one segment file that holds them.
+async fn committed(root: &Path, n: usize) -> (Vec<QueueId>, PathBuf) {
+    let (spool, _) = open(root);
+    let mut ids = Vec::new();
+    for _ in 0..n {
+        ids.push(commit_one(&spool).await);
+    }
+    drop(spool);
+    (ids, segments(root).remove(0))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -78,10 +93,7 @@ async fn a_torn_last_record_is_cut_at_every_offset() {
 async fn garbage_after_the_last_record_is_cut() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
-    let (spool, _) = open(root);
-    let ids = [commit_one(&spool).await, commit_one(&spool).await];
-    drop(spool);
-    let seg = segments(root).remove(0);
+    let (ids, seg) = committed(root, 2).await;
     let good = std::fs::read(&seg).unwrap();
     let record = good[records(&seg)[0].0..records(&seg)[1].0].to_vec();
     let garbage: Vec<Vec<u8>> = vec![
@@ -107,11 +119,8 @@ async fn garbage_after_the_last_record_is_cut() {
 async fn a_whole_last_record_with_a_bad_checksum_is_cut_but_kept_aside() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
-    let (spool, _) = open(root);
-    let kept = commit_one(&spool).await;
-    let damaged = commit_one(&spool).await;
-    drop(spool);
-    let seg = segments(root).remove(0);
+    let (ids, seg) = committed(root, 2).await;
+    let (kept, damaged) = (ids[0], ids[1]);
     let mut bytes = std::fs::read(&seg).unwrap();
     let last = bytes.len() - 3;
     bytes[last] ^= 0x20;
@@ -132,11 +141,8 @@ async fn a_whole_last_record_with_a_bad_checksum_is_cut_but_kept_aside() {
 async fn damage_in_a_sealed_segment_is_reported_salvaged_and_quarantined() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
-    let (spool, _) = Spool::open(small_config(root, 60_000)).unwrap();
-    let mut ids = Vec::new();
-    while segments(root).len() < 3 {
-        ids.push(commit_one(&spool).await);
-    }
+    let (spool, _) = open_small(root, 60_000);
+    let ids = commit_until_segments(&spool, root, 3).await;
     let state_of = ids[0];
     spool.append_state(&state_of, b"A 1 0\n").await.unwrap();
     drop(spool);
@@ -184,14 +190,7 @@ async fn damage_in_a_sealed_segment_is_reported_salvaged_and_quarantined() {
 async fn damage_followed_by_valid_records_in_the_last_segment_is_not_a_torn_tail() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
-    let (spool, _) = open(root);
-    let ids = [
-        commit_one(&spool).await,
-        commit_one(&spool).await,
-        commit_one(&spool).await,
-    ];
-    drop(spool);
-    let seg = segments(root).remove(0);
+    let (ids, seg) = committed(root, 3).await;
     let recs = records(&seg);
     let mut bytes = std::fs::read(&seg).unwrap();
     bytes[recs[1].0] = b'X'; // the magic of the middle record
@@ -209,11 +208,8 @@ async fn damage_followed_by_valid_records_in_the_last_segment_is_not_a_torn_tail
 async fn headers_creation_and_strays() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
-    let (spool, _) = Spool::open(small_config(root, 10_000)).unwrap();
-    let mut ids = Vec::new();
-    while segments(root).len() < 2 {
-        ids.push(commit_one(&spool).await);
-    }
+    let (spool, _) = open_small(root, 10_000);
+    let ids = commit_until_segments(&spool, root, 2).await;
     drop(spool);
     let segs = segments(root);
     // A sealed segment whose header was damaged: its records are still found.

@@ -149,11 +149,7 @@ pub fn mail_command(
         cmd.push_str(" REQUIRETLS");
     }
     if caps.dsn {
-        for key in ["RET", "ENVID"] {
-            if let Some(v) = param(mail_params, key).filter(|v| safe_value(v)) {
-                cmd.push_str(&format!(" {key}={v}"));
-            }
-        }
+        push_dsn_params(&mut cmd, mail_params, ["RET", "ENVID"]);
     }
     cmd.push_str("\r\n");
     cmd
@@ -163,14 +159,20 @@ pub fn mail_command(
 pub fn rcpt_command(address: &str, params: &[String], caps: &Capabilities) -> String {
     let mut cmd = format!("RCPT TO:<{address}>");
     if caps.dsn {
-        for key in ["NOTIFY", "ORCPT"] {
-            if let Some(v) = param(params, key).filter(|v| safe_value(v)) {
-                cmd.push_str(&format!(" {key}={v}"));
-            }
-        }
+        push_dsn_params(&mut cmd, params, ["NOTIFY", "ORCPT"]);
     }
     cmd.push_str("\r\n");
     cmd
+}
+
+/// Append ` KEY=value` for each of `keys` the client gave with a value safe
+/// to pass on (RFC 3461 parameters, relayed only to a DSN-capable server).
+fn push_dsn_params(cmd: &mut String, params: &[String], keys: [&str; 2]) {
+    for key in keys {
+        if let Some(v) = param(params, key).filter(|v| safe_value(v)) {
+            cmd.push_str(&format!(" {key}={v}"));
+        }
+    }
 }
 
 /// The SASL mechanism to use, preferring PLAIN.

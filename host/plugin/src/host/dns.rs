@@ -84,45 +84,44 @@ macro_rules! dns_host {
                 }
             }
 
+            /// Ask `query` and turn the answer into the contract's with `pick`.
+            async fn ask<T>(
+                state: &mut PluginState,
+                query: DnsQuery,
+                pick: impl FnOnce(DnsAnswer) -> T,
+            ) -> Answer<T> {
+                Ok(state.dns(query).await.map(pick).map_err(to_wit))
+            }
+
             impl Host for PluginState {
                 async fn lookup_a(&mut self, name: String) -> Answer<Vec<String>> {
-                    Ok(self.dns(DnsQuery::A(name)).await.map(addrs).map_err(to_wit))
+                    ask(self, DnsQuery::A(name), addrs).await
                 }
 
                 async fn lookup_aaaa(&mut self, name: String) -> Answer<Vec<String>> {
-                    Ok(self
-                        .dns(DnsQuery::Aaaa(name))
-                        .await
-                        .map(addrs)
-                        .map_err(to_wit))
+                    ask(self, DnsQuery::Aaaa(name), addrs).await
                 }
 
                 async fn lookup_mx(&mut self, name: String) -> Answer<Vec<Mx>> {
-                    Ok(self
-                        .dns(DnsQuery::Mx(name))
-                        .await
-                        .map(|a| match a {
-                            DnsAnswer::Mx(v) => v
-                                .into_iter()
-                                .map(|(preference, exchange)| Mx {
-                                    preference,
-                                    exchange,
-                                })
-                                .collect(),
-                            _ => Vec::new(),
-                        })
-                        .map_err(to_wit))
+                    ask(self, DnsQuery::Mx(name), |a| match a {
+                        DnsAnswer::Mx(v) => v
+                            .into_iter()
+                            .map(|(preference, exchange)| Mx {
+                                preference,
+                                exchange,
+                            })
+                            .collect(),
+                        _ => Vec::new(),
+                    })
+                    .await
                 }
 
                 async fn lookup_txt(&mut self, name: String) -> Answer<Vec<String>> {
-                    Ok(self
-                        .dns(DnsQuery::Txt(name))
-                        .await
-                        .map(|a| match a {
-                            DnsAnswer::Txt(v) => v,
-                            _ => Vec::new(),
-                        })
-                        .map_err(to_wit))
+                    ask(self, DnsQuery::Txt(name), |a| match a {
+                        DnsAnswer::Txt(v) => v,
+                        _ => Vec::new(),
+                    })
+                    .await
                 }
 
                 async fn lookup_ptr(&mut self, ip: String) -> Answer<Vec<String>> {
@@ -131,14 +130,11 @@ macro_rules! dns_host {
                             "{ip:?} is not an IP address"
                         ))));
                     };
-                    Ok(self
-                        .dns(DnsQuery::Ptr(addr))
-                        .await
-                        .map(|a| match a {
-                            DnsAnswer::Names(v) => v,
-                            _ => Vec::new(),
-                        })
-                        .map_err(to_wit))
+                    ask(self, DnsQuery::Ptr(addr), |a| match a {
+                        DnsAnswer::Names(v) => v,
+                        _ => Vec::new(),
+                    })
+                    .await
                 }
             }
         };

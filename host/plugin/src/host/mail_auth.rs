@@ -51,6 +51,18 @@ fn timed_out() -> ma::AuthResult {
     ma::AuthResult::TempError
 }
 
+/// SPF of both identities when the check ran out of time.
+fn spf_timed_out() -> ma::SpfOutcome {
+    let t = ma::SpfCheck {
+        result: timed_out(),
+        ..Default::default()
+    };
+    ma::SpfOutcome {
+        helo: t.clone(),
+        mail_from: t,
+    }
+}
+
 /// The `mail-auth` interface of one contract version (the same in both).
 macro_rules! mail_auth_host {
     ($v:ident) => {
@@ -151,16 +163,7 @@ macro_rules! mail_auth_host {
                     let backend = self.services.mail_auth.clone();
                     let out = within(self.deadline, backend.check_spf(ids))
                         .await
-                        .unwrap_or_else(|| {
-                            let t = ma::SpfCheck {
-                                result: timed_out(),
-                                ..Default::default()
-                            };
-                            ma::SpfOutcome {
-                                helo: t.clone(),
-                                mail_from: t,
-                            }
-                        });
+                        .unwrap_or_else(spf_timed_out);
                     Ok(Ok(spf(out)))
                 }
 
@@ -179,26 +182,17 @@ macro_rules! mail_auth_host {
                     let backend = self.services.mail_auth.clone();
                     let out = within(self.deadline, backend.authenticate(data, ids))
                         .await
-                        .unwrap_or_else(|| {
-                            let t = ma::SpfCheck {
+                        .unwrap_or_else(|| ma::AuthOutcome {
+                            spf: spf_timed_out(),
+                            arc: ma::ArcOutcome {
                                 result: timed_out(),
                                 ..Default::default()
-                            };
-                            ma::AuthOutcome {
-                                spf: ma::SpfOutcome {
-                                    helo: t.clone(),
-                                    mail_from: t,
-                                },
-                                arc: ma::ArcOutcome {
-                                    result: timed_out(),
-                                    ..Default::default()
-                                },
-                                dmarc: ma::DmarcOutcome {
-                                    result: timed_out(),
-                                    ..Default::default()
-                                },
-                                dkim: Vec::new(),
-                            }
+                            },
+                            dmarc: ma::DmarcOutcome {
+                                result: timed_out(),
+                                ..Default::default()
+                            },
+                            dkim: Vec::new(),
                         });
                     Ok(Ok(outcome(out)))
                 }

@@ -6,7 +6,10 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use postern_plugin::{MemoryKv, NoDns, Runtime, RuntimeConfig, Services, SessionContext};
+use postern_plugin::{
+    Ask, EnvelopeAddress, Generation, MemoryKv, NoDns, PluginSpec, Runtime, RuntimeConfig,
+    Services, SessionChain, SessionContext, StageContext, Verdict,
+};
 
 pub fn services() -> Services {
     Services {
@@ -50,5 +53,27 @@ pub fn ctx() -> SessionContext {
         "127.0.0.1:25".parse().unwrap(),
         "smtp".into(),
         "mx.test".into(),
+    )
+}
+
+/// The verdict of `chain` on the recipient `to`.
+pub async fn rcpt_verdict(
+    chain: &mut SessionChain,
+    c: &impl StageContext,
+    to: &EnvelopeAddress,
+) -> Verdict {
+    chain.ask(c, Ask::RcptTo(to)).await.verdict
+}
+
+/// Load `specs` as generation 1 of `rt` (from source "test"), which must succeed.
+pub async fn load(
+    rt: &Arc<Runtime>,
+    specs: Vec<PluginSpec>,
+    services: Services,
+) -> Arc<Generation> {
+    Arc::new(
+        Generation::load(rt, 1, "test".into(), specs, services)
+            .await
+            .unwrap_or_else(|e| panic!("loading failed: {e}")),
     )
 }

@@ -484,10 +484,20 @@ fn admin_command(args: AdminArgs, command: &str, canary: Option<u8>) -> ExitCode
             return ExitCode::from(2);
         }
     };
-    if args.json {
+    show_answer(args.json, &answer, |a| print_answer(command, a))
+}
+
+/// Show a server's (or the offline spool's) answer: as JSON with `--json`, else
+/// as `human` prints it. The exit code says whether it was ok.
+fn show_answer(
+    json: bool,
+    answer: &serde_json::Value,
+    human: impl FnOnce(&serde_json::Value),
+) -> ExitCode {
+    if json {
         println!("{answer}");
     } else {
-        print_answer(command, &answer);
+        human(answer);
     }
     if answer["ok"].as_bool() == Some(true) {
         ExitCode::SUCCESS

@@ -119,16 +119,7 @@ pub fn run(action: QueueAction) -> ExitCode {
             }
         }
     };
-    if args.json {
-        println!("{answer}");
-    } else {
-        print(&action, &answer, offline);
-    }
-    if answer["ok"].as_bool() == Some(true) {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    }
+    super::show_answer(args.json, &answer, |a| print(&action, a, offline))
 }
 
 /// The same commands against the spool directory (no server running). `list` and

@@ -264,6 +264,14 @@ mod tests {
         parse_minimal(extra).err().unwrap().0
     }
 
+    /// The Redis settings `extra` configures (it must choose the redis backend).
+    fn parsed_redis(extra: &str) -> RedisSettings {
+        match parse_minimal(extra).unwrap().kv.store {
+            KvStore::Redis(r) => r,
+            other => panic!("{other:?}"),
+        }
+    }
+
     #[test]
     fn embedded_is_the_default() {
         let c = parse_minimal("").unwrap();
@@ -279,13 +287,9 @@ mod tests {
 
     #[test]
     fn redis_settings() {
-        let c = parse_minimal(
+        let r = parsed_redis(
             "[kv]\nbackend = \"redis\"\ntimeout = \"100ms\"\n[kv.redis]\nurl = \"redis://127.0.0.1:6379/2\"\nprefix = \"mx:\"\nusername = \"postern\"\npassword = \"s\"\n",
-        )
-        .unwrap();
-        let KvStore::Redis(r) = &c.kv.store else {
-            panic!("{:?}", c.kv.store)
-        };
+        );
         assert_eq!(r.urls, ["redis://127.0.0.1:6379/2"]);
         assert_eq!(r.prefix, "mx:");
         assert_eq!(r.timeout, Duration::from_millis(100));
@@ -295,13 +299,9 @@ mod tests {
 
     #[test]
     fn sentinel_settings() {
-        let c = parse_minimal(
+        let r = parsed_redis(
             "[kv]\nbackend = \"redis\"\n[kv.redis]\nurls = [\"redis://s1:26379\", \"redis://s2:26379\"]\ntopology = \"sentinel\"\nsentinel_master = \"mymaster\"\n",
-        )
-        .unwrap();
-        let KvStore::Redis(r) = &c.kv.store else {
-            panic!("{:?}", c.kv.store)
-        };
+        );
         assert_eq!(
             r.topology,
             RedisTopology::Sentinel {

@@ -159,10 +159,7 @@ async fn smuggled_end_of_data_is_refused_and_nothing_spooled() {
     let h = harness("").await;
     let (mut c, _task) = connect(&h);
     replies(&mut c, 1).await;
-    c.write_all(b"EHLO c.test\r\nMAIL FROM:<a@c.test>\r\nRCPT TO:<b@example.test>\r\nDATA\r\n")
-        .await
-        .unwrap();
-    replies(&mut c, 4).await;
+    start_data(&mut c, "EHLO").await;
     // One byte at a time: the reader must not be fooled across chunks.
     for b in b"x\r\n\n.\nMAIL FROM:<e@c.test>\r\n\r\n.\r\nNOOP\r\n" {
         c.write_all(&[*b]).await.unwrap();
@@ -233,11 +230,21 @@ fn large_message(size: usize, received: usize) -> Vec<u8> {
     m
 }
 
+/// Greet with `greeting` (HELO or EHLO), give one sender and one recipient and
+/// send DATA, in one write; the four replies.
+async fn start_data(c: &mut DuplexStream, greeting: &str) -> Vec<String> {
+    let commands = format!(
+        "{greeting} c.test\r\nMAIL FROM:<a@c.test>\r\nRCPT TO:<b@example.test>\r\nDATA\r\n"
+    );
+    c.write_all(commands.as_bytes()).await.unwrap();
+    replies(c, 4).await
+}
+
 async fn send_data(c: &mut DuplexStream, message: &[u8]) -> Vec<String> {
-    c.write_all(b"EHLO c.test\r\nMAIL FROM:<a@c.test>\r\nRCPT TO:<b@example.test>\r\nDATA\r\n")
-        .await
-        .unwrap();
-    assert_eq!(codes(&replies(c, 4).await), ["250", "250", "250", "354"]);
+    assert_eq!(
+        codes(&start_data(c, "EHLO").await),
+        ["250", "250", "250", "354"]
+    );
     for piece in message.chunks(10_000) {
         c.write_all(piece).await.unwrap();
     }
@@ -279,10 +286,7 @@ async fn large_messages_refused_leave_no_spill_file() {
 
     let (mut c, task) = connect(&h);
     replies(&mut c, 1).await;
-    c.write_all(b"HELO c.test\r\nMAIL FROM:<a@c.test>\r\nRCPT TO:<b@example.test>\r\nDATA\r\n")
-        .await
-        .unwrap();
-    replies(&mut c, 4).await;
+    start_data(&mut c, "HELO").await;
     c.write_all(&large_message(600_000, 0)).await.unwrap();
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert_eq!(spill_fds(&h), 1, "the message in progress is spilled");

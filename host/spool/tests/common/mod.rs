@@ -76,17 +76,23 @@ pub async fn commit_one(spool: &postern_spool::Spool) -> QueueId {
 pub async fn commit_one_file(spool: &postern_spool::Spool) -> QueueId {
     let id = QueueId::generate();
     let [received, added, original] = parts_for(&id);
-    let file = spill(spool, &original);
+    commit_spilled(spool, &id, &[&received, &added], &original).await;
+    id
+}
+
+/// Commit `id` with its test envelope the way a large message is committed:
+/// `head` in memory, then `original` from a spill file.
+pub async fn commit_spilled(
+    spool: &postern_spool::Spool,
+    id: &QueueId,
+    head: &[&[u8]],
+    original: &[u8],
+) {
+    let file = spill(spool, original);
     spool
-        .commit_file(
-            &envelope_for(&id),
-            &[&received, &added],
-            file,
-            original.len() as u64,
-        )
+        .commit_file(&envelope_for(id), head, file, original.len() as u64)
         .await
         .expect("commit_file");
-    id
 }
 
 /// A spill file of `spool` holding `content`.
@@ -108,6 +114,20 @@ pub fn segments(root: &std::path::Path) -> Vec<std::path::PathBuf> {
     out
 }
 
+/// Commit messages (as [`commit_one`]) until the spool at `root` has `count`
+/// segment files; their ids, in order.
+pub async fn commit_until_segments(
+    spool: &postern_spool::Spool,
+    root: &std::path::Path,
+    count: usize,
+) -> Vec<QueueId> {
+    let mut ids = Vec::new();
+    while segments(root).len() < count {
+        ids.push(commit_one(spool).await);
+    }
+    ids
+}
+
 /// A config for `root` with small segments and immediate compaction, for tests.
 pub fn small_config(root: &std::path::Path, segment_size: u64) -> postern_spool::SpoolConfig {
     postern_spool::SpoolConfig {
@@ -116,6 +136,17 @@ pub fn small_config(root: &std::path::Path, segment_size: u64) -> postern_spool:
         maintenance_interval: std::time::Duration::from_secs(3600),
         ..postern_spool::SpoolConfig::new(root)
     }
+}
+
+/// A spool opened at `root` with [`small_config`], and that config (to open it
+/// again).
+pub fn open_small(
+    root: &std::path::Path,
+    segment_size: u64,
+) -> (postern_spool::Spool, postern_spool::SpoolConfig) {
+    let config = small_config(root, segment_size);
+    let (spool, _) = postern_spool::Spool::open(config.clone()).expect("open spool");
+    (spool, config)
 }
 
 /// Assert `id` reads back exactly as written.

@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use super::Plan;
+use super::{ByStage, Plan};
 
 /// Each stage's export, method, arguments and a test call's arguments.
 fn stage(s: &str) -> (&'static str, &'static str, &'static str, &'static str) {
@@ -207,6 +207,13 @@ test('sender domains are looked up in DNS', () => {
 });
 "#;
 
+/// The body of each stage's stub.
+const STUB_BODY: ByStage = ByStage {
+    data: "return { verdict: PASS, addHeaders: [], headerChanges: [], envelopeChanges: [], quarantine: undefined };",
+    outcome: "// Observers return nothing; they see each transaction's outcomes.",
+    verdict: "return PASS;",
+};
+
 pub fn files(plan: &Plan) -> Vec<(String, String)> {
     let name = &plan.name;
     let mut js = format!(
@@ -217,17 +224,11 @@ pub fn files(plan: &Plan) -> Vec<(String, String)> {
          // configuration.\n",
         stages = plan.stages.join(", "),
     );
-    js.push_str(if plan.example() { EXAMPLE } else { PLAIN });
-    let mut tests = String::from(if plan.example() { EXAMPLE_TESTS } else { "" });
-    for s in plan.stages.iter().filter(|s| **s != "mail-from") {
+    js.push_str(plan.pick(EXAMPLE, PLAIN));
+    let mut tests = String::from(plan.pick(EXAMPLE_TESTS, ""));
+    for s in plan.stub_stages() {
         let (export, method, args, call) = stage(s);
-        let body = match *s {
-            "data" => {
-                "return { verdict: PASS, addHeaders: [], headerChanges: [], envelopeChanges: [], quarantine: undefined };"
-            }
-            "outcome" => "// Observers return nothing; they see each transaction's outcomes.",
-            _ => "return PASS;",
-        };
+        let body = STUB_BODY.get(s);
         let _ = write!(
             js,
             "\nexport const {export} = {{\n  // Your policy for {s}: a pass leaves the decision to the next plugin.\n  \

@@ -117,10 +117,36 @@ pub struct Plan {
     pub checkout: Option<PathBuf>,
 }
 
+/// What a language's stage stub has for the data stage, for the outcome
+/// observer, and for every other stage (which answers with a verdict).
+pub struct ByStage {
+    pub data: &'static str,
+    pub outcome: &'static str,
+    pub verdict: &'static str,
+}
+
+impl ByStage {
+    pub fn get(&self, stage: &str) -> &'static str {
+        match stage {
+            "data" => self.data,
+            "outcome" => self.outcome,
+            _ => self.verdict,
+        }
+    }
+}
+
 impl Plan {
     /// Whether the worked example (MAIL FROM: kv and dns) is included.
     pub fn example(&self) -> bool {
         self.stages.contains(&"mail-from")
+    }
+    /// `example` with the worked example, else `plain`.
+    pub fn pick<'a>(&self, example: &'a str, plain: &'a str) -> &'a str {
+        if self.example() { example } else { plain }
+    }
+    /// The stages that get a stub: all but `mail-from`, which the example covers.
+    pub fn stub_stages(&self) -> impl Iterator<Item = &&'static str> {
+        self.stages.iter().filter(|s| **s != "mail-from")
     }
     /// `mail-from` -> `mail_from`.
     pub fn snake(s: &str) -> String {

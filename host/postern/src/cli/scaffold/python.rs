@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use super::Plan;
+use super::{ByStage, Plan};
 
 /// Each stage's exports class, method, arguments and a test call's arguments.
 fn stage(s: &str) -> (&'static str, &'static str, &'static str, &'static str) {
@@ -186,6 +186,13 @@ const EXAMPLE_TESTS: &str = r#"
         self.assertEqual(self.mail_from("x@mx.example")[1], 451)
 "#;
 
+/// What each stage's stub returns.
+const STUB_RETURN: ByStage = ByStage {
+    data: "DataResult(verdict=Verdict_Pass(), add_headers=[], header_changes=[], envelope_changes=[], quarantine=None)",
+    outcome: "None",
+    verdict: "Verdict_Pass()",
+};
+
 pub fn files(plan: &Plan) -> Vec<(String, String)> {
     let name = &plan.name;
     let mut imports = vec!["Reply", "Verdict_Pass"];
@@ -214,17 +221,11 @@ pub fn files(plan: &Plan) -> Vec<(String, String)> {
         stages = plan.stages.join(", "),
         types = imports.join(", "),
     );
-    app.push_str(if plan.example() { EXAMPLE } else { PLAIN });
-    let mut tests = String::from(if plan.example() { EXAMPLE_TESTS } else { "" });
-    for s in plan.stages.iter().filter(|s| **s != "mail-from") {
+    app.push_str(plan.pick(EXAMPLE, PLAIN));
+    let mut tests = String::from(plan.pick(EXAMPLE_TESTS, ""));
+    for s in plan.stub_stages() {
         let (class, method, args, call) = stage(s);
-        let body = match *s {
-            "data" => {
-                "DataResult(verdict=Verdict_Pass(), add_headers=[], header_changes=[], envelope_changes=[], quarantine=None)"
-            }
-            "outcome" => "None",
-            _ => "Verdict_Pass()",
-        };
+        let body = STUB_RETURN.get(s);
         let _ = write!(
             app,
             "\n\nclass {class}(exports.{class}):\n    def {method}(self, {args}):\n        \

@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use super::{Plan, relative};
+use super::{ByStage, Plan, relative};
 
 /// The SDK trait, method and arguments of each stage, and how a test calls
 /// it (`None`: no native test, the data stage needs a message the host
@@ -247,6 +247,20 @@ const EXAMPLE_TESTS: &str = r##"
     }
 "##;
 
+/// The return type of each stage's stub method.
+const STUB_RETURN_TYPE: ByStage = ByStage {
+    data: " -> DataResult",
+    outcome: "",
+    verdict: " -> Verdict",
+};
+
+/// The body of each stage's stub method.
+const STUB_BODY: ByStage = ByStage {
+    data: "pass().into()",
+    outcome: "",
+    verdict: "pass()",
+};
+
 pub fn files(plan: &Plan, sdk: &Path) -> Result<Vec<(String, String)>, String> {
     let in_workspace = plan.checkout.is_some();
     // Relative inside the checkout (it moves with it), absolute outside.
@@ -284,20 +298,12 @@ pub fn files(plan: &Plan, sdk: &Path) -> Result<Vec<(String, String)>, String> {
         name = plan.name,
         stages = plan.stages.join(", "),
     );
-    src.push_str(if plan.example() { EXAMPLE } else { PLAIN });
-    let mut tests = String::from(if plan.example() { EXAMPLE_TESTS } else { "" });
-    for s in plan.stages.iter().filter(|s| **s != "mail-from") {
+    src.push_str(plan.pick(EXAMPLE, PLAIN));
+    let mut tests = String::from(plan.pick(EXAMPLE_TESTS, ""));
+    for s in plan.stub_stages() {
         let (trait_, method, args, call) = stage(s);
-        let ret = match *s {
-            "data" => " -> DataResult",
-            "outcome" => "",
-            _ => " -> Verdict",
-        };
-        let body = match *s {
-            "data" => "pass().into()",
-            "outcome" => "",
-            _ => "pass()",
-        };
+        let ret = STUB_RETURN_TYPE.get(s);
+        let body = STUB_BODY.get(s);
         let _ = write!(
             src,
             "\nimpl {trait_} for {{{{Camel}}}} {{\n    // Your policy for {s}: `pass()` leaves the decision to the next plugin.\n    \

@@ -111,6 +111,12 @@ fn bump(family: &Family<Labels, Counter>, label: &'static str, value: impl ToStr
         .inc();
 }
 
+/// Count one event of a family with several labels.
+fn bump_labels(family: &Family<Labels, Counter>, labels: &[(&'static str, &str)]) {
+    let labels: Labels = labels.iter().map(|&(k, v)| (k, v.to_string())).collect();
+    family.get_or_create(&labels).inc();
+}
+
 pub fn reply(code: u16) {
     bump(&get().replies, "code", code);
 }
@@ -130,13 +136,7 @@ pub fn reload(ok: bool) {
 
 /// A rollback: of a `canary` or of a `generation`, `manual` or `automatic`.
 pub fn rollback(kind: &'static str, trigger: &str) {
-    get()
-        .rollbacks
-        .get_or_create(&vec![
-            ("kind", kind.to_string()),
-            ("trigger", trigger.to_string()),
-        ])
-        .inc();
+    bump_labels(&get().rollbacks, &[("kind", kind), ("trigger", trigger)]);
 }
 
 pub fn promotion() {
@@ -159,11 +159,5 @@ pub fn unknown_recipient(event: &'static str) {
 /// One mail-auth result: `method` is spf, dkim, dmarc or arc; `result` an
 /// RFC 8601 result name.
 pub fn mail_auth(method: &'static str, result: &'static str) {
-    get()
-        .mail_auth
-        .get_or_create(&vec![
-            ("method", method.to_string()),
-            ("result", result.to_string()),
-        ])
-        .inc();
+    bump_labels(&get().mail_auth, &[("method", method), ("result", result)]);
 }

@@ -302,34 +302,26 @@ fn encode_plugins(enc: &mut DescriptorEncoder, server: &dyn ServerView) -> std::
         refusals.push((label(), s.recycle_refusals.load(Ordering::Relaxed)));
         for stage in Stage::ALL {
             let st = &s.stages[stage as usize];
+            // A non-zero count labelled with the plugin, the stage and `more`.
+            let push = |out: &mut Vec<_>, more: &[(&'static str, &str)], v: u64| {
+                if v > 0 {
+                    let mut labels = vec![("plugin", name.clone()), ("stage", stage.name().into())];
+                    labels.extend(more.iter().map(|&(k, v)| (k, v.to_string())));
+                    out.push((labels, v));
+                }
+            };
             for (i, kind) in VERDICT_KINDS.iter().enumerate() {
                 for (shadow, arr) in [("false", &st.verdicts), ("true", &st.shadow_verdicts)] {
                     let v = arr[i].load(Ordering::Relaxed);
-                    if v > 0 {
-                        verdicts.push((
-                            vec![
-                                ("plugin", name.clone()),
-                                ("stage", stage.name().to_string()),
-                                ("verdict", kind.to_string()),
-                                ("shadow", shadow.to_string()),
-                            ],
-                            v,
-                        ));
-                    }
+                    push(&mut verdicts, &[("verdict", *kind), ("shadow", shadow)], v);
                 }
             }
             for (i, kind) in ERROR_KINDS.iter().enumerate() {
-                let v = st.errors[i].load(Ordering::Relaxed);
-                if v > 0 {
-                    errors.push((
-                        vec![
-                            ("plugin", name.clone()),
-                            ("stage", stage.name().to_string()),
-                            ("kind", kind.to_string()),
-                        ],
-                        v,
-                    ));
-                }
+                push(
+                    &mut errors,
+                    &[("kind", *kind)],
+                    st.errors[i].load(Ordering::Relaxed),
+                );
             }
         }
     }

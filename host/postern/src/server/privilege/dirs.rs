@@ -215,11 +215,18 @@ mod tests {
         d
     }
 
-    #[test]
-    fn creates_every_managed_dir() {
-        let d = tempdir("create");
+    /// A fresh temporary directory (`tag` in its name) and a config using it,
+    /// prepared for this process's own account.
+    fn prepared(tag: &str) -> (PathBuf, Config) {
+        let d = tempdir(tag);
         let c = config(&d);
         prepare(&c, &run_as_me()).unwrap();
+        (d, c)
+    }
+
+    #[test]
+    fn creates_every_managed_dir() {
+        let (d, c) = prepared("create");
         for p in [
             &c.data_dir,
             &c.spool_dir,
@@ -237,9 +244,7 @@ mod tests {
 
     #[test]
     fn refuses_what_the_account_does_not_own() {
-        let d = tempdir("refuse");
-        let c = config(&d);
-        prepare(&c, &run_as_me()).unwrap();
+        let (d, c) = prepared("refuse");
         std::fs::write(c.spool_dir.join("lock"), b"").unwrap();
         let other = RunAs {
             uid: run_as_me().uid + 4242,

@@ -229,22 +229,25 @@ mod tests {
 
     #[test]
     fn replace_keeps_the_place_of_the_first_and_drops_the_rest() {
-        let out = rewrite_headers(
-            section(),
-            &[HeaderChange::Replace("Subject".into(), "new".into())],
-        );
-        assert_eq!(
-            out,
-            b"From: a@example.org\r\nX-Spam: yes\r\nSubject: new\r\nx-spam: again\r\n\r\n"
-        );
-        let out = rewrite_headers(
-            section(),
-            &[HeaderChange::Replace("X-Spam".into(), "no".into())],
-        );
-        assert_eq!(
-            out,
-            b"From: a@example.org\r\nX-Spam: no\r\nSubject: hi\r\n there\r\n\r\n"
-        );
+        let cases: [(&str, &str, &[u8]); 2] = [
+            (
+                "Subject",
+                "new",
+                b"From: a@example.org\r\nX-Spam: yes\r\nSubject: new\r\nx-spam: again\r\n\r\n",
+            ),
+            (
+                "X-Spam",
+                "no",
+                b"From: a@example.org\r\nX-Spam: no\r\nSubject: hi\r\n there\r\n\r\n",
+            ),
+        ];
+        for (name, value, expected) in cases {
+            let out = rewrite_headers(
+                section(),
+                &[HeaderChange::Replace(name.into(), value.into())],
+            );
+            assert_eq!(out, expected, "{name}");
+        }
     }
 
     #[test]
