@@ -24,17 +24,18 @@ use std::sync::Arc;
 
 use postern_capability::{DnsBackend, DnsFailure, DnssecQuery, TlsaRecord};
 use postern_protocol::EnhancedCode;
+use rustls::RootCertStore;
 use rustls::client::WebPkiServerVerifier;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::danger::ServerCertVerifier;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use sha2::Digest;
 use tokio_rustls::TlsConnector;
 
 use crate::mx::MxHost;
 use crate::outcome::Diagnostic;
 use crate::settings::TlsPolicy;
+use crate::tls::ChainCheck;
 
 /// Certificate usages (RFC 7218 names).
 pub const DANE_TA: u8 = 2;
@@ -78,10 +79,6 @@ pub fn matches(r: &TlsaRecord, cert: &[u8]) -> bool {
     }
 }
 
-fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
-
 /// Verifies a server's chain against a TLSA RRset (usable records only).
 /// DANE-EE(3): the end-entity certificate matches; names and dates are not
 /// checked (§3.1.1). DANE-TA(2): a certificate the server sent matches and is
@@ -100,7 +97,7 @@ impl DaneVerifier {
         DaneVerifier {
             records: records.into_iter().filter(usable).collect(),
             names,
-            provider: provider(),
+            provider: crate::tls::provider(),
         }
     }
 
@@ -147,64 +144,21 @@ impl DaneVerifier {
     }
 }
 
-impl ServerCertVerifier for DaneVerifier {
-    fn verify_server_cert(
+impl ChainCheck for DaneVerifier {
+    fn check(
         &self,
         end_entity: &CertificateDer<'_>,
         intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
         now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
+    ) -> Result<(), rustls::Error> {
         self.check_chain(end_entity, intermediates, now)
-            .map(|()| ServerCertVerified::assertion())
             .map_err(|e| rustls::Error::General(format!("DANE: {e}")))
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
     }
 }
 
 /// A connector that authenticates the server with `records` (usable ones).
 pub fn connector(records: Vec<TlsaRecord>, names: Vec<String>) -> Result<TlsConnector, String> {
-    let config = ClientConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(DaneVerifier::new(records, names)))
-        .with_no_client_auth();
-    Ok(TlsConnector::from(Arc::new(config)))
+    crate::tls::connector_checking(DaneVerifier::new(records, names))
 }
 
 /// How to secure the session with one host.

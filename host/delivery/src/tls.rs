@@ -17,7 +17,7 @@ use tokio_rustls::TlsConnector;
 use crate::settings::Settings;
 use crate::tlsrpt::ResultType;
 
-fn provider() -> Arc<CryptoProvider> {
+pub(crate) fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
@@ -57,12 +57,7 @@ impl TlsClient {
             .map_err(|e| e.to_string())?
             .with_root_certificates(roots)
             .with_no_client_auth();
-        let unverified = ClientConfig::builder_with_provider(provider())
-            .with_safe_default_protocol_versions()
-            .map_err(|e| e.to_string())?
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate(provider())))
-            .with_no_client_auth();
+        let unverified = config_checking(AcceptAnyCertificate)?;
         Ok(TlsClient {
             verified: Arc::new(verified),
             unverified: Arc::new(unverified),
@@ -104,21 +99,68 @@ pub fn certificate_problem(e: &std::io::Error) -> Option<ResultType> {
     })
 }
 
-/// Opportunistic TLS (RFC 7435): encryption without authentication. The handshake
-/// signatures are still verified, so the session key belongs to the presented key.
-#[derive(Debug)]
-struct AcceptAnyCertificate(Arc<CryptoProvider>);
+/// How a client decides on the server's certificate chain, when it is not
+/// webpki's decision for the host name: opportunistic TLS accepts any chain,
+/// DANE matches it against TLSA records (`dane`).
+pub trait ChainCheck: std::fmt::Debug + Send + Sync {
+    fn check(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<(), rustls::Error>;
+}
 
-impl ServerCertVerifier for AcceptAnyCertificate {
-    fn verify_server_cert(
+/// A client connector whose chain decision is `check`'s; the handshake
+/// signatures are still verified, so the session key belongs to the
+/// presented key.
+pub fn connector_checking(check: impl ChainCheck + 'static) -> Result<TlsConnector, String> {
+    Ok(TlsConnector::from(Arc::new(config_checking(check)?)))
+}
+
+fn config_checking(check: impl ChainCheck + 'static) -> Result<ClientConfig, String> {
+    let provider = provider();
+    Ok(ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(Checked { check, provider }))
+        .with_no_client_auth())
+}
+
+/// Opportunistic TLS (RFC 7435): encryption without authentication.
+#[derive(Debug)]
+struct AcceptAnyCertificate;
+
+impl ChainCheck for AcceptAnyCertificate {
+    fn check(
         &self,
         _end_entity: &CertificateDer<'_>,
         _intermediates: &[CertificateDer<'_>],
+        _now: UnixTime,
+    ) -> Result<(), rustls::Error> {
+        Ok(())
+    }
+}
+
+#[derive(Debug)]
+struct Checked<C> {
+    check: C,
+    provider: Arc<CryptoProvider>,
+}
+
+impl<C: ChainCheck> ServerCertVerifier for Checked<C> {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
         _server_name: &ServerName<'_>,
         _ocsp_response: &[u8],
-        _now: UnixTime,
+        now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
+        self.check
+            .check(end_entity, intermediates, now)
+            .map(|()| ServerCertVerified::assertion())
     }
 
     fn verify_tls12_signature(
@@ -131,7 +173,7 @@ impl ServerCertVerifier for AcceptAnyCertificate {
             message,
             cert,
             dss,
-            &self.0.signature_verification_algorithms,
+            &self.provider.signature_verification_algorithms,
         )
     }
 
@@ -145,12 +187,14 @@ impl ServerCertVerifier for AcceptAnyCertificate {
             message,
             cert,
             dss,
-            &self.0.signature_verification_algorithms,
+            &self.provider.signature_verification_algorithms,
         )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }
 
