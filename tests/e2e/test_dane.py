@@ -10,6 +10,7 @@ the sink's port, as the port used. Postern trusts unbound's AD bit."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 
 import pytest
@@ -105,7 +106,8 @@ def test_dane_failures_defer_and_keep_the_message(start, dane_world):
               '"plain.test" = "dane-only"\n"none.dane.test" = "dane-only"\n"bogus.dane.test" = "dane"\n'
               '"ee.dane.test" = "dane-only"\n')
     srv = start(plugins=[relay()], extra=resolver.config() + delivery(
-        smtp_port=s.port, tls="opportunistic", retry_intervals=["1h"]) + policy)
+        smtp_port=s.port, tls="opportunistic", retry_intervals=["1h"]) + policy
+        + '[delivery.tls_report]\ninterval = "2s"\n')
     failing = ["mismatch.dane.test", "taname.dane.test", "plain.test", "none.dane.test", "bogus.dane.test"]
     for d in failing + ["ee.dane.test"]:
         send(srv.port, "alice@example.test", [f"u@{d}"], d)
@@ -125,3 +127,21 @@ def test_dane_failures_defer_and_keep_the_message(start, dane_world):
     # Nothing fell back to plain text or unauthenticated TLS; all kept.
     wait_until(lambda: len(srv.queued()) == len(failing), what="the deferred messages queued", srv=srv)
     assert s.count == 1
+
+    # TLS reports (RFC 8460): the DANE sessions counted under policy type
+    # tlsa, with the host's records, the failure and the success.
+    def tlsa_policies(domain):
+        out = []
+        for f in (srv.data_dir / "tls-rpt").glob(f"*!{domain}!*.json"):
+            out += [p for p in json.loads(f.read_text())["policies"] if p["policy"]["policy-type"] == "tlsa"]
+        return out
+
+    wait_until(lambda: tlsa_policies("mismatch.dane.test") and tlsa_policies("ee.dane.test"),
+               what="TLS reports for the DANE sessions", timeout=20, srv=srv)
+    (bad,) = tlsa_policies("mismatch.dane.test")[:1]
+    assert bad["policy"]["policy-string"] == ["3 1 1 " + "00" * 32], bad
+    assert bad["policy"]["mx-host"] == ["mx.mismatch.dane.test"], bad
+    assert bad["summary"]["total-failure-session-count"] >= 1, bad
+    assert bad["failure-details"][0]["result-type"] == "validation-failure", bad
+    ok = tlsa_policies("ee.dane.test")
+    assert sum(p["summary"]["total-successful-session-count"] for p in ok) >= 1, ok

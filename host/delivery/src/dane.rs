@@ -161,13 +161,20 @@ pub fn connector(records: Vec<TlsaRecord>, names: Vec<String>) -> Result<TlsConn
     crate::tls::connector_checking(DaneVerifier::new(records, names))
 }
 
+/// A TLSA record as a zone file writes it: `usage selector matching hex`.
+pub fn presentation(r: &TlsaRecord) -> String {
+    let hex: String = r.data.iter().map(|b| format!("{b:02x}")).collect();
+    format!("{} {} {} {hex}", r.usage, r.selector, r.matching)
+}
+
 /// How to secure the session with one host.
 #[derive(Clone)]
 pub enum HostTls {
     /// No DANE for this host: this ordinary level.
     Policy(TlsPolicy),
-    /// TLS is required and the chain must match the host's TLSA records.
-    Dane(TlsConnector),
+    /// TLS is required and the chain must match the host's TLSA records
+    /// (given again in presentation form, for TLS reports).
+    Dane(TlsConnector, Vec<String>),
     /// Not to be tried (a DNS failure, or `dane-only` without TLSA).
     Unusable(Diagnostic),
 }
@@ -279,8 +286,9 @@ pub async fn plan(
                         names.push(d.to_string());
                     }
                     tracing::debug!(host = %h.name, records = records.len(), "DANE: TLSA records in use");
+                    let shown = records.iter().map(presentation).collect();
                     match connector(records, names) {
-                        Ok(c) => HostTls::Dane(c),
+                        Ok(c) => HostTls::Dane(c, shown),
                         Err(e) => HostTls::Unusable(dane_failure(&h.name, e)),
                     }
                 }

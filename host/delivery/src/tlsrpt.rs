@@ -1,5 +1,6 @@
 //! SMTP TLS Reporting (RFC 8460): for every recipient domain whose mail went
-//! out under an MTA-STS evaluation ([`crate::sts`]), the TLS sessions that
+//! out under an MTA-STS evaluation ([`crate::sts`]) or to a DANE host
+//! ([`crate::dane`], policy type `tlsa`), the TLS sessions that
 //! succeeded and the ones that failed, and why, counted per reporting period
 //! and written at its end as one RFC 8460 §4 JSON report per policy domain,
 //! in `delivery.tls_report_dir`, named as §5.3 names the attachment
@@ -58,26 +59,52 @@ impl ResultType {
     }
 }
 
-/// The policy a session was judged by: an MTA-STS policy, or none found.
+/// The policy a session was judged by (RFC 8460 §4.3 policy types).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Applied {
     pub domain: String,
-    /// `None`: no policy found (RFC 8460 `no-policy-found`).
-    pub sts: Option<(Vec<String>, Vec<String>)>,
+    pub kind: PolicyKind,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum PolicyKind {
+    /// `no-policy-found`.
+    None,
+    /// `sts`: the policy's lines and its MX patterns.
+    Sts { text: Vec<String>, mx: Vec<String> },
+    /// `tlsa`: the MX host's TLSA records, in presentation form.
+    Tlsa {
+        mx_host: String,
+        records: Vec<String>,
+    },
 }
 
 impl Applied {
     pub fn sts(p: &Policy) -> Applied {
         Applied {
             domain: p.domain.clone(),
-            sts: Some((p.text.clone(), p.mx.clone())),
+            kind: PolicyKind::Sts {
+                text: p.text.clone(),
+                mx: p.mx.clone(),
+            },
         }
     }
 
     pub fn none(domain: &str) -> Applied {
         Applied {
             domain: domain.to_string(),
-            sts: None,
+            kind: PolicyKind::None,
+        }
+    }
+
+    /// DANE for MX host `mx_host` of `domain`, with its TLSA `records`.
+    pub fn tlsa(domain: &str, mx_host: &str, records: Vec<String>) -> Applied {
+        Applied {
+            domain: domain.to_string(),
+            kind: PolicyKind::Tlsa {
+                mx_host: mx_host.to_string(),
+                records,
+            },
         }
     }
 }
@@ -212,14 +239,20 @@ impl TlsReporter {
         let policies: Vec<_> = list
             .iter()
             .map(|(applied, counts)| {
-                let policy = match &applied.sts {
-                    Some((text, mx)) => json!({
+                let policy = match &applied.kind {
+                    PolicyKind::Sts { text, mx } => json!({
                         "policy-type": "sts",
                         "policy-string": text,
                         "policy-domain": domain,
                         "mx-host": mx,
                     }),
-                    None => json!({
+                    PolicyKind::Tlsa { mx_host, records } => json!({
+                        "policy-type": "tlsa",
+                        "policy-string": records,
+                        "policy-domain": domain,
+                        "mx-host": [mx_host],
+                    }),
+                    PolicyKind::None => json!({
                         "policy-type": "no-policy-found",
                         "policy-domain": domain,
                     }),

@@ -203,10 +203,15 @@ async fn connect(ctx: &WorkerCtx, dest: &Destination) -> Result<Session, Diagnos
         },
         _ => (settings.tls, None, None),
     };
+    let dane_domain = match dest {
+        Destination::Domain(d) | Destination::RoutedMx(d) if level.is_dane() => Some(d.as_str()),
+        _ => None,
+    };
     let plan = TlsPlan {
         level,
         testing,
         report: applied.as_ref().map(|a| (&*ctx.tls_report, a)),
+        dane_report: dane_domain.map(|d| (&*ctx.tls_report, d)),
     };
     let s = if level.is_dane() {
         let mx_domain = match dest {

@@ -138,6 +138,10 @@ pub struct TlsPlan<'a> {
     /// then used under this level instead (RFC 8461 §5).
     pub testing: Option<TlsPolicy>,
     pub report: Option<(&'a TlsReporter, &'a Applied)>,
+    /// Where sessions with DANE hosts are counted, and the recipient
+    /// domain they are counted under (each host's TLSA records are its
+    /// policy).
+    pub dane_report: Option<(&'a TlsReporter, &'a str)>,
 }
 
 impl TlsPlan<'_> {
@@ -147,11 +151,23 @@ impl TlsPlan<'_> {
             level,
             testing: None,
             report: None,
+            dane_report: None,
         }
     }
 
-    fn count(&self, host: &str, ip: std::net::IpAddr, result: Result<(), (ResultType, &str)>) {
-        if let Some((reporter, applied)) = self.report {
+    fn count(
+        &self,
+        host: &str,
+        ip: std::net::IpAddr,
+        tlsa: Option<&Applied>,
+        result: Result<(), (ResultType, &str)>,
+    ) {
+        let report = match (tlsa, self.dane_report) {
+            (Some(applied), Some((reporter, _))) => Some((reporter, applied)),
+            (Some(_), None) => None,
+            (None, _) => self.report,
+        };
+        if let Some((reporter, applied)) = report {
             match result {
                 Ok(()) => reporter.success(applied),
                 Err((kind, reason)) => {
@@ -203,10 +219,16 @@ impl Session {
     ) -> Result<Session, Diagnostic> {
         let mut last = None;
         for (host, host_tls) in hosts {
+            let mut tlsa = None;
             let (tls, dane) = match host_tls {
                 HostTls::Policy(p) => (*p, None),
                 // DANE: TLS is required, the chain checked against TLSA.
-                HostTls::Dane(c) => (TlsPolicy::Encrypt, Some(c)),
+                HostTls::Dane(c, records) => {
+                    if let Some((_, domain)) = plan.dane_report {
+                        tlsa = Some(Applied::tlsa(domain, &host.name, records.clone()));
+                    }
+                    (TlsPolicy::Encrypt, Some(c))
+                }
                 HostTls::Unusable(d) => {
                     tracing::info!(host = %host.name, reason = %d, "host unusable");
                     last = Some(d.clone());
@@ -217,14 +239,14 @@ impl Session {
                 let addr = SocketAddr::new(*ip, port);
                 let mut result = open(&host.name, addr, ctx, authenticate, tls, dane).await;
                 if let Err(Attempt::Tls(kind, d)) = &result {
-                    plan.count(&host.name, *ip, Err((*kind, &d.text)));
+                    plan.count(&host.name, *ip, tlsa.as_ref(), Err((*kind, &d.text)));
                     if let Some(fallback) = plan.testing {
                         tracing::info!(host = %host.name, %addr, reason = %d,
                             "MTA-STS policy in testing mode not met; delivering anyway");
                         result = open(&host.name, addr, ctx, authenticate, fallback, None).await;
                     }
                 } else if result.is_ok() {
-                    plan.count(&host.name, *ip, Ok(()));
+                    plan.count(&host.name, *ip, tlsa.as_ref(), Ok(()));
                 }
                 let result = match result {
                     Err(Attempt::RetryPlain(d)) => {
