@@ -81,6 +81,23 @@ async fn exchange_tcp(
 }
 
 /// A reply that answers `query` (same id and question), or why not.
+/// One exchange with `server` over UDP or TCP, and its checked reply.
+async fn ask(
+    server: SocketAddr,
+    query: &Message,
+    wire: &[u8],
+    timeout: Duration,
+    tcp: bool,
+) -> Result<Message, String> {
+    let (bytes, via) = match tcp {
+        true => (exchange_tcp(server, wire, timeout).await, " (TCP)"),
+        false => (exchange_udp(server, wire, timeout).await, ""),
+    };
+    bytes
+        .and_then(|b| parse_reply(query, &b))
+        .map_err(|e| format!("{server}{via}: {e}"))
+}
+
 fn parse_reply(query: &Message, wire: &[u8]) -> Result<Message, String> {
     let reply = Message::from_vec(wire).map_err(|e| format!("bad reply: {e}"))?;
     if reply.metadata.id != query.metadata.id
@@ -118,35 +135,14 @@ pub async fn lookup(
     for server in servers {
         let query = query_message(&name, rtype);
         let wire = query.to_vec().map_err(|e| temporary(e.to_string()))?;
-        let mut reply = match exchange_udp(*server, &wire, timeout).await {
-            Ok(bytes) => match parse_reply(&query, &bytes) {
-                Ok(r) => r,
-                Err(e) => {
-                    last = format!("{server}: {e}");
-                    continue;
-                }
-            },
-            Err(e) => {
-                last = format!("{server}: {e}");
-                continue;
-            }
-        };
-        if reply.metadata.truncation {
-            match exchange_tcp(*server, &wire, timeout).await {
-                Ok(bytes) => match parse_reply(&query, &bytes) {
-                    Ok(r) => reply = r,
-                    Err(e) => {
-                        last = format!("{server} (TCP): {e}");
-                        continue;
-                    }
-                },
-                Err(e) => {
-                    last = format!("{server} (TCP): {e}");
-                    continue;
-                }
-            }
+        let mut reply = ask(*server, &query, &wire, timeout, false).await;
+        if matches!(&reply, Ok(r) if r.metadata.truncation) {
+            reply = ask(*server, &query, &wire, timeout, true).await;
         }
-        return answer(&reply, rtype);
+        match reply {
+            Ok(r) => return answer(&r, rtype),
+            Err(e) => last = e,
+        }
     }
     Err(temporary(last))
 }
