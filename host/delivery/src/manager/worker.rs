@@ -18,7 +18,7 @@ use crate::policy::{DeliveryPolicy, facts, judge_results};
 use crate::route::Destination;
 use crate::settings::{Settings, TlsPolicy};
 use crate::smtp::content::{self, Check, Content};
-use crate::smtp::{ClientCtx, Outgoing, Session, Stale, TlsPlan};
+use crate::smtp::{ClientCtx, Outgoing, Report, Session, Stale, TlsPlan};
 use crate::sts::{Found, Mode, StsCache};
 use crate::tlsrpt::{Applied, ResultType, TlsReporter};
 use crate::{mailbox, maildir, mx};
@@ -196,29 +196,31 @@ async fn connect(ctx: &WorkerCtx, dest: &Destination) -> Result<Session, Diagnos
         _ => settings.smtp_port,
     };
     let relay = matches!(dest, Destination::Relay);
-    let (level, testing, applied) = match dest {
-        Destination::Domain(d) | Destination::RoutedMx(d) => match settings.tls_for_domain(d) {
-            TlsPolicy::Sts => sts(ctx, d, &mut hosts).await?,
-            level => (level, None, None),
-        },
-        _ => (settings.tls, None, None),
-    };
-    let dane_domain = match dest {
-        Destination::Domain(d) | Destination::RoutedMx(d) if level.is_dane() => Some(d.as_str()),
+    // The next hop's domain: its TLS policy applies (relays keep `tls`).
+    let domain = match dest {
+        Destination::Domain(d) | Destination::RoutedMx(d) => Some(d.as_str()),
         _ => None,
     };
+    let (level, testing, applied) = match domain.map(|d| (d, settings.tls_for_domain(d))) {
+        Some((d, TlsPolicy::Sts)) => sts(ctx, d, &mut hosts).await?,
+        Some((_, level)) => (level, None, None),
+        None => (settings.tls, None, None),
+    };
+    // Sessions are counted under an MTA-STS policy, or for DANE per host.
+    let report = domain
+        .filter(|_| applied.is_some() || level.is_dane())
+        .map(|domain| Report {
+            reporter: &ctx.tls_report,
+            domain,
+            sts: applied.as_ref(),
+        });
     let plan = TlsPlan {
         level,
         testing,
-        report: applied.as_ref().map(|a| (&*ctx.tls_report, a)),
-        dane_report: dane_domain.map(|d| (&*ctx.tls_report, d)),
+        report,
     };
     let s = if level.is_dane() {
-        let mx_domain = match dest {
-            Destination::Domain(d) | Destination::RoutedMx(d) => Some(d.as_str()),
-            _ => None,
-        };
-        let planned = crate::dane::plan(level, mx_domain, &hosts, port, &*ctx.dns).await;
+        let planned = crate::dane::plan(level, domain, &hosts, port, &*ctx.dns).await;
         Session::connect_planned(&planned, port, &ctx.client, relay, &plan).await?
     } else {
         Session::connect_with(&hosts, port, &ctx.client, relay, &plan).await?

@@ -130,18 +130,24 @@ enum Attempt {
 }
 
 /// How a connection's TLS is judged: the level, and for mail under an
-/// MTA-STS evaluation, where each session's result is counted (TLS-RPT).
+/// MTA-STS or DANE policy, where each session's result is counted (TLS-RPT).
 #[derive(Clone, Copy)]
 pub struct TlsPlan<'a> {
     pub level: TlsPolicy,
     /// A policy in `testing` mode: a host that fails `level` is counted,
     /// then used under this level instead (RFC 8461 §5).
     pub testing: Option<TlsPolicy>,
-    pub report: Option<(&'a TlsReporter, &'a Applied)>,
-    /// Where sessions with DANE hosts are counted, and the recipient
-    /// domain they are counted under (each host's TLSA records are its
-    /// policy).
-    pub dane_report: Option<(&'a TlsReporter, &'a str)>,
+    pub report: Option<Report<'a>>,
+}
+
+/// Where a plan's sessions are counted: under the domain's MTA-STS policy
+/// (`sts`), and a DANE host's under its own TLSA records.
+#[derive(Clone, Copy)]
+pub struct Report<'a> {
+    pub reporter: &'a TlsReporter,
+    /// The recipient (next-hop) domain.
+    pub domain: &'a str,
+    pub sts: Option<&'a Applied>,
 }
 
 impl TlsPlan<'_> {
@@ -151,7 +157,6 @@ impl TlsPlan<'_> {
             level,
             testing: None,
             report: None,
-            dane_report: None,
         }
     }
 
@@ -162,12 +167,9 @@ impl TlsPlan<'_> {
         tlsa: Option<&Applied>,
         result: Result<(), (ResultType, &str)>,
     ) {
-        let report = match (tlsa, self.dane_report) {
-            (Some(applied), Some((reporter, _))) => Some((reporter, applied)),
-            (Some(_), None) => None,
-            (None, _) => self.report,
-        };
-        if let Some((reporter, applied)) = report {
+        if let Some(Report { reporter, sts, .. }) = self.report
+            && let Some(applied) = tlsa.or(sts)
+        {
             match result {
                 Ok(()) => reporter.success(applied),
                 Err((kind, reason)) => {
@@ -224,8 +226,8 @@ impl Session {
                 HostTls::Policy(p) => (*p, None),
                 // DANE: TLS is required, the chain checked against TLSA.
                 HostTls::Dane(c, records) => {
-                    if let Some((_, domain)) = plan.dane_report {
-                        tlsa = Some(Applied::tlsa(domain, &host.name, records.clone()));
+                    if let Some(r) = plan.report {
+                        tlsa = Some(Applied::tlsa(r.domain, &host.name, records.clone()));
                     }
                     (TlsPolicy::Encrypt, Some(c))
                 }

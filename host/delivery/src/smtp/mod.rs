@@ -14,5 +14,5 @@ pub mod ehlo;
 pub mod io;
 pub mod stuff;
 
-pub use client::{ClientCtx, Outgoing, Session, Stale, TlsPlan};
+pub use client::{ClientCtx, Outgoing, Report, Session, Stale, TlsPlan};
 pub use ehlo::Capabilities;
