@@ -217,8 +217,8 @@ async fn main() {
         let next_full = started.elapsed();
         let stats = rt.stats().for_plugin(name);
         let inst = &stats.instantiate_latency;
-        let inst_mean = Duration::from_micros(
-            inst.sum_us.load(std::sync::atomic::Ordering::Relaxed)
+        let inst_mean = Duration::from_nanos(
+            inst.sum_ns.load(std::sync::atomic::Ordering::Relaxed)
                 / inst.count.load(std::sync::atomic::Ordering::Relaxed).max(1),
         );
         println!(

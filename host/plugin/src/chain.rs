@@ -20,6 +20,7 @@ use crate::generation::{Generation, Member};
 use crate::hooks::{self, Ask, Call, Contract, DataReturn, Live, Prepared, Returned};
 use crate::load::{CallError, LoadedPlugin, Mode, OnError, WALL_GRACE, set_deadline};
 use crate::message::MessageData;
+use crate::stats::cpu_timed;
 use crate::verdict::{self, PluginReply, Verdict};
 
 /// The chain's decision for one stage.
@@ -469,10 +470,10 @@ impl SessionChain {
                 plugin.stats.breaker_skipped.fetch_add(1, Ordering::Relaxed);
                 Err(CallError::BreakerOpen)
             } else {
-                let r = self.call_one(plugin, i, ctx, &mut prepared, call).await;
-                plugin.stats.stages[stage as usize]
-                    .latency
-                    .observe(started.elapsed());
+                let (r, cpu) = cpu_timed(self.call_one(plugin, i, ctx, &mut prepared, call)).await;
+                let st = &plugin.stats.stages[stage as usize];
+                st.latency.observe(started.elapsed());
+                st.cpu.observe(cpu);
                 r
             };
             let checked = result.and_then(|r| {

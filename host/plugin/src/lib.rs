@@ -54,7 +54,8 @@ pub use milter::{MilterSpec, MilterStats, milter_stats};
 pub use postern_milter::{Address as MilterAddress, Timeouts as MilterTimeouts};
 pub use state::Services;
 pub use stats::{
-    ERROR_KINDS, Histogram, LATENCY_BUCKETS_US, PluginStats, StatsRegistry, VERDICT_KINDS,
+    ERROR_KINDS, Histogram, LATENCY_BUCKETS_US, PluginStats, StageStats, StatsRegistry,
+    VERDICT_KINDS,
 };
 pub use verdict::{PluginReply, Verdict};
 

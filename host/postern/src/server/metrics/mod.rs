@@ -281,7 +281,7 @@ fn encode_milters(enc: &mut DescriptorEncoder) -> std::fmt::Result {
         MetricType::Gauge,
     )?;
     for (name, s) in &stats {
-        let secs = s.latency.sum_us.load(Ordering::Relaxed) as f64 / 1e6;
+        let secs = s.latency.sum_seconds();
         ConstGauge::new(secs).encode(m.encode_family(&vec![("milter", name.clone())])?)?;
     }
     Ok(())
@@ -392,38 +392,48 @@ fn encode_plugins(enc: &mut DescriptorEncoder, server: &dyn ServerView) -> std::
     for (name, n) in server.current_generation().idle_instances() {
         ConstGauge::new(n as i64).encode(idle.encode_family(&vec![("plugin", name)])?)?;
     }
-    let mut m = enc.encode_descriptor(
-        "plugin_call_duration_seconds",
-        "Wall time of one plugin call, including instantiation or `recycle` when it happens",
-        None,
-        MetricType::Histogram,
-    )?;
-    for (name, s) in &stats {
-        for stage in Stage::ALL {
-            let h = &s.stages[stage as usize].latency;
-            let count = h.count.load(Ordering::Relaxed);
-            if count == 0 {
-                continue;
+    type Pick = fn(&postern_plugin::StageStats) -> &postern_plugin::Histogram;
+    let families: [(&str, &str, Pick); 2] = [
+        (
+            "plugin_call_duration_seconds",
+            "Wall time of one plugin call, including instantiation or `recycle` when it happens",
+            |st| &st.latency,
+        ),
+        (
+            "plugin_call_cpu_seconds",
+            "CPU time the calling thread spent in one plugin call: the guest, the host imports it called and the lowering of its arguments (work handed to other threads, such as DNS, not included)",
+            |st| &st.cpu,
+        ),
+    ];
+    for (family, help, pick) in families {
+        let mut m = enc.encode_descriptor(family, help, None, MetricType::Histogram)?;
+        for (name, s) in &stats {
+            for stage in Stage::ALL {
+                let h = pick(&s.stages[stage as usize]);
+                let count = h.count.load(Ordering::Relaxed);
+                if count == 0 {
+                    continue;
+                }
+                // Counts per bucket (the encoder accumulates them), ending
+                // with the +Inf bucket OpenMetrics requires.
+                let (per, above) = h.per_bucket();
+                let mut buckets: Vec<(f64, u64)> = LATENCY_BUCKETS_US
+                    .iter()
+                    .zip(per)
+                    .map(|(b, n)| (*b as f64 / 1e6, n))
+                    .collect();
+                buckets.push((f64::INFINITY, above));
+                let labels = vec![
+                    ("plugin", name.clone()),
+                    ("stage", stage.name().to_string()),
+                ];
+                m.encode_family(&labels)?.encode_histogram::<NoLabelSet>(
+                    h.sum_seconds(),
+                    count,
+                    &buckets,
+                    None,
+                )?;
             }
-            // Counts per bucket (the encoder accumulates them), ending with
-            // the +Inf bucket OpenMetrics requires.
-            let (per, above) = h.per_bucket();
-            let mut buckets: Vec<(f64, u64)> = LATENCY_BUCKETS_US
-                .iter()
-                .zip(per)
-                .map(|(b, n)| (*b as f64 / 1e6, n))
-                .collect();
-            buckets.push((f64::INFINITY, above));
-            let labels = vec![
-                ("plugin", name.clone()),
-                ("stage", stage.name().to_string()),
-            ];
-            m.encode_family(&labels)?.encode_histogram::<NoLabelSet>(
-                h.sum_us.load(Ordering::Relaxed) as f64 / 1e6,
-                count,
-                &buckets,
-                None,
-            )?;
         }
     }
     Ok(())
