@@ -6,6 +6,8 @@
 //! without any argument, so no credential can reach the log. RFC 5321 §4.2
 //! (reply codes), RFC 3463 (enhanced codes), RFC 2505 §2.3–§2.4 (logging).
 
+use std::borrow::Cow;
+
 use postern_sdk::prelude::*;
 
 /// Every stage name, in the order of the WIT `stage` enum.
@@ -102,61 +104,68 @@ fn client(session: &Session) -> String {
 impl AccessLog {
     /// The fields of the log line for this outcome, in a fixed order, or
     /// `None` when its stage is not logged. Pure: no host calls.
-    pub fn fields(
+    pub fn fields<'a>(
         &self,
         session: &Session,
-        outcome: &Outcome,
-    ) -> Option<Vec<(&'static str, String)>> {
-        self.fields_of(&session.id(), &client(session), outcome)
+        outcome: &'a Outcome,
+    ) -> Option<Vec<(&'static str, Cow<'a, str>)>> {
+        let (id, client) = (session.id(), client(session));
+        let fields = self.fields_of(&id, &client, outcome)?;
+        Some(
+            fields
+                .into_iter()
+                .map(|(k, v)| (k, Cow::Owned(v.into_owned())))
+                .collect(),
+        )
     }
 
     /// `fields` with the session's id and client address read once per
-    /// batch.
-    fn fields_of(
+    /// batch; the outcome's texts are lent, not copied.
+    fn fields_of<'a>(
         &self,
-        session_id: &str,
-        client: &str,
-        outcome: &Outcome,
-    ) -> Option<Vec<(&'static str, String)>> {
+        session_id: &'a str,
+        client: &'a str,
+        outcome: &'a Outcome,
+    ) -> Option<Vec<(&'static str, Cow<'a, str>)>> {
         let stage = stage_index(&outcome.stage);
         if !self.enabled[stage] {
             return None;
         }
-        let mut f: Vec<(&'static str, String)> = Vec::with_capacity(13);
-        f.push(("session", session_id.to_string()));
-        f.push(("client", client.to_string()));
+        let text = |v: &'a Option<String>| Cow::Borrowed(v.as_deref().unwrap_or_default());
+        let mut f: Vec<(&'static str, Cow<'a, str>)> = Vec::with_capacity(13);
+        f.push(("session", session_id.into()));
+        f.push(("client", client.into()));
         // The session's changing state as it was when the stage was decided
         // (outcomes arrive after the transaction).
-        f.push(("helo", outcome.helo.clone().unwrap_or_default()));
-        f.push(("stage", STAGE_NAMES[stage].to_string()));
+        f.push(("helo", text(&outcome.helo)));
+        f.push(("stage", STAGE_NAMES[stage].into()));
         // AUTH never logs an argument, whatever the host passed.
         if self.include_arguments && !matches!(outcome.stage, Stage::Auth) {
-            f.push(("argument", outcome.argument.clone()));
+            f.push(("argument", outcome.argument.as_str().into()));
         }
-        f.push(("code", outcome.code.to_string()));
-        f.push(("enhanced", outcome.enhanced.clone().unwrap_or_default()));
-        f.push(("text", outcome.text.clone()));
+        f.push(("code", outcome.code.to_string().into()));
+        f.push(("enhanced", text(&outcome.enhanced)));
+        f.push(("text", outcome.text.as_str().into()));
         f.push((
             "decided_by",
-            outcome.decided_by.clone().unwrap_or_else(|| "host".into()),
+            outcome.decided_by.as_deref().unwrap_or("host").into(),
         ));
-        f.push(("auth_user", outcome.auth_user.clone().unwrap_or_default()));
+        f.push(("auth_user", text(&outcome.auth_user)));
         f.push((
             "tls",
-            outcome
-                .tls
-                .as_ref()
-                .map_or_else(|| "none".into(), |t| format!("{} {}", t.protocol, t.cipher)),
+            outcome.tls.as_ref().map_or(Cow::Borrowed("none"), |t| {
+                format!("{} {}", t.protocol, t.cipher).into()
+            }),
         ));
         f.push((
             "mail_from",
-            match &outcome.mail_from {
-                None => String::new(),
-                Some(a) if a.is_empty() => "<>".into(),
-                Some(a) => a.clone(),
+            match outcome.mail_from.as_deref() {
+                None => "".into(),
+                Some("") => "<>".into(),
+                Some(a) => a.into(),
             },
         ));
-        f.push(("rcpt_count", outcome.recipient_count.to_string()));
+        f.push(("rcpt_count", outcome.recipient_count.to_string().into()));
         Some(f)
     }
 }
@@ -166,9 +175,8 @@ impl Observe for AccessLog {
         let (id, client) = (session.id(), client(session));
         for outcome in outcomes {
             if let Some(fields) = self.fields_of(&id, &client, outcome) {
-                let borrowed: Vec<(&str, &str)> =
-                    fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
-                log::with(Level::Info, "smtp", &borrowed);
+                let lent: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, &**v)).collect();
+                log::with(Level::Info, "smtp", &lent);
             }
         }
     }

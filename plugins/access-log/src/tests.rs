@@ -36,8 +36,11 @@ fn config(json: &str) -> Result<AccessLog, String> {
 }
 
 fn line(p: &AccessLog, s: &Session, o: &Outcome) -> Option<Vec<(String, String)>> {
-    p.fields(s, o)
-        .map(|f| f.into_iter().map(|(k, v)| (k.to_string(), v)).collect())
+    p.fields(s, o).map(|f| {
+        f.into_iter()
+            .map(|(k, v)| (k.to_string(), v.into_owned()))
+            .collect()
+    })
 }
 
 fn get<'a>(fields: &'a [(String, String)], key: &str) -> Option<&'a str> {

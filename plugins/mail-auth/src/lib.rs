@@ -62,7 +62,7 @@ impl MailAuthPolicy {
         let mut names = Vec::new();
         for h in &self.0.config.sign.headers {
             let n = message.header_all(h).len();
-            names.extend(std::iter::repeat_n(h.clone(), n + 1));
+            names.extend(std::iter::repeat_n(h.as_str(), n + 1));
         }
         match mail_auth::dkim_sign(
             message,

@@ -119,15 +119,20 @@ pub mod kv {
 pub mod log {
     use crate::wit::log::Level;
 
+    /// Log `message` with `fields`, lent to the host as they are (no copy
+    /// in the guest).
     pub fn with(level: Level, message: &str, fields: &[(&str, &str)]) {
-        let fields: Vec<(String, String)> = fields
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
         #[cfg(target_arch = "wasm32")]
-        crate::wit::log::log(level, message, &fields);
+        crate::wit::log::log(level, message, fields);
         #[cfg(not(target_arch = "wasm32"))]
-        crate::testing::host().record_log(level, message, fields);
+        crate::testing::host().record_log(
+            level,
+            message,
+            fields
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        );
     }
     pub fn debug(message: &str) {
         with(Level::Debug, message, &[]);

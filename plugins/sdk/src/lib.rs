@@ -59,12 +59,21 @@ pub mod wit {
         world: "postern:policy/imports@0.2.0",
         path: "../../wit",
         generate_unused_types: true,
+        // Arguments to the host are passed borrowed (`&str`, `&[(&str,
+        // &str)]`): a log line's fields are not copied once more only to be
+        // lowered.
+        ownership: Borrowing {
+            duplicate_if_necessary: true
+        },
     });
     #[cfg(feature = "contract-0-1")]
     wit_bindgen::generate!({
         world: "postern:policy/imports@0.1.0",
         path: "../../wit/v0.1",
         generate_unused_types: true,
+        ownership: Borrowing {
+            duplicate_if_necessary: true
+        },
     });
     pub use postern::policy::*;
 }

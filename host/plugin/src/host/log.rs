@@ -17,22 +17,29 @@ fn cap(s: &str, max: usize) -> &str {
     &s[..end]
 }
 
-fn render(fields: &[(String, String)]) -> String {
-    let mut out = String::new();
-    for (k, v) in fields.iter().take(MAX_FIELDS) {
-        if !out.is_empty() {
-            out.push(' ');
+/// A plugin's fields as `k=v k2="quoted value"`, written straight into the
+/// log record (no string of their own): the first `MAX_FIELDS`, keys cut at
+/// 64 bytes and values at 512; a value that is empty or holds a space, a
+/// quote or `=` is quoted and escaped.
+struct Rendered<'a>(&'a [(String, String)]);
+
+impl std::fmt::Display for Rendered<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, (k, v)) in self.0.iter().take(MAX_FIELDS).enumerate() {
+            if i > 0 {
+                f.write_str(" ")?;
+            }
+            f.write_str(cap(k, 64))?;
+            f.write_str("=")?;
+            let v = cap(v, 512);
+            if v.contains([' ', '"', '=']) || v.is_empty() {
+                write!(f, "{v:?}")?;
+            } else {
+                f.write_str(v)?;
+            }
         }
-        out.push_str(cap(k, 64));
-        out.push('=');
-        let v = cap(v, 512);
-        if v.contains([' ', '"', '=']) || v.is_empty() {
-            out.push_str(&format!("{v:?}"));
-        } else {
-            out.push_str(v);
-        }
+        Ok(())
     }
-    out
 }
 
 /// The `log` interface of one contract version (the same in both).
@@ -55,7 +62,7 @@ macro_rules! log_host {
                     macro_rules! emit {
                                     ($lvl:expr) => {
                                         if tracing::enabled!(target: "postern::plugin", $lvl) {
-                                            let fields = render(&fields);
+                                            let fields = Rendered(&fields);
                                             tracing::event!(
                                                 target: "postern::plugin",
                                                 $lvl,
@@ -95,7 +102,7 @@ mod tests {
             ("b".to_string(), "two words".to_string()),
             ("c".to_string(), String::new()),
         ];
-        assert_eq!(render(&f), "a=1 b=\"two words\" c=\"\"");
+        assert_eq!(Rendered(&f).to_string(), "a=1 b=\"two words\" c=\"\"");
         assert_eq!(cap("héllo", 2), "h");
     }
 }
