@@ -116,7 +116,7 @@ impl Session {
     /// RFC 5321 §6.3: a message that already carries `max_hops` trace
     /// fields (ours would be one more) is looping between relays.
     fn looping(&self, message: &MessageData) -> std::io::Result<Option<postern_protocol::Reply>> {
-        let max = self.config.max_hops;
+        let max = self.config.limits.max_hops;
         if max == 0 {
             return Ok(None);
         }
