@@ -13,7 +13,7 @@
 
 use std::io::{self, Read};
 
-use postern_spool::{Envelope, QueueId, Recipient, Spool, SpoolError};
+use postern_spool::{Client, Envelope, QueueId, Recipient, Spool, SpoolError};
 
 use crate::outcome::{Diagnostic, Handover};
 use crate::settings::Settings;
@@ -328,11 +328,10 @@ pub fn build(
     let envelope = Envelope {
         queue_id: id,
         received_at_unix_ms: now_ms,
-        client_ip: "127.0.0.1".into(),
-        client_port: 0,
-        helo: Some(host.clone()),
-        auth_user: None,
-        tls: false,
+        client: Client {
+            helo: Some(host.clone()),
+            ..Client::at("127.0.0.1", 0)
+        },
         mail_from: String::new(),
         mail_params,
         recipients: vec![Recipient {
@@ -370,11 +369,7 @@ mod tests {
         let env = Envelope {
             queue_id: "0000000000000000000A".parse().unwrap(),
             received_at_unix_ms: 1_700_000_000_000,
-            client_ip: "192.0.2.1".into(),
-            client_port: 1,
-            helo: None,
-            auth_user: None,
-            tls: false,
+            client: Client::at("192.0.2.1", 1),
             mail_from: "alice@example.test".into(),
             mail_params: vec!["ENVID=env+2B1".into()],
             recipients: vec![

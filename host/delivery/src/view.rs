@@ -40,11 +40,9 @@ pub struct QueueEntry {
 pub struct QueueDetail {
     #[serde(flatten)]
     pub entry: QueueEntry,
-    pub client_ip: String,
-    pub client_port: u16,
-    pub helo: Option<String>,
-    pub auth_user: Option<String>,
-    pub tls: bool,
+    /// The envelope's client, its fields as they are in the envelope.
+    #[serde(flatten)]
+    pub client: postern_spool::Client,
     pub session_id: String,
     pub mail_params: Vec<String>,
     pub dsns: Vec<String>,
@@ -82,11 +80,7 @@ pub fn detail(state: &MessageState, phase: &str, headers: &[u8]) -> QueueDetail 
     let e = &state.envelope;
     QueueDetail {
         entry: entry(state, phase),
-        client_ip: e.client_ip.clone(),
-        client_port: e.client_port,
-        helo: e.helo.clone(),
-        auth_user: e.auth_user.clone(),
-        tls: e.tls,
+        client: e.client.clone(),
         session_id: e.session_id.clone(),
         mail_params: e.mail_params.clone(),
         dsns: state.dsns.clone(),

@@ -12,7 +12,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use postern_plugin::{Ask, Decision, MessageData, Stage, Stored, Verdict};
 use postern_protocol::DataOutcome;
-use postern_spool::{Envelope, Recipient};
+use postern_spool::{Client, Envelope, Recipient};
 
 use super::changes::{apply_envelope, header_section, rewrite_headers};
 use super::envelope::{raw_params, recipient_text, sender_text};
@@ -188,11 +188,13 @@ impl Session {
                 .duration_since(UNIX_EPOCH)
                 .map(|d| d.as_millis() as u64)
                 .unwrap_or(0),
-            client_ip: self.ctx.client.ip().to_string(),
-            client_port: self.ctx.client.port(),
-            helo: self.ctx.helo.clone(),
-            auth_user: self.ctx.auth_user.clone(),
-            tls: self.ctx.tls.is_some(),
+            client: Client {
+                client_ip: self.ctx.client.ip().to_string(),
+                client_port: self.ctx.client.port(),
+                helo: self.ctx.helo.clone(),
+                auth_user: self.ctx.auth_user.clone(),
+                tls: self.ctx.tls.is_some(),
+            },
             mail_from: sender_text(&tx.sender),
             mail_params: raw_params(&tx.params.all),
             recipients: tx
