@@ -86,21 +86,21 @@ pub(super) fn build(
     for (v, key, limit) in [
         (
             &d.max_concurrency,
-            "max_concurrency",
+            "delivery.max_concurrency",
             &mut s.max_concurrency,
         ),
         (
             &d.max_per_destination,
-            "max_per_destination",
+            "delivery.max_per_destination",
             &mut s.max_per_destination,
         ),
         (
             &d.max_messages_per_connection,
-            "max_messages_per_connection",
+            "delivery.max_messages_per_connection",
             &mut s.max_messages_per_connection,
         ),
     ] {
-        *limit = cx.at_least_one(v, &format!("delivery.{key}"), *limit)?;
+        *limit = cx.at_least_one(v, key, *limit)?;
     }
     let mut retry = RetrySchedule::default();
     if let Some(list) = &d.retry_intervals {
@@ -346,6 +346,21 @@ mod tests {
                 "[delivery]\nmax_concurrency = 0\n",
                 "p.toml:6",
                 "at least 1",
+            ),
+            (
+                "[delivery]\nmax_messages_per_connection = 0\n",
+                "p.toml:6",
+                "delivery.max_messages_per_connection must be at least 1",
+            ),
+            (
+                "[delivery]\ndata_timeout = \"0s\"\n",
+                "p.toml:6",
+                "delivery.data_timeout must be longer than 0",
+            ),
+            (
+                "[delivery]\nretry_intervals = [\"0s\"]\n",
+                "p.toml:6",
+                "delivery.retry_intervals must be longer than 0",
             ),
             (
                 "[delivery]\nretry_intervals = []\n",
