@@ -105,3 +105,60 @@ pub fn resting_phase(state: &MessageState, enabled: bool) -> &'static str {
         "deferred"
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::state::tests::envelope;
+
+    /// `queue show --json` and the admin socket: the envelope's client
+    /// fields stand among the entry's, in the order they always had.
+    #[test]
+    fn detail_keys_and_their_order() {
+        let env = Arc::new(envelope("a@b.test", &[("c@d.test", &[])]));
+        let state = MessageState::new(env.queue_id, env, 10);
+        let view = detail(&state, "queued", b"Subject: x\r\n");
+        let want = [
+            "id",
+            "size",
+            "arrival_unix_ms",
+            "sender",
+            "state",
+            "attempts",
+            "next_attempt_unix_ms",
+            "last_error",
+            "recipients",
+            "client_ip",
+            "client_port",
+            "helo",
+            "auth_user",
+            "tls",
+            "session_id",
+            "mail_params",
+            "dsns",
+            "headers",
+        ];
+        let value = serde_json::to_value(&view).unwrap();
+        let mut keys: Vec<&str> = value
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(|k| k.as_str())
+            .collect();
+        let mut sorted = want.to_vec();
+        keys.sort_unstable();
+        sorted.sort_unstable();
+        assert_eq!(keys, sorted);
+        let json = serde_json::to_string(&view).unwrap();
+        let at: Vec<usize> = want
+            .iter()
+            .map(|k| json.find(&format!("\"{k}\":")).unwrap())
+            .collect();
+        assert!(at.is_sorted(), "keys out of order in {json}");
+        assert_eq!(value["client_ip"], "127.0.0.1");
+        assert_eq!(value["client_port"], 1);
+        assert_eq!(value["tls"], false);
+    }
+}
