@@ -13,7 +13,7 @@
 
 use std::io::{self, Read};
 
-use postern_spool::{Envelope, QueueId, Recipient, Spool, SpoolError};
+use postern_spool::{Client, Envelope, QueueId, Recipient, Spool, SpoolError};
 
 use crate::outcome::{Diagnostic, Handover};
 use crate::settings::Settings;
@@ -197,10 +197,14 @@ pub fn build(
     line("");
     line("This is a MIME-encapsulated message.");
     line("");
-    line(&format!("--{boundary}"));
-    line("Content-Description: Notification");
-    line("Content-Type: text/plain; charset=utf-8");
-    line("");
+    // The head of each part: its boundary, description and type.
+    let part = |line: &mut dyn FnMut(&str), description: &str, content_type: &str| {
+        line(&format!("--{boundary}"));
+        line(&format!("Content-Description: {description}"));
+        line(&format!("Content-Type: {content_type}"));
+        line("");
+    };
+    part(&mut line, "Notification", "text/plain; charset=utf-8");
     line(&format!("This is the mail system at host {host}."));
     line("");
     let explain = |rcpts: &[usize], line: &mut dyn FnMut(&str)| {
@@ -237,10 +241,7 @@ pub fn build(
         }
         line("");
     }
-    line(&format!("--{boundary}"));
-    line("Content-Description: Delivery report");
-    line("Content-Type: message/delivery-status");
-    line("");
+    part(&mut line, "Delivery report", "message/delivery-status");
     line(&format!("Reporting-MTA: dns; {host}"));
     line(&format!("X-Postern-Queue-ID: {}", state.id));
     if let Some(envid) = param(&state.envelope.mail_params, "ENVID") {
@@ -298,15 +299,11 @@ pub fn build(
         }
     }
     line("");
-    line(&format!("--{boundary}"));
     if full {
-        line("Content-Description: Undelivered Message");
-        line("Content-Type: message/rfc822");
+        part(&mut line, "Undelivered Message", "message/rfc822");
     } else {
-        line("Content-Description: Message Headers");
-        line("Content-Type: text/rfc822-headers");
+        part(&mut line, "Message Headers", "text/rfc822-headers");
     }
-    line("");
     let mut bytes = m.into_bytes();
     bytes.extend_from_slice(original);
     if full && !original.ends_with(b"\r\n") {
@@ -328,11 +325,10 @@ pub fn build(
     let envelope = Envelope {
         queue_id: id,
         received_at_unix_ms: now_ms,
-        client_ip: "127.0.0.1".into(),
-        client_port: 0,
-        helo: Some(host.clone()),
-        auth_user: None,
-        tls: false,
+        client: Client {
+            helo: Some(host.clone()),
+            ..Client::at("127.0.0.1", 0)
+        },
         mail_from: String::new(),
         mail_params,
         recipients: vec![Recipient {
@@ -370,11 +366,7 @@ mod tests {
         let env = Envelope {
             queue_id: "0000000000000000000A".parse().unwrap(),
             received_at_unix_ms: 1_700_000_000_000,
-            client_ip: "192.0.2.1".into(),
-            client_port: 1,
-            helo: None,
-            auth_user: None,
-            tls: false,
+            client: Client::at("192.0.2.1", 1),
             mail_from: "alice@example.test".into(),
             mail_params: vec!["ENVID=env+2B1".into()],
             recipients: vec![
@@ -430,6 +422,18 @@ mod tests {
             "Content-Type: text/rfc822-headers\r\n\r\nSubject: hello\r\n",
         ] {
             assert!(text.contains(want), "missing {want:?} in\n{text}");
+        }
+        // Each part's head: boundary, description, type, blank line.
+        let boundary = format!("--=_postern_{}\r\n", envelope.queue_id);
+        for (description, content_type) in [
+            ("Notification", "text/plain; charset=utf-8"),
+            ("Delivery report", "message/delivery-status"),
+            ("Message Headers", "text/rfc822-headers"),
+        ] {
+            let head = format!(
+                "{boundary}Content-Description: {description}\r\nContent-Type: {content_type}\r\n\r\n"
+            );
+            assert!(text.contains(&head), "missing {head:?} in\n{text}");
         }
         assert!(!text.contains("carol"));
         assert!(text.ends_with(&format!("--=_postern_{}--\r\n", envelope.queue_id)));

@@ -40,8 +40,8 @@ pub fn facts(
         size,
         received_ms: envelope.received_at_unix_ms,
         attempts,
-        client_ip: envelope.client_ip.clone(),
-        auth_user: envelope.auth_user.clone(),
+        client_ip: envelope.client.client_ip.clone(),
+        auth_user: envelope.client.auth_user.clone(),
     }
 }
 

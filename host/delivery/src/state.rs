@@ -281,11 +281,7 @@ pub(crate) mod tests {
         Envelope {
             queue_id: "0000000000000000000A".parse().unwrap(),
             received_at_unix_ms: 1000,
-            client_ip: "127.0.0.1".into(),
-            client_port: 1,
-            helo: None,
-            auth_user: None,
-            tls: false,
+            client: postern_spool::Client::at("127.0.0.1", 1),
             mail_from: sender.into(),
             mail_params: vec![],
             recipients: rcpts

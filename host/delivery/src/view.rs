@@ -40,11 +40,9 @@ pub struct QueueEntry {
 pub struct QueueDetail {
     #[serde(flatten)]
     pub entry: QueueEntry,
-    pub client_ip: String,
-    pub client_port: u16,
-    pub helo: Option<String>,
-    pub auth_user: Option<String>,
-    pub tls: bool,
+    /// The envelope's client, its fields as they are in the envelope.
+    #[serde(flatten)]
+    pub client: postern_spool::Client,
     pub session_id: String,
     pub mail_params: Vec<String>,
     pub dsns: Vec<String>,
@@ -82,11 +80,7 @@ pub fn detail(state: &MessageState, phase: &str, headers: &[u8]) -> QueueDetail 
     let e = &state.envelope;
     QueueDetail {
         entry: entry(state, phase),
-        client_ip: e.client_ip.clone(),
-        client_port: e.client_port,
-        helo: e.helo.clone(),
-        auth_user: e.auth_user.clone(),
-        tls: e.tls,
+        client: e.client.clone(),
         session_id: e.session_id.clone(),
         mail_params: e.mail_params.clone(),
         dsns: state.dsns.clone(),
@@ -109,5 +103,62 @@ pub fn resting_phase(state: &MessageState, enabled: bool) -> &'static str {
         "queued"
     } else {
         "deferred"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::state::tests::envelope;
+
+    /// `queue show --json` and the admin socket: the envelope's client
+    /// fields stand among the entry's, in the order they always had.
+    #[test]
+    fn detail_keys_and_their_order() {
+        let env = Arc::new(envelope("a@b.test", &[("c@d.test", &[])]));
+        let state = MessageState::new(env.queue_id, env, 10);
+        let view = detail(&state, "queued", b"Subject: x\r\n");
+        let want = [
+            "id",
+            "size",
+            "arrival_unix_ms",
+            "sender",
+            "state",
+            "attempts",
+            "next_attempt_unix_ms",
+            "last_error",
+            "recipients",
+            "client_ip",
+            "client_port",
+            "helo",
+            "auth_user",
+            "tls",
+            "session_id",
+            "mail_params",
+            "dsns",
+            "headers",
+        ];
+        let value = serde_json::to_value(&view).unwrap();
+        let mut keys: Vec<&str> = value
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(|k| k.as_str())
+            .collect();
+        let mut sorted = want.to_vec();
+        keys.sort_unstable();
+        sorted.sort_unstable();
+        assert_eq!(keys, sorted);
+        let json = serde_json::to_string(&view).unwrap();
+        let at: Vec<usize> = want
+            .iter()
+            .map(|k| json.find(&format!("\"{k}\":")).unwrap())
+            .collect();
+        assert!(at.is_sorted(), "keys out of order in {json}");
+        assert_eq!(value["client_ip"], "127.0.0.1");
+        assert_eq!(value["client_port"], 1);
+        assert_eq!(value["tls"], false);
     }
 }

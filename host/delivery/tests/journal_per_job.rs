@@ -11,17 +11,13 @@ use postern_capability::NoDns;
 use postern_delivery::journal::{self, Record};
 use postern_delivery::state::{MessageState, RcptStatus};
 use postern_delivery::{QueueManager, Relayhost, Settings, TlsPolicy};
-use postern_spool::{Envelope, QueueId, Recipient, Spool, SpoolConfig, SpoolError};
+use postern_spool::{Client, Envelope, QueueId, Recipient, Spool, SpoolConfig, SpoolError};
 
 fn envelope(id: &QueueId, rcpts: &[&str]) -> Envelope {
     Envelope {
         queue_id: *id,
         received_at_unix_ms: postern_delivery::now_ms(),
-        client_ip: "127.0.0.1".into(),
-        client_port: 1,
-        helo: None,
-        auth_user: None,
-        tls: false,
+        client: Client::at("127.0.0.1", 1),
         mail_from: "sender@client.test".into(),
         mail_params: vec![],
         recipients: rcpts

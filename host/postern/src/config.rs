@@ -29,7 +29,7 @@ pub use rollout::RollbackSettings;
 pub use kv::{KvSettings, KvStore};
 pub use listeners::{ListenerSpec, TlsFiles, TlsMode};
 pub use run_as::RunAs;
-pub use server::UnknownRecipientLimits;
+pub use server::{SessionLimits, Timeouts, UnknownRecipientLimits};
 
 /// A configuration error, already rendered with file and line.
 #[derive(Debug, thiserror::Error)]
@@ -47,7 +47,7 @@ struct File {
     #[serde(default)]
     dns: DnsSection,
     #[serde(default)]
-    log: LogSection,
+    log: LogSettings,
     #[serde(default)]
     tls: Option<listeners::TlsSection>,
     #[serde(default)]
@@ -137,20 +137,15 @@ impl Default for AuthSection {
 /// `[auth]`: the failure limits at least 1, then `client_failure_window`
 /// and `remember_window` durations.
 fn build_auth(cx: &Ctx, s: &AuthSection) -> Result<AuthSettings, ConfigError> {
-    let limit = |v: &Option<Spanned<u32>>, key: &str, default: u32| match v {
-        None => Ok(default),
-        Some(n) if *n.get_ref() >= 1 => Ok(*n.get_ref()),
-        Some(n) => Err(cx.at(n, format!("auth.{key} must be at least 1"))),
-    };
     Ok(AuthSettings {
-        max_failures: limit(
+        max_failures: cx.at_least_one(
             &s.max_failures,
-            "max_failures",
+            "auth.max_failures",
             defaults::auth_max_failures(),
         )?,
-        client_failure_limit: limit(
+        client_failure_limit: cx.at_least_one(
             &s.client_failure_limit,
-            "client_failure_limit",
+            "auth.client_failure_limit",
             defaults::auth_client_failure_limit(),
         )?,
         client_failure_window: cx
@@ -178,12 +173,28 @@ impl Default for SpoolSection {
     }
 }
 
+/// `[spool]`: where the spool lives and whether its log commits in groups.
+#[derive(Debug, Clone)]
+pub struct SpoolSettings {
+    pub dir: PathBuf,
+    pub group_commit: bool,
+}
+
 /// `[spool] dir`, default `<data_dir>/spool`; `--data-dir` overrides it
 /// too. Nothing to check.
-fn build_spool_dir(cx: &Ctx, s: &SpoolSection, data_dir: &Path, overrides: &Overrides) -> PathBuf {
-    match &s.dir {
+fn build_spool(
+    cx: &Ctx,
+    s: &SpoolSection,
+    data_dir: &Path,
+    overrides: &Overrides,
+) -> SpoolSettings {
+    let dir = match &s.dir {
         Some(d) if overrides.data_dir.is_none() => cx.resolve(d),
         _ => data_dir.join("spool"),
+    };
+    SpoolSettings {
+        dir,
+        group_commit: s.group_commit,
     }
 }
 
@@ -259,9 +270,17 @@ struct DnsSection {
     timeout: Option<Spanned<String>>,
 }
 
+/// `[dns]`: the servers the resolver asks (none: the system's) and how long
+/// it waits for an answer.
+#[derive(Debug, Clone)]
+pub struct DnsSettings {
+    pub nameservers: Vec<SocketAddr>,
+    pub timeout: Duration,
+}
+
 /// `[dns]`: each nameserver an IP address (port 53) or address:port, then
 /// `timeout` a duration (default 5s).
-fn build_dns(cx: &Ctx, s: &DnsSection) -> Result<(Vec<SocketAddr>, Duration), ConfigError> {
+fn build_dns(cx: &Ctx, s: &DnsSection) -> Result<DnsSettings, ConfigError> {
     let mut nameservers = Vec::new();
     for n in &s.nameservers {
         let v = n.get_ref();
@@ -283,15 +302,18 @@ fn build_dns(cx: &Ctx, s: &DnsSection) -> Result<(Vec<SocketAddr>, Duration), Co
         Some(t) => cx.duration(t, "dns.timeout")?,
         None => Duration::from_secs(5),
     };
-    Ok((nameservers, timeout))
+    Ok(DnsSettings {
+        nameservers,
+        timeout,
+    })
 }
 
 /// `[log]`: copied as it is (`--log-format` and `RUST_LOG` may override it).
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct LogSection {
-    format: Option<LogFormat>,
-    level: Option<String>,
+pub struct LogSettings {
+    pub format: Option<LogFormat>,
+    pub level: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
@@ -471,22 +493,10 @@ pub struct Config {
     pub metrics_listen: Option<SocketAddr>,
     pub local_domains: Vec<String>,
     pub data_dir: PathBuf,
-    pub max_message_size: u64,
-    pub max_recipients: usize,
-    pub max_connections: usize,
-    pub max_connections_per_ip: usize,
-    pub max_bad_commands: u32,
-    /// A message already carrying this many `Received:` fields is looping
-    /// (RFC 5321 §6.3): `554 5.4.6`. 0 turns the check off.
-    pub max_hops: usize,
-    /// A whole command line must arrive within this (slow clients cannot
-    /// stretch it: see `conn::Deadline`).
-    pub command_timeout: Duration,
-    /// DATA must end within this of its start, extended by `min_data_rate`.
-    pub data_timeout: Duration,
-    /// Bytes per second of DATA that extend its deadline; 0: none.
-    pub min_data_rate: u64,
-    pub shutdown_timeout: Duration,
+    /// `[server]` limits of a session, its messages and the connections.
+    pub limits: SessionLimits,
+    /// `[server]` timeouts of a session and of shutting down.
+    pub timeouts: Timeouts,
     pub unknown_recipients: UnknownRecipientLimits,
     /// Reload when the config or a plugin file changes.
     pub watch: bool,
@@ -497,13 +507,10 @@ pub struct Config {
     pub run_as: Option<RunAs>,
     /// `[server] allow_root`: serve as root when no `user` is set.
     pub allow_root: bool,
-    pub spool_dir: PathBuf,
-    pub group_commit: bool,
+    pub spool: SpoolSettings,
     pub runtime: RuntimeConfig,
-    pub nameservers: Vec<SocketAddr>,
-    pub dns_timeout: Duration,
-    pub log_format: Option<LogFormat>,
-    pub log_level: Option<String>,
+    pub dns: DnsSettings,
+    pub log: LogSettings,
     pub plugins: Vec<PluginSpec>,
     /// `[delivery]`: the queue manager and delivery agents.
     pub delivery: postern_delivery::Settings,
@@ -593,15 +600,28 @@ impl Ctx<'_> {
         key: &str,
         default: Duration,
     ) -> Result<Duration, ConfigError> {
+        let Some(s) = v else {
+            return Ok(default);
+        };
+        let d = self.duration(s, key)?;
+        if d.is_zero() {
+            return Err(self.at(s, format!("{key} must be longer than 0")));
+        }
+        Ok(d)
+    }
+
+    /// An optional whole number that must be at least 1 (`default` when
+    /// absent); `key` is the full name, e.g. "auth.max_failures".
+    fn at_least_one<T: Copy + PartialOrd + From<u8>>(
+        &self,
+        v: &Option<Spanned<T>>,
+        key: &str,
+        default: T,
+    ) -> Result<T, ConfigError> {
         match v {
             None => Ok(default),
-            Some(s) => {
-                let d = self.duration(s, key)?;
-                if d.is_zero() {
-                    return Err(self.at(s, format!("{key} must be longer than 0")));
-                }
-                Ok(d)
-            }
+            Some(n) if *n.get_ref() >= T::from(1) => Ok(*n.get_ref()),
+            Some(n) => Err(self.at(n, format!("{key} must be at least 1"))),
         }
     }
 
@@ -635,10 +655,10 @@ impl Config {
         let metrics_listen = build_metrics(&cx, &file.metrics)?;
         let auth = build_auth(&cx, &file.auth)?;
         let local_domains = server::local_domains(&cx, s)?;
-        server::check_limits(&cx, s)?;
+        let limits = server::limits(&cx, s)?;
         let data_dir = server::data_dir(&cx, s, overrides);
-        let spool_dir = build_spool_dir(&cx, &file.spool, &data_dir, overrides);
-        let (nameservers, dns_timeout) = build_dns(&cx, &file.dns)?;
+        let spool = build_spool(&cx, &file.spool, &data_dir, overrides);
+        let dns = build_dns(&cx, &file.dns)?;
         let runtime = build_runtime(&cx, &file.runtime, &data_dir)?;
         let breaker = rollout::breaker(&cx, &file.breaker)?;
         let plugins = plugins::build(&cx, &file.plugins, breaker)?;
@@ -664,28 +684,17 @@ impl Config {
             metrics_listen,
             local_domains,
             data_dir,
-            max_message_size: s.max_message_size.0,
-            max_recipients: s.max_recipients,
-            max_connections: s.max_connections,
-            max_connections_per_ip: s.max_connections_per_ip,
-            max_bad_commands: s.max_bad_commands,
-            max_hops: s.max_hops,
-            command_timeout: timeouts.command,
-            data_timeout: timeouts.data,
-            min_data_rate: s.min_data_rate,
-            shutdown_timeout: timeouts.shutdown,
+            limits,
+            timeouts,
             unknown_recipients,
             watch: s.watch,
             admin_socket: server::admin_socket(&cx, s),
             run_as,
             allow_root: s.allow_root,
-            spool_dir,
-            group_commit: file.spool.group_commit,
+            spool,
             runtime,
-            nameservers,
-            dns_timeout,
-            log_format: file.log.format,
-            log_level: file.log.level.clone(),
+            dns,
+            log: file.log,
             plugins,
             delivery,
             kv,
@@ -734,10 +743,10 @@ mod tests {
         let c = parse(MIN).unwrap();
         assert_eq!(c.local_domains, vec!["example.test"]);
         assert!(c.is_local_domain("EXAMPLE.test."));
-        assert_eq!(c.max_message_size, 25 << 20);
-        assert_eq!(c.command_timeout, Duration::from_secs(300));
+        assert_eq!(c.limits.max_message_size, 25 << 20);
+        assert_eq!(c.timeouts.command, Duration::from_secs(300));
         assert_eq!(c.data_dir, PathBuf::from("/etc/postern/data"));
-        assert_eq!(c.spool_dir, PathBuf::from("/etc/postern/data/spool"));
+        assert_eq!(c.spool.dir, PathBuf::from("/etc/postern/data/spool"));
     }
 
     /// An omitted section means exactly what an empty one does (the
@@ -749,10 +758,10 @@ mod tests {
         let explicit = parse(&format!("{MIN}{empty}")).unwrap();
         assert_eq!(format!("{omitted:?}"), format!("{explicit:?}"));
         assert!(
-            omitted.group_commit,
+            omitted.spool.group_commit,
             "[spool] group_commit defaults to true"
         );
-        assert_eq!(omitted.min_data_rate, 500);
+        assert_eq!(omitted.timeouts.min_data_rate, 500);
     }
 
     #[test]
@@ -867,7 +876,7 @@ mod tests {
         };
         let c = Config::parse(Path::new("/etc/p.toml"), &text, &o).unwrap();
         assert_eq!(c.listeners[0].address, o.listen[0]);
-        assert_eq!(c.spool_dir, PathBuf::from("/tmp/d/spool"));
+        assert_eq!(c.spool.dir, PathBuf::from("/tmp/d/spool"));
         let p = &c.plugins[0];
         assert_eq!(p.path, PathBuf::from("/etc/p.wasm"));
         assert_eq!(p.on_error, OnError::FailOpen);

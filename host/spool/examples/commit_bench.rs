@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
-use postern_spool::{Envelope, QueueId, Recipient, Spool, SpoolConfig};
+use postern_spool::{Client, Envelope, QueueId, Recipient, Spool, SpoolConfig};
 
 struct Args {
     dir: PathBuf,
@@ -52,11 +52,10 @@ fn envelope(id: &QueueId) -> Envelope {
     Envelope {
         queue_id: *id,
         received_at_unix_ms: (id.timestamp_us() / 1000) as u64,
-        client_ip: "127.0.0.1".into(),
-        client_port: 40000,
-        helo: Some("bench.example".into()),
-        auth_user: None,
-        tls: false,
+        client: Client {
+            helo: Some("bench.example".into()),
+            ..Client::at("127.0.0.1", 40000)
+        },
         mail_from: "bench@example.org".into(),
         mail_params: vec![],
         recipients: vec![Recipient {

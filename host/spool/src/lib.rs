@@ -23,7 +23,7 @@ mod spill;
 mod spool;
 mod stats;
 
-pub use envelope::{Envelope, Recipient};
+pub use envelope::{Client, Envelope, Recipient};
 pub use error::SpoolError;
 pub use id::{QUEUE_ID_LEN, QueueId};
 pub use janitor::Maintenance;

@@ -52,6 +52,14 @@ async fn committed(root: &Path, n: usize) -> (Vec<QueueId>, PathBuf) {
     (ids, segments(root).remove(0))
 }
 
+/// A spool at `root` with small segments (`segment_size`), filled (as
+/// [`commit_one`]) until it has `count` of them: the spool and the ids.
+async fn in_segments(root: &Path, segment_size: u64, count: usize) -> (Spool, Vec<QueueId>) {
+    let (spool, _) = open_small(root, segment_size);
+    let ids = commit_until_segments(&spool, root, count).await;
+    (spool, ids)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_torn_last_record_is_cut_at_every_offset() {
     let dir = tempfile::tempdir().unwrap();
@@ -141,8 +149,7 @@ async fn a_whole_last_record_with_a_bad_checksum_is_cut_but_kept_aside() {
 async fn damage_in_a_sealed_segment_is_reported_salvaged_and_quarantined() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
-    let (spool, _) = open_small(root, 60_000);
-    let ids = commit_until_segments(&spool, root, 3).await;
+    let (spool, ids) = in_segments(root, 60_000, 3).await;
     let state_of = ids[0];
     spool.append_state(&state_of, b"A 1 0\n").await.unwrap();
     drop(spool);
@@ -208,8 +215,7 @@ async fn damage_followed_by_valid_records_in_the_last_segment_is_not_a_torn_tail
 async fn headers_creation_and_strays() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
-    let (spool, _) = open_small(root, 10_000);
-    let ids = commit_until_segments(&spool, root, 2).await;
+    let (spool, ids) = in_segments(root, 10_000, 2).await;
     drop(spool);
     let segs = segments(root);
     // A sealed segment whose header was damaged: its records are still found.

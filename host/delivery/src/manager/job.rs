@@ -103,11 +103,7 @@ mod tests {
         let env = Envelope {
             queue_id: "0000000000000000000A".parse().unwrap(),
             received_at_unix_ms: 1,
-            client_ip: "::1".into(),
-            client_port: 1,
-            helo: None,
-            auth_user: None,
-            tls: false,
+            client: postern_spool::Client::at("::1", 1),
             mail_from: "s@x.test".into(),
             mail_params: vec![],
             recipients,

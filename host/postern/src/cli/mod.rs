@@ -221,9 +221,9 @@ pub fn main() -> ExitCode {
             let format = match log_format {
                 Some(CliLogFormat::Json) => LogFormat::Json,
                 Some(CliLogFormat::Text) => LogFormat::Text,
-                None => cfg.log_format.unwrap_or(LogFormat::Text),
+                None => cfg.log.format.unwrap_or(LogFormat::Text),
             };
-            let log = logging::init(format, cfg.log_level.as_deref());
+            let log = logging::init(format, cfg.log.level.as_deref());
             let result = runtime().block_on(server::serve(cfg, overrides, plan));
             if let Err(e) = &result {
                 tracing::error!("{e:#}");
@@ -395,7 +395,7 @@ fn spf_command(
         mail_from,
     };
     let out = runtime().block_on(async {
-        let auth = mail_auth::MailAuth::new(&cfg.nameservers, cfg.dns_timeout, &cfg.hostname)?;
+        let auth = mail_auth::MailAuth::new(&cfg.dns.nameservers, cfg.dns.timeout, &cfg.hostname)?;
         anyhow::Ok(auth.spf(ids).await)
     });
     match out {

@@ -128,11 +128,11 @@ async fn offline(cfg: &Config, action: &QueueAction) -> Result<Value, String> {
     // Never create a spool here: a missing one most often means the server
     // runs with another data directory, and an empty new spool would answer
     // "nothing queued" for a queue that holds mail.
-    if !cfg.spool_dir.join("log").is_dir() {
+    if !cfg.spool.dir.join("log").is_dir() {
         return Err(format!(
             "no spool at {} and no server answers on its admin socket: nothing was ever \
              queued there (a server started with --data-dir needs the same --data-dir here)",
-            cfg.spool_dir.display()
+            cfg.spool.dir.display()
         ));
     }
     let reads_only = matches!(action, QueueAction::List { .. } | QueueAction::Show { .. });
@@ -146,9 +146,9 @@ async fn offline(cfg: &Config, action: &QueueAction) -> Result<Value, String> {
         crate::server::privilege::prepare(cfg, r).map_err(|e| e.to_string())?;
     }
     let (spool, _) = Spool::open(SpoolConfig {
-        group_commit: cfg.group_commit,
+        group_commit: cfg.spool.group_commit,
         read_only: reads_only,
-        ..SpoolConfig::new(&cfg.spool_dir)
+        ..SpoolConfig::new(&cfg.spool.dir)
     })
     .map_err(|e| match e {
         SpoolError::Locked { .. } => {

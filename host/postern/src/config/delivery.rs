@@ -69,28 +69,6 @@ struct TlsReportSection {
     interval: Option<Spanned<String>>,
 }
 
-fn at_least_one(
-    cx: &Ctx,
-    v: &Option<Spanned<usize>>,
-    key: &str,
-    default: usize,
-) -> Result<usize, ConfigError> {
-    match v {
-        None => Ok(default),
-        Some(n) if *n.get_ref() >= 1 => Ok(*n.get_ref()),
-        Some(n) => Err(cx.at(n, format!("delivery.{key} must be at least 1"))),
-    }
-}
-
-fn duration(
-    cx: &Ctx,
-    v: &Option<Spanned<String>>,
-    key: &str,
-    default: Duration,
-) -> Result<Duration, ConfigError> {
-    cx.positive_duration(v, &format!("delivery.{key}"), default)
-}
-
 /// The validated delivery settings.
 pub(super) fn build(
     cx: &Ctx,
@@ -104,19 +82,26 @@ pub(super) fn build(
     if let Some(root) = &d.maildir_root {
         s.maildir_root = cx.resolve(root);
     }
-    s.max_concurrency = at_least_one(cx, &d.max_concurrency, "max_concurrency", s.max_concurrency)?;
-    s.max_per_destination = at_least_one(
-        cx,
-        &d.max_per_destination,
-        "max_per_destination",
-        s.max_per_destination,
-    )?;
-    s.max_messages_per_connection = at_least_one(
-        cx,
-        &d.max_messages_per_connection,
-        "max_messages_per_connection",
-        s.max_messages_per_connection,
-    )?;
+    // How much is delivered at once, and over one connection.
+    for (v, key, limit) in [
+        (
+            &d.max_concurrency,
+            "delivery.max_concurrency",
+            &mut s.max_concurrency,
+        ),
+        (
+            &d.max_per_destination,
+            "delivery.max_per_destination",
+            &mut s.max_per_destination,
+        ),
+        (
+            &d.max_messages_per_connection,
+            "delivery.max_messages_per_connection",
+            &mut s.max_messages_per_connection,
+        ),
+    ] {
+        *limit = cx.at_least_one(v, key, *limit)?;
+    }
     let mut retry = RetrySchedule::default();
     if let Some(list) = &d.retry_intervals {
         if list.get_ref().is_empty() {
@@ -128,10 +113,12 @@ pub(super) fn build(
         retry.intervals = list
             .get_ref()
             .iter()
-            .map(|i| duration(cx, &Some(i.clone()), "retry_intervals", Duration::ZERO))
+            .map(|i| {
+                cx.positive_duration(&Some(i.clone()), "delivery.retry_intervals", Duration::ZERO)
+            })
             .collect::<Result<_, _>>()?;
     }
-    retry.max_age = duration(cx, &d.max_age, "max_age", retry.max_age)?;
+    retry.max_age = cx.positive_duration(&d.max_age, "delivery.max_age", retry.max_age)?;
     if let Some(w) = &d.delay_warning {
         // "0s" turns delay notices off.
         retry.delay_warning = cx.duration(w, "delivery.delay_warning")?;
@@ -211,10 +198,9 @@ pub(super) fn build(
         if let Some(dir) = &r.dir {
             s.tls_report_dir = cx.resolve(dir);
         }
-        s.tls_report_interval = duration(
-            cx,
+        s.tls_report_interval = cx.positive_duration(
             &r.interval,
-            "tls_report.interval",
+            "delivery.tls_report.interval",
             s.tls_report_interval,
         )?;
     }
@@ -228,9 +214,26 @@ pub(super) fn build(
         }
         s.helo_name = h.trim().to_string();
     }
-    s.connect_timeout = duration(cx, &d.connect_timeout, "connect_timeout", s.connect_timeout)?;
-    s.command_timeout = duration(cx, &d.command_timeout, "command_timeout", s.command_timeout)?;
-    s.data_timeout = duration(cx, &d.data_timeout, "data_timeout", s.data_timeout)?;
+    // The SMTP client's timeouts.
+    for (v, key, timeout) in [
+        (
+            &d.connect_timeout,
+            "delivery.connect_timeout",
+            &mut s.connect_timeout,
+        ),
+        (
+            &d.command_timeout,
+            "delivery.command_timeout",
+            &mut s.command_timeout,
+        ),
+        (
+            &d.data_timeout,
+            "delivery.data_timeout",
+            &mut s.data_timeout,
+        ),
+    ] {
+        *timeout = cx.positive_duration(v, key, *timeout)?;
+    }
     Ok(s)
 }
 
@@ -343,6 +346,21 @@ mod tests {
                 "[delivery]\nmax_concurrency = 0\n",
                 "p.toml:6",
                 "at least 1",
+            ),
+            (
+                "[delivery]\nmax_messages_per_connection = 0\n",
+                "p.toml:6",
+                "delivery.max_messages_per_connection must be at least 1",
+            ),
+            (
+                "[delivery]\ndata_timeout = \"0s\"\n",
+                "p.toml:6",
+                "delivery.data_timeout must be longer than 0",
+            ),
+            (
+                "[delivery]\nretry_intervals = [\"0s\"]\n",
+                "p.toml:6",
+                "delivery.retry_intervals must be longer than 0",
             ),
             (
                 "[delivery]\nretry_intervals = []\n",

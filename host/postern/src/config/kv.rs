@@ -91,22 +91,12 @@ pub struct KvSettings {
     pub outage_log_interval: Duration,
 }
 
-fn positive(
-    cx: &Ctx,
-    v: &Option<Spanned<String>>,
-    key: &str,
-    default: Duration,
-) -> Result<Duration, ConfigError> {
-    cx.positive_duration(v, &format!("kv.{key}"), default)
-}
-
 pub(super) fn build(cx: &Ctx, k: &KvSection, data_dir: &Path) -> Result<KvSettings, ConfigError> {
     let backend = k.backend.as_ref().map(|b| *b.get_ref()).unwrap_or_default();
-    let timeout = positive(cx, &k.timeout, "timeout", Duration::from_millis(250))?;
-    let outage_log_interval = positive(
-        cx,
+    let timeout = cx.positive_duration(&k.timeout, "kv.timeout", Duration::from_millis(250))?;
+    let outage_log_interval = cx.positive_duration(
         &k.outage_log_interval,
-        "outage_log_interval",
+        "kv.outage_log_interval",
         Duration::from_secs(30),
     )?;
     // Settings of another backend are a mistake worth naming.
@@ -139,10 +129,9 @@ pub(super) fn build(cx: &Ctx, k: &KvSection, data_dir: &Path) -> Result<KvSettin
                 Some(p) => data_dir.join(p),
                 None => data_dir.join("kv.redb"),
             },
-            flush_interval: positive(
-                cx,
+            flush_interval: cx.positive_duration(
                 &k.flush_interval,
-                "flush_interval",
+                "kv.flush_interval",
                 Duration::from_secs(1),
             )?,
         },
@@ -243,10 +232,9 @@ fn redis(
         username: s.username.clone(),
         password,
         prefix: s.prefix.clone().unwrap_or_else(|| "postern:".into()),
-        connect_timeout: positive(
-            cx,
+        connect_timeout: cx.positive_duration(
             &s.connect_timeout,
-            "redis.connect_timeout",
+            "kv.redis.connect_timeout",
             Duration::from_secs(1),
         )?,
         timeout,

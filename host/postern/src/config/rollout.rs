@@ -63,22 +63,9 @@ fn rate(cx: &Ctx, v: &Option<Spanned<f64>>, key: &str, default: f64) -> Result<f
     }
 }
 
-fn at_least_one<T: Copy + PartialOrd + From<u8>>(
-    cx: &Ctx,
-    v: &Option<Spanned<T>>,
-    key: &str,
-    default: T,
-) -> Result<T, ConfigError> {
-    match v {
-        None => Ok(default),
-        Some(n) if *n.get_ref() >= T::from(1) => Ok(*n.get_ref()),
-        Some(n) => Err(cx.at(n, format!("{key} must be at least 1"))),
-    }
-}
-
 pub(super) fn breaker(cx: &Ctx, s: &BreakerSection) -> Result<BreakerSettings, ConfigError> {
     let d = BreakerSettings::default();
-    let min_calls = at_least_one(cx, &s.min_calls, "breaker.min_calls", d.min_calls)?;
+    let min_calls = cx.at_least_one(&s.min_calls, "breaker.min_calls", d.min_calls)?;
     Ok(BreakerSettings {
         enabled: s.enabled.unwrap_or(d.enabled),
         window: cx.positive_duration(&s.window, "breaker.window", d.window)?,
@@ -90,7 +77,7 @@ pub(super) fn breaker(cx: &Ctx, s: &BreakerSection) -> Result<BreakerSettings, C
 
 pub(super) fn rollback(cx: &Ctx, s: &RollbackSection) -> Result<RollbackSettings, ConfigError> {
     let d = RollbackSettings::default();
-    let min_calls = at_least_one(cx, &s.min_calls, "rollback.min_calls", d.min_calls)?;
+    let min_calls = cx.at_least_one(&s.min_calls, "rollback.min_calls", d.min_calls)?;
     Ok(RollbackSettings {
         enabled: s.enabled.unwrap_or(d.enabled),
         watch: cx.positive_duration(&s.watch, "rollback.watch", d.watch)?,

@@ -21,23 +21,23 @@ pub(super) struct ServerSection {
     local_domains: Vec<String>,
     data_dir: Option<String>,
     #[serde(default = "defaults::max_message_size")]
-    pub(super) max_message_size: ByteSize,
+    max_message_size: ByteSize,
     #[serde(default = "defaults::max_recipients")]
-    pub(super) max_recipients: usize,
+    max_recipients: usize,
     #[serde(default = "defaults::max_connections")]
-    pub(super) max_connections: usize,
+    max_connections: usize,
     #[serde(default = "defaults::max_connections_per_ip")]
-    pub(super) max_connections_per_ip: usize,
+    max_connections_per_ip: usize,
     #[serde(default = "defaults::max_bad_commands")]
-    pub(super) max_bad_commands: u32,
+    max_bad_commands: u32,
     #[serde(default = "defaults::max_hops")]
-    pub(super) max_hops: usize,
+    max_hops: usize,
     #[serde(default = "defaults::command_timeout")]
     command_timeout: Spanned<String>,
     #[serde(default = "defaults::data_timeout")]
     data_timeout: Spanned<String>,
     #[serde(default = "defaults::min_data_rate")]
-    pub(super) min_data_rate: u64,
+    min_data_rate: u64,
     #[serde(default = "defaults::shutdown_timeout")]
     shutdown_timeout: Spanned<String>,
     #[serde(default = "defaults::max_unknown_recipients")]
@@ -76,11 +76,31 @@ pub struct UnknownRecipientLimits {
     pub exempt: Vec<ipnet::IpNet>,
 }
 
-/// `server.command_timeout`, `data_timeout` and `shutdown_timeout`.
-pub(super) struct Timeouts {
-    pub(super) command: Duration,
-    pub(super) data: Duration,
-    pub(super) shutdown: Duration,
+/// The `[server]` limits of a session, its messages and the connections.
+#[derive(Debug, Clone)]
+pub struct SessionLimits {
+    pub max_message_size: u64,
+    pub max_recipients: usize,
+    pub max_connections: usize,
+    pub max_connections_per_ip: usize,
+    pub max_bad_commands: u32,
+    /// A message already carrying this many `Received:` fields is looping
+    /// (RFC 5321 §6.3): `554 5.4.6`. 0 turns the check off.
+    pub max_hops: usize,
+}
+
+/// `server.command_timeout`, `data_timeout`, `min_data_rate` and
+/// `shutdown_timeout`.
+#[derive(Debug, Clone)]
+pub struct Timeouts {
+    /// A whole command line must arrive within this (slow clients cannot
+    /// stretch it: see `conn::Deadline`).
+    pub command: Duration,
+    /// DATA must end within this of its start, extended by `min_data_rate`.
+    pub data: Duration,
+    /// Bytes per second of DATA that extend its deadline; 0: none.
+    pub min_data_rate: u64,
+    pub shutdown: Duration,
 }
 
 /// `server.hostname`: not empty and without spaces (returned trimmed).
@@ -111,13 +131,20 @@ pub(super) fn local_domains(cx: &Ctx, s: &ServerSection) -> Result<Vec<String>, 
 /// The session limits: `max_recipients`, `max_connections` and
 /// `max_connections_per_ip` must be at least 1 (the others are taken as
 /// they are).
-pub(super) fn check_limits(cx: &Ctx, s: &ServerSection) -> Result<(), ConfigError> {
+pub(super) fn limits(cx: &Ctx, s: &ServerSection) -> Result<SessionLimits, ConfigError> {
     if s.max_recipients == 0 || s.max_connections == 0 || s.max_connections_per_ip == 0 {
         return Err(cx.plain(
             "server.max_recipients, max_connections and max_connections_per_ip must be at least 1",
         ));
     }
-    Ok(())
+    Ok(SessionLimits {
+        max_message_size: s.max_message_size.0,
+        max_recipients: s.max_recipients,
+        max_connections: s.max_connections,
+        max_connections_per_ip: s.max_connections_per_ip,
+        max_bad_commands: s.max_bad_commands,
+        max_hops: s.max_hops,
+    })
 }
 
 /// `server.data_dir` (default "data" beside the file), unless `--data-dir`
@@ -185,6 +212,7 @@ pub(super) fn admin_socket(cx: &Ctx, s: &ServerSection) -> Option<PathBuf> {
 /// `server.command_timeout`, `data_timeout` and `shutdown_timeout`: each a
 /// duration; the first two longer than 0 (a zero one would end every
 /// session at once), `shutdown_timeout` may be 0 (do not wait).
+/// `min_data_rate` is taken as it is.
 pub(super) fn timeouts(cx: &Ctx, s: &ServerSection) -> Result<Timeouts, ConfigError> {
     let positive = |v: &Spanned<String>, key: &str| {
         let d = cx.duration(v, key)?;
@@ -196,6 +224,7 @@ pub(super) fn timeouts(cx: &Ctx, s: &ServerSection) -> Result<Timeouts, ConfigEr
     Ok(Timeouts {
         command: positive(&s.command_timeout, "server.command_timeout")?,
         data: positive(&s.data_timeout, "server.data_timeout")?,
+        min_data_rate: s.min_data_rate,
         shutdown: cx.duration(&s.shutdown_timeout, "server.shutdown_timeout")?,
     })
 }

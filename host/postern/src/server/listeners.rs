@@ -220,11 +220,11 @@ impl Admission {
     fn admit(self: &Arc<Self>, config: &Config, ip: IpAddr) -> Option<Slot> {
         let ip = crate::server::session::enumeration::limit_key(ip);
         let mut map = self.per_ip.lock().unwrap_or_else(|p| p.into_inner());
-        if self.active() >= config.max_connections {
+        if self.active() >= config.limits.max_connections {
             return None;
         }
         let n = map.entry(ip).or_insert(0);
-        if *n >= config.max_connections_per_ip {
+        if *n >= config.limits.max_connections_per_ip {
             return None;
         }
         *n += 1;
@@ -295,11 +295,12 @@ async fn handle(
     let span = tracing::info_span!("session", id = %id, client = %peer.ip());
     async move {
         let timeouts = Timeouts {
-            command: config.command_timeout,
-            data: config.data_timeout,
-            min_data_rate: config.min_data_rate,
+            command: config.timeouts.command,
+            data: config.timeouts.data,
+            min_data_rate: config.timeouts.min_data_rate,
             handshake: config
-                .command_timeout
+                .timeouts
+                .command
                 .min(std::time::Duration::from_secs(60)),
             connections: shared.admission.counter(),
         };

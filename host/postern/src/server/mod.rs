@@ -106,7 +106,7 @@ impl Shared {
 
 /// The DNS resolver lent to plugins (and used by delivery).
 pub fn resolver(config: &Config) -> Arc<dyn DnsBackend> {
-    match HickoryDns::new(&config.nameservers, config.dns_timeout) {
+    match HickoryDns::new(&config.dns.nameservers, config.dns.timeout) {
         Ok(d) => Arc::new(d),
         Err(e) => {
             tracing::warn!("DNS unavailable, plugins will see temporary failures: {e:#}");
@@ -128,8 +128,8 @@ pub fn services(
     let dns = crate::server::record::RecordingDns::wrap(dns, recorder);
     let mail_auth: Arc<dyn postern_plugin::MailAuthBackend> =
         match crate::server::mail_auth::MailAuth::new(
-            &config.nameservers,
-            config.dns_timeout,
+            &config.dns.nameservers,
+            config.dns.timeout,
             &config.hostname,
         ) {
             Ok(m) => Arc::new(m),
@@ -232,15 +232,15 @@ pub async fn serve(config: Config, overrides: Overrides, plan: Plan) -> anyhow::
             .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?,
     }
     let (spool, report) = Spool::open(SpoolConfig {
-        group_commit: config.group_commit,
-        ..SpoolConfig::new(&config.spool_dir)
+        group_commit: config.spool.group_commit,
+        ..SpoolConfig::new(&config.spool.dir)
     })
-    .with_context(|| format!("cannot open spool {}", config.spool_dir.display()))?;
+    .with_context(|| format!("cannot open spool {}", config.spool.dir.display()))?;
     if let Some(r) = run_as {
         privilege::adopt_spool(&config, r)?;
     }
     tracing::info!(
-        dir = %config.spool_dir.display(),
+        dir = %config.spool.dir.display(),
         kept = report.kept,
         segments = report.segments,
         truncated_bytes = report.truncated_bytes,
@@ -368,7 +368,7 @@ pub async fn serve(config: Config, overrides: Overrides, plan: Plan) -> anyhow::
     );
     let _ = stop_tx.send(true);
     // The running configuration's value (a reload may have changed it).
-    let shutdown_timeout = shared.current_config().shutdown_timeout;
+    let shutdown_timeout = shared.current_config().timeouts.shutdown;
     shared.listeners.lock().await.stop_all();
     // No new deliveries from now on; those in flight may finish until the deadline
     // (one cut off is simply retried after the restart).

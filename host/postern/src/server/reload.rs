@@ -51,8 +51,8 @@ fn keep_fixed(old: &Config, new: &mut Config) -> Vec<String> {
         };
     }
     fixed!("server.data_dir", data_dir);
-    fixed!("spool.dir", spool_dir);
-    fixed!("spool.group_commit", group_commit);
+    fixed!("spool.dir", spool.dir);
+    fixed!("spool.group_commit", spool.group_commit);
     fixed!("runtime.pooling", runtime.pooling);
     fixed!("runtime.max_instances", runtime.max_instances);
     fixed!("runtime.max_memory", runtime.max_memory_ceiling);
@@ -60,8 +60,8 @@ fn keep_fixed(old: &Config, new: &mut Config) -> Vec<String> {
     fixed!("runtime.keep_resident", runtime.keep_resident);
     fixed!("runtime.idle_instances", runtime.idle_instances);
     fixed!("runtime.idle_timeout", runtime.idle_timeout);
-    fixed!("log.format", log_format);
-    fixed!("log.level", log_level);
+    fixed!("log.format", log.format);
+    fixed!("log.level", log.level);
     fixed!("server.admin_socket", admin_socket);
     fixed!("metrics.listen", metrics_listen);
     // The process switched accounts at start-up; it cannot switch again.

@@ -2,7 +2,7 @@
 //! the queue id, so a test (or a crash-test parent) can recompute what was written.
 #![allow(dead_code)]
 
-use postern_spool::{Envelope, QueueId, Recipient};
+use postern_spool::{Client, Envelope, QueueId, Recipient};
 
 /// The envelope a test commits for `id`.
 pub fn envelope_for(id: &QueueId) -> Envelope {
@@ -10,11 +10,13 @@ pub fn envelope_for(id: &QueueId) -> Envelope {
     Envelope {
         queue_id: *id,
         received_at_unix_ms: (id.timestamp_us() / 1000) as u64,
-        client_ip: format!("192.0.2.{}", seed % 250),
-        client_port: (seed % 60_000) as u16 + 1024,
-        helo: Some("client.example".into()),
-        auth_user: (seed.is_multiple_of(2)).then(|| "alice".to_string()),
-        tls: seed.is_multiple_of(3),
+        client: Client {
+            client_ip: format!("192.0.2.{}", seed % 250),
+            client_port: (seed % 60_000) as u16 + 1024,
+            helo: Some("client.example".into()),
+            auth_user: (seed.is_multiple_of(2)).then(|| "alice".to_string()),
+            tls: seed.is_multiple_of(3),
+        },
         mail_from: if seed.is_multiple_of(5) {
             String::new()
         } else {

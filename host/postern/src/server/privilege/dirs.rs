@@ -42,7 +42,7 @@ fn managed(config: &Config) -> Vec<Managed> {
         },
         Managed {
             role: "spool",
-            path: config.spool_dir.clone(),
+            path: config.spool.dir.clone(),
             depth: Depth::All,
         },
     ];
@@ -89,7 +89,7 @@ pub fn prepare(config: &Config, r: &RunAs) -> Result<(), PrivilegeError> {
 /// quarantine): what that created belongs to root; hand it to `r`. Everything
 /// else in the spool was checked by `prepare` to be `r`'s already.
 pub fn adopt_spool(config: &Config, r: &RunAs) -> Result<(), PrivilegeError> {
-    walk(&config.spool_dir, Depth::All, &mut |path, meta| {
+    walk(&config.spool.dir, Depth::All, &mut |path, meta| {
         if meta.uid() != r.uid || meta.gid() != r.gid {
             lchown(path, Some(r.uid), Some(r.gid)).map_err(|e| {
                 PrivilegeError::Dir(format!(
@@ -229,7 +229,7 @@ mod tests {
         let (d, c) = prepared("create");
         for p in [
             &c.data_dir,
-            &c.spool_dir,
+            &c.spool.dir,
             c.runtime.cache_dir.as_ref().unwrap(),
             &c.delivery.maildir_root,
         ] {
@@ -245,7 +245,7 @@ mod tests {
     #[test]
     fn refuses_what_the_account_does_not_own() {
         let (d, c) = prepared("refuse");
-        std::fs::write(c.spool_dir.join("lock"), b"").unwrap();
+        std::fs::write(c.spool.dir.join("lock"), b"").unwrap();
         let other = RunAs {
             uid: run_as_me().uid + 4242,
             user: "postern".into(),

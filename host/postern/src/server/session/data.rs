@@ -12,7 +12,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use postern_plugin::{Ask, Decision, MessageData, Stage, Stored, Verdict};
 use postern_protocol::DataOutcome;
-use postern_spool::{Envelope, Recipient};
+use postern_spool::{Client, Envelope, Recipient};
 
 use super::changes::{apply_envelope, header_section, rewrite_headers};
 use super::envelope::{raw_params, recipient_text, sender_text};
@@ -116,7 +116,7 @@ impl Session {
     /// RFC 5321 §6.3: a message that already carries `max_hops` trace
     /// fields (ours would be one more) is looping between relays.
     fn looping(&self, message: &MessageData) -> std::io::Result<Option<postern_protocol::Reply>> {
-        let max = self.config.max_hops;
+        let max = self.config.limits.max_hops;
         if max == 0 {
             return Ok(None);
         }
@@ -188,11 +188,13 @@ impl Session {
                 .duration_since(UNIX_EPOCH)
                 .map(|d| d.as_millis() as u64)
                 .unwrap_or(0),
-            client_ip: self.ctx.client.ip().to_string(),
-            client_port: self.ctx.client.port(),
-            helo: self.ctx.helo.clone(),
-            auth_user: self.ctx.auth_user.clone(),
-            tls: self.ctx.tls.is_some(),
+            client: Client {
+                client_ip: self.ctx.client.ip().to_string(),
+                client_port: self.ctx.client.port(),
+                helo: self.ctx.helo.clone(),
+                auth_user: self.ctx.auth_user.clone(),
+                tls: self.ctx.tls.is_some(),
+            },
             mail_from: sender_text(&tx.sender),
             mail_params: raw_params(&tx.params.all),
             recipients: tx

@@ -173,7 +173,7 @@ impl Session {
 
     /// Maximum DATA size for the transaction in progress.
     pub fn data_limit(&self) -> u64 {
-        self.config.max_message_size
+        self.config.limits.max_message_size
     }
 
     async fn observe(&mut self, o: Observed<'_>, reply: &Reply) {
@@ -274,7 +274,7 @@ impl Session {
     /// Count a protocol error; past the limit the connection is closed.
     fn bad(&mut self, reply: Reply) -> Step {
         self.bad_commands += 1;
-        if self.bad_commands > self.config.max_bad_commands {
+        if self.bad_commands > self.config.limits.max_bad_commands {
             Step::Close(replies::too_many_errors(&self.config.hostname))
         } else {
             Step::Reply(reply)
@@ -364,7 +364,7 @@ impl Session {
     fn keywords(&self) -> Vec<String> {
         let mut k = vec![
             "PIPELINING".into(),
-            format!("SIZE {}", self.config.max_message_size),
+            format!("SIZE {}", self.config.limits.max_message_size),
             "8BITMIME".into(),
             "CHUNKING".into(),
             "ENHANCEDSTATUSCODES".into(),
@@ -453,7 +453,7 @@ impl Session {
         }
         if params
             .size
-            .is_some_and(|s| s > self.config.max_message_size)
+            .is_some_and(|s| s > self.config.limits.max_message_size)
         {
             return Step::Reply(replies::size_exceeded());
         }
@@ -502,7 +502,7 @@ impl Session {
         let Some(tx) = &self.tx else {
             return self.bad(replies::need_mail());
         };
-        if tx.recipients.len() >= self.config.max_recipients {
+        if tx.recipients.len() >= self.config.limits.max_recipients {
             return Step::Reply(replies::too_many_recipients());
         }
         if let Some(p) = params.other.first() {
