@@ -232,7 +232,8 @@ async fn host_tlsa(dns: &dyn DnsBackend, host: &str, port: u16) -> Result<Tlsa, 
     Ok(Tlsa::Usable(records))
 }
 
-/// The TLS to use with each of `hosts` under `level` (`Dane` or `DaneOnly`).
+/// The TLS to use with each of `hosts` under `level` (`Dane` or `DaneOnly`),
+/// in their order.
 /// `mx_domain` is the domain whose MX RRset named the hosts (its security
 /// gates DANE, §2.2.1); `None` for a host the operator named (relayhost).
 pub async fn plan(
@@ -241,7 +242,7 @@ pub async fn plan(
     hosts: &[MxHost],
     port: u16,
     dns: &dyn DnsBackend,
-) -> Vec<(MxHost, HostTls)> {
+) -> Vec<HostTls> {
     let only = level == TlsPolicy::DaneOnly;
     let without_dane = |host: &str, why: String| {
         if only {
@@ -294,7 +295,7 @@ pub async fn plan(
                 }
             },
         };
-        out.push((h.clone(), tls));
+        out.push(tls);
     }
     out
 }
@@ -366,10 +367,7 @@ mod tests {
     #[test]
     fn dane_ee_ignores_names_and_dates() {
         let (cert, spki) = self_signed("other.example");
-        let v = DaneVerifier::new(
-            vec![rec(3, 1, 1, sha2::Sha256::digest(&spki).to_vec())],
-            vec!["mx.dane.test".into()],
-        );
+        let v = spki_verifier(3, &spki);
         // Far in the future: the certificate has long expired.
         let later = UnixTime::since_unix_epoch(std::time::Duration::from_secs(4_000_000_000));
         assert!(v.check_chain(&cert, &[], later).is_ok());
@@ -381,11 +379,17 @@ mod tests {
     fn unusable_records_are_dropped() {
         let (cert, spki) = self_signed("mx.dane.test");
         // A PKIX-EE record that would match is not usable for SMTP.
-        let v = DaneVerifier::new(
-            vec![rec(1, 1, 1, sha2::Sha256::digest(&spki).to_vec())],
-            vec!["mx.dane.test".into()],
-        );
+        let v = spki_verifier(1, &spki);
         assert!(v.check_chain(&cert, &[], UnixTime::now()).is_err());
+    }
+
+    /// A verifier for mx.dane.test with one record of `usage` holding the
+    /// SHA-256 of `spki` (selector SPKI, matching SHA2-256).
+    fn spki_verifier(usage: u8, spki: &[u8]) -> DaneVerifier {
+        DaneVerifier::new(
+            vec![rec(usage, 1, 1, sha2::Sha256::digest(spki).to_vec())],
+            vec!["mx.dane.test".into()],
+        )
     }
 
     /// A CA and a leaf it signs for `leaf_name`.

@@ -155,9 +155,7 @@ impl TlsReporter {
 
     /// A session under `applied` that completed its TLS requirements.
     pub fn success(&self, applied: &Applied) {
-        self.roll();
-        let mut p = self.period.lock().unwrap();
-        p.policies.entry(applied.clone()).or_default().success += 1;
+        self.count(applied, |c| c.success += 1);
     }
 
     /// A session under `applied` that failed for `result`.
@@ -169,28 +167,30 @@ impl TlsReporter {
         ip: Option<IpAddr>,
         reason: &str,
     ) {
-        self.roll();
         let key = FailureKey {
             result,
             mx_host: mx_host.map(str::to_string),
             ip,
             reason: reason.chars().take(200).collect(),
         };
-        let mut p = self.period.lock().unwrap();
-        *p.policies
-            .entry(applied.clone())
-            .or_default()
-            .failures
-            .entry(key)
-            .or_default() += 1;
+        self.count(applied, |c| *c.failures.entry(key).or_default() += 1);
     }
 
-    /// Write out the period if it has ended (the next count would belong to
-    /// a new one).
-    fn roll(&self) {
+    /// Add to the current period's counts for `applied` with `add`, the
+    /// period written out first if it has ended (the count belongs to a new
+    /// one): one lock while the period runs.
+    fn count(&self, applied: &Applied, add: impl FnOnce(&mut Counts)) {
         let now = now_ms();
-        if now >= self.period.lock().unwrap().start_ms + self.interval.as_millis() as u64 {
+        let mut p = self.period.lock().unwrap();
+        if now >= p.start_ms + self.interval.as_millis() as u64 {
+            drop(p);
             self.flush(now, false);
+            p = self.period.lock().unwrap();
+        }
+        // The policy (its text, its records) is copied once per period.
+        match p.policies.get_mut(applied) {
+            Some(c) => add(c),
+            None => add(p.policies.entry(applied.clone()).or_default()),
         }
     }
 

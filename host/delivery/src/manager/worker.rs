@@ -221,7 +221,7 @@ async fn connect(ctx: &WorkerCtx, dest: &Destination) -> Result<Session, Diagnos
     };
     let s = if level.is_dane() {
         let planned = crate::dane::plan(level, domain, &hosts, port, &*ctx.dns).await;
-        Session::connect_planned(&planned, port, &ctx.client, relay, &plan).await?
+        Session::connect_planned(&hosts, planned, port, &ctx.client, relay, &plan).await?
     } else {
         Session::connect_with(&hosts, port, &ctx.client, relay, &plan).await?
     };

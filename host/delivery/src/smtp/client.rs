@@ -202,44 +202,43 @@ impl Session {
         authenticate: bool,
         tls: &TlsPlan<'_>,
     ) -> Result<Session, Diagnostic> {
-        let planned: Vec<(MxHost, HostTls)> = hosts
-            .iter()
-            .map(|h| (h.clone(), HostTls::Policy(tls.level)))
-            .collect();
-        Session::connect_planned(&planned, port, ctx, authenticate, tls).await
+        let each = hosts.iter().map(|_| HostTls::Policy(tls.level)).collect();
+        Session::connect_planned(hosts, each, port, ctx, authenticate, tls).await
     }
 
-    /// `connect` with each host's own TLS (DANE decides per host,
-    /// `dane::plan`); `plan` says how failures of required TLS are counted
-    /// and whether a `testing` policy falls back.
+    /// `connect` with each host's own TLS, `host_tls[i]` for `hosts[i]`
+    /// (DANE decides per host, `dane::plan`); `plan` says how failures of
+    /// required TLS are counted and whether a `testing` policy falls back.
     pub async fn connect_planned(
-        hosts: &[(MxHost, HostTls)],
+        hosts: &[MxHost],
+        host_tls: Vec<HostTls>,
         port: u16,
         ctx: &ClientCtx,
         authenticate: bool,
         plan: &TlsPlan<'_>,
     ) -> Result<Session, Diagnostic> {
         let mut last = None;
-        for (host, host_tls) in hosts {
+        for (host, host_tls) in hosts.iter().zip(host_tls) {
             let mut tlsa = None;
             let (tls, dane) = match host_tls {
-                HostTls::Policy(p) => (*p, None),
+                HostTls::Policy(p) => (p, None),
                 // DANE: TLS is required, the chain checked against TLSA.
                 HostTls::Dane(c, records) => {
                     if let Some(r) = plan.report {
-                        tlsa = Some(Applied::tlsa(r.domain, &host.name, records.clone()));
+                        tlsa = Some(Applied::tlsa(r.domain, &host.name, records));
                     }
                     (TlsPolicy::Encrypt, Some(c))
                 }
                 HostTls::Unusable(d) => {
                     tracing::info!(host = %host.name, reason = %d, "host unusable");
-                    last = Some(d.clone());
+                    last = Some(d);
                     continue;
                 }
             };
             for ip in &host.addrs {
                 let addr = SocketAddr::new(*ip, port);
-                let mut result = open(&host.name, addr, ctx, authenticate, tls, dane).await;
+                let mut result =
+                    open(&host.name, addr, ctx, authenticate, tls, dane.as_ref()).await;
                 if let Err(Attempt::Tls(kind, d)) = &result {
                     plan.count(&host.name, *ip, tlsa.as_ref(), Err((*kind, &d.text)));
                     if let Some(fallback) = plan.testing {
